@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Measures the order path on this machine, in one run:
+#   1. accepted durable orders/s (every request a new buyer, stock never runs out),
+#      at CONNECTIONS and at BIG_CONNECTIONS;
+#   2. sold-out answers/s, against GET /health with the same connections.
+# Uses its own namespace (bench_orders) on the local Postgres and Redis.
+#   bench/order-path.sh   # DURATION=10s CONNECTIONS=64 BIG_CONNECTIONS=256 PORT=18090
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=${DURATION:-10s}
+connections=${CONNECTIONS:-64}
+port=${PORT:-18090}
+target="http://127.0.0.1:$port"
+export FLASHTIX_NAMESPACE=bench_orders FLASHTIX_ADMIN_TOKEN=bench-token RUST_LOG=warn
+
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 2; }
+cargo build --release -q -p flashtix
+flashtix=target/release/flashtix
+
+$flashtix reset --tickets 100000000 --max-per-user 4 --json /tmp/flashtix-bench-events.json >/dev/null
+big_event=$(python3 -c 'import json; print(json.load(open("/tmp/flashtix-bench-events.json"))[0]["id"])')
+
+$flashtix serve --bind "127.0.0.1:$port" &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT
+for _ in $(seq 100); do curl -fs "$target/health" >/dev/null && break; sleep 0.1; done
+
+small_event=$(curl -fs -X POST "$target/events" -H "Authorization: Bearer $FLASHTIX_ADMIN_TOKEN" \
+  -H 'Content-Type: application/json' -d '{"name":"one seat","total_tickets":1,"price_cents":100}' |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+curl -fs -X POST "$target/orders" -H 'Content-Type: application/json' -H 'Idempotency-Key: first' \
+  -d "{\"event_id\":$small_event,\"user_id\":\"first-buyer\",\"quantity\":1}" >/dev/null
+
+for c in $connections ${BIG_CONNECTIONS:-256}; do
+  echo "== accepted orders: event $big_event, wrk -t1 -c$c -d$duration"
+  EVENT_ID=$big_event wrk -t1 -c"$c" -d"$duration" -s bench/orders.lua "$target"
+done
+echo "== sold-out answers: event $small_event (sold out), same settings"
+EVENT_ID=$small_event wrk -t1 -c"$connections" -d"$duration" -s bench/orders.lua "$target"
+echo "== GET /health, same settings and the same script overhead"
+wrk -t1 -c"$connections" -d"$duration" -s bench/health.lua "$target"
+echo "== GET /health, plain wrk (no script), same settings"
+wrk -t1 -c"$connections" -d"$duration" "$target/health"
+curl -fs "$target/metrics" | grep -E '^flashtix_(orders_total|order_batch_orders_total|order_batch_seconds_count|sold_out_from_memory_total|messages_total)' 

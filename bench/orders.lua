@@ -1,0 +1,47 @@
+-- wrk script: every request is a different buyer with its own Idempotency-Key,
+-- one ticket each, for the event in EVENT_ID. Counts answers by status, so the
+-- report says how many orders were accepted, not just how many requests went out.
+--   EVENT_ID=1 wrk -t1 -c64 -d10s -s bench/orders.lua http://127.0.0.1:8080
+
+local event_id = os.getenv("EVENT_ID") or "1"
+local threads = {}
+local next_thread = 0
+
+function setup(thread)
+  next_thread = next_thread + 1
+  thread:set("thread_id", next_thread)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  sent = 0
+  statuses = {}
+  -- Unique across runs too: a run tag from the clock, then thread and counter.
+  tag = tostring(os.time()) .. "-" .. tostring(thread_id)
+end
+
+function request()
+  sent = sent + 1
+  local user = "w" .. tag .. "-" .. sent
+  local body = '{"event_id":' .. event_id .. ',"user_id":"' .. user .. '","quantity":1}'
+  return wrk.format("POST", "/orders",
+    { ["Content-Type"] = "application/json", ["Idempotency-Key"] = user }, body)
+end
+
+function response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+
+function done(summary, latency, requests)
+  local totals = {}
+  for _, thread in ipairs(threads) do
+    local counts = thread:get("statuses")
+    for status, n in pairs(counts) do
+      totals[status] = (totals[status] or 0) + n
+    end
+  end
+  local seconds = summary.duration / 1e6
+  for status, n in pairs(totals) do
+    io.write(string.format("status %d: %d answers, %.0f/s\n", status, n, n / seconds))
+  end
+end

@@ -1,0 +1,85 @@
+//! `flashtix check`: prove the invariants from Postgres and Redis.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use flashtix_server::broker::Topology;
+use flashtix_server::config::ConnectionArgs;
+use flashtix_server::invariants::{self, Verdict};
+use flashtix_server::reconcile::{self, Repair};
+
+use super::{Failure, Outcome, Services};
+use crate::output;
+
+#[derive(clap::Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    connections: ConnectionArgs,
+    /// Check only this event
+    #[arg(long)]
+    event: Option<i64>,
+    /// First correct Redis stock that drifted from Postgres (when nothing is in flight)
+    #[arg(long)]
+    repair: bool,
+    /// Also write the report as JSON to this file
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// A storm's history (one JSON attempt a line): also prove no order was lost
+    #[arg(long)]
+    history: Option<PathBuf>,
+}
+
+pub async fn run(args: CheckArgs) -> Outcome {
+    let history = match &args.history {
+        Some(path) => Some(flashtix_server::history::read(path).map_err(Failure::usage)?),
+        None => None,
+    };
+    let services = Services::connect(&args.connections).await?;
+    flashtix_server::db::migrate(&services.pool, &services.connections.namespace).await?;
+    if args.repair {
+        let events = match args.event {
+            Some(id) => vec![id],
+            None => flashtix_server::events::ids(&services.pool)
+                .await
+                .map_err(anyhow::Error::from)?,
+        };
+        for event_id in events {
+            match reconcile::repair_drift(&services.pool, &services.gate, event_id).await? {
+                Repair::Repaired { from, to } => {
+                    println!("event {event_id}: Redis stock corrected from {from} to {to}")
+                }
+                Repair::Busy => println!("event {event_id}: orders in flight, not repaired"),
+                Repair::InSync | Repair::Unseeded | Repair::Gone => {}
+            }
+        }
+    }
+    let topology = Topology::new(services.connections.namespace.clone());
+    let broker = flashtix_server::broker::connect(&services.connections.amqp_url).await;
+    let queues = match &broker {
+        Ok(connection) => Ok((connection, &topology)),
+        Err(error) => Err(error.to_string()),
+    };
+    let report = invariants::check(
+        &services.pool,
+        &services.gate,
+        queues,
+        history.as_deref(),
+        args.event,
+    )
+    .await?;
+    println!("{}", output::report_table(&report));
+    let verdict = match report.verdict {
+        Verdict::Pass => "PASS: every invariant held",
+        Verdict::Unknown => "UNKNOWN: nothing failed, but not everything could be judged",
+        Verdict::Fail => "FAIL: an invariant was broken",
+    };
+    println!("{verdict}");
+    if let Some(path) = &args.json {
+        output::write_json(path, &report)?;
+    }
+    Ok(if report.verdict == Verdict::Fail {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

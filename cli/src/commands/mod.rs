@@ -1,0 +1,99 @@
+//! One module per command; each parses its flags into a validated plan, runs it,
+//! and returns the exit code.
+
+pub mod check;
+pub mod reset;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use flashtix_server::config::{ConnectionArgs, Connections};
+use flashtix_server::gate::Gate;
+use sqlx::PgPool;
+
+/// Why a command could not finish, and so which exit code it ends with.
+pub struct Failure {
+    pub kind: FailureKind,
+    pub error: anyhow::Error,
+}
+
+pub enum FailureKind {
+    /// Bad flags or configuration: exit 2.
+    Usage,
+    /// Postgres, Redis or RabbitMQ did not answer: exit 4.
+    Unreachable,
+    /// Anything else: exit 1.
+    Other,
+}
+
+impl Failure {
+    pub fn usage(error: anyhow::Error) -> Self {
+        Self {
+            kind: FailureKind::Usage,
+            error,
+        }
+    }
+
+    pub fn unreachable(error: anyhow::Error) -> Self {
+        Self {
+            kind: FailureKind::Unreachable,
+            error,
+        }
+    }
+
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(match self.kind {
+            FailureKind::Usage => 2,
+            FailureKind::Unreachable => 4,
+            FailureKind::Other => 1,
+        })
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Self {
+            kind: FailureKind::Other,
+            error,
+        }
+    }
+}
+
+/// Connections to the sale's Postgres and Redis, checked to answer.
+pub struct Services {
+    pub connections: Connections,
+    pub pool: PgPool,
+    pub gate: Gate,
+}
+
+impl Services {
+    pub async fn connect(args: &ConnectionArgs) -> Result<Self, Failure> {
+        let connections = args.resolve().map_err(Failure::usage)?;
+        let pool = flashtix_server::db::pool(
+            &connections.database_url,
+            &connections.namespace,
+            4,
+            flashtix_server::db::Purpose::General,
+        )
+        .map_err(Failure::usage)?;
+        sqlx::query("SELECT 1")
+            .execute(&pool)
+            .await
+            .context("cannot reach Postgres")
+            .map_err(Failure::unreachable)?;
+        let gate = Gate::connect(&connections.redis_url, connections.namespace.clone())
+            .context("invalid Redis URL")
+            .map_err(Failure::usage)?;
+        gate.ping()
+            .await
+            .context("cannot reach Redis")
+            .map_err(Failure::unreachable)?;
+        Ok(Self {
+            connections,
+            pool,
+            gate,
+        })
+    }
+}
+
+pub type Outcome = Result<ExitCode, Failure>;

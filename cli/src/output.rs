@@ -1,0 +1,73 @@
+//! Human and machine output: comfy-tables on stdout, JSON files on request.
+
+use std::path::Path;
+
+use anyhow::Context;
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, Color, ContentArrangement, Table};
+use flashtix_server::events::Event;
+use flashtix_server::invariants::{Report, Verdict};
+
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.iter().copied());
+    table
+}
+
+pub fn events_table(events: &[Event]) -> Table {
+    let mut table = table(&[
+        "id",
+        "name",
+        "tickets",
+        "available",
+        "price",
+        "max/user",
+        "hold",
+    ]);
+    for e in events {
+        table.add_row(vec![
+            e.id.to_string(),
+            e.name.clone(),
+            e.total_tickets.to_string(),
+            e.available_tickets.to_string(),
+            format!("{}.{:02}", e.price_cents / 100, e.price_cents % 100),
+            e.max_per_user.to_string(),
+            format!("{}s", e.hold_seconds),
+        ]);
+    }
+    table
+}
+
+fn verdict_cell(verdict: Verdict) -> Cell {
+    match verdict {
+        Verdict::Pass => Cell::new("PASS").fg(Color::Green),
+        Verdict::Unknown => Cell::new("UNKNOWN").fg(Color::Yellow),
+        Verdict::Fail => Cell::new("FAIL").fg(Color::Red),
+    }
+}
+
+pub fn report_table(report: &Report) -> Table {
+    let mut table = table(&["invariant", "verdict", "checked", "offending", "detail"]);
+    for f in &report.findings {
+        let mut detail = f.detail.clone();
+        for example in &f.examples {
+            detail.push_str("\n  ");
+            detail.push_str(example);
+        }
+        table.add_row(vec![
+            Cell::new(&f.invariant),
+            verdict_cell(f.verdict),
+            Cell::new(f.checked),
+            Cell::new(f.offending),
+            Cell::new(detail),
+        ]);
+    }
+    table
+}

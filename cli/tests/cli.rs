@@ -1,0 +1,298 @@
+//! The `flashtix` binary end to end: exit codes, tables, JSON, and `check`
+//! catching a corrupted sale. Each test has its own namespace (Postgres schema
+//! and Redis prefix) in the test database.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+fn test_database_url() -> String {
+    std::env::var("FLASHTIX_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/flashtix_test".into())
+}
+
+fn test_redis_url() -> String {
+    std::env::var("FLASHTIX_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+struct Sale {
+    namespace: String,
+    dir: PathBuf,
+}
+
+impl Sale {
+    async fn new() -> Self {
+        flashtix_server::db::create_database_if_missing(&test_database_url())
+            .await
+            .expect("Postgres must be reachable for the tests");
+        let namespace = format!("c{}", Uuid::now_v7().simple());
+        let dir = std::env::temp_dir().join(&namespace);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self { namespace, dir }
+    }
+
+    /// Runs `flashtix` with this sale's connections and nothing from the
+    /// environment of the test runner.
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_flashtix"))
+            .args(args)
+            .env_remove("DATABASE_URL")
+            .env_remove("FLASHTIX_DATABASE_URL")
+            .env("FLASHTIX_REDIS_URL", test_redis_url())
+            .env("FLASHTIX_NAMESPACE", &self.namespace)
+            .env("DATABASE_URL", test_database_url())
+            .output()
+            .expect("flashtix runs")
+    }
+
+    fn json(&self, name: &str) -> (String, Value) {
+        let path = self.dir.join(name);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        (
+            path.display().to_string(),
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+        )
+    }
+
+    /// `flashtix reset` with `flags`, which must succeed; returns the seeded
+    /// events (from `--json`) and what it printed.
+    fn reset(&self, flags: &[&str]) -> (Vec<Value>, String) {
+        let (events_file, _) = self.json("events.json");
+        let mut args = vec!["reset", "--json", &events_file];
+        args.extend_from_slice(flags);
+        let reset = self.run(&args);
+        assert_eq!(reset.status.code(), Some(0), "{}", stderr(&reset));
+        let events = self
+            .json("events.json")
+            .1
+            .as_array()
+            .cloned()
+            .expect("a list of events");
+        (events, stdout(&reset))
+    }
+
+    async fn pool(&self) -> PgPool {
+        flashtix_server::db::pool(
+            &test_database_url(),
+            &flashtix_server::config::Namespace::parse(&self.namespace).unwrap(),
+            2,
+            flashtix_server::db::Purpose::General,
+        )
+        .unwrap()
+    }
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn reset_seeds_events_and_check_passes() {
+    let sale = Sale::new().await;
+
+    let (events, printed) = sale.reset(&["--events", "2", "--tickets", "50"]);
+
+    assert!(printed.contains("Flash sale #2"), "{printed}");
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().all(|e| e["available_tickets"] == 50));
+
+    let (report_file, _) = sale.json("report.json");
+    let check = sale.run(&["check", "--json", &report_file]);
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&check),
+        stderr(&check)
+    );
+    assert!(stdout(&check).contains("PASS: every invariant held"));
+    let (_, report) = sale.json("report.json");
+    assert_eq!(report["verdict"], "PASS");
+}
+
+#[tokio::test]
+async fn check_names_what_a_corrupted_sale_broke() {
+    let sale = Sale::new().await;
+    let (events, _) = sale.reset(&["--tickets", "10", "--max-per-user", "2"]);
+    let event_id = events[0]["id"].as_i64().expect("event id");
+
+    // An order that took no stock, above the per-user limit; and a ticket moved
+    // from available to pending with no order for it. (Losing or making a
+    // ticket, the table's own CHECK refuses: see the next test.)
+    let pool = sale.pool().await;
+    let intruder = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO orders (id, event_id, user_id, idempotency_key, fingerprint, quantity,
+                             amount_cents, expires_at)
+         VALUES ($1, $2, 'intruder', 'forged', 'x', 3, 0, now() + interval '1 hour')",
+    )
+    .bind(intruder)
+    .bind(event_id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE events SET available_tickets = available_tickets - 1,
+                           pending_tickets = pending_tickets + 1 WHERE id = $1",
+    )
+    .bind(event_id)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let (report_file, _) = sale.json("report.json");
+    let check = sale.run(&["check", "--json", &report_file]);
+
+    assert_eq!(check.status.code(), Some(1), "{}", stdout(&check));
+    let table = stdout(&check);
+    assert!(table.contains("FAIL: an invariant was broken"), "{table}");
+    assert!(
+        table.contains(&format!(
+            "event {event_id}: available 9 + pending 3 + sold 0 = 12"
+        )),
+        "{table}"
+    );
+    let (_, report) = sale.json("report.json");
+    let finding = |name: &str| {
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["invariant"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(finding("no_oversell")["verdict"], "FAIL");
+    let over_limit = finding("per_user_limit");
+    assert_eq!(over_limit["verdict"], "FAIL");
+    assert!(over_limit["examples"][0]
+        .as_str()
+        .unwrap()
+        .contains(&intruder.to_string()));
+    assert_eq!(finding("no_duplicate_order")["verdict"], "PASS");
+    assert_eq!(
+        finding("redis_agrees")["verdict"],
+        "FAIL",
+        "Redis still says 10"
+    );
+}
+
+#[tokio::test]
+async fn postgres_refuses_to_lose_or_make_a_ticket() {
+    let sale = Sale::new().await;
+    let (events, _) = sale.reset(&["--tickets", "10"]);
+    let event_id = events[0]["id"].as_i64().expect("event id");
+    let pool = sale.pool().await;
+
+    for corruption in [
+        "UPDATE events SET available_tickets = available_tickets - 1 WHERE id = $1",
+        "UPDATE events SET sold_tickets = sold_tickets + 1 WHERE id = $1",
+        "UPDATE events SET available_tickets = -1, pending_tickets = 11 WHERE id = $1",
+    ] {
+        let refused = sqlx::query(corruption).bind(event_id).execute(&pool).await;
+        assert!(refused.is_err(), "{corruption} must be refused");
+    }
+}
+
+#[tokio::test]
+async fn reset_purges_the_namespace_queues() {
+    use flashtix_server::broker::{self, Topology};
+    use lapin::options::{BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions};
+    use lapin::types::FieldTable;
+
+    let sale = Sale::new().await;
+    sale.reset(&[]);
+    let topology =
+        Topology::new(flashtix_server::config::Namespace::parse(&sale.namespace).unwrap());
+    let queue = topology.queue("order.created");
+    let amqp_url = std::env::var("FLASHTIX_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let connection = broker::connect(&amqp_url).await.expect("RabbitMQ");
+    let channel = connection.create_channel().await.unwrap();
+    // Confirmed publishes are in the queue before the count is read.
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let depth = |channel: lapin::Channel, queue: String| async move {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+            .await
+            .unwrap()
+            .message_count()
+    };
+    for _ in 0..3 {
+        channel
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                b"{}",
+                lapin::BasicProperties::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    assert_eq!(depth(channel.clone(), queue.clone()).await, 3);
+
+    sale.reset(&[]);
+
+    assert_eq!(depth(channel.clone(), queue.clone()).await, 0);
+    for queue in topology.queues() {
+        let _ = channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn reset_asks_before_wiping_a_remote_database() {
+    let sale = Sale::new().await;
+    let output = sale.run(&[
+        "reset",
+        "--database-url",
+        "postgres://u@db.example.invalid/sale",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("--yes"), "{}", stderr(&output));
+}
+
+#[tokio::test]
+async fn bad_flags_exit_2_and_unreachable_services_exit_4() {
+    let sale = Sale::new().await;
+    let bad_namespace = sale.run(&["check", "--namespace", "Not-Valid"]);
+    assert_eq!(bad_namespace.status.code(), Some(2));
+    assert!(stderr(&bad_namespace).contains("invalid namespace"));
+    let bad_tickets = sale.run(&["reset", "--tickets", "0"]);
+    assert_eq!(bad_tickets.status.code(), Some(2));
+    assert!(
+        stderr(&bad_tickets).contains("total_tickets"),
+        "{}",
+        stderr(&bad_tickets)
+    );
+
+    let unreachable = sale.run(&[
+        "check",
+        "--database-url",
+        "postgres://postgres@127.0.0.1:1/none",
+    ]);
+    assert_eq!(unreachable.status.code(), Some(4));
+    assert!(
+        stderr(&unreachable).contains("cannot reach Postgres"),
+        "{}",
+        stderr(&unreachable)
+    );
+}

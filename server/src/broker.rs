@@ -1,0 +1,230 @@
+//! RabbitMQ: the namespace's exchanges and queues, declared the same way by
+//! every process that uses them (declaring is idempotent).
+//!
+//! - `{ns}.sale`: durable topic exchange; a message's routing key is its topic
+//!   (`order.created`, `payment.result`).
+//! - `{ns}.{topic}`: one quorum queue per topic (classic durable where quorum
+//!   queues are unavailable). After [`DELIVERY_LIMIT`] failed deliveries a
+//!   message goes to the dead-letter exchange instead of looping forever.
+//! - `{ns}.dead`: the dead-letter exchange, and `{ns}.{topic}.dead`, the queues
+//!   holding what could not be processed, for an operator to look at.
+
+use std::time::Duration;
+
+use lapin::options::{
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueuePurgeOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+
+use crate::config::Namespace;
+
+/// The topics the sale publishes.
+pub const TOPICS: [&str; 2] = ["order.created", "payment.result"];
+/// Deliveries of one message before it is dead-lettered.
+pub const DELIVERY_LIMIT: i64 = 5;
+
+pub async fn connect(amqp_url: &str) -> lapin::Result<Connection> {
+    Connection::connect(amqp_url, ConnectionProperties::default()).await
+}
+
+/// Pacing and log noise for a loop that keeps a RabbitMQ session alive: waits
+/// between attempts double from 100 ms to 5 s, the first failure of a streak
+/// and the recovery are logged, nothing in between.
+pub struct Reconnect {
+    what: &'static str,
+    backoff: Duration,
+    failing: bool,
+}
+
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+
+impl Reconnect {
+    pub fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            backoff: BACKOFF.0,
+            failing: false,
+        }
+    }
+
+    /// A session is up: say so if it was down, and start the backoff afresh.
+    pub fn connected(&mut self) {
+        if std::mem::take(&mut self.failing) {
+            tracing::info!(what = self.what, "connected to RabbitMQ again");
+        }
+        self.backoff = BACKOFF.0;
+    }
+
+    /// A session ended: say why (once per streak), then wait before the next.
+    pub async fn failed(&mut self, error: anyhow::Error) {
+        if !self.failing {
+            tracing::warn!(
+                what = self.what,
+                error = format!("{error:#}"),
+                "stopped; reconnecting"
+            );
+            self.failing = true;
+        }
+        tokio::time::sleep(self.backoff).await;
+        self.backoff = (self.backoff * 2).min(BACKOFF.1);
+    }
+}
+
+/// The names of one namespace's exchanges and queues.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    namespace: Namespace,
+}
+
+impl Topology {
+    pub fn new(namespace: Namespace) -> Self {
+        Self { namespace }
+    }
+
+    pub fn exchange(&self) -> String {
+        format!("{}.sale", self.namespace)
+    }
+
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}.dead", self.namespace)
+    }
+
+    pub fn queue(&self, topic: &str) -> String {
+        format!("{}.{topic}", self.namespace)
+    }
+
+    pub fn dead_letter_queue(&self, topic: &str) -> String {
+        format!("{}.{topic}.dead", self.namespace)
+    }
+
+    /// Every queue of the namespace, live and dead-letter.
+    pub fn queues(&self) -> Vec<String> {
+        TOPICS
+            .iter()
+            .flat_map(|topic| [self.queue(topic), self.dead_letter_queue(topic)])
+            .collect()
+    }
+
+    /// Declares the exchanges, queues and bindings.
+    pub async fn declare(&self, connection: &Connection) -> lapin::Result<()> {
+        let channel = connection.create_channel().await?;
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        for exchange in [self.exchange(), self.dead_letter_exchange()] {
+            channel
+                .exchange_declare(
+                    name(&exchange),
+                    ExchangeKind::Topic,
+                    durable,
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        for topic in TOPICS {
+            let dead = self.dead_letter_queue(topic);
+            declare_queue(connection, &dead, FieldTable::default()).await?;
+            channel
+                .queue_bind(
+                    name(&dead),
+                    name(&self.dead_letter_exchange()),
+                    name(topic),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+
+            let mut arguments = FieldTable::default();
+            arguments.insert(
+                name("x-dead-letter-exchange"),
+                text(&self.dead_letter_exchange()),
+            );
+            arguments.insert(
+                name("x-delivery-limit"),
+                AMQPValue::LongLongInt(DELIVERY_LIMIT),
+            );
+            let live = self.queue(topic);
+            declare_queue(connection, &live, arguments).await?;
+            channel
+                .queue_bind(
+                    name(&live),
+                    name(&self.exchange()),
+                    name(topic),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Connects, declares the topology and opens a channel: the start of every
+    /// session of the relay and the workers. The connection must outlive the
+    /// channel.
+    pub async fn open(&self, amqp_url: &str) -> anyhow::Result<(Connection, Channel)> {
+        use anyhow::Context;
+        let connection = connect(amqp_url).await.context("connecting to RabbitMQ")?;
+        self.declare(&connection)
+            .await
+            .context("declaring the topology")?;
+        let channel = connection.create_channel().await?;
+        Ok((connection, channel))
+    }
+
+    /// Empties every queue of the namespace. Returns how many messages it dropped.
+    pub async fn purge(&self, connection: &Connection) -> lapin::Result<u64> {
+        self.declare(connection).await?;
+        let channel = connection.create_channel().await?;
+        let mut purged = 0;
+        for queue in self.queues() {
+            purged += u64::from(
+                channel
+                    .queue_purge(name(&queue), QueuePurgeOptions::default())
+                    .await?,
+            );
+        }
+        Ok(purged)
+    }
+}
+
+/// Declares a durable queue: quorum if the broker has them, classic if not.
+async fn declare_queue(
+    connection: &Connection,
+    queue: &str,
+    arguments: FieldTable,
+) -> lapin::Result<()> {
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    let mut quorum = arguments.clone();
+    quorum.insert(name("x-queue-type"), text("quorum"));
+    // A refused declaration closes its channel, so each try gets its own.
+    let channel = connection.create_channel().await?;
+    if channel
+        .queue_declare(name(queue), durable, quorum)
+        .await
+        .is_ok()
+    {
+        return Ok(());
+    }
+    tracing::warn!(
+        queue,
+        "quorum queue refused; declaring a classic durable queue"
+    );
+    let channel: Channel = connection.create_channel().await?;
+    channel
+        .queue_declare(name(queue), durable, arguments)
+        .await
+        .map(drop)
+}
+
+fn name(text: &str) -> ShortString {
+    text.into()
+}
+
+fn text(text: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(text.as_bytes().to_vec()))
+}

@@ -1,0 +1,276 @@
+//! Configuration: raw flags and environment (clap) in, one validated [`Settings`] out.
+//!
+//! The flag structs are shared by the `flashtix-server` binary and `flashtix serve`,
+//! so both read the same flags and the same `FLASHTIX_*` variables.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use crate::payments::provider::ProviderSettings;
+
+/// Where the sale's services are, and which namespace of them is ours.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectionArgs {
+    /// PostgreSQL URL [env: FLASHTIX_DATABASE_URL, then DATABASE_URL]
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Redis URL
+    #[arg(
+        long,
+        env = "FLASHTIX_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    pub redis_url: String,
+    /// RabbitMQ URL
+    #[arg(
+        long,
+        env = "FLASHTIX_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub amqp_url: String,
+    /// Prefix of Redis keys and RabbitMQ names, and the Postgres schema, so several
+    /// sales (and tests) can share one set of services.
+    #[arg(long, env = "FLASHTIX_NAMESPACE", default_value = "flashtix")]
+    pub namespace: String,
+}
+
+const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+impl ConnectionArgs {
+    pub fn resolve(&self) -> anyhow::Result<Connections> {
+        let database_url = self
+            .database_url
+            .clone()
+            .or_else(|| std::env::var("FLASHTIX_DATABASE_URL").ok())
+            .or_else(|| std::env::var("DATABASE_URL").ok())
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        Ok(Connections {
+            database_url,
+            redis_url: self.redis_url.clone(),
+            amqp_url: self.amqp_url.clone(),
+            namespace: Namespace::parse(&self.namespace)?,
+        })
+    }
+}
+
+/// What a server process runs. Every role can run alone so drills can kill one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// The HTTP API, with the reconciler that repairs Redis from Postgres.
+    Api,
+    /// The expiry sweeper: unpaid orders past their hold expire.
+    Sweeper,
+    /// The outbox relay: publishes committed messages to RabbitMQ.
+    Relay,
+    /// The payment worker: charges orders through the provider.
+    Payments,
+    /// The order worker: confirms, cancels or refunds orders after payment.
+    Orders,
+    /// Every role in one process.
+    All,
+}
+
+/// Flags of a server process.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+    /// Address to listen on (port 0 picks a free port)
+    #[arg(long, env = "FLASHTIX_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// Roles to run, comma separated
+    #[arg(
+        long,
+        env = "FLASHTIX_ROLE",
+        value_delimiter = ',',
+        default_value = "all"
+    )]
+    pub role: Vec<Role>,
+    /// Bearer token for admin calls; without one, admin calls are refused
+    #[arg(long, env = "FLASHTIX_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// How often the reconciler repairs Redis from Postgres, in milliseconds (0: never)
+    #[arg(long, env = "FLASHTIX_RECONCILE_MS", default_value_t = 1000)]
+    pub reconcile_ms: u64,
+    /// Postgres connections in the pool
+    #[arg(long, env = "FLASHTIX_DB_POOL", default_value_t = 16)]
+    pub db_pool: u32,
+    /// How often the sweeper looks for expired orders, in milliseconds
+    #[arg(long, env = "FLASHTIX_SWEEP_MS", default_value_t = 1000)]
+    pub sweep_ms: u64,
+    /// Share of payments the simulated provider declines (0.0 to 1.0)
+    #[arg(long, env = "FLASHTIX_PAYMENT_FAILURE_RATE", default_value_t = 0.0)]
+    pub payment_failure_rate: f64,
+    /// Time each call to the simulated provider takes, in milliseconds
+    #[arg(long, env = "FLASHTIX_PAYMENT_LATENCY_MS", default_value_t = 0)]
+    pub payment_latency_ms: u64,
+    /// Share of provider calls whose answer is lost (the work is done) (0.0 to 1.0)
+    #[arg(long, env = "FLASHTIX_PAYMENT_TIMEOUT_RATE", default_value_t = 0.0)]
+    pub payment_timeout_rate: f64,
+    /// Seed of the simulated provider's decisions
+    #[arg(long, env = "FLASHTIX_PAYMENT_SEED", default_value_t = 0)]
+    pub payment_seed: u64,
+}
+
+impl ServerArgs {
+    pub fn resolve(&self) -> anyhow::Result<Settings> {
+        let admin_token = match self.admin_token.as_deref() {
+            None => None,
+            Some(t) if t.trim().is_empty() => bail!("--admin-token must not be empty"),
+            Some(t) => Some(AdminToken(t.to_owned())),
+        };
+        if self.db_pool == 0 {
+            bail!("--db-pool must be at least 1");
+        }
+        if self.sweep_ms == 0 {
+            bail!("--sweep-ms must be at least 1");
+        }
+        for (flag, rate) in [
+            ("--payment-failure-rate", self.payment_failure_rate),
+            ("--payment-timeout-rate", self.payment_timeout_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                bail!("{flag} must be between 0 and 1, got {rate}");
+            }
+        }
+        Ok(Settings {
+            connections: self.connections.resolve()?,
+            bind: self.bind,
+            roles: self.role.clone(),
+            admin_token,
+            reconcile_every: (self.reconcile_ms > 0)
+                .then(|| Duration::from_millis(self.reconcile_ms)),
+            db_pool: self.db_pool,
+            sweep_every: Duration::from_millis(self.sweep_ms),
+            provider: ProviderSettings {
+                failure_rate: self.payment_failure_rate,
+                latency: Duration::from_millis(self.payment_latency_ms),
+                timeout_rate: self.payment_timeout_rate,
+                seed: self.payment_seed,
+            },
+        })
+    }
+}
+
+/// Validated connection settings.
+#[derive(Debug, Clone)]
+pub struct Connections {
+    pub database_url: String,
+    pub redis_url: String,
+    pub amqp_url: String,
+    pub namespace: Namespace,
+}
+
+/// Validated server settings; the rest of the code trusts them.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub connections: Connections,
+    pub bind: SocketAddr,
+    pub roles: Vec<Role>,
+    pub admin_token: Option<AdminToken>,
+    /// `None`: the reconciler does not run (tests that need drift to stay visible).
+    pub reconcile_every: Option<Duration>,
+    pub db_pool: u32,
+    pub sweep_every: Duration,
+    /// How the simulated payment provider behaves.
+    pub provider: ProviderSettings,
+}
+
+impl Settings {
+    pub fn runs(&self, role: Role) -> bool {
+        self.roles.contains(&Role::All) || self.roles.contains(&role)
+    }
+}
+
+/// A namespace: lower-case letters, digits and `_`, starting with a letter, at most
+/// 40 long, so it is safe as a Postgres schema name and inside Redis key patterns.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Namespace(String);
+
+impl Namespace {
+    pub fn parse(raw: &str) -> anyhow::Result<Self> {
+        let mut chars = raw.chars();
+        let starts_with_letter = chars.next().is_some_and(|c| c.is_ascii_lowercase());
+        let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !starts_with_letter || !rest_ok || raw.len() > 40 {
+            bail!(
+                "invalid namespace {raw:?}: use 1-40 lower-case letters, digits or '_', starting with a letter"
+            );
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The admin bearer token. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// Constant-time comparison, so the token cannot be guessed byte by byte.
+    pub fn matches(&self, offered: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), offered.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+/// Whether a database URL points at this machine (reset asks for `--yes` otherwise).
+pub fn database_is_local(database_url: &str) -> anyhow::Result<bool> {
+    use std::str::FromStr;
+    let options =
+        sqlx::postgres::PgConnectOptions::from_str(database_url).context("invalid database URL")?;
+    let host = options.get_host();
+    Ok(host.starts_with('/') || matches!(host, "localhost" | "127.0.0.1" | "::1" | "[::1]"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_are_safe_identifiers() {
+        assert!(Namespace::parse("flashtix").is_ok());
+        assert!(Namespace::parse("t_1a").is_ok());
+        for bad in ["", "1abc", "Flash", "a-b", "a:b", "a*", &"a".repeat(41)] {
+            assert!(Namespace::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn admin_token_compares_whole_token() {
+        let token = AdminToken::new("secret");
+        assert!(token.matches("secret"));
+        assert!(!token.matches("secre"));
+        assert!(!token.matches("secret!"));
+        assert!(!format!("{token:?}").contains("secret"));
+    }
+
+    #[test]
+    fn local_databases_are_recognised() {
+        assert!(database_is_local("postgres://u@127.0.0.1:5432/db").unwrap());
+        assert!(database_is_local("postgres://u@localhost/db").unwrap());
+        assert!(!database_is_local("postgres://u@db.example.com/db").unwrap());
+    }
+}

@@ -1,0 +1,218 @@
+//! Events: what is on sale, its stock and its terms (price, per-user limit, hold).
+//!
+//! The order path reads an event's [`Terms`] through the [`Catalogue`], an
+//! in-process cache: terms never change after creation, so caching them costs no
+//! correctness, and a deleted event is noticed by the order writer and forgotten.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+use sqlx::{PgPool, Row};
+
+/// `POST /events` body, as sent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewEventRequest {
+    pub name: String,
+    pub total_tickets: i64,
+    pub price_cents: i64,
+    pub max_per_user: Option<i64>,
+    pub hold_seconds: Option<i64>,
+}
+
+/// A validated new event.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub name: String,
+    pub total_tickets: i32,
+    pub price_cents: i64,
+    pub max_per_user: i32,
+    pub hold_seconds: i32,
+}
+
+pub const DEFAULT_MAX_PER_USER: i32 = 4;
+pub const DEFAULT_HOLD_SECONDS: i32 = 300;
+const MAX_TICKETS: i64 = 100_000_000;
+const MAX_HOLD_SECONDS: i64 = 86_400;
+
+impl NewEvent {
+    /// Checks the request; the error is a message for the person who sent it.
+    pub fn parse(raw: NewEventRequest) -> Result<Self, String> {
+        let name = raw.name.trim().to_owned();
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err("name must be 1 to 200 characters".into());
+        }
+        let in_range = |value: i64, low: i64, high: i64, what: &str| {
+            if (low..=high).contains(&value) {
+                Ok(value)
+            } else {
+                Err(format!(
+                    "{what} must be between {low} and {high}, got {value}"
+                ))
+            }
+        };
+        let total_tickets = in_range(raw.total_tickets, 1, MAX_TICKETS, "total_tickets")?;
+        let price_cents = in_range(raw.price_cents, 0, i64::MAX / MAX_TICKETS, "price_cents")?;
+        let max_per_user = in_range(
+            raw.max_per_user.unwrap_or(DEFAULT_MAX_PER_USER.into()),
+            1,
+            10_000,
+            "max_per_user",
+        )?;
+        let hold_seconds = in_range(
+            raw.hold_seconds.unwrap_or(DEFAULT_HOLD_SECONDS.into()),
+            1,
+            MAX_HOLD_SECONDS,
+            "hold_seconds",
+        )?;
+        // The ranges above fit i32.
+        Ok(Self {
+            name,
+            total_tickets: total_tickets as i32,
+            price_cents,
+            max_per_user: max_per_user as i32,
+            hold_seconds: hold_seconds as i32,
+        })
+    }
+}
+
+/// An event with its live stock figures, as `GET /events/{id}` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    pub id: i64,
+    pub name: String,
+    pub total_tickets: i64,
+    pub available_tickets: i64,
+    pub pending_tickets: i64,
+    pub sold_tickets: i64,
+    pub price_cents: i64,
+    pub max_per_user: i64,
+    pub hold_seconds: i64,
+}
+
+/// What the order path needs to know about an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Terms {
+    pub event_id: i64,
+    pub price_cents: i64,
+    pub max_per_user: i32,
+    pub hold_seconds: i32,
+}
+
+pub async fn create(pool: &PgPool, event: &NewEvent) -> sqlx::Result<Event> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO events (name, total_tickets, available_tickets, price_cents, max_per_user, hold_seconds)
+         VALUES ($1, $2, $2, $3, $4, $5) RETURNING id",
+    )
+    .bind(&event.name)
+    .bind(event.total_tickets)
+    .bind(event.price_cents)
+    .bind(event.max_per_user)
+    .bind(event.hold_seconds)
+    .fetch_one(pool)
+    .await?;
+    Ok(Event {
+        id,
+        name: event.name.clone(),
+        total_tickets: event.total_tickets.into(),
+        available_tickets: event.total_tickets.into(),
+        pending_tickets: 0,
+        sold_tickets: 0,
+        price_cents: event.price_cents,
+        max_per_user: event.max_per_user.into(),
+        hold_seconds: event.hold_seconds.into(),
+    })
+}
+
+const EVENT_COLUMNS: &str = "id, name, total_tickets::int8, available_tickets::int8, \
+    pending_tickets::int8, sold_tickets::int8, price_cents, max_per_user::int8, hold_seconds::int8";
+
+/// One event with its stock figures, or `None` if there is no such event.
+pub async fn fetch(pool: &PgPool, id: i64) -> sqlx::Result<Option<Event>> {
+    Ok(fetch_some(pool, Some(id)).await?.pop())
+}
+
+/// Every event (or just `only`), ordered by id.
+pub async fn fetch_some(pool: &PgPool, only: Option<i64>) -> sqlx::Result<Vec<Event>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE $1::int8 IS NULL OR id = $1 ORDER BY id"
+    ))
+    .bind(only)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Event {
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+                total_tickets: row.try_get("total_tickets")?,
+                available_tickets: row.try_get("available_tickets")?,
+                pending_tickets: row.try_get("pending_tickets")?,
+                sold_tickets: row.try_get("sold_tickets")?,
+                price_cents: row.try_get("price_cents")?,
+                max_per_user: row.try_get("max_per_user")?,
+                hold_seconds: row.try_get("hold_seconds")?,
+            })
+        })
+        .collect()
+}
+
+pub async fn ids(pool: &PgPool) -> sqlx::Result<Vec<i64>> {
+    sqlx::query_scalar("SELECT id FROM events ORDER BY id")
+        .fetch_all(pool)
+        .await
+}
+
+/// Cache of event terms for the order path.
+pub struct Catalogue {
+    pool: PgPool,
+    terms: RwLock<HashMap<i64, Terms>>,
+}
+
+impl Catalogue {
+    pub fn new(pool: PgPool) -> Arc<Self> {
+        Arc::new(Self {
+            pool,
+            terms: RwLock::default(),
+        })
+    }
+
+    /// The event's terms, from the cache or Postgres; `None` if there is no such event.
+    pub async fn terms(&self, event_id: i64) -> sqlx::Result<Option<Terms>> {
+        if let Some(terms) = self.read().get(&event_id) {
+            return Ok(Some(*terms));
+        }
+        let row =
+            sqlx::query("SELECT price_cents, max_per_user, hold_seconds FROM events WHERE id = $1")
+                .bind(event_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(row) = row else { return Ok(None) };
+        let terms = Terms {
+            event_id,
+            price_cents: row.try_get("price_cents")?,
+            max_per_user: row.try_get("max_per_user")?,
+            hold_seconds: row.try_get("hold_seconds")?,
+        };
+        self.terms
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(event_id, terms);
+        Ok(Some(terms))
+    }
+
+    /// Drops a cached event that turned out to be gone (a reset deleted it).
+    pub fn forget(&self, event_id: i64) {
+        self.terms
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&event_id);
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<i64, Terms>> {
+        self.terms
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

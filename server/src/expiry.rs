@@ -1,0 +1,93 @@
+//! The expiry sweeper (role `sweeper`): a PENDING order past its `expires_at`
+//! becomes EXPIRED and its tickets go back on sale.
+//!
+//! One transaction per pass expires up to [`SWEEP_BATCH`] due orders: the
+//! orders change status, their events get the tickets back (`available` up,
+//! `pending` down) and a `stock_returns` row per order records that Redis must
+//! get them back too. `FOR UPDATE SKIP LOCKED` lets several sweepers share the
+//! work without waiting on each other or expiring an order twice; the status
+//! check (`PENDING` only) makes a second expiry impossible anyway. Redis gets the
+//! tickets after the commit ([`crate::reconcile::restock_pending`]), once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use crate::gate::Gate;
+use crate::metrics::Metrics;
+
+/// The most orders one pass expires.
+pub const SWEEP_BATCH: i64 = 500;
+
+/// Expires due orders. Returns how many.
+pub async fn expire_due(pool: &PgPool) -> sqlx::Result<u64> {
+    let expired: i64 = sqlx::query_scalar(
+        "WITH due AS (
+            SELECT id FROM orders
+            WHERE status = 'PENDING' AND expires_at < now()
+            ORDER BY expires_at
+            LIMIT $1
+            FOR UPDATE SKIP LOCKED
+         ), expired AS (
+            UPDATE orders o SET status = 'EXPIRED', updated_at = now()
+            FROM due WHERE o.id = due.id AND o.status = 'PENDING'
+            RETURNING o.id, o.event_id, o.user_id, o.quantity
+         ), per_event AS (
+            SELECT event_id, sum(quantity)::int4 AS tickets FROM expired GROUP BY event_id
+         ), restocked AS (
+            UPDATE events e
+            SET available_tickets = available_tickets + p.tickets,
+                pending_tickets = pending_tickets - p.tickets
+            FROM per_event p WHERE e.id = p.event_id
+         ), returned AS (
+            INSERT INTO stock_returns (order_id, event_id, user_id, quantity)
+            SELECT id, event_id, user_id, quantity FROM expired
+         )
+         SELECT count(*) FROM expired",
+    )
+    .bind(SWEEP_BATCH)
+    .fetch_one(pool)
+    .await?;
+    Ok(expired as u64)
+}
+
+/// Runs forever: expire what is due, give the tickets back to Redis, every `every`
+/// (at once again while a pass finds a full batch).
+pub async fn run(pool: PgPool, gate: Gate, metrics: Arc<Metrics>, every: Duration) {
+    let mut failing = false;
+    loop {
+        let pass = async {
+            let expired = expire_due(&pool).await?;
+            metrics.orders_expired(expired);
+            let restocked = crate::reconcile::restock_pending(&pool, &gate).await?;
+            metrics.stock_returned(restocked);
+            anyhow::Ok(expired)
+        };
+        let expired = match pass.await {
+            Ok(expired) => {
+                if failing {
+                    tracing::info!("expiry sweeper recovered");
+                    failing = false;
+                }
+                if expired > 0 {
+                    tracing::info!(expired, "expired unpaid orders");
+                }
+                expired
+            }
+            Err(error) => {
+                if !failing {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "expiry pass failed; will keep trying"
+                    );
+                    failing = true;
+                }
+                0
+            }
+        };
+        if expired < SWEEP_BATCH as u64 {
+            tokio::time::sleep(every).await;
+        }
+    }
+}

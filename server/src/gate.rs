@@ -1,0 +1,691 @@
+//! The admission gate: Redis answers "sold out" and "over your limit" before
+//! Postgres is asked, and remembers idempotency keys so a replay is recognised.
+//!
+//! Redis is never the truth. A wrong value here may cost a sale or waste a
+//! Postgres round trip, never oversell: the order writer re-checks stock, the
+//! per-user limit and the idempotency key under the event's row lock.
+//!
+//! Keys, per event (hash-tagged `{ev:ID}` so one event lives in one cluster slot):
+//! - `stock`: tickets Redis may still admit;
+//! - `buyers`: hash user → tickets held;
+//! - `keys`: hash `user\nkey` → `order_id\nfingerprint` (idempotency);
+//! - `holds`: sorted set of reservations admitted here but not yet known to be
+//!   committed in Postgres, scored by admission time (ms). A hold is removed when
+//!   its order commits (confirm) or is refused (release), each exactly once because
+//!   only the `ZREM` that removes it applies its effects;
+//! - `returning`: sorted set of tickets on their way back to `stock`, scored by
+//!   when they may be sold again (see below);
+//! - `seq`: bumped by every admit, confirm, release and correction, so the drift
+//!   repair can tell whether Redis moved while it was reading Postgres;
+//! - `returned`: set of the stock returns (order ids) already given back here, so
+//!   a return read twice from Postgres's `stock_returns` is applied once;
+//! - `seeding`: the lock held while the event is reseeded from Postgres.
+//!
+//! A hold left behind by a crash between Redis and Postgres is found by the
+//! reconciler (`crate::reconcile`) once it is older than the grace period.
+//!
+//! **Stock only goes up after [`RETURN_DELAY`].** Released tickets, upward
+//! corrections and reseeds wait in `returning`; every script first moves the due
+//! ones into `stock`. This is what makes the in-process sold-out flag
+//! (`crate::orders::sold_out`) exact: a process that saw the event sold out at
+//! time t, with the idempotency keys of that moment, trusts it until
+//! t + [`SOLD_OUT_TTL`] < t + [`RETURN_DELAY`]; no ticket can be sold (and so no
+//! new key can appear) before the flag has expired.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, RedisResult, Script};
+use uuid::Uuid;
+
+use crate::config::Namespace;
+
+/// One reservation, as admitted by Redis and then written to Postgres.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    pub order_id: Uuid,
+    pub event_id: i64,
+    pub user_id: String,
+    pub idempotency_key: String,
+    pub quantity: i32,
+}
+
+impl Hold {
+    /// The sorted-set member; user ids and keys contain no control characters.
+    fn member(&self) -> String {
+        format!(
+            "{}\n{}\n{}\n{}",
+            self.order_id, self.quantity, self.user_id, self.idempotency_key
+        )
+    }
+
+    fn from_member(event_id: i64, member: &str) -> Option<Self> {
+        let mut parts = member.splitn(4, '\n');
+        Some(Self {
+            order_id: parts.next()?.parse().ok()?,
+            quantity: parts.next()?.parse().ok()?,
+            user_id: parts.next()?.to_owned(),
+            idempotency_key: parts.next()?.to_owned(),
+            event_id,
+        })
+    }
+
+    fn key_field(&self) -> String {
+        key_field(&self.user_id, &self.idempotency_key)
+    }
+}
+
+/// The field of (user, key) in an event's `keys` hash.
+pub fn key_field(user_id: &str, idempotency_key: &str) -> String {
+    format!("{user_id}\n{idempotency_key}")
+}
+
+/// How long a ticket given back to Redis waits before it can be sold again.
+pub const RETURN_DELAY: Duration = Duration::from_millis(500);
+/// How long a process may answer "sold out" from memory; below [`RETURN_DELAY`].
+pub const SOLD_OUT_TTL: Duration = Duration::from_millis(250);
+
+/// Redis's answer to a reservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    Reserved,
+    /// Not enough stock; `remaining` is what is left (0: sold out entirely).
+    SoldOut {
+        remaining: i64,
+    },
+    LimitExceeded,
+    /// This user used this key before, for this order and request fingerprint.
+    Replay {
+        order_id: Uuid,
+        fingerprint: String,
+    },
+    /// Redis has no stock for the event (never seeded, flushed, or reset).
+    Unseeded,
+}
+
+/// Redis's view of one event, for drift checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observation {
+    pub stock: Option<i64>,
+    pub holds: u64,
+    /// Tickets on their way back to stock.
+    pub returning: u64,
+    pub seq: i64,
+}
+
+impl Observation {
+    /// Nothing in flight: stock can be compared with Postgres.
+    pub fn is_quiet(&self) -> bool {
+        self.holds == 0 && self.returning == 0
+    }
+}
+
+/// What Postgres says Redis should hold for an event.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub available: i64,
+    /// user → tickets held (pending or confirmed).
+    pub buyers: Vec<(String, i64)>,
+    /// (user, key, order id, fingerprint) of every order.
+    pub keys: Vec<(String, String, Uuid, String)>,
+    /// Stock returns Postgres still lists: `available` counts them already.
+    pub returned: Vec<Uuid>,
+}
+
+/// Tickets Postgres gave back (a row of `stock_returns`), to give back in Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StockReturn {
+    pub order_id: Uuid,
+    pub event_id: i64,
+    pub user_id: String,
+    pub quantity: i32,
+}
+
+/// Shared by every script: moves due returns into stock, and gives back later.
+const RETURNS: &str = r#"
+local function mature(stock_key, returning_key)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local due = redis.call('ZRANGEBYSCORE', returning_key, '-inf', now)
+  if #due > 0 then
+    local back = 0
+    for _, member in ipairs(due) do back = back + tonumber(string.match(member, ':(%d+)$')) end
+    redis.call('ZREMRANGEBYSCORE', returning_key, '-inf', now)
+    if redis.call('EXISTS', stock_key) == 1 then redis.call('INCRBY', stock_key, back) end
+  end
+  return now
+end
+local function give_back(returning_key, now, token, quantity)
+  redis.call('ZADD', returning_key, now + RETURN_DELAY_MS, token .. ':' .. quantity)
+end
+"#;
+
+const MATURE: &str = r#"
+-- KEYS: stock returning
+mature(KEYS[1], KEYS[2])
+return redis.call('ZCARD', KEYS[2])
+"#;
+
+const RESERVE: &str = r#"
+-- KEYS: stock buyers keys holds seq returning
+-- ARGV: quantity max_per_user user_id key_field key_value hold_member now_ms
+mature(KEYS[1], KEYS[6])
+local prior = redis.call('HGET', KEYS[3], ARGV[4])
+if prior then return {3, prior} end
+local stock = redis.call('GET', KEYS[1])
+if not stock then return {4, ''} end
+local quantity = tonumber(ARGV[1])
+if tonumber(stock) < quantity then return {1, stock} end
+local held = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '0')
+if held + quantity > tonumber(ARGV[2]) then return {2, tostring(held)} end
+redis.call('DECRBY', KEYS[1], quantity)
+redis.call('HINCRBY', KEYS[2], ARGV[3], quantity)
+redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
+redis.call('ZADD', KEYS[4], ARGV[7], ARGV[6])
+redis.call('INCR', KEYS[5])
+return {0, tostring(tonumber(stock) - quantity)}
+"#;
+
+const RELEASE: &str = r#"
+-- KEYS: stock buyers keys holds seq returning
+-- ARGV: hold_member quantity user_id key_field order_id return_stock
+local now = mature(KEYS[1], KEYS[6])
+if redis.call('ZREM', KEYS[4], ARGV[1]) == 0 then return 0 end
+if ARGV[6] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then
+  give_back(KEYS[6], now, ARGV[5], ARGV[2])
+end
+if redis.call('HINCRBY', KEYS[2], ARGV[3], -tonumber(ARGV[2])) <= 0 then
+  redis.call('HDEL', KEYS[2], ARGV[3])
+end
+local entry = redis.call('HGET', KEYS[3], ARGV[4])
+if entry and string.sub(entry, 1, string.len(ARGV[5])) == ARGV[5] then
+  redis.call('HDEL', KEYS[3], ARGV[4])
+end
+redis.call('INCR', KEYS[5])
+return 1
+"#;
+
+const CONFIRM: &str = r#"
+-- KEYS: holds seq ; ARGV: hold members
+local removed = redis.call('ZREM', KEYS[1], unpack(ARGV))
+redis.call('INCR', KEYS[2])
+return removed
+"#;
+
+const CORRECT: &str = r#"
+-- KEYS: stock holds seq returning ; ARGV: expected_seq available
+local now = mature(KEYS[1], KEYS[4])
+if (redis.call('GET', KEYS[3]) or '0') ~= ARGV[1] then return {0, ''} end
+if redis.call('ZCARD', KEYS[2]) > 0 or redis.call('ZCARD', KEYS[4]) > 0 then return {0, ''} end
+local current = redis.call('GET', KEYS[1])
+if not current then return {0, ''} end
+local available = tonumber(ARGV[2])
+if available < tonumber(current) then
+  redis.call('SET', KEYS[1], available)
+elseif available > tonumber(current) then
+  give_back(KEYS[4], now, 'correction-' .. ARGV[1], available - tonumber(current))
+end
+redis.call('INCR', KEYS[3])
+return {1, current}
+"#;
+
+const SEED_STOCK: &str = r#"
+-- KEYS: stock returning seq ; ARGV: available token
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local now = mature(KEYS[1], KEYS[2])
+redis.call('SET', KEYS[1], 0)
+if tonumber(ARGV[1]) > 0 then give_back(KEYS[2], now, ARGV[2], ARGV[1]) end
+redis.call('INCR', KEYS[3])
+return 1
+"#;
+
+const RESTOCK: &str = r#"
+-- KEYS: stock buyers returning returned seq ; ARGV: return_id quantity user_id
+local now = mature(KEYS[1], KEYS[3])
+if redis.call('SADD', KEYS[4], ARGV[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then give_back(KEYS[3], now, ARGV[1], ARGV[2]) end
+if redis.call('HINCRBY', KEYS[2], ARGV[3], -tonumber(ARGV[2])) <= 0 then
+  redis.call('HDEL', KEYS[2], ARGV[3])
+end
+redis.call('INCR', KEYS[5])
+return 1
+"#;
+
+const SOLD_OUT_KEYS: &str = r#"
+-- KEYS: stock keys returning
+-- The event's idempotency keys if it is sold out with nothing coming back, else false.
+mature(KEYS[1], KEYS[3])
+if redis.call('GET', KEYS[1]) ~= '0' or redis.call('ZCARD', KEYS[3]) > 0 then return false end
+return redis.call('HKEYS', KEYS[2])
+"#;
+
+const UNLOCK: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
+fn with_returns(body: &str) -> Script {
+    let returns = RETURNS.replace("RETURN_DELAY_MS", &RETURN_DELAY.as_millis().to_string());
+    Script::new(&format!("{returns}{body}"))
+}
+
+/// How many hash fields one seeding command writes.
+const SEED_CHUNK: usize = 1000;
+/// How long a seeding lock lives if its holder dies.
+const SEED_LOCK_MS: u64 = 10_000;
+
+/// The Redis side of the sale, for one namespace.
+#[derive(Clone)]
+pub struct Gate {
+    redis: ConnectionManager,
+    namespace: Namespace,
+    mature: Script,
+    reserve: Script,
+    release: Script,
+    confirm: Script,
+    correct: Script,
+    seed_stock: Script,
+    restock: Script,
+    sold_out_keys: Script,
+    unlock: Script,
+}
+
+/// Proof that this process holds an event's seeding lock.
+pub struct SeedLock {
+    event_id: i64,
+    token: String,
+}
+
+impl Gate {
+    /// Connects lazily: the manager dials on first use and reconnects by itself.
+    pub fn connect(redis_url: &str, namespace: Namespace) -> RedisResult<Self> {
+        let client = redis::Client::open(redis_url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            // Bounded so a hung Redis turns into an error (and the Postgres-only
+            // path), not into requests that wait forever.
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        let redis = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(Self {
+            redis,
+            namespace,
+            mature: with_returns(MATURE),
+            reserve: with_returns(RESERVE),
+            release: with_returns(RELEASE),
+            confirm: Script::new(CONFIRM),
+            correct: with_returns(CORRECT),
+            seed_stock: with_returns(SEED_STOCK),
+            restock: with_returns(RESTOCK),
+            sold_out_keys: with_returns(SOLD_OUT_KEYS),
+            unlock: Script::new(UNLOCK),
+        })
+    }
+
+    fn key(&self, event_id: i64, name: &str) -> String {
+        format!("{}:{{ev:{event_id}}}:{name}", self.namespace)
+    }
+
+    fn hold_keys(&self, event_id: i64) -> [String; 6] {
+        ["stock", "buyers", "keys", "holds", "seq", "returning"]
+            .map(|name| self.key(event_id, name))
+    }
+
+    pub async fn ping(&self) -> RedisResult<()> {
+        let mut redis = self.redis.clone();
+        redis::cmd("PING").query_async::<()>(&mut redis).await
+    }
+
+    /// Checks stock, the per-user limit and the idempotency key, and takes the
+    /// tickets, in one atomic step.
+    pub async fn reserve(
+        &self,
+        hold: &Hold,
+        max_per_user: i32,
+        fingerprint: &str,
+        now_ms: i64,
+    ) -> RedisResult<Admission> {
+        let mut invocation = self.reserve.prepare_invoke();
+        for key in self.hold_keys(hold.event_id) {
+            invocation.key(key);
+        }
+        invocation
+            .arg(hold.quantity)
+            .arg(max_per_user)
+            .arg(&hold.user_id)
+            .arg(hold.key_field())
+            .arg(format!("{}\n{fingerprint}", hold.order_id))
+            .arg(hold.member())
+            .arg(now_ms);
+        let (code, detail): (i64, String) =
+            invocation.invoke_async(&mut self.redis.clone()).await?;
+        Ok(match code {
+            0 => Admission::Reserved,
+            1 => Admission::SoldOut {
+                remaining: detail.parse().unwrap_or_default(),
+            },
+            2 => Admission::LimitExceeded,
+            3 => parse_key_entry(&detail),
+            _ => Admission::Unseeded,
+        })
+    }
+
+    /// Gives a hold back: the user's count and the idempotency key always, the
+    /// stock (after [`RETURN_DELAY`]) only if `return_stock` (not when Postgres found the stock was not
+    /// there: then Redis was too high and keeping the tickets brings it closer).
+    /// Returns whether this call released it (false: already gone).
+    pub async fn release(&self, hold: &Hold, return_stock: bool) -> RedisResult<bool> {
+        let mut invocation = self.release.prepare_invoke();
+        for key in self.hold_keys(hold.event_id) {
+            invocation.key(key);
+        }
+        invocation
+            .arg(hold.member())
+            .arg(hold.quantity)
+            .arg(&hold.user_id)
+            .arg(hold.key_field())
+            .arg(hold.order_id.to_string())
+            .arg(if return_stock { "1" } else { "0" });
+        let released: i64 = invocation.invoke_async(&mut self.redis.clone()).await?;
+        Ok(released == 1)
+    }
+
+    /// Marks holds whose orders committed in Postgres: they stop being in flight.
+    pub async fn confirm(&self, event_id: i64, holds: &[Hold]) -> RedisResult<()> {
+        if holds.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = self.confirm.prepare_invoke();
+        invocation
+            .key(self.key(event_id, "holds"))
+            .key(self.key(event_id, "seq"));
+        for hold in holds {
+            invocation.arg(hold.member());
+        }
+        invocation
+            .invoke_async::<i64>(&mut self.redis.clone())
+            .await
+            .map(drop)
+    }
+
+    /// Gives back the tickets of an order Postgres released (expired or
+    /// cancelled): stock after [`RETURN_DELAY`], and the buyer's count. Applied
+    /// once per order however often it is called; returns whether this call did.
+    pub async fn restock(&self, stock_return: &StockReturn) -> RedisResult<bool> {
+        let event_id = stock_return.event_id;
+        let applied: i64 = self
+            .restock
+            .key(self.key(event_id, "stock"))
+            .key(self.key(event_id, "buyers"))
+            .key(self.key(event_id, "returning"))
+            .key(self.key(event_id, "returned"))
+            .key(self.key(event_id, "seq"))
+            .arg(stock_return.order_id.to_string())
+            .arg(stock_return.quantity)
+            .arg(&stock_return.user_id)
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        Ok(applied == 1)
+    }
+
+    /// Holds admitted before `before_ms` and still not confirmed or released.
+    pub async fn stale_holds(
+        &self,
+        event_id: i64,
+        before_ms: i64,
+        limit: isize,
+    ) -> RedisResult<Vec<Hold>> {
+        let members: Vec<String> = self
+            .redis
+            .clone()
+            .zrangebyscore_limit(self.key(event_id, "holds"), "-inf", before_ms, 0, limit)
+            .await?;
+        Ok(members
+            .iter()
+            .filter_map(|member| Hold::from_member(event_id, member))
+            .collect())
+    }
+
+    /// The idempotency entry for (user, key) on this event, if Redis has one.
+    pub async fn key_entry(
+        &self,
+        event_id: i64,
+        user_id: &str,
+        idempotency_key: &str,
+    ) -> RedisResult<Option<Uuid>> {
+        let entry: Option<String> = self
+            .redis
+            .clone()
+            .hget(
+                self.key(event_id, "keys"),
+                key_field(user_id, idempotency_key),
+            )
+            .await?;
+        Ok(entry.and_then(|entry| match parse_key_entry(&entry) {
+            Admission::Replay { order_id, .. } => Some(order_id),
+            _ => None,
+        }))
+    }
+
+    /// Moves due returns into stock. Returns how many are still on their way.
+    pub async fn mature(&self, event_id: i64) -> RedisResult<u64> {
+        self.mature
+            .key(self.key(event_id, "stock"))
+            .key(self.key(event_id, "returning"))
+            .invoke_async(&mut self.redis.clone())
+            .await
+    }
+
+    /// The event's state in Redis, after moving due returns into stock.
+    pub async fn observe(&self, event_id: i64) -> RedisResult<Observation> {
+        self.mature(event_id).await?;
+        let (stock, holds, returning, seq): (Option<i64>, u64, u64, Option<i64>) = redis::pipe()
+            .get(self.key(event_id, "stock"))
+            .zcard(self.key(event_id, "holds"))
+            .zcard(self.key(event_id, "returning"))
+            .get(self.key(event_id, "seq"))
+            .query_async(&mut self.redis.clone())
+            .await?;
+        Ok(Observation {
+            stock,
+            holds,
+            returning,
+            seq: seq.unwrap_or(0),
+        })
+    }
+
+    /// Brings the stock to `available` if nothing moved since `seen` and nothing
+    /// is in flight (down at once, up after [`RETURN_DELAY`]). Returns the stock
+    /// it corrected, or `None` if it did not apply.
+    pub async fn correct_stock(
+        &self,
+        event_id: i64,
+        seen: &Observation,
+        available: i64,
+    ) -> RedisResult<Option<i64>> {
+        let (applied, previous): (i64, String) = self
+            .correct
+            .key(self.key(event_id, "stock"))
+            .key(self.key(event_id, "holds"))
+            .key(self.key(event_id, "seq"))
+            .key(self.key(event_id, "returning"))
+            .arg(seen.seq)
+            .arg(available)
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        Ok((applied == 1).then(|| previous.parse().unwrap_or_default()))
+    }
+
+    /// The idempotency keys (`user\nkey`) of an event that is sold out with no
+    /// ticket on its way back; `None` if it is not.
+    pub async fn sold_out_keys(&self, event_id: i64) -> RedisResult<Option<Vec<String>>> {
+        self.sold_out_keys
+            .key(self.key(event_id, "stock"))
+            .key(self.key(event_id, "keys"))
+            .key(self.key(event_id, "returning"))
+            .invoke_async(&mut self.redis.clone())
+            .await
+    }
+
+    /// Overwrites the stock, whatever is in flight. For tests and drills that need
+    /// Redis to be wrong on purpose.
+    pub async fn force_stock(&self, event_id: i64, stock: i64) -> RedisResult<()> {
+        self.redis
+            .clone()
+            .set(self.key(event_id, "stock"), stock)
+            .await
+    }
+
+    /// Takes the event's seeding lock, if free.
+    pub async fn lock_seeding(&self, event_id: i64) -> RedisResult<Option<SeedLock>> {
+        let token = Uuid::now_v7().to_string();
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(self.key(event_id, "seeding"))
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(SEED_LOCK_MS)
+            .query_async(&mut self.redis.clone())
+            .await?;
+        Ok(taken.map(|_| SeedLock { event_id, token }))
+    }
+
+    /// Writes what Postgres says, then the stock (last: its presence means
+    /// "seeded"; it starts at zero and the tickets arrive after
+    /// [`RETURN_DELAY`], like any other increase), then lets go of the lock.
+    pub async fn seed(&self, lock: SeedLock, snapshot: &Snapshot) -> RedisResult<()> {
+        let event_id = lock.event_id;
+        let mut redis = self.redis.clone();
+        for chunk in snapshot.buyers.chunks(SEED_CHUNK) {
+            redis
+                .hset_multiple::<_, _, _, ()>(self.key(event_id, "buyers"), chunk)
+                .await?;
+        }
+        for chunk in snapshot.keys.chunks(SEED_CHUNK) {
+            let fields: Vec<(String, String)> = chunk
+                .iter()
+                .map(|(user, key, order_id, fingerprint)| {
+                    (
+                        format!("{user}\n{key}"),
+                        format!("{order_id}\n{fingerprint}"),
+                    )
+                })
+                .collect();
+            redis
+                .hset_multiple::<_, _, _, ()>(self.key(event_id, "keys"), &fields)
+                .await?;
+        }
+        for chunk in snapshot.returned.chunks(SEED_CHUNK) {
+            let ids: Vec<String> = chunk.iter().map(Uuid::to_string).collect();
+            redis
+                .sadd::<_, _, ()>(self.key(event_id, "returned"), ids)
+                .await?;
+        }
+        self.seed_stock
+            .key(self.key(event_id, "stock"))
+            .key(self.key(event_id, "returning"))
+            .key(self.key(event_id, "seq"))
+            .arg(snapshot.available)
+            .arg(format!("seed-{}", lock.token))
+            .invoke_async::<i64>(&mut redis)
+            .await?;
+        self.unlock(lock).await
+    }
+
+    /// Lets go of a seeding lock, only if it is still ours.
+    pub async fn unlock(&self, lock: SeedLock) -> RedisResult<()> {
+        self.unlock
+            .key(self.key(lock.event_id, "seeding"))
+            .arg(&lock.token)
+            .invoke_async::<i64>(&mut self.redis.clone())
+            .await
+            .map(drop)
+    }
+
+    /// Seeds a fresh event: nothing sold, nothing held.
+    pub async fn open_event(&self, event_id: i64, tickets: i64) -> RedisResult<()> {
+        let mut redis = self.redis.clone();
+        let stale: Vec<String> = [
+            "buyers",
+            "keys",
+            "holds",
+            "returning",
+            "returned",
+            "seeding",
+        ]
+        .iter()
+        .map(|name| self.key(event_id, name))
+        .collect();
+        redis.del::<_, ()>(stale).await?;
+        redis.set(self.key(event_id, "stock"), tickets).await
+    }
+
+    /// Deletes every key of the namespace.
+    pub async fn wipe(&self) -> RedisResult<u64> {
+        let mut redis = self.redis.clone();
+        let pattern = format!("{}:*", self.namespace);
+        let mut cursor: u64 = 0;
+        let mut deleted = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut redis)
+                .await?;
+            if !keys.is_empty() {
+                deleted += redis.unlink::<_, u64>(&keys).await?;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+}
+
+fn parse_key_entry(entry: &str) -> Admission {
+    let (order_id, fingerprint) = entry.split_once('\n').unwrap_or((entry, ""));
+    match order_id.parse() {
+        Ok(order_id) => Admission::Replay {
+            order_id,
+            fingerprint: fingerprint.to_owned(),
+        },
+        // An entry we did not write: treat the event as needing a reseed.
+        Err(_) => Admission::Unseeded,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hold_members_round_trip() {
+        let hold = Hold {
+            order_id: Uuid::now_v7(),
+            event_id: 7,
+            user_id: "user with spaces:and:colons".into(),
+            idempotency_key: "key\u{e9}-1".into(),
+            quantity: 3,
+        };
+        assert_eq!(Hold::from_member(7, &hold.member()), Some(hold));
+        assert_eq!(Hold::from_member(7, "not a member"), None);
+    }
+
+    #[test]
+    fn key_entries_parse() {
+        let order_id = Uuid::now_v7();
+        assert_eq!(
+            parse_key_entry(&format!("{order_id}\ne1q2")),
+            Admission::Replay {
+                order_id,
+                fingerprint: "e1q2".into()
+            }
+        );
+        assert_eq!(parse_key_entry("garbage"), Admission::Unseeded);
+    }
+}

@@ -1,0 +1,77 @@
+//! The client's ledger of a storm: one JSON object a line, one line per attempt
+//! (a buy request sent, retried or duplicated). `flashtix storm --history FILE`
+//! writes it; `flashtix check --history FILE` proves from it that no accepted
+//! order was lost and no order appeared that nobody asked for.
+//!
+//! ```json
+//! {"attempt": 17, "event_id": 1, "user_id": "u-17", "idempotency_key": "k-17",
+//!  "quantity": 1, "sent_at": "2026-11-21T14:00:00.000Z",
+//!  "finished_at": "2026-11-21T14:00:00.004Z", "outcome": "accepted",
+//!  "status": 202, "order_id": "01a1fe6a-3f05-75e4-b3f8-ae968f7db7b5"}
+//! ```
+//!
+//! `outcome` is one of `accepted`, `replayed`, `sold_out`, `limit_exceeded`,
+//! `rejected` (other 4xx), `error` (5xx), `timeout`, `connect_error`; `status` is
+//! absent when no answer came, `order_id` present for `accepted` and `replayed`.
+//! An attempt without an answer is "unknown": its order may or may not exist,
+//! and `check` says which, without calling it an error.
+
+use std::io::BufRead;
+use std::path::Path;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Accepted,
+    Replayed,
+    SoldOut,
+    LimitExceeded,
+    Rejected,
+    Error,
+    Timeout,
+    ConnectError,
+}
+
+impl Outcome {
+    /// The server answered, and the answer says whether an order exists.
+    pub fn is_definite(self) -> bool {
+        !matches!(self, Self::Error | Self::Timeout | Self::ConnectError)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub attempt: u64,
+    pub event_id: i64,
+    pub user_id: String,
+    pub idempotency_key: String,
+    pub quantity: i64,
+    pub sent_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<Uuid>,
+}
+
+/// Reads a history file; a line that is not an attempt is an error naming it.
+pub fn read(path: &Path) -> anyhow::Result<Vec<Attempt>> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut attempts = Vec::new();
+    for (number, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("reading {}", path.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let attempt = serde_json::from_str(&line)
+            .with_context(|| format!("{}:{}: not a history line", path.display(), number + 1))?;
+        attempts.push(attempt);
+    }
+    Ok(attempts)
+}

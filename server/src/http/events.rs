@@ -1,0 +1,66 @@
+//! `POST /events` (admin) and `GET /events/{id}`.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::{json_body, ApiError, AppState};
+use crate::events::{NewEvent, NewEventRequest};
+use crate::orders::request::decode_json;
+
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let body = json_body(&headers, body)?;
+    let request: NewEventRequest = decode_json(&body)?;
+    let event = NewEvent::parse(request).map_err(|message| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+    })?;
+    let created = crate::sale::open(&state.pool, &state.gate, &event)
+        .await
+        .map_err(|error| ApiError::unavailable(&error))?;
+    let location = format!("/events/{}", created.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(created),
+    )
+        .into_response())
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::not_found(format!("no event with id {id:?}"));
+    let event_id: i64 = id.parse().map_err(|_| not_found())?;
+    let event = crate::events::fetch(&state.pool, event_id)
+        .await
+        .map_err(|error| ApiError::unavailable(&error.into()))?
+        .ok_or_else(not_found)?;
+    Ok(Json(event).into_response())
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let unauthorized =
+        |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
+    let Some(token) = &state.admin_token else {
+        return Err(unauthorized(
+            "admin calls are disabled: start the server with --admin-token or FLASHTIX_ADMIN_TOKEN",
+        ));
+    };
+    let offered = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match offered {
+        Some(offered) if token.matches(offered) => Ok(()),
+        _ => Err(unauthorized("a valid admin bearer token is required")),
+    }
+}

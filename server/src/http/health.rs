@@ -1,0 +1,81 @@
+//! `GET /health` (the process answers), `GET /ready` (its dependencies answer:
+//! Postgres and Redis always, RabbitMQ for roles that use it) and `GET /metrics`.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::AppState;
+
+/// How long `/ready` waits for each dependency.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub async fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+pub async fn ready(State(state): State<AppState>) -> Response {
+    let postgres = probe(async {
+        sqlx::query("SELECT 1")
+            .execute(&state.pool)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    let redis = probe(async { state.gate.ping().await.map_err(|e| e.to_string()) });
+    let rabbitmq = async {
+        let url = state.amqp_url.as_deref()?;
+        Some(
+            probe(async {
+                let connection = crate::broker::connect(url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let _ = connection.close(200, "ready check".into()).await;
+                Ok(())
+            })
+            .await,
+        )
+    };
+    let (postgres, redis, rabbitmq) = tokio::join!(postgres, redis, rabbitmq);
+    let ready = [&postgres, &redis]
+        .into_iter()
+        .chain(rabbitmq.as_ref())
+        .all(|check| check == "ok");
+    let mut checks = json!({"postgres": postgres, "redis": redis});
+    if let Some(rabbitmq) = rabbitmq {
+        checks["rabbitmq"] = json!(rabbitmq);
+    }
+    if ready {
+        (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "checks": checks})),
+        )
+            .into_response()
+    } else {
+        let body = json!({
+            "error": {"code": "not_ready", "message": "a dependency is unreachable"},
+            "checks": checks,
+        });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+async fn probe(check: impl std::future::Future<Output = Result<(), String>>) -> String {
+    match tokio::time::timeout(PROBE_TIMEOUT, check).await {
+        Ok(Ok(())) => "ok".into(),
+        Ok(Err(error)) => error,
+        Err(_) => format!("no answer within {PROBE_TIMEOUT:?}"),
+    }
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}

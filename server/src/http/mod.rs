@@ -1,0 +1,88 @@
+//! The HTTP API (DESIGN §5): routes, shared state, and the checks every body
+//! goes through before a handler sees it.
+
+mod error;
+mod events;
+mod health;
+mod orders;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::Router;
+use sqlx::PgPool;
+
+pub use error::ApiError;
+
+use crate::config::AdminToken;
+use crate::events::Catalogue;
+use crate::gate::Gate;
+use crate::metrics::Metrics;
+use crate::orders::Desk;
+
+/// The largest body accepted; an order is well under 1 KiB.
+const BODY_LIMIT: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub gate: Gate,
+    pub catalogue: Arc<Catalogue>,
+    pub desk: Desk,
+    pub metrics: Arc<Metrics>,
+    pub admin_token: Option<AdminToken>,
+    /// RabbitMQ, when a role of this process needs it (`/ready` checks it then).
+    pub amqp_url: Option<String>,
+}
+
+/// The routes of a process: the sale's API if it runs the `api` role; health,
+/// readiness and metrics always, so every role can be watched.
+pub fn router(state: AppState, serves_api: bool) -> Router {
+    let sale = Router::new()
+        .route("/events", post(events::create))
+        .route("/events/{id}", get(events::show))
+        .route("/orders", post(orders::place))
+        .route("/orders/{id}", get(orders::show));
+    let base = if serves_api { sale } else { Router::new() };
+    base.route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .route("/metrics", get(health::metrics))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// A JSON body: the right content type, within the size limit.
+fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with Content-Type: application/json",
+        ));
+    }
+    body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is larger than {BODY_LIMIT} bytes"),
+        ),
+        status => ApiError::new(status, "bad_request", rejection.body_text()),
+    })
+}

@@ -1,0 +1,521 @@
+//! The invariants of a sale (DESIGN §4), defined once: `flashtix check` prints
+//! them and the tests assert them.
+//!
+//! Each check reads Postgres (and Redis for "Redis agrees") and says PASS, FAIL
+//! or UNKNOWN with counts and the first offending ids. FAIL beats UNKNOWN beats PASS.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::broker::Topology;
+use crate::gate::Gate;
+use crate::history::Attempt;
+
+/// How many offending ids a finding names.
+const EXAMPLES: usize = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Verdict {
+    Pass,
+    Unknown,
+    Fail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Finding {
+    pub invariant: String,
+    pub verdict: Verdict,
+    /// Things looked at (events, orders, users).
+    pub checked: u64,
+    /// Things that broke the invariant (or could not be judged).
+    pub offending: u64,
+    pub detail: String,
+    /// The first offenders, each with what is wrong with it.
+    pub examples: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub verdict: Verdict,
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    pub fn finding(&self, invariant: &str) -> Option<&Finding> {
+        self.findings.iter().find(|f| f.invariant == invariant)
+    }
+}
+
+pub const NO_OVERSELL: &str = "no_oversell";
+pub const NO_DUPLICATE_ORDER: &str = "no_duplicate_order";
+pub const NO_DOUBLE_CHARGE: &str = "no_double_charge";
+pub const NO_LOST_ORDER: &str = "no_lost_order";
+pub const PER_USER_LIMIT: &str = "per_user_limit";
+pub const REDIS_AGREES: &str = "redis_agrees";
+pub const NOTHING_STUCK: &str = "nothing_stuck";
+pub const QUEUES_DRAINED: &str = "queues_drained";
+
+/// How long past its hold a PENDING order may stay before it counts as stuck:
+/// the sweeper runs every second or so.
+pub const EXPIRY_GRACE_SECONDS: i64 = 30;
+
+/// Runs every invariant this build can prove, for one event or all.
+/// Where the sale's queues are, for the queue invariant; `Err` says why they
+/// could not be reached (the finding is then UNKNOWN).
+pub type Queues<'a> = Result<(&'a lapin::Connection, &'a Topology), String>;
+
+/// Runs every invariant, for one event or all; with a storm's history (see
+/// [`crate::history`]) also "no lost order".
+pub async fn check(
+    pool: &PgPool,
+    gate: &Gate,
+    queues: Queues<'_>,
+    history: Option<&[Attempt]>,
+    event: Option<i64>,
+) -> anyhow::Result<Report> {
+    let mut findings = vec![
+        no_oversell(pool, event).await?,
+        no_duplicate_order(pool, event).await?,
+        no_double_charge(pool, event).await?,
+        per_user_limit(pool, event).await?,
+        nothing_stuck(pool, event).await?,
+        queues_drained(queues).await,
+        redis_agrees(pool, gate, event).await?,
+    ];
+    if let Some(history) = history {
+        findings.insert(3, no_lost_order(pool, history, event).await?);
+    }
+    let verdict = findings
+        .iter()
+        .map(|f| f.verdict)
+        .max()
+        .unwrap_or(Verdict::Pass);
+    Ok(Report { verdict, findings })
+}
+
+fn finding(
+    invariant: &str,
+    checked: u64,
+    offenders: Vec<String>,
+    ok: &str,
+    broken: &str,
+) -> Finding {
+    let offending = offenders.len() as u64;
+    Finding {
+        invariant: invariant.into(),
+        verdict: if offending == 0 {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        },
+        checked,
+        offending,
+        detail: if offending == 0 {
+            ok.into()
+        } else {
+            broken.into()
+        },
+        examples: offenders.into_iter().take(EXAMPLES).collect(),
+    }
+}
+
+/// Invariant 1: available ≥ 0 and available + pending + sold = total, per
+/// event, where pending and sold are summed from the orders themselves (and must
+/// also match the event's own counters).
+async fn no_oversell(pool: &PgPool, event: Option<i64>) -> anyhow::Result<Finding> {
+    let rows: Vec<(i64, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT e.id, e.total_tickets::int8, e.available_tickets::int8,
+                e.pending_tickets::int8, e.sold_tickets::int8,
+                COALESCE(sum(o.quantity) FILTER (WHERE o.status = 'PENDING'), 0)::int8,
+                COALESCE(sum(o.quantity) FILTER (WHERE o.status = 'CONFIRMED'), 0)::int8
+         FROM events e LEFT JOIN orders o ON o.event_id = e.id
+         WHERE $1::int8 IS NULL OR e.id = $1
+         GROUP BY e.id ORDER BY e.id",
+    )
+    .bind(event)
+    .fetch_all(pool)
+    .await?;
+    let offenders = rows
+        .iter()
+        .filter_map(
+            |&(id, total, available, counted_pending, counted_sold, pending, sold)| {
+                let balanced = available >= 0 && available + pending + sold == total;
+                let counters_agree = counted_pending == pending && counted_sold == sold;
+                (!balanced || !counters_agree).then(|| {
+                    format!(
+                        "event {id}: available {available} + pending {pending} + sold {sold} = {} \
+                     of {total}; the event counts pending {counted_pending}, sold {counted_sold}",
+                        available + pending + sold
+                    )
+                })
+            },
+        )
+        .collect();
+    Ok(finding(
+        NO_OVERSELL,
+        rows.len() as u64,
+        offenders,
+        "every ticket is available, pending or sold, once",
+        "stock and orders disagree",
+    ))
+}
+
+/// Invariant 2: per settled order, money captured minus refunded equals the
+/// amount if CONFIRMED and 0 otherwise; at most one capture; our payments agree with the
+/// provider's ledger. (PENDING orders are still on their way.)
+async fn no_double_charge(pool: &PgPool, event: Option<i64>) -> anyhow::Result<Finding> {
+    let checked: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM orders WHERE status <> 'PENDING' AND ($1::int8 IS NULL OR event_id = $1)",
+    )
+    .bind(event)
+    .fetch_one(pool)
+    .await?;
+    let wrong: Vec<String> = sqlx::query_scalar(
+        "WITH settled AS (
+            SELECT id, status, amount_cents FROM orders
+            WHERE status <> 'PENDING' AND ($1::int8 IS NULL OR event_id = $1)
+         ), ours AS (
+            SELECT order_id,
+                   count(*) FILTER (WHERE kind = 'CAPTURE' AND outcome = 'SUCCEEDED') AS captures,
+                   COALESCE(sum(amount_cents) FILTER (WHERE kind = 'CAPTURE' AND outcome = 'SUCCEEDED'), 0)
+                 - COALESCE(sum(amount_cents) FILTER (WHERE kind = 'REFUND' AND outcome = 'SUCCEEDED'), 0)
+                   AS net,
+                   COALESCE(sum(amount_cents) FILTER (WHERE outcome = 'SUCCEEDED'), 0) AS moved
+            FROM payments GROUP BY order_id
+         ), books AS (
+            SELECT order_id, COALESCE(sum(amount_cents) FILTER (WHERE outcome = 'SUCCEEDED'), 0) AS moved
+            FROM provider_ledger GROUP BY order_id
+         )
+         SELECT format('order %s (%s, %s cents): captured %s time(s), net %s cents; provider moved %s, we recorded %s',
+                       s.id, s.status, s.amount_cents, COALESCE(o.captures, 0), COALESCE(o.net, 0),
+                       COALESCE(b.moved, 0), COALESCE(o.moved, 0))
+         FROM settled s LEFT JOIN ours o ON o.order_id = s.id LEFT JOIN books b ON b.order_id = s.id
+         WHERE COALESCE(o.captures, 0) > 1
+            OR COALESCE(o.net, 0) <> CASE WHEN s.status = 'CONFIRMED' THEN s.amount_cents ELSE 0 END
+            OR COALESCE(b.moved, 0) <> COALESCE(o.moved, 0)
+         ORDER BY s.id",
+    )
+    .bind(event)
+    .fetch_all(pool)
+    .await?;
+    Ok(finding(
+        NO_DOUBLE_CHARGE,
+        checked as u64,
+        wrong,
+        "every settled order paid exactly its amount if confirmed, nothing otherwise",
+        "money moved wrongly",
+    ))
+}
+
+/// 3a. One order per (user, idempotency key).
+async fn no_duplicate_order(pool: &PgPool, event: Option<i64>) -> anyhow::Result<Finding> {
+    let checked: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM orders WHERE $1::int8 IS NULL OR event_id = $1")
+            .bind(event)
+            .fetch_one(pool)
+            .await?;
+    let duplicates: Vec<(String, String, i64, String)> = sqlx::query_as(
+        "SELECT user_id, idempotency_key, count(*), string_agg(id::text, ', ' ORDER BY id)
+         FROM orders WHERE $1::int8 IS NULL OR event_id = $1
+         GROUP BY user_id, idempotency_key HAVING count(*) > 1
+         ORDER BY user_id, idempotency_key",
+    )
+    .bind(event)
+    .fetch_all(pool)
+    .await?;
+    let offenders = duplicates
+        .into_iter()
+        .map(|(user, key, count, ids)| format!("user {user:?} key {key:?}: {count} orders ({ids})"))
+        .collect();
+    Ok(finding(
+        NO_DUPLICATE_ORDER,
+        checked as u64,
+        offenders,
+        "one order per (user, idempotency key)",
+        "an idempotency key bought more than once",
+    ))
+}
+
+/// Invariant 4: every order the API answered for exists (for that buyer and
+/// key); every order in the database was asked for by someone in the history. Attempts that
+/// got no answer are "unknown": reported as found or not, never as errors.
+async fn no_lost_order(
+    pool: &PgPool,
+    history: &[Attempt],
+    event: Option<i64>,
+) -> anyhow::Result<Finding> {
+    let history: Vec<&Attempt> = history
+        .iter()
+        .filter(|a| event.is_none_or(|only| only == a.event_id))
+        .collect();
+    let mut events: Vec<i64> = history.iter().map(|a| a.event_id).collect();
+    events.sort_unstable();
+    events.dedup();
+    let orders: Vec<(Uuid, String, String)> =
+        sqlx::query_as("SELECT id, user_id, idempotency_key FROM orders WHERE event_id = ANY($1)")
+            .bind(&events)
+            .fetch_all(pool)
+            .await?;
+    let by_id: HashMap<Uuid, (&str, &str)> = orders
+        .iter()
+        .map(|(id, user, key)| (*id, (user.as_str(), key.as_str())))
+        .collect();
+    let existing: HashSet<(&str, &str)> = by_id.values().copied().collect();
+    let asked: HashSet<(&str, &str)> = history
+        .iter()
+        .map(|a| (a.user_id.as_str(), a.idempotency_key.as_str()))
+        .collect();
+
+    let mut offenders = Vec::new();
+    let mut answered = HashSet::new();
+    for attempt in &history {
+        let Some(order_id) = attempt.order_id else {
+            continue;
+        };
+        answered.insert(order_id);
+        let pair = (attempt.user_id.as_str(), attempt.idempotency_key.as_str());
+        match by_id.get(&order_id) {
+            None => offenders.push(format!(
+                "order {order_id}: answered to user {:?} key {:?}, not in the database",
+                pair.0, pair.1
+            )),
+            Some(owner) if *owner != pair => offenders.push(format!(
+                "order {order_id}: answered to user {:?} key {:?}, belongs to user {:?} key {:?}",
+                pair.0, pair.1, owner.0, owner.1
+            )),
+            Some(_) => {}
+        }
+    }
+    for (id, user, key) in &orders {
+        if !asked.contains(&(user.as_str(), key.as_str())) {
+            offenders.push(format!(
+                "order {id}: user {user:?} key {key:?} never asked for it"
+            ));
+        }
+    }
+    // Keys that never got a definite answer: their order may exist or not.
+    let mut definite = HashSet::new();
+    for attempt in &history {
+        if attempt.outcome.is_definite() {
+            definite.insert((attempt.user_id.as_str(), attempt.idempotency_key.as_str()));
+        }
+    }
+    let unknown: Vec<&(&str, &str)> = asked
+        .iter()
+        .filter(|pair| !definite.contains(*pair))
+        .collect();
+    let found = unknown
+        .iter()
+        .filter(|pair| existing.contains(**pair))
+        .count();
+    let mut result = finding(
+        NO_LOST_ORDER,
+        answered.len() as u64,
+        offenders,
+        "every answered order exists; every order was asked for",
+        "orders lost or invented",
+    );
+    result.detail.push_str(&format!(
+        "; {} attempts; unknown outcomes: {found} became orders, {} did not",
+        history.len(),
+        unknown.len() - found
+    ));
+    Ok(result)
+}
+
+/// 3b. No user holds more live tickets than the event's per-user limit.
+async fn per_user_limit(pool: &PgPool, event: Option<i64>) -> anyhow::Result<Finding> {
+    let checked: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT (event_id, user_id)) FROM orders WHERE $1::int8 IS NULL OR event_id = $1",
+    )
+    .bind(event)
+    .fetch_one(pool)
+    .await?;
+    let over: Vec<(i64, String, i64, i32, String)> = sqlx::query_as(
+        "SELECT o.event_id, o.user_id, sum(o.quantity)::int8, e.max_per_user,
+                string_agg(o.id::text, ', ' ORDER BY o.id)
+         FROM orders o JOIN events e ON e.id = o.event_id
+         WHERE o.status IN ('PENDING', 'CONFIRMED') AND ($1::int8 IS NULL OR o.event_id = $1)
+         GROUP BY o.event_id, o.user_id, e.max_per_user
+         HAVING sum(o.quantity) > e.max_per_user
+         ORDER BY o.event_id, o.user_id",
+    )
+    .bind(event)
+    .fetch_all(pool)
+    .await?;
+    let offenders = over
+        .into_iter()
+        .map(|(event_id, user, held, max, ids)| {
+            format!("event {event_id} user {user:?}: holds {held} > limit {max} (orders {ids})")
+        })
+        .collect();
+    Ok(finding(
+        PER_USER_LIMIT,
+        checked as u64,
+        offenders,
+        "no buyer above the event's per-user limit",
+        "a buyer holds more than the limit",
+    ))
+}
+
+/// 5 (the part without the saga's consumers). No PENDING order past its hold
+/// plus a grace period, and no stock return or outbox message left waiting that
+/// long.
+async fn nothing_stuck(pool: &PgPool, event: Option<i64>) -> anyhow::Result<Finding> {
+    let checked: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM orders
+         WHERE status = 'PENDING' AND ($1::int8 IS NULL OR event_id = $1)",
+    )
+    .bind(event)
+    .fetch_one(pool)
+    .await?;
+    let stuck: Vec<String> = sqlx::query_scalar(
+        "SELECT format('order %s: PENDING %s s past its hold', id,
+                       floor(extract(epoch FROM now() - expires_at)))
+         FROM orders
+         WHERE status = 'PENDING' AND expires_at < now() - make_interval(secs => $2)
+           AND ($1::int8 IS NULL OR event_id = $1)
+         UNION ALL
+         SELECT format('order %s: its %s tickets not given back to Redis after %s s',
+                       order_id, quantity, floor(extract(epoch FROM now() - created_at)))
+         FROM stock_returns
+         WHERE created_at < now() - make_interval(secs => $2)
+           AND ($1::int8 IS NULL OR event_id = $1)
+         UNION ALL
+         SELECT format('outbox message %s (%s): unpublished after %s s', message_id, topic,
+                       floor(extract(epoch FROM now() - created_at)))
+         FROM outbox
+         WHERE published_at IS NULL AND created_at < now() - make_interval(secs => $2)
+           AND ($1::int8 IS NULL OR (payload->>'event_id')::int8 = $1)",
+    )
+    .bind(event)
+    .bind(EXPIRY_GRACE_SECONDS as f64)
+    .fetch_all(pool)
+    .await?;
+    Ok(finding(
+        NOTHING_STUCK,
+        checked as u64,
+        stuck,
+        "no order held past its hold, no ticket or message waiting",
+        "orders, tickets or messages stuck (are a sweeper and a relay running?)",
+    ))
+}
+
+/// 5 (the queues). Nothing dead-lettered (FAIL, with the count per queue);
+/// messages still queued are in flight (UNKNOWN until they drain).
+async fn queues_drained(queues: Queues<'_>) -> Finding {
+    let unknown = |detail: String, examples: Vec<String>| Finding {
+        invariant: QUEUES_DRAINED.into(),
+        verdict: Verdict::Unknown,
+        checked: 0,
+        offending: examples.len() as u64,
+        detail,
+        examples,
+    };
+    let (connection, topology) = match queues {
+        Ok(queues) => queues,
+        Err(why) => return unknown(format!("RabbitMQ not reachable: {why}"), Vec::new()),
+    };
+    let mut dead = Vec::new();
+    let mut queued = Vec::new();
+    let all = topology.queues();
+    for queue in &all {
+        match depth(connection, queue).await {
+            Ok(0) => {}
+            Ok(messages) if queue.ends_with(".dead") => {
+                dead.push(format!("{queue}: {messages} dead letter(s)"))
+            }
+            Ok(messages) => queued.push(format!("{queue}: {messages} message(s) in flight")),
+            Err(error) => return unknown(format!("could not read {queue}: {error}"), Vec::new()),
+        }
+    }
+    if dead.is_empty() && !queued.is_empty() {
+        return unknown("messages still queued".into(), queued);
+    }
+    finding(
+        QUEUES_DRAINED,
+        all.len() as u64,
+        dead,
+        "queues drained, nothing dead-lettered",
+        "messages were dead-lettered (see the .dead queues)",
+    )
+}
+
+/// Messages ready in a queue; 0 for a queue never declared.
+async fn depth(connection: &lapin::Connection, queue: &str) -> lapin::Result<u32> {
+    use lapin::options::QueueDeclareOptions;
+    // A passive declare of a missing queue closes the channel: one per queue.
+    let channel = connection.create_channel().await?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    match channel
+        .queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
+        .await
+    {
+        Ok(declared) => Ok(declared.message_count()),
+        Err(_) => Ok(0),
+    }
+}
+
+/// 6. Redis stock equals Postgres available, once quiet.
+async fn redis_agrees(pool: &PgPool, gate: &Gate, event: Option<i64>) -> anyhow::Result<Finding> {
+    let events = crate::events::ids(pool).await?;
+    let events: Vec<i64> = events
+        .into_iter()
+        .filter(|id| event.is_none_or(|only| only == *id))
+        .collect();
+    let mut drifted = Vec::new();
+    let mut unjudged = Vec::new();
+    for &id in &events {
+        // Redis, then Postgres, then Redis again: if Redis moved meanwhile (an
+        // order, a confirmation, a return), the two reads are not comparable.
+        let before = gate.observe(id).await?;
+        let (available, returns): (i64, i64) = sqlx::query_as(
+            "SELECT available_tickets::int8,
+                    (SELECT count(*) FROM stock_returns WHERE event_id = $1)
+             FROM events WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(pool)
+        .await?;
+        let after = gate.observe(id).await?;
+        let quiet = before.is_quiet() && returns == 0 && before.seq == after.seq;
+        match before.stock {
+            None => unjudged.push(format!(
+                "event {id}: Redis has no stock key (seeded on next order)"
+            )),
+            Some(_) if !quiet => unjudged.push(format!(
+                "event {id}: not quiet ({} holds in flight, {} returns pending in Redis, {returns} in Postgres)",
+                before.holds, before.returning
+            )),
+            Some(stock) if stock != available => drifted.push(format!(
+                "event {id}: Redis stock {stock}, Postgres available {available} (drift {:+})",
+                stock - available
+            )),
+            Some(_) => {}
+        }
+    }
+    if drifted.is_empty() && !unjudged.is_empty() {
+        return Ok(Finding {
+            invariant: REDIS_AGREES.into(),
+            verdict: Verdict::Unknown,
+            checked: events.len() as u64,
+            offending: unjudged.len() as u64,
+            detail: "Redis cannot be compared yet".into(),
+            examples: unjudged.into_iter().take(EXAMPLES).collect(),
+        });
+    }
+    Ok(finding(
+        REDIS_AGREES,
+        events.len() as u64,
+        drifted,
+        "Redis stock equals Postgres available",
+        "Redis stock drifted from Postgres (repair with `flashtix check --repair`)",
+    ))
+}

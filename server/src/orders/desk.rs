@@ -1,0 +1,293 @@
+//! The desk: takes one buy request through the gate and the writer and answers.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::PgPool;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::request::PlaceOrder;
+use super::sold_out::SoldOutBoard;
+use super::writer::{Verdict, Writer};
+use super::{Order, Receipt};
+use crate::events::{Catalogue, Terms};
+use crate::gate::{key_field, Admission, Gate, Hold};
+use crate::metrics::{Metrics, OrderOutcome};
+use crate::reconcile::Reseed;
+
+/// How long a replay waits for the first request with its key to finish.
+const REPLAY_WAIT: Duration = Duration::from_secs(2);
+/// How long a request waits for another process to reseed the event.
+const RESEED_WAIT: Duration = Duration::from_secs(3);
+/// Rounds of gate → writer before giving up (a round restarts when the first
+/// request of a replay was refused, or the event was reseeded).
+const ROUNDS: usize = 4;
+
+#[derive(Debug)]
+pub enum Placed {
+    Accepted(Receipt),
+    Replayed(Receipt),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceError {
+    #[error("event {0} does not exist")]
+    EventNotFound(i64),
+    #[error("quantity {quantity} is above this event's limit of {max} per buyer")]
+    AboveLimit { quantity: i32, max: i32 },
+    #[error("sold out: not enough tickets left for this order")]
+    SoldOut,
+    #[error("this buyer already holds the most tickets this event allows ({max})")]
+    LimitExceeded { max: i32 },
+    #[error("this Idempotency-Key was already used for a different request")]
+    KeyReused,
+    #[error("a request with this Idempotency-Key is still being processed; retry shortly")]
+    InProgress,
+    #[error("the sale is temporarily unavailable; retry shortly")]
+    Unavailable(#[source] anyhow::Error),
+}
+
+/// Takes orders. Cheap to clone.
+#[derive(Clone)]
+pub struct Desk {
+    pool: PgPool,
+    gate: Gate,
+    catalogue: Arc<Catalogue>,
+    writer: Arc<Writer>,
+    sold_out: Arc<SoldOutBoard>,
+    metrics: Arc<Metrics>,
+}
+
+impl Desk {
+    /// `writer_pool` is for the order writer alone (see [`Writer`]).
+    pub fn new(
+        pool: PgPool,
+        writer_pool: PgPool,
+        gate: Gate,
+        catalogue: Arc<Catalogue>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let writer = Writer::new(
+            writer_pool,
+            gate.clone(),
+            Arc::clone(&catalogue),
+            Arc::clone(&metrics),
+        );
+        Self {
+            pool,
+            gate,
+            catalogue,
+            writer: Arc::new(writer),
+            sold_out: Arc::default(),
+            metrics,
+        }
+    }
+
+    pub async fn place(&self, request: PlaceOrder) -> Result<Placed, PlaceError> {
+        let result = self.place_unrecorded(request).await;
+        self.metrics.record_order(match &result {
+            Ok(Placed::Accepted(_)) => OrderOutcome::Accepted,
+            Ok(Placed::Replayed(_)) => OrderOutcome::Replayed,
+            Err(PlaceError::SoldOut) => OrderOutcome::SoldOut,
+            Err(PlaceError::LimitExceeded { .. }) => OrderOutcome::LimitExceeded,
+            Err(PlaceError::Unavailable(_)) => OrderOutcome::Unavailable,
+            Err(_) => OrderOutcome::Rejected,
+        });
+        result
+    }
+
+    async fn place_unrecorded(&self, request: PlaceOrder) -> Result<Placed, PlaceError> {
+        let terms = self
+            .catalogue
+            .terms(request.event_id)
+            .await
+            .map_err(unavailable)?
+            .ok_or(PlaceError::EventNotFound(request.event_id))?;
+        if request.quantity > terms.max_per_user {
+            return Err(PlaceError::AboveLimit {
+                quantity: request.quantity,
+                max: terms.max_per_user,
+            });
+        }
+        let field = key_field(&request.user_id, &request.idempotency_key);
+        if self.sold_out.answers_sold_out(request.event_id, &field) {
+            self.metrics.sold_out_from_memory();
+            return Err(PlaceError::SoldOut);
+        }
+        let fingerprint = request.fingerprint();
+        for _ in 0..ROUNDS {
+            let hold = Hold {
+                order_id: Uuid::now_v7(),
+                event_id: request.event_id,
+                user_id: request.user_id.clone(),
+                idempotency_key: request.idempotency_key.clone(),
+                quantity: request.quantity,
+            };
+            let admission = self
+                .gate
+                .reserve(&hold, terms.max_per_user, &fingerprint, clock_ms())
+                .await;
+            match admission {
+                Ok(Admission::Reserved) => {
+                    return self.write(hold, fingerprint, terms, true).await;
+                }
+                Ok(Admission::SoldOut { remaining }) => {
+                    if remaining == 0 {
+                        self.refresh_sold_out(terms.event_id);
+                    }
+                    return Err(PlaceError::SoldOut);
+                }
+                Ok(Admission::LimitExceeded) => {
+                    return Err(PlaceError::LimitExceeded {
+                        max: terms.max_per_user,
+                    })
+                }
+                Ok(Admission::Replay {
+                    order_id,
+                    fingerprint: first,
+                }) => {
+                    if first != fingerprint {
+                        return Err(PlaceError::KeyReused);
+                    }
+                    if let Some(order) = self.await_first(&hold, order_id).await? {
+                        return Ok(Placed::Replayed(order.receipt()));
+                    }
+                }
+                Ok(Admission::Unseeded) => self.reseed(terms.event_id).await?,
+                Err(error) => {
+                    // Redis is only the fast path: Postgres decides alone.
+                    self.metrics.redis_bypass();
+                    tracing::debug!(error = %error, "redis unavailable; order goes to Postgres directly");
+                    return self.write(hold, fingerprint, terms, false).await;
+                }
+            }
+        }
+        Err(PlaceError::InProgress)
+    }
+
+    /// Asks Redis, once at a time per event and off the request's path, for the
+    /// keys of an event it called sold out.
+    fn refresh_sold_out(&self, event_id: i64) {
+        if !self.sold_out.begin_refresh(event_id) {
+            return;
+        }
+        let (gate, board) = (self.gate.clone(), Arc::clone(&self.sold_out));
+        tokio::spawn(async move {
+            let asked_at = Instant::now();
+            let keys = match gate.sold_out_keys(event_id).await {
+                Ok(keys) => keys,
+                Err(error) => {
+                    tracing::debug!(event_id, error = %error, "sold-out refresh failed");
+                    None
+                }
+            };
+            board.finish_refresh(event_id, asked_at, keys);
+        });
+    }
+
+    async fn write(
+        &self,
+        hold: Hold,
+        fingerprint: String,
+        terms: Terms,
+        admitted: bool,
+    ) -> Result<Placed, PlaceError> {
+        let order_id = hold.order_id;
+        let user_id = hold.user_id.clone();
+        let quantity = hold.quantity;
+        match self
+            .writer
+            .submit(hold, fingerprint.clone(), terms, admitted)
+            .await
+        {
+            Verdict::Accepted { amount_cents } => Ok(Placed::Accepted(Receipt {
+                order_id,
+                status: "PENDING".into(),
+                event_id: terms.event_id,
+                user_id,
+                quantity: quantity.into(),
+                amount_cents,
+            })),
+            Verdict::Existing(order) if order.fingerprint == fingerprint => {
+                Ok(Placed::Replayed(order.receipt()))
+            }
+            Verdict::Existing(_) => Err(PlaceError::KeyReused),
+            Verdict::SoldOut => Err(PlaceError::SoldOut),
+            Verdict::LimitExceeded => Err(PlaceError::LimitExceeded {
+                max: terms.max_per_user,
+            }),
+            Verdict::EventNotFound => Err(PlaceError::EventNotFound(terms.event_id)),
+            Verdict::Unavailable(reason) => Err(unavailable(anyhow::anyhow!(reason))),
+        }
+    }
+
+    /// Waits for the order of the first request with this key. `None`: that
+    /// request was refused (its key entry is gone), so this one starts afresh.
+    async fn await_first(&self, hold: &Hold, order_id: Uuid) -> Result<Option<Order>, PlaceError> {
+        let deadline = Instant::now() + REPLAY_WAIT;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            if let Some(order) = super::fetch(&self.pool, order_id)
+                .await
+                .map_err(unavailable)?
+            {
+                return Ok(Some(order));
+            }
+            let entry = self
+                .gate
+                .key_entry(hold.event_id, &hold.user_id, &hold.idempotency_key)
+                .await
+                .map_err(unavailable)?;
+            if entry != Some(order_id) {
+                return Ok(None);
+            }
+            if Instant::now() + pause > deadline {
+                return Err(PlaceError::InProgress);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// Rebuilds the event's Redis keys from Postgres, or waits while another
+    /// request or process does.
+    async fn reseed(&self, event_id: i64) -> Result<(), PlaceError> {
+        match crate::reconcile::reseed(&self.pool, &self.gate, event_id)
+            .await
+            .map_err(unavailable)?
+        {
+            Reseed::Done { .. } => {
+                self.metrics.reseeded();
+                return Ok(());
+            }
+            Reseed::Gone => {
+                self.catalogue.forget(event_id);
+                return Err(PlaceError::EventNotFound(event_id));
+            }
+            Reseed::Busy => {}
+        }
+        let deadline = Instant::now() + RESEED_WAIT;
+        while Instant::now() < deadline {
+            let seen = self.gate.observe(event_id).await.map_err(unavailable)?;
+            if seen.stock.is_some() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Err(unavailable(anyhow::anyhow!(
+            "event {event_id} is being reseeded"
+        )))
+    }
+}
+
+fn unavailable(error: impl Into<anyhow::Error>) -> PlaceError {
+    PlaceError::Unavailable(error.into())
+}
+
+pub fn clock_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}

@@ -1,0 +1,146 @@
+//! Orders: taking them ([`Desk`]), writing them in batches ([`writer`]), and
+//! reading them back.
+//!
+//! How a buy flows, and why it cannot oversell:
+//! 1. [`request`] checks the body and the `Idempotency-Key` header.
+//! 2. The Redis gate ([`crate::gate`]) admits or refuses in one Lua step: a replayed
+//!    key, stock, the per-user limit. Most refusals end here, without Postgres;
+//!    once an event is sold out, [`sold_out`] answers from memory.
+//! 3. An admitted reservation (a *hold*) goes to its event's writer, which commits
+//!    many orders in one transaction under the event's row lock, re-checking stock,
+//!    limit and key there: Postgres alone decides. Stock never goes below zero
+//!    (`CHECK`), and one order per (user, key) is a unique constraint.
+//! 4. After the commit Redis learns the outcome: committed holds are confirmed,
+//!    refused ones released (compensation). If Redis is unreachable, orders go
+//!    straight to the writer; if Redis lost the event's keys, they are reseeded
+//!    from Postgres first.
+//!
+//! A crash between steps 2 and 3 leaves a hold in Redis with no order; the
+//! reconciler ([`crate::reconcile`]) finds holds older than a few seconds, looks
+//! each order up in Postgres, and confirms or releases it.
+
+mod desk;
+pub mod request;
+pub mod sold_out;
+pub mod writer;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+pub use desk::{clock_ms, Desk, PlaceError, Placed};
+
+use crate::gate::Snapshot;
+
+/// An order as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Order {
+    pub order_id: Uuid,
+    pub status: String,
+    pub event_id: i64,
+    pub user_id: String,
+    pub quantity: i64,
+    pub amount_cents: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    #[serde(skip)]
+    pub fingerprint: String,
+}
+
+/// The answer to an accepted `POST /orders`; a replay answers the same again.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Receipt {
+    pub order_id: Uuid,
+    pub status: String,
+    pub event_id: i64,
+    pub user_id: String,
+    pub quantity: i64,
+    pub amount_cents: i64,
+}
+
+impl Order {
+    /// The first answer to the request that created this order.
+    pub fn receipt(&self) -> Receipt {
+        Receipt {
+            order_id: self.order_id,
+            status: "PENDING".into(),
+            event_id: self.event_id,
+            user_id: self.user_id.clone(),
+            quantity: self.quantity,
+            amount_cents: self.amount_cents,
+        }
+    }
+
+    pub(crate) fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+        Ok(Self {
+            order_id: row.try_get("id")?,
+            status: row.try_get("status")?,
+            event_id: row.try_get("event_id")?,
+            user_id: row.try_get("user_id")?,
+            quantity: row.try_get::<i32, _>("quantity")?.into(),
+            amount_cents: row.try_get("amount_cents")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            expires_at: row.try_get("expires_at")?,
+            fingerprint: row.try_get("fingerprint")?,
+        })
+    }
+}
+
+pub(crate) const ORDER_COLUMNS: &str = "o.id, o.status, o.event_id, o.user_id, o.quantity, \
+    o.amount_cents, o.created_at, o.updated_at, o.expires_at, o.fingerprint, o.idempotency_key";
+
+pub async fn fetch(pool: &PgPool, order_id: Uuid) -> sqlx::Result<Option<Order>> {
+    let row = sqlx::query(&format!(
+        "SELECT {ORDER_COLUMNS} FROM orders o WHERE o.id = $1"
+    ))
+    .bind(order_id)
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(Order::from_row).transpose()
+}
+
+/// What Redis should hold for an event, read from Postgres in one snapshot (for
+/// reseeding): stock, holdings, keys, and the stock returns not yet given back
+/// to Redis, which `available` already counts.
+pub async fn snapshot(pool: &PgPool, event_id: i64) -> sqlx::Result<Option<Snapshot>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let available: Option<i64> =
+        sqlx::query_scalar("SELECT available_tickets::int8 FROM events WHERE id = $1")
+            .bind(event_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(available) = available else {
+        return Ok(None);
+    };
+    let buyers = sqlx::query_as::<_, (String, i64)>(
+        "SELECT user_id, sum(quantity)::int8 FROM orders
+         WHERE event_id = $1 AND status IN ('PENDING', 'CONFIRMED') GROUP BY user_id",
+    )
+    .bind(event_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let keys = sqlx::query_as::<_, (String, String, Uuid, String)>(
+        "SELECT user_id, idempotency_key, id, fingerprint FROM orders WHERE event_id = $1",
+    )
+    .bind(event_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let returned = sqlx::query_scalar("SELECT order_id FROM stock_returns WHERE event_id = $1")
+        .bind(event_id)
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Some(Snapshot {
+        available,
+        buyers,
+        keys,
+        returned,
+    }))
+}

@@ -1,0 +1,158 @@
+//! A buy request, checked: the body of `POST /orders` and its `Idempotency-Key`.
+
+use serde::Deserialize;
+
+/// A request that passed every check that needs no database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaceOrder {
+    pub event_id: i64,
+    pub user_id: String,
+    pub quantity: i32,
+    pub idempotency_key: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RequestError {
+    #[error("the body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the Idempotency-Key header is required (1 to {MAX_KEY_LEN} characters)")]
+    MissingIdempotencyKey,
+}
+
+pub const MAX_KEY_LEN: usize = 128;
+pub const MAX_USER_ID_LEN: usize = 64;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    event_id: i64,
+    user_id: String,
+    quantity: i64,
+}
+
+impl PlaceOrder {
+    pub fn parse(idempotency_key: Option<&str>, body: &[u8]) -> Result<Self, RequestError> {
+        let idempotency_key = match idempotency_key {
+            None | Some("") => return Err(RequestError::MissingIdempotencyKey),
+            Some(key) => key,
+        };
+        if idempotency_key.chars().count() > MAX_KEY_LEN || has_control(idempotency_key) {
+            return Err(RequestError::Invalid(format!(
+                "Idempotency-Key must be 1 to {MAX_KEY_LEN} printable characters"
+            )));
+        }
+        let body: Body = decode_json(body)?;
+        let user_chars = body.user_id.chars().count();
+        if user_chars == 0 || user_chars > MAX_USER_ID_LEN || has_control(&body.user_id) {
+            return Err(RequestError::Invalid(format!(
+                "user_id must be 1 to {MAX_USER_ID_LEN} printable characters"
+            )));
+        }
+        if body.event_id < 1 {
+            return Err(RequestError::Invalid(
+                "event_id must be a positive integer".into(),
+            ));
+        }
+        let quantity = i32::try_from(body.quantity)
+            .ok()
+            .filter(|q| *q >= 1)
+            .ok_or_else(|| {
+                RequestError::Invalid(format!(
+                    "quantity must be a whole number of at least 1, got {}",
+                    body.quantity
+                ))
+            })?;
+        Ok(Self {
+            event_id: body.event_id,
+            user_id: body.user_id,
+            quantity,
+            idempotency_key: idempotency_key.to_owned(),
+        })
+    }
+
+    /// What makes two requests with the same key "the same request": the user is
+    /// already part of the key's scope, so the event and the quantity.
+    pub fn fingerprint(&self) -> String {
+        format!("e{}q{}", self.event_id, self.quantity)
+    }
+}
+
+/// Decodes a JSON body, telling bad JSON (400) from JSON of the wrong shape (422).
+pub fn decode_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, RequestError> {
+    serde_json::from_slice(body).map_err(|error| {
+        if error.is_data() {
+            RequestError::Invalid(format!("invalid request: {error}"))
+        } else {
+            RequestError::MalformedJson(error.to_string())
+        }
+    })
+}
+
+fn has_control(text: &str) -> bool {
+    text.chars().any(char::is_control)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<PlaceOrder, RequestError> {
+        PlaceOrder::parse(Some("k1"), body.as_bytes())
+    }
+
+    #[test]
+    fn accepts_a_plain_order() {
+        let order = parse(r#"{"event_id": 3, "user_id": "u1", "quantity": 2}"#).unwrap();
+        assert_eq!(order.quantity, 2);
+        assert_eq!(order.fingerprint(), "e3q2");
+    }
+
+    #[test]
+    fn refuses_bad_quantities() {
+        for quantity in ["0", "-1", "1.5", "\"2\"", "1000000000000", "null"] {
+            let body = format!(r#"{{"event_id": 3, "user_id": "u1", "quantity": {quantity}}}"#);
+            assert!(
+                matches!(parse(&body), Err(RequestError::Invalid(_))),
+                "quantity {quantity} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn tells_malformed_from_invalid() {
+        assert!(matches!(
+            parse("{\"event_id\": "),
+            Err(RequestError::MalformedJson(_))
+        ));
+        assert!(matches!(
+            parse("not json"),
+            Err(RequestError::MalformedJson(_))
+        ));
+        assert!(matches!(
+            parse(r#"{"event_id": 3, "user_id": "u1", "quantity": 1, "price_cents": 0}"#),
+            Err(RequestError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn checks_the_key_and_user() {
+        let body = br#"{"event_id": 3, "user_id": "u1", "quantity": 1}"#;
+        assert_eq!(
+            PlaceOrder::parse(None, body),
+            Err(RequestError::MissingIdempotencyKey)
+        );
+        assert_eq!(
+            PlaceOrder::parse(Some(""), body),
+            Err(RequestError::MissingIdempotencyKey)
+        );
+        assert!(PlaceOrder::parse(Some(&"k".repeat(129)), body).is_err());
+        assert!(PlaceOrder::parse(Some(&"k".repeat(128)), body).is_ok());
+        let long_user = format!(
+            r#"{{"event_id": 3, "user_id": "{}", "quantity": 1}}"#,
+            "u".repeat(65)
+        );
+        assert!(PlaceOrder::parse(Some("k"), long_user.as_bytes()).is_err());
+    }
+}

@@ -1,0 +1,124 @@
+//! The outbox relay (role `relay`): publishes to RabbitMQ what transactions wrote
+//! to the `outbox` table, so nothing is published unless its transaction
+//! committed, and nothing committed goes unpublished.
+//!
+//! A pass claims up to [`RELAY_BATCH`] unpublished rows (`FOR UPDATE SKIP
+//! LOCKED`: several relays share the work), publishes them all with publisher
+//! confirms in flight, waits for the broker to confirm every one, then marks
+//! them published and commits. A relay that dies mid-pass leaves its rows
+//! unpublished and unlocked: another pass publishes them again, so delivery is
+//! at least once and consumers dedupe by `message_id`. While RabbitMQ is away
+//! orders are still taken; the rows wait, and the relay reconnects forever with
+//! capped backoff.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Channel, Confirmation};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::broker::{Reconnect, Topology};
+use crate::metrics::Metrics;
+
+/// The most rows one pass publishes.
+pub const RELAY_BATCH: i64 = 500;
+/// How long an idle relay waits before looking again.
+const IDLE_POLL: Duration = Duration::from_millis(20);
+
+/// Runs forever, reconnecting to RabbitMQ whenever the connection breaks.
+pub async fn run(pool: PgPool, amqp_url: String, topology: Topology, metrics: Arc<Metrics>) {
+    let mut reconnect = Reconnect::new("outbox relay");
+    loop {
+        let Err(error) = relay(&pool, &amqp_url, &topology, &metrics, &mut reconnect).await;
+        reconnect.failed(error).await;
+    }
+}
+
+/// Connects and relays until something breaks.
+async fn relay(
+    pool: &PgPool,
+    amqp_url: &str,
+    topology: &Topology,
+    metrics: &Metrics,
+    reconnect: &mut Reconnect,
+) -> anyhow::Result<Infallible> {
+    let (_connection, channel) = topology.open(amqp_url).await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    reconnect.connected();
+    loop {
+        let published = publish_batch(pool, &channel, topology).await?;
+        metrics.outbox_published(published);
+        if published < RELAY_BATCH as u64 {
+            tokio::time::sleep(IDLE_POLL).await;
+        }
+    }
+}
+
+/// Publishes one batch of unpublished rows and marks them published. Returns
+/// how many.
+pub async fn publish_batch(
+    pool: &PgPool,
+    channel: &Channel,
+    topology: &Topology,
+) -> anyhow::Result<u64> {
+    let mut tx = pool.begin().await?;
+    let rows: Vec<(i64, Uuid, String, String)> = sqlx::query_as(
+        "SELECT id, message_id, topic, payload::text FROM outbox
+         WHERE published_at IS NULL
+         ORDER BY id
+         LIMIT $1
+         FOR UPDATE SKIP LOCKED",
+    )
+    .bind(RELAY_BATCH)
+    .fetch_all(&mut *tx)
+    .await
+    .context("claiming outbox rows")?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let exchange = topology.exchange();
+    let mut confirms = Vec::with_capacity(rows.len());
+    for (_, message_id, topic, payload) in &rows {
+        let properties = BasicProperties::default()
+            .with_message_id(message_id.to_string().into())
+            .with_content_type("application/json".into())
+            .with_type(topic.as_str().into())
+            // Persistent: the broker writes it to disk before confirming.
+            .with_delivery_mode(2);
+        let options = BasicPublishOptions {
+            // Unroutable is an error, not a silent drop.
+            mandatory: true,
+            ..BasicPublishOptions::default()
+        };
+        let confirm = channel
+            .basic_publish(
+                exchange.as_str().into(),
+                topic.as_str().into(),
+                options,
+                payload.as_bytes(),
+                properties,
+            )
+            .await?;
+        confirms.push(confirm);
+    }
+    for ((_, message_id, topic, _), confirm) in rows.iter().zip(confirms) {
+        match confirm.await? {
+            Confirmation::Ack(None) => {}
+            Confirmation::Ack(Some(_)) => bail!("message {message_id} ({topic}) was unroutable"),
+            other => bail!("broker refused message {message_id} ({topic}): {other:?}"),
+        }
+    }
+    let ids: Vec<i64> = rows.iter().map(|(id, ..)| *id).collect();
+    sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(rows.len() as u64)
+}

@@ -1,0 +1,233 @@
+//! The reconciler: brings Redis back in line with Postgres, the truth.
+//!
+//! Every tick, it first gives Redis the tickets Postgres gave back and Redis has
+//! not had yet ([`restock_pending`]: after a crash between the two, the sweeper's
+//! or anyone's). Then, for each event:
+//! 1. **Stale holds.** A hold older than [`HOLD_GRACE`] means its request died
+//!    between Redis and Postgres (a crash, a lost connection). If its order is in
+//!    Postgres the hold is confirmed, else released (stock, user count and key
+//!    given back). Release and confirm are each applied once: only the call whose
+//!    `ZREM` removes the hold applies it.
+//! 2. **Lost keys.** An event with no stock key in Redis (flushed, restarted
+//!    empty) is reseeded from Postgres, whether or not orders are coming in.
+//! 3. **Drift.** When nothing is in flight (no hold, no ticket on its way back
+//!    to stock, no stock return still to apply), Redis stock must equal Postgres
+//!    `available_tickets`. The repair reads Redis's sequence number, then Postgres,
+//!    then sets the stock only if the sequence did not move meanwhile, so an order
+//!    admitted or committed during the read cannot be overwritten.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::gate::{Gate, StockReturn};
+use crate::metrics::Metrics;
+use crate::orders::clock_ms;
+
+/// How old a hold must be before the reconciler decides its fate. Far above a
+/// batch commit (milliseconds), so it does not race a live request.
+pub const HOLD_GRACE: Duration = Duration::from_secs(5);
+
+/// What a drift repair found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repair {
+    InSync,
+    Repaired {
+        from: i64,
+        to: i64,
+    },
+    /// Orders are in flight; try again when quiet.
+    Busy,
+    /// Redis has no stock for the event (it is seeded on the next order).
+    Unseeded,
+    /// No such event in Postgres.
+    Gone,
+}
+
+/// What a reseed did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reseed {
+    Done {
+        available: i64,
+    },
+    /// Another request or process holds the event's seeding lock.
+    Busy,
+    /// No such event in Postgres.
+    Gone,
+}
+
+/// Rebuilds an event's Redis keys from Postgres, under the event's seeding lock.
+pub async fn reseed(pool: &PgPool, gate: &Gate, event_id: i64) -> anyhow::Result<Reseed> {
+    let Some(lock) = gate.lock_seeding(event_id).await? else {
+        return Ok(Reseed::Busy);
+    };
+    let snapshot = match crate::orders::snapshot(pool, event_id).await {
+        Ok(Some(snapshot)) => snapshot,
+        other => {
+            gate.unlock(lock).await?;
+            return match other {
+                Ok(_) => Ok(Reseed::Gone),
+                Err(error) => Err(error).context("reading the event from Postgres"),
+            };
+        }
+    };
+    gate.seed(lock, &snapshot).await?;
+    tracing::info!(
+        event_id,
+        available = snapshot.available,
+        "reseeded Redis from Postgres"
+    );
+    Ok(Reseed::Done {
+        available: snapshot.available,
+    })
+}
+
+/// Sets Redis stock to Postgres's available tickets if they differ and nothing
+/// is in flight.
+pub async fn repair_drift(pool: &PgPool, gate: &Gate, event_id: i64) -> anyhow::Result<Repair> {
+    let seen = gate
+        .observe(event_id)
+        .await
+        .context("reading Redis stock")?;
+    let Some(stock) = seen.stock else {
+        return Ok(Repair::Unseeded);
+    };
+    if !seen.is_quiet() {
+        return Ok(Repair::Busy);
+    }
+    let stock_in_postgres: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT available_tickets::int8,
+                (SELECT count(*) FROM stock_returns WHERE event_id = $1)
+         FROM events WHERE id = $1",
+    )
+    .bind(event_id)
+    .fetch_optional(pool)
+    .await
+    .context("reading Postgres stock")?;
+    let Some((available, returns_on_their_way)) = stock_in_postgres else {
+        return Ok(Repair::Gone);
+    };
+    if returns_on_their_way > 0 {
+        return Ok(Repair::Busy);
+    }
+    if stock == available {
+        return Ok(Repair::InSync);
+    }
+    Ok(
+        match gate.correct_stock(event_id, &seen, available).await? {
+            Some(from) => Repair::Repaired {
+                from,
+                to: available,
+            },
+            None => Repair::Busy,
+        },
+    )
+}
+
+/// Confirms or releases holds older than the grace period. Returns how many.
+pub async fn reclaim_stale_holds(pool: &PgPool, gate: &Gate, event_id: i64) -> anyhow::Result<u64> {
+    let before = clock_ms() - HOLD_GRACE.as_millis() as i64;
+    let stale = gate.stale_holds(event_id, before, 1000).await?;
+    if stale.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<Uuid> = stale.iter().map(|hold| hold.order_id).collect();
+    let committed: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM orders WHERE id = ANY($1)")
+        .bind(&ids)
+        .fetch_all(pool)
+        .await
+        .context("looking up stale holds")?;
+    let (found, lost): (Vec<_>, Vec<_>) = stale
+        .into_iter()
+        .partition(|hold| committed.contains(&hold.order_id));
+    gate.confirm(event_id, &found).await?;
+    for hold in &lost {
+        gate.release(hold, true).await?;
+        tracing::info!(event_id, order_id = %hold.order_id, "released a hold whose order never reached Postgres");
+    }
+    Ok((found.len() + lost.len()) as u64)
+}
+
+/// Gives Redis the tickets Postgres gave back (`stock_returns`), then forgets
+/// the rows. Each return is applied once however many processes run this, or
+/// however often it runs after a crash between the two steps. Returns how many
+/// rows were handled.
+pub async fn restock_pending(pool: &PgPool, gate: &Gate) -> anyhow::Result<u64> {
+    let returns: Vec<(Uuid, i64, String, i32)> = sqlx::query_as(
+        "SELECT order_id, event_id, user_id, quantity FROM stock_returns
+         ORDER BY created_at LIMIT 1000",
+    )
+    .fetch_all(pool)
+    .await
+    .context("reading stock returns")?;
+    if returns.is_empty() {
+        return Ok(0);
+    }
+    let mut handled = Vec::with_capacity(returns.len());
+    for (order_id, event_id, user_id, quantity) in returns {
+        let stock_return = StockReturn {
+            order_id,
+            event_id,
+            user_id,
+            quantity,
+        };
+        gate.restock(&stock_return)
+            .await
+            .context("giving tickets back to Redis")?;
+        handled.push(order_id);
+    }
+    sqlx::query("DELETE FROM stock_returns WHERE order_id = ANY($1)")
+        .bind(&handled)
+        .execute(pool)
+        .await
+        .context("forgetting applied stock returns")?;
+    Ok(handled.len() as u64)
+}
+
+/// One pass over every event.
+pub async fn reconcile_once(pool: &PgPool, gate: &Gate, metrics: &Metrics) -> anyhow::Result<()> {
+    metrics.stock_returned(restock_pending(pool, gate).await?);
+    for event_id in crate::events::ids(pool).await? {
+        metrics.holds_reclaimed(reclaim_stale_holds(pool, gate, event_id).await?);
+        match repair_drift(pool, gate, event_id).await? {
+            Repair::Repaired { from, to } => {
+                metrics.stock_repaired();
+                tracing::warn!(event_id, from, to, "corrected Redis stock drift");
+            }
+            Repair::Unseeded => {
+                if let Reseed::Done { .. } = reseed(pool, gate, event_id).await? {
+                    metrics.reseeded();
+                }
+            }
+            Repair::InSync | Repair::Busy | Repair::Gone => {}
+        }
+    }
+    Ok(())
+}
+
+/// Runs forever, one pass every `every`; errors are logged once per streak.
+pub async fn run(pool: PgPool, gate: Gate, metrics: std::sync::Arc<Metrics>, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        ticker.tick().await;
+        match reconcile_once(&pool, &gate, &metrics).await {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("reconciler recovered");
+            }
+            Ok(()) => {}
+            Err(error) if !failing => {
+                failing = true;
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "reconciler pass failed; will keep trying"
+                );
+            }
+            Err(_) => {}
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! The order worker (role `orders`): takes `payment.result` and settles the
+//! order, exactly once.
+//!
+//! In one transaction per batch of messages, with the messages recorded as
+//! processed and their orders locked: a PENDING order whose payment succeeded is CONFIRMED (its tickets
+//! move from pending to sold); one whose payment failed is CANCELLED (its
+//! tickets go back to available, and a `stock_returns` row makes sure Redis gets
+//! them too, once, after the commit). A payment that succeeded for an order that
+//! is no longer PENDING (it expired, or was cancelled, while the payment was on
+//! its way) is refunded through the provider, outside the transaction, and the
+//! refund recorded; the refund is idempotent, so a crash in between only means
+//! asking the provider again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::consumer::{answers, decode, Handled, Handler, Message};
+use crate::gate::Gate;
+use crate::metrics::Metrics;
+use crate::payments::provider::{Outcome, Provider};
+use crate::payments::{first_time, first_times, PaymentResult};
+
+pub struct OrderWorker {
+    pool: PgPool,
+    gate: Gate,
+    provider: Provider,
+    metrics: Arc<Metrics>,
+}
+
+/// What the batch transaction decided for one message.
+enum Settled {
+    Handled(Handled),
+    /// The payment succeeded for an order no longer PENDING: refund, then
+    /// record it (on its own, after the batch).
+    NeedsRefund,
+}
+
+/// Tickets one batch moves between an event's columns.
+#[derive(Default)]
+struct Moved {
+    to_available: i32,
+    from_pending: i32,
+    to_sold: i32,
+}
+
+impl OrderWorker {
+    pub fn new(pool: PgPool, gate: Gate, provider: Provider, metrics: Arc<Metrics>) -> Self {
+        Self {
+            pool,
+            gate,
+            provider,
+            metrics,
+        }
+    }
+
+    /// Settles a batch in one transaction: records the messages, locks their
+    /// orders (in id order, so batches of several processes cannot deadlock),
+    /// confirms or cancels them, and moves the events' tickets once per event.
+    async fn settle(
+        &self,
+        results: &[(Uuid, PaymentResult, Outcome)],
+    ) -> sqlx::Result<Vec<Settled>> {
+        let mut tx = self.pool.begin().await?;
+        let message_ids: Vec<Uuid> = results.iter().map(|(id, ..)| *id).collect();
+        let fresh = first_times(&mut tx, Self::NAME, &message_ids).await?;
+        let mut order_ids: Vec<Uuid> = results.iter().map(|(_, r, _)| r.order_id).collect();
+        order_ids.sort();
+        order_ids.dedup();
+        let rows: Vec<(Uuid, String, i64, i32, f64)> = sqlx::query_as(
+            "SELECT id, status, event_id, quantity,
+                    extract(epoch FROM now() - created_at)::float8
+             FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        )
+        .bind(&order_ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut orders: HashMap<Uuid, (String, i64, i32, f64)> = rows
+            .into_iter()
+            .map(|(id, status, event_id, quantity, age)| (id, (status, event_id, quantity, age)))
+            .collect();
+        let mut ages = Vec::new();
+
+        let mut confirmed = Vec::new();
+        let mut cancelled = Vec::new();
+        let mut unrecorded = Vec::new();
+        let mut moved: BTreeMap<i64, Moved> = BTreeMap::new();
+        let mut settled = Vec::with_capacity(results.len());
+        for (message_id, result, outcome) in results {
+            if !fresh.contains(message_id) {
+                settled.push(Settled::Handled(Handled::Duplicate));
+                continue;
+            }
+            let Some((status, event_id, quantity, age)) = orders.get_mut(&result.order_id) else {
+                unrecorded.push(*message_id);
+                settled.push(Settled::Handled(Handled::Poison(format!(
+                    "payment.result for unknown order {}",
+                    result.order_id
+                ))));
+                continue;
+            };
+            let event = moved.entry(*event_id).or_default();
+            match (status.as_str(), outcome) {
+                ("PENDING", Outcome::Succeeded) => {
+                    ages.push(*age);
+                    *status = "CONFIRMED".into();
+                    confirmed.push(result.order_id);
+                    event.from_pending += *quantity;
+                    event.to_sold += *quantity;
+                }
+                ("PENDING", Outcome::Failed) => {
+                    ages.push(*age);
+                    *status = "CANCELLED".into();
+                    cancelled.push(result.order_id);
+                    event.from_pending += *quantity;
+                    event.to_available += *quantity;
+                }
+                ("EXPIRED" | "CANCELLED", Outcome::Succeeded) => {
+                    unrecorded.push(*message_id);
+                    settled.push(Settled::NeedsRefund);
+                    continue;
+                }
+                // Already settled, or a failed payment for an order that ended anyway.
+                _ => {}
+            }
+            settled.push(Settled::Handled(Handled::Done));
+        }
+
+        sqlx::query(
+            "WITH confirmed AS (
+                UPDATE orders SET status = 'CONFIRMED', updated_at = now() WHERE id = ANY($1)
+             ), cancelled AS (
+                UPDATE orders SET status = 'CANCELLED', updated_at = now() WHERE id = ANY($2)
+                RETURNING id, event_id, user_id, quantity
+             )
+             INSERT INTO stock_returns (order_id, event_id, user_id, quantity)
+             SELECT id, event_id, user_id, quantity FROM cancelled",
+        )
+        .bind(&confirmed)
+        .bind(&cancelled)
+        .execute(&mut *tx)
+        .await?;
+        for (event_id, moved) in moved {
+            sqlx::query(
+                "UPDATE events SET available_tickets = available_tickets + $2,
+                                   pending_tickets = pending_tickets - $3,
+                                   sold_tickets = sold_tickets + $4
+                 WHERE id = $1",
+            )
+            .bind(event_id)
+            .bind(moved.to_available)
+            .bind(moved.from_pending)
+            .bind(moved.to_sold)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // Dead-lettered or refunded on their own: not processed by this batch.
+        sqlx::query("DELETE FROM processed_messages WHERE consumer = $1 AND message_id = ANY($2)")
+            .bind(Self::NAME)
+            .bind(&unrecorded)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        for age in ages {
+            self.metrics
+                .order_settled(Duration::from_secs_f64(age.max(0.0)));
+        }
+        Ok(settled)
+    }
+
+    /// Refunds a success that came too late, then records the refund.
+    async fn refund(&self, message_id: Uuid, result: &PaymentResult) -> Handled {
+        if let Err(error) = self
+            .provider
+            .refund(result.order_id, result.amount_cents)
+            .await
+        {
+            return Handled::Retry(error.into());
+        }
+        self.record_refund(message_id, result)
+            .await
+            .unwrap_or_else(|error| Handled::Retry(error.into()))
+    }
+    async fn record_refund(
+        &self,
+        message_id: Uuid,
+        result: &PaymentResult,
+    ) -> sqlx::Result<Handled> {
+        let mut tx = self.pool.begin().await?;
+        if !first_time(&mut tx, Self::NAME, message_id).await? {
+            return Ok(Handled::Duplicate);
+        }
+        sqlx::query(
+            "INSERT INTO payments (id, order_id, kind, outcome, amount_cents)
+             VALUES ($1, $2, 'REFUND', 'SUCCEEDED', $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(Uuid::now_v7())
+        .bind(result.order_id)
+        .bind(result.amount_cents)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Handled::Done)
+    }
+}
+
+impl Handler for OrderWorker {
+    const NAME: &'static str = "orders";
+    const TOPIC: &'static str = "payment.result";
+
+    async fn handle(&self, messages: Vec<Message>) -> Vec<Handled> {
+        let (mut handled, decoded) = decode::<PaymentResult>(&messages, Self::TOPIC);
+        let mut valid = Vec::new();
+        for (index, message_id, result) in decoded {
+            match Outcome::parse(&result.outcome) {
+                Some(outcome) => valid.push((index, (message_id, result, outcome))),
+                None => {
+                    handled[index] = Some(Handled::Poison(format!(
+                        "unknown payment outcome {:?}",
+                        result.outcome
+                    )))
+                }
+            }
+        }
+        let (indexes, results): (Vec<usize>, Vec<(Uuid, PaymentResult, Outcome)>) =
+            valid.into_iter().unzip();
+        match self.settle(&results).await {
+            Ok(settled) => {
+                let mut returned_stock = false;
+                for ((index, (message_id, result, outcome)), settled) in
+                    indexes.iter().zip(&results).zip(settled)
+                {
+                    handled[*index] = Some(match settled {
+                        Settled::Handled(h) => {
+                            returned_stock |=
+                                matches!(h, Handled::Done) && *outcome == Outcome::Failed;
+                            h
+                        }
+                        Settled::NeedsRefund => self.refund(*message_id, result).await,
+                    });
+                }
+                if returned_stock {
+                    // The tickets are back in Postgres; give them to Redis now
+                    // (the reconciler would, a tick later).
+                    if let Err(error) =
+                        crate::reconcile::restock_pending(&self.pool, &self.gate).await
+                    {
+                        tracing::debug!(
+                            error = format!("{error:#}"),
+                            "restock after cancel deferred"
+                        );
+                    }
+                }
+            }
+            Err(error) => {
+                for index in indexes {
+                    handled[index] =
+                        Some(Handled::Retry(anyhow::anyhow!("settling orders: {error}")));
+                }
+            }
+        }
+        answers(handled)
+    }
+}

@@ -1,0 +1,230 @@
+//! Building and running a server process: connect, migrate, bind, serve.
+//!
+//! [`Application::build`] binds the listener before anything runs, so a caller
+//! (a test, `flashtix serve`) can ask for port 0 and learn the real port.
+
+use std::future::Future;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+
+use crate::broker::Topology;
+use crate::config::{Role, ServerArgs, Settings};
+use crate::db::Purpose;
+use crate::events::Catalogue;
+use crate::gate::Gate;
+use crate::http::{router, AppState};
+use crate::metrics::Metrics;
+use crate::orders::Desk;
+use crate::payments::provider::Provider;
+use crate::payments::PaymentWorker;
+use crate::settlement::OrderWorker;
+
+/// Connections of the order writer: one per event selling at the same moment
+/// is enough, since each event's batches run one after another.
+const WRITER_POOL: u32 = 4;
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    settings: Settings,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let connections = &settings.connections;
+        let pool = crate::db::pool(
+            &connections.database_url,
+            &connections.namespace,
+            settings.db_pool,
+            Purpose::General,
+        )?;
+        crate::db::migrate(&pool, &connections.namespace)
+            .await
+            .context("preparing the database")?;
+        let gate = Gate::connect(&connections.redis_url, connections.namespace.clone())
+            .context("invalid Redis URL")?;
+        let listener = TcpListener::bind(settings.bind)
+            .await
+            .with_context(|| format!("binding {}", settings.bind))?;
+        let metrics = Arc::new(Metrics::default());
+        let catalogue = Catalogue::new(pool.clone());
+        let writer_pool = crate::db::pool(
+            &connections.database_url,
+            &connections.namespace,
+            WRITER_POOL,
+            Purpose::OrderWriter,
+        )?;
+        let desk = Desk::new(
+            pool.clone(),
+            writer_pool,
+            gate.clone(),
+            Arc::clone(&catalogue),
+            Arc::clone(&metrics),
+        );
+        let state = AppState {
+            pool,
+            gate,
+            catalogue,
+            desk,
+            metrics,
+            admin_token: settings.admin_token.clone(),
+            amqp_url: [Role::Relay, Role::Payments, Role::Orders]
+                .into_iter()
+                .any(|role| settings.runs(role))
+                .then(|| connections.amqp_url.clone()),
+        };
+        Ok(Self {
+            listener,
+            state,
+            settings,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves; in-flight requests are finished first.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let state = self.state;
+        let mut background = Vec::new();
+        let serves_api = self.settings.runs(Role::Api);
+        if serves_api {
+            if let Some(every) = self.settings.reconcile_every {
+                background.push(tokio::spawn(crate::reconcile::run(
+                    state.pool.clone(),
+                    state.gate.clone(),
+                    Arc::clone(&state.metrics),
+                    every,
+                )));
+            }
+        }
+        if self.settings.runs(Role::Sweeper) {
+            background.push(tokio::spawn(crate::expiry::run(
+                state.pool.clone(),
+                state.gate.clone(),
+                Arc::clone(&state.metrics),
+                self.settings.sweep_every,
+            )));
+        }
+        if self.settings.runs(Role::Relay) {
+            let connections = &self.settings.connections;
+            background.push(tokio::spawn(crate::outbox::run(
+                state.pool.clone(),
+                connections.amqp_url.clone(),
+                Topology::new(connections.namespace.clone()),
+                Arc::clone(&state.metrics),
+            )));
+        }
+        let connections = &self.settings.connections;
+        let topology = Topology::new(connections.namespace.clone());
+        if self.settings.runs(Role::Payments) {
+            let provider = Provider::new(state.pool.clone(), self.settings.provider);
+            background.push(tokio::spawn(crate::consumer::run(
+                Arc::new(PaymentWorker::new(
+                    state.pool.clone(),
+                    provider,
+                    Arc::clone(&state.metrics),
+                )),
+                connections.amqp_url.clone(),
+                topology.clone(),
+                Arc::clone(&state.metrics),
+            )));
+        }
+        if self.settings.runs(Role::Orders) {
+            let provider = Provider::new(state.pool.clone(), self.settings.provider);
+            background.push(tokio::spawn(crate::consumer::run(
+                Arc::new(OrderWorker::new(
+                    state.pool.clone(),
+                    state.gate.clone(),
+                    provider,
+                    Arc::clone(&state.metrics),
+                )),
+                connections.amqp_url.clone(),
+                topology,
+                Arc::clone(&state.metrics),
+            )));
+        }
+        // Small request/response pairs: send each at once rather than wait for more.
+        let listener = self.listener.tap_io(|stream| {
+            let _ = stream.set_nodelay(true);
+        });
+        let served = axum::serve(listener, router(state, serves_api))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP");
+        for task in background {
+            task.abort();
+        }
+        served
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: no new requests, finishing the ones in flight");
+}
+
+/// Runs a server process from its flags: what `flashtix-server` and
+/// `flashtix serve` both do. Exit codes as DESIGN §6: 2 config, 4 unreachable.
+pub async fn serve(args: &ServerArgs) -> ExitCode {
+    let settings = match args.resolve() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let app = match Application::build(settings).await {
+        Ok(app) => app,
+        Err(error) => {
+            eprintln!("error: cannot start: {error:#}");
+            return ExitCode::from(4);
+        }
+    };
+    // On stdout, alone: scripts (and `--bind 127.0.0.1:0`) learn the address here.
+    println!(
+        "flashtix listening on http://{}:{}",
+        args.bind.ip(),
+        app.port()
+    );
+    match app.run_until_stopped(shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Redis is only the gate: when it is wrong, flushed, leaks a hold or is gone,
+//! Postgres still decides and Redis is brought back in line.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flashtix_server::gate::{Admission, Hold};
+use flashtix_server::invariants::{Verdict, REDIS_AGREES};
+use flashtix_server::orders::clock_ms;
+use flashtix_server::reconcile::{repair_drift, Repair};
+use reqwest::StatusCode;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use crate::helpers::{count, distinct_buyers, spawn_app, spawn_app_with, Answer};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_flushed_mid_storm_never_oversells() {
+    let app = spawn_app().await;
+    let event = app.create_event(300, 4).await;
+    let answered = Arc::new(AtomicUsize::new(0));
+    let first_answers = Arc::new(Notify::new());
+
+    let mut storm = JoinSet::new();
+    for (user, key, quantity) in distinct_buyers(1000) {
+        let (answered, first_answers) = (Arc::clone(&answered), Arc::clone(&first_answers));
+        let client = app.client.clone();
+        let url = format!("{}/orders", app.address);
+        storm.spawn(async move {
+            let response = client
+                .post(url)
+                .header("Idempotency-Key", key)
+                .json(
+                    &serde_json::json!({"event_id": event, "user_id": user, "quantity": quantity}),
+                )
+                .send()
+                .await
+                .expect("POST /orders");
+            if answered.fetch_add(1, Ordering::SeqCst) + 1 == 20 {
+                first_answers.notify_one();
+            }
+            let status = response.status();
+            Answer {
+                status,
+                replayed: false,
+                body: response.json().await.expect("JSON"),
+            }
+        });
+    }
+    first_answers.notified().await;
+    let deleted = app.gate.wipe().await.expect("flush the namespace");
+    let answers = storm.join_all().await;
+
+    assert!(deleted > 0, "the flush hit the event's keys");
+    let accepted = count(&answers, StatusCode::ACCEPTED, "");
+    assert_eq!(accepted, 300, "every ticket sold, none twice");
+    assert_eq!(
+        accepted + count(&answers, StatusCode::CONFLICT, "sold_out"),
+        1000
+    );
+    assert_eq!(app.event(event).await.available_tickets, 0);
+    assert_eq!(app.order_count().await, 300);
+    app.check_passes_within(Duration::from_secs(15)).await;
+    assert!(
+        app.gate.observe(event).await.unwrap().stock.is_some(),
+        "stock reseeded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refuses_what_an_inflated_redis_admits() {
+    let app = spawn_app_with(|settings| settings.reconcile_every = None).await;
+    let event = app.create_event(100, 4).await;
+    app.gate.force_stock(event, 150).await.unwrap();
+
+    let answers = app.storm(event, distinct_buyers(120)).await;
+
+    assert_eq!(count(&answers, StatusCode::ACCEPTED, ""), 100);
+    assert_eq!(count(&answers, StatusCode::CONFLICT, "sold_out"), 20);
+    assert_eq!(app.event(event).await.available_tickets, 0);
+    // Redis admitted all 120: its stock is 30 where Postgres has 0.
+    let report = app.check().await;
+    let drift = report.finding(REDIS_AGREES).unwrap();
+    assert_eq!(drift.verdict, Verdict::Fail, "{report:#?}");
+    assert!(drift.examples[0].contains("Redis stock 30"), "{drift:?}");
+    assert_eq!(
+        report
+            .findings
+            .iter()
+            .filter(|f| f.verdict == Verdict::Fail)
+            .count(),
+        1
+    );
+
+    let repaired = repair_drift(&app.pool, &app.gate, event).await.unwrap();
+    assert_eq!(repaired, Repair::Repaired { from: 30, to: 0 });
+    assert_eq!(app.check().await.verdict, Verdict::Pass);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconciler_repairs_drift_by_itself() {
+    let app = spawn_app().await;
+    let event = app.create_event(10, 4).await;
+    app.order(event, "a", "k", 2).await;
+    app.gate.force_stock(event, 3).await.unwrap();
+
+    app.check_passes_within(Duration::from_secs(10)).await;
+    assert_eq!(app.gate.observe(event).await.unwrap().stock, Some(8));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_leaked_by_a_crash_is_released() {
+    let app = spawn_app().await;
+    let event = app.create_event(5, 4).await;
+    // A request that reserved in Redis and died before Postgres: admitted ten
+    // seconds ago, no order anywhere.
+    let leaked = Hold {
+        order_id: Uuid::now_v7(),
+        event_id: event,
+        user_id: "ghost".into(),
+        idempotency_key: "lost".into(),
+        quantity: 3,
+    };
+    let admission = app
+        .gate
+        .reserve(&leaked, 4, "e1q3", clock_ms() - 10_000)
+        .await
+        .unwrap();
+    assert_eq!(admission, Admission::Reserved);
+    assert_eq!(app.gate.observe(event).await.unwrap().stock, Some(2));
+
+    app.check_passes_within(Duration::from_secs(10)).await;
+    let seen = app.gate.observe(event).await.unwrap();
+    assert_eq!((seen.stock, seen.holds), (Some(5), 0));
+    // The key was given back too: the buyer's retry buys.
+    let retry = app.order(event, "ghost", "lost", 3).await;
+    assert_eq!(
+        (retry.status, retry.replayed),
+        (StatusCode::ACCEPTED, false)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_gone_postgres_alone_sells_exactly_the_stock() {
+    let app = spawn_app_with(|settings| {
+        // Nothing listens on port 1: every Redis call fails at once.
+        settings.connections.redis_url = "redis://127.0.0.1:1".into();
+    })
+    .await;
+    let event = app.create_event(5, 4).await;
+    let mut buys = distinct_buyers(40);
+    buys.push(("buyer-0".into(), "key-0".into(), 1));
+
+    let answers = app.storm(event, buys).await;
+
+    // Exactly five orders; any other 202 is buyer-0's double click replayed.
+    let replays = answers.iter().filter(|a| a.replayed).count();
+    assert!(replays <= 1);
+    assert_eq!(count(&answers, StatusCode::ACCEPTED, ""), 5 + replays);
+    assert_eq!(app.event(event).await.available_tickets, 0);
+    assert_eq!(app.order_count().await, 5);
+}

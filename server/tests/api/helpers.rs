@@ -1,0 +1,392 @@
+//! Shared setup: spawn the app in its own namespace, drive it over HTTP.
+//!
+//! Services come from `FLASHTIX_TEST_DATABASE_URL` (default: database
+//! `flashtix_test` on the local Postgres, created if missing) and
+//! `FLASHTIX_TEST_REDIS_URL`. Logs only with `TEST_LOG=1`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use flashtix_server::config::{AdminToken, Connections, Namespace, Role, Settings};
+use flashtix_server::events::Event;
+use flashtix_server::gate::Gate;
+use flashtix_server::invariants::{self, Report, Verdict};
+use flashtix_server::startup::Application;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+pub struct TestApp {
+    pub namespace: Namespace,
+    pub address: String,
+    pub client: reqwest::Client,
+    pub pool: PgPool,
+    pub gate: Gate,
+}
+
+/// One answer to `POST /orders`.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub replayed: bool,
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    pub fn order_id(&self) -> &str {
+        self.body["order_id"].as_str().unwrap_or("")
+    }
+}
+
+pub fn test_database_url() -> String {
+    std::env::var("FLASHTIX_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/flashtix_test".into())
+}
+
+pub fn test_amqp_url() -> String {
+    std::env::var("FLASHTIX_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+pub fn test_redis_url() -> String {
+    std::env::var("FLASHTIX_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Creates the test database once per test binary.
+async fn ensure_test_database(url: &str) {
+    static READY: OnceLock<()> = OnceLock::new();
+    if READY.get().is_none() {
+        flashtix_server::db::create_database_if_missing(url)
+            .await
+            .expect("Postgres must be reachable for the tests");
+        let _ = READY.set(());
+    }
+}
+
+pub fn new_namespace() -> Namespace {
+    Namespace::parse(&format!("t{}", Uuid::now_v7().simple())).expect("namespace")
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    if std::env::var("TEST_LOG").is_ok() {
+        flashtix_server::telemetry::init("info");
+    }
+    let database_url = test_database_url();
+    ensure_test_database(&database_url).await;
+    let mut settings = Settings {
+        connections: Connections {
+            database_url,
+            redis_url: test_redis_url(),
+            amqp_url: test_amqp_url(),
+            namespace: new_namespace(),
+        },
+        bind: "127.0.0.1:0".parse().expect("address"),
+        // Tests that publish to RabbitMQ add the relay.
+        roles: vec![Role::Api, Role::Sweeper],
+        admin_token: Some(AdminToken::new(ADMIN_TOKEN)),
+        reconcile_every: Some(Duration::from_millis(200)),
+        db_pool: 8,
+        sweep_every: Duration::from_millis(100),
+        provider: Default::default(),
+    };
+    configure(&mut settings);
+    let namespace = settings.connections.namespace.clone();
+    let app = Application::build(settings).await.expect("the app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let pool = app.state().pool.clone();
+    // The test's own view of Redis always points at the real one, even when the
+    // app was given a broken URL.
+    let gate = Gate::connect(&test_redis_url(), namespace.clone()).expect("redis url");
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(2000)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    TestApp {
+        namespace,
+        address,
+        client,
+        pool,
+        gate,
+    }
+}
+
+impl TestApp {
+    /// Creates an event through the admin API (holds of 300 s); returns its id.
+    pub async fn create_event(&self, total_tickets: i64, max_per_user: i64) -> i64 {
+        self.create_event_holding(total_tickets, max_per_user, 300)
+            .await
+    }
+
+    /// Creates an event whose unpaid orders expire after `hold_seconds`.
+    pub async fn create_event_holding(
+        &self,
+        total_tickets: i64,
+        max_per_user: i64,
+        hold_seconds: i64,
+    ) -> i64 {
+        let response = self
+            .client
+            .post(format!("{}/events", self.address))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({
+                "name": "Test sale",
+                "total_tickets": total_tickets,
+                "price_cents": 2500,
+                "max_per_user": max_per_user,
+                "hold_seconds": hold_seconds,
+            }))
+            .send()
+            .await
+            .expect("POST /events");
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.expect("event JSON");
+        body["id"].as_i64().expect("event id")
+    }
+
+    pub async fn order(&self, event_id: i64, user: &str, key: &str, quantity: i64) -> Answer {
+        place(&self.client, &self.address, event_id, user, key, quantity).await
+    }
+
+    /// Fires all `buys` (user, key, quantity) at once; answers in the same order.
+    pub async fn storm(&self, event_id: i64, buys: Vec<(String, String, i64)>) -> Vec<Answer> {
+        storm(&[self], event_id, buys).await
+    }
+
+    /// A second server on the same sale (same database schema, same Redis
+    /// namespace), as behind a load balancer.
+    pub async fn another_server(&self, configure: impl FnOnce(&mut Settings)) -> TestApp {
+        let namespace = self.namespace.clone();
+        spawn_app_with(|settings| {
+            settings.connections.namespace = namespace;
+            configure(settings);
+        })
+        .await
+    }
+
+    /// Polls until no order of the sale is PENDING.
+    pub async fn until_none_pending(&self, limit: Duration) {
+        eventually(limit, || async {
+            let pending: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'PENDING'")
+                    .fetch_one(&self.pool)
+                    .await
+                    .expect("count pending orders");
+            match pending {
+                0 => Ok(()),
+                _ => Err(format!("{pending} orders still pending")),
+            }
+        })
+        .await
+    }
+
+    /// Deletes the namespace's queues (the broker is shared by every test).
+    pub async fn drop_queues(&self) {
+        let connection = flashtix_server::broker::connect(&test_amqp_url())
+            .await
+            .expect("RabbitMQ");
+        let channel = connection.create_channel().await.expect("channel");
+        for queue in flashtix_server::broker::Topology::new(self.namespace.clone()).queues() {
+            let _ = channel
+                .queue_delete(
+                    queue.as_str().into(),
+                    lapin::options::QueueDeleteOptions::default(),
+                )
+                .await;
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.get(path).await.json().await.expect("a JSON answer")
+    }
+
+    /// One counter from `GET /metrics`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = self
+            .get("/metrics")
+            .await
+            .text()
+            .await
+            .expect("metrics text");
+        read_metric(&text, name).unwrap_or_else(|| panic!("{name} is not exported: {text}"))
+    }
+
+    pub async fn event(&self, event_id: i64) -> Event {
+        let response = self
+            .client
+            .get(format!("{}/events/{event_id}", self.address))
+            .send()
+            .await
+            .expect("GET /events");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("event JSON")
+    }
+
+    pub async fn order_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM orders")
+            .fetch_one(&self.pool)
+            .await
+            .expect("count orders")
+    }
+
+    pub async fn check(&self) -> Report {
+        let topology = flashtix_server::broker::Topology::new(self.namespace.clone());
+        let connection = flashtix_server::broker::connect(&test_amqp_url()).await;
+        let queues = match &connection {
+            Ok(connection) => Ok((connection, &topology)),
+            Err(error) => Err(error.to_string()),
+        };
+        invariants::check(&self.pool, &self.gate, queues, None, None)
+            .await
+            .expect("check runs")
+    }
+
+    /// Polls `check` until every invariant passes, or panics with the last report.
+    pub async fn check_passes_within(&self, limit: Duration) -> Report {
+        eventually(limit, || async {
+            let report = self.check().await;
+            match report.verdict {
+                Verdict::Pass => Ok(report),
+                _ => Err(format!("check did not pass: {report:#?}")),
+            }
+        })
+        .await
+    }
+}
+
+/// Fires all `buys` at once, spread over `servers` in turn; answers in order.
+pub async fn storm(
+    servers: &[&TestApp],
+    event_id: i64,
+    buys: Vec<(String, String, i64)>,
+) -> Vec<Answer> {
+    let mut tasks = JoinSet::new();
+    for (index, (user, key, quantity)) in buys.into_iter().enumerate() {
+        let server = servers[index % servers.len()];
+        let (client, address) = (server.client.clone(), server.address.clone());
+        tasks.spawn(async move {
+            let answer = place(&client, &address, event_id, &user, &key, quantity).await;
+            (index, answer)
+        });
+    }
+    let mut answers = tasks.join_all().await;
+    answers.sort_by_key(|(index, _)| *index);
+    answers.into_iter().map(|(_, answer)| answer).collect()
+}
+
+async fn place(
+    client: &reqwest::Client,
+    address: &str,
+    event_id: i64,
+    user: &str,
+    key: &str,
+    quantity: i64,
+) -> Answer {
+    let response = client
+        .post(format!("{address}/orders"))
+        .header("Idempotency-Key", key)
+        .json(&json!({"event_id": event_id, "user_id": user, "quantity": quantity}))
+        .send()
+        .await
+        .expect("POST /orders");
+    let status = response.status();
+    let replayed = response.headers().get("idempotent-replayed").is_some();
+    let body = response.json().await.expect("a JSON answer");
+    Answer {
+        status,
+        replayed,
+        body,
+    }
+}
+
+/// `n` buyers, each with their own user id and key, one ticket each.
+pub fn distinct_buyers(n: usize) -> Vec<(String, String, i64)> {
+    (0..n)
+        .map(|i| (format!("buyer-{i}"), format!("key-{i}"), 1))
+        .collect()
+}
+
+pub fn count(answers: &[Answer], status: StatusCode, code: &str) -> usize {
+    answers
+        .iter()
+        .filter(|a| a.status == status && (code.is_empty() || a.code() == code))
+        .count()
+}
+
+/// How often [`eventually`] looks again.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Polls `look` until it answers `Ok`, or panics once `limit` has passed with
+/// its last `Err` (what it saw): a deadline instead of a sleep.
+pub async fn eventually<T, F, Fut>(limit: Duration, mut look: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        match look().await {
+            Ok(value) => return value,
+            Err(seen) => assert!(Instant::now() < deadline, "not within {limit:?}: {seen}"),
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// One sample from Prometheus text: the value of the line named exactly `name`.
+pub fn read_metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+}
+
+/// Starts the real `flashtix-server` binary on `namespace` against the test
+/// services, with `args`; returns the process and the address it printed.
+pub fn start_server_binary(namespace: &Namespace, args: &[&str]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flashtix-server"))
+        .args(["--bind", "127.0.0.1:0"])
+        .args(args)
+        .env("FLASHTIX_DATABASE_URL", test_database_url())
+        .env("FLASHTIX_REDIS_URL", test_redis_url())
+        .env("FLASHTIX_AMQP_URL", test_amqp_url())
+        .env("FLASHTIX_NAMESPACE", namespace.as_str())
+        .env("FLASHTIX_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("flashtix-server starts");
+    let mut first_line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first_line)
+        .expect("the server's first line");
+    let address = first_line
+        .trim()
+        .strip_prefix("flashtix listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first_line:?}"))
+        .to_owned();
+    (child, address)
+}

@@ -1,0 +1,133 @@
+//! "No lost order" from a client's history: answered orders exist, stored
+//! orders were asked for, unknown outcomes are resolved, not blamed.
+
+use chrono::Utc;
+use flashtix_server::history::{Attempt, Outcome};
+use flashtix_server::invariants::{self, Verdict, NO_LOST_ORDER};
+use reqwest::StatusCode;
+use uuid::Uuid;
+
+use crate::helpers::{distinct_buyers, spawn_app, Answer, TestApp};
+
+fn attempt(
+    event_id: i64,
+    number: u64,
+    user: &str,
+    key: &str,
+    outcome: Outcome,
+    order_id: Option<Uuid>,
+) -> Attempt {
+    Attempt {
+        attempt: number,
+        event_id,
+        user_id: user.into(),
+        idempotency_key: key.into(),
+        quantity: 1,
+        sent_at: Utc::now(),
+        finished_at: Utc::now(),
+        outcome,
+        status: None,
+        order_id,
+    }
+}
+
+fn from_answer(event_id: i64, number: u64, user: &str, key: &str, answer: &Answer) -> Attempt {
+    let (outcome, order_id) = match answer.status {
+        StatusCode::ACCEPTED => (Outcome::Accepted, answer.order_id().parse().ok()),
+        _ => (Outcome::SoldOut, None),
+    };
+    Attempt {
+        status: Some(answer.status.as_u16()),
+        ..attempt(event_id, number, user, key, outcome, order_id)
+    }
+}
+
+async fn lost_order_finding(app: &TestApp, history: &[Attempt]) -> invariants::Finding {
+    let report = invariants::check(
+        &app.pool,
+        &app.gate,
+        Err("not used".into()),
+        Some(history),
+        None,
+    )
+    .await
+    .unwrap();
+    report.finding(NO_LOST_ORDER).unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_proves_no_order_was_lost_or_invented() {
+    let app = spawn_app().await;
+    let event = app.create_event(20, 4).await;
+    let buyers = distinct_buyers(30);
+    let answers = app.storm(event, buyers.clone()).await;
+    let mut history: Vec<Attempt> = buyers
+        .iter()
+        .zip(&answers)
+        .enumerate()
+        .map(|(n, ((user, key, _), answer))| from_answer(event, n as u64, user, key, answer))
+        .collect();
+    // Two requests whose answers never came back: one made an order, one not.
+    let late = app.order(event, "slow", "k-slow", 1).await;
+    assert_eq!(late.status, StatusCode::CONFLICT, "sold out by now");
+    history.push(attempt(event, 30, "slow", "k-slow", Outcome::Timeout, None));
+    let extra = app.create_event(5, 4).await;
+    let made = app.order(extra, "lucky", "k-lucky", 1).await;
+    assert_eq!(made.status, StatusCode::ACCEPTED);
+    history.push(attempt(
+        extra,
+        31,
+        "lucky",
+        "k-lucky",
+        Outcome::Timeout,
+        None,
+    ));
+
+    let clean = lost_order_finding(&app, &history).await;
+    assert_eq!(clean.verdict, Verdict::Pass, "{clean:?}");
+    assert_eq!(clean.checked, 20);
+    assert!(
+        clean
+            .detail
+            .contains("unknown outcomes: 1 became orders, 1 did not"),
+        "{clean:?}"
+    );
+
+    // Lose an answered order, and invent one nobody asked for.
+    let lost: Uuid = answers
+        .iter()
+        .find(|a| a.status == StatusCode::ACCEPTED)
+        .unwrap()
+        .order_id()
+        .parse()
+        .unwrap();
+    sqlx::query("DELETE FROM orders WHERE id = $1")
+        .bind(lost)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let invented = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO orders (id, event_id, user_id, idempotency_key, fingerprint, quantity,
+                             amount_cents, expires_at)
+         VALUES ($1, $2, 'ghost', 'k-ghost', 'x', 1, 0, now() + interval '1 hour')",
+    )
+    .bind(invented)
+    .bind(event)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+
+    let broken = lost_order_finding(&app, &history).await;
+    assert_eq!(broken.verdict, Verdict::Fail);
+    assert_eq!(broken.offending, 2);
+    let named = broken.examples.join("\n");
+    assert!(
+        named.contains(&format!("order {lost}: answered")),
+        "{named}"
+    );
+    assert!(
+        named.contains(&format!("order {invented}: user \"ghost\"")),
+        "{named}"
+    );
+}

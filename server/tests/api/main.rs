@@ -1,0 +1,14 @@
+//! Integration tests: each spawns the real server on a random port against real
+//! Postgres and Redis, in its own schema and namespace.
+
+mod helpers;
+
+mod expiry;
+mod gate;
+mod history;
+mod idempotency;
+mod orders;
+mod outbox;
+mod saga;
+mod shutdown;
+mod validation;

@@ -1,0 +1,374 @@
+//! The payment saga end to end: every accepted order ends CONFIRMED, CANCELLED
+//! or EXPIRED, with money and stock exactly right.
+
+use std::time::Duration;
+
+use flashtix_server::broker::{self, Topology};
+use flashtix_server::config::Role;
+use flashtix_server::invariants::{Verdict, NO_DOUBLE_CHARGE, QUEUES_DRAINED};
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::BasicProperties;
+use reqwest::StatusCode;
+
+use crate::helpers::{
+    count, distinct_buyers, eventually, read_metric, spawn_app_with, start_server_binary,
+    test_amqp_url, TestApp,
+};
+
+async fn statuses(app: &TestApp) -> (i64, i64, i64) {
+    sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'CONFIRMED'),
+                count(*) FILTER (WHERE status = 'CANCELLED'),
+                count(*) FILTER (WHERE status = 'EXPIRED')
+         FROM orders",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+async fn ledger(app: &TestApp, kind: &str, outcome: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM provider_ledger WHERE kind = $1 AND outcome = $2")
+        .bind(kind)
+        .bind(outcome)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// Publishes `body` on the sale's exchange as if the relay had, confirmed.
+async fn publish(app: &TestApp, topic: &str, message_id: Option<&str>, body: &[u8]) {
+    let connection = broker::connect(&test_amqp_url()).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let mut properties = BasicProperties::default().with_delivery_mode(2);
+    if let Some(id) = message_id {
+        properties = properties.with_message_id(id.into());
+    }
+    let exchange = Topology::new(app.namespace.clone()).exchange();
+    channel
+        .basic_publish(
+            exchange.as_str().into(),
+            topic.into(),
+            BasicPublishOptions::default(),
+            body,
+            properties,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+async fn until_metric(app: &TestApp, name: &str, at_least: u64, limit: Duration) {
+    eventually(limit, || async {
+        let value = app.metric(name).await;
+        if value >= at_least {
+            Ok(())
+        } else {
+            Err(format!("{name} is {value}, below {at_least}"))
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_orders_all_settle_with_one_capture_each() {
+    let app = spawn_app_with(|settings| {
+        settings.roles = vec![Role::All];
+        settings.provider.failure_rate = 0.2;
+        settings.provider.seed = 42;
+    })
+    .await;
+    let event = app.create_event(1000, 4).await;
+
+    let answers = app.storm(event, distinct_buyers(1000)).await;
+    assert_eq!(count(&answers, StatusCode::ACCEPTED, ""), 1000);
+    app.until_none_pending(Duration::from_secs(90)).await;
+
+    let (confirmed, cancelled, expired) = statuses(&app).await;
+    assert_eq!((confirmed + cancelled, expired), (1000, 0));
+    assert!(
+        (100..300).contains(&cancelled),
+        "about 20% declined, got {cancelled}"
+    );
+    let stock = app.event(event).await;
+    assert_eq!(
+        (
+            stock.sold_tickets,
+            stock.available_tickets,
+            stock.pending_tickets
+        ),
+        (confirmed, cancelled, 0)
+    );
+    assert_eq!(ledger(&app, "CAPTURE", "SUCCEEDED").await, confirmed);
+    assert_eq!(ledger(&app, "CAPTURE", "FAILED").await, cancelled);
+    assert_eq!(ledger(&app, "REFUND", "SUCCEEDED").await, 0);
+    assert_eq!(
+        app.metric("flashtix_payments_total{outcome=\"SUCCEEDED\"}")
+            .await,
+        confirmed as u64
+    );
+    assert_eq!(
+        app.metric("flashtix_payments_total{outcome=\"FAILED\"}")
+            .await,
+        cancelled as u64
+    );
+    assert_eq!(
+        app.metric("flashtix_order_settle_seconds_count").await,
+        1000
+    );
+    app.check_passes_within(Duration::from_secs(20)).await;
+    app.drop_queues().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_order_created_twice_charges_once() {
+    let app = spawn_app_with(|settings| settings.roles = vec![Role::All]).await;
+    let event = app.create_event(10, 4).await;
+    let answer = app.order(event, "nia", "k", 2).await;
+    app.until_none_pending(Duration::from_secs(20)).await;
+    let (message_id, body): (uuid::Uuid, String) = sqlx::query_as(
+        "SELECT message_id, payload::text FROM outbox WHERE topic = 'order.created'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+
+    // The same message again (as a relay that crashed before marking it sent
+    // would), and the same order under a new message id.
+    publish(
+        &app,
+        "order.created",
+        Some(&message_id.to_string()),
+        body.as_bytes(),
+    )
+    .await;
+    publish(
+        &app,
+        "order.created",
+        Some(&uuid::Uuid::now_v7().to_string()),
+        body.as_bytes(),
+    )
+    .await;
+    until_metric(
+        &app,
+        "flashtix_messages_total{consumer=\"payments\",outcome=\"duplicate\"}",
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
+    until_metric(
+        &app,
+        "flashtix_messages_total{consumer=\"payments\",outcome=\"done\"}",
+        2,
+        Duration::from_secs(20),
+    )
+    .await;
+    until_metric(
+        &app,
+        "flashtix_messages_total{consumer=\"orders\",outcome=\"done\"}",
+        2,
+        Duration::from_secs(20),
+    )
+    .await;
+
+    let order = app
+        .get_json(&format!("/orders/{}", answer.order_id()))
+        .await;
+    assert_eq!(order["status"], "CONFIRMED");
+    assert_eq!(ledger(&app, "CAPTURE", "SUCCEEDED").await, 1);
+    let captures: i64 = sqlx::query_scalar("SELECT count(*) FROM payments WHERE kind = 'CAPTURE'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(captures, 1);
+    assert_eq!(app.event(event).await.sold_tickets, 2);
+    app.check_passes_within(Duration::from_secs(20)).await;
+    app.drop_queues().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_too_late_for_its_hold_is_refunded() {
+    let app = spawn_app_with(|settings| {
+        settings.roles = vec![Role::All];
+        settings.provider.latency = Duration::from_secs(3);
+    })
+    .await;
+    let event = app.create_event_holding(5, 4, 1).await;
+    let answers = app.storm(event, distinct_buyers(5)).await;
+    assert_eq!(count(&answers, StatusCode::ACCEPTED, ""), 5);
+
+    app.until_none_pending(Duration::from_secs(20)).await;
+    eventually(Duration::from_secs(30), || async {
+        match ledger(&app, "REFUND", "SUCCEEDED").await {
+            5 => Ok(()),
+            refunds => Err(format!("{refunds} of 5 late payments refunded")),
+        }
+    })
+    .await;
+
+    assert_eq!(statuses(&app).await, (0, 0, 5));
+    let stock = app.event(event).await;
+    assert_eq!((stock.available_tickets, stock.sold_tickets), (5, 0));
+    let report = app.check_passes_within(Duration::from_secs(30)).await;
+    assert_eq!(
+        report.finding(NO_DOUBLE_CHARGE).unwrap().verdict,
+        Verdict::Pass
+    );
+    app.drop_queues().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_is_dead_lettered_and_the_rest_flow() {
+    let app = spawn_app_with(|settings| settings.roles = vec![Role::All]).await;
+    let event = app.create_event(10, 4).await;
+    // Wait for the topology: the first order goes all the way through.
+    app.order(event, "first", "k", 1).await;
+    app.until_none_pending(Duration::from_secs(20)).await;
+
+    publish(
+        &app,
+        "order.created",
+        Some(&uuid::Uuid::now_v7().to_string()),
+        b"not json",
+    )
+    .await;
+    let answers = app.storm(event, distinct_buyers(3)).await;
+    assert_eq!(count(&answers, StatusCode::ACCEPTED, ""), 3);
+    app.until_none_pending(Duration::from_secs(20)).await;
+    assert_eq!(statuses(&app).await, (4, 0, 0));
+
+    let connection = broker::connect(&test_amqp_url()).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let dead = Topology::new(app.namespace.clone()).dead_letter_queue("order.created");
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    eventually(Duration::from_secs(10), || async {
+        let depth = channel
+            .queue_declare(dead.as_str().into(), passive, FieldTable::default())
+            .await
+            .unwrap()
+            .message_count();
+        match depth {
+            1 => Ok(()),
+            _ => Err(format!("dead-letter queue holds {depth}")),
+        }
+    })
+    .await;
+    // check lists the dead letter, and finds nothing else wrong.
+    let report = app.check().await;
+    let queues = report.finding(QUEUES_DRAINED).unwrap();
+    assert_eq!(queues.verdict, Verdict::Fail, "{report:#?}");
+    assert!(
+        queues.examples[0].contains("order.created.dead: 1 dead letter"),
+        "{queues:?}"
+    );
+    assert!(report
+        .findings
+        .iter()
+        .filter(|f| f.invariant != QUEUES_DRAINED)
+        .all(|f| f.verdict != Verdict::Fail));
+    app.drop_queues().await;
+}
+
+async fn remote_metric(client: &reqwest::Client, address: &str, name: &str) -> u64 {
+    let Ok(response) = client.get(format!("{address}/metrics")).send().await else {
+        return 0;
+    };
+    read_metric(&response.text().await.unwrap_or_default(), name).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_worker_killed_mid_sale_charges_nobody_twice() {
+    // Everything but payments in this process; payments in a real process.
+    let app = spawn_app_with(|settings| {
+        settings.roles = vec![Role::Api, Role::Sweeper, Role::Relay, Role::Orders];
+    })
+    .await;
+    let event = app.create_event(2000, 4).await;
+    let (mut payments, address) = start_server_binary(
+        &app.namespace,
+        &["--role", "payments", "--payment-latency-ms", "2"],
+    );
+
+    let answers = app.storm(event, distinct_buyers(2000)).await;
+    assert_eq!(count(&answers, StatusCode::ACCEPTED, ""), 2000);
+    let client = reqwest::Client::new();
+    let done = "flashtix_messages_total{consumer=\"payments\",outcome=\"done\"}";
+    eventually(Duration::from_secs(30), || async {
+        match remote_metric(&client, &address, done).await {
+            settled if settled >= 300 => Ok(()),
+            settled => Err(format!("payments never got going: {settled} done")),
+        }
+    })
+    .await;
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &payments.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let _ = payments.wait();
+    let pending_at_kill: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'PENDING'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(
+        pending_at_kill > 0,
+        "the kill landed after the sale had settled"
+    );
+
+    let (mut again, _) = start_server_binary(&app.namespace, &["--role", "payments"]);
+    app.until_none_pending(Duration::from_secs(90)).await;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &again.id().to_string()])
+        .status();
+    let _ = again.wait();
+
+    assert_eq!(statuses(&app).await, (2000, 0, 0));
+    assert_eq!(ledger(&app, "CAPTURE", "SUCCEEDED").await, 2000);
+    let captures: i64 = sqlx::query_scalar("SELECT count(*) FROM payments WHERE kind = 'CAPTURE'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(captures, 2000, "one payment per order");
+    app.check_passes_within(Duration::from_secs(30)).await;
+    app.drop_queues().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_taken_while_rabbitmq_is_unreachable_all_settle_when_it_is_back() {
+    let app = spawn_app_with(|settings| {
+        settings.roles = vec![Role::All];
+        // Nothing listens on port 1: relay and workers cannot connect.
+        settings.connections.amqp_url = "amqp://guest:guest@127.0.0.1:1/%2f".into();
+        settings.provider.failure_rate = 0.2;
+    })
+    .await;
+    let event = app.create_event(200, 4).await;
+    let answers = app.storm(event, distinct_buyers(200)).await;
+    assert_eq!(count(&answers, StatusCode::ACCEPTED, ""), 200);
+    assert_eq!(statuses(&app).await, (0, 0, 0), "nothing can settle yet");
+
+    // RabbitMQ reachable again, for the processes that can reach it.
+    let _saga = app
+        .another_server(|settings| {
+            settings.roles = vec![Role::Relay, Role::Payments, Role::Orders];
+            settings.provider.failure_rate = 0.2;
+        })
+        .await;
+    app.until_none_pending(Duration::from_secs(60)).await;
+
+    let (confirmed, cancelled, expired) = statuses(&app).await;
+    assert_eq!((confirmed + cancelled, expired), (200, 0));
+    assert_eq!(ledger(&app, "CAPTURE", "SUCCEEDED").await, confirmed);
+    app.check_passes_within(Duration::from_secs(20)).await;
+    app.drop_queues().await;
+}

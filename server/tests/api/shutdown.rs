@@ -1,0 +1,96 @@
+//! The real binary under SIGTERM: stops taking requests, finishes the ones in
+//! flight, exits 0, and every order it committed was answered.
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use crate::helpers::{new_namespace, start_server_binary, test_database_url, ADMIN_TOKEN};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_orders_and_exits_zero() {
+    flashtix_server::db::create_database_if_missing(&test_database_url())
+        .await
+        .unwrap();
+    let namespace = new_namespace();
+    let (mut server, address) = start_server_binary(&namespace, &["--role", "api"]);
+    let client = reqwest::Client::new();
+    let event: serde_json::Value = client
+        .post(format!("{address}/events"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"name": "last call", "total_tickets": 1000, "price_cents": 100}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let event_id = event["id"].as_i64().unwrap();
+
+    let answered = Arc::new(AtomicUsize::new(0));
+    let fifty_answered = Arc::new(Notify::new());
+    let mut buyers = JoinSet::new();
+    for i in 0..400 {
+        let (client, address) = (client.clone(), address.clone());
+        let (answered, fifty_answered) = (Arc::clone(&answered), Arc::clone(&fifty_answered));
+        buyers.spawn(async move {
+            let response = client
+                .post(format!("{address}/orders"))
+                .header("Idempotency-Key", format!("k{i}"))
+                .json(&serde_json::json!({"event_id": event_id, "user_id": format!("u{i}"), "quantity": 1}))
+                .send()
+                .await;
+            if answered.fetch_add(1, Ordering::SeqCst) + 1 == 50 {
+                fifty_answered.notify_one();
+            }
+            match response {
+                Ok(response) if response.status() == StatusCode::ACCEPTED => {
+                    let body: serde_json::Value = response.json().await.ok()?;
+                    Some(body["order_id"].as_str()?.to_owned())
+                }
+                _ => None,
+            }
+        });
+    }
+    fifty_answered.notified().await;
+    let terminated = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(terminated.success());
+    let accepted: HashSet<String> = buyers.join_all().await.into_iter().flatten().collect();
+    let exit = tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert!(exit.success(), "exit status {exit:?}");
+    assert!(
+        accepted.len() >= 50,
+        "{} accepted before the end",
+        accepted.len()
+    );
+    let pool = flashtix_server::db::pool(
+        &test_database_url(),
+        &namespace,
+        2,
+        flashtix_server::db::Purpose::General,
+    )
+    .unwrap();
+    let committed: HashSet<String> = sqlx::query_scalar::<_, uuid::Uuid>("SELECT id FROM orders")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|id| id.to_string())
+        .collect();
+    assert_eq!(
+        committed, accepted,
+        "every committed order was answered, and only those"
+    );
+}
