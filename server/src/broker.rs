@@ -24,8 +24,33 @@ pub const TOPICS: [&str; 2] = ["order.created", "payment.result"];
 /// Deliveries of one message before it is dead-lettered.
 pub const DELIVERY_LIMIT: i64 = 5;
 
-pub async fn connect(amqp_url: &str) -> lapin::Result<Connection> {
-    Connection::connect(amqp_url, ConnectionProperties::default()).await
+/// How long a RabbitMQ call may take before it counts as failed. A broker that
+/// accepts the TCP connection but never answers (overloaded, out of file
+/// descriptors, half-open socket) must not stall a caller forever.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects to RabbitMQ, giving up after [`CALL_TIMEOUT`].
+pub async fn connect(amqp_url: &str) -> anyhow::Result<Connection> {
+    within(
+        "connecting to RabbitMQ",
+        Connection::connect(amqp_url, ConnectionProperties::default()),
+    )
+    .await
+}
+
+/// Runs one broker call, failing it if RabbitMQ has not answered within
+/// [`CALL_TIMEOUT`].
+pub async fn within<T, E>(
+    what: &str,
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> anyhow::Result<T>
+where
+    E: Into<anyhow::Error>,
+{
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(_) => anyhow::bail!("{what}: no answer from RabbitMQ within {CALL_TIMEOUT:?}"),
+    }
 }
 
 /// Pacing and log noise for a loop that keeps a RabbitMQ session alive: waits
@@ -164,12 +189,9 @@ impl Topology {
     /// session of the relay and the workers. The connection must outlive the
     /// channel.
     pub async fn open(&self, amqp_url: &str) -> anyhow::Result<(Connection, Channel)> {
-        use anyhow::Context;
-        let connection = connect(amqp_url).await.context("connecting to RabbitMQ")?;
-        self.declare(&connection)
-            .await
-            .context("declaring the topology")?;
-        let channel = connection.create_channel().await?;
+        let connection = connect(amqp_url).await?;
+        within("declaring the topology", self.declare(&connection)).await?;
+        let channel = within("opening a channel", connection.create_channel()).await?;
         Ok((connection, channel))
     }
 

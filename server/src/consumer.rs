@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::broker::{Reconnect, Topology};
+use crate::broker::{within, Reconnect, Topology};
 use crate::metrics::Metrics;
 
 /// How long a message that failed waits before it is given back.
@@ -121,17 +121,21 @@ async fn consume<H: Handler>(
     reconnect: &mut Reconnect,
 ) -> anyhow::Result<Infallible> {
     let (_connection, channel) = topology.open(amqp_url).await?;
-    channel
-        .basic_qos(PREFETCH, BasicQosOptions::default())
-        .await?;
-    let consumer = channel
-        .basic_consume(
+    within(
+        "setting the prefetch",
+        channel.basic_qos(PREFETCH, BasicQosOptions::default()),
+    )
+    .await?;
+    let consumer = within(
+        "starting to consume",
+        channel.basic_consume(
             topology.queue(H::TOPIC).as_str().into(),
             format!("flashtix-{}", H::NAME).as_str().into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
-        )
-        .await?;
+        ),
+    )
+    .await?;
     reconnect.connected();
     // The prefetch count bounds the deliveries in flight, and so this channel.
     let (deliveries, mut incoming) = mpsc::channel::<DeliveryResult>(usize::from(PREFETCH));
@@ -171,7 +175,11 @@ async fn consume<H: Handler>(
             metrics.message_handled(H::NAME, &handled);
             let settled = match handled {
                 Handled::Done | Handled::Duplicate => {
-                    delivery.ack(BasicAckOptions::default()).await
+                    within(
+                        "acknowledging a delivery",
+                        delivery.ack(BasicAckOptions::default()),
+                    )
+                    .await
                 }
                 Handled::Retry(error) => {
                     tracing::warn!(
@@ -184,10 +192,11 @@ async fn consume<H: Handler>(
                 }
                 Handled::Poison(reason) => {
                     tracing::warn!(consumer = H::NAME, reason, "poison message dead-lettered");
-                    delivery.reject(BasicRejectOptions { requeue: false }).await
+                    let dead_letter = BasicRejectOptions { requeue: false };
+                    within("dead-lettering a delivery", delivery.reject(dead_letter)).await
                 }
             };
-            settled.context("settling a delivery")?;
+            settled?;
         }
         if !retry.is_empty() {
             // Given back after a pause, beside the next batches: no hot loop.

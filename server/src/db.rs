@@ -71,8 +71,17 @@ pub fn pool(
         .connect_lazy_with(options))
 }
 
+/// How long a process waits for another one migrating the same namespace.
+const MIGRATION_LOCK_TIMEOUT: &str = "60s";
+
 /// Creates the namespace's schema if needed and applies the pending migrations.
-/// Safe to run from several processes at once (sqlx takes an advisory lock).
+///
+/// Safe to run from several processes at once: they queue on an advisory lock
+/// of the namespace's own, taken inside the migration's transaction. sqlx's own
+/// lock is not used: it is one per database (every namespace would queue
+/// behind every other), it is held by the session, so a migration that fails
+/// or is cancelled half-way leaves it taken on a pooled connection, and it
+/// waits without limit.
 pub async fn migrate(pool: &PgPool, namespace: &Namespace) -> anyhow::Result<()> {
     // The name is a validated identifier (see `Namespace`), so quoting it is enough.
     let create = format!("CREATE SCHEMA IF NOT EXISTS \"{namespace}\"");
@@ -84,7 +93,22 @@ pub async fn migrate(pool: &PgPool, namespace: &Namespace) -> anyhow::Result<()>
             .await
             .with_context(|| format!("creating schema {namespace} (first try: {first})"))?;
     }
-    migrator().run(pool).await.context("applying migrations")?;
+    let mut tx = pool.begin().await?;
+    sqlx::query(&format!(
+        "SET LOCAL lock_timeout = '{MIGRATION_LOCK_TIMEOUT}'"
+    ))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('flashtix migrations ' || $1))")
+        .bind(namespace.as_str())
+        .execute(&mut *tx)
+        .await
+        .context("waiting for another process migrating this namespace")?;
+    migrator()
+        .run(&mut *tx)
+        .await
+        .context("applying migrations")?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -103,6 +127,7 @@ fn migrator() -> Migrator {
         .collect::<Vec<_>>();
     Migrator {
         migrations: Cow::Owned(migrations),
+        locking: false,
         ..Migrator::DEFAULT
     }
 }

@@ -424,7 +424,7 @@ async fn queues_drained(queues: Queues<'_>) -> Finding {
     let mut queued = Vec::new();
     let all = topology.queues();
     for queue in &all {
-        match depth(connection, queue).await {
+        match crate::broker::within("reading a queue's depth", depth(connection, queue)).await {
             Ok(0) => {}
             Ok(messages) if queue.ends_with(".dead") => {
                 dead.push(format!("{queue}: {messages} dead letter(s)"))

@@ -82,9 +82,32 @@ pub async fn publish_batch(
     if rows.is_empty() {
         return Ok(0);
     }
-    let exchange = topology.exchange();
+    // The rows stay locked until the broker confirms: a broker that stops
+    // answering must fail the batch (rolled back, published again later), not
+    // hold the locks forever.
+    crate::broker::within(
+        "publishing an outbox batch",
+        publish_confirmed(channel, &topology.exchange(), &rows),
+    )
+    .await?;
+    let ids: Vec<i64> = rows.iter().map(|(id, ..)| *id).collect();
+    sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(rows.len() as u64)
+}
+
+/// Publishes `rows` with every confirm in flight at once, then waits for all of
+/// them; any nack or unroutable message fails the whole batch.
+async fn publish_confirmed(
+    channel: &Channel,
+    exchange: &str,
+    rows: &[(i64, Uuid, String, String)],
+) -> anyhow::Result<()> {
     let mut confirms = Vec::with_capacity(rows.len());
-    for (_, message_id, topic, payload) in &rows {
+    for (_, message_id, topic, payload) in rows {
         let properties = BasicProperties::default()
             .with_message_id(message_id.to_string().into())
             .with_content_type("application/json".into())
@@ -98,7 +121,7 @@ pub async fn publish_batch(
         };
         let confirm = channel
             .basic_publish(
-                exchange.as_str().into(),
+                exchange.into(),
                 topic.as_str().into(),
                 options,
                 payload.as_bytes(),
@@ -114,11 +137,5 @@ pub async fn publish_batch(
             other => bail!("broker refused message {message_id} ({topic}): {other:?}"),
         }
     }
-    let ids: Vec<i64> = rows.iter().map(|(id, ..)| *id).collect();
-    sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
-        .bind(&ids)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(rows.len() as u64)
+    Ok(())
 }

@@ -38,10 +38,11 @@ pub async fn reset(
     gate.wipe()
         .await
         .context("wiping the namespace's Redis keys")?;
-    Topology::new(namespace.clone())
-        .purge(broker)
-        .await
-        .context("purging the namespace's queues")?;
+    crate::broker::within(
+        "purging the namespace's queues",
+        Topology::new(namespace.clone()).purge(broker),
+    )
+    .await?;
     let mut created = Vec::with_capacity(spec.events as usize);
     for n in 1..=spec.events {
         let mut event = spec.event.clone();

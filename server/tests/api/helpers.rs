@@ -4,7 +4,7 @@
 //! `flashtix_test` on the local Postgres, created if missing) and
 //! `FLASHTIX_TEST_REDIS_URL`. Logs only with `TEST_LOG=1`.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -29,6 +29,39 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub pool: PgPool,
     pub gate: Gate,
+    _watchdog: Watchdog,
+}
+
+/// The longest a test may keep its app. Every test finishes in seconds; one
+/// that is still running after this is stuck on something unbounded, and
+/// failing the run at once, naming it, beats waiting for CI's own limit.
+const STUCK_AFTER: Duration = Duration::from_secs(240);
+
+/// Ends the test process if dropped no sooner than [`STUCK_AFTER`] after it
+/// was made.
+struct Watchdog {
+    _running: std::sync::mpsc::Sender<()>,
+}
+
+impl Watchdog {
+    fn start() -> Self {
+        let test = std::thread::current().name().unwrap_or("a test").to_owned();
+        let (running, finished) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                finished.recv_timeout(STUCK_AFTER)
+            {
+                // Straight to stderr: the test harness captures `eprintln!`,
+                // and its capture dies with the process.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{test} is stuck: still running after {STUCK_AFTER:?}; ending the run"
+                );
+                std::process::exit(101);
+            }
+        });
+        Self { _running: running }
+    }
 }
 
 /// One answer to `POST /orders`.
@@ -86,6 +119,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     if std::env::var("TEST_LOG").is_ok() {
         flashtix_server::telemetry::init("info");
     }
+    let watchdog = Watchdog::start();
     let database_url = test_database_url();
     ensure_test_database(&database_url).await;
     let mut settings = Settings {
@@ -124,6 +158,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         client,
         pool,
         gate,
+        _watchdog: watchdog,
     }
 }
 
