@@ -286,6 +286,14 @@ impl Metrics {
     }
 }
 
+/// Appends one gauge in the Prometheus text format.
+pub fn gauge(out: &mut String, name: &str, help: &str, value: i64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

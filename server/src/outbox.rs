@@ -60,6 +60,13 @@ async fn relay(
     }
 }
 
+/// Rows written but not yet confirmed by the broker.
+pub async fn depth(pool: &PgPool) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        .fetch_one(pool)
+        .await
+}
+
 /// Publishes one batch of unpublished rows and marks them published. Returns
 /// how many.
 pub async fn publish_batch(

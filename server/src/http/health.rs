@@ -10,6 +10,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::AppState;
+use crate::{metrics, outbox};
 
 /// How long `/ready` waits for each dependency.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -73,9 +74,16 @@ async fn probe(check: impl std::future::Future<Output = Result<(), String>>) -> 
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+    let mut text = state.metrics.render();
+    // Read from the database, so any process reports it; left out when the
+    // database does not answer promptly.
+    if let Ok(Ok(depth)) = tokio::time::timeout(PROBE_TIMEOUT, outbox::depth(&state.pool)).await {
+        metrics::gauge(
+            &mut text,
+            "flashtix_outbox_depth",
+            "Outbox rows not yet confirmed by RabbitMQ.",
+            depth,
+        );
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

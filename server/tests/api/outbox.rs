@@ -125,12 +125,14 @@ async fn orders_wait_in_the_outbox_while_rabbitmq_is_unreachable() {
         .await
         .unwrap();
     assert_eq!(waiting, 40);
+    assert_eq!(app.metric("flashtix_outbox_depth").await, 40);
 
     // RabbitMQ is reachable again (for a relay that can reach it).
     let _relay = app
         .another_server(|settings| settings.roles = vec![Role::Relay])
         .await;
     until_outbox_drained(&app, Duration::from_secs(20)).await;
+    assert_eq!(app.metric("flashtix_outbox_depth").await, 0);
     assert_eq!(take_order_created(&app).await.len(), 40);
 }
 
