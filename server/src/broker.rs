@@ -18,6 +18,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 
 use crate::config::Namespace;
+use crate::stop::Stop;
 
 /// The topics the sale publishes.
 pub const TOPICS: [&str; 2] = ["order.created", "payment.result"];
@@ -36,6 +37,19 @@ pub async fn connect(amqp_url: &str) -> anyhow::Result<Connection> {
         Connection::connect(amqp_url, ConnectionProperties::default()),
     )
     .await
+}
+
+/// Closes a session cleanly: the channel first, which the broker answers only
+/// after it has taken every acknowledgement sent before, then the connection.
+/// Deliveries not acknowledged go back to their queues. A broker that does not
+/// answer is left to notice the socket closing.
+pub async fn close(connection: &Connection, channel: &Channel) {
+    let _ = within("closing the channel", channel.close(200, "stopping".into())).await;
+    let _ = within(
+        "closing the connection",
+        connection.close(200, "stopping".into()),
+    )
+    .await;
 }
 
 /// Runs one broker call, failing it if RabbitMQ has not answered within
@@ -82,7 +96,10 @@ impl Reconnect {
     }
 
     /// A session ended: say why (once per streak), then wait before the next.
-    pub async fn failed(&mut self, error: anyhow::Error) {
+    /// A session broke: say so if it is the first failure of a streak, then
+    /// wait before the next attempt. Returns whether to try again (not if the
+    /// process is stopping).
+    pub async fn failed(&mut self, error: anyhow::Error, stop: &mut Stop) -> bool {
         if !self.failing {
             tracing::warn!(
                 what = self.what,
@@ -91,8 +108,9 @@ impl Reconnect {
             );
             self.failing = true;
         }
-        tokio::time::sleep(self.backoff).await;
+        let go_on = stop.pause(self.backoff).await;
         self.backoff = (self.backoff * 2).min(BACKOFF.1);
+        go_on
     }
 }
 

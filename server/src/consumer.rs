@@ -13,7 +13,6 @@
 //! transaction instead of one each. One settled message per transaction capped
 //! the saga near 1,400 messages/s per worker.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,15 +20,17 @@ use std::time::Duration;
 use anyhow::Context;
 use lapin::message::DeliveryResult;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    BasicRejectOptions,
 };
 use lapin::types::FieldTable;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::broker::{within, Reconnect, Topology};
+use crate::broker::{close, within, Reconnect, Topology};
 use crate::metrics::Metrics;
+use crate::stop::Stop;
 
 /// How long a message that failed waits before it is given back.
 pub const RETRY_PAUSE: Duration = Duration::from_millis(500);
@@ -99,38 +100,57 @@ pub fn answers(handled: Slots) -> Vec<Handled> {
         .collect()
 }
 
-/// Consumes forever, reconnecting to RabbitMQ whenever the connection breaks.
+/// Consumes until a stop is requested, reconnecting to RabbitMQ whenever the
+/// connection breaks.
 pub async fn run<H: Handler>(
     handler: Arc<H>,
     amqp_url: String,
     topology: Topology,
     metrics: Arc<Metrics>,
+    mut stop: Stop,
 ) {
     let mut reconnect = Reconnect::new(H::NAME);
     loop {
-        let Err(error) = consume(&handler, &amqp_url, &topology, &metrics, &mut reconnect).await;
-        reconnect.failed(error).await;
+        let session = consume(
+            &handler,
+            &amqp_url,
+            &topology,
+            &metrics,
+            &mut reconnect,
+            &mut stop,
+        );
+        let Err(error) = session.await else {
+            return;
+        };
+        if !reconnect.failed(error, &mut stop).await {
+            return;
+        }
     }
 }
 
+/// Consumes until something breaks or a stop is requested. On a stop the batch
+/// being handled is finished and settled; deliveries not yet handled go back
+/// to the queue when the connection closes.
 async fn consume<H: Handler>(
     handler: &Arc<H>,
     amqp_url: &str,
     topology: &Topology,
     metrics: &Arc<Metrics>,
     reconnect: &mut Reconnect,
-) -> anyhow::Result<Infallible> {
-    let (_connection, channel) = topology.open(amqp_url).await?;
+    stop: &mut Stop,
+) -> anyhow::Result<()> {
+    let (connection, channel) = topology.open(amqp_url).await?;
     within(
         "setting the prefetch",
         channel.basic_qos(PREFETCH, BasicQosOptions::default()),
     )
     .await?;
+    let tag = format!("flashtix-{}", H::NAME);
     let consumer = within(
         "starting to consume",
         channel.basic_consume(
             topology.queue(H::TOPIC).as_str().into(),
-            format!("flashtix-{}", H::NAME).as_str().into(),
+            tag.as_str().into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         ),
@@ -146,7 +166,17 @@ async fn consume<H: Handler>(
         }
     });
     loop {
-        let first = incoming.recv().await.context("consumer stopped")?;
+        let first = tokio::select! {
+            delivery = incoming.recv() => delivery.context("consumer stopped")?,
+            () = stop.until_requested() => {
+                // Answered only once the broker has taken the acknowledgements
+                // sent before it; and no more deliveries after it.
+                let cancel = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default());
+                let _ = within("cancelling the consumer", cancel).await;
+                close(&connection, &channel).await;
+                return Ok(());
+            }
+        };
         let mut batch = vec![first];
         while batch.len() < usize::from(PREFETCH) {
             match incoming.try_recv() {
@@ -175,11 +205,7 @@ async fn consume<H: Handler>(
             metrics.message_handled(H::NAME, &handled);
             let settled = match handled {
                 Handled::Done | Handled::Duplicate => {
-                    within(
-                        "acknowledging a delivery",
-                        delivery.ack(BasicAckOptions::default()),
-                    )
-                    .await
+                    settle("acknowledging", delivery.ack(BasicAckOptions::default())).await
                 }
                 Handled::Retry(error) => {
                     tracing::warn!(
@@ -193,7 +219,7 @@ async fn consume<H: Handler>(
                 Handled::Poison(reason) => {
                     tracing::warn!(consumer = H::NAME, reason, "poison message dead-lettered");
                     let dead_letter = BasicRejectOptions { requeue: false };
-                    within("dead-lettering a delivery", delivery.reject(dead_letter)).await
+                    settle("dead-lettering", delivery.reject(dead_letter)).await
                 }
             };
             settled?;
@@ -212,5 +238,15 @@ async fn consume<H: Handler>(
                 }
             });
         }
+    }
+}
+
+/// Acknowledges or rejects a delivery. lapin answers `false` when the channel
+/// closed first: the broker will deliver the message again, so the session is
+/// over.
+async fn settle(what: &str, call: impl Future<Output = lapin::Result<bool>>) -> anyhow::Result<()> {
+    match within(what, call).await? {
+        true => Ok(()),
+        false => anyhow::bail!("{what} a delivery: its channel had closed"),
     }
 }

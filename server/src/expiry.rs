@@ -16,6 +16,7 @@ use sqlx::PgPool;
 
 use crate::gate::Gate;
 use crate::metrics::Metrics;
+use crate::stop::Stop;
 
 /// The most orders one pass expires.
 pub const SWEEP_BATCH: i64 = 500;
@@ -54,9 +55,9 @@ pub async fn expire_due(pool: &PgPool) -> sqlx::Result<u64> {
 
 /// Runs forever: expire what is due, give the tickets back to Redis, every `every`
 /// (at once again while a pass finds a full batch).
-pub async fn run(pool: PgPool, gate: Gate, metrics: Arc<Metrics>, every: Duration) {
+pub async fn run(pool: PgPool, gate: Gate, metrics: Arc<Metrics>, every: Duration, mut stop: Stop) {
     let mut failing = false;
-    loop {
+    while !stop.requested() {
         let pass = async {
             let expired = expire_due(&pool).await?;
             metrics.orders_expired(expired);
@@ -86,8 +87,8 @@ pub async fn run(pool: PgPool, gate: Gate, metrics: Arc<Metrics>, every: Duratio
                 0
             }
         };
-        if expired < SWEEP_BATCH as u64 {
-            tokio::time::sleep(every).await;
+        if expired < SWEEP_BATCH as u64 && !stop.pause(every).await {
+            return;
         }
     }
 }

@@ -33,4 +33,5 @@ pub mod reconcile;
 pub mod sale;
 pub mod settlement;
 pub mod startup;
+pub mod stop;
 pub mod telemetry;

@@ -11,7 +11,6 @@
 //! orders are still taken; the rows wait, and the relay reconnects forever with
 //! capped backoff.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,39 +22,70 @@ use uuid::Uuid;
 
 use crate::broker::{Reconnect, Topology};
 use crate::metrics::Metrics;
+use crate::stop::Stop;
 
 /// The most rows one pass publishes.
 pub const RELAY_BATCH: i64 = 500;
 /// How long an idle relay waits before looking again.
 const IDLE_POLL: Duration = Duration::from_millis(20);
 
-/// Runs forever, reconnecting to RabbitMQ whenever the connection breaks.
-pub async fn run(pool: PgPool, amqp_url: String, topology: Topology, metrics: Arc<Metrics>) {
+/// Relays until a stop is requested, reconnecting to RabbitMQ whenever the
+/// connection breaks.
+pub async fn run(
+    pool: PgPool,
+    amqp_url: String,
+    topology: Topology,
+    metrics: Arc<Metrics>,
+    mut stop: Stop,
+) {
     let mut reconnect = Reconnect::new("outbox relay");
     loop {
-        let Err(error) = relay(&pool, &amqp_url, &topology, &metrics, &mut reconnect).await;
-        reconnect.failed(error).await;
+        let Err(error) = relay(
+            &pool,
+            &amqp_url,
+            &topology,
+            &metrics,
+            &mut reconnect,
+            &mut stop,
+        )
+        .await
+        else {
+            return;
+        };
+        if !reconnect.failed(error, &mut stop).await {
+            return;
+        }
     }
 }
 
-/// Connects and relays until something breaks.
+/// Connects and relays until something breaks or a stop is requested; a
+/// batch begun is published and marked before the stop is obeyed.
 async fn relay(
     pool: &PgPool,
     amqp_url: &str,
     topology: &Topology,
     metrics: &Metrics,
     reconnect: &mut Reconnect,
-) -> anyhow::Result<Infallible> {
-    let (_connection, channel) = topology.open(amqp_url).await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
+    stop: &mut Stop,
+) -> anyhow::Result<()> {
+    let (connection, channel) = topology.open(amqp_url).await?;
+    crate::broker::within(
+        "turning on publisher confirms",
+        channel.confirm_select(ConfirmSelectOptions::default()),
+    )
+    .await?;
     reconnect.connected();
     loop {
         let published = publish_batch(pool, &channel, topology).await?;
         metrics.outbox_published(published);
-        if published < RELAY_BATCH as u64 {
-            tokio::time::sleep(IDLE_POLL).await;
+        let go_on = if published < RELAY_BATCH as u64 {
+            stop.pause(IDLE_POLL).await
+        } else {
+            !stop.requested()
+        };
+        if !go_on {
+            crate::broker::close(&connection, &channel).await;
+            return Ok(());
         }
     }
 }

@@ -25,6 +25,7 @@ use uuid::Uuid;
 use crate::gate::{Gate, StockReturn};
 use crate::metrics::Metrics;
 use crate::orders::clock_ms;
+use crate::stop::Stop;
 
 /// How old a hold must be before the reconciler decides its fate. Far above a
 /// batch commit (milliseconds), so it does not race a live request.
@@ -208,12 +209,15 @@ pub async fn reconcile_once(pool: &PgPool, gate: &Gate, metrics: &Metrics) -> an
 }
 
 /// Runs forever, one pass every `every`; errors are logged once per streak.
-pub async fn run(pool: PgPool, gate: Gate, metrics: std::sync::Arc<Metrics>, every: Duration) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+pub async fn run(
+    pool: PgPool,
+    gate: Gate,
+    metrics: std::sync::Arc<Metrics>,
+    every: Duration,
+    mut stop: Stop,
+) {
     let mut failing = false;
-    loop {
-        ticker.tick().await;
+    while stop.pause(every).await {
         match reconcile_once(&pool, &gate, &metrics).await {
             Ok(()) if failing => {
                 failing = false;

@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
@@ -26,6 +27,9 @@ use crate::settlement::OrderWorker;
 /// Connections of the order writer: one per event selling at the same moment
 /// is enough, since each event's batches run one after another.
 const WRITER_POOL: u32 = 4;
+
+/// How long a stopping process waits for its background loops to finish.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 pub struct Application {
     listener: TcpListener,
@@ -101,6 +105,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let state = self.state;
+        let (stop_request, stop) = crate::stop::channel();
         let mut background = Vec::new();
         let serves_api = self.settings.runs(Role::Api);
         if serves_api {
@@ -110,6 +115,7 @@ impl Application {
                     state.gate.clone(),
                     Arc::clone(&state.metrics),
                     every,
+                    stop.clone(),
                 )));
             }
         }
@@ -119,6 +125,7 @@ impl Application {
                 state.gate.clone(),
                 Arc::clone(&state.metrics),
                 self.settings.sweep_every,
+                stop.clone(),
             )));
         }
         if self.settings.runs(Role::Relay) {
@@ -128,6 +135,7 @@ impl Application {
                 connections.amqp_url.clone(),
                 Topology::new(connections.namespace.clone()),
                 Arc::clone(&state.metrics),
+                stop.clone(),
             )));
         }
         let connections = &self.settings.connections;
@@ -143,6 +151,7 @@ impl Application {
                 connections.amqp_url.clone(),
                 topology.clone(),
                 Arc::clone(&state.metrics),
+                stop.clone(),
             )));
         }
         if self.settings.runs(Role::Orders) {
@@ -157,6 +166,7 @@ impl Application {
                 connections.amqp_url.clone(),
                 topology,
                 Arc::clone(&state.metrics),
+                stop,
             )));
         }
         // Small request/response pairs: send each at once rather than wait for more.
@@ -167,8 +177,21 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await
             .context("serving HTTP");
-        for task in background {
-            task.abort();
+        // HTTP is drained; now the background loops finish the unit of work
+        // they are in (a batch of deliveries is handled and acknowledged, an
+        // outbox batch confirmed) and stop. Any still busy after the limit is
+        // cut off: its transaction rolls back and its messages are redelivered.
+        stop_request.request();
+        let drained = async {
+            for task in &mut background {
+                let _ = task.await;
+            }
+        };
+        if tokio::time::timeout(DRAIN_LIMIT, drained).await.is_err() {
+            tracing::warn!("background work still busy after {DRAIN_LIMIT:?}; cutting it off");
+            for task in &background {
+                task.abort();
+            }
         }
         served
     }

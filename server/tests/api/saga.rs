@@ -285,15 +285,15 @@ async fn remote_metric(client: &reqwest::Client, address: &str, name: &str) -> u
     read_metric(&response.text().await.unwrap_or_default(), name).unwrap_or(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_payment_worker_killed_mid_sale_charges_nobody_twice() {
-    // Everything but payments in this process; payments in a real process.
+/// A sale of 2,000 whose payments run in a real `flashtix-server` process
+/// (everything else in this one), returned once that process is well into it.
+async fn sale_with_a_payments_process() -> (TestApp, std::process::Child, String) {
     let app = spawn_app_with(|settings| {
         settings.roles = vec![Role::Api, Role::Sweeper, Role::Relay, Role::Orders];
     })
     .await;
     let event = app.create_event(2000, 4).await;
-    let (mut payments, address) = start_server_binary(
+    let (payments, address) = start_server_binary(
         &app.namespace,
         &["--role", "payments", "--payment-latency-ms", "2"],
     );
@@ -301,39 +301,47 @@ async fn a_payment_worker_killed_mid_sale_charges_nobody_twice() {
     let answers = app.storm(event, distinct_buyers(2000)).await;
     assert_eq!(count(&answers, StatusCode::ACCEPTED, ""), 2000);
     let client = reqwest::Client::new();
-    let done = "flashtix_messages_total{consumer=\"payments\",outcome=\"done\"}";
     eventually(Duration::from_secs(30), || async {
-        match remote_metric(&client, &address, done).await {
+        match remote_metric(&client, &address, PAYMENTS_DONE).await {
             settled if settled >= 300 => Ok(()),
             settled => Err(format!("payments never got going: {settled} done")),
         }
     })
     .await;
-    let killed = std::process::Command::new("kill")
-        .args(["-KILL", &payments.id().to_string()])
+    (app, payments, address)
+}
+
+const PAYMENTS_DONE: &str = "flashtix_messages_total{consumer=\"payments\",outcome=\"done\"}";
+const PAYMENTS_DUPLICATE: &str =
+    "flashtix_messages_total{consumer=\"payments\",outcome=\"duplicate\"}";
+
+/// Sends `signal` to `process` and waits for it to end.
+fn signal(process: &mut std::process::Child, signal: &str) -> std::process::ExitStatus {
+    let sent = std::process::Command::new("kill")
+        .args([signal, &process.id().to_string()])
         .status()
         .unwrap();
-    assert!(killed.success());
-    let _ = payments.wait();
-    let pending_at_kill: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'PENDING'")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-    assert!(
-        pending_at_kill > 0,
-        "the kill landed after the sale had settled"
-    );
+    assert!(sent.success());
+    process.wait().unwrap()
+}
 
-    let (mut again, _) = start_server_binary(&app.namespace, &["--role", "payments"]);
+async fn pending(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'PENDING'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// A second payments process finishes the sale: every order paid once.
+/// Returns how many messages it found already handled.
+async fn a_second_payments_process_settles_the_rest(app: &TestApp) -> u64 {
+    let (mut again, address) = start_server_binary(&app.namespace, &["--role", "payments"]);
     app.until_none_pending(Duration::from_secs(90)).await;
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &again.id().to_string()])
-        .status();
-    let _ = again.wait();
+    let duplicates = remote_metric(&reqwest::Client::new(), &address, PAYMENTS_DUPLICATE).await;
+    signal(&mut again, "-TERM");
 
-    assert_eq!(statuses(&app).await, (2000, 0, 0));
-    assert_eq!(ledger(&app, "CAPTURE", "SUCCEEDED").await, 2000);
+    assert_eq!(statuses(app).await, (2000, 0, 0));
+    assert_eq!(ledger(app, "CAPTURE", "SUCCEEDED").await, 2000);
     let captures: i64 = sqlx::query_scalar("SELECT count(*) FROM payments WHERE kind = 'CAPTURE'")
         .fetch_one(&app.pool)
         .await
@@ -341,6 +349,36 @@ async fn a_payment_worker_killed_mid_sale_charges_nobody_twice() {
     assert_eq!(captures, 2000, "one payment per order");
     app.check_passes_within(Duration::from_secs(30)).await;
     app.drop_queues().await;
+    duplicates
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_worker_killed_mid_sale_charges_nobody_twice() {
+    let (app, mut payments, _) = sale_with_a_payments_process().await;
+
+    signal(&mut payments, "-KILL");
+    assert!(
+        pending(&app).await > 0,
+        "the kill landed after the sale had settled"
+    );
+
+    a_second_payments_process_settles_the_rest(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_worker_stopped_mid_sale_settles_what_it_began() {
+    let (app, mut payments, _) = sale_with_a_payments_process().await;
+    let exit = signal(&mut payments, "-TERM");
+    assert!(exit.success(), "exit status {exit:?}");
+    assert!(
+        pending(&app).await > 0,
+        "the stop landed after the sale had settled"
+    );
+
+    // Every batch the stopped worker began was paid and acknowledged before it
+    // exited: nothing it did comes back to the next worker as a redelivery.
+    let redelivered = a_second_payments_process_settles_the_rest(&app).await;
+    assert_eq!(redelivered, 0, "messages handled but never acknowledged");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
