@@ -1,10 +1,14 @@
 //! Consuming a queue: manual acks, only after the handler's effects committed.
 //!
 //! A handler answers each message with [`Handled`]: `Done` acks it; `Retry`
-//! (a database or provider hiccup) waits [`RETRY_PAUSE`] and gives it back, and
-//! after the queue's delivery limit the broker dead-letters it; `Poison` (it can
-//! never succeed: undecodable, no message id, unknown order) rejects it straight
-//! to the dead-letter queue, and the rest keep flowing. Handlers are idempotent
+//! (the database, Redis or the provider away) keeps it, unacknowledged, and
+//! hands it to the handler again after a pause that doubles from
+//! [`RETRY_PAUSE`] to [`RETRY_PAUSE_MAX`]. Kept, not given back: an outage of
+//! any length spends none of the message's deliveries, so it never reaches the
+//! queue's delivery limit for a fault that is not its own (the broker counts
+//! deliveries only when a consumer dies holding it). `Poison` (it can never
+//! succeed: undecodable, no message id, unknown order) rejects it straight to
+//! the dead-letter queue, and the rest keep flowing. Handlers are idempotent
 //! by message id (they record it in `processed_messages` in the same
 //! transaction as their effects), so a redelivery changes nothing twice.
 //!
@@ -18,10 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use lapin::message::DeliveryResult;
+use lapin::message::{Delivery, DeliveryResult};
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    BasicRejectOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
 };
 use lapin::types::FieldTable;
 use serde::de::DeserializeOwned;
@@ -32,8 +35,10 @@ use crate::broker::{close, within, Reconnect, Topology};
 use crate::metrics::Metrics;
 use crate::stop::Stop;
 
-/// How long a message that failed waits before it is given back.
+/// The first pause before messages that failed are handled again.
 pub const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// The longest pause between two tries.
+pub const RETRY_PAUSE_MAX: Duration = Duration::from_secs(2);
 /// Messages handled at once per consumer.
 const PREFETCH: u16 = 256;
 
@@ -165,79 +170,102 @@ async fn consume<H: Handler>(
             let _ = deliveries.send(delivery).await;
         }
     });
+    // Messages that failed for a passing reason, waiting to be tried again.
+    let mut waiting: Vec<Delivery> = Vec::new();
+    let mut pause = RETRY_PAUSE;
     loop {
-        let first = tokio::select! {
-            delivery = incoming.recv() => delivery.context("consumer stopped")?,
-            () = stop.until_requested() => {
-                // Answered only once the broker has taken the acknowledgements
-                // sent before it; and no more deliveries after it.
-                let cancel = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default());
-                let _ = within("cancelling the consumer", cancel).await;
-                close(&connection, &channel).await;
-                return Ok(());
+        let deliveries = if waiting.is_empty() {
+            tokio::select! {
+                batch = next_batch(&mut incoming) => batch?,
+                () = stop.until_requested() => break,
             }
+        } else {
+            if !stop.pause(pause).await {
+                break;
+            }
+            pause = (pause * 2).min(RETRY_PAUSE_MAX);
+            // With whatever arrived meanwhile: one try for all of them.
+            let mut batch = std::mem::take(&mut waiting);
+            take_arrived(&mut incoming, &mut batch)?;
+            batch
         };
-        let mut batch = vec![first];
-        while batch.len() < usize::from(PREFETCH) {
-            match incoming.try_recv() {
-                Ok(delivery) => batch.push(delivery),
-                Err(_) => break,
-            }
-        }
-        let mut deliveries = Vec::with_capacity(batch.len());
-        for delivery in batch {
-            deliveries.push(delivery?.context("consumer cancelled by the broker")?);
-        }
-        let messages = deliveries
-            .iter()
-            .map(|delivery| Message {
-                message_id: delivery
-                    .properties
-                    .message_id()
-                    .as_ref()
-                    .and_then(|id| id.as_str().parse().ok()),
-                body: delivery.data.clone(),
-            })
-            .collect();
+        let messages = deliveries.iter().map(message).collect();
         let handled = handler.handle(messages).await;
-        let mut retry = Vec::new();
+        let mut failure = None;
         for (delivery, handled) in deliveries.into_iter().zip(handled) {
             metrics.message_handled(H::NAME, &handled);
-            let settled = match handled {
+            match handled {
                 Handled::Done | Handled::Duplicate => {
-                    settle("acknowledging", delivery.ack(BasicAckOptions::default())).await
+                    settle("acknowledging", delivery.ack(BasicAckOptions::default())).await?
                 }
                 Handled::Retry(error) => {
-                    tracing::warn!(
-                        consumer = H::NAME,
-                        error = format!("{error:#}"),
-                        "message failed; will be redelivered"
-                    );
-                    retry.push(delivery);
-                    continue;
+                    failure.get_or_insert(error);
+                    waiting.push(delivery);
                 }
                 Handled::Poison(reason) => {
                     tracing::warn!(consumer = H::NAME, reason, "poison message dead-lettered");
                     let dead_letter = BasicRejectOptions { requeue: false };
-                    settle("dead-lettering", delivery.reject(dead_letter)).await
+                    settle("dead-lettering", delivery.reject(dead_letter)).await?
                 }
-            };
-            settled?;
+            }
         }
-        if !retry.is_empty() {
-            // Given back after a pause, beside the next batches: no hot loop.
-            tokio::spawn(async move {
-                tokio::time::sleep(RETRY_PAUSE).await;
-                let requeue = BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                };
-                for delivery in retry {
-                    // If the channel broke meanwhile, the broker redelivers anyway.
-                    let _ = delivery.nack(requeue).await;
-                }
-            });
+        match failure {
+            // One line when a streak of failures begins, one when it ends.
+            Some(error) if pause == RETRY_PAUSE => tracing::warn!(
+                consumer = H::NAME,
+                messages = waiting.len(),
+                error = format!("{error:#}"),
+                "messages failed; holding them and trying again"
+            ),
+            Some(_) => {}
+            None if pause > RETRY_PAUSE => {
+                tracing::info!(consumer = H::NAME, "messages flow again");
+                pause = RETRY_PAUSE;
+            }
+            None => {}
         }
+    }
+    // Answered only once the broker has taken the acknowledgements sent before
+    // it; no deliveries after it. What is still held goes back to the queue.
+    let cancel = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default());
+    let _ = within("cancelling the consumer", cancel).await;
+    close(&connection, &channel).await;
+    Ok(())
+}
+
+/// Waits for a delivery, then takes every other one already here (up to the
+/// prefetch count).
+async fn next_batch(
+    incoming: &mut mpsc::Receiver<DeliveryResult>,
+) -> anyhow::Result<Vec<Delivery>> {
+    let first = incoming.recv().await.context("consumer stopped")?;
+    let mut batch = vec![first?.context("consumer cancelled by the broker")?];
+    take_arrived(incoming, &mut batch)?;
+    Ok(batch)
+}
+
+/// Adds the deliveries already here to `batch`, up to the prefetch count.
+fn take_arrived(
+    incoming: &mut mpsc::Receiver<DeliveryResult>,
+    batch: &mut Vec<Delivery>,
+) -> anyhow::Result<()> {
+    while batch.len() < usize::from(PREFETCH) {
+        let Ok(delivery) = incoming.try_recv() else {
+            break;
+        };
+        batch.push(delivery?.context("consumer cancelled by the broker")?);
+    }
+    Ok(())
+}
+
+fn message(delivery: &Delivery) -> Message {
+    Message {
+        message_id: delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .and_then(|id| id.as_str().parse().ok()),
+        body: delivery.data.clone(),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use flashtix_server::broker::{self, Topology};
+use flashtix_server::broker::{self, Topology, DELIVERY_LIMIT};
 use flashtix_server::config::Role;
 use flashtix_server::invariants::{Verdict, NO_DOUBLE_CHARGE, QUEUES_DRAINED};
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
@@ -13,8 +13,9 @@ use reqwest::StatusCode;
 
 use crate::helpers::{
     count, distinct_buyers, eventually, read_metric, spawn_app_with, start_server_binary,
-    test_amqp_url, TestApp,
+    test_amqp_url, test_database_url, TestApp,
 };
+use crate::link::Link;
 
 async fn statuses(app: &TestApp) -> (i64, i64, i64) {
     sqlx::query_as(
@@ -408,5 +409,54 @@ async fn orders_taken_while_rabbitmq_is_unreachable_all_settle_when_it_is_back()
     assert_eq!((confirmed + cancelled, expired), (200, 0));
     assert_eq!(ledger(&app, "CAPTURE", "SUCCEEDED").await, confirmed);
     app.check_passes_within(Duration::from_secs(20)).await;
+    app.drop_queues().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_cut_off_from_postgres_lose_nothing_and_settle_after() {
+    let app = spawn_app_with(|settings| {
+        settings.roles = vec![Role::Api, Role::Sweeper, Role::Relay];
+    })
+    .await;
+    // The workers reach Postgres through a link this test can cut.
+    let mut database = reqwest::Url::parse(&test_database_url()).unwrap();
+    let link = Link::to(&format!(
+        "{}:{}",
+        database.host_str().unwrap(),
+        database.port().unwrap_or(5432)
+    ))
+    .await;
+    database.set_port(Some(link.port())).unwrap();
+    let workers = app
+        .another_server(|settings| {
+            settings.roles = vec![Role::Payments, Role::Orders];
+            settings.connections.database_url = database.to_string();
+        })
+        .await;
+    let event = app.create_event(100, 4).await;
+
+    link.cut();
+    let answers = app.storm(event, distinct_buyers(100)).await;
+    assert_eq!(count(&answers, StatusCode::ACCEPTED, ""), 100);
+    // Every message tried more often than the queue's delivery limit while
+    // Postgres was away: an outage must not spend deliveries, or all of these
+    // would be dead-lettered.
+    let tries = 100 * (DELIVERY_LIMIT as u64 + 1);
+    let retried = "flashtix_messages_total{consumer=\"payments\",outcome=\"retry\"}";
+    let client = reqwest::Client::new();
+    eventually(Duration::from_secs(60), || async {
+        match remote_metric(&client, &workers.address, retried).await {
+            failed if failed >= tries => Ok(()),
+            failed => Err(format!("{failed} of {tries} failed tries so far")),
+        }
+    })
+    .await;
+    assert_eq!(pending(&app).await, 100, "nothing settled without Postgres");
+    link.restore();
+
+    app.until_none_pending(Duration::from_secs(30)).await;
+    assert_eq!(statuses(&app).await, (100, 0, 0));
+    assert_eq!(ledger(&app, "CAPTURE", "SUCCEEDED").await, 100);
+    app.check_passes_within(Duration::from_secs(15)).await;
     app.drop_queues().await;
 }
