@@ -191,24 +191,10 @@ async fn consume<H: Handler>(
         };
         let messages = deliveries.iter().map(message).collect();
         let handled = handler.handle(messages).await;
-        let mut failure = None;
-        for (delivery, handled) in deliveries.into_iter().zip(handled) {
-            metrics.message_handled(H::NAME, &handled);
-            match handled {
-                Handled::Done | Handled::Duplicate => {
-                    settle("acknowledging", delivery.ack(BasicAckOptions::default())).await?
-                }
-                Handled::Retry(error) => {
-                    failure.get_or_insert(error);
-                    waiting.push(delivery);
-                }
-                Handled::Poison(reason) => {
-                    tracing::warn!(consumer = H::NAME, reason, "poison message dead-lettered");
-                    let dead_letter = BasicRejectOptions { requeue: false };
-                    settle("dead-lettering", delivery.reject(dead_letter)).await?
-                }
-            }
+        for handled in &handled {
+            metrics.message_handled(H::NAME, handled);
         }
+        let failure = settle_batch(H::NAME, deliveries, handled, &mut waiting).await?;
         match failure {
             // One line when a streak of failures begins, one when it ends.
             Some(error) if pause == RETRY_PAUSE => tracing::warn!(
@@ -231,6 +217,38 @@ async fn consume<H: Handler>(
     let _ = within("cancelling the consumer", cancel).await;
     close(&connection, &channel).await;
     Ok(())
+}
+
+/// Acknowledges what was done, dead-letters what never can be, and moves
+/// what failed for now to `waiting`. Returns the first such failure.
+async fn settle_batch(
+    consumer: &str,
+    deliveries: Vec<Delivery>,
+    handled: Vec<Handled>,
+    waiting: &mut Vec<Delivery>,
+) -> anyhow::Result<Option<anyhow::Error>> {
+    // One acknowledgement each, not one `multiple` for the batch: deliveries
+    // reach the batch through the consumer's delegate, whose order is not
+    // guaranteed to be the broker's, so the newest in the batch need not be
+    // the newest delivered.
+    let mut failure = None;
+    for (delivery, handled) in deliveries.into_iter().zip(handled) {
+        match handled {
+            Handled::Done | Handled::Duplicate => {
+                settle("acknowledging", delivery.ack(BasicAckOptions::default())).await?
+            }
+            Handled::Retry(error) => {
+                failure.get_or_insert(error);
+                waiting.push(delivery);
+            }
+            Handled::Poison(reason) => {
+                tracing::warn!(consumer, reason, "poison message dead-lettered");
+                let dead_letter = BasicRejectOptions { requeue: false };
+                settle("dead-lettering", delivery.reject(dead_letter)).await?
+            }
+        }
+    }
+    Ok(failure)
 }
 
 /// Waits for a delivery, then takes every other one already here (up to the
