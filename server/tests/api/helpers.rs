@@ -215,17 +215,20 @@ impl TestApp {
         .await
     }
 
+    /// Orders of the sale still PENDING.
+    pub async fn pending_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'PENDING'")
+            .fetch_one(&self.pool)
+            .await
+            .expect("count pending orders")
+    }
+
     /// Polls until no order of the sale is PENDING.
     pub async fn until_none_pending(&self, limit: Duration) {
         eventually(limit, || async {
-            let pending: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'PENDING'")
-                    .fetch_one(&self.pool)
-                    .await
-                    .expect("count pending orders");
-            match pending {
+            match self.pending_count().await {
                 0 => Ok(()),
-                _ => Err(format!("{pending} orders still pending")),
+                pending => Err(format!("{pending} orders still pending")),
             }
         })
         .await

@@ -25,11 +25,7 @@ struct Published {
 /// Polls until the outbox has nothing left to publish.
 async fn until_outbox_drained(app: &TestApp, limit: Duration) {
     eventually(limit, || async {
-        let waiting: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-                .fetch_one(&app.pool)
-                .await
-                .unwrap();
+        let waiting = flashtix_server::outbox::depth(&app.pool).await.unwrap();
         match waiting {
             0 => Ok(()),
             _ => Err(format!("{waiting} outbox rows unpublished")),
@@ -120,10 +116,7 @@ async fn orders_wait_in_the_outbox_while_rabbitmq_is_unreachable() {
         40,
         "orders are still taken"
     );
-    let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let waiting = flashtix_server::outbox::depth(&app.pool).await.unwrap();
     assert_eq!(waiting, 40);
     assert_eq!(app.metric("flashtix_outbox_depth").await, 40);
 

@@ -326,13 +326,6 @@ fn signal(process: &mut std::process::Child, signal: &str) -> std::process::Exit
     process.wait().unwrap()
 }
 
-async fn pending(app: &TestApp) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'PENDING'")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
-}
-
 /// A second payments process finishes the sale: every order paid once.
 /// Returns how many messages it found already handled.
 async fn a_second_payments_process_settles_the_rest(app: &TestApp) -> u64 {
@@ -359,7 +352,7 @@ async fn a_payment_worker_killed_mid_sale_charges_nobody_twice() {
 
     signal(&mut payments, "-KILL");
     assert!(
-        pending(&app).await > 0,
+        app.pending_count().await > 0,
         "the kill landed after the sale had settled"
     );
 
@@ -372,7 +365,7 @@ async fn a_payment_worker_stopped_mid_sale_settles_what_it_began() {
     let exit = signal(&mut payments, "-TERM");
     assert!(exit.success(), "exit status {exit:?}");
     assert!(
-        pending(&app).await > 0,
+        app.pending_count().await > 0,
         "the stop landed after the sale had settled"
     );
 
@@ -451,7 +444,11 @@ async fn workers_cut_off_from_postgres_lose_nothing_and_settle_after() {
         }
     })
     .await;
-    assert_eq!(pending(&app).await, 100, "nothing settled without Postgres");
+    assert_eq!(
+        app.pending_count().await,
+        100,
+        "nothing settled without Postgres"
+    );
     link.restore();
 
     app.until_none_pending(Duration::from_secs(30)).await;
