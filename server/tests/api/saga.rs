@@ -457,3 +457,63 @@ async fn workers_cut_off_from_postgres_lose_nothing_and_settle_after() {
     app.check_passes_within(Duration::from_secs(15)).await;
     app.drop_queues().await;
 }
+
+/// A capture that lands after its order expired is refunded when the order
+/// worker handles its `payment.result`. Until then `check` cannot tell a
+/// refund on its way from one forgotten: UNKNOWN while the message waits,
+/// FAIL once it was handled with no refund, PASS once refunded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_judges_a_late_capture_only_once_its_result_was_handled() {
+    let app = spawn_app_with(|settings| settings.roles = vec![Role::Api]).await;
+    let event = app.create_event(5, 4).await;
+    let order_id: uuid::Uuid = app
+        .order(event, "late", "k", 1)
+        .await
+        .order_id()
+        .parse()
+        .unwrap();
+    // Statements about this order and its `payment.result` (both ids inlined).
+    let result_id = uuid::Uuid::now_v7();
+    let sql = |statements: &str| {
+        let statements = statements
+            .replace("{order}", &format!("'{order_id}'::uuid"))
+            .replace("{result}", &format!("'{result_id}'::uuid"));
+        let pool = app.pool.clone();
+        async move {
+            sqlx::raw_sql(&statements).execute(&pool).await.unwrap();
+        }
+    };
+    let verdict = |report: flashtix_server::invariants::Report| {
+        report.finding(NO_DOUBLE_CHARGE).unwrap().verdict
+    };
+    // What the sweeper and a slow provider leave behind: the order expired,
+    // the provider captured it anyway, the payment worker recorded the capture
+    // and wrote its result, which the order worker has not handled yet.
+    sql("UPDATE orders SET status = 'EXPIRED' WHERE id = {order};
+         INSERT INTO provider_ledger (order_id, kind, outcome, amount_cents)
+         SELECT id, 'CAPTURE', 'SUCCEEDED', amount_cents FROM orders WHERE id = {order};
+         INSERT INTO payments (id, order_id, kind, outcome, amount_cents)
+         SELECT gen_random_uuid(), id, 'CAPTURE', 'SUCCEEDED', amount_cents FROM orders
+         WHERE id = {order};
+         INSERT INTO processed_messages (consumer, message_id)
+         SELECT 'payments', message_id FROM outbox
+         WHERE topic = 'order.created' AND (payload->>'order_id')::uuid = {order};
+         INSERT INTO outbox (message_id, topic, payload)
+         VALUES ({result}, 'payment.result',
+                 jsonb_build_object('order_id', {order}, 'outcome', 'SUCCEEDED'));")
+    .await;
+    assert_eq!(verdict(app.check().await), Verdict::Unknown);
+
+    sql("INSERT INTO processed_messages (consumer, message_id) VALUES ('orders', {result});").await;
+    assert_eq!(verdict(app.check().await), Verdict::Fail);
+
+    sql(
+        "INSERT INTO provider_ledger (order_id, kind, outcome, amount_cents)
+         SELECT id, 'REFUND', 'SUCCEEDED', amount_cents FROM orders WHERE id = {order};
+         INSERT INTO payments (id, order_id, kind, outcome, amount_cents)
+         SELECT gen_random_uuid(), id, 'REFUND', 'SUCCEEDED', amount_cents FROM orders
+         WHERE id = {order};",
+    )
+    .await;
+    assert_eq!(verdict(app.check().await), Verdict::Pass);
+}
