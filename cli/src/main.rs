@@ -1,6 +1,6 @@
 //! `flashtix`: the operator's CLI. Parses flags, runs one command, exits with the
 //! code DESIGN §6 gives: 0 all held, 1 an invariant failed, 2 usage or config,
-//! 4 services unreachable.
+//! 3 a storm's threshold missed, 4 services unreachable.
 
 mod commands;
 mod output;
@@ -23,6 +23,8 @@ enum Command {
     Reset(commands::reset::ResetArgs),
     /// Prove from the database that every invariant held
     Check(commands::check::CheckArgs),
+    /// Fire a buy storm, measure it, wait for the sale to settle, and check it
+    Storm(Box<commands::storm::StormArgs>),
     /// Run the sale server in this process
     Serve(flashtix_server::config::ServerArgs),
 }
@@ -35,6 +37,7 @@ async fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Reset(args) => commands::reset::run(args).await,
         Command::Check(args) => commands::check::run(args).await,
+        Command::Storm(args) => commands::storm::run(*args).await,
         Command::Serve(args) => return flashtix_server::startup::serve(&args).await,
     };
     match outcome {

@@ -38,6 +38,36 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    pub const ALL: [Self; 8] = [
+        Self::Accepted,
+        Self::Replayed,
+        Self::SoldOut,
+        Self::LimitExceeded,
+        Self::Rejected,
+        Self::Error,
+        Self::Timeout,
+        Self::ConnectError,
+    ];
+
+    /// The name the history, the tables and the JSON use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Replayed => "replayed",
+            Self::SoldOut => "sold_out",
+            Self::LimitExceeded => "limit_exceeded",
+            Self::Rejected => "rejected",
+            Self::Error => "error",
+            Self::Timeout => "timeout",
+            Self::ConnectError => "connect_error",
+        }
+    }
+
+    /// Its place in [`Self::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The server answered, and the answer says whether an order exists.
     pub fn is_definite(self) -> bool {
         !matches!(self, Self::Error | Self::Timeout | Self::ConnectError)

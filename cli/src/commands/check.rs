@@ -53,27 +53,8 @@ pub async fn run(args: CheckArgs) -> Outcome {
             }
         }
     }
-    let topology = Topology::new(services.connections.namespace.clone());
-    let broker = flashtix_server::broker::connect(&services.connections.amqp_url).await;
-    let queues = match &broker {
-        Ok(connection) => Ok((connection, &topology)),
-        Err(error) => Err(error.to_string()),
-    };
-    let report = invariants::check(
-        &services.pool,
-        &services.gate,
-        queues,
-        history.as_deref(),
-        args.event,
-    )
-    .await?;
-    println!("{}", output::report_table(&report));
-    let verdict = match report.verdict {
-        Verdict::Pass => "PASS: every invariant held",
-        Verdict::Unknown => "UNKNOWN: nothing failed, but not everything could be judged",
-        Verdict::Fail => "FAIL: an invariant was broken",
-    };
-    println!("{verdict}");
+    let report = prove(&services, history.as_deref(), args.event).await?;
+    print_report(&report);
     if let Some(path) = &args.json {
         output::write_json(path, &report)?;
     }
@@ -82,4 +63,31 @@ pub async fn run(args: CheckArgs) -> Outcome {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Runs every invariant against the sale's services (the queues through a
+/// connection of its own, UNKNOWN when RabbitMQ does not answer).
+pub async fn prove(
+    services: &Services,
+    history: Option<&[flashtix_server::history::Attempt]>,
+    event: Option<i64>,
+) -> anyhow::Result<invariants::Report> {
+    let topology = Topology::new(services.connections.namespace.clone());
+    let broker = flashtix_server::broker::connect(&services.connections.amqp_url).await;
+    let queues = match &broker {
+        Ok(connection) => Ok((connection, &topology)),
+        Err(error) => Err(error.to_string()),
+    };
+    invariants::check(&services.pool, &services.gate, queues, history, event).await
+}
+
+/// The findings' table and the verdict line.
+pub fn print_report(report: &invariants::Report) {
+    println!("{}", output::report_table(report));
+    let verdict = match report.verdict {
+        Verdict::Pass => "PASS: every invariant held",
+        Verdict::Unknown => "UNKNOWN: nothing failed, but not everything could be judged",
+        Verdict::Fail => "FAIL: an invariant was broken",
+    };
+    println!("{verdict}");
 }

@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod reset;
+pub mod storm;
 
 use std::process::ExitCode;
 

@@ -1,0 +1,451 @@
+//! Sends the storm. The sends are split over lanes (one task each, purchase
+//! `i` to lane `i mod lanes`); a lane keeps its own requests in flight, its
+//! own HTTP connections and its own [`Recorder`], and sleeps until each send's
+//! intended time. Nothing on the hot path is shared but a semaphore (the
+//! `--max-inflight` cap) and the progress counters.
+//!
+//! Open model: sends follow the schedule whatever the server does; a send that
+//! waits for a free slot goes out late, and the wait counts in its latency
+//! from the intended time. Closed model: each lane keeps its share of
+//! `--concurrency` requests in flight, each sent when the one before it ended
+//! (latency is service time only).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use flashtix_server::history::{Attempt, Outcome};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use reqwest::{Client, StatusCode};
+use serde_json::Value;
+use tokio::sync::{mpsc, Barrier, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::record::{Measured, Recorder};
+use super::workload::{Buyers, Purchase, Schedule};
+
+#[derive(Debug, Clone)]
+pub enum Model {
+    Open {
+        schedule: Schedule,
+        max_inflight: usize,
+    },
+    Closed {
+        concurrency: usize,
+    },
+}
+
+/// What each send does.
+#[derive(Debug, Clone)]
+pub enum Work {
+    /// `POST /orders` for each purchase, under its idempotency key.
+    Buy {
+        buyers: Buyers,
+        /// Tries again after a timeout, a connection error or a 5xx.
+        retries: u32,
+    },
+    /// A plain request, no buy semantics: 2xx counts as accepted.
+    Raw { method: reqwest::Method },
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub model: Model,
+    pub work: Work,
+    /// The server's base URL (`Raw`: the whole URL).
+    pub target: String,
+    /// At most this many purchases.
+    pub purchases: Option<u64>,
+    /// No send intended after this.
+    pub duration: Option<Duration>,
+    pub timeout: Duration,
+    pub lanes: usize,
+}
+
+impl Plan {
+    fn in_flight_cap(&self) -> usize {
+        match self.model {
+            Model::Open { max_inflight, .. } => max_inflight,
+            Model::Closed { concurrency } => concurrency,
+        }
+    }
+}
+
+/// Counters the progress line reads while the storm runs.
+#[derive(Default)]
+pub struct Progress {
+    pub sent: AtomicU64,
+    pub answered: AtomicU64,
+    pub accepted: AtomicU64,
+    pub sold_out: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+/// Where the history lines go, if anywhere.
+pub type HistorySink = Option<mpsc::Sender<Attempt>>;
+
+pub struct Storm {
+    pub recorder: Recorder,
+    pub started_at: DateTime<Utc>,
+    pub elapsed: Duration,
+}
+
+/// Runs the plan to its end: every purchase sent and answered (or timed out).
+pub async fn run(
+    plan: Plan,
+    progress: Arc<Progress>,
+    history: HistorySink,
+) -> anyhow::Result<Storm> {
+    let lanes = plan.lanes.max(1);
+    let per_lane = plan.in_flight_cap().div_ceil(lanes).max(1);
+    let barrier = Arc::new(Barrier::new(lanes + 1));
+    let slots = Arc::new(Semaphore::new(plan.in_flight_cap().max(1)));
+    let attempts = Arc::new(AtomicU64::new(0));
+    let (start_tx, start_rx) = tokio::sync::watch::channel(None::<Instant>);
+    let mut handles = Vec::new();
+    for lane in 0..lanes {
+        let client = Client::builder()
+            .http1_only()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(per_lane)
+            .timeout(plan.timeout)
+            .build()?;
+        let lane = Lane {
+            number: lane as u64,
+            lanes: lanes as u64,
+            plan: plan.clone(),
+            client,
+            slots: slots.clone(),
+            progress: progress.clone(),
+            history: history.clone(),
+            attempts: attempts.clone(),
+            recorder: Recorder::default(),
+        };
+        let barrier = barrier.clone();
+        let mut start_rx = start_rx.clone();
+        handles.push(tokio::spawn(async move {
+            lane.warm(per_lane).await;
+            barrier.wait().await;
+            let start = start_rx
+                .wait_for(Option::is_some)
+                .await
+                .ok()
+                .and_then(|start| *start)
+                .expect("the start is sent once every lane is warm");
+            lane.storm(start).await
+        }));
+    }
+    drop(history);
+    barrier.wait().await;
+    let start = Instant::now();
+    let started_at = Utc::now();
+    start_tx.send_replace(Some(start));
+    let mut recorder = Recorder::default();
+    for handle in handles {
+        recorder.merge(&handle.await?);
+    }
+    Ok(Storm {
+        recorder,
+        started_at,
+        elapsed: start.elapsed(),
+    })
+}
+
+struct Lane {
+    number: u64,
+    lanes: u64,
+    plan: Plan,
+    client: Client,
+    slots: Arc<Semaphore>,
+    progress: Arc<Progress>,
+    history: HistorySink,
+    attempts: Arc<AtomicU64>,
+    recorder: Recorder,
+}
+
+/// One attempt's result, for the recorder and the history.
+struct Done {
+    measured: Measured,
+    attempt: Option<Attempt>,
+}
+
+impl Lane {
+    /// Opens up to `connections` keep-alive connections before the clock
+    /// starts, so a spike measures the sale, not TCP handshakes.
+    async fn warm(&self, connections: usize) {
+        let url = match self.plan.work {
+            Work::Buy { .. } => format!("{}/health", self.plan.target),
+            Work::Raw { .. } => self.plan.target.clone(),
+        };
+        let connections = connections.min(256);
+        let warming: FuturesUnordered<_> = (0..connections)
+            .map(|_| self.client.get(&url).send())
+            .collect();
+        warming.for_each(|_| async {}).await;
+    }
+
+    async fn storm(mut self, start: Instant) -> Recorder {
+        let mut inflight = FuturesUnordered::new();
+        let mut number = self.number;
+        while let Some(due) = self.due(number, start, inflight.len()) {
+            let due = match due {
+                Some(due) => due,
+                // Closed model, lane full: wait for one to end.
+                None => {
+                    let done = inflight.next().await.expect("the lane is full");
+                    self.record(done).await;
+                    continue;
+                }
+            };
+            // Answers are recorded while waiting for the send's time and a slot.
+            while Instant::now() < due {
+                tokio::select! {
+                    biased;
+                    Some(done) = inflight.next() => self.record(done).await,
+                    () = tokio::time::sleep_until(due) => {}
+                }
+            }
+            let slot = loop {
+                tokio::select! {
+                    biased;
+                    slot = self.slots.clone().acquire_owned() => break slot.expect("never closed"),
+                    Some(done) = inflight.next() => self.record(done).await,
+                }
+            };
+            let sent = Instant::now();
+            self.recorder.sent(sent - start, sent - due);
+            self.progress.sent.fetch_add(1, Relaxed);
+            inflight.push(self.job(number, start, due, slot));
+            number += self.lanes;
+        }
+        while let Some(done) = inflight.next().await {
+            self.record(done).await;
+        }
+        self.recorder
+    }
+
+    /// When send `number` is due: `None` when the storm is over for this lane;
+    /// `Some(None)` when a closed lane is full and must wait for an answer.
+    fn due(&self, number: u64, start: Instant, inflight: usize) -> Option<Option<Instant>> {
+        if self.plan.purchases.is_some_and(|limit| number >= limit) {
+            return None;
+        }
+        let (due, offset) = match &self.plan.model {
+            Model::Open { schedule, .. } => {
+                let offset = schedule.intended(number);
+                (start + offset, offset)
+            }
+            Model::Closed { concurrency } => {
+                let share = concurrency.div_ceil(self.lanes as usize);
+                if inflight >= share {
+                    return Some(None);
+                }
+                let now = Instant::now();
+                (now, now - start)
+            }
+        };
+        if self.plan.duration.is_some_and(|limit| offset >= limit) {
+            return None;
+        }
+        Some(Some(due))
+    }
+
+    async fn record(&mut self, done: Vec<Done>) {
+        for done in done {
+            let outcome = done.measured.outcome;
+            self.recorder.answered(&done.measured);
+            self.progress.answered.fetch_add(1, Relaxed);
+            let counter = match outcome {
+                Outcome::Accepted => Some(&self.progress.accepted),
+                Outcome::SoldOut => Some(&self.progress.sold_out),
+                Outcome::Error | Outcome::Timeout | Outcome::ConnectError => {
+                    Some(&self.progress.failed)
+                }
+                _ => None,
+            };
+            if let Some(counter) = counter {
+                counter.fetch_add(1, Relaxed);
+            }
+            if let (Some(sink), Some(attempt)) = (&self.history, done.attempt) {
+                // The writer only stops when the storm is over.
+                let _ = sink.send(attempt).await;
+            }
+        }
+    }
+
+    /// One purchase (or one raw request), with its duplicate and retries.
+    fn job(
+        &self,
+        number: u64,
+        start: Instant,
+        due: Instant,
+        slot: OwnedSemaphorePermit,
+    ) -> impl std::future::Future<Output = Vec<Done>> + use<> {
+        let client = self.client.clone();
+        let plan = self.plan.clone();
+        let attempts = self.attempts.clone();
+        let keep_history = self.history.is_some();
+        async move {
+            let _slot = slot;
+            let context = Context {
+                client,
+                target: plan.target,
+                start,
+                due,
+                attempts,
+                keep_history,
+            };
+            match plan.work {
+                Work::Raw { method } => vec![context.raw(method).await],
+                Work::Buy { buyers, retries } => {
+                    let purchase = buyers.purchase(number);
+                    if purchase.duplicated {
+                        let (first, second) = tokio::join!(
+                            context.buy(&purchase, retries),
+                            context.buy(&purchase, retries)
+                        );
+                        first.into_iter().chain(second).collect()
+                    } else {
+                        context.buy(&purchase, retries).await
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What one job needs to send and time its attempts.
+struct Context {
+    client: Client,
+    target: String,
+    start: Instant,
+    due: Instant,
+    attempts: Arc<AtomicU64>,
+    keep_history: bool,
+}
+
+/// The first pause before a retry; it doubles up to [`RETRY_PAUSE_MAX`].
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+const RETRY_PAUSE_MAX: Duration = Duration::from_secs(2);
+
+impl Context {
+    async fn raw(&self, method: reqwest::Method) -> Done {
+        let sent = Instant::now();
+        let answer = self.client.request(method, &self.target).send().await;
+        let outcome = match answer {
+            Ok(response) => {
+                let status = response.status();
+                let _ = response.bytes().await;
+                classify_status(status, None)
+            }
+            Err(error) => classify_error(&error),
+        };
+        Done {
+            measured: self.measured(outcome, sent),
+            attempt: None,
+        }
+    }
+
+    /// Buys, trying again with the same key after an answer that says nothing.
+    async fn buy(&self, purchase: &Purchase, retries: u32) -> Vec<Done> {
+        let mut done = Vec::new();
+        let mut pause = RETRY_PAUSE;
+        for try_number in 0..=retries {
+            if try_number > 0 {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RETRY_PAUSE_MAX);
+            }
+            let sent = Instant::now();
+            let sent_at = Utc::now();
+            let (outcome, status, order_id) = self.place(purchase).await;
+            let attempt = self.keep_history.then(|| Attempt {
+                attempt: self.attempts.fetch_add(1, Relaxed),
+                event_id: purchase.event_id,
+                user_id: purchase.user_id.clone(),
+                idempotency_key: purchase.idempotency_key.clone(),
+                quantity: purchase.quantity,
+                sent_at,
+                finished_at: Utc::now(),
+                outcome,
+                status,
+                order_id,
+            });
+            done.push(Done {
+                measured: self.measured(outcome, sent),
+                attempt,
+            });
+            if outcome.is_definite() {
+                break;
+            }
+        }
+        done
+    }
+
+    async fn place(&self, purchase: &Purchase) -> (Outcome, Option<u16>, Option<Uuid>) {
+        let body = serde_json::json!({
+            "event_id": purchase.event_id,
+            "user_id": purchase.user_id,
+            "quantity": purchase.quantity,
+        });
+        let answer = self
+            .client
+            .post(format!("{}/orders", self.target))
+            .header("Idempotency-Key", &purchase.idempotency_key)
+            .json(&body)
+            .send()
+            .await;
+        let response = match answer {
+            Ok(response) => response,
+            Err(error) => return (classify_error(&error), None, None),
+        };
+        let status = response.status();
+        let replayed = response.headers().contains_key("idempotent-replayed");
+        let body: Value = match response.json().await {
+            Ok(body) => body,
+            // The status came, the body did not: the answer is unknown.
+            Err(error) if error.is_timeout() => {
+                return (Outcome::Timeout, Some(status.as_u16()), None)
+            }
+            Err(_) => Value::Null,
+        };
+        let outcome = if status == StatusCode::ACCEPTED && replayed {
+            Outcome::Replayed
+        } else {
+            classify_status(status, body["error"]["code"].as_str())
+        };
+        let order_id = body["order_id"].as_str().and_then(|id| id.parse().ok());
+        (outcome, Some(status.as_u16()), order_id)
+    }
+
+    fn measured(&self, outcome: Outcome, sent: Instant) -> Measured {
+        Measured {
+            outcome,
+            intended: self.due - self.start,
+            sent: sent - self.start,
+            finished: self.start.elapsed().max(sent - self.start),
+        }
+    }
+}
+
+fn classify_status(status: StatusCode, code: Option<&str>) -> Outcome {
+    match (status.as_u16(), code) {
+        (200..=299, _) => Outcome::Accepted,
+        (409, Some("sold_out")) => Outcome::SoldOut,
+        (409, Some("limit_exceeded")) => Outcome::LimitExceeded,
+        (500..=599, _) => Outcome::Error,
+        _ => Outcome::Rejected,
+    }
+}
+
+fn classify_error(error: &reqwest::Error) -> Outcome {
+    if error.is_timeout() {
+        Outcome::Timeout
+    } else if error.is_connect() {
+        Outcome::ConnectError
+    } else {
+        // The request may have reached the server: its outcome is unknown.
+        Outcome::Error
+    }
+}

@@ -1,0 +1,237 @@
+//! What a storm measured. Each lane records into a [`Recorder`] of its own
+//! (no lock, no sharing on the hot path); the lanes' recorders are merged at
+//! the end. Latencies are kept in HDR histograms, in microseconds: memory is
+//! fixed by the range and precision, not by how many requests were sent.
+
+use std::time::Duration;
+
+use flashtix_server::history::Outcome;
+use hdrhistogram::Histogram;
+
+const CLASSES: usize = Outcome::ALL.len();
+/// The longest latency told apart from "longer": one hour.
+const HIGHEST_MICROS: u64 = 3_600_000_000;
+/// A send later than this behind its intended time counts as late.
+pub const LATE_AFTER: Duration = Duration::from_millis(1);
+
+fn histogram(significant_figures: u8) -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HIGHEST_MICROS, significant_figures)
+        .expect("the bounds are valid")
+}
+
+fn micros(duration: Duration) -> u64 {
+    (duration.as_micros() as u64).clamp(1, HIGHEST_MICROS)
+}
+
+/// One class of outcomes: how many, and their latencies two ways.
+#[derive(Clone)]
+pub struct ClassStats {
+    pub count: u64,
+    /// From the intended send time to the answer: what a buyer waited,
+    /// queueing in the client included (free of coordinated omission).
+    pub from_intended: Histogram<u64>,
+    /// From the actual send to the answer: what the server took.
+    pub service: Histogram<u64>,
+}
+
+impl ClassStats {
+    fn new() -> Self {
+        Self {
+            count: 0,
+            from_intended: histogram(3),
+            service: histogram(3),
+        }
+    }
+
+    fn add(&mut self, other: &Self) {
+        self.count += other.count;
+        self.from_intended
+            .add(&other.from_intended)
+            .expect("same bounds");
+        self.service.add(&other.service).expect("same bounds");
+    }
+}
+
+/// One second of the storm (by when answers came): outcomes and latency.
+#[derive(Clone)]
+pub struct Second {
+    pub outcomes: [u64; CLASSES],
+    pub sent: u64,
+    pub from_intended: Histogram<u64>,
+}
+
+impl Second {
+    fn new() -> Self {
+        Self {
+            outcomes: [0; CLASSES],
+            sent: 0,
+            // Two figures: enough for a chart, and small per second.
+            from_intended: histogram(2),
+        }
+    }
+}
+
+/// One attempt's measures, as the engine reports it.
+pub struct Measured {
+    pub outcome: Outcome,
+    /// Since the storm's start.
+    pub intended: Duration,
+    pub sent: Duration,
+    pub finished: Duration,
+}
+
+#[derive(Clone)]
+pub struct Recorder {
+    pub classes: Vec<ClassStats>,
+    /// How far behind its intended time each send went out.
+    pub lateness: Histogram<u64>,
+    pub late_sends: u64,
+    pub sends: u64,
+    /// When the first and the last send went out, since the start.
+    pub first_send: Option<Duration>,
+    pub last_send: Duration,
+    pub last_answer: Duration,
+    pub seconds: Vec<Second>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self {
+            classes: (0..CLASSES).map(|_| ClassStats::new()).collect(),
+            lateness: histogram(3),
+            late_sends: 0,
+            sends: 0,
+            first_send: None,
+            last_send: Duration::ZERO,
+            last_answer: Duration::ZERO,
+            seconds: Vec::new(),
+        }
+    }
+}
+
+impl Recorder {
+    /// A send going out `late` after it was meant to, at `at`.
+    pub fn sent(&mut self, at: Duration, late: Duration) {
+        self.sends += 1;
+        self.first_send = Some(self.first_send.map_or(at, |first| first.min(at)));
+        self.last_send = self.last_send.max(at);
+        self.lateness.saturating_record(late.as_micros() as u64);
+        if late > LATE_AFTER {
+            self.late_sends += 1;
+        }
+        self.second(at).sent += 1;
+    }
+
+    pub fn answered(&mut self, measured: &Measured) {
+        let class = &mut self.classes[measured.outcome.index()];
+        class.count += 1;
+        let waited = measured.finished.saturating_sub(measured.intended);
+        let served = measured.finished.saturating_sub(measured.sent);
+        class.from_intended.saturating_record(micros(waited));
+        class.service.saturating_record(micros(served));
+        self.last_answer = self.last_answer.max(measured.finished);
+        let second = self.second(measured.finished);
+        second.outcomes[measured.outcome.index()] += 1;
+        second.from_intended.saturating_record(micros(waited));
+    }
+
+    fn second(&mut self, at: Duration) -> &mut Second {
+        let index = at.as_secs() as usize;
+        while self.seconds.len() <= index {
+            self.seconds.push(Second::new());
+        }
+        &mut self.seconds[index]
+    }
+
+    pub fn merge(&mut self, other: &Self) {
+        for (mine, theirs) in self.classes.iter_mut().zip(&other.classes) {
+            mine.add(theirs);
+        }
+        self.lateness.add(&other.lateness).expect("same bounds");
+        self.late_sends += other.late_sends;
+        self.sends += other.sends;
+        self.first_send = match (self.first_send, other.first_send) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.last_send = self.last_send.max(other.last_send);
+        self.last_answer = self.last_answer.max(other.last_answer);
+        for (index, theirs) in other.seconds.iter().enumerate() {
+            let mine = self.second(Duration::from_secs(index as u64));
+            for (a, b) in mine.outcomes.iter_mut().zip(theirs.outcomes) {
+                *a += b;
+            }
+            mine.sent += theirs.sent;
+            mine.from_intended
+                .add(&theirs.from_intended)
+                .expect("same bounds");
+        }
+    }
+
+    pub fn count(&self, outcome: Outcome) -> u64 {
+        self.classes[outcome.index()].count
+    }
+
+    /// Every attempt that ended, whatever its outcome.
+    pub fn answers(&self) -> u64 {
+        self.classes.iter().map(|c| c.count).sum()
+    }
+
+    /// Latency from the intended time over every attempt, all classes.
+    pub fn all_from_intended(&self) -> Histogram<u64> {
+        let mut all = histogram(3);
+        for class in &self.classes {
+            all.add(&class.from_intended).expect("same bounds");
+        }
+        all
+    }
+}
+
+/// A histogram's value at a percentile, in milliseconds.
+pub fn millis_at(histogram: &Histogram<u64>, percentile: f64) -> f64 {
+    histogram.value_at_percentile(percentile) as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measured(outcome: Outcome, intended_ms: u64, sent_ms: u64, finished_ms: u64) -> Measured {
+        Measured {
+            outcome,
+            intended: Duration::from_millis(intended_ms),
+            sent: Duration::from_millis(sent_ms),
+            finished: Duration::from_millis(finished_ms),
+        }
+    }
+
+    #[test]
+    fn waiting_counts_from_the_intended_time_and_service_from_the_send() {
+        let mut recorder = Recorder::default();
+        // Meant at 0, sent at 900 (the client was stuck), answered at 1000.
+        recorder.answered(&measured(Outcome::Accepted, 0, 900, 1000));
+        let accepted = &recorder.classes[Outcome::Accepted.index()];
+        assert!((millis_at(&accepted.from_intended, 50.0) - 1000.0).abs() < 1.0);
+        assert!((millis_at(&accepted.service, 50.0) - 100.0).abs() < 0.1);
+    }
+
+    #[test]
+    fn merged_recorders_add_up_their_lanes() {
+        let mut a = Recorder::default();
+        let mut b = Recorder::default();
+        a.sent(Duration::from_millis(10), Duration::ZERO);
+        a.answered(&measured(Outcome::Accepted, 10, 10, 20));
+        b.sent(Duration::from_millis(1500), Duration::from_millis(5));
+        b.answered(&measured(Outcome::SoldOut, 1500, 1500, 2600));
+        b.answered(&measured(Outcome::SoldOut, 1500, 1500, 1600));
+        a.merge(&b);
+        assert_eq!((a.sends, a.late_sends, a.answers()), (2, 1, 3));
+        assert_eq!(a.count(Outcome::SoldOut), 2);
+        assert_eq!(a.first_send, Some(Duration::from_millis(10)));
+        assert_eq!(a.last_answer, Duration::from_millis(2600));
+        assert_eq!(a.seconds.len(), 3);
+        assert_eq!(a.seconds[1].outcomes[Outcome::SoldOut.index()], 1);
+        assert_eq!(a.seconds[2].outcomes[Outcome::SoldOut.index()], 1);
+        assert_eq!(a.all_from_intended().len(), 3);
+    }
+}

@@ -1,0 +1,379 @@
+//! A storm's results: the summary figures, the tables, the JSON document and
+//! the `--threshold` verdicts.
+
+use anyhow::{bail, Context};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, ContentArrangement, Table};
+use flashtix_server::history::Outcome;
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+use super::engine::Storm;
+use super::record::{millis_at, LATE_AFTER};
+
+/// The percentiles every latency table and the JSON give.
+const PERCENTILES: [(&str, f64); 5] = [
+    ("p50", 50.0),
+    ("p90", 90.0),
+    ("p99", 99.0),
+    ("p99.9", 99.9),
+    ("max", 100.0),
+];
+
+/// The figures of one storm, as printed, written and judged.
+pub struct Summary<'a> {
+    pub storm: &'a Storm,
+    /// "open (…)" or "closed (service time)".
+    pub model: String,
+    /// The rate the schedule asked for, if it asked for one.
+    pub target_rate: Option<f64>,
+    /// Raw requests, no buy semantics.
+    pub raw: bool,
+}
+
+impl Summary<'_> {
+    fn seconds(&self) -> f64 {
+        self.storm.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Sends per second, from the first send to the last.
+    pub fn sent_rate(&self) -> f64 {
+        let recorder = &self.storm.recorder;
+        let span = recorder
+            .last_send
+            .saturating_sub(recorder.first_send.unwrap_or_default())
+            .as_secs_f64();
+        if span > 0.0 {
+            (recorder.sends.saturating_sub(1)) as f64 / span
+        } else {
+            recorder.sends as f64
+        }
+    }
+
+    pub fn completed_rate(&self) -> f64 {
+        self.storm.recorder.answers() as f64 / self.seconds()
+    }
+
+    pub fn rate_of(&self, outcome: Outcome) -> f64 {
+        self.storm.recorder.count(outcome) as f64 / self.seconds()
+    }
+
+    /// Errors, timeouts and connection errors, as a share of all attempts.
+    pub fn error_share(&self) -> f64 {
+        let recorder = &self.storm.recorder;
+        let failed: u64 = [Outcome::Error, Outcome::Timeout, Outcome::ConnectError]
+            .iter()
+            .map(|o| recorder.count(*o))
+            .sum();
+        failed as f64 / recorder.answers().max(1) as f64
+    }
+
+    fn class_name(&self, outcome: Outcome) -> &'static str {
+        match outcome {
+            Outcome::Accepted if self.raw => "ok (2xx)",
+            other => other.name(),
+        }
+    }
+
+    pub fn outcomes_table(&self) -> Table {
+        let recorder = &self.storm.recorder;
+        let mut table = table(&["outcome", "attempts", "share", "per second"]);
+        let total = recorder.answers().max(1) as f64;
+        for outcome in Outcome::ALL {
+            let count = recorder.count(outcome);
+            if count == 0 {
+                continue;
+            }
+            table.add_row(vec![
+                self.class_name(outcome).to_string(),
+                count.to_string(),
+                format!("{:.1}%", count as f64 * 100.0 / total),
+                format!("{:.0}", self.rate_of(outcome)),
+            ]);
+        }
+        table.add_row(vec![
+            "all".to_string(),
+            recorder.answers().to_string(),
+            "100%".into(),
+            format!("{:.0}", self.completed_rate()),
+        ]);
+        table
+    }
+
+    pub fn rates_table(&self) -> Table {
+        let recorder = &self.storm.recorder;
+        let mut table = table(&[
+            "model",
+            "target/s",
+            "sent/s",
+            "completed/s",
+            "late sends",
+            "lateness p50 / p99 / max",
+        ]);
+        table.add_row(vec![
+            self.model.clone(),
+            self.target_rate
+                .map_or("-".into(), |rate| format!("{rate:.0}")),
+            format!("{:.0}", self.sent_rate()),
+            format!("{:.0}", self.completed_rate()),
+            format!(
+                "{} of {} (> {} ms)",
+                recorder.late_sends,
+                recorder.sends,
+                LATE_AFTER.as_millis()
+            ),
+            format!(
+                "{:.2} / {:.2} / {:.2} ms",
+                millis_at(&recorder.lateness, 50.0),
+                millis_at(&recorder.lateness, 99.0),
+                millis_at(&recorder.lateness, 100.0)
+            ),
+        ]);
+        table
+    }
+
+    /// Latency per class, from the intended send time and from the actual send.
+    pub fn latency_table(&self) -> Table {
+        let mut header = vec!["outcome", "measured from"];
+        header.extend(PERCENTILES.iter().map(|(name, _)| *name));
+        let mut table = table(&header);
+        for outcome in Outcome::ALL {
+            let class = &self.storm.recorder.classes[outcome.index()];
+            if class.count == 0 {
+                continue;
+            }
+            for (from, histogram) in [
+                ("intended send", &class.from_intended),
+                ("actual send", &class.service),
+            ] {
+                let mut row = vec![self.class_name(outcome).to_string(), from.to_string()];
+                row.extend(
+                    PERCENTILES
+                        .iter()
+                        .map(|(_, p)| format!("{:.2} ms", millis_at(histogram, *p))),
+                );
+                table.add_row(row);
+            }
+        }
+        table
+    }
+
+    /// The document `--json` writes (schema in the README).
+    pub fn json(&self) -> Value {
+        let recorder = &self.storm.recorder;
+        let mut outcomes = serde_json::Map::new();
+        let mut from_intended = serde_json::Map::new();
+        let mut service = serde_json::Map::new();
+        for outcome in Outcome::ALL {
+            let class = &recorder.classes[outcome.index()];
+            outcomes.insert(outcome.name().into(), json!(class.count));
+            if class.count > 0 {
+                from_intended.insert(outcome.name().into(), percentiles(&class.from_intended));
+                service.insert(outcome.name().into(), percentiles(&class.service));
+            }
+        }
+        let seconds: Vec<Value> = recorder
+            .seconds
+            .iter()
+            .enumerate()
+            .map(|(second, s)| {
+                let counts: serde_json::Map<String, Value> = Outcome::ALL
+                    .iter()
+                    .map(|o| (o.name().to_string(), json!(s.outcomes[o.index()])))
+                    .collect();
+                json!({
+                    "second": second,
+                    "sent": s.sent,
+                    "outcomes": counts,
+                    "p50_ms": millis_at(&s.from_intended, 50.0),
+                    "p99_ms": millis_at(&s.from_intended, 99.0),
+                })
+            })
+            .collect();
+        json!({
+            "model": self.model,
+            "started_at": self.storm.started_at,
+            "elapsed_seconds": self.storm.elapsed.as_secs_f64(),
+            "rates": {
+                "target": self.target_rate,
+                "sent": self.sent_rate(),
+                "completed": self.completed_rate(),
+                "accepted": self.rate_of(Outcome::Accepted),
+            },
+            "sends": recorder.sends,
+            "late_sends": recorder.late_sends,
+            "lateness_ms": percentiles(&recorder.lateness),
+            "attempts": recorder.answers(),
+            "outcomes": outcomes,
+            "latency_from_intended_ms": from_intended,
+            "service_time_ms": service,
+            "latency_from_intended_all_ms": percentiles(&recorder.all_from_intended()),
+            "seconds": seconds,
+        })
+    }
+}
+
+fn percentiles(histogram: &Histogram<u64>) -> Value {
+    let mut map = serde_json::Map::new();
+    for (name, percentile) in PERCENTILES {
+        map.insert(name.into(), json!(millis_at(histogram, percentile)));
+    }
+    map.insert("count".into(), json!(histogram.len()));
+    Value::Object(map)
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.iter().copied());
+    table
+}
+
+/// A service level the storm must meet: `p99<50ms`, `accepted_rate>5000`,
+/// `error_rate<0.1%`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Threshold {
+    pub text: String,
+    metric: Metric,
+    above: bool,
+    inclusive: bool,
+    limit: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Metric {
+    /// Latency from the intended send time over every attempt, in ms.
+    Latency(f64),
+    Rate(Rate),
+    /// A share of all attempts, 0 to 1.
+    ErrorShare,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Rate {
+    Sent,
+    Completed,
+    Outcome(Outcome),
+}
+
+impl Threshold {
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let at = text
+            .find(['<', '>'])
+            .with_context(|| format!("threshold {text:?}: expected NAME<VALUE or NAME>VALUE"))?;
+        let (name, rest) = text.split_at(at);
+        let above = rest.starts_with('>');
+        let inclusive = rest[1..].starts_with('=');
+        let value = rest[if inclusive { 2 } else { 1 }..].trim();
+        let name = name.trim();
+        let metric = match name {
+            "p50" => Metric::Latency(50.0),
+            "p90" => Metric::Latency(90.0),
+            "p99" => Metric::Latency(99.0),
+            "p99.9" => Metric::Latency(99.9),
+            "max" => Metric::Latency(100.0),
+            "error_rate" => Metric::ErrorShare,
+            "sent_rate" => Metric::Rate(Rate::Sent),
+            "completed_rate" => Metric::Rate(Rate::Completed),
+            other => match other
+                .strip_suffix("_rate")
+                .and_then(|o| Outcome::ALL.into_iter().find(|x| x.name() == o))
+            {
+                Some(outcome) => Metric::Rate(Rate::Outcome(outcome)),
+                None => bail!(
+                    "threshold {text:?}: unknown measure {name:?} (p50, p90, p99, p99.9, max, \
+                     error_rate, sent_rate, completed_rate, or an outcome's rate like accepted_rate)"
+                ),
+            },
+        };
+        let limit = match metric {
+            Metric::Latency(_) => latency_millis(value),
+            Metric::ErrorShare => share(value),
+            Metric::Rate(_) => value.parse::<f64>().ok(),
+        }
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .with_context(|| format!("threshold {text:?}: {value:?} is not a valid limit"))?;
+        Ok(Self {
+            text: text.to_string(),
+            metric,
+            above,
+            inclusive,
+            limit,
+        })
+    }
+
+    /// The measured value, and whether it meets the threshold.
+    pub fn judge(&self, summary: &Summary) -> (f64, bool) {
+        let value = match self.metric {
+            Metric::Latency(p) => millis_at(&summary.storm.recorder.all_from_intended(), p),
+            Metric::ErrorShare => summary.error_share(),
+            Metric::Rate(Rate::Sent) => summary.sent_rate(),
+            Metric::Rate(Rate::Completed) => summary.completed_rate(),
+            Metric::Rate(Rate::Outcome(outcome)) => summary.rate_of(outcome),
+        };
+        let met = match (self.above, self.inclusive) {
+            (true, true) => value >= self.limit,
+            (true, false) => value > self.limit,
+            (false, true) => value <= self.limit,
+            (false, false) => value < self.limit,
+        };
+        (value, met)
+    }
+
+    /// The measured value as the threshold's own unit shows it.
+    pub fn show(&self, value: f64) -> String {
+        match self.metric {
+            Metric::Latency(_) => format!("{value:.2}ms"),
+            Metric::ErrorShare => format!("{:.3}%", value * 100.0),
+            Metric::Rate(_) => format!("{value:.0}/s"),
+        }
+    }
+}
+
+fn latency_millis(text: &str) -> Option<f64> {
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        (text, 1.0)
+    };
+    number.trim().parse::<f64>().ok().map(|n| n * scale)
+}
+
+fn share(text: &str) -> Option<f64> {
+    match text.strip_suffix('%') {
+        Some(percent) => percent.trim().parse::<f64>().ok().map(|p| p / 100.0),
+        None => text.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_read_their_units() {
+        let p99 = Threshold::parse("p99<50ms").unwrap();
+        assert_eq!(
+            (p99.metric, p99.above, p99.limit),
+            (Metric::Latency(99.0), false, 50.0)
+        );
+        assert_eq!(Threshold::parse("max<=1.5s").unwrap().limit, 1500.0);
+        let errors = Threshold::parse("error_rate<0.1%").unwrap();
+        assert!((errors.limit - 0.001).abs() < 1e-12);
+        let accepted = Threshold::parse("accepted_rate>5000").unwrap();
+        assert_eq!(
+            accepted.metric,
+            Metric::Rate(Rate::Outcome(Outcome::Accepted))
+        );
+        assert!(accepted.above);
+        assert!(Threshold::parse("p98<5ms").is_err());
+        assert!(Threshold::parse("p99=5ms").is_err());
+        assert!(Threshold::parse("p99<fast").is_err());
+        assert!(Threshold::parse("sold_out_rate>-1").is_err());
+    }
+}
