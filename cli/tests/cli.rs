@@ -2,96 +2,10 @@
 //! catching a corrupted sale. Each test has its own namespace (Postgres schema
 //! and Redis prefix) in the test database.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
 
-use serde_json::Value;
-use sqlx::PgPool;
+use common::{stderr, stdout, Sale};
 use uuid::Uuid;
-
-fn test_database_url() -> String {
-    std::env::var("FLASHTIX_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/flashtix_test".into())
-}
-
-fn test_redis_url() -> String {
-    std::env::var("FLASHTIX_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-struct Sale {
-    namespace: String,
-    dir: PathBuf,
-}
-
-impl Sale {
-    async fn new() -> Self {
-        flashtix_server::db::create_database_if_missing(&test_database_url())
-            .await
-            .expect("Postgres must be reachable for the tests");
-        let namespace = format!("c{}", Uuid::now_v7().simple());
-        let dir = std::env::temp_dir().join(&namespace);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        Self { namespace, dir }
-    }
-
-    /// Runs `flashtix` with this sale's connections and nothing from the
-    /// environment of the test runner.
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_flashtix"))
-            .args(args)
-            .env_remove("DATABASE_URL")
-            .env_remove("FLASHTIX_DATABASE_URL")
-            .env("FLASHTIX_REDIS_URL", test_redis_url())
-            .env("FLASHTIX_NAMESPACE", &self.namespace)
-            .env("DATABASE_URL", test_database_url())
-            .output()
-            .expect("flashtix runs")
-    }
-
-    fn json(&self, name: &str) -> (String, Value) {
-        let path = self.dir.join(name);
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        (
-            path.display().to_string(),
-            serde_json::from_str(&text).unwrap_or(Value::Null),
-        )
-    }
-
-    /// `flashtix reset` with `flags`, which must succeed; returns the seeded
-    /// events (from `--json`) and what it printed.
-    fn reset(&self, flags: &[&str]) -> (Vec<Value>, String) {
-        let (events_file, _) = self.json("events.json");
-        let mut args = vec!["reset", "--json", &events_file];
-        args.extend_from_slice(flags);
-        let reset = self.run(&args);
-        assert_eq!(reset.status.code(), Some(0), "{}", stderr(&reset));
-        let events = self
-            .json("events.json")
-            .1
-            .as_array()
-            .cloned()
-            .expect("a list of events");
-        (events, stdout(&reset))
-    }
-
-    async fn pool(&self) -> PgPool {
-        flashtix_server::db::pool(
-            &test_database_url(),
-            &flashtix_server::config::Namespace::parse(&self.namespace).unwrap(),
-            2,
-            flashtix_server::db::Purpose::General,
-        )
-        .unwrap()
-    }
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
 
 #[tokio::test]
 async fn reset_seeds_events_and_check_passes() {

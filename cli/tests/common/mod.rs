@@ -1,0 +1,156 @@
+//! What the CLI's end-to-end tests share: a sale of their own (namespace and
+//! temp dir) and the `flashtix` binary run against the test services.
+
+#![allow(dead_code)] // each test file uses its own part
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub fn test_database_url() -> String {
+    std::env::var("FLASHTIX_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/flashtix_test".into())
+}
+
+pub fn test_amqp_url() -> String {
+    std::env::var("FLASHTIX_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+pub fn test_redis_url() -> String {
+    std::env::var("FLASHTIX_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+#[derive(Clone)]
+pub struct Sale {
+    pub namespace: String,
+    pub dir: PathBuf,
+}
+
+impl Sale {
+    pub async fn new() -> Self {
+        flashtix_server::db::create_database_if_missing(&test_database_url())
+            .await
+            .expect("Postgres must be reachable for the tests");
+        let namespace = format!("c{}", Uuid::now_v7().simple());
+        let dir = std::env::temp_dir().join(&namespace);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self { namespace, dir }
+    }
+
+    /// Runs `flashtix` with this sale's connections and nothing from the
+    /// environment of the test runner.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_flashtix"))
+            .args(args)
+            .env_remove("DATABASE_URL")
+            .env_remove("FLASHTIX_DATABASE_URL")
+            .env("FLASHTIX_REDIS_URL", test_redis_url())
+            .env("FLASHTIX_AMQP_URL", test_amqp_url())
+            .env("FLASHTIX_NAMESPACE", &self.namespace)
+            .env("DATABASE_URL", test_database_url())
+            .output()
+            .expect("flashtix runs")
+    }
+
+    /// Runs `flashtix` off the async runtime (so servers in the test keep
+    /// answering while it runs).
+    pub async fn run_in_background(&self, args: &[&str]) -> Output {
+        let sale = self.clone();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            sale.run(&args)
+        })
+        .await
+        .expect("flashtix ran")
+    }
+
+    /// `flashtix serve` with `roles` on a free port, against the test services.
+    pub fn serve(&self, roles: &str) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_flashtix"))
+            .args(["serve", "--bind", "127.0.0.1:0", "--role", roles])
+            .env("FLASHTIX_DATABASE_URL", test_database_url())
+            .env("FLASHTIX_REDIS_URL", test_redis_url())
+            .env("FLASHTIX_AMQP_URL", test_amqp_url())
+            .env("FLASHTIX_NAMESPACE", &self.namespace)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("flashtix serve starts");
+        let mut first_line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut first_line)
+            .expect("the server's first line");
+        let address = first_line
+            .trim()
+            .strip_prefix("flashtix listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {first_line:?}"))
+            .to_owned();
+        Server {
+            child,
+            url: address,
+        }
+    }
+
+    pub fn json(&self, name: &str) -> (String, Value) {
+        let path = self.dir.join(name);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        (
+            path.display().to_string(),
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+        )
+    }
+
+    /// `flashtix reset` with `flags`, which must succeed; returns the seeded
+    /// events (from `--json`) and what it printed.
+    pub fn reset(&self, flags: &[&str]) -> (Vec<Value>, String) {
+        let (events_file, _) = self.json("events.json");
+        let mut args = vec!["reset", "--json", &events_file];
+        args.extend_from_slice(flags);
+        let reset = self.run(&args);
+        assert_eq!(reset.status.code(), Some(0), "{}", stderr(&reset));
+        let events = self
+            .json("events.json")
+            .1
+            .as_array()
+            .cloned()
+            .expect("a list of events");
+        (events, stdout(&reset))
+    }
+
+    pub async fn pool(&self) -> PgPool {
+        flashtix_server::db::pool(
+            &test_database_url(),
+            &flashtix_server::config::Namespace::parse(&self.namespace).unwrap(),
+            2,
+            flashtix_server::db::Purpose::General,
+        )
+        .unwrap()
+    }
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A `flashtix serve` process, stopped when dropped.
+pub struct Server {
+    child: Child,
+    pub url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,310 @@
+//! `flashtix storm` end to end: what it measures (coordinated omission),
+//! what it records (duplicates, the history), and its exit codes, against the
+//! real server and against small fake ones that misbehave on purpose.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use common::{stderr, stdout, Sale};
+use serde_json::{json, Value};
+
+/// Serves `app` on a free local port; returns its base URL.
+async fn fake_server(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{address}")
+}
+
+fn history(path: &str) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .expect("the history file")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_from_the_intended_time_shows_a_stall_that_service_time_hides() {
+    // The 500th request takes a second; the others answer at once.
+    let served = Arc::new(AtomicU64::new(0));
+    let app = Router::new().route(
+        "/",
+        get(move || {
+            let served = served.clone();
+            async move {
+                if served.fetch_add(1, Ordering::Relaxed) == 500 {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                "ok"
+            }
+        }),
+    );
+    let url = fake_server(app).await;
+    let sale = Sale::new().await;
+    let (json_file, _) = sale.json("storm.json");
+
+    // One request at a time: while the stall lasts, the sends due meanwhile
+    // wait in the client, as a closed-loop tool would silently skip them.
+    let storm = sale
+        .run_in_background(&[
+            "storm",
+            "--raw",
+            &url,
+            "--rate",
+            "1000",
+            "--duration",
+            "3s",
+            "--max-inflight",
+            "1",
+            "--json",
+            &json_file,
+        ])
+        .await;
+    assert_eq!(storm.status.code(), Some(0), "{}", stderr(&storm));
+    let (_, results) = sale.json("storm.json");
+    let waited = &results["latency_from_intended_ms"]["accepted"];
+    let served = &results["service_time_ms"]["accepted"];
+    assert_eq!(results["outcomes"]["accepted"], 3000, "{results:#}");
+    // About a third of the sends were due during the stall: they waited
+    // hundreds of milliseconds.
+    assert!(waited["p99"].as_f64().unwrap() > 500.0, "{waited}");
+    assert!(waited["max"].as_f64().unwrap() >= 990.0, "{waited}");
+    // The server took a second once; its p99 does not show it.
+    assert!(served["p99"].as_f64().unwrap() < 100.0, "{served}");
+    assert!(served["max"].as_f64().unwrap() >= 990.0, "{served}");
+    assert!(results["late_sends"].as_u64().unwrap() > 500, "{results:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_come_back_as_replays_of_the_first_order_and_the_history_has_every_attempt() {
+    let sale = Sale::new().await;
+    let (events, _) = sale.reset(&["--tickets", "150", "--max-per-user", "4"]);
+    let event = events[0]["id"].to_string();
+    let server = sale.serve("all");
+    let (json_file, _) = sale.json("storm.json");
+    let history_file = sale.dir.join("history.jsonl").display().to_string();
+
+    let storm = sale
+        .run_in_background(&[
+            "storm",
+            "--target",
+            &server.url,
+            "--event",
+            &event,
+            "--rate",
+            "500",
+            "--buyers",
+            "300",
+            "--duplicates",
+            "0.3",
+            "--quantity",
+            "1:80,2:20",
+            "--seed",
+            "7",
+            "--history",
+            &history_file,
+            "--json",
+            &json_file,
+            "--settle",
+            "60s",
+        ])
+        .await;
+    assert_eq!(
+        storm.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&storm),
+        stderr(&storm)
+    );
+    assert!(
+        stdout(&storm).contains("PASS: every invariant held"),
+        "{}",
+        stdout(&storm)
+    );
+
+    let (_, results) = sale.json("storm.json");
+    let attempts = history(&history_file);
+    let summed: u64 = results["outcomes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(summed, attempts.len() as u64);
+    assert_eq!(results["attempts"], attempts.len() as u64);
+    let numbers: std::collections::HashSet<u64> = attempts
+        .iter()
+        .map(|a| a["attempt"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers.len(), attempts.len(), "every attempt once");
+
+    // Per key: at most one new order; any replay names that order.
+    let mut by_key: HashMap<&str, Vec<&Value>> = HashMap::new();
+    for attempt in &attempts {
+        by_key
+            .entry(attempt["idempotency_key"].as_str().unwrap())
+            .or_default()
+            .push(attempt);
+    }
+    assert_eq!(by_key.len(), 300, "one key per purchase");
+    let doubled = by_key.values().filter(|a| a.len() == 2).count();
+    assert!(
+        (50..130).contains(&doubled),
+        "{doubled} of 300 purchases sent twice"
+    );
+    let mut replays = 0;
+    for tries in by_key.values() {
+        let accepted: Vec<_> = tries
+            .iter()
+            .filter(|a| a["outcome"] == "accepted")
+            .collect();
+        assert!(accepted.len() <= 1, "{tries:?}");
+        for replay in tries.iter().filter(|a| a["outcome"] == "replayed") {
+            replays += 1;
+            assert_eq!(
+                accepted.len(),
+                1,
+                "a replay of an accepted order: {tries:?}"
+            );
+            assert_eq!(replay["order_id"], accepted[0]["order_id"], "{tries:?}");
+        }
+    }
+    assert!(replays > 0, "some double clicks came back as replays");
+    let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+        .fetch_one(&sale.pool().await)
+        .await
+        .unwrap();
+    assert_eq!(
+        orders as u64,
+        results["outcomes"]["accepted"].as_u64().unwrap()
+    );
+
+    // The same storm again must now miss an impossible service level: exit 3.
+    let missed = sale
+        .run_in_background(&[
+            "storm",
+            "--target",
+            &server.url,
+            "--event",
+            &event,
+            "--rate",
+            "200",
+            "--buyers",
+            "20",
+            "--threshold",
+            "p99<1us",
+            "--threshold",
+            "error_rate<1%",
+        ])
+        .await;
+    assert_eq!(
+        missed.status.code(),
+        Some(3),
+        "{}{}",
+        stdout(&missed),
+        stderr(&missed)
+    );
+    assert!(
+        stdout(&missed).contains("threshold p99<1us: MISSED"),
+        "{}",
+        stdout(&missed)
+    );
+    assert!(
+        stdout(&missed).contains("threshold error_rate<1%: met"),
+        "{}",
+        stdout(&missed)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_accepts_orders_it_never_wrote_fails_the_storm() {
+    let sale = Sale::new().await;
+    let (events, _) = sale.reset(&["--tickets", "10"]);
+    let event = events[0]["id"].to_string();
+    // Says yes to everyone, writes nothing: 50 buyers for 10 tickets.
+    let liar = Router::new()
+        .route(
+            "/orders",
+            post(|| async {
+                let order_id = uuid::Uuid::now_v7();
+                (
+                    StatusCode::ACCEPTED,
+                    Json(json!({"order_id": order_id, "status": "PENDING"})),
+                )
+            }),
+        )
+        .route("/health", get(|| async { "ok" }));
+    let url = fake_server(liar).await;
+    let history_file = sale.dir.join("history.jsonl").display().to_string();
+
+    let storm = sale
+        .run_in_background(&[
+            "storm",
+            "--target",
+            &url,
+            "--event",
+            &event,
+            "--rate",
+            "500",
+            "--buyers",
+            "50",
+            "--history",
+            &history_file,
+            "--settle",
+            "1s",
+        ])
+        .await;
+    assert_eq!(
+        storm.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&storm),
+        stderr(&storm)
+    );
+    let printed = stdout(&storm);
+    assert!(
+        printed.contains("FAIL: an invariant was broken"),
+        "{printed}"
+    );
+    assert!(printed.contains("no_lost_order"), "{printed}");
+}
+
+#[tokio::test]
+async fn a_storm_with_no_end_or_bad_flags_exits_2() {
+    let sale = Sale::new().await;
+    for (flags, says) in [
+        (vec!["--rate", "100"], "say when the storm ends"),
+        (vec!["--spike", "0"], "--spike needs --buyers"),
+        (
+            vec!["--rate", "0", "--buyers", "5"],
+            "--rate must be above 0",
+        ),
+        (
+            vec!["--ramp", "1:2", "--buyers", "5"],
+            "--ramp takes FROM:TO:DURATION",
+        ),
+        (
+            vec!["--buyers", "5", "--duplicates", "2"],
+            "--duplicates is a share",
+        ),
+        (
+            vec!["--buyers", "5", "--threshold", "p98<1ms"],
+            "unknown measure",
+        ),
+        (vec!["--buyers", "5", "--quantity", "0"], "not a quantity"),
+    ] {
+        let mut args = vec!["storm", "--event", "1"];
+        args.extend(flags);
+        let run = sale.run(&args);
+        assert_eq!(run.status.code(), Some(2), "{args:?}: {}", stderr(&run));
+        assert!(stderr(&run).contains(says), "{args:?}: {}", stderr(&run));
+    }
+}
