@@ -12,7 +12,8 @@ pub fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<
     std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
 }
 
-fn table(header: &[&str]) -> Table {
+/// A table in the CLI's one style.
+pub fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
     table
         .load_preset(UTF8_FULL_CONDENSED)

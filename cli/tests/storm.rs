@@ -23,6 +23,13 @@ async fn fake_server(app: Router) -> String {
     format!("http://{address}")
 }
 
+/// `flashtix storm` with `args` (split at spaces), run off the runtime.
+async fn storm(sale: &Sale, args: &str) -> std::process::Output {
+    let mut all = vec!["storm"];
+    all.extend(args.split_whitespace());
+    sale.run_in_background(&all).await
+}
+
 fn history(path: &str) -> Vec<Value> {
     std::fs::read_to_string(path)
         .expect("the history file")
@@ -53,22 +60,9 @@ async fn latency_from_the_intended_time_shows_a_stall_that_service_time_hides() 
 
     // One request at a time: while the stall lasts, the sends due meanwhile
     // wait in the client, as a closed-loop tool would silently skip them.
-    let storm = sale
-        .run_in_background(&[
-            "storm",
-            "--raw",
-            &url,
-            "--rate",
-            "1000",
-            "--duration",
-            "3s",
-            "--max-inflight",
-            "1",
-            "--json",
-            &json_file,
-        ])
-        .await;
-    assert_eq!(storm.status.code(), Some(0), "{}", stderr(&storm));
+    let args = format!("--raw {url} --rate 1000 --duration 3s --max-inflight 1 --json {json_file}");
+    let run = storm(&sale, &args).await;
+    assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
     let (_, results) = sale.json("storm.json");
     let waited = &results["latency_from_intended_ms"]["accepted"];
     let served = &results["service_time_ms"]["accepted"];
@@ -92,42 +86,23 @@ async fn duplicates_come_back_as_replays_of_the_first_order_and_the_history_has_
     let (json_file, _) = sale.json("storm.json");
     let history_file = sale.dir.join("history.jsonl").display().to_string();
 
-    let storm = sale
-        .run_in_background(&[
-            "storm",
-            "--target",
-            &server.url,
-            "--event",
-            &event,
-            "--rate",
-            "500",
-            "--buyers",
-            "300",
-            "--duplicates",
-            "0.3",
-            "--quantity",
-            "1:80,2:20",
-            "--seed",
-            "7",
-            "--history",
-            &history_file,
-            "--json",
-            &json_file,
-            "--settle",
-            "60s",
-        ])
-        .await;
+    let url = &server.url;
+    let args = format!(
+        "--target {url} --event {event} --rate 500 --buyers 300 --duplicates 0.3 \
+         --quantity 1:80,2:20 --seed 7 --history {history_file} --json {json_file}"
+    );
+    let run = storm(&sale, &args).await;
     assert_eq!(
-        storm.status.code(),
+        run.status.code(),
         Some(0),
         "{}{}",
-        stdout(&storm),
-        stderr(&storm)
+        stdout(&run),
+        stderr(&run)
     );
     assert!(
-        stdout(&storm).contains("PASS: every invariant held"),
+        stdout(&run).contains("PASS: every invariant held"),
         "{}",
-        stdout(&storm)
+        stdout(&run)
     );
 
     let (_, results) = sale.json("storm.json");
@@ -188,23 +163,11 @@ async fn duplicates_come_back_as_replays_of_the_first_order_and_the_history_has_
     );
 
     // The same storm again must now miss an impossible service level: exit 3.
-    let missed = sale
-        .run_in_background(&[
-            "storm",
-            "--target",
-            &server.url,
-            "--event",
-            &event,
-            "--rate",
-            "200",
-            "--buyers",
-            "20",
-            "--threshold",
-            "p99<1us",
-            "--threshold",
-            "error_rate<1%",
-        ])
-        .await;
+    let args = format!(
+        "--target {url} --event {event} --rate 200 --buyers 20 \
+         --threshold p99<1us --threshold error_rate<1%"
+    );
+    let missed = storm(&sale, &args).await;
     assert_eq!(
         missed.status.code(),
         Some(3),
@@ -245,31 +208,18 @@ async fn a_server_that_accepts_orders_it_never_wrote_fails_the_storm() {
     let url = fake_server(liar).await;
     let history_file = sale.dir.join("history.jsonl").display().to_string();
 
-    let storm = sale
-        .run_in_background(&[
-            "storm",
-            "--target",
-            &url,
-            "--event",
-            &event,
-            "--rate",
-            "500",
-            "--buyers",
-            "50",
-            "--history",
-            &history_file,
-            "--settle",
-            "1s",
-        ])
-        .await;
+    let args = format!(
+        "--target {url} --event {event} --rate 500 --buyers 50 --history {history_file} --settle 1s"
+    );
+    let run = storm(&sale, &args).await;
     assert_eq!(
-        storm.status.code(),
+        run.status.code(),
         Some(1),
         "{}{}",
-        stdout(&storm),
-        stderr(&storm)
+        stdout(&run),
+        stderr(&run)
     );
-    let printed = stdout(&storm);
+    let printed = stdout(&run);
     assert!(
         printed.contains("FAIL: an invariant was broken"),
         "{printed}"

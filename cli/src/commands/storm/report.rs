@@ -2,13 +2,14 @@
 //! the `--threshold` verdicts.
 
 use anyhow::{bail, Context};
-use comfy_table::{presets::UTF8_FULL_CONDENSED, ContentArrangement, Table};
+use comfy_table::Table;
 use flashtix_server::history::Outcome;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
 use super::engine::Storm;
 use super::record::{millis_at, LATE_AFTER};
+use crate::output::table;
 
 /// The percentiles every latency table and the JSON give.
 const PERCENTILES: [(&str, f64); 5] = [
@@ -219,15 +220,6 @@ fn percentiles(histogram: &Histogram<u64>) -> Value {
     }
     map.insert("count".into(), json!(histogram.len()));
     Value::Object(map)
-}
-
-fn table(header: &[&str]) -> Table {
-    let mut table = Table::new();
-    table
-        .load_preset(UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(header.iter().copied());
-    table
 }
 
 /// A service level the storm must meet: `p99<50ms`, `accepted_rate>5000`,
