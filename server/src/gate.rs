@@ -30,7 +30,9 @@
 //! (`crate::orders::sold_out`) exact: a process that saw the event sold out at
 //! time t, with the idempotency keys of that moment, trusts it until
 //! t + [`SOLD_OUT_TTL`] < t + [`RETURN_DELAY`]; no ticket can be sold (and so no
-//! new key can appear) before the flag has expired.
+//! new key can appear) before the flag has expired. A buyer who finds too few
+//! tickets in `stock` but enough in `returning` is told when they are due
+//! ([`Admission::Returning`]) and waits, rather than hear "sold out" untruly.
 
 use std::time::Duration;
 
@@ -98,6 +100,11 @@ pub enum Admission {
     Replay {
         order_id: Uuid,
         fingerprint: String,
+    },
+    /// Not enough stock now, but enough on its way back (released, corrected
+    /// or reseeded tickets wait [`RETURN_DELAY`]): ask again after this long.
+    Returning {
+        after: Duration,
     },
     /// Redis has no stock for the event (never seeded, flushed, or reset).
     Unseeded,
@@ -169,13 +176,22 @@ return redis.call('ZCARD', KEYS[2])
 const RESERVE: &str = r#"
 -- KEYS: stock buyers keys holds seq returning
 -- ARGV: quantity max_per_user user_id key_field key_value hold_member now_ms
-mature(KEYS[1], KEYS[6])
+local now = mature(KEYS[1], KEYS[6])
 local prior = redis.call('HGET', KEYS[3], ARGV[4])
 if prior then return {3, prior} end
 local stock = redis.call('GET', KEYS[1])
 if not stock then return {4, ''} end
 local quantity = tonumber(ARGV[1])
-if tonumber(stock) < quantity then return {1, stock} end
+if tonumber(stock) < quantity then
+  -- Not sold out if enough is on its way back: say when it will be here.
+  local short = quantity - tonumber(stock)
+  local coming = redis.call('ZRANGE', KEYS[6], 0, -1, 'WITHSCORES')
+  for i = 1, #coming, 2 do
+    short = short - tonumber(string.match(coming[i], ':(%d+)$'))
+    if short <= 0 then return {5, tostring(tonumber(coming[i + 1]) - now)} end
+  end
+  return {1, stock}
+end
 local held = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '0')
 if held + quantity > tonumber(ARGV[2]) then return {2, tostring(held)} end
 redis.call('DECRBY', KEYS[1], quantity)
@@ -367,6 +383,10 @@ impl Gate {
             },
             2 => Admission::LimitExceeded,
             3 => parse_key_entry(&detail),
+            5 => Admission::Returning {
+                after: Duration::from_millis(detail.parse::<u64>().unwrap_or(0).max(1))
+                    .min(RETURN_DELAY),
+            },
             _ => Admission::Unseeded,
         })
     }

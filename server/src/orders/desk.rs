@@ -21,7 +21,8 @@ const REPLAY_WAIT: Duration = Duration::from_secs(2);
 /// How long a request waits for another process to reseed the event.
 const RESEED_WAIT: Duration = Duration::from_secs(3);
 /// Rounds of gate → writer before giving up (a round restarts when the first
-/// request of a replay was refused, or the event was reseeded).
+/// request of a replay was refused, the event was reseeded, or the tickets it
+/// needs are on their way back).
 const ROUNDS: usize = 4;
 
 #[derive(Debug)]
@@ -154,6 +155,7 @@ impl Desk {
                         return Ok(Placed::Replayed(order.receipt()));
                     }
                 }
+                Ok(Admission::Returning { after }) => tokio::time::sleep(after).await,
                 Ok(Admission::Unseeded) => self.reseed(terms.event_id).await?,
                 Err(error) => {
                     // Redis is only the fast path: Postgres decides alone.
