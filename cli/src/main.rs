@@ -7,10 +7,10 @@ mod output;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Subcommand};
 
 /// Run and prove flash sales.
-#[derive(Parser)]
+#[derive(clap::Parser)]
 #[command(name = "flashtix", version, about)]
 struct Cli {
     #[command(subcommand)]
@@ -25,19 +25,33 @@ enum Command {
     Check(commands::check::CheckArgs),
     /// Fire a buy storm, measure it, wait for the sale to settle, and check it
     Storm(Box<commands::storm::StormArgs>),
+    /// A whole flash sale on this machine: serve, reset, storm, settle, check
+    Demo(commands::demo::DemoArgs),
     /// Run the sale server in this process
     Serve(flashtix_server::config::ServerArgs),
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     let quiet = !matches!(cli.command, Command::Serve(_));
     flashtix_server::telemetry::init(if quiet { "warn" } else { "info" });
     let outcome = match cli.command {
         Command::Reset(args) => commands::reset::run(args).await,
         Command::Check(args) => commands::check::run(args).await,
-        Command::Storm(args) => commands::storm::run(*args).await,
+        Command::Storm(args) => {
+            let flags = matches.subcommand_matches("storm").expect("storm's flags");
+            commands::storm::run(*args, &commands::storm::Given::from_matches(flags)).await
+        }
+        Command::Demo(mut args) => {
+            let flags = matches.subcommand_matches("demo").expect("demo's flags");
+            if !commands::storm::Given::from_matches(flags).has("namespace") {
+                // Its own namespace: the demo must not wipe the operator's sale.
+                args.connections.namespace = "demo".into();
+            }
+            commands::demo::run(args).await
+        }
         Command::Serve(args) => return flashtix_server::startup::serve(&args).await,
     };
     match outcome {

@@ -210,3 +210,45 @@ async fn bad_flags_exit_2_and_unreachable_services_exit_4() {
         stderr(&unreachable)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_a_whole_flash_sale_and_proves_it() {
+    let sale = Sale::new().await;
+
+    let run = sale
+        .run_in_background(&[
+            "demo",
+            "--tickets",
+            "100",
+            "--buyers",
+            "2000",
+            "--spike",
+            "1s",
+        ])
+        .await;
+
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&run),
+        stderr(&run)
+    );
+    assert!(
+        stdout(&run).contains("PASS: every invariant held"),
+        "{}",
+        stdout(&run)
+    );
+    let (sold, available): (i64, i32) = sqlx::query_as(
+        "SELECT (SELECT coalesce(sum(quantity), 0) FROM orders WHERE status = 'CONFIRMED'),
+                (SELECT available_tickets FROM events)",
+    )
+    .fetch_one(&sale.pool().await)
+    .await
+    .expect("the demo's sale, in this test's namespace");
+    assert_eq!(
+        (sold, available),
+        (100, 0),
+        "every ticket sold and paid for"
+    );
+}

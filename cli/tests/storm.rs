@@ -258,3 +258,92 @@ async fn a_storm_with_no_end_or_bad_flags_exits_2() {
         assert!(stderr(&run).contains(says), "{args:?}: {}", stderr(&run));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scenario_seeds_its_sale_and_flags_on_the_command_line_win() {
+    let sale = Sale::new().await;
+    sale.reset(&["--tickets", "5"]);
+    let server = sale.serve("all");
+    let scenario = sale.dir.join("herd.toml");
+    std::fs::write(
+        &scenario,
+        r#"
+        description = "a small herd"
+        [sale]
+        tickets = 40
+        max-per-user = 2
+        [storm]
+        spike = "0s"
+        buyers = 1000
+        quantity = "2"
+        "#,
+    )
+    .unwrap();
+    let (json_file, _) = sale.json("storm.json");
+
+    let args = format!(
+        "--target {} --scenario {} --reset --buyers 200 --json {json_file}",
+        server.url,
+        scenario.display()
+    );
+    let run = storm(&sale, &args).await;
+
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&run),
+        stderr(&run)
+    );
+    assert!(
+        stderr(&run).contains("scenario: a small herd"),
+        "{}",
+        stderr(&run)
+    );
+    let (_, results) = sale.json("storm.json");
+    assert_eq!(
+        results["attempts"], 200,
+        "--buyers 200 won over the file's 1000"
+    );
+    assert_eq!(
+        results["outcomes"]["accepted"], 20,
+        "40 tickets, 2 a purchase"
+    );
+    assert_eq!(results["outcomes"]["sold_out"], 180);
+    let (tickets, max_per_user): (i32, i32) =
+        sqlx::query_as("SELECT total_tickets, max_per_user FROM events")
+            .fetch_one(&sale.pool().await)
+            .await
+            .expect("the one event the scenario seeded");
+    assert_eq!((tickets, max_per_user), (40, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_scenario_exits_2_and_says_what_is_wrong() {
+    let sale = Sale::new().await;
+    let file = |name: &str, text: &str| {
+        let path = sale.dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let missing = sale.dir.join("missing.toml").display().to_string();
+    for (path, says) in [
+        (missing, "reading scenario"),
+        (
+            file("typo.toml", "[storm]\nbuyer = 5\n"),
+            "unknown field `buyer`",
+        ),
+        (
+            file("two.toml", "[storm]\nrate = 5.0\nspike = \"1s\"\n"),
+            "more than one of rate, ramp, spike and concurrency",
+        ),
+        (
+            file("bad.toml", "[storm]\nbuyers = 5\nspike = \"soon\"\n"),
+            "--spike",
+        ),
+    ] {
+        let run = sale.run(&["storm", "--event", "1", "--scenario", &path]);
+        assert_eq!(run.status.code(), Some(2), "{path}: {}", stderr(&run));
+        assert!(stderr(&run).contains(says), "{path}: {}", stderr(&run));
+    }
+}

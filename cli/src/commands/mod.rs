@@ -2,6 +2,7 @@
 //! and returns the exit code.
 
 pub mod check;
+pub mod demo;
 pub mod reset;
 pub mod storm;
 
@@ -11,6 +12,13 @@ use anyhow::Context;
 use flashtix_server::config::{ConnectionArgs, Connections};
 use flashtix_server::gate::Gate;
 use sqlx::PgPool;
+
+/// Parses `flags` as if typed after a command whose arguments are `T`: how one
+/// command runs another with flags of its own, and how defaults are read.
+pub fn parse_flags<T: clap::Args + clap::FromArgMatches>(flags: &[&str]) -> Result<T, clap::Error> {
+    let command = T::augment_args(clap::Command::new("flashtix").no_binary_name(true));
+    T::from_arg_matches(&command.try_get_matches_from(flags)?)
+}
 
 /// Why a command could not finish, and so which exit code it ends with.
 pub struct Failure {

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Context};
-use flashtix_server::config::{database_is_local, ConnectionArgs};
-use flashtix_server::events::{NewEvent, NewEventRequest};
+use flashtix_server::config::{database_is_local, ConnectionArgs, Namespace};
+use flashtix_server::events::{Event, NewEvent, NewEventRequest};
 use flashtix_server::sale::{self, SaleSpec};
 
 use super::{Failure, Outcome, Services};
@@ -15,24 +15,8 @@ use crate::output;
 pub struct ResetArgs {
     #[command(flatten)]
     connections: ConnectionArgs,
-    /// Events to seed
-    #[arg(long, default_value_t = 1)]
-    events: u32,
-    /// Tickets per event
-    #[arg(long, default_value_t = 1000)]
-    tickets: i64,
-    /// Price of one ticket, in cents
-    #[arg(long, default_value_t = 5000)]
-    price_cents: i64,
-    /// Most tickets one buyer may hold per event
-    #[arg(long, default_value_t = 4)]
-    max_per_user: i64,
-    /// How long an unpaid order holds its tickets
-    #[arg(long, default_value_t = 300)]
-    hold_seconds: i64,
-    /// Name of the seeded events
-    #[arg(long, default_value = "Flash sale")]
-    name: String,
+    #[command(flatten)]
+    sale: SaleArgs,
     /// Confirm wiping a database that is not on this machine
     #[arg(long)]
     yes: bool,
@@ -44,36 +28,96 @@ pub struct ResetArgs {
     print_ids: bool,
 }
 
-pub async fn run(args: ResetArgs) -> Outcome {
-    if !(1..=1000).contains(&args.events) {
-        return Err(Failure::usage(anyhow!(
-            "--events must be between 1 and 1000"
-        )));
+/// The sale to seed: flags of `reset`, or the `[sale]` table of a scenario file
+/// (same names, same defaults).
+#[derive(Debug, Clone, clap::Args, serde::Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SaleArgs {
+    /// Events to seed
+    #[arg(long, default_value_t = 1)]
+    pub events: u32,
+    /// Tickets per event
+    #[arg(long, default_value_t = 1000)]
+    pub tickets: i64,
+    /// Price of one ticket, in cents
+    #[arg(long, default_value_t = 5000)]
+    pub price_cents: i64,
+    /// Most tickets one buyer may hold per event
+    #[arg(long, default_value_t = 4)]
+    pub max_per_user: i64,
+    /// How long an unpaid order holds its tickets
+    #[arg(long, default_value_t = 300)]
+    pub hold_seconds: i64,
+    /// Name of the seeded events
+    #[arg(long, default_value = "Flash sale")]
+    pub name: String,
+}
+
+impl Default for SaleArgs {
+    /// The flags' defaults, so a scenario's `[sale]` reads like `reset`.
+    fn default() -> Self {
+        super::parse_flags(&[]).expect("the defaults parse")
     }
-    let event = NewEvent::parse(NewEventRequest {
-        name: args.name.clone(),
-        total_tickets: args.tickets,
-        price_cents: args.price_cents,
-        max_per_user: Some(args.max_per_user),
-        hold_seconds: Some(args.hold_seconds),
-    })
-    .map_err(|message| Failure::usage(anyhow!(message)))?;
-    let connections = args.connections.resolve().map_err(Failure::usage)?;
-    if !args.yes && !database_is_local(&connections.database_url).map_err(Failure::usage)? {
+}
+
+impl SaleArgs {
+    fn spec(&self) -> Result<SaleSpec, Failure> {
+        if !(1..=1000).contains(&self.events) {
+            return Err(Failure::usage(anyhow!(
+                "events must be between 1 and 1000, got {}",
+                self.events
+            )));
+        }
+        let event = NewEvent::parse(NewEventRequest {
+            name: self.name.clone(),
+            total_tickets: self.tickets,
+            price_cents: self.price_cents,
+            max_per_user: Some(self.max_per_user),
+            hold_seconds: Some(self.hold_seconds),
+        })
+        .map_err(|message| Failure::usage(anyhow!(message)))?;
+        Ok(SaleSpec {
+            events: self.events,
+            event,
+        })
+    }
+}
+
+pub async fn run(args: ResetArgs) -> Outcome {
+    let (namespace, events) = seed(&args.connections, &args.sale, args.yes).await?;
+    if args.print_ids {
+        for event in &events {
+            println!("{}", event.id);
+        }
+    } else {
+        print_seeded(&namespace, &events);
+    }
+    if let Some(path) = &args.json {
+        output::write_json(path, &events)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Wipes the namespace's sale and seeds `sale`; refuses a database elsewhere
+/// unless `yes`. Returns the namespace and the new events.
+pub async fn seed(
+    connections: &ConnectionArgs,
+    sale: &SaleArgs,
+    yes: bool,
+) -> Result<(Namespace, Vec<Event>), Failure> {
+    let spec = sale.spec()?;
+    let resolved = connections.resolve().map_err(Failure::usage)?;
+    if !yes && !database_is_local(&resolved.database_url).map_err(Failure::usage)? {
         return Err(Failure::usage(anyhow!(
             "the database is not on this machine; pass --yes to wipe namespace {:?} there",
-            connections.namespace.as_str()
+            resolved.namespace.as_str()
         )));
     }
-    let services = Services::connect(&args.connections).await?;
+    let services = Services::connect(connections).await?;
     let broker = flashtix_server::broker::connect(&services.connections.amqp_url)
         .await
         .context("cannot reach RabbitMQ")
         .map_err(Failure::unreachable)?;
-    let spec = SaleSpec {
-        events: args.events,
-        event,
-    };
     let events = sale::reset(
         &services.pool,
         &services.gate,
@@ -82,20 +126,14 @@ pub async fn run(args: ResetArgs) -> Outcome {
         &spec,
     )
     .await?;
-    if args.print_ids {
-        for event in &events {
-            println!("{}", event.id);
-        }
-    } else {
-        println!(
-            "Reset namespace {:?}: seeded {} event(s).",
-            services.connections.namespace.as_str(),
-            events.len()
-        );
-        println!("{}", output::events_table(&events));
-    }
-    if let Some(path) = &args.json {
-        output::write_json(path, &events)?;
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok((resolved.namespace, events))
+}
+
+pub fn print_seeded(namespace: &Namespace, events: &[Event]) {
+    println!(
+        "Reset namespace {:?}: seeded {} event(s).",
+        namespace.as_str(),
+        events.len()
+    );
+    println!("{}", output::events_table(events));
 }

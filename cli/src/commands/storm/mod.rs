@@ -5,6 +5,7 @@
 mod engine;
 mod record;
 mod report;
+mod scenario;
 mod workload;
 
 use std::io::{IsTerminal, Write};
@@ -21,7 +22,9 @@ use flashtix_server::invariants::Verdict;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use super::{check, Failure, Outcome, Services};
+pub use scenario::{Given, Scenario};
+
+use super::{check, reset, Failure, Outcome, Services};
 use crate::output;
 use engine::{Model, Plan, Progress, Work};
 use report::{Summary, Threshold};
@@ -31,6 +34,13 @@ use workload::{parse_duration, Buyers, Quantities, Schedule};
 pub struct StormArgs {
     #[command(flatten)]
     connections: ConnectionArgs,
+    /// Read the storm (and the sale --reset seeds) from this TOML file; flags
+    /// given here win over it
+    #[arg(long, value_name = "FILE")]
+    scenario: Option<PathBuf>,
+    /// Reset the sale first: the scenario's [sale], or reset's defaults
+    #[arg(long)]
+    reset: bool,
     /// The sale server's base URL
     #[arg(long, env = "FLASHTIX_TARGET", default_value = "http://127.0.0.1:8080")]
     target: String,
@@ -167,6 +177,9 @@ impl StormArgs {
                 Schedule::Ramp { from, to, over } => {
                     format!("open, ramp {from:.0}/s to {to:.0}/s over {over:?}")
                 }
+                Schedule::Spike { within, buyers } if within.is_zero() => {
+                    format!("open, spike of {buyers} all at once")
+                }
                 Schedule::Spike { within, buyers } => {
                     format!("open, spike of {buyers} within {within:?}")
                 }
@@ -209,9 +222,33 @@ impl StormArgs {
     }
 }
 
-pub async fn run(args: StormArgs) -> Outcome {
+/// `flashtix storm`: the flags, and the scenario file they name.
+pub async fn run(args: StormArgs, given: &Given) -> Outcome {
+    let scenario = match &args.scenario {
+        Some(path) => Scenario::read(path).map_err(Failure::usage)?,
+        None => Scenario::default(),
+    };
+    run_scenario(args, scenario, given).await
+}
+
+/// A storm from flags and a scenario (the flags in `given` win over it).
+pub async fn run_scenario(mut args: StormArgs, scenario: Scenario, given: &Given) -> Outcome {
+    if let Some(description) = &scenario.description {
+        eprintln!("scenario: {description}");
+    }
+    args.apply(scenario.storm, given);
     let plan = args.validate().map_err(Failure::usage)?;
     let raw = args.raw.is_some();
+    if args.reset {
+        if raw {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "--reset seeds a sale to buy from; --raw buys nothing"
+            )));
+        }
+        let sale = scenario.sale.unwrap_or_default();
+        let (namespace, events) = reset::seed(&args.connections, &sale, false).await?;
+        reset::print_seeded(&namespace, &events);
+    }
     let checking = !args.no_check && !raw;
     let services = if checking || args.events.is_empty() && !raw {
         Some(Services::connect(&args.connections).await?)
