@@ -85,11 +85,14 @@ async fn duplicates_come_back_as_replays_of_the_first_order_and_the_history_has_
     let server = sale.serve("all");
     let (json_file, _) = sale.json("storm.json");
     let history_file = sale.dir.join("history.jsonl").display().to_string();
+    let report_file = sale.dir.join("storm.html").display().to_string();
+    let hdr_file = sale.dir.join("storm.hgrm").display().to_string();
 
     let url = &server.url;
     let args = format!(
         "--target {url} --event {event} --rate 500 --buyers 300 --duplicates 0.3 \
-         --quantity 1:80,2:20 --seed 7 --history {history_file} --json {json_file}"
+         --quantity 1:80,2:20 --seed 7 --history {history_file} --json {json_file} \
+         --report {report_file} --hdr {hdr_file}"
     );
     let run = storm(&sale, &args).await;
     assert_eq!(
@@ -115,6 +118,19 @@ async fn duplicates_come_back_as_replays_of_the_first_order_and_the_history_has_
         .sum();
     assert_eq!(summed, attempts.len() as u64);
     assert_eq!(results["attempts"], attempts.len() as u64);
+
+    // The page and the distribution tell the same story as the JSON.
+    let page = std::fs::read_to_string(&report_file).expect("the HTML report");
+    assert_eq!(page.matches("<svg").count(), 3, "three charts");
+    assert!(!page.contains("<script"), "no script: it opens offline");
+    assert!(page.contains("<span class=\"PASS\">PASS</span>"));
+    let hgrm = std::fs::read_to_string(&hdr_file).expect("the .hgrm file");
+    let last_row = hgrm
+        .lines()
+        .rfind(|line| line.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .unwrap();
+    let total: u64 = last_row.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert_eq!(total, attempts.len() as u64, "{hgrm}");
     let numbers: std::collections::HashSet<u64> = attempts
         .iter()
         .map(|a| a["attempt"].as_u64().unwrap())

@@ -3,6 +3,7 @@
 //! `check` and the storm's own history.
 
 mod engine;
+pub mod html;
 mod record;
 mod report;
 mod scenario;
@@ -102,6 +103,13 @@ pub struct StormArgs {
     /// Write the results as JSON to this file
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write one self-contained HTML page with the charts and tables
+    #[arg(long, value_name = "FILE.html")]
+    report: Option<PathBuf>,
+    /// Write the latency from the intended send of every attempt as an HDR
+    /// percentile distribution (.hgrm, milliseconds)
+    #[arg(long, value_name = "FILE.hgrm")]
+    hdr: Option<PathBuf>,
     /// How long to wait, after the storm, for every order to settle
     #[arg(long, default_value = "60s")]
     settle: String,
@@ -297,7 +305,8 @@ pub async fn run_scenario(mut args: StormArgs, scenario: Scenario, given: &Given
         None => (None, None),
     };
 
-    eprintln!("storm: {} against {}", plan.model_label, engine_plan.target);
+    let target = engine_plan.target.clone();
+    eprintln!("storm: {} against {target}", plan.model_label);
     let progress = Arc::new(Progress::default());
     let ticker = tokio::spawn(show_progress(progress.clone()));
     let storm = engine::run(engine_plan, progress, history).await?;
@@ -357,6 +366,22 @@ pub async fn run_scenario(mut args: StormArgs, scenario: Scenario, given: &Given
     document["thresholds"] = serde_json::Value::Array(judged);
     if let Some(path) = &args.json {
         output::write_json(path, &document)?;
+    }
+    let recorder = &storm.recorder;
+    if let Some(path) = &args.hdr {
+        let text = report::hgrm(&recorder.all_from_intended());
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.report {
+        let page = html::Page {
+            title: format!("flashtix storm against {}", target),
+            document: &document,
+            from_intended: &recorder.all_from_intended(),
+            service: &recorder.all_service(),
+            windows: &[],
+        };
+        std::fs::write(path, page.render())
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(match verdict {
         Some(Verdict::Fail) => ExitCode::from(1),

@@ -179,9 +179,18 @@ impl Recorder {
 
     /// Latency from the intended time over every attempt, all classes.
     pub fn all_from_intended(&self) -> Histogram<u64> {
+        self.all(|class| &class.from_intended)
+    }
+
+    /// Service time over every attempt, all classes.
+    pub fn all_service(&self) -> Histogram<u64> {
+        self.all(|class| &class.service)
+    }
+
+    fn all(&self, measure: impl Fn(&ClassStats) -> &Histogram<u64>) -> Histogram<u64> {
         let mut all = histogram(3);
         for class in &self.classes {
-            all.add(&class.from_intended).expect("same bounds");
+            all.add(measure(class)).expect("same bounds");
         }
         all
     }

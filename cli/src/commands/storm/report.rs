@@ -213,6 +213,40 @@ impl Summary<'_> {
     }
 }
 
+/// A histogram of microseconds as a `.hgrm` percentile distribution in
+/// milliseconds (HdrHistogram's text format, five steps per halving), the
+/// format HdrHistogram's plotter reads.
+pub fn hgrm(histogram: &Histogram<u64>) -> String {
+    let ms = |micros: f64| micros / 1000.0;
+    let mut text = format!(
+        "{:>12} {:>14} {:>10} {:>14}\n\n",
+        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+    );
+    let mut total = 0;
+    for step in histogram.iter_quantiles(5) {
+        total += step.count_since_last_iteration();
+        let quantile = step.quantile_iterated_to();
+        let value = ms(step.value_iterated_to() as f64);
+        if quantile < 1.0 {
+            text += &format!(
+                "{value:12.3} {quantile:2.12} {total:10} {:14.2}\n",
+                1.0 / (1.0 - quantile)
+            );
+        } else {
+            text += &format!("{value:12.3} {quantile:2.12} {total:10}\n");
+        }
+    }
+    text += &format!(
+        "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]\n\
+         #[Max     = {:12.3}, Total count    = {:12}]\n",
+        ms(histogram.mean()),
+        ms(histogram.stdev()),
+        ms(histogram.max() as f64),
+        histogram.len(),
+    );
+    text
+}
+
 fn percentiles(histogram: &Histogram<u64>) -> Value {
     let mut map = serde_json::Map::new();
     for (name, percentile) in PERCENTILES {
@@ -346,6 +380,36 @@ fn share(text: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hgrm_lists_the_percentiles_up_to_the_max_in_milliseconds() {
+        let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+        for ms in 1..=1000 {
+            histogram.record(ms * 1000).unwrap();
+        }
+        let text = hgrm(&histogram);
+        let rows: Vec<(f64, f64, u64)> = text
+            .lines()
+            .filter(|line| !line.is_empty() && !line.starts_with('#') && !line.contains("Value"))
+            .map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                (
+                    fields[0].parse().unwrap(),
+                    fields[1].parse().unwrap(),
+                    fields[2].parse().unwrap(),
+                )
+            })
+            .collect();
+        assert!(rows
+            .windows(2)
+            .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1 && w[0].2 <= w[1].2));
+        let median = rows.iter().find(|r| r.1 >= 0.5).unwrap();
+        assert!((499.0..=501.0).contains(&median.0), "{median:?}");
+        let last = rows.last().unwrap();
+        assert_eq!((last.1, last.2), (1.0, 1000));
+        assert!((999.0..=1001.0).contains(&last.0), "{last:?}");
+        assert!(text.contains("Total count    =         1000"), "{text}");
+    }
 
     #[test]
     fn thresholds_read_their_units() {

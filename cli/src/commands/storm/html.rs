@@ -1,0 +1,569 @@
+//! `--report FILE.html`: one page that opens offline — no script, no font, no
+//! network — with the storm's charts drawn as inline SVG and its tables.
+//!
+//! Charts: throughput by outcome over time, latency (p50, p99) over time, and
+//! the latency distribution. Time windows (a drill's faults) can be shaded.
+
+use std::fmt::Write;
+
+use flashtix_server::history::Outcome;
+use hdrhistogram::Histogram;
+use serde_json::Value;
+
+/// A stretch of the storm to shade on the time charts.
+pub struct Window {
+    /// Seconds from the start of the storm.
+    pub from: f64,
+    pub to: f64,
+    pub label: String,
+}
+
+/// What the page shows.
+pub struct Page<'a> {
+    pub title: String,
+    /// The `--json` document of the storm.
+    pub document: &'a Value,
+    /// Every attempt's latency from its intended send, µs.
+    pub from_intended: &'a Histogram<u64>,
+    /// Every attempt's service time, µs.
+    pub service: &'a Histogram<u64>,
+    pub windows: &'a [Window],
+}
+
+const WIDTH: f64 = 900.0;
+const HEIGHT: f64 = 300.0;
+const MARGIN_LEFT: f64 = 70.0;
+const MARGIN_RIGHT: f64 = 20.0;
+const MARGIN_TOP: f64 = 20.0;
+const MARGIN_BOTTOM: f64 = 45.0;
+
+const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:2em auto;max-width:960px;color:#222}\
+h1{font-size:1.4em}h2{font-size:1.1em;margin-top:2em}\
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}\
+th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}\
+.PASS{color:#2e7d32;font-weight:bold}.FAIL{color:#c62828;font-weight:bold}.UNKNOWN{color:#ef6c00;font-weight:bold}\
+svg text{font:11px system-ui,sans-serif;fill:#444}.legend span{display:inline-block;margin-right:1em}\
+.legend i{display:inline-block;width:.9em;height:.9em;margin-right:.3em;vertical-align:-.1em}";
+
+fn color(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Accepted => "#2e7d32",
+        Outcome::Replayed => "#81c784",
+        Outcome::SoldOut => "#1565c0",
+        Outcome::LimitExceeded => "#6a1b9a",
+        Outcome::Rejected => "#8d6e63",
+        Outcome::Error => "#c62828",
+        Outcome::Timeout => "#ef6c00",
+        Outcome::ConnectError => "#ad1457",
+    }
+}
+
+impl Page<'_> {
+    pub fn render(&self) -> String {
+        let doc = self.document;
+        let mut html = String::new();
+        let _ = write!(
+            html,
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title>\
+             <style>{STYLE}</style></head><body><h1>{title}</h1><p>{model}; started {started}, \
+             {elapsed:.1} s of sending; {attempts} attempts.</p>",
+            title = escape(&self.title),
+            model = escape(doc["model"].as_str().unwrap_or("")),
+            started = escape(doc["started_at"].as_str().unwrap_or("")),
+            elapsed = doc["elapsed_seconds"].as_f64().unwrap_or(0.0),
+            attempts = doc["attempts"],
+        );
+        if let Some(verdict) = doc["check"]["verdict"].as_str() {
+            let _ = write!(
+                html,
+                "<p>Invariants: <span class=\"{v}\">{v}</span></p>",
+                v = escape(verdict)
+            );
+        }
+        html += "<h2>Throughput by outcome (answers per second)</h2>";
+        html += &self.legend();
+        html += &self.throughput_chart();
+        html += "<h2>Latency from the intended send, per second of answers</h2>";
+        html += "<div class=\"legend\"><span><i style=\"background:#1565c0\"></i>p50</span>\
+                 <span><i style=\"background:#c62828\"></i>p99</span></div>";
+        html += &self.latency_chart();
+        html += "<h2>Latency distribution (every attempt)</h2>";
+        html += "<div class=\"legend\"><span><i style=\"background:#c62828\"></i>from the intended send</span>\
+                 <span><i style=\"background:#1565c0\"></i>service time (from the actual send)</span></div>";
+        html += &self.distribution_chart();
+        html += &self.tables();
+        html += "</body></html>\n";
+        html
+    }
+
+    fn legend(&self) -> String {
+        let mut legend = String::from("<div class=\"legend\">");
+        for outcome in self.present() {
+            let _ = write!(
+                legend,
+                "<span><i style=\"background:{}\"></i>{}</span>",
+                color(outcome),
+                outcome.name()
+            );
+        }
+        legend + "</div>"
+    }
+
+    /// The outcomes that occurred, in the tables' order.
+    fn present(&self) -> Vec<Outcome> {
+        Outcome::ALL
+            .into_iter()
+            .filter(|o| self.document["outcomes"][o.name()].as_u64().unwrap_or(0) > 0)
+            .collect()
+    }
+
+    fn seconds(&self) -> &[Value] {
+        self.document["seconds"]
+            .as_array()
+            .map_or(&[], Vec::as_slice)
+    }
+
+    fn throughput_chart(&self) -> String {
+        let seconds = self.seconds();
+        let totals: Vec<f64> = seconds
+            .iter()
+            .map(|s| {
+                Outcome::ALL
+                    .iter()
+                    .map(|o| s["outcomes"][o.name()].as_f64().unwrap_or(0.0))
+                    .sum()
+            })
+            .collect();
+        let top = nice_ceiling(totals.iter().copied().fold(1.0, f64::max));
+        let mut chart = Chart::new(seconds.len().max(1) as f64, Scale::Linear { max: top });
+        chart.shade(self.windows);
+        let width = chart.x(1.0) - chart.x(0.0);
+        for (second, s) in seconds.iter().enumerate() {
+            let mut stacked = 0.0;
+            for outcome in self.present() {
+                let count = s["outcomes"][outcome.name()].as_f64().unwrap_or(0.0);
+                if count > 0.0 {
+                    let (low, high) = (chart.y(stacked), chart.y(stacked + count));
+                    let _ = write!(
+                        chart.body,
+                        "<rect x=\"{:.1}\" y=\"{high:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{second} s: {count} {}</title></rect>",
+                        chart.x(second as f64) + width * 0.05,
+                        width * 0.9,
+                        low - high,
+                        color(outcome),
+                        outcome.name()
+                    );
+                    stacked += count;
+                }
+            }
+        }
+        chart.finish("seconds", "answers / s", linear_ticks(top))
+    }
+
+    fn latency_chart(&self) -> String {
+        let seconds = self.seconds();
+        let series = |key: &str| -> Vec<(f64, f64)> {
+            seconds
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| {
+                    let answered: u64 = s["outcomes"]
+                        .as_object()
+                        .map_or(0, |o| o.values().filter_map(Value::as_u64).sum());
+                    (answered > 0).then(|| (i as f64 + 0.5, s[key].as_f64().unwrap_or(0.0)))
+                })
+                .collect()
+        };
+        let (p50, p99) = (series("p50_ms"), series("p99_ms"));
+        let top = p99.iter().map(|p| p.1).fold(1.0, f64::max);
+        let scale = Scale::log_ms(top);
+        let mut chart = Chart::new(seconds.len().max(1) as f64, scale);
+        chart.shade(self.windows);
+        chart.line(&p50, "#1565c0");
+        chart.line(&p99, "#c62828");
+        chart.finish("seconds", "ms (log)", scale.ticks())
+    }
+
+    fn distribution_chart(&self) -> String {
+        // Buckets at 1-2-5 steps of milliseconds; the count of attempts in each.
+        let top_ms = self.from_intended.max().max(self.service.max()) as f64 / 1000.0;
+        let mut edges = vec![0.0];
+        for exponent in -2.. {
+            if *edges.last().unwrap() >= top_ms {
+                break;
+            }
+            for factor in [1.0, 2.0, 5.0] {
+                edges.push(factor * 10f64.powi(exponent));
+            }
+        }
+        let count = |histogram: &Histogram<u64>, low: f64, high: f64| -> u64 {
+            let (low, high) = ((low * 1000.0) as u64, (high * 1000.0) as u64);
+            histogram
+                .iter_recorded()
+                .filter(|v| v.value_iterated_to() >= low && v.value_iterated_to() < high)
+                .map(|v| v.count_at_value())
+                .sum()
+        };
+        let buckets: Vec<(u64, u64)> = edges
+            .windows(2)
+            .map(|pair| {
+                (
+                    count(self.from_intended, pair[0], pair[1]),
+                    count(self.service, pair[0], pair[1]),
+                )
+            })
+            .collect();
+        // From the first bucket with anything in it.
+        let first = buckets.iter().position(|&(a, b)| a + b > 0).unwrap_or(0);
+        let (edges, buckets) = (&edges[first..], &buckets[first..]);
+        let top = nice_ceiling(
+            buckets
+                .iter()
+                .map(|&(a, b)| a.max(b) as f64)
+                .fold(1.0, f64::max),
+        );
+        let mut chart = Chart::new(buckets.len().max(1) as f64, Scale::Linear { max: top });
+        let width = chart.x(1.0) - chart.x(0.0);
+        for (i, (intended, service)) in buckets.iter().enumerate() {
+            for (j, (n, fill)) in [(*intended, "#c62828"), (*service, "#1565c0")]
+                .into_iter()
+                .enumerate()
+            {
+                let (x, y) = (
+                    chart.x(i as f64) + width * (0.1 + 0.4 * j as f64),
+                    chart.y(n as f64),
+                );
+                let _ = write!(
+                    chart.body,
+                    "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{fill}\"><title>{}–{} ms: {n}</title></rect>",
+                    width * 0.4,
+                    chart.y(0.0) - y,
+                    edges[i],
+                    edges[i + 1]
+                );
+            }
+            let _ = write!(
+                chart.body,
+                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+                chart.x(i as f64 + 1.0),
+                HEIGHT - MARGIN_BOTTOM + 14.0,
+                short(edges[i + 1])
+            );
+        }
+        chart.finish_without_x_ticks("ms (bucket upper edge)", "attempts", linear_ticks(top))
+    }
+
+    fn tables(&self) -> String {
+        let doc = self.document;
+        let mut html = String::from(
+            "<h2>Outcomes</h2><table><tr><th>outcome</th><th>attempts</th><th>per second</th></tr>",
+        );
+        let elapsed = doc["elapsed_seconds"].as_f64().unwrap_or(0.0).max(1e-9);
+        for outcome in self.present() {
+            let n = doc["outcomes"][outcome.name()].as_u64().unwrap_or(0);
+            let _ = write!(
+                html,
+                "<tr><td>{}</td><td>{n}</td><td>{:.0}</td></tr>",
+                outcome.name(),
+                n as f64 / elapsed
+            );
+        }
+        html += "</table><h2>Latency (ms)</h2><table><tr><th>outcome</th><th>measured from</th>\
+                 <th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th></tr>";
+        for outcome in self.present() {
+            for (key, from) in [
+                ("latency_from_intended_ms", "intended send"),
+                ("service_time_ms", "actual send"),
+            ] {
+                let p = &doc[key][outcome.name()];
+                let _ = write!(html, "<tr><td>{}</td><td>{from}</td>", outcome.name());
+                for name in ["p50", "p90", "p99", "p99.9", "max"] {
+                    let _ = write!(html, "<td>{:.2}</td>", p[name].as_f64().unwrap_or(0.0));
+                }
+                html += "</tr>";
+            }
+        }
+        html += "</table>";
+        if let Some(findings) = doc["check"]["findings"].as_array() {
+            html +=
+                "<h2>Invariants</h2><table><tr><th>invariant</th><th>verdict</th><th>checked</th>\
+                     <th>offending</th><th>detail</th></tr>";
+            for f in findings {
+                let verdict = escape(f["verdict"].as_str().unwrap_or(""));
+                let _ = write!(
+                    html,
+                    "<tr><td>{}</td><td class=\"{verdict}\">{verdict}</td><td>{}</td><td>{}</td><td style=\"text-align:left\">{}</td></tr>",
+                    escape(f["invariant"].as_str().unwrap_or("")),
+                    f["checked"],
+                    f["offending"],
+                    escape(f["detail"].as_str().unwrap_or(""))
+                );
+            }
+            html += "</table>";
+        }
+        html
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Scale {
+    Linear {
+        max: f64,
+    },
+    /// Powers of ten from `min` to `max`.
+    Log {
+        min: f64,
+        max: f64,
+    },
+}
+
+impl Scale {
+    fn log_ms(top: f64) -> Self {
+        Scale::Log {
+            min: 0.1,
+            max: 10f64.powf(top.max(1.0).log10().ceil()),
+        }
+    }
+
+    /// Where `value` sits, 0 (bottom) to 1 (top).
+    fn fraction(self, value: f64) -> f64 {
+        match self {
+            Scale::Linear { max } => value / max,
+            Scale::Log { min, max } => {
+                (value.max(min).log10() - min.log10()) / (max.log10() - min.log10())
+            }
+        }
+    }
+
+    fn ticks(self) -> Vec<f64> {
+        match self {
+            Scale::Linear { max } => linear_ticks(max),
+            Scale::Log { min, max } => (min.log10().round() as i32..=max.log10().round() as i32)
+                .map(|exponent| 10f64.powi(exponent))
+                .collect(),
+        }
+    }
+}
+
+/// An SVG chart: x from 0 to `x_max`, y on `scale`.
+struct Chart {
+    x_max: f64,
+    scale: Scale,
+    body: String,
+}
+
+impl Chart {
+    fn new(x_max: f64, scale: Scale) -> Self {
+        Self {
+            x_max,
+            scale,
+            body: String::new(),
+        }
+    }
+
+    fn x(&self, value: f64) -> f64 {
+        MARGIN_LEFT + value / self.x_max * (WIDTH - MARGIN_LEFT - MARGIN_RIGHT)
+    }
+
+    fn y(&self, value: f64) -> f64 {
+        HEIGHT - MARGIN_BOTTOM - self.scale.fraction(value) * (HEIGHT - MARGIN_TOP - MARGIN_BOTTOM)
+    }
+
+    fn shade(&mut self, windows: &[Window]) {
+        for window in windows {
+            let (from, to) = (
+                self.x(window.from.max(0.0)),
+                self.x(window.to.min(self.x_max)),
+            );
+            let _ = write!(
+                self.body,
+                "<rect x=\"{from:.1}\" y=\"{MARGIN_TOP}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#ffe0b2\"/>\
+                 <text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
+                (to - from).max(1.0),
+                HEIGHT - MARGIN_TOP - MARGIN_BOTTOM,
+                from + 3.0,
+                MARGIN_TOP + 12.0,
+                escape(&window.label)
+            );
+        }
+    }
+
+    fn line(&mut self, points: &[(f64, f64)], stroke: &str) {
+        let path: Vec<String> = points
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", self.x(x), self.y(y)))
+            .collect();
+        let _ = write!(
+            self.body,
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"{stroke}\" stroke-width=\"2\"/>",
+            path.join(" ")
+        );
+    }
+
+    fn finish(mut self, x_label: &str, y_label: &str, y_ticks: Vec<f64>) -> String {
+        let step = linear_ticks(self.x_max)
+            .get(1)
+            .copied()
+            .unwrap_or(1.0)
+            .max(1.0);
+        let mut at = 0.0;
+        while at <= self.x_max {
+            let _ = write!(
+                self.body,
+                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{at}</text>",
+                self.x(at),
+                HEIGHT - MARGIN_BOTTOM + 14.0
+            );
+            at += step;
+        }
+        self.finish_without_x_ticks(x_label, y_label, y_ticks)
+    }
+
+    fn finish_without_x_ticks(self, x_label: &str, y_label: &str, y_ticks: Vec<f64>) -> String {
+        let mut svg = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" viewBox=\"0 0 {WIDTH} {HEIGHT}\">"
+        );
+        for tick in y_ticks {
+            let y = self.y(tick);
+            let _ = write!(
+                svg,
+                "<line x1=\"{MARGIN_LEFT}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#eee\"/>\
+                 <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+                WIDTH - MARGIN_RIGHT,
+                MARGIN_LEFT - 6.0,
+                y + 4.0,
+                short(tick)
+            );
+        }
+        svg += &self.body;
+        let _ = write!(
+            svg,
+            "<line x1=\"{MARGIN_LEFT}\" x2=\"{MARGIN_LEFT}\" y1=\"{MARGIN_TOP}\" y2=\"{bottom}\" stroke=\"#888\"/>\
+             <line x1=\"{MARGIN_LEFT}\" x2=\"{right}\" y1=\"{bottom}\" y2=\"{bottom}\" stroke=\"#888\"/>\
+             <text x=\"{middle:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{x_label}</text>\
+             <text transform=\"translate(14 {:.1}) rotate(-90)\" text-anchor=\"middle\">{y_label}</text></svg>",
+            HEIGHT - 8.0,
+            (MARGIN_TOP + HEIGHT - MARGIN_BOTTOM) / 2.0,
+            bottom = HEIGHT - MARGIN_BOTTOM,
+            right = WIDTH - MARGIN_RIGHT,
+            middle = (MARGIN_LEFT + WIDTH - MARGIN_RIGHT) / 2.0,
+        );
+        svg
+    }
+}
+
+/// The smallest 1, 2 or 5 times a power of ten at or above `value`.
+fn nice_ceiling(value: f64) -> f64 {
+    let power = 10f64.powf(value.max(1e-9).log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|f| f * power)
+        .find(|&v| v >= value)
+        .unwrap_or(10.0 * power)
+}
+
+/// Five or so evenly spaced ticks from 0 to `max`.
+fn linear_ticks(max: f64) -> Vec<f64> {
+    let step = nice_ceiling(max / 5.0);
+    (0..)
+        .map(|i| i as f64 * step)
+        .take_while(|&t| t <= max * 1.0001)
+        .collect()
+}
+
+/// 1500 → "1.5k", 0.1 → "0.1".
+fn short(value: f64) -> String {
+    if value >= 1e6 {
+        format!("{}M", value / 1e6)
+    } else if value >= 1e3 {
+        format!("{}k", value / 1e3)
+    } else {
+        format!("{}", (value * 1000.0).round() / 1000.0)
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn histogram(values_ms: &[u64]) -> Histogram<u64> {
+        let mut h = Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+        for v in values_ms {
+            h.record(v * 1000).unwrap();
+        }
+        h
+    }
+
+    #[test]
+    fn the_page_stands_alone_and_shows_what_happened() {
+        let document = json!({
+            "model": "open, 10/s <constant>",
+            "started_at": "2026-11-21T10:00:00Z",
+            "elapsed_seconds": 2.0,
+            "attempts": 7,
+            "outcomes": {"accepted": 3, "sold_out": 4, "error": 0},
+            "latency_from_intended_ms": {"accepted": {"p50": 1.5, "p99": 9.0}},
+            "service_time_ms": {"accepted": {"p50": 1.0}},
+            "seconds": [
+                {"sent": 4, "outcomes": {"accepted": 3, "sold_out": 1}, "p50_ms": 2.0, "p99_ms": 9.0},
+                {"sent": 3, "outcomes": {"sold_out": 3}, "p50_ms": 1.0, "p99_ms": 1.5},
+            ],
+            "check": {"verdict": "PASS", "findings": [
+                {"invariant": "no_oversell", "verdict": "PASS", "checked": 1, "offending": 0, "detail": "a & b"}
+            ]},
+        });
+        let (intended, service) = (histogram(&[1, 2, 9]), histogram(&[1, 1, 2]));
+        let windows = [Window {
+            from: 0.5,
+            to: 1.0,
+            label: "kill api".into(),
+        }];
+        let page = Page {
+            title: "storm".into(),
+            document: &document,
+            from_intended: &intended,
+            service: &service,
+            windows: &windows,
+        }
+        .render();
+
+        for forbidden in ["<script", "http://", "https://"] {
+            let outside_namespace = page.replace("http://www.w3.org/2000/svg", "");
+            assert!(!outside_namespace.contains(forbidden), "{forbidden}");
+        }
+        assert_eq!(page.matches("<svg").count(), 3, "three charts");
+        assert!(page.contains("open, 10/s &lt;constant&gt;"), "escaped");
+        assert!(page.contains("a &amp; b"));
+        assert!(page.contains("<title>0 s: 3 accepted</title>"));
+        assert!(page.contains("<title>1 s: 3 sold_out</title>"));
+        assert!(page.contains(">kill api</text>"), "the window is shaded");
+        assert!(
+            !page.contains(">error</span>"),
+            "absent outcomes stay out of the legend"
+        );
+        assert!(page.contains("class=\"PASS\""));
+    }
+
+    #[test]
+    fn scales_and_ticks_are_round() {
+        assert_eq!(nice_ceiling(730.0), 1000.0);
+        assert_eq!(nice_ceiling(120.0), 200.0);
+        assert_eq!(
+            linear_ticks(1000.0),
+            [0.0, 200.0, 400.0, 600.0, 800.0, 1000.0]
+        );
+        assert_eq!(
+            Scale::log_ms(370.0).ticks(),
+            [0.1, 1.0, 10.0, 100.0, 1000.0]
+        );
+        assert_eq!(short(1500.0), "1.5k");
+    }
+}
