@@ -9,7 +9,6 @@ mod report;
 mod scenario;
 mod workload;
 
-use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering::Relaxed;
@@ -20,6 +19,7 @@ use anyhow::{bail, Context};
 use flashtix_server::config::ConnectionArgs;
 use flashtix_server::history::Attempt;
 use flashtix_server::invariants::Verdict;
+use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
@@ -308,12 +308,21 @@ pub async fn run_scenario(mut args: StormArgs, scenario: Scenario, given: &Given
     let target = engine_plan.target.clone();
     eprintln!("storm: {} against {target}", plan.model_label);
     let progress = Arc::new(Progress::default());
-    let ticker = tokio::spawn(show_progress(progress.clone()));
-    let storm = engine::run(engine_plan, progress, history).await?;
+    let bar = progress_bar(&plan);
+    let ticker = tokio::spawn(show_progress(
+        bar.clone(),
+        progress.clone(),
+        plan.purchases.is_some(),
+    ));
+    let storm = engine::run(engine_plan, progress.clone(), history).await?;
     ticker.abort();
-    if std::io::stderr().is_terminal() {
-        eprintln!();
-    }
+    let end = if plan.purchases.is_some() {
+        progress.sent.load(Relaxed)
+    } else {
+        storm.elapsed.as_secs()
+    };
+    update(&bar, &progress, end, "");
+    bar.abandon();
     if let Some(writer) = writer {
         writer.await.context("the history writer stopped")??;
     }
@@ -435,6 +444,7 @@ async fn history_writer(
 /// when the limit came first.
 async fn settle(services: &Services, limit: Duration) -> anyhow::Result<Option<Duration>> {
     let started = tokio::time::Instant::now();
+    let spinner = ProgressBar::new_spinner();
     loop {
         let pending: i64 =
             sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'PENDING'")
@@ -442,35 +452,69 @@ async fn settle(services: &Services, limit: Duration) -> anyhow::Result<Option<D
                 .await
                 .context("counting pending orders")?;
         if pending == 0 {
+            spinner.finish_and_clear();
             return Ok(Some(started.elapsed()));
         }
         if started.elapsed() >= limit {
+            spinner.finish_and_clear();
             return Ok(None);
         }
+        spinner.set_message(format!(
+            "settling: {pending} orders PENDING after {:.1} s (limit {limit:?})",
+            started.elapsed().as_secs_f64()
+        ));
+        spinner.tick();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-/// One line a second on a terminal: what has been sent and answered so far.
-async fn show_progress(progress: Arc<Progress>) {
-    if !std::io::stderr().is_terminal() {
-        return;
-    }
+/// The live bar on a terminal (indicatif hides it elsewhere): purchases sent
+/// of all (or seconds of the duration), the send rate over the last moment,
+/// outcomes so far and the p99 from the intended send so far.
+fn progress_bar(plan: &Validated) -> ProgressBar {
+    let (length, unit) = match (plan.purchases, plan.duration) {
+        (Some(purchases), _) => (purchases, "purchases"),
+        (None, Some(duration)) => (duration.as_secs().max(1), "s"),
+        (None, None) => (0, ""),
+    };
+    let bar = ProgressBar::new(length);
+    let style = ProgressStyle::with_template(&format!(
+        "{{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}} {unit}  {{msg}}"
+    ))
+    .expect("a valid template")
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar
+}
+
+/// Redraws the bar four times a second until aborted.
+async fn show_progress(bar: ProgressBar, progress: Arc<Progress>, by_purchases: bool) {
     let started = tokio::time::Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.tick().await;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut last_sent = 0;
     loop {
         tick.tick().await;
-        let seconds = started.elapsed().as_secs_f64();
         let sent = progress.sent.load(Relaxed);
-        eprint!(
-            "\r{seconds:5.0}s  sent {sent} ({:.0}/s)  answered {}  accepted {}  sold out {}  failed {}   ",
-            sent as f64 / seconds,
-            progress.answered.load(Relaxed),
-            progress.accepted.load(Relaxed),
-            progress.sold_out.load(Relaxed),
-            progress.failed.load(Relaxed),
-        );
-        let _ = std::io::stderr().flush();
+        let rate = (sent - last_sent) as f64 * 4.0;
+        last_sent = sent;
+        let position = if by_purchases {
+            sent
+        } else {
+            started.elapsed().as_secs()
+        };
+        update(&bar, &progress, position, &format!("{rate:.0} sent/s  "));
     }
+}
+
+fn update(bar: &ProgressBar, progress: &Progress, position: u64, rate: &str) {
+    bar.set_position(position);
+    let p99 = progress.latency.percentile(99.0).map_or("-".into(), |p| {
+        format!("{:.1} ms", p.as_secs_f64() * 1000.0)
+    });
+    bar.set_message(format!(
+        "{rate}accepted {}  sold out {}  errors {}  p99 {p99}",
+        progress.accepted.load(Relaxed),
+        progress.sold_out.load(Relaxed),
+        progress.failed.load(Relaxed),
+    ));
 }
