@@ -1,0 +1,7 @@
+//! Failure drills for flashtix: what breaks the sale's surroundings on a
+//! timeline, so a drill can prove the sale survives it.
+//!
+//! - [`proxy`]: a TCP fault proxy to stand between the server and a dependency
+//!   (or a storm and the API), whose fault switches at runtime.
+
+pub mod proxy;
