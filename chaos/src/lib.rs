@@ -2,6 +2,9 @@
 //! timeline, so a drill can prove the sale survives it.
 //!
 //! - [`proxy`]: a TCP fault proxy to stand between the server and a dependency
-//!   (or a storm and the API), whose fault switches at runtime.
+//!   (or a storm and the API), whose fault switches at runtime;
+//! - [`local`]: the local driver: processes started here, and the signals a
+//!   drill sends them.
 
+pub mod local;
 pub mod proxy;
