@@ -77,6 +77,9 @@ pub struct StormArgs {
     /// An event to buy from (repeatable); without it, every event of the sale
     #[arg(long = "event")]
     events: Vec<i64>,
+    /// Buy from every event of the sale (what happens without --event)
+    #[arg(long = "events", value_name = "all", value_parser = ["all"], conflicts_with = "events")]
+    every_event: Option<String>,
     /// Tickets per purchase: a number, or weights like 1:70,2:20,4:10
     #[arg(long, default_value = "1")]
     quantity: String,
