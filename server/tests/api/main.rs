@@ -7,7 +7,6 @@ mod expiry;
 mod gate;
 mod history;
 mod idempotency;
-mod link;
 mod orders;
 mod outbox;
 mod saga;

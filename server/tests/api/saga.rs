@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use flashtix_chaos::proxy::{Fault, Proxy};
 use flashtix_server::broker::{self, Topology, DELIVERY_LIMIT};
 use flashtix_server::config::Role;
 use flashtix_server::invariants::{Verdict, NO_DOUBLE_CHARGE, QUEUES_DRAINED};
@@ -15,7 +16,6 @@ use crate::helpers::{
     count, distinct_buyers, eventually, read_metric, spawn_app_with, start_server_binary,
     test_amqp_url, test_database_url, TestApp,
 };
-use crate::link::Link;
 
 async fn statuses(app: &TestApp) -> (i64, i64, i64) {
     sqlx::query_as(
@@ -411,15 +411,20 @@ async fn workers_cut_off_from_postgres_lose_nothing_and_settle_after() {
         settings.roles = vec![Role::Api, Role::Sweeper, Role::Relay];
     })
     .await;
-    // The workers reach Postgres through a link this test can cut.
+    // The workers reach Postgres through a fault proxy: a reset drops their
+    // connections and refuses new ones.
     let mut database = reqwest::Url::parse(&test_database_url()).unwrap();
-    let link = Link::to(&format!(
-        "{}:{}",
-        database.host_str().unwrap(),
-        database.port().unwrap_or(5432)
-    ))
-    .await;
-    database.set_port(Some(link.port())).unwrap();
+    let link = Proxy::start(
+        "127.0.0.1:0".parse().unwrap(),
+        format!(
+            "{}:{}",
+            database.host_str().unwrap(),
+            database.port().unwrap_or(5432)
+        ),
+    )
+    .await
+    .unwrap();
+    database.set_port(Some(link.address().port())).unwrap();
     let workers = app
         .another_server(|settings| {
             settings.roles = vec![Role::Payments, Role::Orders];
@@ -428,7 +433,7 @@ async fn workers_cut_off_from_postgres_lose_nothing_and_settle_after() {
         .await;
     let event = app.create_event(100, 4).await;
 
-    link.cut();
+    link.set(Some(Fault::Reset));
     let answers = app.storm(event, distinct_buyers(100)).await;
     assert_eq!(count(&answers, StatusCode::ACCEPTED, ""), 100);
     // Every message tried more often than the queue's delivery limit while
@@ -449,7 +454,7 @@ async fn workers_cut_off_from_postgres_lose_nothing_and_settle_after() {
         100,
         "nothing settled without Postgres"
     );
-    link.restore();
+    link.set(None);
 
     app.until_none_pending(Duration::from_secs(30)).await;
     assert_eq!(statuses(&app).await, (100, 0, 0));
