@@ -3,15 +3,18 @@
 //! size, settle, check, and the tables. Exits as `check` does.
 
 use std::path::Path;
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
+use std::time::Duration;
 
-use anyhow::{anyhow, Context};
+use anyhow::Context;
+use flashtix_chaos::local::{Process, Recipe};
 use flashtix_server::config::ConnectionArgs;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, ChildStdout, Command};
 
 use super::storm::{Given, Scenario, StormArgs};
 use super::{reset, Failure, Outcome, Services};
+
+/// How long the server may take to listen (it migrates and connects first).
+const SERVER_START_LIMIT: Duration = Duration::from_secs(60);
 
 /// The flash-sale scenario, built in so the demo runs from any directory.
 const FLASH_SALE: &str = include_str!("../../../scenarios/flash-sale.toml");
@@ -54,10 +57,9 @@ pub async fn run(args: DemoArgs) -> Outcome {
     reset::print_seeded(&namespace, &events);
 
     let log = std::env::temp_dir().join(format!("flashtix-demo-{}.log", std::process::id()));
-    let server = Server::start(&args.connections, &log).await?;
+    let (server, url) = serve(&args.connections, &log).await?;
     eprintln!(
-        "demo: the sale serves at {} (every role; its log: {})",
-        server.url,
+        "demo: the sale serves at {url} (every role; its log: {})",
         log.display()
     );
 
@@ -65,7 +67,7 @@ pub async fn run(args: DemoArgs) -> Outcome {
     let buyers = args.buyers.to_string();
     let storm: StormArgs = super::parse_flags(&[
         "--target",
-        &server.url,
+        &url,
         "--database-url",
         &resolved.database_url,
         "--redis-url",
@@ -89,46 +91,30 @@ pub async fn run(args: DemoArgs) -> Outcome {
     outcome
 }
 
-/// `flashtix serve --role all` in a child process, killed when dropped.
-struct Server {
-    _child: Child,
-    /// Kept open: the server may write more, and a closed pipe would fail it.
-    _stdout: BufReader<ChildStdout>,
-    url: String,
-}
-
-impl Server {
-    async fn start(connections: &ConnectionArgs, log: &Path) -> Result<Self, Failure> {
-        let resolved = connections.resolve().map_err(Failure::usage)?;
-        let log_file = std::fs::File::create(log)
-            .with_context(|| format!("creating the server's log {}", log.display()))?;
-        let mut child = Command::new(std::env::current_exe().context("finding flashtix itself")?)
-            .args(["serve", "--bind", "127.0.0.1:0", "--role", "all"])
-            .env("FLASHTIX_DATABASE_URL", &resolved.database_url)
-            .env("FLASHTIX_REDIS_URL", &resolved.redis_url)
-            .env("FLASHTIX_AMQP_URL", &resolved.amqp_url)
-            .env("FLASHTIX_NAMESPACE", resolved.namespace.as_str())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting `flashtix serve`")?;
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let mut first_line = String::new();
-        stdout
-            .read_line(&mut first_line)
-            .await
-            .context("reading the server's first line")?;
-        let url = first_line
-            .trim()
-            .strip_prefix("flashtix listening on ")
-            .ok_or_else(|| anyhow!("the server did not start; its log is {}", log.display()))?
-            .to_owned();
-        Ok(Self {
-            _child: child,
-            _stdout: stdout,
-            url,
-        })
-    }
+/// `flashtix serve --role all` as a child process (killed when dropped);
+/// returns it and its URL.
+async fn serve(connections: &ConnectionArgs, log: &Path) -> Result<(Process, String), Failure> {
+    let resolved = connections.resolve().map_err(Failure::usage)?;
+    let mut server = Process::new(
+        "the sale server",
+        Recipe {
+            program: std::env::current_exe().context("finding flashtix itself")?,
+            args: ["serve", "--bind", "127.0.0.1:0", "--role", "all"]
+                .map(String::from)
+                .to_vec(),
+            env: vec![
+                ("FLASHTIX_DATABASE_URL".into(), resolved.database_url),
+                ("FLASHTIX_REDIS_URL".into(), resolved.redis_url),
+                ("FLASHTIX_AMQP_URL".into(), resolved.amqp_url),
+                (
+                    "FLASHTIX_NAMESPACE".into(),
+                    resolved.namespace.as_str().into(),
+                ),
+            ],
+            log: log.to_path_buf(),
+            ready_line: Some(("flashtix listening on ".into(), SERVER_START_LIMIT)),
+        },
+    );
+    let url = server.start().await.context("starting `flashtix serve`")?;
+    Ok((server, url))
 }
