@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{stderr, stdout, Sale};
+use common::{assert_all_held, stderr, stdout, Sale};
 use uuid::Uuid;
 
 #[tokio::test]
@@ -19,14 +19,7 @@ async fn reset_seeds_events_and_check_passes() {
 
     let (report_file, _) = sale.json("report.json");
     let check = sale.run(&["check", "--json", &report_file]);
-    assert_eq!(
-        check.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&check),
-        stderr(&check)
-    );
-    assert!(stdout(&check).contains("PASS: every invariant held"));
+    assert_all_held(&check);
     let (_, report) = sale.json("report.json");
     assert_eq!(report["verdict"], "PASS");
 }
@@ -227,18 +220,7 @@ async fn demo_runs_a_whole_flash_sale_and_proves_it() {
         ])
         .await;
 
-    assert_eq!(
-        run.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&run),
-        stderr(&run)
-    );
-    assert!(
-        stdout(&run).contains("PASS: every invariant held"),
-        "{}",
-        stdout(&run)
-    );
+    assert_all_held(&run);
     let (sold, available): (i64, i32) = sqlx::query_as(
         "SELECT (SELECT coalesce(sum(quantity), 0) FROM orders WHERE status = 'CONFIRMED'),
                 (SELECT available_tickets FROM events)",

@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use common::{stderr, stdout, Sale};
+use common::{assert_all_held, assert_exit, stderr, stdout, Sale};
 use serde_json::{json, Value};
 
 /// Serves `app` on a free local port; returns its base URL.
@@ -95,18 +95,7 @@ async fn duplicates_come_back_as_replays_of_the_first_order_and_the_history_has_
          --report {report_file} --hdr {hdr_file}"
     );
     let run = storm(&sale, &args).await;
-    assert_eq!(
-        run.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&run),
-        stderr(&run)
-    );
-    assert!(
-        stdout(&run).contains("PASS: every invariant held"),
-        "{}",
-        stdout(&run)
-    );
+    assert_all_held(&run);
 
     let (_, results) = sale.json("storm.json");
     let attempts = history(&history_file);
@@ -184,13 +173,7 @@ async fn duplicates_come_back_as_replays_of_the_first_order_and_the_history_has_
          --threshold p99<1us --threshold error_rate<1%"
     );
     let missed = storm(&sale, &args).await;
-    assert_eq!(
-        missed.status.code(),
-        Some(3),
-        "{}{}",
-        stdout(&missed),
-        stderr(&missed)
-    );
+    assert_exit(&missed, 3);
     assert!(
         stdout(&missed).contains("threshold p99<1us: MISSED"),
         "{}",
@@ -304,13 +287,7 @@ async fn a_scenario_seeds_its_sale_and_flags_on_the_command_line_win() {
     );
     let run = storm(&sale, &args).await;
 
-    assert_eq!(
-        run.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&run),
-        stderr(&run)
-    );
+    assert_exit(&run, 0);
     assert!(
         stderr(&run).contains("scenario: a small herd"),
         "{}",

@@ -142,6 +142,27 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Asserts the exit code, showing everything the run printed when it differs.
+pub fn assert_exit(run: &Output, code: i32) {
+    assert_eq!(
+        run.status.code(),
+        Some(code),
+        "{}{}",
+        stdout(run),
+        stderr(run)
+    );
+}
+
+/// Asserts a storm (or demo) ended with every invariant held: exit 0 and PASS.
+pub fn assert_all_held(run: &Output) {
+    assert_exit(run, 0);
+    assert!(
+        stdout(run).contains("PASS: every invariant held"),
+        "{}",
+        stdout(run)
+    );
+}
+
 /// A `flashtix serve` process, stopped when dropped.
 pub struct Server {
     child: Child,
