@@ -4,7 +4,9 @@
 //! - [`proxy`]: a TCP fault proxy to stand between the server and a dependency
 //!   (or a storm and the API), whose fault switches at runtime;
 //! - [`local`]: the local driver: processes started here, and the signals a
-//!   drill sends them.
+//!   drill sends them;
+//! - [`drill`]: drill files and their timeline of faults.
 
+pub mod drill;
 pub mod local;
 pub mod proxy;

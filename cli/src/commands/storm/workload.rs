@@ -82,24 +82,7 @@ impl Schedule {
 
 /// Parses `250ms`, `2s`, `1.5s`, `3m` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(at) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let number: f64 = number
-        .parse()
-        .with_context(|| format!("{text:?} is not a duration (like 500ms, 2s, 1m)"))?;
-    let seconds = match unit {
-        "ms" => number / 1000.0,
-        "s" => number,
-        "m" => number * 60.0,
-        _ => bail!("{text:?}: the unit must be ms, s or m"),
-    };
-    if !(seconds >= 0.0 && seconds.is_finite()) {
-        bail!("{text:?} is not a duration (like 500ms, 2s, 1m)");
-    }
-    Ok(Duration::from_secs_f64(seconds))
+    flashtix_chaos::drill::duration(text).map_err(anyhow::Error::msg)
 }
 
 /// How many tickets each purchase asks for: `1`, or weights like `1:70,2:20,4:10`.

@@ -1,0 +1,314 @@
+//! Drill files (`scenarios/chaos/NAME.toml`): the sale, the storm, and a
+//! timeline of faults, each at a fixed time or somewhere in a window that
+//! `--seed` picks.
+//!
+//! ```toml
+//! description = "The payment worker is killed mid-storm and comes back"
+//! [sale]                 # `flashtix reset` flags
+//! tickets = 2000
+//! [storm]                # `flashtix storm` flags
+//! rate = 1000.0
+//! buyers = 8000
+//! [[fault]]
+//! at = "1s..3s"          # or "2s"
+//! target = "payments"
+//! action = "kill"
+//! duration = "3s"        # then it is started again
+//! [limits]
+//! recover = "15s"
+//! ```
+//!
+//! The `[sale]` and `[storm]` tables are handed to those commands as flags, so
+//! they are checked by the commands themselves.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// What a drill can break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    Api,
+    Relay,
+    Payments,
+    Orders,
+    Sweeper,
+    Postgres,
+    Redis,
+    Rabbitmq,
+}
+
+impl Target {
+    pub fn is_dependency(self) -> bool {
+        matches!(self, Target::Postgres | Target::Redis | Target::Rabbitmq)
+    }
+}
+
+/// What a fault does to its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Kill,
+    Stop,
+    Start,
+    Restart,
+    Pause,
+    Resume,
+    /// Redis loses its data.
+    Flush,
+    Latency,
+    Blackhole,
+    Reset,
+    Bandwidth,
+    DropResponses,
+}
+
+impl Action {
+    /// Network faults go through the proxy in front of the target.
+    pub fn is_network(self) -> bool {
+        matches!(
+            self,
+            Action::Latency
+                | Action::Blackhole
+                | Action::Reset
+                | Action::Bandwidth
+                | Action::DropResponses
+        )
+    }
+}
+
+/// One fault of a drill file, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FaultSpec {
+    /// "2s", or a window "1s..3s" that the seed picks a time in.
+    pub at: String,
+    pub target: Target,
+    pub action: Action,
+    /// How long it lasts: a network fault or a pause ends, a killed or stopped
+    /// process starts again. Without it, the fault stays.
+    pub duration: Option<String>,
+    pub delay: Option<String>,
+    pub jitter: Option<String>,
+    pub bytes_per_second: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Limits {
+    /// After a fault ends, the first success must come within this long.
+    pub recover: Option<String>,
+    /// How long the sale may take to settle after the storm.
+    pub settle: Option<String>,
+}
+
+/// A drill file, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillFile {
+    pub description: String,
+    #[serde(default)]
+    pub sale: toml::Table,
+    #[serde(default)]
+    pub storm: toml::Table,
+    #[serde(default, rename = "fault")]
+    pub faults: Vec<FaultSpec>,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// A fault placed on the timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    pub at: Duration,
+    pub until: Option<Duration>,
+    pub target: Target,
+    pub action: Action,
+    pub delay: Duration,
+    pub jitter: Duration,
+    pub bytes_per_second: u64,
+}
+
+impl DrillFile {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        if file.faults.is_empty() {
+            return Err("a drill needs at least one [[fault]]".into());
+        }
+        for (i, fault) in file.faults.iter().enumerate() {
+            let name = format!("fault {} ({:?} {:?})", i + 1, fault.action, fault.target);
+            if fault.action == Action::Flush && fault.target != Target::Redis {
+                return Err(format!("{name}: only redis can be flushed"));
+            }
+            if fault.action == Action::Bandwidth && fault.bytes_per_second.is_none() {
+                return Err(format!("{name}: bandwidth needs bytes-per-second"));
+            }
+            if fault.action == Action::Latency && fault.delay.is_none() {
+                return Err(format!("{name}: latency needs a delay"));
+            }
+            window(&fault.at).map_err(|e| format!("{name}: at: {e}"))?;
+            for (key, value) in [
+                ("duration", &fault.duration),
+                ("delay", &fault.delay),
+                ("jitter", &fault.jitter),
+            ] {
+                if let Some(value) = value {
+                    duration(value).map_err(|e| format!("{name}: {key}: {e}"))?;
+                }
+            }
+        }
+        Ok(file)
+    }
+
+    /// The faults in time order, windows resolved by `seed` (the same seed,
+    /// the same times).
+    pub fn timeline(&self, seed: u64) -> Vec<Fault> {
+        let mut pick = seed;
+        let mut faults: Vec<Fault> = self
+            .faults
+            .iter()
+            .map(|spec| {
+                let (from, to) = window(&spec.at).expect("checked by parse");
+                pick = splitmix(pick);
+                let share = (pick >> 11) as f64 / (1u64 << 53) as f64;
+                let at = from + (to - from).mul_f64(share);
+                let parse = |value: &Option<String>| {
+                    value
+                        .as_deref()
+                        .map(|v| duration(v).expect("checked by parse"))
+                };
+                Fault {
+                    at,
+                    until: parse(&spec.duration).map(|d| at + d),
+                    target: spec.target,
+                    action: spec.action,
+                    delay: parse(&spec.delay).unwrap_or_default(),
+                    jitter: parse(&spec.jitter).unwrap_or_default(),
+                    bytes_per_second: spec.bytes_per_second.unwrap_or(0),
+                }
+            })
+            .collect();
+        faults.sort_by_key(|f| f.at);
+        faults
+    }
+}
+
+/// "2s" → (2s, 2s); "1s..3s" → (1s, 3s).
+fn window(text: &str) -> Result<(Duration, Duration), String> {
+    match text.split_once("..") {
+        Some((from, to)) => {
+            let (from, to) = (duration(from)?, duration(to)?);
+            if to < from {
+                return Err(format!("{text:?} ends before it starts"));
+            }
+            Ok((from, to))
+        }
+        None => duration(text).map(|at| (at, at)),
+    }
+}
+
+/// "250ms", "2s", "1.5s", "1m"; a bare number is seconds.
+pub fn duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let not_one = || format!("{text:?} is not a duration (like 500ms, 2s, 1m)");
+    let number: f64 = number.parse().map_err(|_| not_one())?;
+    let seconds = match unit {
+        "ms" => number / 1000.0,
+        "s" => number,
+        "m" => number * 60.0,
+        _ => return Err(format!("{text:?}: the unit must be ms, s or m")),
+    };
+    if !(seconds >= 0.0 && seconds.is_finite()) {
+        return Err(not_one());
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn splitmix(state: u64) -> u64 {
+    let mut z = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KILL_PAYMENTS: &str = r#"
+        description = "kill the payment worker"
+        [sale]
+        tickets = 2000
+        [storm]
+        rate = 1000.0
+        buyers = 8000
+        [[fault]]
+        at = "1s..3s"
+        target = "payments"
+        action = "kill"
+        duration = "3s"
+        [[fault]]
+        at = "500ms"
+        target = "postgres"
+        action = "latency"
+        delay = "200ms"
+        [limits]
+        recover = "15s"
+    "#;
+
+    #[test]
+    fn a_seed_places_each_fault_in_its_window_the_same_way_every_time() {
+        let drill = DrillFile::parse(KILL_PAYMENTS).unwrap();
+        assert_eq!(drill.storm["buyers"].as_integer(), Some(8000));
+        let first = drill.timeline(7);
+        assert_eq!(first, drill.timeline(7), "reproducible");
+        assert_eq!(first[0].action, Action::Latency, "in time order");
+        assert_eq!(
+            (first[0].at, first[0].until),
+            (Duration::from_millis(500), None)
+        );
+        assert_eq!(first[0].delay, Duration::from_millis(200));
+        let kill = &first[1];
+        assert!((Duration::from_secs(1)..=Duration::from_secs(3)).contains(&kill.at));
+        assert_eq!(kill.until, Some(kill.at + Duration::from_secs(3)));
+
+        let times: std::collections::HashSet<Duration> =
+            (0..20).map(|seed| drill.timeline(seed)[1].at).collect();
+        assert!(times.len() > 10, "seeds spread the kill over its window");
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        for (text, says) in [
+            ("description = \"x\"", "at least one [[fault]]"),
+            (
+                "description = \"x\"\n[[fault]]\nat = \"1s\"\ntarget = \"payments\"\naction = \"flush\"",
+                "only redis can be flushed",
+            ),
+            (
+                "description = \"x\"\n[[fault]]\nat = \"3s..1s\"\ntarget = \"api\"\naction = \"kill\"",
+                "ends before it starts",
+            ),
+            (
+                "description = \"x\"\n[[fault]]\nat = \"1s\"\ntarget = \"mysql\"\naction = \"kill\"",
+                "unknown variant `mysql`",
+            ),
+            (
+                "description = \"x\"\n[[fault]]\nat = \"soon\"\ntarget = \"api\"\naction = \"kill\"",
+                "not a duration",
+            ),
+            (
+                "description = \"x\"\n[[fault]]\nat = \"1s\"\ntarget = \"redis\"\naction = \"latency\"",
+                "latency needs a delay",
+            ),
+        ] {
+            let error = DrillFile::parse(text).unwrap_err();
+            assert!(error.contains(says), "{text}: {error}");
+        }
+    }
+}
