@@ -196,23 +196,20 @@ impl Page<'_> {
                 edges.push(factor * 10f64.powi(exponent));
             }
         }
-        let count = |histogram: &Histogram<u64>, low: f64, high: f64| -> u64 {
-            let (low, high) = ((low * 1000.0) as u64, (high * 1000.0) as u64);
-            histogram
-                .iter_recorded()
-                .filter(|v| v.value_iterated_to() >= low && v.value_iterated_to() < high)
-                .map(|v| v.count_at_value())
-                .sum()
-        };
-        let buckets: Vec<(u64, u64)> = edges
-            .windows(2)
-            .map(|pair| {
-                (
-                    count(self.from_intended, pair[0], pair[1]),
-                    count(self.service, pair[0], pair[1]),
-                )
-            })
-            .collect();
+        let micros: Vec<u64> = edges.iter().map(|ms| (ms * 1000.0) as u64).collect();
+        let mut buckets = vec![(0u64, 0u64); edges.len() - 1];
+        for (histogram, intended) in [(self.from_intended, true), (self.service, false)] {
+            for value in histogram.iter_recorded() {
+                // The bucket whose lower edge is the last at or below the value.
+                let above = micros.partition_point(|&edge| edge <= value.value_iterated_to());
+                let bucket = &mut buckets[above.saturating_sub(1).min(edges.len() - 2)];
+                *(if intended {
+                    &mut bucket.0
+                } else {
+                    &mut bucket.1
+                }) += value.count_at_value();
+            }
+        }
         // From the first bucket with anything in it.
         let first = buckets.iter().position(|&(a, b)| a + b > 0).unwrap_or(0);
         let (edges, buckets) = (&edges[first..], &buckets[first..]);
@@ -550,6 +547,12 @@ mod tests {
             "absent outcomes stay out of the legend"
         );
         assert!(page.contains("class=\"PASS\""));
+        let bucketed: u64 = page
+            .split(" ms: ")
+            .skip(1)
+            .map(|rest| rest[..rest.find('<').unwrap()].parse::<u64>().unwrap())
+            .sum();
+        assert_eq!(bucketed, 6, "every attempt in one bucket, both measures");
     }
 
     #[test]

@@ -330,12 +330,7 @@ pub async fn run_scenario(mut args: StormArgs, scenario: Scenario, given: &Given
         writer.await.context("the history writer stopped")??;
     }
 
-    let summary = Summary {
-        storm: &storm,
-        model: plan.model_label.clone(),
-        target_rate: plan.target_rate,
-        raw,
-    };
+    let summary = Summary::new(&storm, plan.model_label.clone(), plan.target_rate, raw);
     println!("{}", summary.rates_table());
     println!("{}", summary.outcomes_table());
     println!("{}", summary.latency_table());
@@ -379,17 +374,16 @@ pub async fn run_scenario(mut args: StormArgs, scenario: Scenario, given: &Given
     if let Some(path) = &args.json {
         output::write_json(path, &document)?;
     }
-    let recorder = &storm.recorder;
     if let Some(path) = &args.hdr {
-        let text = report::hgrm(&recorder.all_from_intended());
+        let text = report::hgrm(&summary.all_from_intended);
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.report {
         let page = html::Page {
             title: format!("flashtix storm against {}", target),
             document: &document,
-            from_intended: &recorder.all_from_intended(),
-            service: &recorder.all_service(),
+            from_intended: &summary.all_from_intended,
+            service: &summary.all_service,
             windows: &[],
         };
         std::fs::write(path, page.render())

@@ -54,6 +54,21 @@ pub struct StormFile {
     threshold: Option<Vec<String>>,
 }
 
+impl StormFile {
+    /// How many of rate, ramp, spike and concurrency it names.
+    fn models(&self) -> usize {
+        [
+            self.rate.is_some(),
+            self.ramp.is_some(),
+            self.spike.is_some(),
+            self.concurrency.is_some(),
+        ]
+        .into_iter()
+        .filter(|&named| named)
+        .count()
+    }
+}
+
 impl Scenario {
     pub fn read(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
@@ -63,14 +78,7 @@ impl Scenario {
 
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let scenario: Self = toml::from_str(text)?;
-        let storm = &scenario.storm;
-        let models = [
-            storm.rate.is_some(),
-            storm.ramp.is_some(),
-            storm.spike.is_some(),
-            storm.concurrency.is_some(),
-        ];
-        if models.iter().filter(|&&set| set).count() > 1 {
+        if scenario.storm.models() > 1 {
             bail!("[storm] names more than one of rate, ramp, spike and concurrency; keep one");
         }
         Ok(scenario)
@@ -120,11 +128,7 @@ impl StormArgs {
         let model_given = ["rate", "ramp", "spike", "concurrency"]
             .iter()
             .any(|id| given.has(id));
-        let model_in_file = file.rate.is_some()
-            || file.ramp.is_some()
-            || file.spike.is_some()
-            || file.concurrency.is_some();
-        if model_in_file && !model_given {
+        if file.models() > 0 && !model_given {
             self.rate = file.rate;
             self.ramp = file.ramp;
             self.spike = file.spike;
