@@ -5,8 +5,11 @@
 //!   (or a storm and the API), whose fault switches at runtime;
 //! - [`local`]: the local driver: processes started here, and the signals a
 //!   drill sends them;
+//! - [`services`]: Postgres, Redis and RabbitMQ of our own, for `up` and for
+//!   drills that kill them;
 //! - [`drill`]: drill files and their timeline of faults.
 
 pub mod drill;
 pub mod local;
 pub mod proxy;
+pub mod services;

@@ -2,6 +2,11 @@
 //! does to them — kill (SIGKILL), stop (SIGTERM, then wait), pause and resume
 //! (SIGSTOP / SIGCONT), start, restart. Only processes started here can be
 //! touched: a drill never signals anything it did not start.
+//!
+//! Each process leads its own process group and every signal goes to the
+//! group: RabbitMQ's start script and its Erlang VM, or Postgres's postmaster
+//! and its backends, live and die together, as a crash of the machine's
+//! service would have them.
 
 use std::io;
 use std::path::PathBuf;
@@ -17,11 +22,29 @@ pub struct Recipe {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
-    /// stderr goes here (appended across restarts).
+    /// stderr goes here (appended across restarts); so does stdout after the
+    /// ready line, for a process started detached.
     pub log: PathBuf,
-    /// A line the process prints on stdout once it is ready (its prefix), and
-    /// how long to wait for it.
-    pub ready_line: Option<(String, Duration)>,
+    /// How to tell it is ready.
+    pub ready: Ready,
+    /// How long it may take to get ready.
+    pub ready_within: Duration,
+    /// Run as this user (when we are root: Postgres refuses to run as root).
+    pub user: Option<String>,
+}
+
+/// When a started process counts as ready.
+#[derive(Debug, Clone)]
+pub enum Ready {
+    /// At once.
+    Started,
+    /// It prints a line on stdout starting with this; the rest of the line is
+    /// what [`Process::start`] returns (a server's URL).
+    Line(String),
+    /// This TCP port on 127.0.0.1 accepts a connection.
+    Port(u16),
+    /// This command exits 0 (like `pg_isready`); tried every 100 ms.
+    Probe(Vec<String>),
 }
 
 /// One process of a drill.
@@ -34,7 +57,7 @@ pub struct Process {
 struct Running {
     child: Child,
     /// Kept open: a closed pipe would fail the process's next write.
-    _stdout: BufReader<ChildStdout>,
+    _stdout: Option<BufReader<ChildStdout>>,
 }
 
 impl Process {
@@ -46,48 +69,59 @@ impl Process {
         }
     }
 
-    /// Starts it (if not running) and waits for its ready line; returns the
-    /// rest of that line (a server's URL).
+    pub fn recipe(&self) -> &Recipe {
+        &self.recipe
+    }
+
+    /// Starts it (if not running) and waits until it is ready; returns the
+    /// rest of its ready line, if it has one (a server's URL).
     pub async fn start(&mut self) -> io::Result<String> {
         if self.running.is_some() {
             return Ok(String::new());
         }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.recipe.log)?;
-        let mut child = Command::new(&self.recipe.program)
-            .args(&self.recipe.args)
-            .envs(self.recipe.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
+        let mut child = command(&self.recipe, false)?
             .stdout(Stdio::piped())
-            .stderr(log)
             .kill_on_drop(true)
             .spawn()?;
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let mut said = String::new();
-        if let Some((prefix, limit)) = &self.recipe.ready_line {
-            let mut line = String::new();
-            let read = tokio::time::timeout(*limit, stdout.read_line(&mut line)).await;
-            said = match read {
-                Ok(Ok(_)) if line.starts_with(prefix.as_str()) => {
-                    line[prefix.len()..].trim().to_owned()
+        let ready = match &self.recipe.ready {
+            Ready::Line(prefix) => {
+                let mut line = String::new();
+                let limit = self.recipe.ready_within;
+                match tokio::time::timeout(limit, stdout.read_line(&mut line)).await {
+                    Ok(Ok(_)) if line.starts_with(prefix.as_str()) => {
+                        Ok(line[prefix.len()..].trim().to_owned())
+                    }
+                    _ => Err(()),
                 }
-                _ => {
-                    let _ = child.kill().await;
-                    return Err(io::Error::other(format!(
-                        "{} did not get ready within {limit:?} (log: {})",
-                        self.name,
-                        self.recipe.log.display()
-                    )));
-                }
-            };
+            }
+            other => wait_ready(other, self.recipe.ready_within, &mut child)
+                .await
+                .map(|()| String::new()),
+        };
+        match ready {
+            Ok(said) => {
+                self.running = Some(Running {
+                    child,
+                    _stdout: Some(stdout),
+                });
+                Ok(said)
+            }
+            Err(()) => {
+                signal_group(child.id(), libc::SIGKILL);
+                let _ = child.wait().await;
+                Err(self.not_ready())
+            }
         }
-        self.running = Some(Running {
-            child,
-            _stdout: stdout,
-        });
-        Ok(said)
+    }
+
+    fn not_ready(&self) -> io::Error {
+        io::Error::other(format!(
+            "{} did not get ready within {:?} (log: {})",
+            self.name,
+            self.recipe.ready_within,
+            self.recipe.log.display()
+        ))
     }
 
     pub fn is_running(&self) -> bool {
@@ -98,12 +132,15 @@ impl Process {
         self.running.as_ref().and_then(|r| r.child.id())
     }
 
-    /// SIGKILL, and reaps it.
+    /// SIGKILL to the whole group, and reaps it.
     pub async fn kill(&mut self) -> io::Result<()> {
         if let Some(mut running) = self.running.take() {
             // SIGCONT first: a paused process must die, not stay a stopped zombie.
-            signal(&running.child, libc::SIGCONT);
-            running.child.kill().await?;
+            signal_group(running.child.id(), libc::SIGCONT);
+            let pid = running.child.id();
+            signal_group(pid, libc::SIGKILL);
+            running.child.wait().await?;
+            group_gone(pid).await;
         }
         Ok(())
     }
@@ -114,12 +151,20 @@ impl Process {
         let Some(mut running) = self.running.take() else {
             return Ok(None);
         };
-        signal(&running.child, libc::SIGCONT);
-        signal(&running.child, libc::SIGTERM);
+        let pid = running.child.id();
+        signal_group(pid, libc::SIGCONT);
+        signal_group(pid, libc::SIGTERM);
         match tokio::time::timeout(grace, running.child.wait()).await {
-            Ok(status) => Ok(status?.code()),
+            Ok(status) => {
+                // What the leader left behind goes too.
+                signal_group(pid, libc::SIGKILL);
+                group_gone(pid).await;
+                Ok(status?.code())
+            }
             Err(_) => {
-                running.child.kill().await?;
+                signal_group(pid, libc::SIGKILL);
+                running.child.wait().await?;
+                group_gone(pid).await;
                 Ok(None)
             }
         }
@@ -128,14 +173,14 @@ impl Process {
     /// SIGSTOP: the process keeps its connections and answers nothing.
     pub fn pause(&self) {
         if let Some(running) = &self.running {
-            signal(&running.child, libc::SIGSTOP);
+            signal_group(running.child.id(), libc::SIGSTOP);
         }
     }
 
     /// SIGCONT.
     pub fn resume(&self) {
         if let Some(running) = &self.running {
-            signal(&running.child, libc::SIGCONT);
+            signal_group(running.child.id(), libc::SIGCONT);
         }
     }
 
@@ -145,12 +190,123 @@ impl Process {
     }
 }
 
-fn signal(child: &Child, signal: libc::c_int) {
-    if let Some(pid) = child.id() {
-        // SAFETY: kill(2) only reads its arguments; the pid is our own child,
-        // not yet reaped (we hold its handle), so it cannot name another process.
+/// Starts `recipe` in the background, outliving this process (for
+/// `flashtix up`): its output goes to the log. Waits until it is ready and
+/// returns its pid (which is also its process group).
+pub async fn start_detached(name: &str, recipe: &Recipe) -> io::Result<u32> {
+    let mut child = command(recipe, true)?.stdout(log_file(recipe)?).spawn()?;
+    let pid = child.id().expect("just spawned");
+    if wait_ready(&recipe.ready, recipe.ready_within, &mut child)
+        .await
+        .is_err()
+    {
+        signal_group(Some(pid), libc::SIGKILL);
+        let _ = child.wait().await;
+        return Err(io::Error::other(format!(
+            "{name} did not get ready within {:?} (log: {})",
+            recipe.ready_within,
+            recipe.log.display()
+        )));
+    }
+    Ok(pid)
+}
+
+/// Whether a process group started here still has its leader.
+pub fn is_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+}
+
+/// Sends `signal` to the process group `pid` leads (one of ours).
+pub fn signal_group(pid: Option<u32>, signal: libc::c_int) {
+    if let Some(pid) = pid {
+        // SAFETY: kill(2) only reads its arguments; the group is led by a child
+        // we started with its own group, so it names nothing of anyone else's.
         unsafe {
-            libc::kill(pid as libc::pid_t, signal);
+            libc::kill(-(pid as libc::pid_t), signal);
         }
+    }
+}
+
+/// Waits (up to 10 s) until no process of the group is left: a killed
+/// leader is reaped before the rest of its group has died and let go of its
+/// ports.
+async fn group_gone(pid: Option<u32>) {
+    let Some(pid) = pid else { return };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    // SAFETY: signal 0 only checks whether any process of the group exists.
+    while unsafe { libc::kill(-(pid as libc::pid_t), 0) } == 0
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn log_file(recipe: &Recipe) -> io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&recipe.log)
+}
+
+fn command(recipe: &Recipe, detached: bool) -> io::Result<Command> {
+    let mut command = Command::new(&recipe.program);
+    command
+        .args(&recipe.args)
+        .envs(recipe.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stderr(log_file(recipe)?)
+        .process_group(0);
+    if detached {
+        command.kill_on_drop(false);
+    }
+    if let Some(user) = &recipe.user {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let (uid, gid) = user_ids(user)?;
+            command.uid(uid).gid(gid);
+        }
+    }
+    Ok(command)
+}
+
+/// The uid and gid of a user of this machine.
+pub(crate) fn user_ids(user: &str) -> io::Result<(u32, u32)> {
+    let name = std::ffi::CString::new(user).map_err(io::Error::other)?;
+    // SAFETY: getpwnam reads a NUL-terminated name and returns a pointer into
+    // static storage (or null), read at once before any other call could reuse it.
+    unsafe {
+        let entry = libc::getpwnam(name.as_ptr());
+        if entry.is_null() {
+            return Err(io::Error::other(format!("no user {user:?} on this machine")));
+        }
+        Ok(((*entry).pw_uid, (*entry).pw_gid))
+    }
+}
+
+/// Waits until `ready` holds, the limit passes, or the process exits.
+async fn wait_ready(ready: &Ready, limit: Duration, child: &mut Child) -> Result<(), ()> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let ok = match ready {
+            Ready::Started | Ready::Line(_) => true,
+            Ready::Port(port) => tokio::net::TcpStream::connect(("127.0.0.1", *port))
+                .await
+                .is_ok(),
+            Ready::Probe(argv) => Command::new(&argv[0])
+                .args(&argv[1..])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .await
+                .is_ok_and(|status| status.success()),
+        };
+        if ok {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline || !matches!(child.try_wait(), Ok(None)) {
+            return Err(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use flashtix_chaos::local::{Process, Recipe};
+use flashtix_chaos::local::{Process, Ready, Recipe};
 
 /// A shell that says it is ready, then idles; SIGTERM makes it exit 7.
 fn idler(name: &str) -> Process {
@@ -20,7 +20,9 @@ fn idler(name: &str) -> Process {
             ],
             env: vec![],
             log,
-            ready_line: Some(("ready at ".into(), Duration::from_secs(5))),
+            ready: Ready::Line("ready at ".into()),
+            ready_within: Duration::from_secs(5),
+            user: None,
         },
     )
 }
@@ -104,7 +106,9 @@ async fn a_process_that_never_gets_ready_is_an_error() {
             args: vec!["30".into()],
             env: vec![],
             log,
-            ready_line: Some(("ready".into(), Duration::from_millis(300))),
+            ready: Ready::Line("ready".into()),
+            ready_within: Duration::from_millis(300),
+            user: None,
         },
     );
     let error = silent.start().await.unwrap_err();

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use flashtix_chaos::local::{Process, Recipe};
+use flashtix_chaos::local::{Process, Ready, Recipe};
 use flashtix_server::config::ConnectionArgs;
 
 use super::storm::{Given, Scenario, StormArgs};
@@ -112,7 +112,9 @@ async fn serve(connections: &ConnectionArgs, log: &Path) -> Result<(Process, Str
                 ),
             ],
             log: log.to_path_buf(),
-            ready_line: Some(("flashtix listening on ".into(), SERVER_START_LIMIT)),
+            ready: Ready::Line("flashtix listening on ".into()),
+            ready_within: SERVER_START_LIMIT,
+            user: None,
         },
     );
     let url = server.start().await.context("starting `flashtix serve`")?;
