@@ -57,6 +57,8 @@ pub enum Action {
     Resume,
     /// Redis loses its data.
     Flush,
+    /// Every message already published is published again (same id).
+    Republish,
     Latency,
     Blackhole,
     Reset,
@@ -112,6 +114,14 @@ pub struct DrillFile {
     pub sale: toml::Table,
     #[serde(default)]
     pub storm: toml::Table,
+    /// `flashtix serve` flags for every role (like `payment-failure-rate`).
+    #[serde(default)]
+    pub server: toml::Table,
+    /// The command driver: shell commands that do an action to a target
+    /// instead of the local driver, keyed `"TARGET.ACTION"` (like
+    /// `"postgres.kill" = "docker kill db"`).
+    #[serde(default)]
+    pub commands: toml::Table,
     #[serde(default, rename = "fault")]
     pub faults: Vec<FaultSpec>,
     #[serde(default)]
@@ -136,10 +146,26 @@ impl DrillFile {
         if file.faults.is_empty() {
             return Err("a drill needs at least one [[fault]]".into());
         }
+        for (key, command) in &file.commands {
+            if !command.is_str() {
+                return Err(format!("commands.{key}: a shell command (a string)"));
+            }
+        }
         for (i, fault) in file.faults.iter().enumerate() {
             let name = format!("fault {} ({:?} {:?})", i + 1, fault.action, fault.target);
             if fault.action == Action::Flush && fault.target != Target::Redis {
                 return Err(format!("{name}: only redis can be flushed"));
+            }
+            if fault.action == Action::Republish && fault.target != Target::Rabbitmq {
+                return Err(format!("{name}: only rabbitmq republishes"));
+            }
+            if fault.action.is_network()
+                && !matches!(fault.target, Target::Api)
+                && !fault.target.is_dependency()
+            {
+                return Err(format!(
+                    "{name}: network faults stand in front of api, postgres, redis or rabbitmq"
+                ));
             }
             if fault.action == Action::Bandwidth && fault.bytes_per_second.is_none() {
                 return Err(format!("{name}: bandwidth needs bytes-per-second"));
@@ -159,6 +185,13 @@ impl DrillFile {
             }
         }
         Ok(file)
+    }
+
+    /// The shell command the drill gives for `action` on `target`, if any.
+    pub fn command(&self, target: Target, action: Action) -> Option<&str> {
+        let key = format!("{target:?}.{action:?}").to_lowercase();
+        let key = key.replace("dropresponses", "drop_responses");
+        self.commands.get(&key).and_then(|c| c.as_str())
     }
 
     /// The faults in time order, windows resolved by `seed` (the same seed,

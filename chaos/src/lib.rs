@@ -7,9 +7,14 @@
 //!   drill sends them;
 //! - [`services`]: Postgres, Redis and RabbitMQ of our own, for `up` and for
 //!   drills that kill them;
-//! - [`drill`]: drill files and their timeline of faults.
+//! - [`drill`]: drill files and their timeline of faults;
+//! - [`stack`]: what a drill runs: our dependencies behind proxies, and the
+//!   sale's roles as processes;
+//! - [`runner`]: one drill, start to verdict.
 
 pub mod drill;
 pub mod local;
 pub mod proxy;
+pub mod runner;
 pub mod services;
+pub mod stack;

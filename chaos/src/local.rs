@@ -73,6 +73,11 @@ impl Process {
         &self.recipe
     }
 
+    /// Changes how it starts next time.
+    pub fn recipe_mut(&mut self) -> &mut Recipe {
+        &mut self.recipe
+    }
+
     /// Starts it (if not running) and waits until it is ready; returns the
     /// rest of its ready line, if it has one (a server's URL).
     pub async fn start(&mut self) -> io::Result<String> {

@@ -45,17 +45,24 @@ impl Proxy {
     /// Listens on `listen` (port 0: any free port) and forwards to `upstream`
     /// (`host:port`).
     pub async fn start(listen: SocketAddr, upstream: impl Into<String>) -> io::Result<Self> {
+        Self::balance(listen, vec![upstream.into()]).await
+    }
+
+    /// A load balancer: each new connection goes to the next of `upstreams`
+    /// in turn, or the one after it if that one refuses (a killed server).
+    pub async fn balance(listen: SocketAddr, upstreams: Vec<String>) -> io::Result<Self> {
+        assert!(!upstreams.is_empty(), "a proxy needs somewhere to forward");
         let listener = TcpListener::bind(listen).await?;
         let address = listener.local_addr()?;
         let (fault, watching) = watch::channel(None);
-        let upstream = upstream.into();
+        let upstreams: std::sync::Arc<[String]> = upstreams.into();
         let accepting = tokio::spawn(async move {
             let mut connection = 0u64;
             while let Ok((client, _)) = listener.accept().await {
                 connection += 1;
                 tokio::spawn(carry(
                     client,
-                    upstream.clone(),
+                    upstreams.clone(),
                     watching.clone(),
                     connection,
                 ));
@@ -108,13 +115,26 @@ async fn until(faults: &mut Faults, wanted: impl Fn(&Option<Fault>) -> bool) {
     }
 }
 
-async fn carry(client: TcpStream, upstream: String, mut faults: Faults, connection: u64) {
+async fn carry(
+    client: TcpStream,
+    upstreams: std::sync::Arc<[String]>,
+    mut faults: Faults,
+    connection: u64,
+) {
     // A blackhole accepts and holds; it reaches the service once it ends.
     until(&mut faults, |f| *f != Some(Fault::Blackhole)).await;
     if current(&faults) == Some(Fault::Reset) {
         return reset(client);
     }
-    let Ok(mut server) = TcpStream::connect(&upstream).await else {
+    let first = connection as usize % upstreams.len();
+    let mut server = None;
+    for upstream in upstreams.iter().cycle().skip(first).take(upstreams.len()) {
+        if let Ok(stream) = TcpStream::connect(upstream).await {
+            server = Some(stream);
+            break;
+        }
+    }
+    let Some(mut server) = server else {
         return reset(client);
     };
     let mut client = client;

@@ -25,6 +25,8 @@ enum Command {
     Check(commands::check::CheckArgs),
     /// Fire a buy storm, measure it, wait for the sale to settle, and check it
     Storm(Box<commands::storm::StormArgs>),
+    /// Failure drills: a storm, faults on a timeline, the invariants, a verdict
+    Chaos(commands::chaos::ChaosArgs),
     /// A whole flash sale on this machine: serve, reset, storm, settle, check
     Demo(commands::demo::DemoArgs),
     /// Run the sale server in this process
@@ -40,6 +42,7 @@ async fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Reset(args) => commands::reset::run(args).await,
         Command::Check(args) => commands::check::run(args).await,
+        Command::Chaos(args) => commands::chaos::run(args).await,
         Command::Storm(args) => {
             let flags = matches.subcommand_matches("storm").expect("storm's flags");
             commands::storm::run(*args, &commands::storm::Given::from_matches(flags)).await

@@ -1,6 +1,7 @@
 //! One module per command; each parses its flags into a validated plan, runs it,
 //! and returns the exit code.
 
+pub mod chaos;
 pub mod check;
 pub mod demo;
 pub mod reset;

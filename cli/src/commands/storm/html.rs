@@ -18,6 +18,24 @@ pub struct Window {
     pub label: String,
 }
 
+/// Reads windows written as JSON (`[{label, from, to}]`, seconds); a window
+/// with no end yet lasts until `end`. A missing file is no windows.
+pub fn read_windows(path: &std::path::Path, end: f64) -> anyhow::Result<Vec<Window>> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Ok(Vec::new());
+    };
+    let windows: Vec<Value> = serde_json::from_slice(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: not a list of windows: {e}", path.display()))?;
+    Ok(windows
+        .iter()
+        .map(|w| Window {
+            from: w["from"].as_f64().unwrap_or(0.0),
+            to: w["to"].as_f64().unwrap_or(end),
+            label: w["label"].as_str().unwrap_or("").to_owned(),
+        })
+        .collect())
+}
+
 /// What the page shows.
 pub struct Page<'a> {
     pub title: String,

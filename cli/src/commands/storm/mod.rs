@@ -123,6 +123,11 @@ pub struct StormArgs {
     /// 'error_rate<0.1%' (repeatable); a miss exits 3
     #[arg(long = "threshold")]
     thresholds: Vec<String>,
+    /// Shade these time windows on the report's charts: a JSON list of
+    /// {label, from, to} in seconds from the start (what `chaos` writes as it
+    /// breaks things; read when the report is written)
+    #[arg(long, hide = true, value_name = "FILE")]
+    shade: Option<PathBuf>,
     /// Tasks sending in parallel (default: one per core)
     #[arg(long, hide = true)]
     lanes: Option<usize>,
@@ -379,12 +384,16 @@ pub async fn run_scenario(mut args: StormArgs, scenario: Scenario, given: &Given
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.report {
+        let windows = match &args.shade {
+            Some(shade) => html::read_windows(shade, storm.elapsed.as_secs_f64())?,
+            None => Vec::new(),
+        };
         let page = html::Page {
             title: format!("flashtix storm against {}", target),
             document: &document,
             from_intended: &summary.all_from_intended,
             service: &summary.all_service,
-            windows: &[],
+            windows: &windows,
         };
         std::fs::write(path, page.render())
             .with_context(|| format!("writing {}", path.display()))?;

@@ -1,0 +1,327 @@
+//! `flashtix chaos list | run NAME… | all`: failure drills. The drill runner
+//! lives in the chaos crate; here are the flags, the tables and the exit code
+//! (0 only when every drill passed).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Context};
+use flashtix_chaos::drill::DrillFile;
+use flashtix_chaos::runner::{self, DrillReport, Run};
+use flashtix_chaos::stack::Dependencies;
+use flashtix_server::invariants::Report;
+
+use super::{Failure, Outcome};
+use crate::output;
+
+#[derive(clap::Args)]
+pub struct ChaosArgs {
+    #[command(subcommand)]
+    command: ChaosCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum ChaosCommand {
+    /// The drills of the catalogue, with what each breaks
+    List(Catalogue),
+    /// Run the drills named (a name from the catalogue, or a drill file)
+    Run {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+        #[command(flatten)]
+        options: RunOptions,
+    },
+    /// Run every drill of the catalogue
+    All(RunOptions),
+}
+
+#[derive(clap::Args)]
+struct Catalogue {
+    /// Where the drill files are
+    #[arg(long, env = "FLASHTIX_DRILLS", default_value = "scenarios/chaos")]
+    drills: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct RunOptions {
+    #[command(flatten)]
+    catalogue: Catalogue,
+    /// Run each drill this many times, the seed one higher each time
+    #[arg(long, default_value_t = 1)]
+    repeat: u32,
+    /// Places the faults within their windows (and seeds the storm)
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Who breaks things: `local` starts Postgres, Redis and RabbitMQ of its
+    /// own (on free ports, in a temporary directory) and the sale's roles as
+    /// processes; a drill's [commands] override single actions
+    #[arg(long, default_value = "local", value_parser = ["local"])]
+    driver: String,
+    /// Write every drill's report as JSON to this file
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write the storm report of each drill, fault windows shaded (several
+    /// drills: FILE is an index linking one page per drill)
+    #[arg(long, value_name = "FILE.html")]
+    report: Option<PathBuf>,
+    /// Keep the logs, histories and reports of drills that passed too
+    #[arg(long)]
+    keep: bool,
+}
+
+pub async fn run(args: ChaosArgs) -> Outcome {
+    match args.command {
+        ChaosCommand::List(catalogue) => list(&catalogue),
+        ChaosCommand::Run { names, options } => {
+            let drills = names
+                .iter()
+                .map(|name| load(&options.catalogue.drills, name))
+                .collect::<anyhow::Result<Vec<_>>>()
+                .map_err(Failure::usage)?;
+            run_drills(drills, &options).await
+        }
+        ChaosCommand::All(options) => {
+            let drills = catalogue(&options.catalogue.drills).map_err(Failure::usage)?;
+            run_drills(drills, &options).await
+        }
+    }
+}
+
+fn list(place: &Catalogue) -> Outcome {
+    let drills = catalogue(&place.drills).map_err(Failure::usage)?;
+    let mut table = output::table(&["drill", "faults", "what it proves"]);
+    for (name, drill) in &drills {
+        let faults: Vec<String> = drill.timeline(1).iter().map(runner::describe).collect();
+        table.add_row(vec![
+            name.clone(),
+            faults.join(", "),
+            drill.description.clone(),
+        ]);
+    }
+    println!("{table}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every drill file of the directory, by name.
+fn catalogue(dir: &Path) -> anyhow::Result<Vec<(String, DrillFile)>> {
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("reading the drills in {}", dir.display()))?;
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.strip_suffix(".toml")?.to_owned();
+            Some(name)
+        })
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        return Err(anyhow!("no drill files (NAME.toml) in {}", dir.display()));
+    }
+    names.iter().map(|name| load(dir, name)).collect()
+}
+
+/// A drill by catalogue name, or by path.
+fn load(dir: &Path, name: &str) -> anyhow::Result<(String, DrillFile)> {
+    let path = if name.ends_with(".toml") {
+        PathBuf::from(name)
+    } else {
+        dir.join(format!("{name}.toml"))
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "no drill {name:?} ({} does not open; `flashtix chaos list` shows the catalogue)",
+            path.display()
+        )
+    })?;
+    let drill = DrillFile::parse(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or(name)
+        .to_owned();
+    Ok((stem, drill))
+}
+
+async fn run_drills(drills: Vec<(String, DrillFile)>, options: &RunOptions) -> Outcome {
+    if options.repeat == 0 {
+        return Err(Failure::usage(anyhow!("--repeat must be at least 1")));
+    }
+    let flashtix = std::env::current_exe().context("finding the flashtix binary")?;
+    let work = std::env::temp_dir().join(format!("flashtix-chaos-{}", std::process::id()));
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    eprintln!("chaos: starting Postgres, Redis and RabbitMQ of our own (local driver)");
+    let mut dependencies = Dependencies::start(&work.join("services"))
+        .await
+        .context("starting the drill's own services")
+        .map_err(Failure::unreachable)?;
+    let runs = drills.len() * options.repeat as usize;
+    let mut reports = Vec::new();
+    let mut number = 0;
+    for (name, drill) in &drills {
+        for repeat in 0..options.repeat {
+            number += 1;
+            let seed = options.seed + u64::from(repeat);
+            eprintln!(
+                "chaos: [{number}/{runs}] {name} (seed {seed}): {}",
+                drill.description
+            );
+            let run = Run {
+                name,
+                drill,
+                seed,
+                namespace: format!("drill_{number}"),
+                dir: work.join(format!("{name}-{seed}")),
+                flashtix: &flashtix,
+                report: options
+                    .report
+                    .as_deref()
+                    .map(|path| page_path(path, runs, name, seed)),
+            };
+            let result = runner::run(&run, &mut dependencies).await;
+            let report = match result {
+                Ok(report) => report,
+                Err(error) => {
+                    dependencies.stop().await;
+                    return Err(anyhow::Error::new(error)
+                        .context(format!("running {name}"))
+                        .into());
+                }
+            };
+            print_drill(&report);
+            reports.push(report);
+        }
+    }
+    dependencies.stop().await;
+
+    print_summary(&reports);
+    if let Some(path) = &options.json {
+        output::write_json(path, &reports)?;
+    }
+    if let (Some(path), true) = (&options.report, runs > 1) {
+        std::fs::write(path, index(&reports, path))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let passed = reports.iter().all(DrillReport::passed);
+    if passed && !options.keep {
+        let _ = std::fs::remove_dir_all(&work);
+    } else {
+        println!("logs, histories and reports: {}", work.display());
+    }
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Where one drill's page goes: FILE itself for a single run, else beside it.
+fn page_path(path: &Path, runs: usize, name: &str, seed: u64) -> PathBuf {
+    if runs == 1 {
+        return path.to_path_buf();
+    }
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("chaos");
+    path.with_file_name(format!("{stem}-{name}-{seed}.html"))
+}
+
+fn seconds(value: Option<f64>) -> String {
+    value.map_or("never".into(), |s| format!("{s:.1} s"))
+}
+
+fn print_drill(report: &DrillReport) {
+    let mut faults = output::table(&[
+        "fault",
+        "window",
+        "in the window",
+        "errors",
+        "served again",
+        "drained",
+        "recovered",
+    ]);
+    for fault in &report.faults {
+        let outcomes: Vec<String> = fault
+            .outcomes
+            .iter()
+            .map(|(outcome, n)| format!("{outcome} {n}"))
+            .collect();
+        faults.add_row(vec![
+            fault.fault.clone(),
+            format!("{:.1}–{:.1} s", fault.from, fault.to),
+            outcomes.join(", "),
+            fault.errors.to_string(),
+            seconds(fault.served),
+            seconds(fault.drained),
+            seconds(fault.recovered),
+        ]);
+    }
+    println!("{faults}");
+    if let Ok(check) = serde_json::from_value::<Report>(report.check.clone()) {
+        println!("{}", output::report_table(&check));
+    }
+    let outcomes: Vec<String> = report
+        .outcomes
+        .iter()
+        .map(|(outcome, n)| format!("{outcome} {n}"))
+        .collect();
+    println!(
+        "{} (seed {}): {} in {:.0} s; storm: {}; settled {}",
+        report.drill,
+        report.seed,
+        report.verdict,
+        report.seconds,
+        outcomes.join(", "),
+        report
+            .settle_seconds
+            .map_or("never".into(), |s| format!("{s:.1} s after the storm")),
+    );
+    for reason in &report.reasons {
+        println!("  - {reason}");
+    }
+}
+
+fn print_summary(reports: &[DrillReport]) {
+    let mut table = output::table(&["drill", "seed", "recovered", "settled", "verdict"]);
+    for report in reports {
+        table.add_row(vec![
+            report.drill.clone(),
+            report.seed.to_string(),
+            seconds(report.recovery()),
+            seconds(report.settle_seconds),
+            report.verdict.clone(),
+        ]);
+    }
+    println!("{table}");
+    let failed = reports.iter().filter(|r| !r.passed()).count();
+    match failed {
+        0 => println!("PASS: every drill held ({} runs)", reports.len()),
+        n => println!("FAIL: {n} of {} runs broke", reports.len()),
+    }
+}
+
+/// The index page of several drills' reports.
+fn index(reports: &[DrillReport], path: &Path) -> String {
+    let runs = reports.len();
+    let mut rows = String::new();
+    for report in reports {
+        let page = page_path(path, runs, &report.drill, report.seed);
+        let link = page.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        rows.push_str(&format!(
+            "<tr><td><a href=\"{link}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td>\
+             <td class=\"{v}\">{v}</td><td>{}</td></tr>",
+            report.drill,
+            report.seed,
+            seconds(report.recovery()),
+            seconds(report.settle_seconds),
+            report.reasons.join("; ").replace('<', "&lt;"),
+            v = report.verdict,
+        ));
+    }
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>flashtix chaos</title>\
+         <style>body{{font:14px/1.4 system-ui,sans-serif;margin:2em auto;max-width:960px}}\
+         table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.2em .6em}}\
+         .PASS{{color:#2e7d32;font-weight:bold}}.FAIL{{color:#c62828;font-weight:bold}}</style>\
+         </head><body><h1>flashtix chaos</h1><table><tr><th>drill</th><th>seed</th>\
+         <th>recovered</th><th>settled</th><th>verdict</th><th>why</th></tr>{rows}</table>\
+         </body></html>"
+    )
+}
