@@ -25,6 +25,7 @@ pub mod gate;
 pub mod history;
 pub mod http;
 pub mod invariants;
+pub mod known_bad;
 pub mod metrics;
 pub mod orders;
 pub mod outbox;

@@ -119,6 +119,17 @@ pub async fn publish_batch(
     if rows.is_empty() {
         return Ok(0);
     }
+    if crate::known_bad::has(crate::known_bad::Bug::PublishBeforeCommit) {
+        let ids: Vec<i64> = rows.iter().map(|(id, ..)| *id).collect();
+        sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let published = publish_confirmed(channel, &topology.exchange(), &rows);
+        crate::broker::within("publishing an outbox batch", published).await?;
+        return Ok(rows.len() as u64);
+    }
     // The rows stay locked until the broker confirms: a broker that stops
     // answering must fail the batch (rolled back, published again later), not
     // hold the locks forever.

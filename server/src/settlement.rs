@@ -151,7 +151,13 @@ impl OrderWorker {
                  WHERE id = $1",
             )
             .bind(event_id)
-            .bind(moved.to_available)
+            .bind(
+                if crate::known_bad::has(crate::known_bad::Bug::ReleaseStockTwice) {
+                    moved.to_available * 2
+                } else {
+                    moved.to_available
+                },
+            )
             .bind(moved.from_pending)
             .bind(moved.to_sold)
             .execute(&mut *tx)

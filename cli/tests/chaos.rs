@@ -1,0 +1,187 @@
+//! `flashtix chaos` end to end: drills run against services of their own
+//! (never the machine's), pass on the real server, and fail on a server that
+//! makes one of the known mistakes — a drill that cannot fail proves nothing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{assert_exit, stdout};
+use serde_json::Value;
+
+/// The catalogue, from the repository.
+fn catalogue() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/chaos")
+}
+
+/// Runs `flashtix chaos ARGS` with the server's known mistake `bug` (if any)
+/// switched on; returns the run and its JSON reports.
+fn chaos(args: &[&str], bug: Option<&str>, json: &Path) -> (Output, Vec<Value>) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_flashtix"));
+    command
+        .arg("chaos")
+        .args(args)
+        .args(["--json", json.to_str().unwrap()])
+        .env("FLASHTIX_DRILLS", catalogue())
+        .env_remove("FLASHTIX_KNOWN_BAD");
+    if let Some(bug) = bug {
+        command.env("FLASHTIX_KNOWN_BAD", bug);
+    }
+    let run = command.output().expect("flashtix runs");
+    let reports = std::fs::read(json)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default();
+    (run, reports)
+}
+
+fn temp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("flashtix-chaos-test-{}-{name}", std::process::id()))
+}
+
+/// A short drill: 200 buyers a second for 8 s, one fault, tight limits.
+fn short_drill(name: &str, fault: &str) -> PathBuf {
+    let path = temp(&format!("{name}.toml"));
+    let text = format!(
+        r#"description = "{name}"
+[sale]
+tickets = 3000
+[storm]
+rate = 200.0
+buyers = 1600
+timeout = "3s"
+retries = 2
+[server]
+payment-failure-rate = 0.2
+{fault}
+[limits]
+recover = "15s"
+settle = "15s"
+"#
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn reasons(report: &Value) -> String {
+    report["reasons"].to_string()
+}
+
+#[test]
+fn the_catalogue_lists_every_drill_and_a_wrong_name_is_a_usage_error() {
+    let list = Command::new(env!("CARGO_BIN_EXE_flashtix"))
+        .args(["chaos", "list"])
+        .env("FLASHTIX_DRILLS", catalogue())
+        .output()
+        .unwrap();
+    assert_exit(&list, 0);
+    for drill in [
+        "kill-api",
+        "kill-payments",
+        "kill-orders",
+        "kill-relay",
+        "pause-payments",
+        "restart-rabbitmq",
+        "restart-postgres",
+        "restart-redis",
+        "flush-redis",
+        "postgres-latency",
+        "rabbitmq-blackhole",
+        "api-drop-responses",
+        "duplicate-delivery",
+        "restart-everything",
+    ] {
+        assert!(stdout(&list).contains(drill), "{drill}: {}", stdout(&list));
+    }
+    let json = temp("wrong-name.json");
+    let (run, _) = chaos(&["run", "kill-the-moon"], None, &json);
+    assert_exit(&run, 2);
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("no drill \"kill-the-moon\""),
+        "{run:?}"
+    );
+}
+
+/// CI's quick subset of the catalogue: a worker killed, Redis wiped, the API's
+/// answers lost. Each passes, and each fault visibly happened.
+#[test]
+fn drills_of_the_catalogue_pass_on_the_real_server() {
+    let json = temp("catalogue.json");
+    let drills = ["kill-payments", "flush-redis", "api-drop-responses"];
+    let mut args = vec!["run"];
+    args.extend(drills);
+    let (run, reports) = chaos(&args, None, &json);
+    assert_exit(&run, 0);
+    assert!(stdout(&run).contains("PASS: every drill held"), "{}", stdout(&run));
+    assert_eq!(reports.len(), drills.len());
+    for (report, drill) in reports.iter().zip(drills) {
+        assert_eq!(report["drill"], drill);
+        assert_eq!(report["verdict"], "PASS", "{}", reasons(report));
+        assert_eq!(report["check"]["verdict"], "PASS");
+        let fault = &report["faults"][0];
+        assert!(fault["recovered"].as_f64().is_some(), "{fault}");
+    }
+    // Answers swallowed: buyers timed out inside the window, retried under
+    // their keys, and were answered with the order they already had.
+    let dropped = &reports[2];
+    assert!(dropped["faults"][0]["errors"].as_u64().unwrap() > 0, "{dropped}");
+    assert!(dropped["outcomes"]["replayed"].as_u64().unwrap() > 0, "{dropped}");
+}
+
+/// A server that gives a cancelled order's tickets back twice mints tickets:
+/// any drill with declined payments catches it (`no_oversell` FAILs), and the
+/// same drill passes on the real server.
+#[test]
+fn a_server_that_releases_stock_twice_fails_the_drill() {
+    let drill = short_drill(
+        "release-twice",
+        "[[fault]]\nat = \"2s\"\ntarget = \"payments\"\naction = \"kill\"\nduration = \"2s\"",
+    );
+    let drill = drill.to_str().unwrap();
+    let json = temp("release-twice.json");
+    let (bad, reports) = chaos(&["run", drill], Some("release-stock-twice"), &json);
+    assert_exit(&bad, 1);
+    assert_eq!(reports[0]["verdict"], "FAIL");
+    assert!(reasons(&reports[0]).contains("no_oversell FAIL"), "{}", reasons(&reports[0]));
+
+    let (good, reports) = chaos(&["run", drill], None, &json);
+    assert_exit(&good, 0);
+    assert_eq!(reports[0]["verdict"], "PASS", "{}", reasons(&reports[0]));
+}
+
+/// A payment worker that acknowledges before it commits loses what it held
+/// when killed: orders never settle, and the kill drill says so.
+#[test]
+fn a_worker_that_acks_before_commit_fails_the_kill_drill() {
+    let drill = short_drill(
+        "ack-early",
+        "[[fault]]\nat = \"3s\"\ntarget = \"payments\"\naction = \"kill\"\nduration = \"2s\"",
+    );
+    let json = temp("ack-early.json");
+    let (bad, reports) = chaos(
+        &["run", drill.to_str().unwrap()],
+        Some("ack-before-commit"),
+        &json,
+    );
+    assert_exit(&bad, 1);
+    assert!(reasons(&reports[0]).contains("PENDING"), "{}", reasons(&reports[0]));
+}
+
+/// A relay that marks messages published before the broker has them loses
+/// them when RabbitMQ restarts: orders never settle.
+#[test]
+fn a_relay_that_publishes_after_commit_fails_the_rabbitmq_restart_drill() {
+    let drill = short_drill(
+        "publish-late",
+        "[[fault]]\nat = \"2s\"\ntarget = \"rabbitmq\"\naction = \"restart\"",
+    );
+    let json = temp("publish-late.json");
+    let (bad, reports) = chaos(
+        &["run", drill.to_str().unwrap()],
+        Some("publish-before-commit"),
+        &json,
+    );
+    assert_exit(&bad, 1);
+    assert!(reasons(&reports[0]).contains("PENDING"), "{}", reasons(&reports[0]));
+}
