@@ -283,7 +283,9 @@ pub(crate) fn user_ids(user: &str) -> io::Result<(u32, u32)> {
     unsafe {
         let entry = libc::getpwnam(name.as_ptr());
         if entry.is_null() {
-            return Err(io::Error::other(format!("no user {user:?} on this machine")));
+            return Err(io::Error::other(format!(
+                "no user {user:?} on this machine"
+            )));
         }
         Ok(((*entry).pw_uid, (*entry).pw_gid))
     }

@@ -126,7 +126,8 @@ async fn carry(
     if current(&faults) == Some(Fault::Reset) {
         return reset(client);
     }
-    let first = connection as usize % upstreams.len();
+    // The first connection goes to the first upstream.
+    let first = (connection - 1) as usize % upstreams.len();
     let mut server = None;
     for upstream in upstreams.iter().cycle().skip(first).take(upstreams.len()) {
         if let Ok(stream) = TcpStream::connect(upstream).await {

@@ -25,10 +25,9 @@ use sqlx::PgPool;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-use crate::drill::{Action, DrillFile, Fault, Target};
+use crate::drill::{Action, DrillFile, Fault};
 use crate::proxy;
-use crate::services::Dependency;
-use crate::stack::{Dependencies, Sale, STOP_GRACE};
+use crate::stack::{Dependencies, Sale, Shared, STOP_GRACE};
 
 /// The saga has caught up when no PENDING order is older than this.
 pub const DRAINED_AGE: f64 = 2.0;
@@ -113,7 +112,7 @@ struct Window {
 
 /// Runs one drill against `dependencies`; errors are the runner's own (a
 /// process that would not start), not the sale's.
-pub async fn run(run: &Run<'_>, dependencies: &mut Dependencies) -> io::Result<DrillReport> {
+pub async fn run(run: &Run<'_>, dependencies: &Dependencies) -> io::Result<DrillReport> {
     let started = tokio::time::Instant::now();
     std::fs::create_dir_all(&run.dir)?;
     let direct = dependencies.direct();
@@ -129,7 +128,7 @@ pub async fn run(run: &Run<'_>, dependencies: &mut Dependencies) -> io::Result<D
         )));
     }
     let server_flags = flags(&run.drill.server);
-    let mut sale = Sale::start(
+    let sale = Sale::start(
         run.flashtix,
         &run.dir,
         &run.namespace,
@@ -184,69 +183,58 @@ pub async fn run(run: &Run<'_>, dependencies: &mut Dependencies) -> io::Result<D
     .await;
     let zero = Utc::now();
     let clock = tokio::time::Instant::now();
-    let mut windows: Vec<Window> = Vec::new();
+    let windows = Windows::new(shade.clone(), zero);
+    let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (ended, storm_over) = tokio::sync::watch::channel(false);
     let mut faults = Vec::new();
-    let mut fault_errors = Vec::new();
     if begun {
-        // Begin and end of each fault, in time order.
-        let timeline = run.drill.timeline(run.seed);
-        let mut steps: Vec<(Duration, usize, bool)> = Vec::new();
-        for (i, fault) in timeline.iter().enumerate() {
-            steps.push((fault.at, i, true));
-            if let Some(until) = fault.until {
-                steps.push((until, i, false));
-            }
-        }
-        steps.sort_by_key(|&(at, i, begins)| (at, !begins, i));
-        let mut open: BTreeMap<usize, usize> = BTreeMap::new();
-        for (at, i, begins) in steps {
-            let fault = &timeline[i];
-            tokio::select! {
-                _ = tokio::time::sleep_until(clock + at) => {}
-                _ = storm.wait() => {}
-            }
-            if begins {
-                let from = Utc::now();
-                windows.push(Window {
-                    label: describe(fault),
-                    from,
-                    to: None,
-                });
-                write_shade(&shade, &windows, zero)?;
-                if let Err(e) = begin(fault, dependencies, &mut sale, &pool, run).await {
-                    fault_errors.push(format!("{}: {e}", describe(fault)));
-                }
-                if fault.until.is_none() {
-                    windows.last_mut().expect("pushed").to = Some(Utc::now());
-                } else {
-                    open.insert(i, windows.len() - 1);
-                }
-                faults.push(i);
-            } else {
-                if let Err(e) = end(fault, dependencies, &mut sale).await {
-                    fault_errors.push(format!("{}: ending it: {e}", describe(fault)));
-                }
-                if let Some(w) = open.remove(&i) {
-                    windows[w].to = Some(Utc::now());
-                }
-            }
-            write_shade(&shade, &windows, zero)?;
+        // Each fault on its own task: faults at the same moment happen
+        // together, and a slow one (RabbitMQ restarting) holds up no other.
+        for fault in run.drill.timeline(run.seed) {
+            let targets = Targets {
+                dependencies: dependencies.process_and_proxy(fault.target),
+                role: sale.process(fault.target),
+                front: sale.front.clone(),
+                redis_port: dependencies.ports.redis,
+                pool: pool.clone(),
+                namespace: run.namespace.clone(),
+                command: run
+                    .drill
+                    .command(fault.target, fault.action)
+                    .map(str::to_owned),
+                dir: run.dir.clone(),
+            };
+            faults.push(tokio::spawn(apply(
+                fault,
+                targets,
+                clock,
+                storm_over.clone(),
+                windows.clone(),
+                errors.clone(),
+            )));
         }
     }
     let storm_status = storm.wait().await?;
+    // Faults not yet begun are skipped, those under way end now.
+    let _ = ended.send(true);
+    for fault in faults {
+        let _ = fault.await;
+    }
     // Whatever is still broken is mended: the sale must settle.
     dependencies.heal().await?;
     sale.heal().await?;
     let healed = Utc::now();
-    for window in &mut windows {
-        window.to.get_or_insert(healed);
-    }
-    write_shade(&shade, &windows, zero)?;
+    let windows = windows.close(healed)?;
 
     let settle_limit = limit(&run.drill.limits.settle, DEFAULT_SETTLE);
     let settled = settle(&pool, &run.namespace, settle_limit).await;
-    let (check_document, check_verdict) =
-        check(run, &env, &history, settle_limit.max(Duration::from_secs(10))).await?;
+    let (check_document, check_verdict) = check(
+        run,
+        &env,
+        &history,
+        settle_limit.max(Duration::from_secs(10)),
+    )
+    .await?;
     backlog.stop();
     sale.stop().await;
     pool.close().await;
@@ -255,7 +243,7 @@ pub async fn run(run: &Run<'_>, dependencies: &mut Dependencies) -> io::Result<D
     let attempts = read_history(&history);
     let samples = backlog.samples();
     let recover_limit = limit(&run.drill.limits.recover, DEFAULT_RECOVER);
-    let mut reasons = fault_errors;
+    let mut reasons = std::mem::take(&mut *errors.lock().expect("not poisoned"));
     if !begun || !storm_status.success() {
         reasons.push(format!(
             "the storm did not run to its end ({storm_status}; see {})",
@@ -264,8 +252,7 @@ pub async fn run(run: &Run<'_>, dependencies: &mut Dependencies) -> io::Result<D
     }
     let mut reports = Vec::new();
     for window in &windows {
-        let to = window.to.unwrap_or(healed);
-        let report = measure(window, to, zero, &attempts, &samples);
+        let report = measure(window, zero, &attempts, &samples);
         match report.recovered {
             Some(r) if r <= recover_limit.as_secs_f64() => {}
             Some(r) => reasons.push(format!(
@@ -332,15 +319,6 @@ pub fn describe(fault: &Fault) -> String {
     }
 }
 
-fn dependency(target: Target) -> Option<Dependency> {
-    match target {
-        Target::Postgres => Some(Dependency::Postgres),
-        Target::Redis => Some(Dependency::Redis),
-        Target::Rabbitmq => Some(Dependency::Rabbitmq),
-        _ => None,
-    }
-}
-
 /// The network fault an action switches on.
 fn network(fault: &Fault) -> Option<proxy::Fault> {
     Some(match fault.action {
@@ -358,68 +336,172 @@ fn network(fault: &Fault) -> Option<proxy::Fault> {
     })
 }
 
-async fn begin(
-    fault: &Fault,
-    dependencies: &mut Dependencies,
-    sale: &mut Sale,
-    pool: &PgPool,
-    run: &Run<'_>,
-) -> io::Result<()> {
-    if let Some(command) = run.drill.command(fault.target, fault.action) {
-        return shell(command, &run.dir).await;
+/// What one fault acts on.
+struct Targets {
+    /// A dependency's process and the proxy in front of it.
+    dependencies: Option<(Shared, Arc<proxy::Proxy>)>,
+    /// A role's process (for `api`, the first of the two).
+    role: Option<Shared>,
+    /// The proxy the storm buys through.
+    front: Arc<proxy::Proxy>,
+    redis_port: u16,
+    pool: PgPool,
+    namespace: String,
+    /// The drill's shell command for this action, if it gives one.
+    command: Option<String>,
+    dir: PathBuf,
+}
+
+impl Targets {
+    fn process(&self) -> Option<&Shared> {
+        self.dependencies
+            .as_ref()
+            .map(|(p, _)| p)
+            .or(self.role.as_ref())
+    }
+
+    fn proxy(&self) -> &proxy::Proxy {
+        match &self.dependencies {
+            Some((_, proxy)) => proxy,
+            None => &self.front,
+        }
+    }
+}
+
+/// One fault, start to end: waits for its moment, applies it, records its
+/// window, and undoes it when its duration is over (or the storm is).
+async fn apply(
+    fault: Fault,
+    targets: Targets,
+    clock: tokio::time::Instant,
+    mut storm_over: tokio::sync::watch::Receiver<bool>,
+    windows: Windows,
+    errors: Arc<Mutex<Vec<String>>>,
+) {
+    let label = describe(&fault);
+    let failed = |what: &str, e: io::Error| {
+        errors
+            .lock()
+            .expect("not poisoned")
+            .push(format!("{label}: {what}{e}"));
+    };
+    tokio::select! {
+        _ = tokio::time::sleep_until(clock + fault.at) => {}
+        _ = storm_over.wait_for(|over| *over) => return,
+    }
+    let window = windows.open(&label);
+    if let Err(e) = begin(&fault, &targets).await {
+        failed("", e);
+    }
+    let Some(until) = fault.until else {
+        windows.shut(window, Utc::now());
+        return;
+    };
+    tokio::select! {
+        _ = tokio::time::sleep_until(clock + until) => {}
+        _ = storm_over.wait_for(|over| *over) => {}
+    }
+    if let Err(e) = end(&fault, &targets).await {
+        failed("ending it: ", e);
+    }
+    windows.shut(window, Utc::now());
+}
+
+async fn begin(fault: &Fault, targets: &Targets) -> io::Result<()> {
+    if let Some(command) = &targets.command {
+        return shell(command, &targets.dir).await;
     }
     if let Some(network) = network(fault) {
-        match dependency(fault.target) {
-            Some(d) => dependencies.proxy(d).set(Some(network)),
-            None if fault.target == Target::Api => sale.front.set(Some(network)),
-            None => {
-                return Err(io::Error::other(
-                    "network faults stand in front of api, postgres, redis or rabbitmq",
-                ))
-            }
-        }
+        targets.proxy().set(Some(network));
         return Ok(());
     }
     match fault.action {
-        Action::Flush => return flush_redis(dependencies.ports.redis).await,
-        Action::Republish => return republish(pool, &run.namespace).await,
+        Action::Flush => return flush_redis(targets.redis_port).await,
+        Action::Republish => return republish(&targets.pool, &targets.namespace).await,
         _ => {}
     }
-    let process = match dependency(fault.target) {
-        Some(d) => dependencies.process(d),
-        None => sale.process(fault.target).expect("a role"),
-    };
+    let process = targets.process().expect("checked by the drill file");
+    let mut process = process.lock().await;
     match fault.action {
         Action::Kill => process.kill().await,
         Action::Stop => process.stop(STOP_GRACE).await.map(drop),
         Action::Start => process.start().await.map(drop),
         Action::Restart => process.restart(STOP_GRACE).await.map(drop),
-        Action::Pause => Ok(process.pause()),
-        Action::Resume => Ok(process.resume()),
+        Action::Pause => {
+            process.pause();
+            Ok(())
+        }
+        Action::Resume => {
+            process.resume();
+            Ok(())
+        }
         _ => unreachable!("network, flush and republish are handled above"),
     }
 }
 
 /// Undoes a fault that has a duration.
-async fn end(fault: &Fault, dependencies: &mut Dependencies, sale: &mut Sale) -> io::Result<()> {
+async fn end(fault: &Fault, targets: &Targets) -> io::Result<()> {
     if network(fault).is_some() {
-        match dependency(fault.target) {
-            Some(d) => dependencies.proxy(d).set(None),
-            None => sale.front.set(None),
-        }
+        targets.proxy().set(None);
         return Ok(());
     }
-    let process = match dependency(fault.target) {
-        Some(d) => dependencies.process(d),
-        None => match sale.process(fault.target) {
-            Some(p) => p,
-            None => return Ok(()),
-        },
+    let Some(process) = targets.process() else {
+        return Ok(());
     };
+    let mut process = process.lock().await;
     match fault.action {
         Action::Kill | Action::Stop => process.start().await.map(drop),
-        Action::Pause => Ok(process.resume()),
+        Action::Pause => {
+            process.resume();
+            Ok(())
+        }
         _ => Ok(()),
+    }
+}
+
+/// The faults' windows as they happen, written for the storm's report each
+/// time one opens or shuts.
+#[derive(Clone)]
+struct Windows {
+    windows: Arc<Mutex<Vec<Window>>>,
+    shade: PathBuf,
+    zero: DateTime<Utc>,
+}
+
+impl Windows {
+    fn new(shade: PathBuf, zero: DateTime<Utc>) -> Self {
+        Self {
+            windows: Arc::default(),
+            shade,
+            zero,
+        }
+    }
+
+    fn open(&self, label: &str) -> usize {
+        let mut windows = self.windows.lock().expect("not poisoned");
+        windows.push(Window {
+            label: label.to_owned(),
+            from: Utc::now(),
+            to: None,
+        });
+        let _ = write_shade(&self.shade, &windows, self.zero);
+        windows.len() - 1
+    }
+
+    fn shut(&self, window: usize, at: DateTime<Utc>) {
+        let mut windows = self.windows.lock().expect("not poisoned");
+        windows[window].to = Some(at);
+        let _ = write_shade(&self.shade, &windows, self.zero);
+    }
+
+    /// Every window, those still open shut at `at`, in the order they opened.
+    fn close(&self, at: DateTime<Utc>) -> io::Result<Vec<Window>> {
+        let mut windows = std::mem::take(&mut *self.windows.lock().expect("not poisoned"));
+        for window in &mut windows {
+            window.to.get_or_insert(at);
+        }
+        write_shade(&self.shade, &windows, self.zero)?;
+        Ok(windows)
     }
 }
 
@@ -542,7 +624,10 @@ fn write_shade(path: &Path, windows: &[Window], zero: DateTime<Utc>) -> io::Resu
         })
         .collect();
     let next = path.with_extension("json.new");
-    std::fs::write(&next, serde_json::to_vec(&document).map_err(io::Error::other)?)?;
+    std::fs::write(
+        &next,
+        serde_json::to_vec(&document).map_err(io::Error::other)?,
+    )?;
     std::fs::rename(next, path)
 }
 
@@ -611,10 +696,7 @@ struct Attempt {
 impl Attempt {
     /// The server said something definite about the order.
     fn definite(&self) -> bool {
-        !matches!(
-            self.outcome.as_str(),
-            "error" | "timeout" | "connect_error"
-        )
+        !matches!(self.outcome.as_str(), "error" | "timeout" | "connect_error")
     }
 }
 
@@ -629,11 +711,11 @@ fn read_history(path: &Path) -> Vec<Attempt> {
 
 fn measure(
     window: &Window,
-    to: DateTime<Utc>,
     zero: DateTime<Utc>,
     attempts: &[Attempt],
-    samples: &[(DateTime<Utc>, Option<f64>)],
+    samples: &[Sample],
 ) -> FaultReport {
+    let to = window.to.unwrap_or(window.from);
     let seconds = |t: DateTime<Utc>| (t - zero).num_milliseconds() as f64 / 1000.0;
     let after = |t: DateTime<Utc>| ((t - to).num_milliseconds() as f64 / 1000.0).max(0.0);
     let mut outcomes = BTreeMap::new();
@@ -677,10 +759,14 @@ fn measure(
     }
 }
 
+/// When the backlog was looked at, and the age of its oldest PENDING order
+/// in seconds (`None`: Postgres did not answer).
+type Sample = (DateTime<Utc>, Option<f64>);
+
 /// Looks at the age of the oldest PENDING order every [`SAMPLE_EVERY`], from
 /// the storm's start until stopped (`None` when Postgres did not answer).
 struct Backlog {
-    samples: Arc<Mutex<Vec<(DateTime<Utc>, Option<f64>)>>>,
+    samples: Arc<Mutex<Vec<Sample>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -713,7 +799,7 @@ impl Backlog {
         self.task.abort();
     }
 
-    fn samples(&self) -> Vec<(DateTime<Utc>, Option<f64>)> {
+    fn samples(&self) -> Vec<Sample> {
         self.samples.lock().expect("not poisoned").clone()
     }
 }

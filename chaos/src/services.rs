@@ -236,13 +236,19 @@ fn rabbitmq(dir: &Path, port: u16, log: PathBuf) -> io::Result<Recipe> {
     Ok(Recipe {
         // The script itself: Debian's wrapper would switch to the machine's
         // rabbitmq user and its directories.
-        program: installed("rabbitmq-server", &["/usr/lib/rabbitmq/bin/rabbitmq-server"])?,
+        program: installed(
+            "rabbitmq-server",
+            &["/usr/lib/rabbitmq/bin/rabbitmq-server"],
+        )?,
         args: vec![],
         env: vec![
             ("RABBITMQ_CONF_ENV_FILE".into(), path(&env_file)),
             ("RABBITMQ_CONFIG_FILE".into(), path(&config)),
             ("RABBITMQ_ENABLED_PLUGINS_FILE".into(), path(&plugins)),
-            ("RABBITMQ_NODENAME".into(), format!("flashtix-{port}@localhost")),
+            (
+                "RABBITMQ_NODENAME".into(),
+                format!("flashtix-{port}@localhost"),
+            ),
             // Erlang's distribution port, by default AMQP's + 20000: our own.
             ("RABBITMQ_DIST_PORT".into(), (port - 1).to_string()),
             ("RABBITMQ_MNESIA_BASE".into(), path(&base.join("mnesia"))),

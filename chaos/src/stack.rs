@@ -8,7 +8,10 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Mutex;
 
 use crate::drill::Target;
 use crate::local::{Process, Ready, Recipe};
@@ -23,11 +26,14 @@ const ANY_PORT: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
 /// How long a stopped process may take to exit before it is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(15);
 
+/// A process several faults may act on at once, one action at a time.
+pub type Shared = Arc<Mutex<Process>>;
+
 /// The dependencies, shared by every drill of a run.
 pub struct Dependencies {
     pub ports: Ports,
-    processes: HashMap<&'static str, Process>,
-    proxies: HashMap<&'static str, Proxy>,
+    processes: HashMap<&'static str, Shared>,
+    proxies: HashMap<&'static str, Arc<Proxy>>,
 }
 
 impl Dependencies {
@@ -42,9 +48,9 @@ impl Dependencies {
             let recipe = services::recipe(dependency, dir, port).await?;
             let mut process = Process::new(dependency.name(), recipe);
             process.start().await?;
-            processes.insert(dependency.name(), process);
+            processes.insert(dependency.name(), Arc::new(Mutex::new(process)));
             let proxy = Proxy::start(ANY_PORT, format!("127.0.0.1:{port}")).await?;
-            proxies.insert(dependency.name(), proxy);
+            proxies.insert(dependency.name(), Arc::new(proxy));
         }
         Ok(Self {
             ports,
@@ -70,30 +76,40 @@ impl Dependencies {
         .urls()
     }
 
-    pub fn process(&mut self, dependency: Dependency) -> &mut Process {
-        self.processes
-            .get_mut(dependency.name())
-            .expect("every dependency")
+    pub fn process(&self, dependency: Dependency) -> Shared {
+        self.processes[dependency.name()].clone()
     }
 
-    pub fn proxy(&self, dependency: Dependency) -> &Proxy {
-        &self.proxies[dependency.name()]
+    pub fn proxy(&self, dependency: Dependency) -> Arc<Proxy> {
+        self.proxies[dependency.name()].clone()
+    }
+
+    /// The process and proxy of the dependency `target` names, if it names one.
+    pub fn process_and_proxy(&self, target: Target) -> Option<(Shared, Arc<Proxy>)> {
+        let dependency = match target {
+            Target::Postgres => Dependency::Postgres,
+            Target::Redis => Dependency::Redis,
+            Target::Rabbitmq => Dependency::Rabbitmq,
+            _ => return None,
+        };
+        Some((self.process(dependency), self.proxy(dependency)))
     }
 
     /// Everything running and the proxies faithful again.
-    pub async fn heal(&mut self) -> io::Result<()> {
+    pub async fn heal(&self) -> io::Result<()> {
         for dependency in Dependency::ALL {
             self.proxy(dependency).set(None);
             let process = self.process(dependency);
+            let mut process = process.lock().await;
             process.resume();
             process.start().await?;
         }
         Ok(())
     }
 
-    pub async fn stop(&mut self) {
-        for process in self.processes.values_mut() {
-            let _ = process.stop(STOP_GRACE).await;
+    pub async fn stop(&self) {
+        for process in self.processes.values() {
+            let _ = process.lock().await.stop(STOP_GRACE).await;
         }
     }
 }
@@ -101,9 +117,9 @@ impl Dependencies {
 /// A sale's server processes for one drill.
 pub struct Sale {
     /// `api-1`, `api-2`, `relay`, `payments`, `orders`, `sweeper`.
-    processes: Vec<Process>,
+    processes: Vec<(&'static str, Shared)>,
     /// The storm's way in: balances over the API processes.
-    pub front: Proxy,
+    pub front: Arc<Proxy>,
 }
 
 /// The server roles a drill runs, one process each (the API twice).
@@ -159,9 +175,9 @@ impl Sale {
             if role == "api" {
                 apis.push(address);
             }
-            processes.push(process);
+            processes.push((name, Arc::new(Mutex::new(process))));
         }
-        let front = Proxy::balance(ANY_PORT, apis).await?;
+        let front = Arc::new(Proxy::balance(ANY_PORT, apis).await?);
         Ok(Self { processes, front })
     }
 
@@ -170,7 +186,7 @@ impl Sale {
     }
 
     /// The process a fault on `target` hits: for `api`, the first of the two.
-    pub fn process(&mut self, target: Target) -> Option<&mut Process> {
+    pub fn process(&self, target: Target) -> Option<Shared> {
         let name = match target {
             Target::Api => "api-1",
             Target::Relay => "relay",
@@ -179,28 +195,27 @@ impl Sale {
             Target::Sweeper => "sweeper",
             _ => return None,
         };
-        self.processes.iter_mut().find(|p| p.name == name)
-    }
-
-    /// Every process of the sale.
-    pub fn processes(&mut self) -> impl Iterator<Item = &mut Process> {
-        self.processes.iter_mut()
+        self.processes
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, p)| p.clone())
     }
 
     /// Every process running and the front faithful again.
-    pub async fn heal(&mut self) -> io::Result<()> {
+    pub async fn heal(&self) -> io::Result<()> {
         self.front.set(None);
-        for process in &mut self.processes {
+        for (_, process) in &self.processes {
+            let mut process = process.lock().await;
             process.resume();
             process.start().await?;
         }
         Ok(())
     }
 
-    /// SIGTERM to every process (they drain), then the logs stay in `dir`.
-    pub async fn stop(&mut self) {
-        for process in &mut self.processes {
-            let _ = process.stop(STOP_GRACE).await;
+    /// SIGTERM to every process (they drain); their logs stay.
+    pub async fn stop(&self) {
+        for (_, process) in &self.processes {
+            let _ = process.lock().await.stop(STOP_GRACE).await;
         }
     }
 }

@@ -21,8 +21,14 @@ async fn each_dependency_starts_on_its_own_port_and_comes_back_after_a_kill() {
         assert!(!answers(port).await, "{} is gone", dependency.name());
         process.start().await.unwrap();
         assert!(answers(port).await, "{} is back", dependency.name());
-        process.stop(std::time::Duration::from_secs(30)).await.unwrap();
+        process
+            .stop(std::time::Duration::from_secs(30))
+            .await
+            .unwrap();
     }
-    assert!(answers(Ports::STANDARD.postgres).await, "the machine's own is untouched");
+    assert!(
+        answers(Ports::STANDARD.postgres).await,
+        "the machine's own is untouched"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -15,6 +15,11 @@ fn catalogue() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/chaos")
 }
 
+/// One drill run at a time: each starts a Postgres, Redis and RabbitMQ of its
+/// own and a sale of six processes, and two cores are not enough for more
+/// without the drills measuring the crowd instead of the faults.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Runs `flashtix chaos ARGS` with the server's known mistake `bug` (if any)
 /// switched on; returns the run and its JSON reports.
 fn chaos(args: &[&str], bug: Option<&str>, json: &Path) -> (Output, Vec<Value>) {
@@ -28,7 +33,10 @@ fn chaos(args: &[&str], bug: Option<&str>, json: &Path) -> (Output, Vec<Value>) 
     if let Some(bug) = bug {
         command.env("FLASHTIX_KNOWN_BAD", bug);
     }
-    let run = command.output().expect("flashtix runs");
+    let run = {
+        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        command.output().expect("flashtix runs")
+    };
     let reports = std::fs::read(json)
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
@@ -113,7 +121,11 @@ fn drills_of_the_catalogue_pass_on_the_real_server() {
     args.extend(drills);
     let (run, reports) = chaos(&args, None, &json);
     assert_exit(&run, 0);
-    assert!(stdout(&run).contains("PASS: every drill held"), "{}", stdout(&run));
+    assert!(
+        stdout(&run).contains("PASS: every drill held"),
+        "{}",
+        stdout(&run)
+    );
     assert_eq!(reports.len(), drills.len());
     for (report, drill) in reports.iter().zip(drills) {
         assert_eq!(report["drill"], drill);
@@ -125,13 +137,20 @@ fn drills_of_the_catalogue_pass_on_the_real_server() {
     // Answers swallowed: buyers timed out inside the window, retried under
     // their keys, and were answered with the order they already had.
     let dropped = &reports[2];
-    assert!(dropped["faults"][0]["errors"].as_u64().unwrap() > 0, "{dropped}");
-    assert!(dropped["outcomes"]["replayed"].as_u64().unwrap() > 0, "{dropped}");
+    assert!(
+        dropped["faults"][0]["errors"].as_u64().unwrap() > 0,
+        "{dropped}"
+    );
+    assert!(
+        dropped["outcomes"]["replayed"].as_u64().unwrap() > 0,
+        "{dropped}"
+    );
 }
 
-/// A server that gives a cancelled order's tickets back twice mints tickets:
-/// any drill with declined payments catches it (`no_oversell` FAILs), and the
-/// same drill passes on the real server.
+/// A server that gives a cancelled order's tickets back twice would mint
+/// tickets; Postgres's check on the event's counts refuses the settlement, so
+/// the order worker can never settle a declined order and the drill FAILs
+/// (orders left PENDING). The same drill passes on the real server.
 #[test]
 fn a_server_that_releases_stock_twice_fails_the_drill() {
     let drill = short_drill(
@@ -143,7 +162,11 @@ fn a_server_that_releases_stock_twice_fails_the_drill() {
     let (bad, reports) = chaos(&["run", drill], Some("release-stock-twice"), &json);
     assert_exit(&bad, 1);
     assert_eq!(reports[0]["verdict"], "FAIL");
-    assert!(reasons(&reports[0]).contains("no_oversell FAIL"), "{}", reasons(&reports[0]));
+    assert!(
+        reasons(&reports[0]).contains("PENDING"),
+        "{}",
+        reasons(&reports[0])
+    );
 
     let (good, reports) = chaos(&["run", drill], None, &json);
     assert_exit(&good, 0);
@@ -165,7 +188,11 @@ fn a_worker_that_acks_before_commit_fails_the_kill_drill() {
         &json,
     );
     assert_exit(&bad, 1);
-    assert!(reasons(&reports[0]).contains("PENDING"), "{}", reasons(&reports[0]));
+    assert!(
+        reasons(&reports[0]).contains("PENDING"),
+        "{}",
+        reasons(&reports[0])
+    );
 }
 
 /// A relay that marks messages published before the broker has them loses
@@ -183,5 +210,9 @@ fn a_relay_that_publishes_after_commit_fails_the_rabbitmq_restart_drill() {
         &json,
     );
     assert_exit(&bad, 1);
-    assert!(reasons(&reports[0]).contains("PENDING"), "{}", reasons(&reports[0]));
+    assert!(
+        reasons(&reports[0]).contains("PENDING"),
+        "{}",
+        reasons(&reports[0])
+    );
 }

@@ -126,7 +126,8 @@ pub async fn publish_batch(
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        let published = publish_confirmed(channel, &topology.exchange(), &rows);
+        let exchange = topology.exchange();
+        let published = publish_confirmed(channel, &exchange, &rows);
         crate::broker::within("publishing an outbox batch", published).await?;
         return Ok(rows.len() as u64);
     }

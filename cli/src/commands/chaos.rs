@@ -104,8 +104,8 @@ fn list(place: &Catalogue) -> Outcome {
 
 /// Every drill file of the directory, by name.
 fn catalogue(dir: &Path) -> anyhow::Result<Vec<(String, DrillFile)>> {
-    let entries =
-        std::fs::read_dir(dir).with_context(|| format!("reading the drills in {}", dir.display()))?;
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("reading the drills in {}", dir.display()))?;
     let mut names: Vec<String> = entries
         .flatten()
         .filter_map(|e| {
@@ -150,7 +150,7 @@ async fn run_drills(drills: Vec<(String, DrillFile)>, options: &RunOptions) -> O
     let work = std::env::temp_dir().join(format!("flashtix-chaos-{}", std::process::id()));
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     eprintln!("chaos: starting Postgres, Redis and RabbitMQ of our own (local driver)");
-    let mut dependencies = Dependencies::start(&work.join("services"))
+    let dependencies = Dependencies::start(&work.join("services"))
         .await
         .context("starting the drill's own services")
         .map_err(Failure::unreachable)?;
@@ -177,7 +177,7 @@ async fn run_drills(drills: Vec<(String, DrillFile)>, options: &RunOptions) -> O
                     .as_deref()
                     .map(|path| page_path(path, runs, name, seed)),
             };
-            let result = runner::run(&run, &mut dependencies).await;
+            let result = runner::run(&run, &dependencies).await;
             let report = match result {
                 Ok(report) => report,
                 Err(error) => {
