@@ -216,10 +216,33 @@ pub async fn start_detached(name: &str, recipe: &Recipe) -> io::Result<u32> {
     Ok(pid)
 }
 
-/// Whether a process group started here still has its leader.
+/// Whether a process still runs (a zombie, dead but not yet reaped, does not).
 pub fn is_alive(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(
+            stat.rsplit(')')
+                .next()
+                .map(|rest| rest.trim_start().chars().next()),
+            Some(Some('Z' | 'X'))
+        ),
+        Err(_) => false,
+    }
+}
+
+/// Stops a group [`start_detached`] started: SIGTERM, up to `grace` to exit,
+/// then SIGKILL.
+pub async fn stop_detached(pid: u32, grace: Duration) {
+    if !is_alive(pid) {
+        return;
+    }
+    signal_group(Some(pid), libc::SIGTERM);
+    let deadline = tokio::time::Instant::now() + grace;
+    while is_alive(pid) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if is_alive(pid) {
+        signal_group(Some(pid), libc::SIGKILL);
+    }
 }
 
 /// Sends `signal` to the process group `pid` leads (one of ours).

@@ -25,6 +25,8 @@ enum Command {
     Check(commands::check::CheckArgs),
     /// Fire a buy storm, measure it, wait for the sale to settle, and check it
     Storm(Box<commands::storm::StormArgs>),
+    /// Make Postgres, Redis and RabbitMQ reachable (or stop what it started)
+    Up(commands::up::UpArgs),
     /// Failure drills: a storm, faults on a timeline, the invariants, a verdict
     Chaos(commands::chaos::ChaosArgs),
     /// A whole flash sale on this machine: serve, reset, storm, settle, check
@@ -43,6 +45,7 @@ async fn main() -> ExitCode {
         Command::Reset(args) => commands::reset::run(args).await,
         Command::Check(args) => commands::check::run(args).await,
         Command::Chaos(args) => commands::chaos::run(args).await,
+        Command::Up(args) => commands::up::run(args).await,
         Command::Storm(args) => {
             let flags = matches.subcommand_matches("storm").expect("storm's flags");
             commands::storm::run(*args, &commands::storm::Given::from_matches(flags)).await

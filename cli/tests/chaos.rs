@@ -216,3 +216,57 @@ fn a_relay_that_publishes_after_commit_fails_the_rabbitmq_restart_drill() {
         reasons(&reports[0])
     );
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn answers(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// `up --driver local` starts Postgres, Redis and RabbitMQ of our own that a
+/// sale can be seeded on; `up --down` stops exactly those.
+#[test]
+fn up_starts_services_of_our_own_and_down_stops_them() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = temp("up");
+    let ports = [free_port(), free_port(), free_port()];
+    let ports_flag = format!("{},{},{}", ports[0], ports[1], ports[2]);
+    let flashtix = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_flashtix"))
+            .args(args)
+            .args(["--dir", dir.to_str().unwrap(), "--ports", &ports_flag])
+            .output()
+            .unwrap()
+    };
+    let up = flashtix(&["up", "--driver", "local", "--env"]);
+    assert_exit(&up, 0);
+    let exports: Vec<(String, String)> = stdout(&up)
+        .lines()
+        .filter_map(|line| {
+            let (name, value) = line.strip_prefix("export ")?.split_once('=')?;
+            Some((name.to_owned(), value.trim_matches('\'').to_owned()))
+        })
+        .collect();
+    assert_eq!(exports.len(), 3, "{}", stdout(&up));
+    assert!(ports.iter().all(|&port| answers(port)));
+
+    let reset = Command::new(env!("CARGO_BIN_EXE_flashtix"))
+        .args(["reset", "--yes", "--tickets", "5", "--namespace", "up_test"])
+        .env_remove("DATABASE_URL")
+        .envs(exports)
+        .output()
+        .unwrap();
+    assert_exit(&reset, 0);
+
+    let down = flashtix(&["up", "--down"]);
+    assert_exit(&down, 0);
+    assert!(stdout(&down).contains("stopped postgres, redis, rabbitmq"));
+    assert!(ports.iter().all(|&port| !answers(port)), "all stopped");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -6,6 +6,7 @@ pub mod check;
 pub mod demo;
 pub mod reset;
 pub mod storm;
+pub mod up;
 
 use std::process::ExitCode;
 
