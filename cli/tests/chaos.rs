@@ -173,20 +173,12 @@ fn a_server_that_releases_stock_twice_fails_the_drill() {
     assert_eq!(reports[0]["verdict"], "PASS", "{}", reasons(&reports[0]));
 }
 
-/// A payment worker that acknowledges before it commits loses what it held
-/// when killed: orders never settle, and the kill drill says so.
-#[test]
-fn a_worker_that_acks_before_commit_fails_the_kill_drill() {
-    let drill = short_drill(
-        "ack-early",
-        "[[fault]]\nat = \"3s\"\ntarget = \"payments\"\naction = \"kill\"\nduration = \"2s\"",
-    );
-    let json = temp("ack-early.json");
-    let (bad, reports) = chaos(
-        &["run", drill.to_str().unwrap()],
-        Some("ack-before-commit"),
-        &json,
-    );
+/// Runs a short drill with one fault on a server making `bug`: the drill
+/// must FAIL because orders never settle.
+fn assert_bug_leaves_orders_pending(bug: &str, fault: &str) {
+    let drill = short_drill(bug, fault);
+    let json = temp(&format!("{bug}.json"));
+    let (bad, reports) = chaos(&["run", drill.to_str().unwrap()], Some(bug), &json);
     assert_exit(&bad, 1);
     assert!(
         reasons(&reports[0]).contains("PENDING"),
@@ -195,25 +187,23 @@ fn a_worker_that_acks_before_commit_fails_the_kill_drill() {
     );
 }
 
+/// A payment worker that acknowledges before it commits loses what it held
+/// when killed: orders never settle, and the kill drill says so.
+#[test]
+fn a_worker_that_acks_before_commit_fails_the_kill_drill() {
+    assert_bug_leaves_orders_pending(
+        "ack-before-commit",
+        "[[fault]]\nat = \"3s\"\ntarget = \"payments\"\naction = \"kill\"\nduration = \"2s\"",
+    );
+}
+
 /// A relay that marks messages published before the broker has them loses
 /// them when RabbitMQ restarts: orders never settle.
 #[test]
 fn a_relay_that_publishes_after_commit_fails_the_rabbitmq_restart_drill() {
-    let drill = short_drill(
-        "publish-late",
+    assert_bug_leaves_orders_pending(
+        "publish-before-commit",
         "[[fault]]\nat = \"2s\"\ntarget = \"rabbitmq\"\naction = \"restart\"",
-    );
-    let json = temp("publish-late.json");
-    let (bad, reports) = chaos(
-        &["run", drill.to_str().unwrap()],
-        Some("publish-before-commit"),
-        &json,
-    );
-    assert_exit(&bad, 1);
-    assert!(
-        reasons(&reports[0]).contains("PENDING"),
-        "{}",
-        reasons(&reports[0])
     );
 }
 

@@ -120,11 +120,7 @@ pub async fn publish_batch(
         return Ok(0);
     }
     if crate::known_bad::has(crate::known_bad::Bug::PublishBeforeCommit) {
-        let ids: Vec<i64> = rows.iter().map(|(id, ..)| *id).collect();
-        sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
+        mark_published(&mut tx, &rows).await?;
         tx.commit().await?;
         let exchange = topology.exchange();
         let published = publish_confirmed(channel, &exchange, &rows);
@@ -139,13 +135,21 @@ pub async fn publish_batch(
         publish_confirmed(channel, &topology.exchange(), &rows),
     )
     .await?;
+    mark_published(&mut tx, &rows).await?;
+    tx.commit().await?;
+    Ok(rows.len() as u64)
+}
+
+async fn mark_published(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    rows: &[(i64, Uuid, String, String)],
+) -> sqlx::Result<()> {
     let ids: Vec<i64> = rows.iter().map(|(id, ..)| *id).collect();
     sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
         .bind(&ids)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(rows.len() as u64)
+        .execute(&mut **tx)
+        .await
+        .map(drop)
 }
 
 /// Publishes `rows` with every confirm in flight at once, then waits for all of
