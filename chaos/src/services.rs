@@ -249,12 +249,15 @@ fn rabbitmq(dir: &Path, port: u16, log: PathBuf) -> io::Result<Recipe> {
                 "RABBITMQ_NODENAME".into(),
                 format!("flashtix-{port}@localhost"),
             ),
-            // Erlang's distribution port, by default AMQP's + 20000: our own.
-            ("RABBITMQ_DIST_PORT".into(), (port - 1).to_string()),
+            // Erlang's distribution port, by default AMQP's + 20000 (the
+            // machine's node may hold that one): one that is free now.
+            ("RABBITMQ_DIST_PORT".into(), free_port()?.to_string()),
             ("RABBITMQ_MNESIA_BASE".into(), path(&base.join("mnesia"))),
             ("RABBITMQ_LOG_BASE".into(), path(&base.join("log"))),
             ("RABBITMQ_PID_FILE".into(), path(&base.join("pid"))),
             ("ERL_EPMD_ADDRESS".into(), "127.0.0.1".into()),
+            // A node that fails to boot exits at once, without a crash dump.
+            ("ERL_CRASH_DUMP_SECONDS".into(), "0".into()),
         ],
         log,
         ready: Ready::Port(port),
