@@ -803,3 +803,85 @@ impl Backlog {
         self.samples.lock().expect("not poisoned").clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_becomes_the_flags_a_command_reads() {
+        let table: toml::Table = toml::from_str(
+            r#"
+            rate = 300.0
+            buyers = 4500
+            quantity = "1:80,2:20"
+            yes = true
+            no-check = false
+            threshold = ["p99<50ms", "error_rate<1%"]
+            "#,
+        )
+        .unwrap();
+        let flags = flags(&table);
+        let pairs: Vec<String> = flags.chunks(2).map(|pair| pair.join(" ")).collect();
+        for expected in [
+            "--rate 300",
+            "--buyers 4500",
+            "--quantity 1:80,2:20",
+            "--threshold p99<50ms",
+            "--threshold error_rate<1%",
+        ] {
+            assert!(
+                flags.join(" ").contains(expected),
+                "{expected} in {pairs:?}"
+            );
+        }
+        assert!(flags.contains(&"--yes".to_owned()));
+        assert!(!flags.iter().any(|f| f == "--no-check"), "false is no flag");
+    }
+
+    fn at(seconds: f64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_700_000_000_000 + (seconds * 1000.0) as i64).unwrap()
+    }
+
+    fn attempt(sent: f64, finished: f64, outcome: &str) -> Attempt {
+        Attempt {
+            sent_at: at(sent),
+            finished_at: at(finished),
+            outcome: outcome.into(),
+        }
+    }
+
+    #[test]
+    fn recovery_is_the_later_of_buyers_served_and_the_backlog_drained() {
+        let window = Window {
+            label: "kill payments".into(),
+            from: at(2.0),
+            to: Some(at(5.0)),
+        };
+        let attempts = [
+            attempt(1.0, 1.1, "accepted"),
+            attempt(2.5, 5.5, "timeout"),
+            attempt(3.0, 3.1, "error"),
+            attempt(4.0, 4.1, "accepted"),
+            // After the window: the first one still fails, the next is served.
+            attempt(5.1, 5.2, "error"),
+            attempt(5.3, 6.0, "sold_out"),
+        ];
+        let samples = [
+            (at(4.0), Some(3.0)),
+            (at(5.5), None),
+            (at(6.5), Some(2.5)),
+            (at(7.5), Some(1.0)),
+        ];
+        let report = measure(&window, at(0.0), &attempts, &samples);
+        assert_eq!((report.from, report.to), (2.0, 5.0));
+        assert_eq!(report.errors, 2, "the timeout and the 5xx sent inside");
+        assert_eq!(report.outcomes["accepted"], 1);
+        assert_eq!(report.served, Some(1.0), "the sold-out answer at 6.0");
+        assert_eq!(report.drained, Some(2.5), "oldest PENDING 1 s old at 7.5");
+        assert_eq!(report.recovered, Some(2.5));
+
+        let never_drained = measure(&window, at(0.0), &attempts, &samples[..3]);
+        assert_eq!(never_drained.recovered, None);
+    }
+}

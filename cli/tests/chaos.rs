@@ -48,8 +48,9 @@ fn temp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("flashtix-chaos-test-{}-{name}", std::process::id()))
 }
 
-/// A short drill: 200 buyers a second for 8 s, one fault, tight limits.
-fn short_drill(name: &str, fault: &str) -> PathBuf {
+/// A short drill: 200 buyers a second for 8 s, its faults, tight limits;
+/// `server` adds `flashtix serve` flags.
+fn short_drill(name: &str, server: &str, fault: &str) -> PathBuf {
     let path = temp(&format!("{name}.toml"));
     let text = format!(
         r#"description = "{name}"
@@ -62,6 +63,7 @@ timeout = "3s"
 retries = 2
 [server]
 payment-failure-rate = 0.2
+{server}
 {fault}
 [limits]
 recover = "15s"
@@ -155,6 +157,7 @@ fn drills_of_the_catalogue_pass_on_the_real_server() {
 fn a_server_that_releases_stock_twice_fails_the_drill() {
     let drill = short_drill(
         "release-twice",
+        "",
         "[[fault]]\nat = \"2s\"\ntarget = \"payments\"\naction = \"kill\"\nduration = \"2s\"",
     );
     let drill = drill.to_str().unwrap();
@@ -173,27 +176,38 @@ fn a_server_that_releases_stock_twice_fails_the_drill() {
     assert_eq!(reports[0]["verdict"], "PASS", "{}", reasons(&reports[0]));
 }
 
-/// Runs a short drill with one fault on a server making `bug`: the drill
-/// must FAIL because orders never settle.
-fn assert_bug_leaves_orders_pending(bug: &str, fault: &str) {
-    let drill = short_drill(bug, fault);
+/// Runs a short drill on a server making `bug`: the drill must FAIL because
+/// orders never settle. The same drill on the real server must PASS.
+fn assert_bug_leaves_orders_pending(bug: &str, server: &str, fault: &str) {
+    let drill = short_drill(bug, server, fault);
+    let drill = drill.to_str().unwrap();
     let json = temp(&format!("{bug}.json"));
-    let (bad, reports) = chaos(&["run", drill.to_str().unwrap()], Some(bug), &json);
+    let (bad, reports) = chaos(&["run", drill], Some(bug), &json);
     assert_exit(&bad, 1);
     assert!(
         reasons(&reports[0]).contains("PENDING"),
         "{}",
         reasons(&reports[0])
     );
+
+    let (good, reports) = chaos(&["run", drill], None, &json);
+    assert_exit(&good, 0);
+    assert_eq!(reports[0]["verdict"], "PASS", "{}", reasons(&reports[0]));
 }
 
-/// A payment worker that acknowledges before it commits loses what it held
-/// when killed: orders never settle, and the kill drill says so.
+/// A payment worker that acknowledges before it commits loses the batch it
+/// holds when killed: orders never settle, and the kill drill says so. The
+/// provider takes 200 ms a batch, so the worker is inside a batch (acked, not
+/// committed) nearly all the time, and it is killed twice.
 #[test]
 fn a_worker_that_acks_before_commit_fails_the_kill_drill() {
+    let kill = |at: &str| {
+        format!("[[fault]]\nat = \"{at}\"\ntarget = \"payments\"\naction = \"kill\"\nduration = \"1s\"\n")
+    };
     assert_bug_leaves_orders_pending(
         "ack-before-commit",
-        "[[fault]]\nat = \"3s\"\ntarget = \"payments\"\naction = \"kill\"\nduration = \"2s\"",
+        "payment-latency-ms = 200",
+        &(kill("2s") + &kill("5s")),
     );
 }
 
@@ -203,6 +217,7 @@ fn a_worker_that_acks_before_commit_fails_the_kill_drill() {
 fn a_relay_that_publishes_after_commit_fails_the_rabbitmq_restart_drill() {
     assert_bug_leaves_orders_pending(
         "publish-before-commit",
+        "",
         "[[fault]]\nat = \"2s\"\ntarget = \"rabbitmq\"\naction = \"restart\"",
     );
 }
