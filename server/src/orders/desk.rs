@@ -117,6 +117,8 @@ impl Desk {
             return Err(PlaceError::SoldOut);
         }
         let fingerprint = request.fingerprint();
+        // Whether the last round waited for tickets on their way back.
+        let mut waited_for_returns = false;
         for _ in 0..ROUNDS {
             let hold = Hold {
                 order_id: Uuid::now_v7(),
@@ -155,7 +157,11 @@ impl Desk {
                         return Ok(Placed::Replayed(order.receipt()));
                     }
                 }
-                Ok(Admission::Returning { after }) => tokio::time::sleep(after).await,
+                Ok(Admission::Returning { after }) => {
+                    waited_for_returns = true;
+                    tokio::time::sleep(after).await;
+                    continue;
+                }
                 Ok(Admission::Unseeded) => self.reseed(terms.event_id).await?,
                 Err(error) => {
                     // Redis is only the fast path: Postgres decides alone.
@@ -164,6 +170,13 @@ impl Desk {
                     return self.write(hold, fingerprint, terms, false).await;
                 }
             }
+            waited_for_returns = false;
+        }
+        if waited_for_returns {
+            // Every ticket it waited for went to someone quicker: none is free
+            // for this buyer now. (Not "in progress": nothing is working on
+            // this request any more.)
+            return Err(PlaceError::SoldOut);
         }
         Err(PlaceError::InProgress)
     }

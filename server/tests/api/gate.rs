@@ -113,6 +113,52 @@ async fn a_ticket_on_its_way_back_is_waited_for_then_sold_once() {
     assert_eq!(app.event(event).await.available_tickets, 0);
 }
 
+/// Tickets trickle back (declined payments after a sell-out) while a crowd
+/// waits for them: a buyer who keeps losing the race is told `sold_out` — not
+/// `request_in_progress`, which would send them to retry a request nobody is
+/// working on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buyer_who_keeps_losing_the_returning_tickets_hears_sold_out() {
+    let app = spawn_app().await;
+    let tickets = 12;
+    let event = app.create_event(tickets, 4).await;
+    let mut holds = Vec::new();
+    for i in 0..tickets {
+        let hold = Hold {
+            order_id: Uuid::now_v7(),
+            event_id: event,
+            user_id: format!("gone-{i}"),
+            idempotency_key: "refused".into(),
+            quantity: 1,
+        };
+        let admission = app.gate.reserve(&hold, 4, "e1q1", clock_ms()).await;
+        assert_eq!(admission.unwrap(), Admission::Reserved);
+        holds.push(hold);
+    }
+    // One back before the crowd comes, the rest one every 150 ms.
+    assert!(app.gate.release(&holds[0], true).await.unwrap());
+    let gate = app.gate.clone();
+    let trickle = tokio::spawn(async move {
+        for hold in &holds[1..] {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            assert!(gate.release(hold, true).await.unwrap());
+        }
+    });
+
+    let answers = app.storm(event, distinct_buyers(80)).await;
+    trickle.await.unwrap();
+
+    let accepted = count(&answers, StatusCode::ACCEPTED, "");
+    let sold_out = count(&answers, StatusCode::CONFLICT, "sold_out");
+    let in_progress = count(&answers, StatusCode::CONFLICT, "request_in_progress");
+    assert_eq!(
+        (accepted + sold_out, in_progress),
+        (80, 0),
+        "{accepted} accepted, {sold_out} sold out"
+    );
+    assert!(accepted >= 1 && accepted <= tickets as usize);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_refuses_what_an_inflated_redis_admits() {
     let app = spawn_app_with(|settings| settings.reconcile_every = None).await;
