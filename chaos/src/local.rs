@@ -216,6 +216,14 @@ pub async fn start_detached(name: &str, recipe: &Recipe) -> io::Result<u32> {
     Ok(pid)
 }
 
+/// Runs `recipe` to its end (a one-off like `initdb`), its output to the log.
+pub async fn run_to_end(recipe: &Recipe) -> io::Result<std::process::ExitStatus> {
+    command(recipe, false)?
+        .stdout(log_file(recipe)?)
+        .status()
+        .await
+}
+
 /// Whether a process still runs (a zombie, dead but not yet reaped, does not).
 pub fn is_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

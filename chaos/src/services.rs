@@ -180,8 +180,7 @@ async fn postgres(dir: &Path, port: u16, log: PathBuf) -> io::Result<Recipe> {
             ready_within: Duration::ZERO,
             user: Some("postgres".into()),
         };
-        let mut command = tokio::process::Command::from(std_command(&initdb)?);
-        let status = command.stdout(log_file(&log)?).status().await?;
+        let status = crate::local::run_to_end(&initdb).await?;
         if !status.success() {
             return Err(io::Error::other(format!(
                 "initdb failed (log: {})",
@@ -326,29 +325,4 @@ fn own(path: &Path, user: &str) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-fn log_file(path: &Path) -> io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-}
-
-/// A one-off command from a recipe (initdb), run as the recipe's user.
-fn std_command(recipe: &Recipe) -> io::Result<std::process::Command> {
-    use std::os::unix::process::CommandExt;
-    let mut command = std::process::Command::new(&recipe.program);
-    command
-        .args(&recipe.args)
-        .stdin(std::process::Stdio::null())
-        .stderr(log_file(&recipe.log)?);
-    if let Some(user) = &recipe.user {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
-            let (uid, gid) = crate::local::user_ids(user)?;
-            command.uid(uid).gid(gid);
-        }
-    }
-    Ok(command)
 }
