@@ -40,6 +40,20 @@ pub enum Target {
 }
 
 impl Target {
+    /// Its name in drill files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Api => "api",
+            Target::Relay => "relay",
+            Target::Payments => "payments",
+            Target::Orders => "orders",
+            Target::Sweeper => "sweeper",
+            Target::Postgres => "postgres",
+            Target::Redis => "redis",
+            Target::Rabbitmq => "rabbitmq",
+        }
+    }
+
     pub fn is_dependency(self) -> bool {
         matches!(self, Target::Postgres | Target::Redis | Target::Rabbitmq)
     }
@@ -67,6 +81,25 @@ pub enum Action {
 }
 
 impl Action {
+    /// Its name in drill files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Kill => "kill",
+            Action::Stop => "stop",
+            Action::Start => "start",
+            Action::Restart => "restart",
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+            Action::Flush => "flush",
+            Action::Republish => "republish",
+            Action::Latency => "latency",
+            Action::Blackhole => "blackhole",
+            Action::Reset => "reset",
+            Action::Bandwidth => "bandwidth",
+            Action::DropResponses => "drop_responses",
+        }
+    }
+
     /// Network faults go through the proxy in front of the target.
     pub fn is_network(self) -> bool {
         matches!(
@@ -152,7 +185,12 @@ impl DrillFile {
             }
         }
         for (i, fault) in file.faults.iter().enumerate() {
-            let name = format!("fault {} ({:?} {:?})", i + 1, fault.action, fault.target);
+            let name = format!(
+                "fault {} ({} {})",
+                i + 1,
+                fault.action.name(),
+                fault.target.name()
+            );
             if fault.action == Action::Flush && fault.target != Target::Redis {
                 return Err(format!("{name}: only redis can be flushed"));
             }
@@ -189,8 +227,7 @@ impl DrillFile {
 
     /// The shell command the drill gives for `action` on `target`, if any.
     pub fn command(&self, target: Target, action: Action) -> Option<&str> {
-        let key = format!("{target:?}.{action:?}").to_lowercase();
-        let key = key.replace("dropresponses", "drop_responses");
+        let key = format!("{}.{}", target.name(), action.name());
         self.commands.get(&key).and_then(|c| c.as_str())
     }
 
@@ -314,6 +351,20 @@ mod tests {
         let times: std::collections::HashSet<Duration> =
             (0..20).map(|seed| drill.timeline(seed)[1].at).collect();
         assert!(times.len() > 10, "seeds spread the kill over its window");
+    }
+
+    #[test]
+    fn a_command_is_found_by_the_names_drill_files_use() {
+        let drill = DrillFile::parse(
+            "description = \"x\"\n[commands]\n\"api.drop_responses\" = \"true\"\n\
+             [[fault]]\nat = \"1s\"\ntarget = \"api\"\naction = \"drop_responses\"",
+        )
+        .unwrap();
+        assert_eq!(
+            drill.command(Target::Api, Action::DropResponses),
+            Some("true")
+        );
+        assert_eq!(drill.command(Target::Api, Action::Kill), None);
     }
 
     #[test]

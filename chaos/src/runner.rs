@@ -309,13 +309,11 @@ pub async fn run(run: &Run<'_>, dependencies: &Dependencies) -> io::Result<Drill
 
 /// A fault in a few words: "kill payments", "latency 200ms postgres".
 pub fn describe(fault: &Fault) -> String {
-    let action = format!("{:?}", fault.action).to_lowercase();
-    let target = format!("{:?}", fault.target).to_lowercase();
+    let target = fault.target.name();
     match fault.action {
         Action::Latency => format!("latency {:?} {target}", fault.delay),
         Action::Bandwidth => format!("bandwidth {} B/s {target}", fault.bytes_per_second),
-        Action::DropResponses => format!("drop_responses {target}"),
-        _ => format!("{action} {target}"),
+        action => format!("{} {target}", action.name()),
     }
 }
 
