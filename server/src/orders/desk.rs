@@ -117,8 +117,8 @@ impl Desk {
             return Err(PlaceError::SoldOut);
         }
         let fingerprint = request.fingerprint();
-        // Whether the last round waited for tickets on their way back.
-        let mut waited_for_returns = false;
+        // The answer if the rounds run out: what the last one waited for.
+        let mut gave_up = PlaceError::InProgress;
         for _ in 0..ROUNDS {
             let hold = Hold {
                 order_id: Uuid::now_v7(),
@@ -156,13 +156,19 @@ impl Desk {
                     if let Some(order) = self.await_first(&hold, order_id).await? {
                         return Ok(Placed::Replayed(order.receipt()));
                     }
+                    gave_up = PlaceError::InProgress;
                 }
                 Ok(Admission::Returning { after }) => {
-                    waited_for_returns = true;
+                    // Every ticket it waits for may go to someone quicker:
+                    // then none is free for this buyer. (Not "in progress":
+                    // nothing works on this request any more.)
+                    gave_up = PlaceError::SoldOut;
                     tokio::time::sleep(after).await;
-                    continue;
                 }
-                Ok(Admission::Unseeded) => self.reseed(terms.event_id).await?,
+                Ok(Admission::Unseeded) => {
+                    gave_up = PlaceError::InProgress;
+                    self.reseed(terms.event_id).await?;
+                }
                 Err(error) => {
                     // Redis is only the fast path: Postgres decides alone.
                     self.metrics.redis_bypass();
@@ -170,15 +176,8 @@ impl Desk {
                     return self.write(hold, fingerprint, terms, false).await;
                 }
             }
-            waited_for_returns = false;
         }
-        if waited_for_returns {
-            // Every ticket it waited for went to someone quicker: none is free
-            // for this buyer now. (Not "in progress": nothing is working on
-            // this request any more.)
-            return Err(PlaceError::SoldOut);
-        }
-        Err(PlaceError::InProgress)
+        Err(gave_up)
     }
 
     /// Asks Redis, once at a time per event and off the request's path, for the
