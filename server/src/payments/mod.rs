@@ -107,6 +107,17 @@ impl PaymentWorker {
     }
 }
 
+impl PaymentWorker {
+    /// Which of these orders exist.
+    async fn known_orders(&self, ids: &[Uuid]) -> sqlx::Result<HashSet<Uuid>> {
+        let known: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM orders WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(known.into_iter().collect())
+    }
+}
+
 impl Handler for PaymentWorker {
     const NAME: &'static str = "payments";
     const TOPIC: &'static str = "order.created";
@@ -123,6 +134,30 @@ impl Handler for PaymentWorker {
             } else {
                 valid.push((index, message_id, order));
             }
+        }
+        // Only orders we have are charged: a message for any other (a queue
+        // kept across a reset, a database restored from a backup) can never
+        // succeed, and asking the provider would take money we cannot record.
+        let ids: Vec<Uuid> = valid.iter().map(|(_, _, order)| order.order_id).collect();
+        let known = match self.known_orders(&ids).await {
+            Ok(known) => known,
+            Err(error) => {
+                for (index, ..) in &valid {
+                    handled[*index] = Some(Handled::Retry(anyhow::anyhow!(
+                        "looking orders up: {error}"
+                    )));
+                }
+                return answers(handled);
+            }
+        };
+        let (valid, unknown): (Vec<_>, Vec<_>) = valid
+            .into_iter()
+            .partition(|(_, _, order)| known.contains(&order.order_id));
+        for (index, _, order) in unknown {
+            handled[index] = Some(Handled::Poison(format!(
+                "order.created for unknown order {}",
+                order.order_id
+            )));
         }
         let asked: Vec<(Uuid, i64)> = valid
             .iter()

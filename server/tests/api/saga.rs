@@ -244,22 +244,11 @@ async fn a_poison_message_is_dead_lettered_and_the_rest_flow() {
     app.until_none_pending(Duration::from_secs(20)).await;
     assert_eq!(statuses(&app).await, (4, 0, 0));
 
-    let connection = broker::connect(&test_amqp_url()).await.unwrap();
-    let channel = connection.create_channel().await.unwrap();
     let dead = Topology::new(app.namespace.clone()).dead_letter_queue("order.created");
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
     eventually(Duration::from_secs(10), || async {
-        let depth = channel
-            .queue_declare(dead.as_str().into(), passive, FieldTable::default())
-            .await
-            .unwrap()
-            .message_count();
-        match depth {
+        match queue_depth(&dead).await {
             1 => Ok(()),
-            _ => Err(format!("dead-letter queue holds {depth}")),
+            depth => Err(format!("dead-letter queue holds {depth}")),
         }
     })
     .await;
@@ -521,4 +510,63 @@ async fn check_judges_a_late_capture_only_once_its_result_was_handled() {
     )
     .await;
     assert_eq!(verdict(app.check().await), Verdict::Pass);
+}
+
+/// Depth of one of the sale's queues (ready messages).
+async fn queue_depth(queue: &str) -> u32 {
+    let connection = broker::connect(&test_amqp_url()).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+        .unwrap()
+        .message_count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_we_do_not_have_is_dead_lettered_and_charges_nobody() {
+    let app = spawn_app_with(|settings| settings.roles = vec![Role::All]).await;
+    let event = app.create_event(30, 4).await;
+    app.order(event, "first", "k", 1).await;
+    app.until_none_pending(Duration::from_secs(20)).await;
+
+    // A message for an order this database never had (a queue kept across a
+    // reset, a restored backup), then twenty real orders.
+    let ghost = uuid::Uuid::now_v7();
+    let body = serde_json::json!({"order_id": ghost, "event_id": event, "user_id": "ghost",
+                                  "quantity": 1, "amount_cents": 2500});
+    publish(
+        &app,
+        "order.created",
+        Some(&uuid::Uuid::now_v7().to_string()),
+        body.to_string().as_bytes(),
+    )
+    .await;
+    let answers = app.storm(event, distinct_buyers(20)).await;
+    assert_eq!(count(&answers, StatusCode::ACCEPTED, ""), 20);
+
+    app.until_none_pending(Duration::from_secs(30)).await;
+    assert_eq!(statuses(&app).await, (21, 0, 0));
+    let asked: i64 = sqlx::query_scalar("SELECT count(*) FROM provider_ledger WHERE order_id = $1")
+        .bind(ghost)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(asked, 0, "the provider was asked to charge an unknown order");
+    let dead = Topology::new(app.namespace.clone()).dead_letter_queue("order.created");
+    eventually(Duration::from_secs(10), || async {
+        match queue_depth(&dead).await {
+            1 => Ok(()),
+            depth => Err(format!("dead-letter queue holds {depth}")),
+        }
+    })
+    .await;
+    let report = app.check().await;
+    let queues = report.finding(QUEUES_DRAINED).unwrap();
+    assert_eq!(queues.verdict, Verdict::Fail, "{report:#?}");
+    app.drop_queues().await;
 }
