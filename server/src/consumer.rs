@@ -20,6 +20,7 @@
 //! done, with none held, is acknowledged by one `multiple` ack: every delivery
 //! before it on the channel is settled already.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,6 +97,43 @@ pub fn decode<T: DeserializeOwned>(
         }
     }
     (handled, decoded)
+}
+
+/// The messages of a batch this consumer sees for the first time.
+///
+/// The contract of every handler's dedupe: [`FirstTimes::claim`] records the
+/// batch's message ids in `processed_messages` inside the handler's
+/// transaction, so the record commits with the effects or not at all; then
+/// [`FirstTimes::take`] answers `true` once per id. A message processed by an
+/// earlier transaction, and every copy after the first of a message that came
+/// twice in this batch (a republish, a redelivery joining held messages), are
+/// duplicates: acknowledged, with no effect.
+pub struct FirstTimes(HashSet<Uuid>);
+
+impl FirstTimes {
+    /// Records that `consumer` processed `message_ids`, in the caller's
+    /// transaction.
+    pub async fn claim(
+        tx: &mut sqlx::PgConnection,
+        consumer: &str,
+        message_ids: &[Uuid],
+    ) -> sqlx::Result<Self> {
+        let fresh: Vec<Uuid> = sqlx::query_scalar(
+            "INSERT INTO processed_messages (consumer, message_id)
+             SELECT $1, id FROM unnest($2::uuid[]) AS m(id)
+             ON CONFLICT DO NOTHING RETURNING message_id",
+        )
+        .bind(consumer)
+        .bind(message_ids)
+        .fetch_all(tx)
+        .await?;
+        Ok(Self(fresh.into_iter().collect()))
+    }
+
+    /// Whether this copy of `message_id` is the one to act on: true once.
+    pub fn take(&mut self, message_id: Uuid) -> bool {
+        self.0.remove(&message_id)
+    }
 }
 
 /// One answer per message; a slot a handler left empty is retried, not lost.

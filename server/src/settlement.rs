@@ -18,11 +18,11 @@ use std::time::Duration;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::consumer::{answers, decode, Handled, Handler, Message};
+use crate::consumer::{answers, decode, FirstTimes, Handled, Handler, Message};
 use crate::gate::Gate;
 use crate::metrics::Metrics;
 use crate::payments::provider::{Outcome, Provider};
-use crate::payments::{first_time, first_times, PaymentResult};
+use crate::payments::PaymentResult;
 
 pub struct OrderWorker {
     pool: PgPool,
@@ -66,7 +66,7 @@ impl OrderWorker {
     ) -> sqlx::Result<Vec<Settled>> {
         let mut tx = self.pool.begin().await?;
         let message_ids: Vec<Uuid> = results.iter().map(|(id, ..)| *id).collect();
-        let fresh = first_times(&mut tx, Self::NAME, &message_ids).await?;
+        let mut fresh = FirstTimes::claim(&mut tx, Self::NAME, &message_ids).await?;
         let mut order_ids: Vec<Uuid> = results.iter().map(|(_, r, _)| r.order_id).collect();
         order_ids.sort();
         order_ids.dedup();
@@ -90,7 +90,7 @@ impl OrderWorker {
         let mut moved: BTreeMap<i64, Moved> = BTreeMap::new();
         let mut settled = Vec::with_capacity(results.len());
         for (message_id, result, outcome) in results {
-            if !fresh.contains(message_id) {
+            if !fresh.take(*message_id) {
                 settled.push(Settled::Handled(Handled::Duplicate));
                 continue;
             }
@@ -196,7 +196,10 @@ impl OrderWorker {
         result: &PaymentResult,
     ) -> sqlx::Result<Handled> {
         let mut tx = self.pool.begin().await?;
-        if !first_time(&mut tx, Self::NAME, message_id).await? {
+        if !FirstTimes::claim(&mut tx, Self::NAME, &[message_id])
+            .await?
+            .take(message_id)
+        {
             return Ok(Handled::Duplicate);
         }
         sqlx::query(

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::consumer::{answers, decode, Handled, Handler, Message};
+use crate::consumer::{answers, decode, FirstTimes, Handled, Handler, Message};
 use crate::metrics::Metrics;
 use provider::{Outcome, Provider};
 
@@ -58,10 +58,12 @@ impl PaymentWorker {
     async fn record(&self, charged: &[(Uuid, &OrderCreated, Outcome)]) -> sqlx::Result<Vec<bool>> {
         let mut tx = self.pool.begin().await?;
         let message_ids: Vec<Uuid> = charged.iter().map(|(id, ..)| *id).collect();
-        let fresh = first_times(&mut tx, Self::NAME, &message_ids).await?;
+        let mut fresh = FirstTimes::claim(&mut tx, Self::NAME, &message_ids).await?;
+        let is_new: Vec<bool> = message_ids.iter().map(|id| fresh.take(*id)).collect();
         let new: Vec<&(Uuid, &OrderCreated, Outcome)> = charged
             .iter()
-            .filter(|(id, ..)| fresh.contains(id))
+            .zip(&is_new)
+            .filter_map(|(entry, new)| new.then_some(entry))
             .collect();
         let payment_ids: Vec<Uuid> = new.iter().map(|_| Uuid::now_v7()).collect();
         let result_ids: Vec<Uuid> = new.iter().map(|_| Uuid::now_v7()).collect();
@@ -103,7 +105,7 @@ impl PaymentWorker {
         for outcome in outcomes {
             self.metrics.payment_recorded(outcome);
         }
-        Ok(charged.iter().map(|(id, ..)| fresh.contains(id)).collect())
+        Ok(is_new)
     }
 }
 
@@ -202,42 +204,4 @@ impl Handler for PaymentWorker {
         }
         answers(handled)
     }
-}
-
-/// Records that `consumer` processed each of `message_ids`; returns those it had
-/// not processed before. In the caller's transaction, so the records and the
-/// effects commit together.
-pub(crate) async fn first_times(
-    tx: &mut sqlx::PgConnection,
-    consumer: &str,
-    message_ids: &[Uuid],
-) -> sqlx::Result<HashSet<Uuid>> {
-    let fresh: Vec<Uuid> = sqlx::query_scalar(
-        "INSERT INTO processed_messages (consumer, message_id)
-         SELECT $1, id FROM unnest($2::uuid[]) AS m(id)
-         ON CONFLICT DO NOTHING RETURNING message_id",
-    )
-    .bind(consumer)
-    .bind(message_ids)
-    .fetch_all(tx)
-    .await?;
-    Ok(fresh.into_iter().collect())
-}
-
-/// Records that `consumer` processed `message_id`; false if it already had.
-/// In the caller's transaction, so the record and the effects commit together.
-pub(crate) async fn first_time(
-    tx: &mut sqlx::PgConnection,
-    consumer: &str,
-    message_id: Uuid,
-) -> sqlx::Result<bool> {
-    let inserted = sqlx::query(
-        "INSERT INTO processed_messages (consumer, message_id) VALUES ($1, $2)
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(consumer)
-    .bind(message_id)
-    .execute(tx)
-    .await?;
-    Ok(inserted.rows_affected() == 1)
 }

@@ -556,7 +556,10 @@ async fn an_order_we_do_not_have_is_dead_lettered_and_charges_nobody() {
         .fetch_one(&app.pool)
         .await
         .unwrap();
-    assert_eq!(asked, 0, "the provider was asked to charge an unknown order");
+    assert_eq!(
+        asked, 0,
+        "the provider was asked to charge an unknown order"
+    );
     let dead = Topology::new(app.namespace.clone()).dead_letter_queue("order.created");
     eventually(Duration::from_secs(10), || async {
         match queue_depth(&dead).await {
@@ -568,5 +571,68 @@ async fn an_order_we_do_not_have_is_dead_lettered_and_charges_nobody() {
     let report = app.check().await;
     let queues = report.finding(QUEUES_DRAINED).unwrap();
     assert_eq!(queues.verdict, Verdict::Fail, "{report:#?}");
+    app.drop_queues().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_of_one_message_in_one_batch_are_handled_once() {
+    // Every payment declined: failed captures have no unique index of their
+    // own, so a copy handled as new would show as a second row.
+    let app = spawn_app_with(|settings| {
+        settings.roles = vec![Role::Api, Role::Sweeper, Role::Relay, Role::Orders];
+        settings.provider.failure_rate = 1.0;
+    })
+    .await;
+    let event = app.create_event(50, 4).await;
+    let answers = app.storm(event, distinct_buyers(50)).await;
+    assert_eq!(count(&answers, StatusCode::ACCEPTED, ""), 50);
+    eventually(Duration::from_secs(20), || async {
+        match flashtix_server::outbox::depth(&app.pool).await.unwrap() {
+            0 => Ok(()),
+            depth => Err(format!("{depth} messages not yet published")),
+        }
+    })
+    .await;
+    // Two more copies of every message, queued before any payment worker
+    // runs: the worker takes them in batches holding several copies of one.
+    let messages: Vec<(uuid::Uuid, String)> = sqlx::query_as(
+        "SELECT message_id, payload::text FROM outbox WHERE topic = 'order.created'",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        for (message_id, body) in &messages {
+            publish(
+                &app,
+                "order.created",
+                Some(&message_id.to_string()),
+                body.as_bytes(),
+            )
+            .await;
+        }
+    }
+    let _payments = app
+        .another_server(|settings| {
+            settings.roles = vec![Role::Payments];
+            settings.provider.failure_rate = 1.0;
+        })
+        .await;
+
+    app.until_none_pending(Duration::from_secs(30)).await;
+    assert_eq!(statuses(&app).await, (0, 50, 0));
+    let (captures, results): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM payments),
+                (SELECT count(*) FROM outbox WHERE topic = 'payment.result')",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (captures, results),
+        (50, 50),
+        "one capture and one result per order"
+    );
+    app.check_passes_within(Duration::from_secs(20)).await;
     app.drop_queues().await;
 }
