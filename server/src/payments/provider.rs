@@ -7,6 +7,7 @@
 //! answer. A timeout is the worst case: the provider did the work and the caller
 //! never heard back; the retry finds the answer in the ledger.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -124,17 +125,36 @@ impl Provider {
         .bind(&amounts)
         .fetch_all(&self.ledger)
         .await?;
-        let booked: std::collections::HashMap<Uuid, String> = booked.into_iter().collect();
+        let mut booked: HashMap<Uuid, String> = booked.into_iter().collect();
+        // An order another call was booking at the same moment: our insert
+        // waited for it and stood back, but the statement's snapshot predates
+        // its commit. A fresh statement sees it.
+        let unseen: Vec<Uuid> = ids
+            .iter()
+            .filter(|id| !booked.contains_key(id))
+            .copied()
+            .collect();
+        if !unseen.is_empty() {
+            let late: Vec<(Uuid, String)> = sqlx::query_as(
+                "SELECT order_id, outcome FROM provider_ledger
+                 WHERE kind = 'CAPTURE' AND order_id = ANY($1)",
+            )
+            .bind(&unseen)
+            .fetch_all(&self.ledger)
+            .await?;
+            booked.extend(late);
+        }
         Ok(ids
             .iter()
             .map(|id| {
                 if self.lost_answer(*id) {
                     return Err(ProviderError::Timeout);
                 }
-                Ok(booked
+                // Never "declined" for want of an answer: money may have moved.
+                booked
                     .get(id)
                     .and_then(|outcome| Outcome::parse(outcome))
-                    .unwrap_or(Outcome::Failed))
+                    .ok_or(ProviderError::Timeout)
             })
             .collect())
     }
@@ -183,7 +203,7 @@ impl Provider {
         if self.lost_answer(order_id) {
             return Err(ProviderError::Timeout);
         }
-        Ok(Outcome::parse(&first).unwrap_or(Outcome::Failed))
+        Outcome::parse(&first).ok_or(ProviderError::Timeout)
     }
 }
 

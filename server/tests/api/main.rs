@@ -9,6 +9,7 @@ mod history;
 mod idempotency;
 mod orders;
 mod outbox;
+mod provider;
 mod saga;
 mod shutdown;
 mod validation;
