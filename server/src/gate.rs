@@ -148,6 +148,16 @@ pub struct StockReturn {
     pub quantity: i32,
 }
 
+/// What [`Gate::restock`] did with a stock return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restock {
+    Applied,
+    /// An earlier call applied it (or a reseed that already counted it).
+    AlreadyApplied,
+    /// The event has no stock in Redis: keep the return until it is reseeded.
+    Unseeded,
+}
+
 /// Shared by every script: moves due returns into stock, and gives back later.
 const RETURNS: &str = r#"
 local function mature(stock_key, returning_key)
@@ -257,9 +267,12 @@ return 1
 
 const RESTOCK: &str = r#"
 -- KEYS: stock buyers returning returned seq ; ARGV: return_id quantity user_id
+-- Unseeded: a reseed may be writing what Postgres said before this return,
+-- so it waits until the stock key (written last) is there.
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local now = mature(KEYS[1], KEYS[3])
 if redis.call('SADD', KEYS[4], ARGV[1]) == 0 then return 0 end
-if redis.call('EXISTS', KEYS[1]) == 1 then give_back(KEYS[3], now, ARGV[1], ARGV[2]) end
+give_back(KEYS[3], now, ARGV[1], ARGV[2])
 if redis.call('HINCRBY', KEYS[2], ARGV[3], -tonumber(ARGV[2])) <= 0 then
   redis.call('HDEL', KEYS[2], ARGV[3])
 end
@@ -431,8 +444,11 @@ impl Gate {
 
     /// Gives back the tickets of an order Postgres released (expired or
     /// cancelled): stock after [`RETURN_DELAY`], and the buyer's count. Applied
-    /// once per order however often it is called; returns whether this call did.
-    pub async fn restock(&self, stock_return: &StockReturn) -> RedisResult<bool> {
+    /// once per order however often it is called, and only once the event is
+    /// seeded: a reseed reads Postgres first and writes Redis after, so a
+    /// return applied in between would be overwritten (the buyer's count) or
+    /// lost (the stock).
+    pub async fn restock(&self, stock_return: &StockReturn) -> RedisResult<Restock> {
         let event_id = stock_return.event_id;
         let applied: i64 = self
             .restock
@@ -446,7 +462,11 @@ impl Gate {
             .arg(&stock_return.user_id)
             .invoke_async(&mut self.redis.clone())
             .await?;
-        Ok(applied == 1)
+        Ok(match applied {
+            1 => Restock::Applied,
+            0 => Restock::AlreadyApplied,
+            _ => Restock::Unseeded,
+        })
     }
 
     /// Holds admitted before `before_ms` and still not confirmed or released.

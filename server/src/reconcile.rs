@@ -22,7 +22,7 @@ use anyhow::Context;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::gate::{Gate, StockReturn};
+use crate::gate::{Gate, Restock, StockReturn};
 use crate::metrics::Metrics;
 use crate::orders::clock_ms;
 use crate::stop::Stop;
@@ -152,7 +152,8 @@ pub async fn reclaim_stale_holds(pool: &PgPool, gate: &Gate, event_id: i64) -> a
 }
 
 /// Gives Redis the tickets Postgres gave back (`stock_returns`), then forgets
-/// the rows. Each return is applied once however many processes run this, or
+/// the rows (but those of events Redis has no stock for: they wait for the
+/// reseed). Each return is applied once however many processes run this, or
 /// however often it runs after a crash between the two steps. Returns how many
 /// rows were handled.
 pub async fn restock_pending(pool: &PgPool, gate: &Gate) -> anyhow::Result<u64> {
@@ -174,10 +175,13 @@ pub async fn restock_pending(pool: &PgPool, gate: &Gate) -> anyhow::Result<u64> 
             user_id,
             quantity,
         };
-        gate.restock(&stock_return)
+        let restock = gate
+            .restock(&stock_return)
             .await
             .context("giving tickets back to Redis")?;
-        handled.push(order_id);
+        if restock != Restock::Unseeded {
+            handled.push(order_id);
+        }
     }
     sqlx::query("DELETE FROM stock_returns WHERE order_id = ANY($1)")
         .bind(&handled)

@@ -252,3 +252,61 @@ async fn with_redis_gone_postgres_alone_sells_exactly_the_stock() {
     assert_eq!(app.event(event).await.available_tickets, 0);
     assert_eq!(app.order_count().await, 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reseed_overlapping_a_cancellation_leaves_the_buyer_free_to_buy_again() {
+    // No reconciler or sweeper: the test plays their steps in the bad order.
+    let app = spawn_app_with(|settings| {
+        settings.roles = vec![flashtix_server::config::Role::Api];
+        settings.reconcile_every = None;
+    })
+    .await;
+    let event = app.create_event(10, 1).await;
+    let first = app.order(event, "una", "first", 1).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+
+    // A reseed reads Postgres while the order is still live...
+    let snapshot = flashtix_server::orders::snapshot(&app.pool, event)
+        .await
+        .unwrap()
+        .unwrap();
+    // ...then the order is cancelled (its tickets back in Postgres, a stock
+    // return written), Redis loses its keys, and the stock return is applied
+    // before the reseed has written anything.
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query(
+        "WITH cancelled AS (
+            UPDATE orders SET status = 'CANCELLED' WHERE id = $1::uuid
+            RETURNING id, event_id, user_id, quantity
+         ), restocked AS (
+            UPDATE events SET available_tickets = available_tickets + 1,
+                              pending_tickets = pending_tickets - 1 WHERE id = $2
+         )
+         INSERT INTO stock_returns (order_id, event_id, user_id, quantity)
+         SELECT id, event_id, user_id, quantity FROM cancelled",
+    )
+    .bind(first.order_id())
+    .bind(event)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    app.gate.wipe().await.unwrap();
+    flashtix_server::reconcile::restock_pending(&app.pool, &app.gate)
+        .await
+        .unwrap();
+    let lock = app.gate.lock_seeding(event).await.unwrap().unwrap();
+    app.gate.seed(lock, &snapshot).await.unwrap();
+    flashtix_server::reconcile::restock_pending(&app.pool, &app.gate)
+        .await
+        .unwrap();
+
+    // Her ticket was given back, so her limit of one is free again.
+    let again = app.order(event, "una", "second", 1).await;
+    assert_eq!(
+        (again.status, again.code()),
+        (StatusCode::ACCEPTED, ""),
+        "{:?}",
+        again.body
+    );
+}
