@@ -24,11 +24,12 @@ pub async fn place(
     let body = json_body(&headers, body)?;
     let key = match headers.get(IDEMPOTENCY_KEY) {
         None => None,
-        Some(value) => Some(value.to_str().map_err(|_| {
+        // Any printable text (UTF-8), not only ASCII: `to_str` would refuse "clé".
+        Some(value) => Some(std::str::from_utf8(value.as_bytes()).map_err(|_| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_request",
-                "Idempotency-Key must be printable ASCII",
+                "Idempotency-Key must be UTF-8 text",
             )
         })?),
     };

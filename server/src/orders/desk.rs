@@ -7,6 +7,7 @@ use sqlx::PgPool;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use super::lookup::KeyLookup;
 use super::request::PlaceOrder;
 use super::sold_out::SoldOutBoard;
 use super::writer::{Verdict, Writer};
@@ -57,6 +58,7 @@ pub struct Desk {
     catalogue: Arc<Catalogue>,
     writer: Arc<Writer>,
     sold_out: Arc<SoldOutBoard>,
+    lookup: KeyLookup,
     metrics: Arc<Metrics>,
 }
 
@@ -76,6 +78,7 @@ impl Desk {
             Arc::clone(&metrics),
         );
         Self {
+            lookup: KeyLookup::start(pool.clone()),
             pool,
             gate,
             catalogue,
@@ -86,7 +89,12 @@ impl Desk {
     }
 
     pub async fn place(&self, request: PlaceOrder) -> Result<Placed, PlaceError> {
-        let result = self.place_unrecorded(request).await;
+        let result = match self.place_unrecorded(&request).await {
+            Err(refusal @ (PlaceError::SoldOut | PlaceError::LimitExceeded { .. })) => {
+                self.confirm_refusal(&request, refusal).await
+            }
+            other => other,
+        };
         self.metrics.record_order(match &result {
             Ok(Placed::Accepted(_)) => OrderOutcome::Accepted,
             Ok(Placed::Replayed(_)) => OrderOutcome::Replayed,
@@ -98,7 +106,30 @@ impl Desk {
         result
     }
 
-    async fn place_unrecorded(&self, request: PlaceOrder) -> Result<Placed, PlaceError> {
+    /// A refusal stands only if Postgres has no order for the key: Redis (or
+    /// this process's sold-out board) may not know an order taken without it.
+    async fn confirm_refusal(
+        &self,
+        request: &PlaceOrder,
+        refusal: PlaceError,
+    ) -> Result<Placed, PlaceError> {
+        match self
+            .lookup
+            .find(&request.user_id, &request.idempotency_key)
+            .await
+        {
+            Ok(None) => Err(refusal),
+            Ok(Some(order)) if order.fingerprint == request.fingerprint() => {
+                Ok(Placed::Replayed(order.receipt()))
+            }
+            Ok(Some(_)) => Err(PlaceError::KeyReused),
+            Err(error) => Err(unavailable(anyhow::anyhow!(
+                "checking the key before refusing: {error}"
+            ))),
+        }
+    }
+
+    async fn place_unrecorded(&self, request: &PlaceOrder) -> Result<Placed, PlaceError> {
         let terms = self
             .catalogue
             .terms(request.event_id)

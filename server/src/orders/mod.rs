@@ -15,11 +15,15 @@
 //!    straight to the writer; if Redis lost the event's keys, they are reseeded
 //!    from Postgres first.
 //!
+//! 5. A refusal is checked against Postgres before it is sent ([`lookup`]): a
+//!    key that has an order gets its order back, whatever Redis said.
+//!
 //! A crash between steps 2 and 3 leaves a hold in Redis with no order; the
 //! reconciler ([`crate::reconcile`]) finds holds older than a few seconds, looks
 //! each order up in Postgres, and confirms or releases it.
 
 mod desk;
+pub mod lookup;
 pub mod request;
 pub mod sold_out;
 pub mod writer;

@@ -193,3 +193,29 @@ async fn a_key_still_being_processed_answers_request_in_progress() {
     assert_eq!(body["error"]["code"], "request_in_progress");
     assert_eq!(app.order_count().await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_of_any_printable_text_is_a_key() {
+    let app = spawn_app().await;
+    let event = app.create_event(10, 4).await;
+    let send = |key: &'static [u8]| {
+        app.client
+            .post(format!("{}/orders", app.address))
+            .header(
+                "Idempotency-Key",
+                reqwest::header::HeaderValue::from_bytes(key).unwrap(),
+            )
+            .json(&serde_json::json!({"event_id": event, "user_id": "zoé", "quantity": 1}))
+            .send()
+    };
+
+    let first = send("clé-été".as_bytes()).await.unwrap();
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    let again = send("clé-été".as_bytes()).await.unwrap();
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+    assert!(again.headers().contains_key("idempotent-replayed"));
+    // Bytes that are not text are still refused, and change nothing.
+    let garbled = send(b"cl\xe9").await.unwrap();
+    assert_eq!(garbled.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(app.order_count().await, 1);
+}
