@@ -24,6 +24,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "stock returns",
         include_str!("../migrations/0003_stock_returns.sql"),
     ),
+    (
+        4,
+        "released holds",
+        include_str!("../migrations/0004_released_holds.sql"),
+    ),
 ];
 
 /// What a pool's connections are for.

@@ -128,6 +128,13 @@ pub async fn repair_drift(pool: &PgPool, gate: &Gate, event_id: i64) -> anyhow::
 }
 
 /// Confirms or releases holds older than the grace period. Returns how many.
+///
+/// "No order in Postgres" is decided under the event's row lock, which every
+/// order batch holds until it commits, and recorded (`released_holds`) before
+/// Redis is told: a batch still in flight either committed before (its order
+/// is found, the hold confirmed) or finds the record after and refuses to
+/// write the order. However slow a batch is, an order never commits after its
+/// hold was given back.
 pub async fn reclaim_stale_holds(pool: &PgPool, gate: &Gate, event_id: i64) -> anyhow::Result<u64> {
     let before = clock_ms() - HOLD_GRACE.as_millis() as i64;
     let stale = gate.stale_holds(event_id, before, 1000).await?;
@@ -135,9 +142,7 @@ pub async fn reclaim_stale_holds(pool: &PgPool, gate: &Gate, event_id: i64) -> a
         return Ok(0);
     }
     let ids: Vec<Uuid> = stale.iter().map(|hold| hold.order_id).collect();
-    let committed: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM orders WHERE id = ANY($1)")
-        .bind(&ids)
-        .fetch_all(pool)
+    let committed = fence_lost_holds(pool, event_id, &ids)
         .await
         .context("looking up stale holds")?;
     let (found, lost): (Vec<_>, Vec<_>) = stale
@@ -149,6 +154,36 @@ pub async fn reclaim_stale_holds(pool: &PgPool, gate: &Gate, event_id: i64) -> a
         tracing::info!(event_id, order_id = %hold.order_id, "released a hold whose order never reached Postgres");
     }
     Ok((found.len() + lost.len()) as u64)
+}
+
+/// Under the event's row lock: which of these holds' orders committed; the
+/// others are recorded as released, so no batch can commit them later.
+async fn fence_lost_holds(pool: &PgPool, event_id: i64, ids: &[Uuid]) -> sqlx::Result<Vec<Uuid>> {
+    let mut tx = pool.begin().await?;
+    // A batch stuck for longer fails this pass; the next tick tries again.
+    sqlx::query("SET LOCAL lock_timeout = '2s'")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("SELECT 1 FROM events WHERE id = $1 FOR UPDATE")
+        .bind(event_id)
+        .execute(&mut *tx)
+        .await?;
+    let committed: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM orders WHERE id = ANY($1)")
+        .bind(ids)
+        .fetch_all(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO released_holds (order_id, event_id)
+         SELECT id, $2 FROM unnest($1::uuid[]) AS h(id)
+         WHERE id <> ALL($3) ON CONFLICT DO NOTHING",
+    )
+    .bind(ids)
+    .bind(event_id)
+    .bind(&committed)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(committed)
 }
 
 /// Gives Redis the tickets Postgres gave back (`stock_returns`), then forgets

@@ -29,7 +29,7 @@ pub async fn reset(
 ) -> anyhow::Result<Vec<Event>> {
     crate::db::migrate(pool, namespace).await?;
     sqlx::query(
-        "TRUNCATE stock_returns, processed_messages, provider_ledger, payments, outbox, \
+        "TRUNCATE released_holds, stock_returns, processed_messages, provider_ledger, payments, outbox, \
          orders, events",
     )
     .execute(pool)

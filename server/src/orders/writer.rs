@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use sqlx::{PgPool, Row};
 use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
 
 use super::{Order, ORDER_COLUMNS};
 use crate::events::{Catalogue, Terms};
@@ -289,7 +290,12 @@ impl Settler {
             .iter()
             .map(|t| t.hold.idempotency_key.as_str())
             .collect();
-        let (existing, mut held) = read_buyers(&mut tx, event_id, &users, &keys).await?;
+        let ids: Vec<Uuid> = batch.iter().map(|t| t.hold.order_id).collect();
+        let Buyers {
+            existing,
+            mut held,
+            released,
+        } = read_buyers(&mut tx, event_id, &users, &keys, &ids).await?;
 
         let mut stock = i64::from(available);
         let mut seen = HashSet::new();
@@ -298,6 +304,12 @@ impl Settler {
             .iter()
             .map(|ticket| {
                 let hold = &ticket.hold;
+                if released.contains(&hold.order_id) {
+                    // Too slow: the reconciler gave this hold back to Redis.
+                    return Decision::Verdict(Verdict::Unavailable(
+                        "the reservation lapsed before it was written; send it again".into(),
+                    ));
+                }
                 let pair = (hold.user_id.clone(), hold.idempotency_key.clone());
                 if let Some(order) = existing.get(&pair) {
                     return Decision::Verdict(Verdict::Existing(order.clone()));
@@ -334,11 +346,19 @@ impl Settler {
     }
 }
 
-type ExistingOrders = HashMap<(String, String), Order>;
-type Holdings = HashMap<String, i64>;
+/// What the batch's buyers already have, read under the event's row lock.
+struct Buyers {
+    /// Orders under the batch's (user, key) pairs.
+    existing: HashMap<(String, String), Order>,
+    /// Each user's live tickets for this event.
+    held: HashMap<String, i64>,
+    /// Holds of the batch the reconciler released (see `released_holds`).
+    released: HashSet<Uuid>,
+}
 
 /// One round trip for what the batch's buyers already have: orders under their
-/// (user, key) pairs, and each user's live tickets for this event.
+/// (user, key) pairs, each user's live tickets for this event, and which of
+/// the batch's holds were released meanwhile.
 ///
 /// Both lookups are correlated on one buyer at a time, so that with sequential
 /// scans priced out (see `db::Purpose::OrderWriter`) the plan is an index probe
@@ -349,7 +369,8 @@ async fn read_buyers(
     event_id: i64,
     users: &[&str],
     keys: &[&str],
-) -> sqlx::Result<(ExistingOrders, Holdings)> {
+    ids: &[Uuid],
+) -> sqlx::Result<Buyers> {
     let rows = sqlx::query(&format!(
         "SELECT 'order' AS kind, {ORDER_COLUMNS}, NULL::int8 AS held
          FROM unnest($2::text[], $3::text[]) AS r(user_id, idempotency_key)
@@ -362,17 +383,26 @@ async fn read_buyers(
                 (SELECT sum(quantity)::int8 FROM orders o
                  WHERE o.event_id = $1 AND o.user_id = b.user_id
                    AND o.status IN ('PENDING', 'CONFIRMED'))
-         FROM (SELECT DISTINCT user_id FROM unnest($2::text[]) AS u(user_id)) AS b"
+         FROM (SELECT DISTINCT user_id FROM unnest($2::text[]) AS u(user_id)) AS b
+         UNION ALL
+         SELECT 'released', r.order_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                NULL, NULL
+         FROM released_holds r WHERE r.order_id = ANY($4)"
     ))
     .bind(event_id)
     .bind(users)
     .bind(keys)
+    .bind(ids)
     .fetch_all(tx)
     .await?;
     let mut existing = HashMap::new();
     let mut held = HashMap::new();
+    let mut released = HashSet::new();
     for row in &rows {
-        if row.try_get::<&str, _>("kind")? == "order" {
+        let kind: &str = row.try_get("kind")?;
+        if kind == "released" {
+            released.insert(row.try_get("id")?);
+        } else if kind == "order" {
             let order = Order::from_row(row)?;
             existing.insert(
                 (order.user_id.clone(), row.try_get("idempotency_key")?),
@@ -382,7 +412,11 @@ async fn read_buyers(
             held.insert(row.try_get("user_id")?, quantity);
         }
     }
-    Ok((existing, held))
+    Ok(Buyers {
+        existing,
+        held,
+        released,
+    })
 }
 
 /// Takes the stock and inserts the orders and their `order.created` outbox rows,

@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::helpers::{count, distinct_buyers, spawn_app, spawn_app_with, Answer};
+use crate::helpers::{count, distinct_buyers, eventually, spawn_app, spawn_app_with, Answer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_flushed_mid_storm_never_oversells() {
@@ -309,4 +309,80 @@ async fn a_reseed_overlapping_a_cancellation_leaves_the_buyer_free_to_buy_again(
         "{:?}",
         again.body
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_slower_than_the_hold_grace_never_commits_behind_a_released_hold() {
+    let app = spawn_app().await;
+    let event = app.create_event(1, 1).await;
+    // Stall the order writer: the test holds the event's row lock, as a slow
+    // batch of another process (or a stalled Postgres) would.
+    let mut stall = app.pool.begin().await.unwrap();
+    let staller: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *stall)
+        .await
+        .unwrap();
+    sqlx::query("SELECT 1 FROM events WHERE id = $1 FOR UPDATE")
+        .bind(event)
+        .execute(&mut *stall)
+        .await
+        .unwrap();
+    let (client, address) = (app.client.clone(), app.address.clone());
+    let buying = tokio::spawn(async move {
+        client
+            .post(format!("{address}/orders"))
+            .header("Idempotency-Key", "ka")
+            .json(&serde_json::json!({"event_id": event, "user_id": "a", "quantity": 1}))
+            .send()
+            .await
+            .unwrap()
+    });
+
+    // Keep the batch waiting past the hold's grace, until the reconciler has
+    // acted on the hold: released it, or queued behind the batch for the lock.
+    eventually(Duration::from_secs(30), || async {
+        let queued: i64 = sqlx::query_scalar(
+            // Behind the stall, or behind one queued behind it (a second
+            // waiter for a row queues on the first one's tuple lock).
+            "WITH first AS (
+                SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))
+             )
+             SELECT count(*) FROM pg_stat_activity a
+             WHERE $1 = ANY(pg_blocking_pids(a.pid))
+                OR EXISTS (SELECT 1 FROM first f WHERE f.pid = ANY(pg_blocking_pids(a.pid)))",
+        )
+        .bind(staller)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        let seen = app.gate.observe(event).await.unwrap();
+        let released = seen.holds == 0 && seen.stock.is_some();
+        match (queued, released) {
+            (2.., _) | (1, true) => Ok(()),
+            _ => Err(format!("{queued} waiting behind the stall; Redis {seen:?}")),
+        }
+    })
+    .await;
+    stall.commit().await.unwrap();
+    let answer = buying.await.unwrap();
+
+    let order: Option<Uuid> = sqlx::query_scalar("SELECT id FROM orders WHERE user_id = 'a'")
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap();
+    let in_redis = app.gate.key_entry(event, "a", "ka").await.unwrap();
+    match answer.status() {
+        // The order won the lock: its hold was confirmed, Redis still knows it.
+        StatusCode::ACCEPTED => assert_eq!(
+            (in_redis, order.is_some()),
+            (order, true),
+            "an order committed after Redis gave its hold back"
+        ),
+        // The reconciler won: nothing written, the buyer may send it again.
+        status => {
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(order, None);
+        }
+    }
+    app.check_passes_within(Duration::from_secs(10)).await;
 }
