@@ -11,10 +11,12 @@
 //! ```
 //!
 //! `outcome` is one of `accepted`, `replayed`, `sold_out`, `limit_exceeded`,
-//! `rejected` (other 4xx), `error` (5xx), `timeout`, `connect_error`; `status` is
-//! absent when no answer came, `order_id` present for `accepted` and `replayed`.
-//! An attempt without an answer is "unknown": its order may or may not exist,
-//! and `check` says which, without calling it an error.
+//! `rejected` (other 4xx), `in_progress` (`409 request_in_progress`), `error`
+//! (5xx), `timeout`, `connect_error`; `status` is absent when no answer came,
+//! `order_id` present for `accepted` and `replayed`. An attempt without a
+//! definite answer (`in_progress`, `error`, `timeout`, `connect_error`) is
+//! "unknown": its order may or may not exist, and `check` says which, without
+//! calling it an error.
 
 use std::io::BufRead;
 use std::path::Path;
@@ -32,18 +34,22 @@ pub enum Outcome {
     SoldOut,
     LimitExceeded,
     Rejected,
+    /// `409 request_in_progress`: another request with the key was still
+    /// being worked on. Says nothing about the order.
+    InProgress,
     Error,
     Timeout,
     ConnectError,
 }
 
 impl Outcome {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Accepted,
         Self::Replayed,
         Self::SoldOut,
         Self::LimitExceeded,
         Self::Rejected,
+        Self::InProgress,
         Self::Error,
         Self::Timeout,
         Self::ConnectError,
@@ -57,6 +63,7 @@ impl Outcome {
             Self::SoldOut => "sold_out",
             Self::LimitExceeded => "limit_exceeded",
             Self::Rejected => "rejected",
+            Self::InProgress => "in_progress",
             Self::Error => "error",
             Self::Timeout => "timeout",
             Self::ConnectError => "connect_error",
@@ -70,7 +77,15 @@ impl Outcome {
 
     /// The server answered, and the answer says whether an order exists.
     pub fn is_definite(self) -> bool {
-        !matches!(self, Self::Error | Self::Timeout | Self::ConnectError)
+        !matches!(
+            self,
+            Self::InProgress | Self::Error | Self::Timeout | Self::ConnectError
+        )
+    }
+
+    /// The answer says the key has no order: it was refused for stock or limit.
+    pub fn is_refusal(self) -> bool {
+        matches!(self, Self::SoldOut | Self::LimitExceeded)
     }
 }
 

@@ -414,7 +414,12 @@ impl Context {
             }
             let sent = Instant::now();
             let sent_at = Utc::now();
-            let (outcome, status, order_id) = self.place(purchase).await;
+            let Answer {
+                outcome,
+                status,
+                order_id,
+                retry_after,
+            } = self.place(purchase).await;
             let attempt = self.keep_history.then(|| Attempt {
                 attempt: self.attempts.fetch_add(1, Relaxed),
                 event_id: purchase.event_id,
@@ -434,11 +439,13 @@ impl Context {
             if outcome.is_definite() {
                 break;
             }
+            // A polite client waits as long as the server asked.
+            pause = pause.max(retry_after.unwrap_or_default());
         }
         done
     }
 
-    async fn place(&self, purchase: &Purchase) -> (Outcome, Option<u16>, Option<Uuid>) {
+    async fn place(&self, purchase: &Purchase) -> Answer {
         let body = serde_json::json!({
             "event_id": purchase.event_id,
             "user_id": purchase.user_id,
@@ -451,17 +458,28 @@ impl Context {
             .json(&body)
             .send()
             .await;
+        let unanswered = |outcome, status| Answer {
+            outcome,
+            status,
+            order_id: None,
+            retry_after: None,
+        };
         let response = match answer {
             Ok(response) => response,
-            Err(error) => return (classify_error(&error), None, None),
+            Err(error) => return unanswered(classify_error(&error), None),
         };
         let status = response.status();
         let replayed = response.headers().contains_key("idempotent-replayed");
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok()?.parse().ok())
+            .map(Duration::from_secs);
         let body: Value = match response.json().await {
             Ok(body) => body,
             // The status came, the body did not: the answer is unknown.
             Err(error) if error.is_timeout() => {
-                return (Outcome::Timeout, Some(status.as_u16()), None)
+                return unanswered(Outcome::Timeout, Some(status.as_u16()))
             }
             Err(_) => Value::Null,
         };
@@ -470,8 +488,12 @@ impl Context {
         } else {
             classify_status(status, body["error"]["code"].as_str())
         };
-        let order_id = body["order_id"].as_str().and_then(|id| id.parse().ok());
-        (outcome, Some(status.as_u16()), order_id)
+        Answer {
+            outcome,
+            status: Some(status.as_u16()),
+            order_id: body["order_id"].as_str().and_then(|id| id.parse().ok()),
+            retry_after,
+        }
     }
 
     fn measured(&self, outcome: Outcome, sent: Instant) -> Measured {
@@ -484,11 +506,21 @@ impl Context {
     }
 }
 
+/// What one buy request was told.
+struct Answer {
+    outcome: Outcome,
+    status: Option<u16>,
+    order_id: Option<Uuid>,
+    /// The server's `Retry-After`, if it sent one.
+    retry_after: Option<Duration>,
+}
+
 fn classify_status(status: StatusCode, code: Option<&str>) -> Outcome {
     match (status.as_u16(), code) {
         (200..=299, _) => Outcome::Accepted,
         (409, Some("sold_out")) => Outcome::SoldOut,
         (409, Some("limit_exceeded")) => Outcome::LimitExceeded,
+        (409, Some("request_in_progress")) => Outcome::InProgress,
         (500..=599, _) => Outcome::Error,
         _ => Outcome::Rejected,
     }

@@ -70,6 +70,7 @@ fn color(outcome: Outcome) -> &'static str {
         Outcome::SoldOut => "#1565c0",
         Outcome::LimitExceeded => "#6a1b9a",
         Outcome::Rejected => "#8d6e63",
+        Outcome::InProgress => "#90a4ae",
         Outcome::Error => "#c62828",
         Outcome::Timeout => "#ef6c00",
         Outcome::ConnectError => "#ad1457",
