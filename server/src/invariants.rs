@@ -57,6 +57,7 @@ pub const NO_OVERSELL: &str = "no_oversell";
 pub const NO_DUPLICATE_ORDER: &str = "no_duplicate_order";
 pub const NO_DOUBLE_CHARGE: &str = "no_double_charge";
 pub const NO_LOST_ORDER: &str = "no_lost_order";
+pub const NO_LIE_TO_CLIENT: &str = "no_lie_to_client";
 pub const PER_USER_LIMIT: &str = "per_user_limit";
 pub const REDIS_AGREES: &str = "redis_agrees";
 pub const NOTHING_STUCK: &str = "nothing_stuck";
@@ -91,6 +92,7 @@ pub async fn check(
     ];
     if let Some(history) = history {
         findings.insert(3, no_lost_order(pool, history, event).await?);
+        findings.insert(4, no_lie_to_client(history, event));
     }
     let verdict = findings
         .iter()
@@ -361,6 +363,71 @@ async fn no_lost_order(
         unknown.len() - found
     ));
     Ok(result)
+}
+
+/// Invariant 4, the answers: every definite answer a client got for a key
+/// agrees with every other, judged on the client's own clock alone (the
+/// history's `sent_at` and `finished_at`), so no clock of the server's is
+/// trusted:
+/// - every `202` for a key (first or replayed) names one and the same order;
+/// - a refusal (`sold_out`, `limit_exceeded`) for a key sent after a `202`
+///   for that key had arrived is a lie: the order provably existed when the
+///   refused request left the client. (A refusal sent before, or while, the
+///   accepted one was in flight is not: that order may not have been
+///   committed yet.)
+///
+/// Unknown outcomes (`in_progress`, timeouts, errors) are resolved against the
+/// database by "no lost order".
+pub fn no_lie_to_client(history: &[Attempt], event: Option<i64>) -> Finding {
+    let mut keys: HashMap<(&str, &str), Vec<&Attempt>> = HashMap::new();
+    for attempt in history {
+        if event.is_none_or(|only| only == attempt.event_id) {
+            keys.entry((&attempt.user_id, &attempt.idempotency_key))
+                .or_default()
+                .push(attempt);
+        }
+    }
+    let mut offenders = Vec::new();
+    for ((user, key), attempts) in &keys {
+        let accepted: Vec<&&Attempt> = attempts.iter().filter(|a| a.order_id.is_some()).collect();
+        let mut named: Vec<Uuid> = accepted.iter().filter_map(|a| a.order_id).collect();
+        named.sort_unstable();
+        named.dedup();
+        if named.len() > 1 {
+            offenders.push(format!(
+                "user {user:?} key {key:?}: told of {} different orders ({})",
+                named.len(),
+                named
+                    .iter()
+                    .map(Uuid::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        let Some(first_known) = accepted.iter().map(|a| a.finished_at).min() else {
+            continue;
+        };
+        for refused in attempts.iter().filter(|a| a.outcome.is_refusal()) {
+            if refused.sent_at > first_known {
+                offenders.push(format!(
+                    "user {user:?} key {key:?}: told {} at {} though its order {} had been \
+                     confirmed to it at {}",
+                    refused.outcome.name(),
+                    refused.sent_at.format("%H:%M:%S%.3f"),
+                    named.first().map(Uuid::to_string).unwrap_or_default(),
+                    first_known.format("%H:%M:%S%.3f"),
+                ));
+            }
+        }
+    }
+    offenders.sort();
+    finding(
+        NO_LIE_TO_CLIENT,
+        keys.len() as u64,
+        offenders,
+        "every key's answers agree: one order per key, no refusal after its order was confirmed",
+        "clients were told things that contradict each other",
+    )
 }
 
 /// 3b. No user holds more live tickets than the event's per-user limit.

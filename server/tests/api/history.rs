@@ -131,3 +131,90 @@ async fn the_history_proves_no_order_was_lost_or_invented() {
         "{named}"
     );
 }
+
+/// One request, timed on the client's clock as the storm times it.
+async fn timed(app: &TestApp, event: i64, user: &str, key: &str, number: u64) -> Attempt {
+    let sent_at = Utc::now();
+    let answer = app.order(event, user, key, 1).await;
+    let outcome = match (answer.status, answer.replayed, answer.code()) {
+        (StatusCode::ACCEPTED, false, _) => Outcome::Accepted,
+        (StatusCode::ACCEPTED, true, _) => Outcome::Replayed,
+        (_, _, "sold_out") => Outcome::SoldOut,
+        (_, _, "limit_exceeded") => Outcome::LimitExceeded,
+        _ => Outcome::Rejected,
+    };
+    Attempt {
+        sent_at,
+        finished_at: Utc::now(),
+        status: Some(answer.status.as_u16()),
+        ..attempt(
+            event,
+            number,
+            user,
+            key,
+            outcome,
+            answer.order_id().parse().ok(),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_each_client_was_told_agrees_with_itself() {
+    let app = spawn_app().await;
+    let event = app.create_event(2, 4).await;
+    let mut history = Vec::new();
+    for (number, (user, key)) in [
+        ("ana", "a"),
+        ("bo", "b"),
+        ("ana", "a"),
+        ("cy", "c"),
+        ("bo", "b"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        history.push(timed(&app, event, user, key, number as u64).await);
+    }
+    let outcomes: Vec<Outcome> = history.iter().map(|a| a.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            Outcome::Accepted,
+            Outcome::Accepted,
+            Outcome::Replayed,
+            Outcome::SoldOut,
+            Outcome::Replayed
+        ]
+    );
+    let truthful = invariants::no_lie_to_client(&history, None);
+    assert_eq!(truthful.verdict, Verdict::Pass, "{truthful:?}");
+    assert_eq!(truthful.checked, 3);
+
+    // What a server with the replay bug would have said: bo's second click,
+    // sent after his 202 arrived, told sold out...
+    let mut lied = history.clone();
+    lied[4].outcome = Outcome::SoldOut;
+    lied[4].order_id = None;
+    let finding = invariants::no_lie_to_client(&lied, None);
+    assert_eq!(finding.verdict, Verdict::Fail);
+    assert!(
+        finding.examples[0].contains("\"bo\" key \"b\": told sold_out"),
+        "{finding:?}"
+    );
+    // ...or ana's replay naming another order than her first answer.
+    let mut lied = history.clone();
+    lied[2].order_id = Some(Uuid::now_v7());
+    let finding = invariants::no_lie_to_client(&lied, None);
+    assert_eq!(finding.verdict, Verdict::Fail);
+    assert!(
+        finding.examples[0].contains("told of 2 different orders"),
+        "{finding:?}"
+    );
+    // A refusal sent while the accepted twin was still in flight is no lie.
+    let mut concurrent = history.clone();
+    concurrent[4].outcome = Outcome::SoldOut;
+    concurrent[4].order_id = None;
+    concurrent[4].sent_at = concurrent[1].sent_at;
+    let finding = invariants::no_lie_to_client(&concurrent, None);
+    assert_eq!(finding.verdict, Verdict::Pass, "{finding:?}");
+}
