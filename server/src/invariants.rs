@@ -87,7 +87,7 @@ pub async fn check(
         no_double_charge(pool, event).await?,
         per_user_limit(pool, event).await?,
         nothing_stuck(pool, event).await?,
-        queues_drained(queues).await,
+        queues_drained(pool, queues, event).await?,
         redis_agrees(pool, gate, event).await?,
     ];
     if let Some(history) = history {
@@ -249,8 +249,23 @@ async fn no_double_charge(pool: &PgPool, event: Option<i64>) -> anyhow::Result<F
     ))
 }
 
-/// 3a. One order per (user, idempotency key).
+/// 3a. One order per (user, idempotency key). The unique constraint
+/// `orders_one_per_idempotency_key` is what guarantees it, so the check first
+/// proves the constraint is there (and valid): without it, the count below is
+/// the only line left, and it is FAIL at once.
 async fn no_duplicate_order(pool: &PgPool, event: Option<i64>) -> anyhow::Result<Finding> {
+    let guarded: bool = sqlx::query_scalar(
+        "SELECT EXISTS (
+            SELECT 1 FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid
+            WHERE t.oid = 'orders'::regclass AND c.contype = 'u' AND c.convalidated
+              AND c.conname = 'orders_one_per_idempotency_key'
+              AND (SELECT array_agg(a.attname::text ORDER BY a.attname)
+                   FROM pg_attribute a
+                   WHERE a.attrelid = t.oid AND a.attnum = ANY(c.conkey))
+                  = ARRAY['idempotency_key', 'user_id'])",
+    )
+    .fetch_one(pool)
+    .await?;
     let checked: i64 =
         sqlx::query_scalar("SELECT count(*) FROM orders WHERE $1::int8 IS NULL OR event_id = $1")
             .bind(event)
@@ -265,16 +280,24 @@ async fn no_duplicate_order(pool: &PgPool, event: Option<i64>) -> anyhow::Result
     .bind(event)
     .fetch_all(pool)
     .await?;
-    let offenders = duplicates
+    let mut offenders: Vec<String> = duplicates
         .into_iter()
         .map(|(user, key, count, ids)| format!("user {user:?} key {key:?}: {count} orders ({ids})"))
         .collect();
+    if !guarded {
+        offenders.insert(
+            0,
+            "the unique constraint orders_one_per_idempotency_key (user_id, idempotency_key) \
+             is missing: nothing stops a second order for a key"
+                .into(),
+        );
+    }
     Ok(finding(
         NO_DUPLICATE_ORDER,
         checked as u64,
         offenders,
-        "one order per (user, idempotency key)",
-        "an idempotency key bought more than once",
+        "one order per (user, idempotency key), guarded by a unique constraint",
+        "an idempotency key can buy, or bought, more than once",
     ))
 }
 
@@ -489,11 +512,11 @@ async fn nothing_stuck(pool: &PgPool, event: Option<i64>) -> anyhow::Result<Find
          WHERE created_at < now() - make_interval(secs => $2)
            AND ($1::int8 IS NULL OR event_id = $1)
          UNION ALL
-         SELECT format('outbox message %s (%s): unpublished after %s s', message_id, topic,
-                       floor(extract(epoch FROM now() - created_at)))
-         FROM outbox
-         WHERE published_at IS NULL AND created_at < now() - make_interval(secs => $2)
-           AND ($1::int8 IS NULL OR (payload->>'event_id')::int8 = $1)",
+         SELECT format('outbox message %s (%s): unpublished after %s s', m.message_id, m.topic,
+                       floor(extract(epoch FROM now() - m.created_at)))
+         FROM outbox m LEFT JOIN orders o ON o.id = (m.payload->>'order_id')::uuid
+         WHERE m.published_at IS NULL AND m.created_at < now() - make_interval(secs => $2)
+           AND ($1::int8 IS NULL OR o.event_id = $1)",
     )
     .bind(event)
     .bind(EXPIRY_GRACE_SECONDS as f64)
@@ -508,49 +531,118 @@ async fn nothing_stuck(pool: &PgPool, event: Option<i64>) -> anyhow::Result<Find
     ))
 }
 
-/// 5 (the queues). Nothing dead-lettered (FAIL, with the count per queue);
-/// messages still queued are in flight (UNKNOWN until they drain).
-async fn queues_drained(queues: Queues<'_>) -> Finding {
-    let unknown = |detail: String, examples: Vec<String>| Finding {
-        invariant: QUEUES_DRAINED.into(),
-        verdict: Verdict::Unknown,
-        checked: 0,
-        offending: examples.len() as u64,
-        detail,
-        examples,
-    };
-    let (connection, topology) = match queues {
-        Ok(queues) => queues,
-        Err(why) => return unknown(format!("RabbitMQ not reachable: {why}"), Vec::new()),
-    };
-    let mut dead = Vec::new();
-    let mut queued = Vec::new();
-    let all = topology.queues();
-    for queue in &all {
-        match crate::broker::within("reading a queue's depth", depth(connection, queue)).await {
-            Ok(0) => {}
-            Ok(messages) if queue.ends_with(".dead") => {
-                dead.push(format!("{queue}: {messages} dead letter(s)"))
+/// 5 (the queues). Every message the relay published was processed by its
+/// consumer, proved from the database (`outbox` against `processed_messages`):
+/// a message unprocessed for longer than the grace is FAIL, a younger one is
+/// in flight (UNKNOWN). Nothing dead-lettered (FAIL, with the count per
+/// queue); messages still queued are in flight. The broker's counts see only
+/// ready messages, not those delivered and unacknowledged, hence the database;
+/// a broker that cannot be asked makes the finding UNKNOWN, never PASS.
+async fn queues_drained(
+    pool: &PgPool,
+    queues: Queues<'_>,
+    event: Option<i64>,
+) -> anyhow::Result<Finding> {
+    let (checked, unprocessed) = unprocessed_messages(pool, event).await?;
+    let (late, in_flight): (Vec<_>, Vec<_>) = unprocessed
+        .into_iter()
+        .partition(|(_, age)| *age > EXPIRY_GRACE_SECONDS as f64);
+    let mut dead: Vec<String> = late.into_iter().map(|(offence, _)| offence).collect();
+    let mut unjudged: Vec<String> = in_flight.into_iter().map(|(offence, _)| offence).collect();
+    match queues {
+        Err(why) => unjudged.insert(0, format!("RabbitMQ not reachable: {why}")),
+        Ok((connection, topology)) => {
+            for queue in topology.queues() {
+                let read =
+                    crate::broker::within("reading a queue's depth", depth(connection, &queue));
+                match read.await {
+                    Ok(0) => {}
+                    Ok(messages) if queue.ends_with(".dead") => {
+                        dead.insert(0, format!("{queue}: {messages} dead letter(s)"))
+                    }
+                    Ok(messages) => unjudged.push(format!("{queue}: {messages} message(s) queued")),
+                    Err(error) => unjudged.insert(0, format!("could not read {queue}: {error:#}")),
+                }
             }
-            Ok(messages) => queued.push(format!("{queue}: {messages} message(s) in flight")),
-            Err(error) => return unknown(format!("could not read {queue}: {error}"), Vec::new()),
         }
     }
-    if dead.is_empty() && !queued.is_empty() {
-        return unknown("messages still queued".into(), queued);
+    if dead.is_empty() && !unjudged.is_empty() {
+        return Ok(Finding {
+            invariant: QUEUES_DRAINED.into(),
+            verdict: Verdict::Unknown,
+            checked,
+            offending: unjudged.len() as u64,
+            detail: "messages still in flight, or the broker could not be asked".into(),
+            examples: unjudged.into_iter().take(EXAMPLES).collect(),
+        });
     }
-    finding(
+    Ok(finding(
         QUEUES_DRAINED,
-        all.len() as u64,
+        checked,
         dead,
-        "queues drained, nothing dead-lettered",
-        "messages were dead-lettered (see the .dead queues)",
-    )
+        "every published message processed by its consumer, nothing dead-lettered",
+        "messages dead-lettered or never processed (see the .dead queues)",
+    ))
 }
 
-/// Messages ready in a queue; 0 for a queue never declared.
+/// Published messages (of the event) their consumer has not processed, each
+/// with its age in seconds; and how many published messages there are.
+async fn unprocessed_messages(
+    pool: &PgPool,
+    event: Option<i64>,
+) -> anyhow::Result<(u64, Vec<(String, f64)>)> {
+    let messages: Vec<(String, f64, i64)> = sqlx::query_as(
+        "WITH published AS (
+            SELECT m.message_id, m.topic, m.published_at
+            FROM outbox m LEFT JOIN orders o ON o.id = (m.payload->>'order_id')::uuid
+            WHERE m.published_at IS NOT NULL AND ($1::int8 IS NULL OR o.event_id = $1)
+         )
+         SELECT format('message %s (%s): published %s s ago, not processed by %s',
+                       m.message_id, m.topic, floor(extract(epoch FROM now() - m.published_at)),
+                       CASE m.topic WHEN $2 THEN $3 WHEN $4 THEN $5 END),
+                extract(epoch FROM now() - m.published_at)::float8,
+                (SELECT count(*) FROM published)
+         FROM published m
+         WHERE NOT EXISTS (
+             SELECT 1 FROM processed_messages p
+             WHERE p.message_id = m.message_id
+               AND p.consumer = CASE m.topic WHEN $2 THEN $3 WHEN $4 THEN $5 END)
+         ORDER BY m.published_at",
+    )
+    .bind(event)
+    .bind(PaymentWorker::TOPIC)
+    .bind(PaymentWorker::NAME)
+    .bind(OrderWorker::TOPIC)
+    .bind(OrderWorker::NAME)
+    .fetch_all(pool)
+    .await?;
+    let checked = match messages.first() {
+        Some((_, _, published)) => *published as u64,
+        None => {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM outbox m LEFT JOIN orders o
+                     ON o.id = (m.payload->>'order_id')::uuid
+                 WHERE m.published_at IS NOT NULL AND ($1::int8 IS NULL OR o.event_id = $1)",
+            )
+            .bind(event)
+            .fetch_one(pool)
+            .await? as u64
+        }
+    };
+    Ok((
+        checked,
+        messages
+            .into_iter()
+            .map(|(offence, age, _)| (offence, age))
+            .collect(),
+    ))
+}
+
+/// Messages ready in a queue; 0 for a queue never declared (nothing was
+/// published to it). Any other answer of the broker's is an error.
 async fn depth(connection: &lapin::Connection, queue: &str) -> lapin::Result<u32> {
     use lapin::options::QueueDeclareOptions;
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
     // A passive declare of a missing queue closes the channel: one per queue.
     let channel = connection.create_channel().await?;
     let passive = QueueDeclareOptions {
@@ -562,7 +654,14 @@ async fn depth(connection: &lapin::Connection, queue: &str) -> lapin::Result<u32
         .await
     {
         Ok(declared) => Ok(declared.message_count()),
-        Err(_) => Ok(0),
+        Err(error) => match error.kind() {
+            lapin::ErrorKind::ProtocolError(amqp)
+                if *amqp.kind() == AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND) =>
+            {
+                Ok(0)
+            }
+            _ => Err(error),
+        },
     }
 }
 

@@ -7,6 +7,7 @@ mod expiry;
 mod gate;
 mod history;
 mod idempotency;
+mod invariants;
 mod orders;
 mod outbox;
 mod provider;

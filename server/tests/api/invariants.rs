@@ -1,0 +1,140 @@
+//! Each invariant `check` proves, seen FAIL on a state broken on purpose (and
+//! PASS on the real one first): a checker never seen failing proves nothing.
+
+use flashtix_server::invariants::{
+    self, Finding, Verdict, NOTHING_STUCK, NO_DUPLICATE_ORDER, QUEUES_DRAINED,
+};
+use reqwest::StatusCode;
+use uuid::Uuid;
+
+use crate::helpers::{spawn_app, TestApp};
+
+/// One finding of `check` for one event, with the queues "not used" unless
+/// the test reaches them.
+async fn finding(app: &TestApp, invariant: &str, event: Option<i64>) -> Finding {
+    let report = invariants::check(&app.pool, &app.gate, Err("not asked".into()), None, event)
+        .await
+        .unwrap();
+    report.finding(invariant).unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_duplicate_order_fails_without_its_constraint_and_on_a_second_order() {
+    let app = spawn_app().await;
+    let event = app.create_event(10, 4).await;
+    assert_eq!(
+        app.order(event, "ann", "k", 1).await.status,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        finding(&app, NO_DUPLICATE_ORDER, None).await.verdict,
+        Verdict::Pass
+    );
+
+    sqlx::query("ALTER TABLE orders DROP CONSTRAINT orders_one_per_idempotency_key")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let unguarded = finding(&app, NO_DUPLICATE_ORDER, None).await;
+    assert_eq!(unguarded.verdict, Verdict::Fail);
+    assert!(unguarded.examples[0].contains("missing"), "{unguarded:?}");
+
+    sqlx::query(
+        "INSERT INTO orders (id, event_id, user_id, idempotency_key, fingerprint, quantity,
+                             amount_cents, expires_at)
+         VALUES ($1, $2, 'ann', 'k', 'x', 1, 0, now() + interval '1 hour')",
+    )
+    .bind(Uuid::now_v7())
+    .bind(event)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let doubled = finding(&app, NO_DUPLICATE_ORDER, None).await;
+    assert_eq!(doubled.offending, 2, "{doubled:?}");
+    assert!(doubled.examples[1].contains("user \"ann\" key \"k\": 2 orders"));
+}
+
+/// An order's `order.created` row, published `age_seconds` ago.
+async fn published(app: &TestApp, order_id: &str, age_seconds: i64) -> Uuid {
+    let message_id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO outbox (message_id, topic, payload, created_at, published_at)
+         VALUES ($1, 'order.created', jsonb_build_object('order_id', $2::text),
+                 now() - make_interval(secs => $3), now() - make_interval(secs => $3))",
+    )
+    .bind(message_id)
+    .bind(order_id)
+    .bind(age_seconds as f64)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    message_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_drained_is_proved_from_the_database_and_never_passes_blind() {
+    let app = spawn_app().await;
+    let event = app.create_event(10, 4).await;
+    let order = app.order(event, "bea", "k", 1).await;
+    // No relay runs in this app: the outbox row of the order is unpublished.
+    let broker_down = finding(&app, QUEUES_DRAINED, None).await;
+    assert_eq!(broker_down.verdict, Verdict::Unknown, "{broker_down:?}");
+    assert!(broker_down.examples[0].contains("not reachable"));
+
+    let processed = published(&app, order.order_id(), 60).await;
+    sqlx::query("INSERT INTO processed_messages (consumer, message_id) VALUES ('payments', $1)")
+        .bind(processed)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let young = published(&app, order.order_id(), 1).await;
+    let in_flight = finding(&app, QUEUES_DRAINED, None).await;
+    assert_eq!(in_flight.verdict, Verdict::Unknown);
+    assert!(in_flight
+        .examples
+        .iter()
+        .any(|e| e.contains(&young.to_string())));
+
+    let lost = published(&app, order.order_id(), 60).await;
+    let never = finding(&app, QUEUES_DRAINED, Some(event)).await;
+    assert_eq!(never.verdict, Verdict::Fail, "{never:?}");
+    assert_eq!(never.offending, 1);
+    assert!(never.examples[0].contains(&format!("message {lost} (order.created)")));
+    assert!(never.examples[0].contains("not processed by payments"));
+    // Another event's check does not see it.
+    let other = app.create_event(10, 4).await;
+    assert_ne!(
+        finding(&app, QUEUES_DRAINED, Some(other)).await.verdict,
+        Verdict::Fail
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_stuck_for_one_event_sees_its_payment_results() {
+    let app = spawn_app().await;
+    let event = app.create_event(10, 4).await;
+    let order = app.order(event, "cal", "k", 1).await;
+    // The order's own order.created row is young; nothing is stuck yet.
+    assert_eq!(
+        finding(&app, NOTHING_STUCK, Some(event)).await.verdict,
+        Verdict::Pass
+    );
+
+    // A payment.result (its payload names the order, not the event) left
+    // unpublished for a minute.
+    sqlx::query(
+        "INSERT INTO outbox (message_id, topic, payload, created_at)
+         VALUES ($1, 'payment.result',
+                 jsonb_build_object('order_id', $2::text, 'outcome', 'SUCCEEDED',
+                                    'amount_cents', 2500),
+                 now() - interval '1 minute')",
+    )
+    .bind(Uuid::now_v7())
+    .bind(order.order_id())
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let stuck = finding(&app, NOTHING_STUCK, Some(event)).await;
+    assert_eq!(stuck.verdict, Verdict::Fail, "{stuck:?}");
+    assert!(stuck.examples[0].contains("(payment.result): unpublished"));
+}
