@@ -244,14 +244,7 @@ async fn a_poison_message_is_dead_lettered_and_the_rest_flow() {
     app.until_none_pending(Duration::from_secs(20)).await;
     assert_eq!(statuses(&app).await, (4, 0, 0));
 
-    let dead = Topology::new(app.namespace.clone()).dead_letter_queue("order.created");
-    eventually(Duration::from_secs(10), || async {
-        match queue_depth(&dead).await {
-            1 => Ok(()),
-            depth => Err(format!("dead-letter queue holds {depth}")),
-        }
-    })
-    .await;
+    until_dead_letters(&app, "order.created", 1).await;
     // check lists the dead letter, and finds nothing else wrong.
     let report = app.check().await;
     let queues = report.finding(QUEUES_DRAINED).unwrap();
@@ -512,6 +505,18 @@ async fn check_judges_a_late_capture_only_once_its_result_was_handled() {
     assert_eq!(verdict(app.check().await), Verdict::Pass);
 }
 
+/// Waits until the topic's dead-letter queue holds `expected` messages.
+async fn until_dead_letters(app: &TestApp, topic: &str, expected: u32) {
+    let dead = Topology::new(app.namespace.clone()).dead_letter_queue(topic);
+    eventually(Duration::from_secs(10), || async {
+        match queue_depth(&dead).await {
+            depth if depth == expected => Ok(()),
+            depth => Err(format!("dead-letter queue holds {depth}")),
+        }
+    })
+    .await;
+}
+
 /// Depth of one of the sale's queues (ready messages).
 async fn queue_depth(queue: &str) -> u32 {
     let connection = broker::connect(&test_amqp_url()).await.unwrap();
@@ -560,14 +565,7 @@ async fn an_order_we_do_not_have_is_dead_lettered_and_charges_nobody() {
         asked, 0,
         "the provider was asked to charge an unknown order"
     );
-    let dead = Topology::new(app.namespace.clone()).dead_letter_queue("order.created");
-    eventually(Duration::from_secs(10), || async {
-        match queue_depth(&dead).await {
-            1 => Ok(()),
-            depth => Err(format!("dead-letter queue holds {depth}")),
-        }
-    })
-    .await;
+    until_dead_letters(&app, "order.created", 1).await;
     let report = app.check().await;
     let queues = report.finding(QUEUES_DRAINED).unwrap();
     assert_eq!(queues.verdict, Verdict::Fail, "{report:#?}");
