@@ -694,7 +694,10 @@ struct Attempt {
 impl Attempt {
     /// The server said something definite about the order.
     fn definite(&self) -> bool {
-        !matches!(self.outcome.as_str(), "error" | "timeout" | "connect_error")
+        !matches!(
+            self.outcome.as_str(),
+            "in_progress" | "error" | "timeout" | "connect_error"
+        )
     }
 }
 

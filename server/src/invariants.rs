@@ -531,24 +531,21 @@ async fn nothing_stuck(pool: &PgPool, event: Option<i64>) -> anyhow::Result<Find
     ))
 }
 
-/// 5 (the queues). Every message the relay published was processed by its
-/// consumer, proved from the database (`outbox` against `processed_messages`):
-/// a message unprocessed for longer than the grace is FAIL, a younger one is
-/// in flight (UNKNOWN). Nothing dead-lettered (FAIL, with the count per
-/// queue); messages still queued are in flight. The broker's counts see only
-/// ready messages, not those delivered and unacknowledged, hence the database;
-/// a broker that cannot be asked makes the finding UNKNOWN, never PASS.
+/// 5 (the queues). PASS needs proof from the database that every message the
+/// relay published was processed by its consumer (`outbox` against
+/// `processed_messages`): the broker's counts see only ready messages, not
+/// those delivered and held unacknowledged. A message not processed yet is
+/// UNKNOWN, however old: a worker may be holding it through an outage (which
+/// dead-letters nothing, by design), and the broker cannot tell held from
+/// lost. Dead letters are FAIL, with the count per queue. A broker that cannot
+/// be asked makes the finding UNKNOWN, never PASS.
 async fn queues_drained(
     pool: &PgPool,
     queues: Queues<'_>,
     event: Option<i64>,
 ) -> anyhow::Result<Finding> {
-    let (checked, unprocessed) = unprocessed_messages(pool, event).await?;
-    let (late, in_flight): (Vec<_>, Vec<_>) = unprocessed
-        .into_iter()
-        .partition(|(_, age)| *age > EXPIRY_GRACE_SECONDS as f64);
-    let mut dead: Vec<String> = late.into_iter().map(|(offence, _)| offence).collect();
-    let mut unjudged: Vec<String> = in_flight.into_iter().map(|(offence, _)| offence).collect();
+    let (checked, mut unjudged) = unprocessed_messages(pool, event).await?;
+    let mut dead: Vec<String> = Vec::new();
     match queues {
         Err(why) => unjudged.insert(0, format!("RabbitMQ not reachable: {why}")),
         Ok((connection, topology)) => {
@@ -572,7 +569,9 @@ async fn queues_drained(
             verdict: Verdict::Unknown,
             checked,
             offending: unjudged.len() as u64,
-            detail: "messages still in flight, or the broker could not be asked".into(),
+            detail: "messages not processed yet (in flight, held for retry, or lost), \
+                     or the broker could not be asked"
+                .into(),
             examples: unjudged.into_iter().take(EXAMPLES).collect(),
         });
     }
@@ -581,17 +580,17 @@ async fn queues_drained(
         checked,
         dead,
         "every published message processed by its consumer, nothing dead-lettered",
-        "messages dead-lettered or never processed (see the .dead queues)",
+        "messages were dead-lettered (see the .dead queues)",
     ))
 }
 
-/// Published messages (of the event) their consumer has not processed, each
-/// with its age in seconds; and how many published messages there are.
+/// Published messages (of the event) their consumer has not processed, oldest
+/// first; and how many published messages there are.
 async fn unprocessed_messages(
     pool: &PgPool,
     event: Option<i64>,
-) -> anyhow::Result<(u64, Vec<(String, f64)>)> {
-    let messages: Vec<(String, f64, i64)> = sqlx::query_as(
+) -> anyhow::Result<(u64, Vec<String>)> {
+    let messages: Vec<(String, i64)> = sqlx::query_as(
         "WITH published AS (
             SELECT m.message_id, m.topic, m.published_at
             FROM outbox m LEFT JOIN orders o ON o.id = (m.payload->>'order_id')::uuid
@@ -600,7 +599,6 @@ async fn unprocessed_messages(
          SELECT format('message %s (%s): published %s s ago, not processed by %s',
                        m.message_id, m.topic, floor(extract(epoch FROM now() - m.published_at)),
                        CASE m.topic WHEN $2 THEN $3 WHEN $4 THEN $5 END),
-                extract(epoch FROM now() - m.published_at)::float8,
                 (SELECT count(*) FROM published)
          FROM published m
          WHERE NOT EXISTS (
@@ -617,7 +615,7 @@ async fn unprocessed_messages(
     .fetch_all(pool)
     .await?;
     let checked = match messages.first() {
-        Some((_, _, published)) => *published as u64,
+        Some((_, published)) => *published as u64,
         None => {
             sqlx::query_scalar::<_, i64>(
                 "SELECT count(*) FROM outbox m LEFT JOIN orders o
@@ -631,10 +629,7 @@ async fn unprocessed_messages(
     };
     Ok((
         checked,
-        messages
-            .into_iter()
-            .map(|(offence, age, _)| (offence, age))
-            .collect(),
+        messages.into_iter().map(|(offence, _)| offence).collect(),
     ))
 }
 

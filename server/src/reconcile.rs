@@ -64,6 +64,13 @@ pub async fn reseed(pool: &PgPool, gate: &Gate, event_id: i64) -> anyhow::Result
     let Some(lock) = gate.lock_seeding(event_id).await? else {
         return Ok(Reseed::Busy);
     };
+    // Another process may have seeded it between our look and the lock: a
+    // second seed would write its older snapshot over what happened since
+    // (a stock return that lowered a buyer's count).
+    if let Some(stock) = gate.observe(event_id).await?.stock {
+        gate.unlock(lock).await?;
+        return Ok(Reseed::Done { available: stock });
+    }
     let snapshot = match crate::orders::snapshot(pool, event_id).await {
         Ok(Some(snapshot)) => snapshot,
         other => {
@@ -226,23 +233,38 @@ pub async fn restock_pending(pool: &PgPool, gate: &Gate) -> anyhow::Result<u64> 
     Ok(handled.len() as u64)
 }
 
-/// One pass over every event.
+/// One pass over every event. One event's failure (its row lock held past
+/// the timeout by a slow batch) does not stop the pass for the others; the
+/// first error is returned at the end.
 pub async fn reconcile_once(pool: &PgPool, gate: &Gate, metrics: &Metrics) -> anyhow::Result<()> {
     metrics.stock_returned(restock_pending(pool, gate).await?);
+    let mut failed = None;
     for event_id in crate::events::ids(pool).await? {
-        metrics.holds_reclaimed(reclaim_stale_holds(pool, gate, event_id).await?);
-        match repair_drift(pool, gate, event_id).await? {
-            Repair::Repaired { from, to } => {
-                metrics.stock_repaired();
-                tracing::warn!(event_id, from, to, "corrected Redis stock drift");
-            }
-            Repair::Unseeded => {
-                if let Reseed::Done { .. } = reseed(pool, gate, event_id).await? {
-                    metrics.reseeded();
-                }
-            }
-            Repair::InSync | Repair::Busy | Repair::Gone => {}
+        if let Err(error) = reconcile_event(pool, gate, metrics, event_id).await {
+            failed.get_or_insert(error.context(format!("event {event_id}")));
         }
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+async fn reconcile_event(
+    pool: &PgPool,
+    gate: &Gate,
+    metrics: &Metrics,
+    event_id: i64,
+) -> anyhow::Result<()> {
+    metrics.holds_reclaimed(reclaim_stale_holds(pool, gate, event_id).await?);
+    match repair_drift(pool, gate, event_id).await? {
+        Repair::Repaired { from, to } => {
+            metrics.stock_repaired();
+            tracing::warn!(event_id, from, to, "corrected Redis stock drift");
+        }
+        Repair::Unseeded => {
+            if let Reseed::Done { .. } = reseed(pool, gate, event_id).await? {
+                metrics.reseeded();
+            }
+        }
+        Repair::InSync | Repair::Busy | Repair::Gone => {}
     }
     Ok(())
 }

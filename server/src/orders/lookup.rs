@@ -68,10 +68,11 @@ async fn answer(pool: PgPool, mut queue: mpsc::Receiver<Lookup>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         match find_all(&pool, &batch).await {
-            Ok(mut found) => {
+            Ok(found) => {
                 for lookup in batch.drain(..) {
-                    let order = found.remove(&(lookup.user_id, lookup.idempotency_key));
-                    let _ = lookup.reply.send(Ok(order));
+                    // Not `remove`: the same key may be asked twice in a batch.
+                    let order = found.get(&(lookup.user_id, lookup.idempotency_key));
+                    let _ = lookup.reply.send(Ok(order.cloned()));
                 }
             }
             Err(error) => {

@@ -72,7 +72,7 @@ async fn published(app: &TestApp, order_id: &str, age_seconds: i64) -> Uuid {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queues_drained_is_proved_from_the_database_and_never_passes_blind() {
+async fn queues_drained_passes_only_on_proof_from_the_database() {
     let app = spawn_app().await;
     let event = app.create_event(10, 4).await;
     let order = app.order(event, "bea", "k", 1).await;
@@ -95,18 +95,21 @@ async fn queues_drained_is_proved_from_the_database_and_never_passes_blind() {
         .iter()
         .any(|e| e.contains(&young.to_string())));
 
-    let lost = published(&app, order.order_id(), 60).await;
-    let never = finding(&app, QUEUES_DRAINED, Some(event)).await;
-    assert_eq!(never.verdict, Verdict::Fail, "{never:?}");
-    assert_eq!(never.offending, 1);
-    assert!(never.examples[0].contains(&format!("message {lost} (order.created)")));
-    assert!(never.examples[0].contains("not processed by payments"));
-    // Another event's check does not see it.
+    // Processed or not is all the database can tell: an old unprocessed
+    // message may be held through an outage, so it keeps the verdict from
+    // PASS, named, but is not FAIL (dead letters are: see the saga tests).
+    let old = published(&app, order.order_id(), 60).await;
+    let unproven = finding(&app, QUEUES_DRAINED, Some(event)).await;
+    assert_eq!(unproven.verdict, Verdict::Unknown, "{unproven:?}");
+    assert!(unproven
+        .examples
+        .iter()
+        .any(|e| e.contains(&format!("message {old} (order.created)"))
+            && e.contains("not processed by payments")));
+    // Another event's check does not see them: only the broker is unknown.
     let other = app.create_event(10, 4).await;
-    assert_ne!(
-        finding(&app, QUEUES_DRAINED, Some(other)).await.verdict,
-        Verdict::Fail
-    );
+    let elsewhere = finding(&app, QUEUES_DRAINED, Some(other)).await;
+    assert_eq!(elsewhere.offending, 1, "{elsewhere:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
