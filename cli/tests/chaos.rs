@@ -170,11 +170,13 @@ fn assert_bug_leaves_orders_pending(bug: &str, server: &str, fault: &str) {
     let json = temp(&format!("{bug}.json"));
     let (bad, reports) = chaos(&["run", drill], Some(bug), &json);
     assert_exit(&bad, 1);
-    assert!(
-        reasons(&reports[0]).contains("PENDING"),
-        "{}",
-        reasons(&reports[0])
-    );
+    let report = reports.first().unwrap_or_else(|| {
+        panic!(
+            "the drill wrote no report; it said:\n{}",
+            String::from_utf8_lossy(&bad.stderr)
+        )
+    });
+    assert!(reasons(report).contains("PENDING"), "{}", reasons(report));
 
     let (good, reports) = chaos(&["run", drill], None, &json);
     assert_exit(&good, 0);
