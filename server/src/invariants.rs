@@ -67,6 +67,21 @@ pub const QUEUES_DRAINED: &str = "queues_drained";
 /// the sweeper runs every second or so.
 pub const EXPIRY_GRACE_SECONDS: i64 = 30;
 
+/// SQL naming the consumer of the outbox message `m` (by its topic), with
+/// [`with_consumers`] binding `$2` to `$5`.
+const CONSUMER_OF_TOPIC: &str = "CASE m.topic WHEN $2 THEN $3 WHEN $4 THEN $5 END";
+
+/// Binds the topics and their consumers that [`CONSUMER_OF_TOPIC`] reads.
+fn with_consumers<'q, O>(
+    query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    query
+        .bind(PaymentWorker::TOPIC)
+        .bind(PaymentWorker::NAME)
+        .bind(OrderWorker::TOPIC)
+        .bind(OrderWorker::NAME)
+}
+
 /// Runs every invariant this build can prove, for one event or all.
 /// Where the sale's queues are, for the queue invariant; `Err` says why they
 /// could not be reached (the finding is then UNKNOWN).
@@ -183,7 +198,7 @@ async fn no_double_charge(pool: &PgPool, event: Option<i64>) -> anyhow::Result<F
     .bind(event)
     .fetch_one(pool)
     .await?;
-    let wrong: Vec<(String, bool)> = sqlx::query_as(
+    let sql = format!(
         "WITH settled AS (
             SELECT id, status, amount_cents FROM orders
             WHERE status <> 'PENDING' AND ($1::int8 IS NULL OR event_id = $1)
@@ -204,7 +219,7 @@ async fn no_double_charge(pool: &PgPool, event: Option<i64>) -> anyhow::Result<F
             WHERE NOT EXISTS (
                 SELECT 1 FROM processed_messages p
                 WHERE p.message_id = m.message_id
-                  AND p.consumer = CASE m.topic WHEN $2 THEN $3 WHEN $4 THEN $5 END)
+                  AND p.consumer = {CONSUMER_OF_TOPIC})
          )
          SELECT format('order %s (%s, %s cents): captured %s time(s), net %s cents; provider moved %s, we recorded %s',
                        s.id, s.status, s.amount_cents, COALESCE(o.captures, 0), COALESCE(o.net, 0),
@@ -214,15 +229,10 @@ async fn no_double_charge(pool: &PgPool, event: Option<i64>) -> anyhow::Result<F
          WHERE COALESCE(o.captures, 0) > 1
             OR COALESCE(o.net, 0) <> CASE WHEN s.status = 'CONFIRMED' THEN s.amount_cents ELSE 0 END
             OR COALESCE(b.moved, 0) <> COALESCE(o.moved, 0)
-         ORDER BY s.id",
-    )
-    .bind(event)
-    .bind(PaymentWorker::TOPIC)
-    .bind(PaymentWorker::NAME)
-    .bind(OrderWorker::TOPIC)
-    .bind(OrderWorker::NAME)
-    .fetch_all(pool)
-    .await?;
+         ORDER BY s.id"
+    );
+    let wrong = sqlx::query_as(&sql).bind(event);
+    let wrong: Vec<(String, bool)> = with_consumers(wrong).fetch_all(pool).await?;
     let (in_flight, wrong): (Vec<_>, Vec<_>) =
         wrong.into_iter().partition(|(_, unhandled)| *unhandled);
     let wrong: Vec<String> = wrong.into_iter().map(|(offence, _)| offence).collect();
@@ -590,7 +600,7 @@ async fn unprocessed_messages(
     pool: &PgPool,
     event: Option<i64>,
 ) -> anyhow::Result<(u64, Vec<String>)> {
-    let messages: Vec<(String, i64)> = sqlx::query_as(
+    let sql = format!(
         "WITH published AS (
             SELECT m.message_id, m.topic, m.published_at
             FROM outbox m LEFT JOIN orders o ON o.id = (m.payload->>'order_id')::uuid
@@ -598,22 +608,17 @@ async fn unprocessed_messages(
          )
          SELECT format('message %s (%s): published %s s ago, not processed by %s',
                        m.message_id, m.topic, floor(extract(epoch FROM now() - m.published_at)),
-                       CASE m.topic WHEN $2 THEN $3 WHEN $4 THEN $5 END),
+                       {CONSUMER_OF_TOPIC}),
                 (SELECT count(*) FROM published)
          FROM published m
          WHERE NOT EXISTS (
              SELECT 1 FROM processed_messages p
              WHERE p.message_id = m.message_id
-               AND p.consumer = CASE m.topic WHEN $2 THEN $3 WHEN $4 THEN $5 END)
-         ORDER BY m.published_at",
-    )
-    .bind(event)
-    .bind(PaymentWorker::TOPIC)
-    .bind(PaymentWorker::NAME)
-    .bind(OrderWorker::TOPIC)
-    .bind(OrderWorker::NAME)
-    .fetch_all(pool)
-    .await?;
+               AND p.consumer = {CONSUMER_OF_TOPIC})
+         ORDER BY m.published_at"
+    );
+    let messages = sqlx::query_as(&sql).bind(event);
+    let messages: Vec<(String, i64)> = with_consumers(messages).fetch_all(pool).await?;
     let checked = match messages.first() {
         Some((_, published)) => *published as u64,
         None => {
