@@ -219,3 +219,20 @@ async fn a_key_of_any_printable_text_is_a_key() {
     assert_eq!(garbled.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(app.order_count().await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_asked_about_many_times_at_once_is_found_every_time() {
+    let app = spawn_app().await;
+    let event = app.create_event(10, 4).await;
+    let answer = app.order(event, "dora", "k", 1).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED);
+    let lookup = flashtix_server::orders::lookup::KeyLookup::start(app.pool.clone());
+
+    // Fifty lookups of one key, queued together: one query answers them all.
+    let found = futures_util::future::join_all((0..50).map(|_| lookup.find("dora", "k"))).await;
+
+    for order in found {
+        let order = order.unwrap().expect("the key's order, every time");
+        assert_eq!(order.order_id.to_string(), answer.order_id());
+    }
+}
