@@ -356,7 +356,7 @@ impl Lane {
                 Work::Raw { method } => vec![context.raw(method).await],
                 Work::Buy { buyers, retries } => {
                     let purchase = buyers.purchase(number);
-                    if purchase.duplicated {
+                    let mut done = if purchase.duplicated {
                         let (first, second) = tokio::join!(
                             context.buy(&purchase, retries),
                             context.buy(&purchase, retries)
@@ -364,7 +364,12 @@ impl Lane {
                         first.into_iter().chain(second).collect()
                     } else {
                         context.buy(&purchase, retries).await
+                    };
+                    let answered = done.iter().any(|d| d.measured.outcome.is_definite());
+                    if purchase.revisits && answered {
+                        done.extend(context.revisit(&purchase, retries).await);
                     }
+                    done
                 }
             }
         }
@@ -384,6 +389,8 @@ struct Context {
 /// The first pause before a retry; it doubles up to [`RETRY_PAUSE_MAX`].
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 const RETRY_PAUSE_MAX: Duration = Duration::from_secs(2);
+/// How long after its answer a revisiting buyer asks again.
+const REVISIT_AFTER: Duration = Duration::from_secs(1);
 
 impl Context {
     async fn raw(&self, method: reqwest::Method) -> Done {
@@ -401,6 +408,21 @@ impl Context {
             measured: self.measured(outcome, sent),
             attempt: None,
         }
+    }
+
+    /// Asks again for a purchase already answered, [`REVISIT_AFTER`] later;
+    /// measured from that moment, as a send of its own.
+    async fn revisit(&self, purchase: &Purchase, retries: u32) -> Vec<Done> {
+        tokio::time::sleep(REVISIT_AFTER).await;
+        let again = Context {
+            client: self.client.clone(),
+            target: self.target.clone(),
+            start: self.start,
+            due: Instant::now(),
+            attempts: self.attempts.clone(),
+            keep_history: self.keep_history,
+        };
+        again.buy(purchase, retries).await
     }
 
     /// Buys, trying again with the same key after an answer that says nothing.

@@ -86,6 +86,10 @@ pub struct StormArgs {
     /// Share of purchases sent twice at once with the same key (double clicks), 0 to 1
     #[arg(long, default_value_t = 0.0)]
     duplicates: f64,
+    /// Share of purchases whose buyer asks again, same key and body, a second
+    /// after a definite answer (a page refreshed: was I sold a ticket?), 0 to 1
+    #[arg(long, default_value_t = 0.0)]
+    revisit: f64,
     /// Tries again (same key, growing pause) after a timeout, a connection error or a 5xx
     #[arg(long, default_value_t = 0)]
     retries: u32,
@@ -210,11 +214,13 @@ impl StormArgs {
         if purchases.is_none() && duration.is_none() {
             bail!("say when the storm ends: --buyers N, --duration D, or both");
         }
-        if !(0.0..=1.0).contains(&self.duplicates) {
-            bail!(
-                "--duplicates is a share from 0 to 1, got {}",
-                self.duplicates
-            );
+        for (flag, share) in [
+            ("--duplicates", self.duplicates),
+            ("--revisit", self.revisit),
+        ] {
+            if !(0.0..=1.0).contains(&share) {
+                bail!("{flag} is a share from 0 to 1, got {share}");
+            }
         }
         let timeout = parse_duration(&self.timeout).context("--timeout")?;
         if timeout.is_zero() {
@@ -286,6 +292,7 @@ pub async fn run_scenario(mut args: StormArgs, scenario: Scenario, given: &Given
                 events: events(&args, services.as_ref()).await?,
                 quantities: plan.quantities.clone(),
                 duplicates: args.duplicates,
+                revisits: args.revisit,
             },
             retries: args.retries,
         },

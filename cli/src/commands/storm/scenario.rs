@@ -48,6 +48,7 @@ pub struct StormFile {
     seed: Option<u64>,
     quantity: Option<String>,
     duplicates: Option<f64>,
+    revisit: Option<f64>,
     retries: Option<u32>,
     timeout: Option<String>,
     settle: Option<String>,
@@ -150,6 +151,7 @@ impl StormArgs {
         take(given, "seed", &mut self.seed, file.seed);
         take(given, "quantity", &mut self.quantity, file.quantity);
         take(given, "duplicates", &mut self.duplicates, file.duplicates);
+        take(given, "revisit", &mut self.revisit, file.revisit);
         take(given, "retries", &mut self.retries, file.retries);
         take(given, "timeout", &mut self.timeout, file.timeout);
         take(given, "settle", &mut self.settle, file.settle);

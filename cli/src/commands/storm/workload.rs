@@ -142,6 +142,8 @@ pub struct Purchase {
     pub quantity: i64,
     /// Sent twice at once with the same key (a double click).
     pub duplicated: bool,
+    /// Its buyer asks again, a moment after a definite answer.
+    pub revisits: bool,
 }
 
 /// The buyers of a storm. Purchase `i` depends only on the seed and `i`, so a
@@ -152,6 +154,7 @@ pub struct Buyers {
     pub events: Vec<i64>,
     pub quantities: Quantities,
     pub duplicates: f64,
+    pub revisits: f64,
 }
 
 impl Buyers {
@@ -164,6 +167,7 @@ impl Buyers {
             idempotency_key: format!("storm-{}-{number}", self.seed),
             quantity: self.quantities.pick(unit(self.seed, number, 2)),
             duplicated: unit(self.seed, number, 3) < self.duplicates,
+            revisits: unit(self.seed, number, 4) < self.revisits,
         }
     }
 }
@@ -267,6 +271,7 @@ mod tests {
             events: vec![1, 2],
             quantities: Quantities::parse("1:50,2:50").unwrap(),
             duplicates: 0.3,
+            revisits: 0.6,
         };
         let run = |seed| {
             (0..500)
@@ -277,6 +282,10 @@ mod tests {
         assert_ne!(run(4), run(5));
         let duplicated = run(4).iter().filter(|p| p.duplicated).count();
         assert!((110..190).contains(&duplicated), "{duplicated} of 500");
+        let revisits = run(4).iter().filter(|p| p.revisits).count();
+        assert!((250..350).contains(&revisits), "{revisits} of 500");
+        let both = run(4).iter().filter(|p| p.revisits && p.duplicated).count();
+        assert!((60..120).contains(&both), "independent draws: {both} of 500");
         assert!(run(4).iter().any(|p| p.event_id == 2));
     }
 }
