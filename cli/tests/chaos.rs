@@ -149,19 +149,6 @@ fn drills_of_the_catalogue_pass_on_the_real_server() {
     );
 }
 
-/// A server that gives a cancelled order's tickets back twice would mint
-/// tickets; Postgres's check on the event's counts refuses the settlement, so
-/// the order worker can never settle a declined order and the drill FAILs
-/// (orders left PENDING). The same drill passes on the real server.
-#[test]
-fn a_server_that_releases_stock_twice_fails_the_drill() {
-    assert_bug_leaves_orders_pending(
-        "release-stock-twice",
-        "",
-        "[[fault]]\nat = \"2s\"\ntarget = \"payments\"\naction = \"kill\"\nduration = \"2s\"",
-    );
-}
-
 /// Runs a short drill on a server making `bug`: the drill must FAIL because
 /// orders never settle. The same drill on the real server must PASS.
 fn assert_bug_leaves_orders_pending(bug: &str, server: &str, fault: &str) {

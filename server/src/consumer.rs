@@ -36,6 +36,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::broker::{close, within, Reconnect, Topology};
+use crate::known_bad::{self, Bug};
 use crate::metrics::Metrics;
 use crate::stop::Stop;
 
@@ -223,7 +224,7 @@ async fn consume<H: Handler>(
             batch
         };
         let messages = deliveries.iter().map(message).collect();
-        if crate::known_bad::has(crate::known_bad::Bug::AckBeforeCommit) {
+        if known_bad::has(Bug::AckBeforeCommit) {
             for delivery in &deliveries {
                 settle("acknowledging", delivery.ack(BasicAckOptions::default())).await?;
             }
@@ -233,6 +234,9 @@ async fn consume<H: Handler>(
         let handled = handler.handle(messages).await;
         for handled in &handled {
             metrics.message_handled(H::NAME, handled);
+        }
+        if known_bad::has(Bug::NeverAck) {
+            continue;
         }
         let failure = settle_batch(H::NAME, deliveries, handled, &mut waiting).await?;
         match failure {
@@ -287,6 +291,9 @@ async fn settle_batch(
                 }
             }
             Handled::Done | Handled::Duplicate => {
+                settle("acknowledging", delivery.ack(BasicAckOptions::default())).await?
+            }
+            Handled::Retry(_) if known_bad::has(Bug::AckOnFailure) => {
                 settle("acknowledging", delivery.ack(BasicAckOptions::default())).await?
             }
             Handled::Retry(error) => {

@@ -15,6 +15,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 
 use crate::gate::Gate;
+use crate::known_bad::{self, Bug};
 use crate::metrics::Metrics;
 use crate::stop::Stop;
 
@@ -23,30 +24,41 @@ pub const SWEEP_BATCH: i64 = 500;
 
 /// Expires due orders. Returns how many.
 pub async fn expire_due(pool: &PgPool) -> sqlx::Result<u64> {
-    let expired: i64 = sqlx::query_scalar(
+    // The real sweeper takes PENDING orders only; a known-bad one takes paid
+    // ones too (their tickets move from sold back to available).
+    let swept = if known_bad::has(Bug::ExpiryGivesBackPaid) {
+        "status IN ('PENDING', 'CONFIRMED')"
+    } else {
+        "status = 'PENDING'"
+    };
+    let expired: i64 = sqlx::query_scalar(&format!(
         "WITH due AS (
-            SELECT id FROM orders
-            WHERE status = 'PENDING' AND expires_at < now()
+            SELECT id, status AS was FROM orders
+            WHERE {swept} AND expires_at < now()
             ORDER BY expires_at
             LIMIT $1
             FOR UPDATE SKIP LOCKED
          ), expired AS (
             UPDATE orders o SET status = 'EXPIRED', updated_at = now()
-            FROM due WHERE o.id = due.id AND o.status = 'PENDING'
-            RETURNING o.id, o.event_id, o.user_id, o.quantity
+            FROM due WHERE o.id = due.id AND o.status = due.was
+            RETURNING o.id, o.event_id, o.user_id, o.quantity, due.was
          ), per_event AS (
-            SELECT event_id, sum(quantity)::int4 AS tickets FROM expired GROUP BY event_id
+            SELECT event_id,
+                   (sum(quantity) FILTER (WHERE was = 'PENDING'))::int4 AS pending,
+                   (sum(quantity) FILTER (WHERE was = 'CONFIRMED'))::int4 AS sold
+            FROM expired GROUP BY event_id
          ), restocked AS (
             UPDATE events e
-            SET available_tickets = available_tickets + p.tickets,
-                pending_tickets = pending_tickets - p.tickets
+            SET available_tickets = available_tickets + coalesce(p.pending, 0) + coalesce(p.sold, 0),
+                pending_tickets = pending_tickets - coalesce(p.pending, 0),
+                sold_tickets = sold_tickets - coalesce(p.sold, 0)
             FROM per_event p WHERE e.id = p.event_id
          ), returned AS (
             INSERT INTO stock_returns (order_id, event_id, user_id, quantity)
             SELECT id, event_id, user_id, quantity FROM expired
          )
-         SELECT count(*) FROM expired",
-    )
+         SELECT count(*) FROM expired"
+    ))
     .bind(SWEEP_BATCH)
     .fetch_one(pool)
     .await?;

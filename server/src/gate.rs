@@ -577,6 +577,16 @@ impl Gate {
             .await
     }
 
+    /// Adds to the event's stock with no hold, order or sequence behind it:
+    /// what a known-bad server does when it ignores the reservation's answer.
+    #[cfg(feature = "known-bad")]
+    pub async fn add_stock_unguarded(&self, event_id: i64, tickets: i64) -> RedisResult<()> {
+        self.redis
+            .clone()
+            .incr(self.key(event_id, "stock"), tickets)
+            .await
+    }
+
     /// Takes the event's seeding lock, if free.
     pub async fn lock_seeding(&self, event_id: i64) -> RedisResult<Option<SeedLock>> {
         let token = Uuid::now_v7().to_string();

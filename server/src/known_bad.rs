@@ -4,13 +4,37 @@
 //! separated). Without the feature [`has`] is a constant `false` and every
 //! bad branch is compiled away.
 //!
-//! Each one is a mistake DESIGN §8 says earlier systems made:
+//! Each one is a mistake earlier flash-sale systems made (see
+//! `docs/DETECTION.md` for what catches each):
 //! - `ack-before-commit`: consumers acknowledge a batch before handling it, so
 //!   a worker killed mid-batch loses messages (orders stuck PENDING);
 //! - `publish-before-commit`: the relay marks rows published and commits before
 //!   the broker has them, so a broker outage loses messages;
 //! - `release-stock-twice`: a cancelled order gives its tickets back to
-//!   Postgres twice (tickets minted: oversell).
+//!   Postgres twice (tickets minted: oversell);
+//! - `no-stock-check`: the events table lacks its `available + pending + sold
+//!   = total` CHECK, so nothing in Postgres stops minted tickets;
+//! - `lua-result-ignored`: a reservation the Lua script refused is "given
+//!   back" to Redis anyway, so Redis stock grows on every refusal;
+//! - `redis-compensation-skipped`: a cancelled order's tickets go back to
+//!   Postgres but never to Redis (no `stock_returns` row);
+//! - `expiry-gives-back-paid`: the sweeper expires paid orders too, handing
+//!   their tickets back while the money stays taken;
+//! - `ack-on-failure`: a message whose handling failed is acknowledged (lost)
+//!   instead of held and retried;
+//! - `never-ack`: handled messages are never acknowledged, so each consumer
+//!   stops once the broker's prefetch window is full;
+//! - `late-payment-not-refunded`: a capture that arrives for an order already
+//!   expired or cancelled is kept, not refunded;
+//! - `replay-answered-sold-out`: once an event is sold out, every request is
+//!   told `sold_out` before its key is looked at, replays of accepted orders
+//!   included;
+//! - `check-then-insert`: idempotency is a read then an insert, with no unique
+//!   constraint behind it, so one key sent to two events at once buys twice;
+//! - `poison-wedge`: a message for an order we do not have is charged like
+//!   any other; its insert fails the whole batch, which is retried forever.
+
+use sqlx::PgPool;
 
 /// A mistake a known-bad server makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,13 +42,33 @@ pub enum Bug {
     AckBeforeCommit,
     PublishBeforeCommit,
     ReleaseStockTwice,
+    NoStockCheck,
+    LuaResultIgnored,
+    RedisCompensationSkipped,
+    ExpiryGivesBackPaid,
+    AckOnFailure,
+    NeverAck,
+    LatePaymentNotRefunded,
+    ReplayAnsweredSoldOut,
+    CheckThenInsert,
+    PoisonWedge,
 }
 
 impl Bug {
-    pub const ALL: [Self; 3] = [
+    pub const ALL: [Self; 13] = [
         Self::AckBeforeCommit,
         Self::PublishBeforeCommit,
         Self::ReleaseStockTwice,
+        Self::NoStockCheck,
+        Self::LuaResultIgnored,
+        Self::RedisCompensationSkipped,
+        Self::ExpiryGivesBackPaid,
+        Self::AckOnFailure,
+        Self::NeverAck,
+        Self::LatePaymentNotRefunded,
+        Self::ReplayAnsweredSoldOut,
+        Self::CheckThenInsert,
+        Self::PoisonWedge,
     ];
 
     /// Its name in `FLASHTIX_KNOWN_BAD`.
@@ -33,6 +77,16 @@ impl Bug {
             Self::AckBeforeCommit => "ack-before-commit",
             Self::PublishBeforeCommit => "publish-before-commit",
             Self::ReleaseStockTwice => "release-stock-twice",
+            Self::NoStockCheck => "no-stock-check",
+            Self::LuaResultIgnored => "lua-result-ignored",
+            Self::RedisCompensationSkipped => "redis-compensation-skipped",
+            Self::ExpiryGivesBackPaid => "expiry-gives-back-paid",
+            Self::AckOnFailure => "ack-on-failure",
+            Self::NeverAck => "never-ack",
+            Self::LatePaymentNotRefunded => "late-payment-not-refunded",
+            Self::ReplayAnsweredSoldOut => "replay-answered-sold-out",
+            Self::CheckThenInsert => "check-then-insert",
+            Self::PoisonWedge => "poison-wedge",
         }
     }
 }
@@ -60,4 +114,20 @@ pub fn has(bug: Bug) -> bool {
 #[cfg(not(feature = "known-bad"))]
 pub const fn has(_bug: Bug) -> bool {
     false
+}
+
+/// Removes, after the migrations, the constraints a bad server's schema lacks
+/// (the sale's own schema only: the pool's search path is the namespace).
+pub async fn weaken_schema(pool: &PgPool) -> sqlx::Result<()> {
+    if has(Bug::NoStockCheck) {
+        sqlx::query("ALTER TABLE events DROP CONSTRAINT IF EXISTS events_check")
+            .execute(pool)
+            .await?;
+    }
+    if has(Bug::CheckThenInsert) {
+        sqlx::query("ALTER TABLE orders DROP CONSTRAINT IF EXISTS orders_one_per_idempotency_key")
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
 }

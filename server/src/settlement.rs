@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::consumer::{answers, decode, FirstTimes, Handled, Handler, Message};
 use crate::gate::Gate;
+use crate::known_bad::{self, Bug};
 use crate::metrics::Metrics;
 use crate::payments::provider::{Outcome, Provider};
 use crate::payments::PaymentResult;
@@ -118,7 +119,9 @@ impl OrderWorker {
                     event.from_pending += *quantity;
                     event.to_available += *quantity;
                 }
-                ("EXPIRED" | "CANCELLED", Outcome::Succeeded) => {
+                ("EXPIRED" | "CANCELLED", Outcome::Succeeded)
+                    if !known_bad::has(Bug::LatePaymentNotRefunded) =>
+                {
                     unrecorded.push(*message_id);
                     settled.push(Settled::NeedsRefund);
                     continue;
@@ -137,10 +140,11 @@ impl OrderWorker {
                 RETURNING id, event_id, user_id, quantity
              )
              INSERT INTO stock_returns (order_id, event_id, user_id, quantity)
-             SELECT id, event_id, user_id, quantity FROM cancelled",
+             SELECT id, event_id, user_id, quantity FROM cancelled WHERE NOT $3",
         )
         .bind(&confirmed)
         .bind(&cancelled)
+        .bind(known_bad::has(Bug::RedisCompensationSkipped))
         .execute(&mut *tx)
         .await?;
         for (event_id, moved) in moved {
@@ -151,13 +155,11 @@ impl OrderWorker {
                  WHERE id = $1",
             )
             .bind(event_id)
-            .bind(
-                if crate::known_bad::has(crate::known_bad::Bug::ReleaseStockTwice) {
-                    moved.to_available * 2
-                } else {
-                    moved.to_available
-                },
-            )
+            .bind(if known_bad::has(Bug::ReleaseStockTwice) {
+                moved.to_available * 2
+            } else {
+                moved.to_available
+            })
             .bind(moved.from_pending)
             .bind(moved.to_sold)
             .execute(&mut *tx)

@@ -49,6 +49,9 @@ impl Application {
         crate::db::migrate(&pool, &connections.namespace)
             .await
             .context("preparing the database")?;
+        crate::known_bad::weaken_schema(&pool)
+            .await
+            .context("weakening the schema of a known-bad server")?;
         let gate = Gate::connect(&connections.redis_url, connections.namespace.clone())
             .context("invalid Redis URL")?;
         let listener = TcpListener::bind(settings.bind)

@@ -72,8 +72,17 @@ impl Sale {
 
     /// `flashtix serve` with `roles` on a free port, against the test services.
     pub fn serve(&self, roles: &str) -> Server {
+        self.serve_with(roles, &[], None)
+    }
+
+    /// `flashtix serve` with `roles` and `flags`, making the server's known
+    /// mistakes `bugs` (comma separated) if any.
+    pub fn serve_with(&self, roles: &str, flags: &[&str], bugs: Option<&str>) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_flashtix"))
             .args(["serve", "--bind", "127.0.0.1:0", "--role", roles])
+            .args(flags)
+            .env_remove("FLASHTIX_KNOWN_BAD")
+            .envs(bugs.map(|bugs| ("FLASHTIX_KNOWN_BAD", bugs)))
             .env("FLASHTIX_DATABASE_URL", test_database_url())
             .env("FLASHTIX_REDIS_URL", test_redis_url())
             .env("FLASHTIX_AMQP_URL", test_amqp_url())

@@ -14,6 +14,7 @@ use super::writer::{Verdict, Writer};
 use super::{Order, Receipt};
 use crate::events::{Catalogue, Terms};
 use crate::gate::{key_field, Admission, Gate, Hold};
+use crate::known_bad::{self, Bug};
 use crate::metrics::{Metrics, OrderOutcome};
 use crate::reconcile::Reseed;
 
@@ -90,7 +91,9 @@ impl Desk {
 
     pub async fn place(&self, request: PlaceOrder) -> Result<Placed, PlaceError> {
         let result = match self.place_unrecorded(&request).await {
-            Err(refusal @ (PlaceError::SoldOut | PlaceError::LimitExceeded { .. })) => {
+            Err(refusal @ (PlaceError::SoldOut | PlaceError::LimitExceeded { .. }))
+                if !known_bad::has(Bug::ReplayAnsweredSoldOut) =>
+            {
                 self.confirm_refusal(&request, refusal).await
             }
             other => other,
@@ -167,15 +170,19 @@ impl Desk {
                     return self.write(hold, fingerprint, terms, true).await;
                 }
                 Ok(Admission::SoldOut { remaining }) => {
+                    #[cfg(feature = "known-bad")]
+                    self.give_back_unreserved(&hold).await;
                     if remaining == 0 {
                         self.refresh_sold_out(terms.event_id);
                     }
                     return Err(PlaceError::SoldOut);
                 }
                 Ok(Admission::LimitExceeded) => {
+                    #[cfg(feature = "known-bad")]
+                    self.give_back_unreserved(&hold).await;
                     return Err(PlaceError::LimitExceeded {
                         max: terms.max_per_user,
-                    })
+                    });
                 }
                 Ok(Admission::Replay {
                     order_id,
@@ -209,6 +216,16 @@ impl Desk {
             }
         }
         Err(gave_up)
+    }
+
+    /// A known-bad server's compensation for a reservation the script
+    /// refused: it ignored the answer, so it gives back what was never taken.
+    #[cfg(feature = "known-bad")]
+    async fn give_back_unreserved(&self, hold: &Hold) {
+        if known_bad::has(Bug::LuaResultIgnored) {
+            let tickets = hold.quantity.into();
+            let _ = self.gate.add_stock_unguarded(hold.event_id, tickets).await;
+        }
     }
 
     /// Asks Redis, once at a time per event and off the request's path, for the

@@ -22,6 +22,7 @@ use uuid::Uuid;
 use super::{Order, ORDER_COLUMNS};
 use crate::events::{Catalogue, Terms};
 use crate::gate::{Gate, Hold};
+use crate::known_bad::{self, Bug};
 use crate::metrics::Metrics;
 
 /// The most reservations settled in one transaction.
@@ -443,7 +444,14 @@ async fn insert_orders(
         quantities.push(ticket.hold.quantity);
         amounts.push(*amount_cents);
     }
-    sqlx::query_scalar(
+    // A known-bad server's schema has no unique key to name: its only guard
+    // is the read before this insert.
+    let on_conflict = if known_bad::has(Bug::CheckThenInsert) {
+        "ON CONFLICT DO NOTHING"
+    } else {
+        "ON CONFLICT (user_id, idempotency_key) DO NOTHING"
+    };
+    sqlx::query_scalar(&format!(
         "WITH placed AS (
             INSERT INTO orders (id, event_id, user_id, idempotency_key, fingerprint, quantity,
                                 amount_cents, status, expires_at)
@@ -451,7 +459,7 @@ async fn insert_orders(
                    o.amount_cents, 'PENDING', now() + $2 * interval '1 second'
             FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::int4[], $8::int8[])
                  AS o(id, user_id, idempotency_key, fingerprint, quantity, amount_cents)
-            ON CONFLICT (user_id, idempotency_key) DO NOTHING
+            {on_conflict}
             RETURNING id, event_id, user_id, quantity, amount_cents, expires_at
          ), taken AS (
             UPDATE events
@@ -465,8 +473,8 @@ async fn insert_orders(
                                       'expires_at', expires_at)
             FROM placed
          )
-         SELECT count(*) FROM placed",
-    )
+         SELECT count(*) FROM placed"
+    ))
     .bind(event_id)
     .bind(hold_seconds)
     .bind(&ids)

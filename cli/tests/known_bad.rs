@@ -1,0 +1,457 @@
+//! Detection power: a sale run on a server that makes one of the known
+//! mistakes (a test-only build, switched by `FLASHTIX_KNOWN_BAD`) is judged
+//! wrong, by `check` or by never settling, and the same sale on the real server
+//! is judged right. `docs/DETECTION.md` is the table of these tests.
+//!
+//! Each sale has its own namespace on the test services; the bad and the good
+//! sale of a test run side by side.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Sale, Server};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::BasicProperties;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+/// How long a quiesced sale may take to become judgeable (every message
+/// processed, Redis quiet) before its `check` counts as final.
+const JUDGEABLE_WITHIN: Duration = Duration::from_secs(30);
+
+/// How a sale is seeded and served.
+#[derive(Clone, Copy)]
+struct Setup {
+    reset: &'static [&'static str],
+    serve: &'static [&'static str],
+}
+
+/// One sale, its server and what its storm recorded.
+struct Run {
+    sale: Sale,
+    /// Serves the sale while the run lives.
+    _server: Server,
+    /// The storm's history, if a storm ran.
+    history: Option<String>,
+    storm: Value,
+}
+
+impl Setup {
+    /// Seeds a sale, serves it with the mistakes `bugs` (comma separated, if
+    /// any) and returns it before any buyer came.
+    async fn open(self, bugs: Option<&str>) -> (Sale, i64, Server) {
+        let sale = Sale::new().await;
+        let (events, _) = sale.reset(self.reset);
+        let event = events[0]["id"].as_i64().expect("an event id");
+        let server = sale.serve_with("all", self.serve, bugs);
+        (sale, event, server)
+    }
+
+    /// Seeds, serves and storms a sale (`storm`: the storm's flags, split at
+    /// spaces), with the history kept.
+    async fn storm(self, bugs: Option<&str>, storm: &str) -> Run {
+        let (sale, event, server) = self.open(bugs).await;
+        storm_sale(sale, event, server, storm).await
+    }
+}
+
+async fn storm_sale(sale: Sale, event: i64, server: Server, storm: &str) -> Run {
+    let history = sale.dir.join("history.jsonl").display().to_string();
+    let (json_file, _) = sale.json("storm.json");
+    let args = format!(
+        "storm --target {} --event {event} --history {history} --json {json_file} {storm}",
+        server.url
+    );
+    let args: Vec<&str> = args.split_whitespace().collect();
+    let run = sale.run_in_background(&args).await;
+    // 0: every invariant held; 1: one broke. Anything else is a usage error.
+    assert!(
+        matches!(run.status.code(), Some(0 | 1)),
+        "{}{}",
+        common::stdout(&run),
+        common::stderr(&run)
+    );
+    let storm = sale.json("storm.json").1;
+    Run {
+        sale,
+        _server: server,
+        history: Some(history),
+        storm,
+    }
+}
+
+impl Run {
+    /// A sale its test sent requests to by itself.
+    fn unstormed(sale: Sale, server: Server) -> Self {
+        Self {
+            sale,
+            _server: server,
+            history: None,
+            storm: json!({}),
+        }
+    }
+
+    /// `flashtix check` (with the storm's history, if any), asked again while its verdict
+    /// is UNKNOWN (messages still on their way, Redis returns maturing), for
+    /// at most [`JUDGEABLE_WITHIN`]; returns its last report.
+    async fn judged(&self) -> Value {
+        let deadline = Instant::now() + JUDGEABLE_WITHIN;
+        let (file, _) = self.sale.json("check.json");
+        loop {
+            let mut args = vec!["check", "--json", &file];
+            if let Some(history) = &self.history {
+                args.extend(["--history", history]);
+            }
+            let run = self.sale.run_in_background(&args).await;
+            let report = self.sale.json("check.json").1;
+            assert!(report.is_object(), "{}", common::stderr(&run));
+            if report["verdict"] != "UNKNOWN" || Instant::now() > deadline {
+                return report;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Whether every order of the sale reached an end before the storm's
+    /// settle limit.
+    fn settled(&self) -> bool {
+        self.storm["settle_seconds"].is_number()
+    }
+
+    fn outcome(&self, outcome: &str) -> u64 {
+        self.storm["outcomes"][outcome].as_u64().unwrap_or(0)
+    }
+}
+
+fn verdict_of<'a>(report: &'a Value, invariant: &str) -> &'a Value {
+    report["findings"]
+        .as_array()
+        .and_then(|findings| findings.iter().find(|f| f["invariant"] == invariant))
+        .unwrap_or_else(|| panic!("no {invariant} in {report:#}"))
+}
+
+fn assert_fails(report: &Value, invariant: &str) {
+    let finding = verdict_of(report, invariant);
+    assert_eq!(finding["verdict"], "FAIL", "{report:#}");
+    assert_eq!(report["verdict"], "FAIL");
+}
+
+fn assert_passes(report: &Value) {
+    assert_eq!(report["verdict"], "PASS", "{report:#}");
+}
+
+/// Ignoring the script's answer and "giving back" what it never took makes
+/// Redis stock grow on every refusal. Refusals for the per-buyer limit come
+/// while tickets are left, so nothing wears the extra stock down again, and
+/// with the drift repair off (as between two of its passes) Redis disagrees
+/// with Postgres.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_ignores_the_lua_result_fails_redis_agrees() {
+    let setup = Setup {
+        reset: &["--tickets", "1000", "--max-per-user", "2"],
+        serve: &["--reconcile-ms", "0"],
+    };
+    let (bad, good) = tokio::join!(
+        three_buys_each(setup, Some("lua-result-ignored")),
+        three_buys_each(setup, None)
+    );
+    let (bad, refused) = bad;
+    assert_eq!(refused, 100, "the third buy of each buyer is refused");
+    let report = bad.judged().await;
+    assert_fails(&report, "redis_agrees");
+    let drift = verdict_of(&report, "redis_agrees")["examples"].to_string();
+    assert!(drift.contains("(drift +100)"), "{report:#}");
+
+    let (good, refused) = good;
+    assert_eq!(refused, 100);
+    assert_passes(&good.judged().await);
+}
+
+/// 100 buyers each buy one ticket three times (three keys, one after the
+/// other); returns the sale and how many buys were refused `limit_exceeded`.
+async fn three_buys_each(setup: Setup, bugs: Option<&str>) -> (Run, usize) {
+    let (sale, event, server) = setup.open(bugs).await;
+    let client = reqwest::Client::new();
+    let buyers: Vec<_> = (0..100)
+        .map(|buyer| {
+            let (client, url) = (client.clone(), server.url.clone());
+            tokio::spawn(async move {
+                let mut refused = 0;
+                for try_number in 0..3 {
+                    let status = client
+                        .post(format!("{url}/orders"))
+                        .header("Idempotency-Key", format!("key-{buyer}-{try_number}"))
+                        .json(&json!({"event_id": event, "user_id": format!("buyer-{buyer}"), "quantity": 1}))
+                        .send()
+                        .await
+                        .expect("the server answers")
+                        .status();
+                    refused += usize::from(status == 409);
+                }
+                refused
+            })
+        })
+        .collect();
+    let mut refused = 0;
+    for buyer in buyers {
+        refused += buyer.await.unwrap();
+    }
+    (Run::unstormed(sale, server), refused)
+}
+
+/// A cancellation that gives its tickets back to Postgres only leaves Redis
+/// short of them: Redis disagrees, and those tickets could never be sold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_skips_the_redis_compensation_fails_redis_agrees() {
+    let setup = Setup {
+        reset: &["--tickets", "400"],
+        serve: &["--reconcile-ms", "0", "--payment-failure-rate", "0.3"],
+    };
+    let storm = "--rate 300 --buyers 300";
+    let (bad, good) = tokio::join!(
+        setup.storm(Some("redis-compensation-skipped"), storm),
+        setup.storm(None, storm)
+    );
+    assert_fails(&bad.judged().await, "redis_agrees");
+    assert_passes(&good.judged().await);
+}
+
+/// A sweeper that expires paid orders hands their tickets back while the
+/// money stays taken: an EXPIRED order with a capture. Holds last a second,
+/// so every paid order is due while the storm still runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweeper_that_expires_paid_orders_fails_no_double_charge() {
+    let setup = Setup {
+        reset: &["--tickets", "400", "--hold-seconds", "1"],
+        serve: &["--sweep-ms", "100"],
+    };
+    let storm = "--rate 200 --buyers 400";
+    let (bad, good) = tokio::join!(
+        setup.storm(Some("expiry-gives-back-paid"), storm),
+        setup.storm(None, storm)
+    );
+    assert_fails(&bad.judged().await, "no_double_charge");
+    assert_passes(&good.judged().await);
+}
+
+/// Payments take longer than the hold, so every order expires before its
+/// capture arrives; the real order worker refunds each one, the bad one keeps
+/// the money.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_payment_kept_fails_no_double_charge() {
+    let setup = Setup {
+        reset: &["--tickets", "400", "--hold-seconds", "1"],
+        serve: &["--sweep-ms", "100", "--payment-latency-ms", "1500"],
+    };
+    let storm = "--rate 10 --buyers 10";
+    let (bad, good) = tokio::join!(
+        setup.storm(Some("late-payment-not-refunded"), storm),
+        setup.storm(None, storm)
+    );
+    assert_fails(&bad.judged().await, "no_double_charge");
+    assert_passes(&good.judged().await);
+}
+
+/// Buyers who come back a second after their answer (`--revisit`) find the
+/// event sold out by then. A server that answers "sold out" before looking at
+/// the key tells buyers who hold an order that they have none: the history
+/// shows the lie. The real server replays their order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_answered_sold_out_fails_no_lie_to_client() {
+    let setup = Setup {
+        reset: &["--tickets", "100"],
+        serve: &[],
+    };
+    let storm = "--rate 300 --buyers 600 --revisit 0.5";
+    let (bad, good) = tokio::join!(
+        setup.storm(Some("replay-answered-sold-out"), storm),
+        setup.storm(None, storm)
+    );
+    assert_fails(&bad.judged().await, "no_lie_to_client");
+    assert_passes(&good.judged().await);
+    assert!(good.outcome("replayed") > 0, "{:#}", good.storm);
+}
+
+/// Release the stock of a cancelled order twice: with the events table's
+/// CHECK in place Postgres refuses every such settlement (orders never
+/// settle); without it, the minted tickets show in `no_oversell`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_releases_stock_twice_never_settles_or_fails_no_oversell() {
+    let setup = Setup {
+        reset: &["--tickets", "400"],
+        serve: &["--payment-failure-rate", "0.3"],
+    };
+    let storm = "--rate 300 --buyers 300 --settle 10s";
+    let (checked, unchecked, good) = tokio::join!(
+        setup.storm(Some("release-stock-twice"), storm),
+        setup.storm(Some("release-stock-twice,no-stock-check"), storm),
+        setup.storm(None, storm)
+    );
+    assert!(!checked.settled(), "{:#}", checked.storm);
+    assert_fails(&unchecked.judged().await, "no_oversell");
+    assert!(good.settled(), "{:#}", good.storm);
+    assert_passes(&good.judged().await);
+}
+
+/// One buyer sends one key to two events at once. The events' writers lock
+/// different rows, so only a unique key in the schema keeps the second order
+/// out; a server that reads, then inserts, sells that key twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_then_insert_idempotency_fails_no_duplicate_order() {
+    let setup = Setup {
+        reset: &["--events", "2", "--tickets", "1000"],
+        serve: &[],
+    };
+    let (bad, good) = tokio::join!(
+        twice_to_two_events(setup, Some("check-then-insert")),
+        twice_to_two_events(setup, None)
+    );
+    let (bad, _) = bad;
+    let report = bad.judged().await;
+    assert_fails(&report, "no_duplicate_order");
+    let examples = verdict_of(&report, "no_duplicate_order")["examples"].to_string();
+    assert!(examples.contains(": 2 orders ("), "{report:#}");
+
+    let (good, accepted) = good;
+    assert_eq!(accepted, 200, "each key bought once: {:#}", good.storm);
+    assert_passes(&good.judged().await);
+}
+
+/// 200 buyers each send one key to both events at the same moment; returns
+/// the sale and how many 202s came back.
+async fn twice_to_two_events(setup: Setup, bugs: Option<&str>) -> (Run, usize) {
+    let (sale, _, server) = setup.open(bugs).await;
+    let events = sale.json("events.json").1;
+    let ids: Vec<i64> = (0..2).map(|i| events[i]["id"].as_i64().unwrap()).collect();
+    let client = reqwest::Client::new();
+    let sends: Vec<_> = (0..200)
+        .flat_map(|buyer| ids.iter().map(move |&event| (buyer, event)))
+        .map(|(buyer, event)| {
+            let request = client
+                .post(format!("{}/orders", server.url))
+                .header("Idempotency-Key", format!("key-{buyer}"))
+                .json(
+                    &json!({"event_id": event, "user_id": format!("buyer-{buyer}"), "quantity": 1}),
+                );
+            tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    let mut accepted = 0;
+    for send in sends {
+        if send.await.unwrap().expect("the server answers") == 202 {
+            accepted += 1;
+        }
+    }
+    (Run::unstormed(sale, server), accepted)
+}
+
+/// A worker that never acknowledges stops once the broker's window of
+/// unacknowledged messages is full: the rest of the orders never settle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_never_acks_never_settles() {
+    let setup = Setup {
+        reset: &["--tickets", "1000"],
+        serve: &[],
+    };
+    let storm = "--rate 300 --buyers 600 --settle 10s";
+    let (bad, good) = tokio::join!(
+        setup.storm(Some("never-ack"), storm),
+        setup.storm(None, storm)
+    );
+    assert!(!bad.settled(), "{:#}", bad.storm);
+    assert_ne!(bad.storm["check"]["verdict"], "PASS");
+    assert!(good.settled(), "{:#}", good.storm);
+    assert_passes(&good.judged().await);
+}
+
+/// The provider loses a third of its answers. A worker that acknowledges the
+/// messages it failed on loses them: their orders never settle. The real one
+/// holds them and asks again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_acks_on_failure_never_settles() {
+    let setup = Setup {
+        reset: &["--tickets", "1000"],
+        serve: &["--payment-timeout-rate", "0.3"],
+    };
+    let storm = "--rate 300 --buyers 300 --settle 20s";
+    let (bad, good) = tokio::join!(
+        setup.storm(Some("ack-on-failure"), storm),
+        setup.storm(None, storm)
+    );
+    assert!(!bad.settled(), "{:#}", bad.storm);
+    assert_ne!(bad.storm["check"]["verdict"], "PASS");
+    assert!(good.settled(), "{:#}", good.storm);
+    assert_passes(&good.judged().await);
+}
+
+/// One `order.created` for an order the sale does not have, published before
+/// the buyers come. A worker that charges it like any other fails its batch
+/// on every try, and every later message joins the held batch: nothing
+/// settles. The real worker dead-letters it (and `check` lists it) and settles
+/// every order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_that_wedges_the_worker_never_settles() {
+    let setup = Setup {
+        reset: &["--tickets", "1000"],
+        serve: &[],
+    };
+    let storm = "--rate 200 --buyers 200 --settle 10s";
+    let ghost = uuid::Uuid::now_v7();
+    let poisoned = |bugs: Option<&'static str>| async move {
+        let (sale, event, server) = setup.open(bugs).await;
+        publish_order_created(&sale, ghost).await;
+        storm_sale(sale, event, server, storm).await
+    };
+    let (bad, good) = tokio::join!(poisoned(Some("poison-wedge")), poisoned(None));
+    assert!(!bad.settled(), "{:#}", bad.storm);
+
+    assert!(good.settled(), "{:#}", good.storm);
+    let report = good.judged().await;
+    let failed: Vec<&Value> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["verdict"] != "PASS")
+        .collect();
+    assert_eq!(failed.len(), 1, "{report:#}");
+    assert_eq!(failed[0]["invariant"], "queues_drained");
+    assert_eq!(failed[0]["verdict"], "FAIL");
+    assert!(
+        failed[0]["examples"]
+            .to_string()
+            .contains(".dead: 1 dead letter"),
+        "{report:#}"
+    );
+}
+
+/// Publishes `order.created` for `order_id`, an order the sale never took.
+async fn publish_order_created(sale: &Sale, order_id: uuid::Uuid) {
+    let namespace = flashtix_server::config::Namespace::parse(&sale.namespace).unwrap();
+    let topology = flashtix_server::broker::Topology::new(namespace);
+    let connection = flashtix_server::broker::connect(&common::test_amqp_url())
+        .await
+        .unwrap();
+    topology.declare(&connection).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let body = json!({"order_id": order_id, "event_id": 1, "user_id": "nobody",
+                      "quantity": 1, "amount_cents": 5000});
+    channel
+        .basic_publish(
+            topology.exchange().as_str().into(),
+            "order.created".into(),
+            BasicPublishOptions::default(),
+            body.to_string().as_bytes(),
+            BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_message_id(uuid::Uuid::now_v7().to_string().into()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
