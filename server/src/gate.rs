@@ -34,6 +34,7 @@
 //! tickets in `stock` but enough in `returning` is told when they are due
 //! ([`Admission::Returning`]) and waits, rather than hear "sold out" untruly.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -125,6 +126,26 @@ impl Observation {
     pub fn is_quiet(&self) -> bool {
         self.holds == 0 && self.returning == 0
     }
+}
+
+/// Redis's totals for an event's buyers and keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    /// Tickets held, summed over the buyers.
+    pub held: i64,
+    /// Idempotency entries.
+    pub keys: u64,
+    pub seq: i64,
+}
+
+/// Redis's copy of an event's buyers and keys.
+#[derive(Debug, Clone, Default)]
+pub struct Ledger {
+    /// user → tickets held.
+    pub buyers: HashMap<String, i64>,
+    /// `user\nkey` → the order it names (`None`: an entry that names none).
+    pub keys: HashMap<String, Option<Uuid>>,
+    pub seq: i64,
 }
 
 /// What Postgres says Redis should hold for an event.
@@ -288,6 +309,25 @@ if redis.call('GET', KEYS[1]) ~= '0' or redis.call('ZCARD', KEYS[3]) > 0 then re
 return redis.call('HKEYS', KEYS[2])
 "#;
 
+const TALLY: &str = r#"
+-- KEYS: buyers keys seq
+-- Tickets held over all buyers, idempotency entries, and the sequence number.
+local held = 0
+for _, tickets in ipairs(redis.call('HVALS', KEYS[1])) do held = held + tonumber(tickets) end
+return {held, redis.call('HLEN', KEYS[2]), tonumber(redis.call('GET', KEYS[3]) or '0')}
+"#;
+
+const UNSEED: &str = r#"
+-- KEYS: stock holds returning seq buyers keys returned ; ARGV: expected_seq
+-- Forgets the event (the next order or reconciler pass reseeds it from
+-- Postgres), only if nothing moved since the caller looked and nothing is in flight.
+if (redis.call('GET', KEYS[4]) or '0') ~= ARGV[1] then return 0 end
+if redis.call('ZCARD', KEYS[2]) > 0 or redis.call('ZCARD', KEYS[3]) > 0 then return 0 end
+redis.call('DEL', KEYS[1], KEYS[5], KEYS[6], KEYS[7])
+redis.call('INCR', KEYS[4])
+return 1
+"#;
+
 const UNLOCK: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -316,6 +356,8 @@ pub struct Gate {
     seed_stock: Script,
     restock: Script,
     sold_out_keys: Script,
+    tally: Script,
+    unseed: Script,
     unlock: Script,
 }
 
@@ -348,6 +390,8 @@ impl Gate {
             seed_stock: with_returns(SEED_STOCK),
             restock: with_returns(RESTOCK),
             sold_out_keys: with_returns(SOLD_OUT_KEYS),
+            tally: Script::new(TALLY),
+            unseed: Script::new(UNSEED),
             unlock: Script::new(UNLOCK),
         })
     }
@@ -555,6 +599,60 @@ impl Gate {
             .invoke_async(&mut self.redis.clone())
             .await?;
         Ok((applied == 1).then(|| previous.parse().unwrap_or_default()))
+    }
+
+    /// Redis's totals of an event's buyers and keys, in one step.
+    pub async fn tally(&self, event_id: i64) -> RedisResult<Tally> {
+        let (held, keys, seq): (i64, u64, i64) = self
+            .tally
+            .key(self.key(event_id, "buyers"))
+            .key(self.key(event_id, "keys"))
+            .key(self.key(event_id, "seq"))
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        Ok(Tally { held, keys, seq })
+    }
+
+    /// Redis's copy of an event's buyers and keys, in one step.
+    pub async fn ledger(&self, event_id: i64) -> RedisResult<Ledger> {
+        let (buyers, keys, seq): (HashMap<String, i64>, HashMap<String, String>, Option<i64>) =
+            redis::pipe()
+                .atomic()
+                .hgetall(self.key(event_id, "buyers"))
+                .hgetall(self.key(event_id, "keys"))
+                .get(self.key(event_id, "seq"))
+                .query_async(&mut self.redis.clone())
+                .await?;
+        let keys = keys
+            .into_iter()
+            .map(|(field, entry)| {
+                let order = entry.split('\n').next().and_then(|id| id.parse().ok());
+                (field, order)
+            })
+            .collect();
+        Ok(Ledger {
+            buyers,
+            keys,
+            seq: seq.unwrap_or(0),
+        })
+    }
+
+    /// Forgets the event's Redis state if nothing moved since `seen` and
+    /// nothing is in flight, so it is rebuilt from Postgres. Returns whether it did.
+    pub async fn unseed(&self, event_id: i64, seen: &Observation) -> RedisResult<bool> {
+        let applied: i64 = self
+            .unseed
+            .key(self.key(event_id, "stock"))
+            .key(self.key(event_id, "holds"))
+            .key(self.key(event_id, "returning"))
+            .key(self.key(event_id, "seq"))
+            .key(self.key(event_id, "buyers"))
+            .key(self.key(event_id, "keys"))
+            .key(self.key(event_id, "returned"))
+            .arg(seen.seq)
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        Ok(applied == 1)
     }
 
     /// The idempotency keys (`user\nkey`) of an event that is sold out with no

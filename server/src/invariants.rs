@@ -4,7 +4,7 @@
 //! Each check reads Postgres (and Redis for "Redis agrees") and says PASS, FAIL
 //! or UNKNOWN with counts and the first offending ids. FAIL beats UNKNOWN beats PASS.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::broker::Topology;
 use crate::consumer::Handler;
-use crate::gate::Gate;
+use crate::gate::{Gate, Ledger, Snapshot};
 use crate::history::Attempt;
 use crate::payments::PaymentWorker;
 use crate::settlement::OrderWorker;
@@ -686,8 +686,13 @@ async fn redis_agrees(pool: &PgPool, gate: &Gate, event: Option<i64>) -> anyhow:
         .bind(id)
         .fetch_one(pool)
         .await?;
+        let snapshot = crate::orders::snapshot(pool, id).await?.unwrap_or_default();
+        let ledger = gate.ledger(id).await?;
         let after = gate.observe(id).await?;
-        let quiet = before.is_quiet() && returns == 0 && before.seq == after.seq;
+        let quiet = before.is_quiet()
+            && returns == 0
+            && before.seq == after.seq
+            && ledger.seq == before.seq;
         match before.stock {
             None => unjudged.push(format!(
                 "event {id}: Redis has no stock key (seeded on next order)"
@@ -696,11 +701,15 @@ async fn redis_agrees(pool: &PgPool, gate: &Gate, event: Option<i64>) -> anyhow:
                 "event {id}: not quiet ({} holds in flight, {} returns pending in Redis, {returns} in Postgres)",
                 before.holds, before.returning
             )),
-            Some(stock) if stock != available => drifted.push(format!(
-                "event {id}: Redis stock {stock}, Postgres available {available} (drift {:+})",
-                stock - available
-            )),
-            Some(_) => {}
+            Some(stock) => {
+                if stock != available {
+                    drifted.push(format!(
+                        "event {id}: Redis stock {stock}, Postgres available {available} (drift {:+})",
+                        stock - available
+                    ));
+                }
+                drifted.extend(ledger_drift(id, &snapshot, &ledger));
+            }
         }
     }
     if drifted.is_empty() && !unjudged.is_empty() {
@@ -717,7 +726,54 @@ async fn redis_agrees(pool: &PgPool, gate: &Gate, event: Option<i64>) -> anyhow:
         REDIS_AGREES,
         events.len() as u64,
         drifted,
-        "Redis stock equals Postgres available",
-        "Redis stock drifted from Postgres (repair with `flashtix check --repair`)",
+        "Redis stock, buyers' ticket counts and idempotency entries equal Postgres's",
+        "Redis drifted from Postgres (repair with `flashtix check --repair`)",
     ))
+}
+
+/// Where Redis's buyers and keys of event `id` differ from what Postgres says
+/// they must be (`snapshot`): a buyer's tickets held, a key's order.
+fn ledger_drift(id: i64, snapshot: &Snapshot, ledger: &Ledger) -> Vec<String> {
+    let mut drift = Vec::new();
+    let held: HashMap<&str, i64> = snapshot
+        .buyers
+        .iter()
+        .map(|(user, tickets)| (user.as_str(), *tickets))
+        .collect();
+    let users: BTreeSet<&str> = held
+        .keys()
+        .copied()
+        .chain(ledger.buyers.keys().map(String::as_str))
+        .collect();
+    for user in users {
+        let in_postgres = held.get(user).copied().unwrap_or(0);
+        let in_redis = ledger.buyers.get(user).copied().unwrap_or(0);
+        if in_postgres != in_redis {
+            drift.push(format!(
+                "event {id}: buyer {user:?} holds {in_postgres} ticket(s) in Postgres, {in_redis} in Redis"
+            ));
+        }
+    }
+    let orders: HashMap<String, Uuid> = snapshot
+        .keys
+        .iter()
+        .map(|(user, key, order_id, _)| (crate::gate::key_field(user, key), *order_id))
+        .collect();
+    let fields: BTreeSet<&String> = orders.keys().chain(ledger.keys.keys()).collect();
+    for field in fields {
+        let (user, key) = field.split_once('\n').unwrap_or((field, ""));
+        match (orders.get(field), ledger.keys.get(field)) {
+            (Some(order), Some(Some(entry))) if order == entry => {}
+            (Some(order), None) => drift.push(format!(
+                "event {id}: key ({user:?}, {key:?}) has order {order} in Postgres, no entry in Redis"
+            )),
+            (Some(order), Some(entry)) => drift.push(format!(
+                "event {id}: key ({user:?}, {key:?}) has order {order} in Postgres, Redis names {entry:?}"
+            )),
+            (None, _) => drift.push(format!(
+                "event {id}: key ({user:?}, {key:?}) has an entry in Redis and no order in Postgres"
+            )),
+        }
+    }
+    drift
 }

@@ -14,7 +14,10 @@
 //!    to stock, no stock return still to apply), Redis stock must equal Postgres
 //!    `available_tickets`. The repair reads Redis's sequence number, then Postgres,
 //!    then sets the stock only if the sequence did not move meanwhile, so an order
-//!    admitted or committed during the read cannot be overwritten.
+//!    admitted or committed during the read cannot be overwritten. Buyers' ticket
+//!    counts and idempotency entries must add up to Postgres's too (orders written
+//!    while Redis was away never reached them); if they do not, the event is
+//!    forgotten in Redis under the same sequence guard and reseeded from Postgres.
 
 use std::time::Duration;
 
@@ -38,6 +41,11 @@ pub enum Repair {
     Repaired {
         from: i64,
         to: i64,
+    },
+    /// Buyers or keys did not add up; the event was rebuilt from Postgres.
+    Rebuilt {
+        held: (i64, i64),
+        keys: (u64, i64),
     },
     /// Orders are in flight; try again when quiet.
     Busy,
@@ -93,7 +101,8 @@ pub async fn reseed(pool: &PgPool, gate: &Gate, event_id: i64) -> anyhow::Result
 }
 
 /// Sets Redis stock to Postgres's available tickets if they differ and nothing
-/// is in flight.
+/// is in flight; rebuilds the event from Postgres if its buyers or keys do
+/// not add up.
 pub async fn repair_drift(pool: &PgPool, gate: &Gate, event_id: i64) -> anyhow::Result<Repair> {
     let seen = gate
         .observe(event_id)
@@ -105,33 +114,50 @@ pub async fn repair_drift(pool: &PgPool, gate: &Gate, event_id: i64) -> anyhow::
     if !seen.is_quiet() {
         return Ok(Repair::Busy);
     }
-    let stock_in_postgres: Option<(i64, i64)> = sqlx::query_as(
+    let in_postgres: Option<(i64, i64, i64, i64)> = sqlx::query_as(
         "SELECT available_tickets::int8,
-                (SELECT count(*) FROM stock_returns WHERE event_id = $1)
+                (SELECT count(*) FROM stock_returns WHERE event_id = $1),
+                (SELECT coalesce(sum(quantity) FILTER (WHERE status IN ('PENDING', 'CONFIRMED')), 0)::int8
+                 FROM orders WHERE event_id = $1),
+                (SELECT count(*) FROM orders WHERE event_id = $1)
          FROM events WHERE id = $1",
     )
     .bind(event_id)
     .fetch_optional(pool)
     .await
     .context("reading Postgres stock")?;
-    let Some((available, returns_on_their_way)) = stock_in_postgres else {
+    let Some((available, returns_on_their_way, held, keys)) = in_postgres else {
         return Ok(Repair::Gone);
     };
     if returns_on_their_way > 0 {
         return Ok(Repair::Busy);
     }
-    if stock == available {
+    if stock != available {
+        return Ok(
+            match gate.correct_stock(event_id, &seen, available).await? {
+                Some(from) => Repair::Repaired {
+                    from,
+                    to: available,
+                },
+                None => Repair::Busy,
+            },
+        );
+    }
+    let tally = gate.tally(event_id).await.context("reading Redis buyers")?;
+    if tally.seq != seen.seq {
+        return Ok(Repair::Busy);
+    }
+    if tally.held == held && tally.keys as i64 == keys {
         return Ok(Repair::InSync);
     }
-    Ok(
-        match gate.correct_stock(event_id, &seen, available).await? {
-            Some(from) => Repair::Repaired {
-                from,
-                to: available,
-            },
-            None => Repair::Busy,
-        },
-    )
+    if !gate.unseed(event_id, &seen).await? {
+        return Ok(Repair::Busy);
+    }
+    reseed(pool, gate, event_id).await?;
+    Ok(Repair::Rebuilt {
+        held: (tally.held, held),
+        keys: (tally.keys, keys),
+    })
 }
 
 /// Confirms or releases holds older than the grace period. Returns how many.
@@ -258,6 +284,17 @@ async fn reconcile_event(
         Repair::Repaired { from, to } => {
             metrics.stock_repaired();
             tracing::warn!(event_id, from, to, "corrected Redis stock drift");
+        }
+        Repair::Rebuilt { held, keys } => {
+            metrics.reseeded();
+            tracing::warn!(
+                event_id,
+                held_in_redis = held.0,
+                held_in_postgres = held.1,
+                keys_in_redis = keys.0,
+                keys_in_postgres = keys.1,
+                "Redis buyers or keys drifted; rebuilt the event from Postgres"
+            );
         }
         Repair::Unseeded => {
             if let Reseed::Done { .. } = reseed(pool, gate, event_id).await? {

@@ -18,7 +18,8 @@ pub struct CheckArgs {
     /// Check only this event
     #[arg(long)]
     event: Option<i64>,
-    /// First correct Redis stock that drifted from Postgres (when nothing is in flight)
+    /// First repair Redis from Postgres when nothing is in flight: a stock that
+    /// drifted is corrected, buyers or keys that do not add up are rebuilt
     #[arg(long)]
     repair: bool,
     /// Also write the report as JSON to this file
@@ -48,6 +49,10 @@ pub async fn run(args: CheckArgs) -> Outcome {
                 Repair::Repaired { from, to } => {
                     println!("event {event_id}: Redis stock corrected from {from} to {to}")
                 }
+                Repair::Rebuilt { held, keys } => println!(
+                    "event {event_id}: Redis buyers ({} tickets held, Postgres {}) and keys ({}, Postgres {}) rebuilt from Postgres",
+                    held.0, held.1, keys.0, keys.1
+                ),
                 Repair::Busy => println!("event {event_id}: orders in flight, not repaired"),
                 Repair::InSync | Repair::Unseeded | Repair::Gone => {}
             }

@@ -2,12 +2,14 @@
 //! PASS on the real one first): a checker never seen failing proves nothing.
 
 use flashtix_server::invariants::{
-    self, Finding, Verdict, NOTHING_STUCK, NO_DUPLICATE_ORDER, QUEUES_DRAINED,
+    self, Finding, Verdict, NOTHING_STUCK, NO_DUPLICATE_ORDER, QUEUES_DRAINED, REDIS_AGREES,
 };
+use flashtix_server::reconcile::{repair_drift, Repair};
+use redis::AsyncCommands;
 use reqwest::StatusCode;
 use uuid::Uuid;
 
-use crate::helpers::{spawn_app, TestApp};
+use crate::helpers::{eventually, spawn_app, spawn_app_with, test_redis_url, TestApp};
 
 /// One finding of `check` for one event, with the queues "not used" unless
 /// the test reaches them.
@@ -16,6 +18,18 @@ async fn finding(app: &TestApp, invariant: &str, event: Option<i64>) -> Finding 
         .await
         .unwrap();
     report.finding(invariant).unwrap().clone()
+}
+
+/// The same, once it can be judged (Redis quiet, messages processed).
+async fn judged(app: &TestApp, invariant: &str, event: Option<i64>) -> Finding {
+    eventually(std::time::Duration::from_secs(10), || async {
+        let found = finding(app, invariant, event).await;
+        match found.verdict {
+            Verdict::Unknown => Err(format!("{found:?}")),
+            _ => Ok(found),
+        }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,4 +154,61 @@ async fn nothing_stuck_for_one_event_sees_its_payment_results() {
     let stuck = finding(&app, NOTHING_STUCK, Some(event)).await;
     assert_eq!(stuck.verdict, Verdict::Fail, "{stuck:?}");
     assert!(stuck.examples[0].contains("(payment.result): unpublished"));
+}
+
+/// Redis's buyers and keys are compared with Postgres, entry by entry; the
+/// drift repair rebuilds an event whose totals do not add up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_agrees_fails_on_a_buyer_or_key_redis_got_wrong_and_the_repair_rebuilds_them() {
+    let app = spawn_app_with(|settings| settings.reconcile_every = None).await;
+    let event = app.create_event(10, 4).await;
+    for (user, key, quantity) in [("ann", "k1", 2), ("bob", "k2", 1)] {
+        let placed = app.order(event, user, key, quantity).await;
+        assert_eq!(placed.status, StatusCode::ACCEPTED);
+    }
+    assert_eq!(
+        judged(&app, REDIS_AGREES, Some(event)).await.verdict,
+        Verdict::Pass
+    );
+
+    let mut redis = redis::Client::open(test_redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = |name: &str| format!("{}:{{ev:{event}}}:{name}", app.namespace);
+    let () = redis.hset(key("buyers"), "ann", 1).await.unwrap();
+    let () = redis.hdel(key("keys"), "bob\nk2").await.unwrap();
+    let () = redis
+        .hset(key("keys"), "eve\nk9", format!("{}\nfp", Uuid::now_v7()))
+        .await
+        .unwrap();
+
+    let drift = judged(&app, REDIS_AGREES, Some(event)).await;
+    assert_eq!(drift.verdict, Verdict::Fail, "{drift:?}");
+    let examples = drift.examples.join("\n");
+    for expected in [
+        "buyer \"ann\" holds 2 ticket(s) in Postgres, 1 in Redis",
+        "key (\"bob\", \"k2\") has order",
+        "no entry in Redis",
+        "key (\"eve\", \"k9\") has an entry in Redis and no order in Postgres",
+    ] {
+        assert!(examples.contains(expected), "{expected}: {examples}");
+    }
+
+    let repaired = repair_drift(&app.pool, &app.gate, event).await.unwrap();
+    assert_eq!(
+        repaired,
+        Repair::Rebuilt {
+            held: (2, 3),
+            keys: (2, 2)
+        }
+    );
+    assert_eq!(
+        judged(&app, REDIS_AGREES, Some(event)).await.verdict,
+        Verdict::Pass
+    );
+    // Rebuilt, the keys answer as before: bob's retry is his order again.
+    let retry = app.order(event, "bob", "k2", 1).await;
+    assert_eq!((retry.status, retry.replayed), (StatusCode::ACCEPTED, true));
 }
