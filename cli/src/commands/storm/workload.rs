@@ -285,7 +285,10 @@ mod tests {
         let revisits = run(4).iter().filter(|p| p.revisits).count();
         assert!((250..350).contains(&revisits), "{revisits} of 500");
         let both = run(4).iter().filter(|p| p.revisits && p.duplicated).count();
-        assert!((60..120).contains(&both), "independent draws: {both} of 500");
+        assert!(
+            (60..120).contains(&both),
+            "independent draws: {both} of 500"
+        );
         assert!(run(4).iter().any(|p| p.event_id == 2));
     }
 }
