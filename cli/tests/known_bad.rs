@@ -29,9 +29,10 @@ struct Setup {
 
 /// One sale, its server and what its storm recorded.
 struct Run {
-    sale: Sale,
-    /// Serves the sale while the run lives.
+    /// Serves the sale while the run lives (and stops before the sale's
+    /// queues are deleted: fields drop in order).
     _server: Server,
+    sale: Sale,
     /// The storm's history, if a storm ran.
     history: Option<String>,
     storm: Value,

@@ -6,6 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 
 use serde_json::Value;
 use sqlx::PgPool;
@@ -29,6 +30,46 @@ pub fn test_redis_url() -> String {
 pub struct Sale {
     pub namespace: String,
     pub dir: PathBuf,
+    _queues: Arc<Queues>,
+}
+
+/// The sale's RabbitMQ queues, deleted when the last copy of the sale goes.
+/// The broker is shared, and each quorum queue left behind keeps file
+/// handles of a broker that has a limited number: enough of them and it
+/// stops taking connections.
+struct Queues {
+    namespace: String,
+}
+
+impl Drop for Queues {
+    fn drop(&mut self) {
+        let namespace = self.namespace.clone();
+        // A runtime of its own: the test's may be shutting down.
+        let deleted = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime")
+                .block_on(delete_queues(&namespace))
+        })
+        .join();
+        if let Ok(Err(error)) = deleted {
+            eprintln!("could not delete the sale's queues: {error:#}");
+        }
+    }
+}
+
+async fn delete_queues(namespace: &str) -> anyhow::Result<()> {
+    let namespace = flashtix_server::config::Namespace::parse(namespace)?;
+    let topology = flashtix_server::broker::Topology::new(namespace);
+    let connection = flashtix_server::broker::connect(&test_amqp_url()).await?;
+    let channel = connection.create_channel().await?;
+    for queue in topology.queues() {
+        let options = lapin::options::QueueDeleteOptions::default();
+        channel.queue_delete(queue.as_str().into(), options).await?;
+    }
+    connection.close(200, "done".into()).await?;
+    Ok(())
 }
 
 impl Sale {
@@ -39,7 +80,14 @@ impl Sale {
         let namespace = format!("c{}", Uuid::now_v7().simple());
         let dir = std::env::temp_dir().join(&namespace);
         std::fs::create_dir_all(&dir).expect("temp dir");
-        Self { namespace, dir }
+        let queues = Arc::new(Queues {
+            namespace: namespace.clone(),
+        });
+        Self {
+            namespace,
+            dir,
+            _queues: queues,
+        }
     }
 
     /// Runs `flashtix` with this sale's connections and nothing from the
