@@ -22,6 +22,7 @@ use crate::consumer::{answers, decode, FirstTimes, Handled, Handler, Message};
 use crate::gate::Gate;
 use crate::known_bad::{self, Bug};
 use crate::metrics::Metrics;
+use crate::orders::{OrderStatus, UnknownStatus};
 use crate::payments::provider::{Outcome, Provider};
 use crate::payments::PaymentResult;
 
@@ -79,10 +80,13 @@ impl OrderWorker {
         .bind(&order_ids)
         .fetch_all(&mut *tx)
         .await?;
-        let mut orders: HashMap<Uuid, (String, i64, i32, f64)> = rows
-            .into_iter()
-            .map(|(id, status, event_id, quantity, age)| (id, (status, event_id, quantity, age)))
-            .collect();
+        let mut orders = HashMap::with_capacity(rows.len());
+        for (id, status, event_id, quantity, age) in rows {
+            let status: OrderStatus = status
+                .parse()
+                .map_err(|error: UnknownStatus| sqlx::Error::Decode(error.into()))?;
+            orders.insert(id, (status, event_id, quantity, age));
+        }
         let mut ages = Vec::new();
 
         let mut confirmed = Vec::new();
@@ -104,22 +108,22 @@ impl OrderWorker {
                 continue;
             };
             let event = moved.entry(*event_id).or_default();
-            match (status.as_str(), outcome) {
-                ("PENDING", Outcome::Succeeded) => {
+            match (*status, outcome) {
+                (OrderStatus::Pending, Outcome::Succeeded) => {
                     ages.push(*age);
-                    *status = "CONFIRMED".into();
+                    *status = OrderStatus::Confirmed;
                     confirmed.push(result.order_id);
                     event.from_pending += *quantity;
                     event.to_sold += *quantity;
                 }
-                ("PENDING", Outcome::Failed) => {
+                (OrderStatus::Pending, Outcome::Failed) => {
                     ages.push(*age);
-                    *status = "CANCELLED".into();
+                    *status = OrderStatus::Cancelled;
                     cancelled.push(result.order_id);
                     event.from_pending += *quantity;
                     event.to_available += *quantity;
                 }
-                ("EXPIRED" | "CANCELLED", Outcome::Succeeded)
+                (OrderStatus::Expired | OrderStatus::Cancelled, Outcome::Succeeded)
                     if !known_bad::has(Bug::LatePaymentNotRefunded) =>
                 {
                     unrecorded.push(*message_id);

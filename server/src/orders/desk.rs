@@ -11,7 +11,7 @@ use super::lookup::KeyLookup;
 use super::request::PlaceOrder;
 use super::sold_out::SoldOutBoard;
 use super::writer::{Verdict, Writer};
-use super::{Order, Receipt};
+use super::{Order, OrderStatus, Receipt};
 use crate::events::{Catalogue, Terms};
 use crate::gate::{key_field, Admission, Gate, Hold};
 use crate::known_bad::{self, Bug};
@@ -265,7 +265,7 @@ impl Desk {
         {
             Verdict::Accepted { amount_cents } => Ok(Placed::Accepted(Receipt {
                 order_id,
-                status: "PENDING".into(),
+                status: OrderStatus::Pending,
                 event_id: terms.event_id,
                 user_id,
                 quantity: quantity.into(),

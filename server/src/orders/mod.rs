@@ -26,6 +26,7 @@ mod desk;
 pub mod lookup;
 pub mod request;
 pub mod sold_out;
+mod status;
 pub mod writer;
 
 use chrono::{DateTime, Utc};
@@ -35,6 +36,7 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 pub use desk::{clock_ms, Desk, PlaceError, Placed};
+pub use status::{OrderStatus, UnknownStatus};
 
 use crate::gate::Snapshot;
 
@@ -42,7 +44,7 @@ use crate::gate::Snapshot;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Order {
     pub order_id: Uuid,
-    pub status: String,
+    pub status: OrderStatus,
     pub event_id: i64,
     pub user_id: String,
     pub quantity: i64,
@@ -58,7 +60,7 @@ pub struct Order {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Receipt {
     pub order_id: Uuid,
-    pub status: String,
+    pub status: OrderStatus,
     pub event_id: i64,
     pub user_id: String,
     pub quantity: i64,
@@ -70,7 +72,7 @@ impl Order {
     pub fn receipt(&self) -> Receipt {
         Receipt {
             order_id: self.order_id,
-            status: "PENDING".into(),
+            status: OrderStatus::Pending,
             event_id: self.event_id,
             user_id: self.user_id.clone(),
             quantity: self.quantity,
@@ -81,7 +83,13 @@ impl Order {
     pub(crate) fn from_row(row: &PgRow) -> sqlx::Result<Self> {
         Ok(Self {
             order_id: row.try_get("id")?,
-            status: row.try_get("status")?,
+            status: row
+                .try_get::<&str, _>("status")?
+                .parse()
+                .map_err(|error: UnknownStatus| sqlx::Error::ColumnDecode {
+                    index: "status".into(),
+                    source: error.into(),
+                })?,
             event_id: row.try_get("event_id")?,
             user_id: row.try_get("user_id")?,
             quantity: row.try_get::<i32, _>("quantity")?.into(),
