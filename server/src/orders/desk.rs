@@ -11,7 +11,7 @@ use super::lookup::KeyLookup;
 use super::request::PlaceOrder;
 use super::sold_out::SoldOutBoard;
 use super::writer::{Verdict, Writer};
-use super::{Order, OrderStatus, Receipt};
+use super::{Order, Receipt};
 use crate::events::{Catalogue, Terms};
 use crate::gate::{key_field, Admission, Gate, Hold};
 use crate::known_bad::{self, Bug};
@@ -255,22 +255,19 @@ impl Desk {
         terms: Terms,
         admitted: bool,
     ) -> Result<Placed, PlaceError> {
-        let order_id = hold.order_id;
-        let user_id = hold.user_id.clone();
-        let quantity = hold.quantity;
+        let (order_id, user_id, quantity) = (hold.order_id, hold.user_id.clone(), hold.quantity);
         match self
             .writer
             .submit(hold, fingerprint.clone(), terms, admitted)
             .await
         {
-            Verdict::Accepted { amount_cents } => Ok(Placed::Accepted(Receipt {
+            Verdict::Accepted { amount_cents } => Ok(Placed::Accepted(Receipt::pending(
                 order_id,
-                status: OrderStatus::Pending,
-                event_id: terms.event_id,
+                terms.event_id,
                 user_id,
-                quantity: quantity.into(),
+                quantity.into(),
                 amount_cents,
-            })),
+            ))),
             Verdict::Existing(order) if order.fingerprint == fingerprint => {
                 Ok(Placed::Replayed(order.receipt()))
             }

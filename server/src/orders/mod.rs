@@ -67,17 +67,37 @@ pub struct Receipt {
     pub amount_cents: i64,
 }
 
+impl Receipt {
+    /// The answer to the request that created an order: PENDING, whatever
+    /// became of the order since, so a replay answers exactly as the first.
+    pub fn pending(
+        order_id: Uuid,
+        event_id: i64,
+        user_id: String,
+        quantity: i64,
+        amount_cents: i64,
+    ) -> Self {
+        Self {
+            order_id,
+            status: OrderStatus::Pending,
+            event_id,
+            user_id,
+            quantity,
+            amount_cents,
+        }
+    }
+}
+
 impl Order {
     /// The first answer to the request that created this order.
     pub fn receipt(&self) -> Receipt {
-        Receipt {
-            order_id: self.order_id,
-            status: OrderStatus::Pending,
-            event_id: self.event_id,
-            user_id: self.user_id.clone(),
-            quantity: self.quantity,
-            amount_cents: self.amount_cents,
-        }
+        Receipt::pending(
+            self.order_id,
+            self.event_id,
+            self.user_id.clone(),
+            self.quantity,
+            self.amount_cents,
+        )
     }
 
     pub(crate) fn from_row(row: &PgRow) -> sqlx::Result<Self> {
