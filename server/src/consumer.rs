@@ -61,6 +61,18 @@ pub enum Handled {
     Poison(String),
 }
 
+impl Handled {
+    /// Its label on the `flashtix_messages_total` metric.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Done => "done",
+            Self::Duplicate => "duplicate",
+            Self::Retry(_) => "retry",
+            Self::Poison(_) => "poison",
+        }
+    }
+}
+
 pub trait Handler: Send + Sync + 'static {
     /// The consumer's name: for logs, metrics and `processed_messages`.
     const NAME: &'static str;
@@ -233,7 +245,7 @@ async fn consume<H: Handler>(
         }
         let handled = handler.handle(messages).await;
         for handled in &handled {
-            metrics.message_handled(H::NAME, handled);
+            metrics.message_handled(H::NAME, handled.label());
         }
         if known_bad::has(Bug::NeverAck) {
             continue;

@@ -7,25 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Copy)]
-pub enum OrderOutcome {
-    Accepted,
-    Replayed,
-    SoldOut,
-    LimitExceeded,
-    Rejected,
-    Unavailable,
-}
-
-const OUTCOMES: [(OrderOutcome, &str); 6] = [
-    (OrderOutcome::Accepted, "accepted"),
-    (OrderOutcome::Replayed, "replayed"),
-    (OrderOutcome::SoldOut, "sold_out"),
-    (OrderOutcome::LimitExceeded, "limit_exceeded"),
-    (OrderOutcome::Rejected, "rejected"),
-    (OrderOutcome::Unavailable, "unavailable"),
-];
-
 /// Upper bounds of the batch commit histogram, in seconds.
 const COMMIT_BUCKETS: &[f64] = &[0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0];
 /// Upper bounds of the order-to-settled histogram, in seconds.
@@ -72,13 +53,33 @@ impl Histogram {
     }
 }
 
+/// A counter with one label: label values → counts, exported as they appear.
+#[derive(Default)]
+struct Labelled<K: Ord>(Mutex<BTreeMap<K, u64>>);
+
+impl<K: Ord> Labelled<K> {
+    fn add(&self, key: K) {
+        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *counts.entry(key).or_default() += 1;
+    }
+
+    /// Writes the family; `labels` turns a key into `name="value",…`.
+    fn render(&self, out: &mut String, name: &str, help: &str, labels: impl Fn(&K) -> String) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (key, count) in self.0.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(out, "{name}{{{}}} {count}", labels(key));
+        }
+    }
+}
+
 pub struct Metrics {
-    orders: [AtomicU64; OUTCOMES.len()],
+    /// Buy requests by the label of their answer.
+    orders: Labelled<&'static str>,
     batched_orders: AtomicU64,
     batch_seconds: Histogram,
     settle_seconds: Histogram,
     /// Payment outcome (SUCCEEDED, FAILED) → captures recorded.
-    payments: Mutex<BTreeMap<&'static str, u64>>,
+    payments: Labelled<&'static str>,
     redis_bypasses: AtomicU64,
     sold_out_from_memory: AtomicU64,
     reseeds: AtomicU64,
@@ -87,7 +88,7 @@ pub struct Metrics {
     orders_expired: AtomicU64,
     outbox_published: AtomicU64,
     /// (consumer, outcome) → messages.
-    messages: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    messages: Labelled<(&'static str, &'static str)>,
     stock_returns: AtomicU64,
 }
 
@@ -98,7 +99,7 @@ impl Default for Metrics {
             batched_orders: AtomicU64::new(0),
             batch_seconds: Histogram::new(COMMIT_BUCKETS),
             settle_seconds: Histogram::new(SETTLE_BUCKETS),
-            payments: Mutex::default(),
+            payments: Labelled::default(),
             redis_bypasses: AtomicU64::new(0),
             sold_out_from_memory: AtomicU64::new(0),
             reseeds: AtomicU64::new(0),
@@ -106,15 +107,17 @@ impl Default for Metrics {
             stock_repairs: AtomicU64::new(0),
             orders_expired: AtomicU64::new(0),
             outbox_published: AtomicU64::new(0),
-            messages: Mutex::default(),
+            messages: Labelled::default(),
             stock_returns: AtomicU64::new(0),
         }
     }
 }
 
 impl Metrics {
-    pub fn record_order(&self, outcome: OrderOutcome) {
-        self.orders[outcome as usize].fetch_add(1, Relaxed);
+    /// A buy request answered; `label` is the answer's (see
+    /// [`crate::orders::Placed::label`] and [`crate::orders::PlaceError::label`]).
+    pub fn record_order(&self, label: &'static str) {
+        self.orders.add(label);
     }
 
     pub fn record_batch(&self, size: usize, took: Duration) {
@@ -128,8 +131,7 @@ impl Metrics {
     }
 
     pub fn payment_recorded(&self, outcome: &'static str) {
-        let mut payments = self.payments.lock().unwrap_or_else(|p| p.into_inner());
-        *payments.entry(outcome).or_default() += 1;
+        self.payments.add(outcome);
     }
 
     pub fn redis_bypass(&self) {
@@ -152,16 +154,10 @@ impl Metrics {
         self.orders_expired.fetch_add(count, Relaxed);
     }
 
-    pub fn message_handled(&self, consumer: &'static str, handled: &crate::consumer::Handled) {
-        use crate::consumer::Handled;
-        let outcome = match handled {
-            Handled::Done => "done",
-            Handled::Duplicate => "duplicate",
-            Handled::Retry(_) => "retry",
-            Handled::Poison(_) => "poison",
-        };
-        let mut messages = self.messages.lock().unwrap_or_else(|p| p.into_inner());
-        *messages.entry((consumer, outcome)).or_default() += 1;
+    /// A message handled by `consumer`, labelled by how (see
+    /// [`crate::consumer::Handled::label`]).
+    pub fn message_handled(&self, consumer: &'static str, outcome: &'static str) {
+        self.messages.add((consumer, outcome));
     }
 
     pub fn outbox_published(&self, count: u64) {
@@ -186,14 +182,12 @@ impl Metrics {
                 value.load(Relaxed)
             );
         };
-        let _ = writeln!(out, "# HELP flashtix_orders_total Buy requests by outcome.\n# TYPE flashtix_orders_total counter");
-        for (outcome, label) in OUTCOMES {
-            let _ = writeln!(
-                out,
-                "flashtix_orders_total{{outcome=\"{label}\"}} {}",
-                self.orders[outcome as usize].load(Relaxed)
-            );
-        }
+        self.orders.render(
+            &mut out,
+            "flashtix_orders_total",
+            "Buy requests by outcome.",
+            |outcome| format!("outcome=\"{outcome}\""),
+        );
         counter(
             &mut out,
             "flashtix_order_batch_orders_total",
@@ -210,18 +204,12 @@ impl Metrics {
             "flashtix_order_settle_seconds",
             "Time from an order's acceptance to CONFIRMED or CANCELLED.",
         );
-        let _ = writeln!(out, "# HELP flashtix_payments_total Captures recorded, by outcome.\n# TYPE flashtix_payments_total counter");
-        for (outcome, count) in self
-            .payments
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "flashtix_payments_total{{outcome=\"{outcome}\"}} {count}"
-            );
-        }
+        self.payments.render(
+            &mut out,
+            "flashtix_payments_total",
+            "Captures recorded, by outcome.",
+            |outcome| format!("outcome=\"{outcome}\""),
+        );
         counter(
             &mut out,
             "flashtix_redis_bypass_total",
@@ -240,18 +228,12 @@ impl Metrics {
             "Outbox messages published to RabbitMQ and confirmed.",
             &self.outbox_published,
         );
-        let _ = writeln!(out, "# HELP flashtix_messages_total Messages handled by consumer and outcome.\n# TYPE flashtix_messages_total counter");
-        for ((consumer, outcome), count) in self
-            .messages
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "flashtix_messages_total{{consumer=\"{consumer}\",outcome=\"{outcome}\"}} {count}"
-            );
-        }
+        self.messages.render(
+            &mut out,
+            "flashtix_messages_total",
+            "Messages handled by consumer and outcome.",
+            |(consumer, outcome)| format!("consumer=\"{consumer}\",outcome=\"{outcome}\""),
+        );
         counter(
             &mut out,
             "flashtix_orders_expired_total",
@@ -301,8 +283,8 @@ mod tests {
     #[test]
     fn renders_counts_and_cumulative_buckets() {
         let metrics = Metrics::default();
-        metrics.record_order(OrderOutcome::SoldOut);
-        metrics.record_order(OrderOutcome::SoldOut);
+        metrics.record_order("sold_out");
+        metrics.record_order("sold_out");
         metrics.record_batch(10, Duration::from_millis(3));
         metrics.record_batch(5, Duration::from_millis(30));
         metrics.sold_out_from_memory();

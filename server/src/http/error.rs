@@ -86,25 +86,14 @@ impl From<RequestError> for ApiError {
 
 impl From<PlaceError> for ApiError {
     fn from(error: PlaceError) -> Self {
-        let message = error.to_string();
-        match error {
-            PlaceError::EventNotFound(_) => {
-                Self::new(StatusCode::NOT_FOUND, "event_not_found", message)
-            }
-            PlaceError::AboveLimit { .. } => {
-                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
-            }
-            PlaceError::SoldOut => Self::new(StatusCode::CONFLICT, "sold_out", message),
-            PlaceError::LimitExceeded { .. } => {
-                Self::new(StatusCode::CONFLICT, "limit_exceeded", message)
-            }
-            PlaceError::KeyReused => {
-                Self::new(StatusCode::CONFLICT, "idempotency_key_reused", message)
-            }
-            PlaceError::InProgress => {
-                Self::new(StatusCode::CONFLICT, "request_in_progress", message).retry_after(1)
-            }
-            PlaceError::Unavailable(cause) => Self::unavailable(&cause),
+        if let PlaceError::Unavailable(cause) = &error {
+            return Self::unavailable(cause);
+        }
+        Self {
+            status: error.status(),
+            code: error.code(),
+            message: error.to_string(),
+            retry_after: error.retry_after(),
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum::http::StatusCode;
 use sqlx::PgPool;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -15,7 +16,7 @@ use super::{Order, Receipt};
 use crate::events::{Catalogue, Terms};
 use crate::gate::{key_field, Admission, Gate, Hold};
 use crate::known_bad::{self, Bug};
-use crate::metrics::{Metrics, OrderOutcome};
+use crate::metrics::Metrics;
 use crate::reconcile::Reseed;
 
 /// How long a replay waits for the first request with its key to finish.
@@ -49,6 +50,61 @@ pub enum PlaceError {
     InProgress,
     #[error("the sale is temporarily unavailable; retry shortly")]
     Unavailable(#[source] anyhow::Error),
+}
+
+impl Placed {
+    /// Its label on the `flashtix_orders_total` metric.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Accepted(_) => "accepted",
+            Self::Replayed(_) => "replayed",
+        }
+    }
+}
+
+impl PlaceError {
+    /// The HTTP status it is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::EventNotFound(_) => StatusCode::NOT_FOUND,
+            Self::AboveLimit { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::SoldOut | Self::LimitExceeded { .. } | Self::KeyReused | Self::InProgress => {
+                StatusCode::CONFLICT
+            }
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Its `error.code` in the answer.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::EventNotFound(_) => "event_not_found",
+            Self::AboveLimit { .. } => "invalid_request",
+            Self::SoldOut => "sold_out",
+            Self::LimitExceeded { .. } => "limit_exceeded",
+            Self::KeyReused => "idempotency_key_reused",
+            Self::InProgress => "request_in_progress",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+
+    /// Seconds a client should wait before asking again, when asking again
+    /// can change the answer.
+    pub fn retry_after(&self) -> Option<u32> {
+        matches!(self, Self::InProgress | Self::Unavailable(_)).then_some(1)
+    }
+
+    /// Its label on the `flashtix_orders_total` metric: the refusals an
+    /// operator watches by name, the other mistakes of a request together.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::SoldOut | Self::LimitExceeded { .. } | Self::Unavailable(_) => self.code(),
+            Self::EventNotFound(_)
+            | Self::AboveLimit { .. }
+            | Self::KeyReused
+            | Self::InProgress => "rejected",
+        }
+    }
 }
 
 /// Takes orders. Cheap to clone.
@@ -99,12 +155,8 @@ impl Desk {
             other => other,
         };
         self.metrics.record_order(match &result {
-            Ok(Placed::Accepted(_)) => OrderOutcome::Accepted,
-            Ok(Placed::Replayed(_)) => OrderOutcome::Replayed,
-            Err(PlaceError::SoldOut) => OrderOutcome::SoldOut,
-            Err(PlaceError::LimitExceeded { .. }) => OrderOutcome::LimitExceeded,
-            Err(PlaceError::Unavailable(_)) => OrderOutcome::Unavailable,
-            Err(_) => OrderOutcome::Rejected,
+            Ok(placed) => placed.label(),
+            Err(error) => error.label(),
         });
         result
     }
