@@ -35,7 +35,7 @@
 //! ([`Admission::Returning`]) and waits, rather than hear "sold out" untruly.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, RedisResult, Script};
@@ -87,6 +87,14 @@ pub fn key_field(user_id: &str, idempotency_key: &str) -> String {
 pub const RETURN_DELAY: Duration = Duration::from_millis(500);
 /// How long a process may answer "sold out" from memory; below [`RETURN_DELAY`].
 pub const SOLD_OUT_TTL: Duration = Duration::from_millis(250);
+
+/// Milliseconds since the Unix epoch: the clock holds are stamped with.
+pub fn clock_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
 
 /// Redis's answer to a reservation.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -686,7 +686,9 @@ async fn redis_agrees(pool: &PgPool, gate: &Gate, event: Option<i64>) -> anyhow:
         .bind(id)
         .fetch_one(pool)
         .await?;
-        let snapshot = crate::orders::snapshot(pool, id).await?.unwrap_or_default();
+        let snapshot = crate::reconcile::snapshot(pool, id)
+            .await?
+            .unwrap_or_default();
         let ledger = gate.ledger(id).await?;
         let after = gate.observe(id).await?;
         let quiet = before.is_quiet()

@@ -25,9 +25,8 @@ use anyhow::Context;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::gate::{Gate, Restock, StockReturn};
+use crate::gate::{clock_ms, Gate, Restock, Snapshot, StockReturn};
 use crate::metrics::Metrics;
-use crate::orders::clock_ms;
 use crate::stop::Stop;
 
 /// How old a hold must be before the reconciler decides its fate. Far above a
@@ -79,7 +78,7 @@ pub async fn reseed(pool: &PgPool, gate: &Gate, event_id: i64) -> anyhow::Result
         gate.unlock(lock).await?;
         return Ok(Reseed::Done { available: stock });
     }
-    let snapshot = match crate::orders::snapshot(pool, event_id).await {
+    let snapshot = match snapshot(pool, event_id).await {
         Ok(Some(snapshot)) => snapshot,
         other => {
             gate.unlock(lock).await?;
@@ -98,6 +97,48 @@ pub async fn reseed(pool: &PgPool, gate: &Gate, event_id: i64) -> anyhow::Result
     Ok(Reseed::Done {
         available: snapshot.available,
     })
+}
+
+/// What Redis should hold for an event, read from Postgres in one snapshot (for
+/// reseeding): stock, holdings, keys, and the stock returns not yet given back
+/// to Redis, which `available` already counts.
+pub async fn snapshot(pool: &PgPool, event_id: i64) -> sqlx::Result<Option<Snapshot>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let available: Option<i64> =
+        sqlx::query_scalar("SELECT available_tickets::int8 FROM events WHERE id = $1")
+            .bind(event_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(available) = available else {
+        return Ok(None);
+    };
+    let buyers = sqlx::query_as::<_, (String, i64)>(
+        "SELECT user_id, sum(quantity)::int8 FROM orders
+         WHERE event_id = $1 AND status IN ('PENDING', 'CONFIRMED') GROUP BY user_id",
+    )
+    .bind(event_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let keys = sqlx::query_as::<_, (String, String, Uuid, String)>(
+        "SELECT user_id, idempotency_key, id, fingerprint FROM orders WHERE event_id = $1",
+    )
+    .bind(event_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let returned = sqlx::query_scalar("SELECT order_id FROM stock_returns WHERE event_id = $1")
+        .bind(event_id)
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Some(Snapshot {
+        available,
+        buyers,
+        keys,
+        returned,
+    }))
 }
 
 /// Sets Redis stock to Postgres's available tickets if they differ and nothing

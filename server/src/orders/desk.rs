@@ -1,7 +1,7 @@
 //! The desk: takes one buy request through the gate and the writer and answers.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use sqlx::PgPool;
@@ -14,7 +14,7 @@ use super::sold_out::SoldOutBoard;
 use super::writer::{Verdict, Writer};
 use super::{Order, Receipt};
 use crate::events::{Catalogue, Terms};
-use crate::gate::{key_field, Admission, Gate, Hold};
+use crate::gate::{clock_ms, key_field, Admission, Gate, Hold};
 use crate::known_bad::{self, Bug};
 use crate::metrics::Metrics;
 use crate::reconcile::Reseed;
@@ -394,11 +394,4 @@ impl Desk {
 
 fn unavailable(error: impl Into<anyhow::Error>) -> PlaceError {
     PlaceError::Unavailable(error.into())
-}
-
-pub fn clock_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }

@@ -35,10 +35,8 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
-pub use desk::{clock_ms, Desk, PlaceError, Placed};
+pub use desk::{Desk, PlaceError, Placed};
 pub use status::{OrderStatus, UnknownStatus};
-
-use crate::gate::Snapshot;
 
 /// An order as stored.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -133,46 +131,4 @@ pub async fn fetch(pool: &PgPool, order_id: Uuid) -> sqlx::Result<Option<Order>>
     .fetch_optional(pool)
     .await?;
     row.as_ref().map(Order::from_row).transpose()
-}
-
-/// What Redis should hold for an event, read from Postgres in one snapshot (for
-/// reseeding): stock, holdings, keys, and the stock returns not yet given back
-/// to Redis, which `available` already counts.
-pub async fn snapshot(pool: &PgPool, event_id: i64) -> sqlx::Result<Option<Snapshot>> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .execute(&mut *tx)
-        .await?;
-    let available: Option<i64> =
-        sqlx::query_scalar("SELECT available_tickets::int8 FROM events WHERE id = $1")
-            .bind(event_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some(available) = available else {
-        return Ok(None);
-    };
-    let buyers = sqlx::query_as::<_, (String, i64)>(
-        "SELECT user_id, sum(quantity)::int8 FROM orders
-         WHERE event_id = $1 AND status IN ('PENDING', 'CONFIRMED') GROUP BY user_id",
-    )
-    .bind(event_id)
-    .fetch_all(&mut *tx)
-    .await?;
-    let keys = sqlx::query_as::<_, (String, String, Uuid, String)>(
-        "SELECT user_id, idempotency_key, id, fingerprint FROM orders WHERE event_id = $1",
-    )
-    .bind(event_id)
-    .fetch_all(&mut *tx)
-    .await?;
-    let returned = sqlx::query_scalar("SELECT order_id FROM stock_returns WHERE event_id = $1")
-        .bind(event_id)
-        .fetch_all(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(Some(Snapshot {
-        available,
-        buyers,
-        keys,
-        returned,
-    }))
 }

@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use flashtix_server::gate::clock_ms;
 use flashtix_server::gate::{Admission, Hold};
 use flashtix_server::invariants::{Verdict, REDIS_AGREES};
-use flashtix_server::orders::clock_ms;
 use flashtix_server::reconcile::{repair_drift, Repair};
 use reqwest::StatusCode;
 use tokio::sync::Notify;
@@ -266,7 +266,7 @@ async fn a_reseed_overlapping_a_cancellation_leaves_the_buyer_free_to_buy_again(
     assert_eq!(first.status, StatusCode::ACCEPTED);
 
     // A reseed reads Postgres while the order is still live...
-    let snapshot = flashtix_server::orders::snapshot(&app.pool, event)
+    let snapshot = flashtix_server::reconcile::snapshot(&app.pool, event)
         .await
         .unwrap()
         .unwrap();

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
+use flashtix_server::gate::clock_ms;
 use flashtix_server::gate::{Admission, Hold};
-use flashtix_server::orders::clock_ms;
 use uuid::Uuid;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
