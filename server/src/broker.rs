@@ -18,10 +18,9 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 
 use crate::config::Namespace;
+use crate::messages::TOPICS;
 use crate::stop::Stop;
 
-/// The topics the sale publishes.
-pub const TOPICS: [&str; 2] = ["order.created", "payment.result"];
 /// Deliveries of one message before it is dead-lettered.
 pub const DELIVERY_LIMIT: i64 = 5;
 

@@ -26,6 +26,7 @@ pub mod history;
 pub mod http;
 pub mod invariants;
 pub mod known_bad;
+pub mod messages;
 pub mod metrics;
 pub mod orders;
 pub mod outbox;

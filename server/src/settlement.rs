@@ -21,10 +21,10 @@ use uuid::Uuid;
 use crate::consumer::{answers, decode, FirstTimes, Handled, Handler, Message};
 use crate::gate::Gate;
 use crate::known_bad::{self, Bug};
+use crate::messages::{Outcome, PaymentResult, PAYMENT_RESULT};
 use crate::metrics::Metrics;
 use crate::orders::{OrderStatus, UnknownStatus};
-use crate::payments::provider::{Outcome, Provider};
-use crate::payments::PaymentResult;
+use crate::payments::provider::Provider;
 
 pub struct OrderWorker {
     pool: PgPool,
@@ -62,14 +62,11 @@ impl OrderWorker {
     /// Settles a batch in one transaction: records the messages, locks their
     /// orders (in id order, so batches of several processes cannot deadlock),
     /// confirms or cancels them, and moves the events' tickets once per event.
-    async fn settle(
-        &self,
-        results: &[(Uuid, PaymentResult, Outcome)],
-    ) -> sqlx::Result<Vec<Settled>> {
+    async fn settle(&self, results: &[(Uuid, PaymentResult)]) -> sqlx::Result<Vec<Settled>> {
         let mut tx = self.pool.begin().await?;
-        let message_ids: Vec<Uuid> = results.iter().map(|(id, ..)| *id).collect();
+        let message_ids: Vec<Uuid> = results.iter().map(|(id, _)| *id).collect();
         let mut fresh = FirstTimes::claim(&mut tx, Self::NAME, &message_ids).await?;
-        let mut order_ids: Vec<Uuid> = results.iter().map(|(_, r, _)| r.order_id).collect();
+        let mut order_ids: Vec<Uuid> = results.iter().map(|(_, r)| r.order_id).collect();
         order_ids.sort();
         order_ids.dedup();
         let rows: Vec<(Uuid, String, i64, i32, f64)> = sqlx::query_as(
@@ -94,7 +91,7 @@ impl OrderWorker {
         let mut unrecorded = Vec::new();
         let mut moved: BTreeMap<i64, Moved> = BTreeMap::new();
         let mut settled = Vec::with_capacity(results.len());
-        for (message_id, result, outcome) in results {
+        for (message_id, result) in results {
             if !fresh.take(*message_id) {
                 settled.push(Settled::Handled(Handled::Duplicate));
                 continue;
@@ -108,7 +105,7 @@ impl OrderWorker {
                 continue;
             };
             let event = moved.entry(*event_id).or_default();
-            match (*status, outcome) {
+            match (*status, result.outcome) {
                 (OrderStatus::Pending, Outcome::Succeeded) => {
                     ages.push(*age);
                     *status = OrderStatus::Confirmed;
@@ -224,34 +221,25 @@ impl OrderWorker {
 
 impl Handler for OrderWorker {
     const NAME: &'static str = "orders";
-    const TOPIC: &'static str = "payment.result";
+    const TOPIC: &'static str = PAYMENT_RESULT;
 
     async fn handle(&self, messages: Vec<Message>) -> Vec<Handled> {
+        // An outcome that is neither word fails to decode: dead-lettered.
         let (mut handled, decoded) = decode::<PaymentResult>(&messages, Self::TOPIC);
-        let mut valid = Vec::new();
-        for (index, message_id, result) in decoded {
-            match Outcome::parse(&result.outcome) {
-                Some(outcome) => valid.push((index, (message_id, result, outcome))),
-                None => {
-                    handled[index] = Some(Handled::Poison(format!(
-                        "unknown payment outcome {:?}",
-                        result.outcome
-                    )))
-                }
-            }
-        }
-        let (indexes, results): (Vec<usize>, Vec<(Uuid, PaymentResult, Outcome)>) =
-            valid.into_iter().unzip();
+        let (indexes, results): (Vec<usize>, Vec<(Uuid, PaymentResult)>) = decoded
+            .into_iter()
+            .map(|(index, message_id, result)| (index, (message_id, result)))
+            .unzip();
         match self.settle(&results).await {
             Ok(settled) => {
                 let mut returned_stock = false;
-                for ((index, (message_id, result, outcome)), settled) in
+                for ((index, (message_id, result)), settled) in
                     indexes.iter().zip(&results).zip(settled)
                 {
                     handled[*index] = Some(match settled {
                         Settled::Handled(h) => {
                             returned_stock |=
-                                matches!(h, Handled::Done) && *outcome == Outcome::Failed;
+                                matches!(h, Handled::Done) && result.outcome == Outcome::Failed;
                             h
                         }
                         Settled::NeedsRefund => self.refund(*message_id, result).await,

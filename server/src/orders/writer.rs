@@ -23,6 +23,7 @@ use super::{Order, ORDER_COLUMNS};
 use crate::events::{Catalogue, Terms};
 use crate::gate::{Gate, Hold};
 use crate::known_bad::{self, Bug};
+use crate::messages::ORDER_CREATED;
 use crate::metrics::Metrics;
 
 /// The most reservations settled in one transaction.
@@ -467,7 +468,7 @@ async fn insert_orders(
             WHERE id = $1
          ), announced AS (
             INSERT INTO outbox (message_id, topic, payload)
-            SELECT gen_random_uuid(), 'order.created',
+            SELECT gen_random_uuid(), $10,
                    jsonb_build_object('order_id', id, 'event_id', event_id, 'user_id', user_id,
                                       'quantity', quantity, 'amount_cents', amount_cents,
                                       'expires_at', expires_at)
@@ -484,6 +485,7 @@ async fn insert_orders(
     .bind(&quantities)
     .bind(&amounts)
     .bind(taken as i32)
+    .bind(ORDER_CREATED)
     .fetch_one(tx)
     .await
 }

@@ -14,29 +14,14 @@ pub mod provider;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::consumer::{answers, decode, FirstTimes, Handled, Handler, Message};
 use crate::known_bad::{self, Bug};
+use crate::messages::{OrderCreated, PaymentResult, ORDER_CREATED, PAYMENT_RESULT};
 use crate::metrics::Metrics;
 use provider::{Outcome, Provider};
-
-/// The body of `order.created`, as the order writer builds it.
-#[derive(Debug, Deserialize)]
-pub struct OrderCreated {
-    pub order_id: Uuid,
-    pub amount_cents: i64,
-}
-
-/// The body of `payment.result`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct PaymentResult {
-    pub order_id: Uuid,
-    pub outcome: String,
-    pub amount_cents: i64,
-}
 
 pub struct PaymentWorker {
     pool: PgPool,
@@ -76,7 +61,7 @@ impl PaymentWorker {
             .map(|(_, order, outcome)| {
                 serde_json::to_string(&PaymentResult {
                     order_id: order.order_id,
-                    outcome: outcome.as_str().into(),
+                    outcome: *outcome,
                     amount_cents: order.amount_cents,
                 })
                 .unwrap_or_default()
@@ -91,7 +76,7 @@ impl PaymentWorker {
                 ON CONFLICT DO NOTHING
              )
              INSERT INTO outbox (message_id, topic, payload)
-             SELECT id, 'payment.result', body::jsonb
+             SELECT id, $7, body::jsonb
              FROM unnest($5::uuid[], $6::text[]) AS r(id, body)",
         )
         .bind(&payment_ids)
@@ -100,6 +85,7 @@ impl PaymentWorker {
         .bind(&amounts)
         .bind(&result_ids)
         .bind(&results)
+        .bind(PAYMENT_RESULT)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -123,7 +109,7 @@ impl PaymentWorker {
 
 impl Handler for PaymentWorker {
     const NAME: &'static str = "payments";
-    const TOPIC: &'static str = "order.created";
+    const TOPIC: &'static str = ORDER_CREATED;
 
     async fn handle(&self, messages: Vec<Message>) -> Vec<Handled> {
         let (mut handled, decoded) = decode::<OrderCreated>(&messages, Self::TOPIC);

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+pub use crate::messages::Outcome;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -32,29 +33,6 @@ impl Default for ProviderSettings {
             latency: Duration::ZERO,
             timeout_rate: 0.0,
             seed: 0,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Succeeded,
-    Failed,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Succeeded => "SUCCEEDED",
-            Self::Failed => "FAILED",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "SUCCEEDED" => Some(Self::Succeeded),
-            "FAILED" => Some(Self::Failed),
-            _ => None,
         }
     }
 }
