@@ -187,159 +187,22 @@ pub enum Restock {
     Unseeded,
 }
 
-/// Shared by every script: moves due returns into stock, and gives back later.
-const RETURNS: &str = r#"
-local function mature(stock_key, returning_key)
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local due = redis.call('ZRANGEBYSCORE', returning_key, '-inf', now)
-  if #due > 0 then
-    local back = 0
-    for _, member in ipairs(due) do back = back + tonumber(string.match(member, ':(%d+)$')) end
-    redis.call('ZREMRANGEBYSCORE', returning_key, '-inf', now)
-    if redis.call('EXISTS', stock_key) == 1 then redis.call('INCRBY', stock_key, back) end
-  end
-  return now
-end
-local function give_back(returning_key, now, token, quantity)
-  redis.call('ZADD', returning_key, now + RETURN_DELAY_MS, token .. ':' .. quantity)
-end
-"#;
-
-const MATURE: &str = r#"
--- KEYS: stock returning
-mature(KEYS[1], KEYS[2])
-return redis.call('ZCARD', KEYS[2])
-"#;
-
-const RESERVE: &str = r#"
--- KEYS: stock buyers keys holds seq returning
--- ARGV: quantity max_per_user user_id key_field key_value hold_member now_ms
-local now = mature(KEYS[1], KEYS[6])
-local prior = redis.call('HGET', KEYS[3], ARGV[4])
-if prior then return {3, prior} end
-local stock = redis.call('GET', KEYS[1])
-if not stock then return {4, ''} end
-local quantity = tonumber(ARGV[1])
-if tonumber(stock) < quantity then
-  -- Not sold out if enough is on its way back: say when it will be here.
-  local short = quantity - tonumber(stock)
-  local coming = redis.call('ZRANGE', KEYS[6], 0, -1, 'WITHSCORES')
-  for i = 1, #coming, 2 do
-    short = short - tonumber(string.match(coming[i], ':(%d+)$'))
-    if short <= 0 then return {5, tostring(tonumber(coming[i + 1]) - now)} end
-  end
-  return {1, stock}
-end
-local held = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '0')
-if held + quantity > tonumber(ARGV[2]) then return {2, tostring(held)} end
-redis.call('DECRBY', KEYS[1], quantity)
-redis.call('HINCRBY', KEYS[2], ARGV[3], quantity)
-redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
-redis.call('ZADD', KEYS[4], ARGV[7], ARGV[6])
-redis.call('INCR', KEYS[5])
-return {0, tostring(tonumber(stock) - quantity)}
-"#;
-
-const RELEASE: &str = r#"
--- KEYS: stock buyers keys holds seq returning
--- ARGV: hold_member quantity user_id key_field order_id return_stock
-local now = mature(KEYS[1], KEYS[6])
-if redis.call('ZREM', KEYS[4], ARGV[1]) == 0 then return 0 end
-if ARGV[6] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then
-  give_back(KEYS[6], now, ARGV[5], ARGV[2])
-end
-if redis.call('HINCRBY', KEYS[2], ARGV[3], -tonumber(ARGV[2])) <= 0 then
-  redis.call('HDEL', KEYS[2], ARGV[3])
-end
-local entry = redis.call('HGET', KEYS[3], ARGV[4])
-if entry and string.sub(entry, 1, string.len(ARGV[5])) == ARGV[5] then
-  redis.call('HDEL', KEYS[3], ARGV[4])
-end
-redis.call('INCR', KEYS[5])
-return 1
-"#;
-
-const CONFIRM: &str = r#"
--- KEYS: holds seq ; ARGV: hold members
-local removed = redis.call('ZREM', KEYS[1], unpack(ARGV))
-redis.call('INCR', KEYS[2])
-return removed
-"#;
-
-const CORRECT: &str = r#"
--- KEYS: stock holds seq returning ; ARGV: expected_seq available
-local now = mature(KEYS[1], KEYS[4])
-if (redis.call('GET', KEYS[3]) or '0') ~= ARGV[1] then return {0, ''} end
-if redis.call('ZCARD', KEYS[2]) > 0 or redis.call('ZCARD', KEYS[4]) > 0 then return {0, ''} end
-local current = redis.call('GET', KEYS[1])
-if not current then return {0, ''} end
-local available = tonumber(ARGV[2])
-if available < tonumber(current) then
-  redis.call('SET', KEYS[1], available)
-elseif available > tonumber(current) then
-  give_back(KEYS[4], now, 'correction-' .. ARGV[1], available - tonumber(current))
-end
-redis.call('INCR', KEYS[3])
-return {1, current}
-"#;
-
-const SEED_STOCK: &str = r#"
--- KEYS: stock returning seq ; ARGV: available token
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local now = mature(KEYS[1], KEYS[2])
-redis.call('SET', KEYS[1], 0)
-if tonumber(ARGV[1]) > 0 then give_back(KEYS[2], now, ARGV[2], ARGV[1]) end
-redis.call('INCR', KEYS[3])
-return 1
-"#;
-
-const RESTOCK: &str = r#"
--- KEYS: stock buyers returning returned seq ; ARGV: return_id quantity user_id
--- Unseeded: a reseed may be writing what Postgres said before this return,
--- so it waits until the stock key (written last) is there.
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local now = mature(KEYS[1], KEYS[3])
-if redis.call('SADD', KEYS[4], ARGV[1]) == 0 then return 0 end
-give_back(KEYS[3], now, ARGV[1], ARGV[2])
-if redis.call('HINCRBY', KEYS[2], ARGV[3], -tonumber(ARGV[2])) <= 0 then
-  redis.call('HDEL', KEYS[2], ARGV[3])
-end
-redis.call('INCR', KEYS[5])
-return 1
-"#;
-
-const SOLD_OUT_KEYS: &str = r#"
--- KEYS: stock keys returning
--- The event's idempotency keys if it is sold out with nothing coming back, else false.
-mature(KEYS[1], KEYS[3])
-if redis.call('GET', KEYS[1]) ~= '0' or redis.call('ZCARD', KEYS[3]) > 0 then return false end
-return redis.call('HKEYS', KEYS[2])
-"#;
-
-const TALLY: &str = r#"
--- KEYS: buyers keys seq
--- Tickets held over all buyers, idempotency entries, and the sequence number.
-local held = 0
-for _, tickets in ipairs(redis.call('HVALS', KEYS[1])) do held = held + tonumber(tickets) end
-return {held, redis.call('HLEN', KEYS[2]), tonumber(redis.call('GET', KEYS[3]) or '0')}
-"#;
-
-const UNSEED: &str = r#"
--- KEYS: stock holds returning seq buyers keys returned ; ARGV: expected_seq
--- Forgets the event (the next order or reconciler pass reseeds it from
--- Postgres), only if nothing moved since the caller looked and nothing is in flight.
-if (redis.call('GET', KEYS[4]) or '0') ~= ARGV[1] then return 0 end
-if redis.call('ZCARD', KEYS[2]) > 0 or redis.call('ZCARD', KEYS[3]) > 0 then return 0 end
-redis.call('DEL', KEYS[1], KEYS[5], KEYS[6], KEYS[7])
-redis.call('INCR', KEYS[4])
-return 1
-"#;
-
-const UNLOCK: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"#;
+// The scripts, one file each (`gate/*.lua`); each file starts with the keys
+// and arguments it takes.
+/// Shared by every script that moves stock: matures due returns into stock
+/// (`mature`) and schedules a give-back (`give_back`).
+const RETURNS: &str = include_str!("gate/returns.lua");
+const MATURE: &str = include_str!("gate/mature.lua");
+const RESERVE: &str = include_str!("gate/reserve.lua");
+const RELEASE: &str = include_str!("gate/release.lua");
+const CONFIRM: &str = include_str!("gate/confirm.lua");
+const CORRECT: &str = include_str!("gate/correct.lua");
+const SEED_STOCK: &str = include_str!("gate/seed_stock.lua");
+const RESTOCK: &str = include_str!("gate/restock.lua");
+const SOLD_OUT_KEYS: &str = include_str!("gate/sold_out_keys.lua");
+const TALLY: &str = include_str!("gate/tally.lua");
+const UNSEED: &str = include_str!("gate/unseed.lua");
+const UNLOCK: &str = include_str!("gate/unlock.lua");
 
 fn with_returns(body: &str) -> Script {
     let returns = RETURNS.replace("RETURN_DELAY_MS", &RETURN_DELAY.as_millis().to_string());
