@@ -232,6 +232,46 @@ pub struct Gate {
     unlock: Script,
 }
 
+/// The names of one event's Redis keys (the module docs say what each holds).
+struct EventKeys {
+    stock: String,
+    buyers: String,
+    keys: String,
+    holds: String,
+    seq: String,
+    returning: String,
+    returned: String,
+    seeding: String,
+}
+
+impl EventKeys {
+    fn new(namespace: &Namespace, event_id: i64) -> Self {
+        let name = |what: &str| format!("{namespace}:{{ev:{event_id}}}:{what}");
+        Self {
+            stock: name("stock"),
+            buyers: name("buyers"),
+            keys: name("keys"),
+            holds: name("holds"),
+            seq: name("seq"),
+            returning: name("returning"),
+            returned: name("returned"),
+            seeding: name("seeding"),
+        }
+    }
+
+    /// The keys the hold scripts (reserve, release) take, in their order.
+    fn of_holds(self) -> [String; 6] {
+        [
+            self.stock,
+            self.buyers,
+            self.keys,
+            self.holds,
+            self.seq,
+            self.returning,
+        ]
+    }
+}
+
 /// Proof that this process holds an event's seeding lock.
 pub struct SeedLock {
     event_id: i64,
@@ -267,13 +307,8 @@ impl Gate {
         })
     }
 
-    fn key(&self, event_id: i64, name: &str) -> String {
-        format!("{}:{{ev:{event_id}}}:{name}", self.namespace)
-    }
-
-    fn hold_keys(&self, event_id: i64) -> [String; 6] {
-        ["stock", "buyers", "keys", "holds", "seq", "returning"]
-            .map(|name| self.key(event_id, name))
+    fn event_keys(&self, event_id: i64) -> EventKeys {
+        EventKeys::new(&self.namespace, event_id)
     }
 
     pub async fn ping(&self) -> RedisResult<()> {
@@ -291,7 +326,7 @@ impl Gate {
         now_ms: i64,
     ) -> RedisResult<Admission> {
         let mut invocation = self.reserve.prepare_invoke();
-        for key in self.hold_keys(hold.event_id) {
+        for key in self.event_keys(hold.event_id).of_holds() {
             invocation.key(key);
         }
         invocation
@@ -325,7 +360,7 @@ impl Gate {
     /// Returns whether this call released it (false: already gone).
     pub async fn release(&self, hold: &Hold, return_stock: bool) -> RedisResult<bool> {
         let mut invocation = self.release.prepare_invoke();
-        for key in self.hold_keys(hold.event_id) {
+        for key in self.event_keys(hold.event_id).of_holds() {
             invocation.key(key);
         }
         invocation
@@ -341,13 +376,12 @@ impl Gate {
 
     /// Marks holds whose orders committed in Postgres: they stop being in flight.
     pub async fn confirm(&self, event_id: i64, holds: &[Hold]) -> RedisResult<()> {
+        let event = self.event_keys(event_id);
         if holds.is_empty() {
             return Ok(());
         }
         let mut invocation = self.confirm.prepare_invoke();
-        invocation
-            .key(self.key(event_id, "holds"))
-            .key(self.key(event_id, "seq"));
+        invocation.key(&event.holds).key(&event.seq);
         for hold in holds {
             invocation.arg(hold.member());
         }
@@ -364,14 +398,14 @@ impl Gate {
     /// return applied in between would be overwritten (the buyer's count) or
     /// lost (the stock).
     pub async fn restock(&self, stock_return: &StockReturn) -> RedisResult<Restock> {
-        let event_id = stock_return.event_id;
+        let event = self.event_keys(stock_return.event_id);
         let applied: i64 = self
             .restock
-            .key(self.key(event_id, "stock"))
-            .key(self.key(event_id, "buyers"))
-            .key(self.key(event_id, "returning"))
-            .key(self.key(event_id, "returned"))
-            .key(self.key(event_id, "seq"))
+            .key(&event.stock)
+            .key(&event.buyers)
+            .key(&event.returning)
+            .key(&event.returned)
+            .key(&event.seq)
             .arg(stock_return.order_id.to_string())
             .arg(stock_return.quantity)
             .arg(&stock_return.user_id)
@@ -394,7 +428,7 @@ impl Gate {
         let members: Vec<String> = self
             .redis
             .clone()
-            .zrangebyscore_limit(self.key(event_id, "holds"), "-inf", before_ms, 0, limit)
+            .zrangebyscore_limit(self.event_keys(event_id).holds, "-inf", before_ms, 0, limit)
             .await?;
         Ok(members
             .iter()
@@ -413,7 +447,7 @@ impl Gate {
             .redis
             .clone()
             .hget(
-                self.key(event_id, "keys"),
+                self.event_keys(event_id).keys,
                 key_field(user_id, idempotency_key),
             )
             .await?;
@@ -425,21 +459,23 @@ impl Gate {
 
     /// Moves due returns into stock. Returns how many are still on their way.
     pub async fn mature(&self, event_id: i64) -> RedisResult<u64> {
+        let event = self.event_keys(event_id);
         self.mature
-            .key(self.key(event_id, "stock"))
-            .key(self.key(event_id, "returning"))
+            .key(&event.stock)
+            .key(&event.returning)
             .invoke_async(&mut self.redis.clone())
             .await
     }
 
     /// The event's state in Redis, after moving due returns into stock.
     pub async fn observe(&self, event_id: i64) -> RedisResult<Observation> {
+        let event = self.event_keys(event_id);
         self.mature(event_id).await?;
         let (stock, holds, returning, seq): (Option<i64>, u64, u64, Option<i64>) = redis::pipe()
-            .get(self.key(event_id, "stock"))
-            .zcard(self.key(event_id, "holds"))
-            .zcard(self.key(event_id, "returning"))
-            .get(self.key(event_id, "seq"))
+            .get(&event.stock)
+            .zcard(&event.holds)
+            .zcard(&event.returning)
+            .get(&event.seq)
             .query_async(&mut self.redis.clone())
             .await?;
         Ok(Observation {
@@ -459,12 +495,13 @@ impl Gate {
         seen: &Observation,
         available: i64,
     ) -> RedisResult<Option<i64>> {
+        let event = self.event_keys(event_id);
         let (applied, previous): (i64, String) = self
             .correct
-            .key(self.key(event_id, "stock"))
-            .key(self.key(event_id, "holds"))
-            .key(self.key(event_id, "seq"))
-            .key(self.key(event_id, "returning"))
+            .key(&event.stock)
+            .key(&event.holds)
+            .key(&event.seq)
+            .key(&event.returning)
             .arg(seen.seq)
             .arg(available)
             .invoke_async(&mut self.redis.clone())
@@ -474,11 +511,12 @@ impl Gate {
 
     /// Redis's totals of an event's buyers and keys, in one step.
     pub async fn tally(&self, event_id: i64) -> RedisResult<Tally> {
+        let event = self.event_keys(event_id);
         let (held, keys, seq): (i64, u64, i64) = self
             .tally
-            .key(self.key(event_id, "buyers"))
-            .key(self.key(event_id, "keys"))
-            .key(self.key(event_id, "seq"))
+            .key(&event.buyers)
+            .key(&event.keys)
+            .key(&event.seq)
             .invoke_async(&mut self.redis.clone())
             .await?;
         Ok(Tally { held, keys, seq })
@@ -486,12 +524,13 @@ impl Gate {
 
     /// Redis's copy of an event's buyers and keys, in one step.
     pub async fn ledger(&self, event_id: i64) -> RedisResult<Ledger> {
+        let event = self.event_keys(event_id);
         let (buyers, keys, seq): (HashMap<String, i64>, HashMap<String, String>, Option<i64>) =
             redis::pipe()
                 .atomic()
-                .hgetall(self.key(event_id, "buyers"))
-                .hgetall(self.key(event_id, "keys"))
-                .get(self.key(event_id, "seq"))
+                .hgetall(&event.buyers)
+                .hgetall(&event.keys)
+                .get(&event.seq)
                 .query_async(&mut self.redis.clone())
                 .await?;
         let keys = keys
@@ -511,15 +550,16 @@ impl Gate {
     /// Forgets the event's Redis state if nothing moved since `seen` and
     /// nothing is in flight, so it is rebuilt from Postgres. Returns whether it did.
     pub async fn unseed(&self, event_id: i64, seen: &Observation) -> RedisResult<bool> {
+        let event = self.event_keys(event_id);
         let applied: i64 = self
             .unseed
-            .key(self.key(event_id, "stock"))
-            .key(self.key(event_id, "holds"))
-            .key(self.key(event_id, "returning"))
-            .key(self.key(event_id, "seq"))
-            .key(self.key(event_id, "buyers"))
-            .key(self.key(event_id, "keys"))
-            .key(self.key(event_id, "returned"))
+            .key(&event.stock)
+            .key(&event.holds)
+            .key(&event.returning)
+            .key(&event.seq)
+            .key(&event.buyers)
+            .key(&event.keys)
+            .key(&event.returned)
             .arg(seen.seq)
             .invoke_async(&mut self.redis.clone())
             .await?;
@@ -529,10 +569,11 @@ impl Gate {
     /// The idempotency keys (`user\nkey`) of an event that is sold out with no
     /// ticket on its way back; `None` if it is not.
     pub async fn sold_out_keys(&self, event_id: i64) -> RedisResult<Option<Vec<String>>> {
+        let event = self.event_keys(event_id);
         self.sold_out_keys
-            .key(self.key(event_id, "stock"))
-            .key(self.key(event_id, "keys"))
-            .key(self.key(event_id, "returning"))
+            .key(&event.stock)
+            .key(&event.keys)
+            .key(&event.returning)
             .invoke_async(&mut self.redis.clone())
             .await
     }
@@ -542,7 +583,7 @@ impl Gate {
     pub async fn force_stock(&self, event_id: i64, stock: i64) -> RedisResult<()> {
         self.redis
             .clone()
-            .set(self.key(event_id, "stock"), stock)
+            .set(self.event_keys(event_id).stock, stock)
             .await
     }
 
@@ -552,7 +593,7 @@ impl Gate {
     pub async fn add_stock_unguarded(&self, event_id: i64, tickets: i64) -> RedisResult<()> {
         self.redis
             .clone()
-            .incr(self.key(event_id, "stock"), tickets)
+            .incr(self.event_keys(event_id).stock, tickets)
             .await
     }
 
@@ -560,7 +601,7 @@ impl Gate {
     pub async fn lock_seeding(&self, event_id: i64) -> RedisResult<Option<SeedLock>> {
         let token = Uuid::now_v7().to_string();
         let taken: Option<String> = redis::cmd("SET")
-            .arg(self.key(event_id, "seeding"))
+            .arg(self.event_keys(event_id).seeding)
             .arg(&token)
             .arg("NX")
             .arg("PX")
@@ -575,10 +616,11 @@ impl Gate {
     /// [`RETURN_DELAY`], like any other increase), then lets go of the lock.
     pub async fn seed(&self, lock: SeedLock, snapshot: &Snapshot) -> RedisResult<()> {
         let event_id = lock.event_id;
+        let event = self.event_keys(event_id);
         let mut redis = self.redis.clone();
         for chunk in snapshot.buyers.chunks(SEED_CHUNK) {
             redis
-                .hset_multiple::<_, _, _, ()>(self.key(event_id, "buyers"), chunk)
+                .hset_multiple::<_, _, _, ()>(&event.buyers, chunk)
                 .await?;
         }
         for chunk in snapshot.keys.chunks(SEED_CHUNK) {
@@ -592,19 +634,17 @@ impl Gate {
                 })
                 .collect();
             redis
-                .hset_multiple::<_, _, _, ()>(self.key(event_id, "keys"), &fields)
+                .hset_multiple::<_, _, _, ()>(&event.keys, &fields)
                 .await?;
         }
         for chunk in snapshot.returned.chunks(SEED_CHUNK) {
             let ids: Vec<String> = chunk.iter().map(Uuid::to_string).collect();
-            redis
-                .sadd::<_, _, ()>(self.key(event_id, "returned"), ids)
-                .await?;
+            redis.sadd::<_, _, ()>(&event.returned, ids).await?;
         }
         self.seed_stock
-            .key(self.key(event_id, "stock"))
-            .key(self.key(event_id, "returning"))
-            .key(self.key(event_id, "seq"))
+            .key(&event.stock)
+            .key(&event.returning)
+            .key(&event.seq)
             .arg(snapshot.available)
             .arg(format!("seed-{}", lock.token))
             .invoke_async::<i64>(&mut redis)
@@ -615,7 +655,7 @@ impl Gate {
     /// Lets go of a seeding lock, only if it is still ours.
     pub async fn unlock(&self, lock: SeedLock) -> RedisResult<()> {
         self.unlock
-            .key(self.key(lock.event_id, "seeding"))
+            .key(self.event_keys(lock.event_id).seeding)
             .arg(&lock.token)
             .invoke_async::<i64>(&mut self.redis.clone())
             .await
@@ -625,19 +665,17 @@ impl Gate {
     /// Seeds a fresh event: nothing sold, nothing held.
     pub async fn open_event(&self, event_id: i64, tickets: i64) -> RedisResult<()> {
         let mut redis = self.redis.clone();
-        let stale: Vec<String> = [
-            "buyers",
-            "keys",
-            "holds",
-            "returning",
-            "returned",
-            "seeding",
-        ]
-        .iter()
-        .map(|name| self.key(event_id, name))
-        .collect();
-        redis.del::<_, ()>(stale).await?;
-        redis.set(self.key(event_id, "stock"), tickets).await
+        let event = self.event_keys(event_id);
+        let stale = [
+            event.buyers,
+            event.keys,
+            event.holds,
+            event.returning,
+            event.returned,
+            event.seeding,
+        ];
+        redis.del::<_, ()>(&stale).await?;
+        redis.set(event.stock, tickets).await
     }
 
     /// Deletes every key of the namespace.
