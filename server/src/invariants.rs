@@ -565,7 +565,17 @@ async fn queues_drained(
                 match read.await {
                     Ok(0) => {}
                     Ok(messages) if queue.ends_with(".dead") => {
-                        dead.insert(0, format!("{queue}: {messages} dead letter(s)"))
+                        let peek = crate::broker::within(
+                            "reading dead letters",
+                            peek(connection, &queue, EXAMPLES),
+                        );
+                        let which = match peek.await {
+                            Ok(letters) if !letters.is_empty() => {
+                                format!(": {}", letters.join(", "))
+                            }
+                            _ => String::new(),
+                        };
+                        dead.insert(0, format!("{queue}: {messages} dead letter(s){which}"))
                     }
                     Ok(messages) => unjudged.push(format!("{queue}: {messages} message(s) queued")),
                     Err(error) => unjudged.insert(0, format!("could not read {queue}: {error:#}")),
@@ -640,6 +650,37 @@ async fn unprocessed_messages(
 
 /// Messages ready in a queue; 0 for a queue never declared (nothing was
 /// published to it). Any other answer of the broker's is an error.
+/// Up to `limit` messages of `queue`, named by their order and message ids,
+/// left in the queue: they are taken unacknowledged and go back when the
+/// channel closes.
+async fn peek(
+    connection: &lapin::Connection,
+    queue: &str,
+    limit: usize,
+) -> lapin::Result<Vec<String>> {
+    let channel = connection.create_channel().await?;
+    let mut letters = Vec::new();
+    while letters.len() < limit {
+        let options = lapin::options::BasicGetOptions { no_ack: false };
+        let Some(message) = channel.basic_get(queue.into(), options).await? else {
+            break;
+        };
+        let delivery = &message.delivery;
+        let order = serde_json::from_slice::<serde_json::Value>(&delivery.data)
+            .ok()
+            .and_then(|body| body["order_id"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "?".into());
+        let id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map_or("?".into(), |id| id.to_string());
+        letters.push(format!("order {order} (message {id})"));
+    }
+    channel.close(200, "peeked".into()).await?;
+    Ok(letters)
+}
+
 async fn depth(connection: &lapin::Connection, queue: &str) -> lapin::Result<u32> {
     use lapin::options::QueueDeclareOptions;
     use lapin::protocol::{AMQPErrorKind, AMQPSoftError};

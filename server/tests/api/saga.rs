@@ -569,6 +569,15 @@ async fn an_order_we_do_not_have_is_dead_lettered_and_charges_nobody() {
     let report = app.check().await;
     let queues = report.finding(QUEUES_DRAINED).unwrap();
     assert_eq!(queues.verdict, Verdict::Fail, "{report:#?}");
+    // The dead letter is named, and only looked at: it is still there.
+    let named = format!("1 dead letter(s): order {ghost} (message ");
+    assert!(queues.examples[0].contains(&named), "{queues:?}");
+    until_dead_letters(&app, "order.created", 1).await;
+    let again = app.check().await;
+    assert_eq!(
+        again.finding(QUEUES_DRAINED).unwrap().examples,
+        queues.examples
+    );
     app.drop_queues().await;
 }
 
