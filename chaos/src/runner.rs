@@ -809,6 +809,38 @@ impl Backlog {
 mod tests {
     use super::*;
 
+    /// Buyers are served again at the first *definite* answer after the
+    /// fault: a `request_in_progress` says nothing about the order, so it
+    /// neither ends the outage nor counts as served.
+    #[test]
+    fn an_answer_in_progress_is_not_service_again() {
+        let zero = Utc::now();
+        let at = |ms: i64| zero + chrono::Duration::milliseconds(ms);
+        let window = Window {
+            label: "kill payments".into(),
+            from: at(1_000),
+            to: Some(at(2_000)),
+        };
+        let attempt = |sent: i64, finished: i64, outcome: &str| Attempt {
+            sent_at: at(sent),
+            finished_at: at(finished),
+            outcome: outcome.into(),
+        };
+        let attempts = [
+            attempt(1_500, 1_600, "in_progress"),
+            attempt(1_600, 1_700, "accepted"),
+            attempt(2_100, 2_200, "in_progress"),
+            attempt(2_300, 3_500, "replayed"),
+        ];
+        let report = measure(&window, zero, &attempts, &[]);
+        assert_eq!(report.errors, 1, "in the window, in_progress is unknown");
+        assert_eq!(
+            report.served,
+            Some(1.5),
+            "served at the replay, not at 2.2 s"
+        );
+    }
+
     #[test]
     fn a_table_becomes_the_flags_a_command_reads() {
         let table: toml::Table = toml::from_str(
