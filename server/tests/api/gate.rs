@@ -8,7 +8,8 @@ use std::time::Duration;
 use flashtix_server::gate::clock_ms;
 use flashtix_server::gate::{Admission, Hold};
 use flashtix_server::invariants::{Verdict, REDIS_AGREES};
-use flashtix_server::reconcile::{repair_drift, Repair};
+use flashtix_server::reconcile::{reconcile_once, repair_drift, Repair, Reseed};
+use redis::AsyncCommands;
 use reqwest::StatusCode;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -385,4 +386,79 @@ async fn a_batch_slower_than_the_hold_grace_never_commits_behind_a_released_hold
         }
     }
     app.check_passes_within(Duration::from_secs(10)).await;
+}
+
+/// A reseed that finds the event already seeded once it holds the lock
+/// writes nothing: its snapshot of Postgres may be older than what Redis has
+/// learnt since (here, a stock return that lowered the buyer's count).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reseed_of_an_event_seeded_meanwhile_writes_nothing() {
+    let app = spawn_app_with(|settings| {
+        settings.roles = vec![flashtix_server::config::Role::Api];
+        settings.reconcile_every = None;
+    })
+    .await;
+    let event = app.create_event(10, 2).await;
+    assert_eq!(
+        app.order(event, "una", "first", 1).await.status,
+        StatusCode::ACCEPTED
+    );
+    let mut redis = redis::Client::open(crate::helpers::test_redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let buyers = format!("{}:{{ev:{event}}}:buyers", app.namespace);
+    let () = redis.hset(&buyers, "una", 0).await.unwrap();
+
+    let reseeded = flashtix_server::reconcile::reseed(&app.pool, &app.gate, event)
+        .await
+        .unwrap();
+
+    assert_eq!(reseeded, Reseed::Done { available: 9 });
+    let held: i64 = redis.hget(&buyers, "una").await.unwrap();
+    assert_eq!(held, 0, "the older snapshot (1 ticket) was not written");
+}
+
+/// One event whose row lock the reconciler cannot get (a long transaction
+/// holds it while a leaked hold waits to be decided) is skipped: the other
+/// events are still repaired in the same pass, and the pass reports the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_reconciler_cannot_lock_does_not_stop_the_others() {
+    let app = spawn_app_with(|settings| settings.reconcile_every = None).await;
+    let stuck = app.create_event(5, 4).await;
+    let drifted = app.create_event(10, 4).await;
+    let leaked = Hold {
+        order_id: Uuid::now_v7(),
+        event_id: stuck,
+        user_id: "ghost".into(),
+        idempotency_key: "lost".into(),
+        quantity: 1,
+    };
+    let admission = app
+        .gate
+        .reserve(&leaked, 4, "e1q1", clock_ms() - 10_000)
+        .await
+        .unwrap();
+    assert_eq!(admission, Admission::Reserved);
+    app.gate.force_stock(drifted, 3).await.unwrap();
+    let mut lock = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM events WHERE id = $1 FOR UPDATE")
+        .bind(stuck)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+
+    let metrics = flashtix_server::metrics::Metrics::default();
+    let pass = reconcile_once(&app.pool, &app.gate, &metrics).await;
+
+    assert!(pass.is_err(), "the stuck event's error is reported");
+    eventually(Duration::from_secs(5), || async {
+        match app.gate.observe(drifted).await.unwrap().stock {
+            Some(10) => Ok(()),
+            other => Err(format!("drifted event's stock {other:?}")),
+        }
+    })
+    .await;
+    lock.rollback().await.unwrap();
 }
