@@ -559,7 +559,6 @@ impl Gate {
             .key(&event.seq)
             .key(&event.buyers)
             .key(&event.keys)
-            .key(&event.returned)
             .arg(seen.seq)
             .invoke_async(&mut self.redis.clone())
             .await?;

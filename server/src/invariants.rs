@@ -4,7 +4,7 @@
 //! Each check reads Postgres (and Redis for "Redis agrees") and says PASS, FAIL
 //! or UNKNOWN with counts and the first offending ids. FAIL beats UNKNOWN beats PASS.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::broker::Topology;
 use crate::consumer::Handler;
-use crate::gate::{Gate, Ledger, Snapshot};
+use crate::gate::Gate;
 use crate::history::Attempt;
 use crate::payments::PaymentWorker;
 use crate::settlement::OrderWorker;
@@ -648,8 +648,6 @@ async fn unprocessed_messages(
     ))
 }
 
-/// Messages ready in a queue; 0 for a queue never declared (nothing was
-/// published to it). Any other answer of the broker's is an error.
 /// Up to `limit` messages of `queue`, named by their order and message ids,
 /// left in the queue: they are taken unacknowledged and go back when the
 /// channel closes.
@@ -681,6 +679,8 @@ async fn peek(
     Ok(letters)
 }
 
+/// Messages ready in a queue; 0 for a queue never declared (nothing was
+/// published to it). Any other answer of the broker's is an error.
 async fn depth(connection: &lapin::Connection, queue: &str) -> lapin::Result<u32> {
     use lapin::options::QueueDeclareOptions;
     use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
@@ -706,7 +706,8 @@ async fn depth(connection: &lapin::Connection, queue: &str) -> lapin::Result<u32
     }
 }
 
-/// 6. Redis stock equals Postgres available, once quiet.
+/// 6. Redis agrees with Postgres once quiet: stock, each buyer's tickets held,
+///    each idempotency entry.
 async fn redis_agrees(pool: &PgPool, gate: &Gate, event: Option<i64>) -> anyhow::Result<Finding> {
     let events = crate::events::ids(pool).await?;
     let events: Vec<i64> = events
@@ -718,18 +719,12 @@ async fn redis_agrees(pool: &PgPool, gate: &Gate, event: Option<i64>) -> anyhow:
     for &id in &events {
         // Redis, then Postgres, then Redis again: if Redis moved meanwhile (an
         // order, a confirmation, a return), the two reads are not comparable.
+        // Postgres is read in one snapshot: stock, buyers, keys and returns.
         let before = gate.observe(id).await?;
-        let (available, returns): (i64, i64) = sqlx::query_as(
-            "SELECT available_tickets::int8,
-                    (SELECT count(*) FROM stock_returns WHERE event_id = $1)
-             FROM events WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_one(pool)
-        .await?;
         let snapshot = crate::reconcile::snapshot(pool, id)
             .await?
             .unwrap_or_default();
+        let (available, returns) = (snapshot.available, snapshot.returned.len());
         let ledger = gate.ledger(id).await?;
         let after = gate.observe(id).await?;
         let quiet = before.is_quiet()
@@ -751,7 +746,7 @@ async fn redis_agrees(pool: &PgPool, gate: &Gate, event: Option<i64>) -> anyhow:
                         stock - available
                     ));
                 }
-                drifted.extend(ledger_drift(id, &snapshot, &ledger));
+                drifted.extend(crate::reconcile::ledger_drift(id, &snapshot, &ledger));
             }
         }
     }
@@ -772,51 +767,4 @@ async fn redis_agrees(pool: &PgPool, gate: &Gate, event: Option<i64>) -> anyhow:
         "Redis stock, buyers' ticket counts and idempotency entries equal Postgres's",
         "Redis drifted from Postgres (repair with `flashtix check --repair`)",
     ))
-}
-
-/// Where Redis's buyers and keys of event `id` differ from what Postgres says
-/// they must be (`snapshot`): a buyer's tickets held, a key's order.
-fn ledger_drift(id: i64, snapshot: &Snapshot, ledger: &Ledger) -> Vec<String> {
-    let mut drift = Vec::new();
-    let held: HashMap<&str, i64> = snapshot
-        .buyers
-        .iter()
-        .map(|(user, tickets)| (user.as_str(), *tickets))
-        .collect();
-    let users: BTreeSet<&str> = held
-        .keys()
-        .copied()
-        .chain(ledger.buyers.keys().map(String::as_str))
-        .collect();
-    for user in users {
-        let in_postgres = held.get(user).copied().unwrap_or(0);
-        let in_redis = ledger.buyers.get(user).copied().unwrap_or(0);
-        if in_postgres != in_redis {
-            drift.push(format!(
-                "event {id}: buyer {user:?} holds {in_postgres} ticket(s) in Postgres, {in_redis} in Redis"
-            ));
-        }
-    }
-    let orders: HashMap<String, Uuid> = snapshot
-        .keys
-        .iter()
-        .map(|(user, key, order_id, _)| (crate::gate::key_field(user, key), *order_id))
-        .collect();
-    let fields: BTreeSet<&String> = orders.keys().chain(ledger.keys.keys()).collect();
-    for field in fields {
-        let (user, key) = field.split_once('\n').unwrap_or((field, ""));
-        match (orders.get(field), ledger.keys.get(field)) {
-            (Some(order), Some(Some(entry))) if order == entry => {}
-            (Some(order), None) => drift.push(format!(
-                "event {id}: key ({user:?}, {key:?}) has order {order} in Postgres, no entry in Redis"
-            )),
-            (Some(order), Some(entry)) => drift.push(format!(
-                "event {id}: key ({user:?}, {key:?}) has order {order} in Postgres, Redis names {entry:?}"
-            )),
-            (None, _) => drift.push(format!(
-                "event {id}: key ({user:?}, {key:?}) has an entry in Redis and no order in Postgres"
-            )),
-        }
-    }
-    drift
 }

@@ -19,13 +19,14 @@
 //!    while Redis was away never reached them); if they do not, the event is
 //!    forgotten in Redis under the same sequence guard and reseeded from Postgres.
 
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::gate::{clock_ms, Gate, Restock, Snapshot, StockReturn};
+use crate::gate::{clock_ms, Gate, Ledger, Observation, Restock, Snapshot, StockReturn};
 use crate::metrics::Metrics;
 use crate::stop::Stop;
 
@@ -34,17 +35,17 @@ use crate::stop::Stop;
 pub const HOLD_GRACE: Duration = Duration::from_secs(5);
 
 /// What a drift repair found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Repair {
     InSync,
     Repaired {
         from: i64,
         to: i64,
     },
-    /// Buyers or keys did not add up; the event was rebuilt from Postgres.
+    /// Buyers or keys did not agree (`reason` says how); the event was
+    /// rebuilt from Postgres.
     Rebuilt {
-        held: (i64, i64),
-        keys: (u64, i64),
+        reason: String,
     },
     /// Orders are in flight; try again when quiet.
     Busy,
@@ -155,19 +156,19 @@ pub async fn repair_drift(pool: &PgPool, gate: &Gate, event_id: i64) -> anyhow::
     if !seen.is_quiet() {
         return Ok(Repair::Busy);
     }
-    let in_postgres: Option<(i64, i64, i64, i64)> = sqlx::query_as(
+    // Tickets held are the event row's pending + sold, which every order
+    // batch, settlement and expiry keeps equal to its live orders' quantities.
+    let in_postgres: Option<(i64, i64, i64)> = sqlx::query_as(
         "SELECT available_tickets::int8,
                 (SELECT count(*) FROM stock_returns WHERE event_id = $1),
-                (SELECT coalesce(sum(quantity) FILTER (WHERE status IN ('PENDING', 'CONFIRMED')), 0)::int8
-                 FROM orders WHERE event_id = $1),
-                (SELECT count(*) FROM orders WHERE event_id = $1)
+                (pending_tickets + sold_tickets)::int8
          FROM events WHERE id = $1",
     )
     .bind(event_id)
     .fetch_optional(pool)
     .await
     .context("reading Postgres stock")?;
-    let Some((available, returns_on_their_way, held, keys)) = in_postgres else {
+    let Some((available, returns_on_their_way, held)) = in_postgres else {
         return Ok(Repair::Gone);
     };
     if returns_on_their_way > 0 {
@@ -188,17 +189,115 @@ pub async fn repair_drift(pool: &PgPool, gate: &Gate, event_id: i64) -> anyhow::
     if tally.seq != seen.seq {
         return Ok(Repair::Busy);
     }
-    if tally.held == held && tally.keys as i64 == keys {
+    if tally.held == held {
         return Ok(Repair::InSync);
     }
-    if !gate.unseed(event_id, &seen).await? {
+    rebuild(
+        pool,
+        gate,
+        &seen,
+        event_id,
+        format!(
+            "buyers hold {} ticket(s) in Redis, {held} in Postgres",
+            tally.held
+        ),
+    )
+    .await
+}
+
+/// Rebuilds the event from Postgres if any buyer's count or idempotency
+/// entry differs, entry by entry (what `check` compares; heavier than the
+/// totals the reconciler compares every pass, so run on demand:
+/// `flashtix check --repair`).
+pub async fn rebuild_drifted_entries(
+    pool: &PgPool,
+    gate: &Gate,
+    event_id: i64,
+) -> anyhow::Result<Repair> {
+    let seen = gate.observe(event_id).await?;
+    if seen.stock.is_none() {
+        return Ok(Repair::Unseeded);
+    }
+    if !seen.is_quiet() {
+        return Ok(Repair::Busy);
+    }
+    let Some(snapshot) = snapshot(pool, event_id).await? else {
+        return Ok(Repair::Gone);
+    };
+    let ledger = gate.ledger(event_id).await?;
+    if !snapshot.returned.is_empty() || ledger.seq != seen.seq {
+        return Ok(Repair::Busy);
+    }
+    let drift = ledger_drift(event_id, &snapshot, &ledger);
+    match drift.first() {
+        None => Ok(Repair::InSync),
+        Some(first) => {
+            let reason = format!("{} entries differ, first: {first}", drift.len());
+            rebuild(pool, gate, &seen, event_id, reason).await
+        }
+    }
+}
+
+/// Forgets the event in Redis if nothing moved since `seen`, and reseeds it.
+async fn rebuild(
+    pool: &PgPool,
+    gate: &Gate,
+    seen: &Observation,
+    event_id: i64,
+    reason: String,
+) -> anyhow::Result<Repair> {
+    if !gate.unseed(event_id, seen).await? {
         return Ok(Repair::Busy);
     }
     reseed(pool, gate, event_id).await?;
-    Ok(Repair::Rebuilt {
-        held: (tally.held, held),
-        keys: (tally.keys, keys),
-    })
+    Ok(Repair::Rebuilt { reason })
+}
+
+/// Where Redis's buyers and keys of event `id` differ from what Postgres says
+/// they must be (`snapshot`): a buyer's tickets held, a key's order.
+pub fn ledger_drift(id: i64, snapshot: &Snapshot, ledger: &Ledger) -> Vec<String> {
+    let mut drift = Vec::new();
+    let held: HashMap<&str, i64> = snapshot
+        .buyers
+        .iter()
+        .map(|(user, tickets)| (user.as_str(), *tickets))
+        .collect();
+    let users: BTreeSet<&str> = held
+        .keys()
+        .copied()
+        .chain(ledger.buyers.keys().map(String::as_str))
+        .collect();
+    for user in users {
+        let in_postgres = held.get(user).copied().unwrap_or(0);
+        let in_redis = ledger.buyers.get(user).copied().unwrap_or(0);
+        if in_postgres != in_redis {
+            drift.push(format!(
+                "event {id}: buyer {user:?} holds {in_postgres} ticket(s) in Postgres, {in_redis} in Redis"
+            ));
+        }
+    }
+    let orders: HashMap<String, Uuid> = snapshot
+        .keys
+        .iter()
+        .map(|(user, key, order_id, _)| (crate::gate::key_field(user, key), *order_id))
+        .collect();
+    let fields: BTreeSet<&String> = orders.keys().chain(ledger.keys.keys()).collect();
+    for field in fields {
+        let (user, key) = field.split_once('\n').unwrap_or((field, ""));
+        match (orders.get(field), ledger.keys.get(field)) {
+            (Some(order), Some(Some(entry))) if order == entry => {}
+            (Some(order), None) => drift.push(format!(
+                "event {id}: key ({user:?}, {key:?}) has order {order} in Postgres, no entry in Redis"
+            )),
+            (Some(order), Some(entry)) => drift.push(format!(
+                "event {id}: key ({user:?}, {key:?}) has order {order} in Postgres, Redis names {entry:?}"
+            )),
+            (None, _) => drift.push(format!(
+                "event {id}: key ({user:?}, {key:?}) has an entry in Redis and no order in Postgres"
+            )),
+        }
+    }
+    drift
 }
 
 /// Confirms or releases holds older than the grace period. Returns how many.
@@ -326,14 +425,11 @@ async fn reconcile_event(
             metrics.stock_repaired();
             tracing::warn!(event_id, from, to, "corrected Redis stock drift");
         }
-        Repair::Rebuilt { held, keys } => {
+        Repair::Rebuilt { reason } => {
             metrics.reseeded();
             tracing::warn!(
                 event_id,
-                held_in_redis = held.0,
-                held_in_postgres = held.1,
-                keys_in_redis = keys.0,
-                keys_in_postgres = keys.1,
+                reason,
                 "Redis buyers or keys drifted; rebuilt the event from Postgres"
             );
         }

@@ -19,7 +19,8 @@ pub struct CheckArgs {
     #[arg(long)]
     event: Option<i64>,
     /// First repair Redis from Postgres when nothing is in flight: a stock that
-    /// drifted is corrected, buyers or keys that do not add up are rebuilt
+    /// drifted is corrected; an event whose buyers' counts or idempotency
+    /// entries differ is rebuilt
     #[arg(long)]
     repair: bool,
     /// Also write the report as JSON to this file
@@ -45,14 +46,21 @@ pub async fn run(args: CheckArgs) -> Outcome {
                 .map_err(anyhow::Error::from)?,
         };
         for event_id in events {
-            match reconcile::repair_drift(&services.pool, &services.gate, event_id).await? {
+            let stock = reconcile::repair_drift(&services.pool, &services.gate, event_id).await?;
+            let entries = match stock {
+                Repair::InSync => {
+                    reconcile::rebuild_drifted_entries(&services.pool, &services.gate, event_id)
+                        .await?
+                }
+                other => other,
+            };
+            match entries {
                 Repair::Repaired { from, to } => {
                     println!("event {event_id}: Redis stock corrected from {from} to {to}")
                 }
-                Repair::Rebuilt { held, keys } => println!(
-                    "event {event_id}: Redis buyers ({} tickets held, Postgres {}) and keys ({}, Postgres {}) rebuilt from Postgres",
-                    held.0, held.1, keys.0, keys.1
-                ),
+                Repair::Rebuilt { reason } => {
+                    println!("event {event_id}: Redis rebuilt from Postgres ({reason})")
+                }
                 Repair::Busy => println!("event {event_id}: orders in flight, not repaired"),
                 Repair::InSync | Repair::Unseeded | Repair::Gone => {}
             }

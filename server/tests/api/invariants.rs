@@ -4,7 +4,7 @@
 use flashtix_server::invariants::{
     self, Finding, Verdict, NOTHING_STUCK, NO_DUPLICATE_ORDER, QUEUES_DRAINED, REDIS_AGREES,
 };
-use flashtix_server::reconcile::{repair_drift, Repair};
+use flashtix_server::reconcile::{rebuild_drifted_entries, repair_drift, Repair};
 use redis::AsyncCommands;
 use reqwest::StatusCode;
 use uuid::Uuid;
@@ -196,12 +196,12 @@ async fn redis_agrees_fails_on_a_buyer_or_key_redis_got_wrong_and_the_repair_reb
         assert!(examples.contains(expected), "{expected}: {examples}");
     }
 
+    // The reconciler's pass sees the buyers' total differ and rebuilds.
     let repaired = repair_drift(&app.pool, &app.gate, event).await.unwrap();
     assert_eq!(
         repaired,
         Repair::Rebuilt {
-            held: (2, 3),
-            keys: (2, 2)
+            reason: "buyers hold 2 ticket(s) in Redis, 3 in Postgres".into()
         }
     );
     assert_eq!(
@@ -211,4 +211,48 @@ async fn redis_agrees_fails_on_a_buyer_or_key_redis_got_wrong_and_the_repair_reb
     // Rebuilt, the keys answer as before: bob's retry is his order again.
     let retry = app.order(event, "bob", "k2", 1).await;
     assert_eq!((retry.status, retry.replayed), (StatusCode::ACCEPTED, true));
+}
+
+/// Keys that differ while every buyer's count adds up escape the
+/// reconciler's pass (it compares totals); `check` sees them entry by entry,
+/// and `check --repair` rebuilds the event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_drift_the_totals_miss_is_seen_by_check_and_rebuilt_on_demand() {
+    let app = spawn_app_with(|settings| settings.reconcile_every = None).await;
+    let event = app.create_event(10, 4).await;
+    let placed = app.order(event, "bob", "k2", 1).await;
+    assert_eq!(placed.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        judged(&app, REDIS_AGREES, Some(event)).await.verdict,
+        Verdict::Pass
+    );
+    let mut redis = redis::Client::open(test_redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys = format!("{}:{{ev:{event}}}:keys", app.namespace);
+    let () = redis.hdel(&keys, "bob\nk2").await.unwrap();
+    let () = redis
+        .hset(&keys, "eve\nk9", format!("{}\nfp", Uuid::now_v7()))
+        .await
+        .unwrap();
+
+    let pass = repair_drift(&app.pool, &app.gate, event).await.unwrap();
+    assert_eq!(pass, Repair::InSync, "the totals agree");
+    let drift = judged(&app, REDIS_AGREES, Some(event)).await;
+    assert_eq!(drift.verdict, Verdict::Fail, "{drift:?}");
+    assert_eq!(drift.offending, 2, "{drift:?}");
+
+    let rebuilt = rebuild_drifted_entries(&app.pool, &app.gate, event)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&rebuilt, Repair::Rebuilt { reason } if reason.starts_with("2 entries differ")),
+        "{rebuilt:?}"
+    );
+    assert_eq!(
+        judged(&app, REDIS_AGREES, Some(event)).await.verdict,
+        Verdict::Pass
+    );
 }
