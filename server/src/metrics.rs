@@ -58,6 +58,14 @@ impl Histogram {
 struct Labelled<K: Ord>(Mutex<BTreeMap<K, u64>>);
 
 impl<K: Ord> Labelled<K> {
+    /// Exports `keys` at zero until they are first counted.
+    fn declare(&self, keys: impl IntoIterator<Item = K>) {
+        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for key in keys {
+            counts.entry(key).or_default();
+        }
+    }
+
     fn add(&self, key: K) {
         let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
         *counts.entry(key).or_default() += 1;
@@ -116,6 +124,11 @@ impl Default for Metrics {
 impl Metrics {
     /// A buy request answered; `label` is the answer's (see
     /// [`crate::orders::Placed::label`] and [`crate::orders::PlaceError::label`]).
+    /// The labels buy requests can be answered with, exported from the start.
+    pub fn declare_orders(&self, labels: &[&'static str]) {
+        self.orders.declare(labels.iter().copied());
+    }
+
     pub fn record_order(&self, label: &'static str) {
         self.orders.add(label);
     }

@@ -52,6 +52,17 @@ pub enum PlaceError {
     Unavailable(#[source] anyhow::Error),
 }
 
+/// Every label [`Placed::label`] and [`PlaceError::label`] give, exported
+/// at zero from the start (a series that appears late loses its first rise).
+pub const ORDER_LABELS: [&str; 6] = [
+    "accepted",
+    "replayed",
+    "sold_out",
+    "limit_exceeded",
+    "rejected",
+    "unavailable",
+];
+
 impl Placed {
     /// Its label on the `flashtix_orders_total` metric.
     pub fn label(&self) -> &'static str {
@@ -128,6 +139,7 @@ impl Desk {
         catalogue: Arc<Catalogue>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        metrics.declare_orders(&ORDER_LABELS);
         let writer = Writer::new(
             writer_pool,
             gate.clone(),
@@ -394,4 +406,38 @@ impl Desk {
 
 fn unavailable(error: impl Into<anyhow::Error>) -> PlaceError {
     PlaceError::Unavailable(error.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_answer_has_a_declared_label() {
+        let receipt = Receipt::pending(Uuid::now_v7(), 1, "ann".into(), 1, 100);
+        let placed = [Placed::Accepted(receipt.clone()), Placed::Replayed(receipt)];
+        let refused = [
+            PlaceError::EventNotFound(1),
+            PlaceError::AboveLimit {
+                quantity: 5,
+                max: 4,
+            },
+            PlaceError::SoldOut,
+            PlaceError::LimitExceeded { max: 4 },
+            PlaceError::KeyReused,
+            PlaceError::InProgress,
+            PlaceError::Unavailable(anyhow::anyhow!("down")),
+        ];
+        let labels: Vec<&str> = placed
+            .iter()
+            .map(Placed::label)
+            .chain(refused.iter().map(PlaceError::label))
+            .collect();
+        for label in &labels {
+            assert!(ORDER_LABELS.contains(label), "{label} is not declared");
+        }
+        for declared in ORDER_LABELS {
+            assert!(labels.contains(&declared), "{declared} is never given");
+        }
+    }
 }
