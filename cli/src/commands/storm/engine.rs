@@ -342,8 +342,9 @@ impl Lane {
         let plan = self.plan.clone();
         let attempts = self.attempts.clone();
         let keep_history = self.history.is_some();
+        let slots = self.slots.clone();
         async move {
-            let _slot = slot;
+            let mut slot = slot;
             let context = Context {
                 client,
                 target: plan.target,
@@ -367,8 +368,13 @@ impl Lane {
                     };
                     let answered = done.iter().any(|d| d.measured.outcome.is_definite());
                     if purchase.revisits && answered {
+                        // The buyer is away meanwhile: the slot is free for others.
+                        drop(slot);
+                        tokio::time::sleep(REVISIT_AFTER).await;
+                        slot = slots.acquire_owned().await.expect("never closed");
                         done.extend(context.revisit(&purchase, retries).await);
                     }
+                    drop(slot);
                     done
                 }
             }
@@ -410,10 +416,9 @@ impl Context {
         }
     }
 
-    /// Asks again for a purchase already answered, [`REVISIT_AFTER`] later;
-    /// measured from that moment, as a send of its own.
+    /// Asks again for a purchase already answered (the caller waited
+    /// [`REVISIT_AFTER`]); measured from now, as a send of its own.
     async fn revisit(&self, purchase: &Purchase, retries: u32) -> Vec<Done> {
-        tokio::time::sleep(REVISIT_AFTER).await;
         let again = Context {
             client: self.client.clone(),
             target: self.target.clone(),
