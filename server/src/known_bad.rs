@@ -26,9 +26,10 @@
 //!   stops once the broker's prefetch window is full;
 //! - `late-payment-not-refunded`: a capture that arrives for an order already
 //!   expired or cancelled is kept, not refunded;
-//! - `replay-answered-sold-out`: once an event is sold out, every request is
-//!   told `sold_out` before its key is looked at, replays of accepted orders
-//!   included;
+//! - `replay-answered-sold-out`: while a process answers `sold_out` from
+//!   memory (the sold-out board, 250 ms at a time, renewed while buyers keep
+//!   coming), every request is told so before its key is looked at, replays
+//!   of accepted orders included, and no refusal is checked in Postgres;
 //! - `check-then-insert`: idempotency is a read then an insert, with no unique
 //!   constraint behind it, so one key sent to two events at once buys twice;
 //! - `poison-wedge`: a message for an order we do not have is charged like
@@ -118,6 +119,8 @@ pub const fn has(_bug: Bug) -> bool {
 
 /// Removes, after the migrations, the constraints a bad server's schema lacks
 /// (the sale's own schema only: the pool's search path is the namespace).
+/// Nothing puts them back: a namespace served once by such a server is for
+/// tests only (the real writer's `ON CONFLICT` needs the unique key).
 pub async fn weaken_schema(pool: &PgPool) -> sqlx::Result<()> {
     if has(Bug::NoStockCheck) {
         sqlx::query("ALTER TABLE events DROP CONSTRAINT IF EXISTS events_check")

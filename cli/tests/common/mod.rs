@@ -59,17 +59,27 @@ impl Drop for Queues {
     }
 }
 
+/// Deletes every queue of the namespace, each call bounded in time (a broker
+/// that stops answering must not hang the test that is ending).
 async fn delete_queues(namespace: &str) -> anyhow::Result<()> {
+    use flashtix_server::broker::within;
     let namespace = flashtix_server::config::Namespace::parse(namespace)?;
     let topology = flashtix_server::broker::Topology::new(namespace);
     let connection = flashtix_server::broker::connect(&test_amqp_url()).await?;
-    let channel = connection.create_channel().await?;
+    let channel = within("opening a channel", connection.create_channel()).await?;
+    let mut first_error = None;
     for queue in topology.queues() {
         let options = lapin::options::QueueDeleteOptions::default();
-        channel.queue_delete(queue.as_str().into(), options).await?;
+        let deleted = within(
+            "deleting a queue",
+            channel.queue_delete(queue.as_str().into(), options),
+        );
+        if let Err(error) = deleted.await {
+            first_error.get_or_insert(error);
+        }
     }
-    connection.close(200, "done".into()).await?;
-    Ok(())
+    let _ = within("closing", connection.close(200, "done".into())).await;
+    first_error.map_or(Ok(()), Err)
 }
 
 impl Sale {
