@@ -142,6 +142,16 @@ fn assert_passes(report: &Value) {
     assert_eq!(report["verdict"], "PASS", "{report:#}");
 }
 
+/// The same storm on a server making `bug` and on the real one: `invariant`
+/// FAILs on the bad sale, and the real sale passes every check. Returns the
+/// real sale.
+async fn caught_by(setup: Setup, bug: &str, storm: &str, invariant: &str) -> Run {
+    let (bad, good) = tokio::join!(setup.storm(Some(bug), storm), setup.storm(None, storm));
+    assert_fails(&bad.judged().await, invariant);
+    assert_passes(&good.judged().await);
+    good
+}
+
 /// Ignoring the script's answer and "giving back" what it never took makes
 /// Redis stock grow on every refusal. Refusals for the per-buyer limit come
 /// while tickets are left, so nothing wears the extra stock down again, and
@@ -210,12 +220,7 @@ async fn a_server_that_skips_the_redis_compensation_fails_redis_agrees() {
         serve: &["--reconcile-ms", "0", "--payment-failure-rate", "0.3"],
     };
     let storm = "--rate 300 --buyers 300";
-    let (bad, good) = tokio::join!(
-        setup.storm(Some("redis-compensation-skipped"), storm),
-        setup.storm(None, storm)
-    );
-    assert_fails(&bad.judged().await, "redis_agrees");
-    assert_passes(&good.judged().await);
+    caught_by(setup, "redis-compensation-skipped", storm, "redis_agrees").await;
 }
 
 /// A sweeper that expires paid orders hands their tickets back while the
@@ -228,12 +233,7 @@ async fn a_sweeper_that_expires_paid_orders_fails_no_double_charge() {
         serve: &["--sweep-ms", "100"],
     };
     let storm = "--rate 200 --buyers 400";
-    let (bad, good) = tokio::join!(
-        setup.storm(Some("expiry-gives-back-paid"), storm),
-        setup.storm(None, storm)
-    );
-    assert_fails(&bad.judged().await, "no_double_charge");
-    assert_passes(&good.judged().await);
+    caught_by(setup, "expiry-gives-back-paid", storm, "no_double_charge").await;
 }
 
 /// Payments take longer than the hold, so every order expires before its
@@ -246,12 +246,13 @@ async fn a_late_payment_kept_fails_no_double_charge() {
         serve: &["--sweep-ms", "100", "--payment-latency-ms", "1500"],
     };
     let storm = "--rate 10 --buyers 10";
-    let (bad, good) = tokio::join!(
-        setup.storm(Some("late-payment-not-refunded"), storm),
-        setup.storm(None, storm)
-    );
-    assert_fails(&bad.judged().await, "no_double_charge");
-    assert_passes(&good.judged().await);
+    caught_by(
+        setup,
+        "late-payment-not-refunded",
+        storm,
+        "no_double_charge",
+    )
+    .await;
 }
 
 /// Buyers who come back a second after their answer (`--revisit`) find the
@@ -265,12 +266,7 @@ async fn a_replay_answered_sold_out_fails_no_lie_to_client() {
         serve: &[],
     };
     let storm = "--rate 300 --buyers 600 --revisit 0.5";
-    let (bad, good) = tokio::join!(
-        setup.storm(Some("replay-answered-sold-out"), storm),
-        setup.storm(None, storm)
-    );
-    assert_fails(&bad.judged().await, "no_lie_to_client");
-    assert_passes(&good.judged().await);
+    let good = caught_by(setup, "replay-answered-sold-out", storm, "no_lie_to_client").await;
     assert!(good.outcome("replayed") > 0, "{:#}", good.storm);
 }
 
@@ -355,16 +351,7 @@ async fn a_worker_that_never_acks_never_settles() {
         reset: &["--tickets", "1000"],
         serve: &[],
     };
-    let storm = "--rate 300 --buyers 600 --settle 10s";
-    let (bad, good) = tokio::join!(
-        setup.storm(Some("never-ack"), storm),
-        setup.storm(None, storm)
-    );
-    assert!(!bad.settled(), "{:#}", bad.storm);
-    // Published messages never processed: UNKNOWN, never PASS.
-    assert_eq!(bad.storm["check"]["verdict"], "UNKNOWN", "{:#}", bad.storm);
-    assert!(good.settled(), "{:#}", good.storm);
-    assert_passes(&good.judged().await);
+    assert_never_settles(setup, "never-ack", "--rate 300 --buyers 600 --settle 10s").await;
 }
 
 /// The provider loses a third of its answers. A worker that acknowledges the
@@ -376,13 +363,21 @@ async fn a_worker_that_acks_on_failure_never_settles() {
         reset: &["--tickets", "1000"],
         serve: &["--payment-timeout-rate", "0.3"],
     };
-    let storm = "--rate 300 --buyers 300 --settle 20s";
-    let (bad, good) = tokio::join!(
-        setup.storm(Some("ack-on-failure"), storm),
-        setup.storm(None, storm)
-    );
+    assert_never_settles(
+        setup,
+        "ack-on-failure",
+        "--rate 300 --buyers 300 --settle 20s",
+    )
+    .await;
+}
+
+/// The same storm on a server making `bug` and on the real one: the bad
+/// sale is still unsettled at the storm's settle limit, and `check` says
+/// UNKNOWN (published messages never processed), never PASS; the real sale
+/// settles and passes.
+async fn assert_never_settles(setup: Setup, bug: &str, storm: &str) {
+    let (bad, good) = tokio::join!(setup.storm(Some(bug), storm), setup.storm(None, storm));
     assert!(!bad.settled(), "{:#}", bad.storm);
-    // Published messages never processed: UNKNOWN, never PASS.
     assert_eq!(bad.storm["check"]["verdict"], "UNKNOWN", "{:#}", bad.storm);
     assert!(good.settled(), "{:#}", good.storm);
     assert_passes(&good.judged().await);

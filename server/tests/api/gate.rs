@@ -201,25 +201,31 @@ async fn the_reconciler_repairs_drift_by_itself() {
     assert_eq!(app.gate.observe(event).await.unwrap().stock, Some(8));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hold_leaked_by_a_crash_is_released() {
-    let app = spawn_app().await;
-    let event = app.create_event(5, 4).await;
-    // A request that reserved in Redis and died before Postgres: admitted ten
-    // seconds ago, no order anywhere.
+/// A request that reserved `quantity` tickets in Redis and died before
+/// Postgres: buyer "ghost", key "lost", admitted ten seconds ago, no order
+/// anywhere.
+async fn leak_hold(app: &crate::helpers::TestApp, event: i64, quantity: i32) {
     let leaked = Hold {
         order_id: Uuid::now_v7(),
         event_id: event,
         user_id: "ghost".into(),
         idempotency_key: "lost".into(),
-        quantity: 3,
+        quantity,
     };
+    let fingerprint = format!("e{event}q{quantity}");
     let admission = app
         .gate
-        .reserve(&leaked, 4, "e1q3", clock_ms() - 10_000)
+        .reserve(&leaked, 4, &fingerprint, clock_ms() - 10_000)
         .await
         .unwrap();
     assert_eq!(admission, Admission::Reserved);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_leaked_by_a_crash_is_released() {
+    let app = spawn_app().await;
+    let event = app.create_event(5, 4).await;
+    leak_hold(&app, event, 3).await;
     assert_eq!(app.gate.observe(event).await.unwrap().stock, Some(2));
 
     app.check_passes_within(Duration::from_secs(10)).await;
@@ -403,12 +409,8 @@ async fn a_reseed_of_an_event_seeded_meanwhile_writes_nothing() {
         app.order(event, "una", "first", 1).await.status,
         StatusCode::ACCEPTED
     );
-    let mut redis = redis::Client::open(crate::helpers::test_redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let buyers = format!("{}:{{ev:{event}}}:buyers", app.namespace);
+    let mut redis = app.redis().await;
+    let buyers = app.redis_key(event, "buyers");
     let () = redis.hset(&buyers, "una", 0).await.unwrap();
 
     let reseeded = flashtix_server::reconcile::reseed(&app.pool, &app.gate, event)
@@ -428,19 +430,7 @@ async fn an_event_the_reconciler_cannot_lock_does_not_stop_the_others() {
     let app = spawn_app_with(|settings| settings.reconcile_every = None).await;
     let stuck = app.create_event(5, 4).await;
     let drifted = app.create_event(10, 4).await;
-    let leaked = Hold {
-        order_id: Uuid::now_v7(),
-        event_id: stuck,
-        user_id: "ghost".into(),
-        idempotency_key: "lost".into(),
-        quantity: 1,
-    };
-    let admission = app
-        .gate
-        .reserve(&leaked, 4, "e1q1", clock_ms() - 10_000)
-        .await
-        .unwrap();
-    assert_eq!(admission, Admission::Reserved);
+    leak_hold(&app, stuck, 1).await;
     app.gate.force_stock(drifted, 3).await.unwrap();
     let mut lock = app.pool.begin().await.unwrap();
     sqlx::query("SELECT 1 FROM events WHERE id = $1 FOR UPDATE")

@@ -238,6 +238,22 @@ impl TestApp {
         .await
     }
 
+    /// A Redis connection of the test's own, to look at or break what the
+    /// gate keeps.
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(test_redis_url())
+            .expect("a Redis URL")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("Redis")
+    }
+
+    /// The full name of event `event`'s Redis key `name` (`stock`, `buyers`,
+    /// `keys`…) in this app's namespace.
+    pub fn redis_key(&self, event: i64, name: &str) -> String {
+        format!("{}:{{ev:{event}}}:{name}", self.namespace)
+    }
+
     /// Deletes the namespace's queues (the broker is shared by every test).
     pub async fn drop_queues(&self) {
         let connection = flashtix_server::broker::connect(&test_amqp_url())

@@ -9,7 +9,7 @@ use redis::AsyncCommands;
 use reqwest::StatusCode;
 use uuid::Uuid;
 
-use crate::helpers::{eventually, spawn_app, spawn_app_with, test_redis_url, TestApp};
+use crate::helpers::{eventually, spawn_app, spawn_app_with, TestApp};
 
 /// One finding of `check` for one event, with the queues "not used" unless
 /// the test reaches them.
@@ -171,12 +171,8 @@ async fn redis_agrees_fails_on_a_buyer_or_key_redis_got_wrong_and_the_repair_reb
         Verdict::Pass
     );
 
-    let mut redis = redis::Client::open(test_redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let key = |name: &str| format!("{}:{{ev:{event}}}:{name}", app.namespace);
+    let mut redis = app.redis().await;
+    let key = |name: &str| app.redis_key(event, name);
     let () = redis.hset(key("buyers"), "ann", 1).await.unwrap();
     let () = redis.hdel(key("keys"), "bob\nk2").await.unwrap();
     let () = redis
@@ -226,12 +222,8 @@ async fn a_key_drift_the_totals_miss_is_seen_by_check_and_rebuilt_on_demand() {
         judged(&app, REDIS_AGREES, Some(event)).await.verdict,
         Verdict::Pass
     );
-    let mut redis = redis::Client::open(test_redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let keys = format!("{}:{{ev:{event}}}:keys", app.namespace);
+    let mut redis = app.redis().await;
+    let keys = app.redis_key(event, "keys");
     let () = redis.hdel(&keys, "bob\nk2").await.unwrap();
     let () = redis
         .hset(&keys, "eve\nk9", format!("{}\nfp", Uuid::now_v7()))
