@@ -4,6 +4,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY server server
 COPY cli cli
+COPY chaos chaos
+COPY scenarios scenarios
 RUN cargo build --release --locked -p flashtix-server -p flashtix
 
 FROM debian:bookworm-slim
