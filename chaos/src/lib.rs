@@ -10,11 +10,19 @@
 //! - [`drill`]: drill files and their timeline of faults;
 //! - [`stack`]: what a drill runs: our dependencies behind proxies, and the
 //!   sale's roles as processes;
+//! - [`faults`]: faults carried out, one interface over the drivers;
+//! - [`windows`]: when each fault was on, as the storm's report shades it;
+//! - [`recovery`]: how long the sale took to recover from each fault;
+//! - [`steps`]: the operator's commands a drill runs (reset, storm, check);
 //! - [`runner`]: one drill, start to verdict.
 
 pub mod drill;
+pub mod faults;
 pub mod local;
 pub mod proxy;
+pub mod recovery;
 pub mod runner;
 pub mod services;
 pub mod stack;
+pub mod steps;
+pub mod windows;

@@ -13,6 +13,8 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::{Pid, User};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
@@ -113,7 +115,7 @@ impl Process {
                 Ok(said)
             }
             Err(()) => {
-                signal_group(child.id(), libc::SIGKILL);
+                signal_group(child.id(), Signal::SIGKILL);
                 let _ = child.wait().await;
                 Err(self.not_ready())
             }
@@ -141,9 +143,9 @@ impl Process {
     pub async fn kill(&mut self) -> io::Result<()> {
         if let Some(mut running) = self.running.take() {
             // SIGCONT first: a paused process must die, not stay a stopped zombie.
-            signal_group(running.child.id(), libc::SIGCONT);
+            signal_group(running.child.id(), Signal::SIGCONT);
             let pid = running.child.id();
-            signal_group(pid, libc::SIGKILL);
+            signal_group(pid, Signal::SIGKILL);
             running.child.wait().await?;
             group_gone(pid).await;
         }
@@ -157,17 +159,17 @@ impl Process {
             return Ok(None);
         };
         let pid = running.child.id();
-        signal_group(pid, libc::SIGCONT);
-        signal_group(pid, libc::SIGTERM);
+        signal_group(pid, Signal::SIGCONT);
+        signal_group(pid, Signal::SIGTERM);
         match tokio::time::timeout(grace, running.child.wait()).await {
             Ok(status) => {
                 // What the leader left behind goes too.
-                signal_group(pid, libc::SIGKILL);
+                signal_group(pid, Signal::SIGKILL);
                 group_gone(pid).await;
                 Ok(status?.code())
             }
             Err(_) => {
-                signal_group(pid, libc::SIGKILL);
+                signal_group(pid, Signal::SIGKILL);
                 running.child.wait().await?;
                 group_gone(pid).await;
                 Ok(None)
@@ -178,14 +180,14 @@ impl Process {
     /// SIGSTOP: the process keeps its connections and answers nothing.
     pub fn pause(&self) {
         if let Some(running) = &self.running {
-            signal_group(running.child.id(), libc::SIGSTOP);
+            signal_group(running.child.id(), Signal::SIGSTOP);
         }
     }
 
     /// SIGCONT.
     pub fn resume(&self) {
         if let Some(running) = &self.running {
-            signal_group(running.child.id(), libc::SIGCONT);
+            signal_group(running.child.id(), Signal::SIGCONT);
         }
     }
 
@@ -195,25 +197,75 @@ impl Process {
     }
 }
 
+/// A process started in the background, as its pid file records it: its pid
+/// and when it started, so a pid the kernel has since handed to someone
+/// else's process is never taken for ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Detached {
+    pub pid: u32,
+    /// Its start time, in clock ticks after boot (`/proc/PID/stat`).
+    pub started: u64,
+}
+
+impl Detached {
+    /// The process running as `pid` now.
+    pub fn of(pid: u32) -> Option<Self> {
+        Some(Self {
+            pid,
+            started: start_time(pid)?,
+        })
+    }
+
+    /// As a pid file holds it: `PID STARTED`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut words = text.split_whitespace();
+        let detached = Self {
+            pid: words.next()?.parse().ok()?,
+            started: words.next()?.parse().ok()?,
+        };
+        words.next().is_none().then_some(detached)
+    }
+
+    pub fn line(&self) -> String {
+        format!("{} {}\n", self.pid, self.started)
+    }
+
+    /// It still runs, and is the very process that was started.
+    pub fn is_ours(&self) -> bool {
+        start_time(self.pid) == Some(self.started) && is_alive(self.pid)
+    }
+}
+
+/// When process `pid` started (field 22 of `/proc/PID/stat`), if it exists.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it do not.
+    let after_name = stat.rsplit_once(')')?.1;
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// Starts `recipe` in the background, outliving this process (for
-/// `flashtix up`): its output goes to the log. Waits until it is ready and
-/// returns its pid (which is also its process group).
-pub async fn start_detached(name: &str, recipe: &Recipe) -> io::Result<u32> {
+/// `flashtix up`): its output goes to the log. Waits until it is ready; its
+/// pid is also its process group.
+pub async fn start_detached(name: &str, recipe: &Recipe) -> io::Result<Detached> {
     let mut child = command(recipe, true)?.stdout(log_file(recipe)?).spawn()?;
     let pid = child.id().expect("just spawned");
-    if wait_ready(&recipe.ready, recipe.ready_within, &mut child)
-        .await
-        .is_err()
-    {
-        signal_group(Some(pid), libc::SIGKILL);
-        let _ = child.wait().await;
-        return Err(io::Error::other(format!(
-            "{name} did not get ready within {:?} (log: {})",
-            recipe.ready_within,
-            recipe.log.display()
-        )));
+    let detached = Detached::of(pid);
+    match (
+        wait_ready(&recipe.ready, recipe.ready_within, &mut child).await,
+        detached,
+    ) {
+        (Ok(()), Some(detached)) => Ok(detached),
+        _ => {
+            signal_group(Some(pid), Signal::SIGKILL);
+            let _ = child.wait().await;
+            Err(io::Error::other(format!(
+                "{name} did not get ready within {:?} (log: {})",
+                recipe.ready_within,
+                recipe.log.display()
+            )))
+        }
     }
-    Ok(pid)
 }
 
 /// Runs `recipe` to its end (a one-off like `initdb`), its output to the log.
@@ -237,31 +289,35 @@ pub fn is_alive(pid: u32) -> bool {
     }
 }
 
-/// Stops a group [`start_detached`] started: SIGTERM, up to `grace` to exit,
-/// then SIGKILL.
-pub async fn stop_detached(pid: u32, grace: Duration) {
-    if !is_alive(pid) {
-        return;
+/// Stops a group [`start_detached`] started, if its leader is still the
+/// process it started: SIGTERM, up to `grace` to exit, then SIGKILL. False
+/// when there was nothing of ours to stop.
+pub async fn stop_detached(process: Detached, grace: Duration) -> bool {
+    if !process.is_ours() {
+        return false;
     }
-    signal_group(Some(pid), libc::SIGTERM);
+    let pid = Some(process.pid);
+    signal_group(pid, Signal::SIGTERM);
     let deadline = tokio::time::Instant::now() + grace;
-    while is_alive(pid) && tokio::time::Instant::now() < deadline {
+    while process.is_ours() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    if is_alive(pid) {
-        signal_group(Some(pid), libc::SIGKILL);
+    if process.is_ours() {
+        signal_group(pid, Signal::SIGKILL);
+    }
+    true
+}
+
+/// Sends `signal` to the process group `pid` leads (one of ours: a child we
+/// started with its own group, so it names nothing of anyone else's).
+pub fn signal_group(pid: Option<u32>, signal: Signal) {
+    if let Some(pid) = pid {
+        let _ = killpg(group(pid), signal);
     }
 }
 
-/// Sends `signal` to the process group `pid` leads (one of ours).
-pub fn signal_group(pid: Option<u32>, signal: libc::c_int) {
-    if let Some(pid) = pid {
-        // SAFETY: kill(2) only reads its arguments; the group is led by a child
-        // we started with its own group, so it names nothing of anyone else's.
-        unsafe {
-            libc::kill(-(pid as libc::pid_t), signal);
-        }
-    }
+fn group(pid: u32) -> Pid {
+    Pid::from_raw(pid as i32)
 }
 
 /// Waits (up to 10 s) until no process of the group is left: a killed
@@ -270,10 +326,8 @@ pub fn signal_group(pid: Option<u32>, signal: libc::c_int) {
 async fn group_gone(pid: Option<u32>) {
     let Some(pid) = pid else { return };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    // SAFETY: signal 0 only checks whether any process of the group exists.
-    while unsafe { libc::kill(-(pid as libc::pid_t), 0) } == 0
-        && tokio::time::Instant::now() < deadline
-    {
+    // No signal: only whether any process of the group exists.
+    while killpg(group(pid), None).is_ok() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -297,8 +351,7 @@ fn command(recipe: &Recipe, detached: bool) -> io::Result<Command> {
         command.kill_on_drop(false);
     }
     if let Some(user) = &recipe.user {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
+        if nix::unistd::geteuid().is_root() {
             let (uid, gid) = user_ids(user)?;
             command.uid(uid).gid(gid);
         }
@@ -308,17 +361,11 @@ fn command(recipe: &Recipe, detached: bool) -> io::Result<Command> {
 
 /// The uid and gid of a user of this machine.
 pub(crate) fn user_ids(user: &str) -> io::Result<(u32, u32)> {
-    let name = std::ffi::CString::new(user).map_err(io::Error::other)?;
-    // SAFETY: getpwnam reads a NUL-terminated name and returns a pointer into
-    // static storage (or null), read at once before any other call could reuse it.
-    unsafe {
-        let entry = libc::getpwnam(name.as_ptr());
-        if entry.is_null() {
-            return Err(io::Error::other(format!(
-                "no user {user:?} on this machine"
-            )));
-        }
-        Ok(((*entry).pw_uid, (*entry).pw_gid))
+    match User::from_name(user).map_err(io::Error::from)? {
+        Some(entry) => Ok((entry.uid.as_raw(), entry.gid.as_raw())),
+        None => Err(io::Error::other(format!(
+            "no user {user:?} on this machine"
+        ))),
     }
 }
 
@@ -346,5 +393,27 @@ async fn wait_ready(ready: &Ready, limit: Duration, child: &mut Child) -> Result
             return Err(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pid file names the process by pid and start time: another process
+    /// given the same pid later is not ours, and is never signalled.
+    #[test]
+    fn a_pid_is_ours_only_while_its_start_time_matches() {
+        let me = Detached::of(std::process::id()).expect("this process has a stat");
+        assert!(me.is_ours());
+        assert_eq!(Detached::parse(&me.line()), Some(me));
+        let reused = Detached {
+            started: me.started + 1,
+            ..me
+        };
+        assert!(!reused.is_ours(), "same pid, another start: someone else's");
+        for wrong in ["", "12", "12 x", "12 34 56", "x 12"] {
+            assert_eq!(Detached::parse(wrong), None, "{wrong:?}");
+        }
     }
 }

@@ -304,8 +304,7 @@ fn installed(program: &str, places: &[&str]) -> io::Result<PathBuf> {
 
 /// Gives `path` to `user` when we are root, and lets that user reach it.
 fn own(path: &Path, user: &str) -> io::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         return Ok(());
     }
     let status = std::process::Command::new("chown")

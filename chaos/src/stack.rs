@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 
 use crate::drill::Target;
+use crate::faults::Driver;
 use crate::local::{Process, Ready, Recipe};
 use crate::proxy::Proxy;
 use crate::services::{self, Dependency, Ports, Urls};
@@ -29,7 +30,54 @@ pub const STOP_GRACE: Duration = Duration::from_secs(15);
 /// A process several faults may act on at once, one action at a time.
 pub type Shared = Arc<Mutex<Process>>;
 
+/// What the drills of one run share: the dependencies, and how the sale is
+/// started on them.
+pub enum Stack {
+    /// Our own Postgres, Redis and RabbitMQ, the roles as processes here.
+    Local(Dependencies),
+}
+
+impl Stack {
+    /// Where the dependencies really are (for the operator's commands: reset,
+    /// storm, check), as this machine reaches them.
+    pub fn direct(&self) -> Urls {
+        match self {
+            Stack::Local(dependencies) => dependencies.direct(),
+        }
+    }
+
+    /// Starts every role of the sale in `namespace`, with `flags` given to
+    /// every `flashtix serve` (`flashtix`: the binary, for the local
+    /// driver); the driver that breaks and heals it.
+    pub async fn start_sale(
+        &self,
+        flashtix: &Path,
+        dir: &Path,
+        namespace: &str,
+        flags: &[String],
+    ) -> io::Result<Driver> {
+        match self {
+            Stack::Local(dependencies) => {
+                let urls = dependencies.proxied();
+                let sale = Sale::start(flashtix, dir, namespace, &urls, flags).await?;
+                Ok(Driver::Local {
+                    dependencies: dependencies.clone(),
+                    sale,
+                })
+            }
+        }
+    }
+
+    /// Stops every dependency.
+    pub async fn stop(&self) {
+        match self {
+            Stack::Local(dependencies) => dependencies.stop().await,
+        }
+    }
+}
+
 /// The dependencies, shared by every drill of a run.
+#[derive(Clone)]
 pub struct Dependencies {
     pub ports: Ports,
     processes: HashMap<&'static str, Shared>,
@@ -115,6 +163,7 @@ impl Dependencies {
 }
 
 /// A sale's server processes for one drill.
+#[derive(Clone)]
 pub struct Sale {
     /// `api-1`, `api-2`, `relay`, `payments`, `orders`, `sweeper`.
     processes: Vec<(&'static str, Shared)>,

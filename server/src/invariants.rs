@@ -28,6 +28,23 @@ pub enum Verdict {
     Fail,
 }
 
+impl Verdict {
+    /// As reports print it: `PASS`, `UNKNOWN`, `FAIL`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pass => "PASS",
+            Self::Unknown => "UNKNOWN",
+            Self::Fail => "FAIL",
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Finding {
     pub invariant: String,

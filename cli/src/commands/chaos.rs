@@ -7,9 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, Context};
 use flashtix_chaos::drill::DrillFile;
+use flashtix_chaos::faults;
 use flashtix_chaos::runner::{self, DrillReport, Run};
-use flashtix_chaos::stack::Dependencies;
-use flashtix_server::invariants::Report;
+use flashtix_chaos::stack::{Dependencies, Stack};
 
 use super::{Failure, Outcome};
 use crate::output;
@@ -87,11 +87,20 @@ pub async fn run(args: ChaosArgs) -> Outcome {
     }
 }
 
+/// The stack the drills share, as the driver makes it.
+async fn stack(_options: &RunOptions, work: &Path) -> anyhow::Result<Stack> {
+    eprintln!("chaos: starting Postgres, Redis and RabbitMQ of our own (local driver)");
+    let dependencies = Dependencies::start(&work.join("services"))
+        .await
+        .context("starting the drill's own services")?;
+    Ok(Stack::Local(dependencies))
+}
+
 fn list(place: &Catalogue) -> Outcome {
     let drills = catalogue(&place.drills).map_err(Failure::usage)?;
     let mut table = output::table(&["drill", "faults", "what it proves"]);
     for (name, drill) in &drills {
-        let faults: Vec<String> = drill.timeline(1).iter().map(runner::describe).collect();
+        let faults: Vec<String> = drill.timeline(1).iter().map(faults::describe).collect();
         table.add_row(vec![
             name.clone(),
             faults.join(", "),
@@ -149,11 +158,7 @@ async fn run_drills(drills: Vec<(String, DrillFile)>, options: &RunOptions) -> O
     let flashtix = std::env::current_exe().context("finding the flashtix binary")?;
     let work = std::env::temp_dir().join(format!("flashtix-chaos-{}", std::process::id()));
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    eprintln!("chaos: starting Postgres, Redis and RabbitMQ of our own (local driver)");
-    let dependencies = Dependencies::start(&work.join("services"))
-        .await
-        .context("starting the drill's own services")
-        .map_err(Failure::unreachable)?;
+    let stack = stack(options, &work).await.map_err(Failure::unreachable)?;
     let runs = drills.len() * options.repeat as usize;
     let mut reports = Vec::new();
     let mut number = 0;
@@ -177,11 +182,11 @@ async fn run_drills(drills: Vec<(String, DrillFile)>, options: &RunOptions) -> O
                     .as_deref()
                     .map(|path| page_path(path, runs, name, seed)),
             };
-            let result = runner::run(&run, &dependencies).await;
+            let result = runner::run(&run, &stack).await;
             let report = match result {
                 Ok(report) => report,
                 Err(error) => {
-                    dependencies.stop().await;
+                    stack.stop().await;
                     return Err(anyhow::Error::new(error)
                         .context(format!("running {name}"))
                         .into());
@@ -191,7 +196,7 @@ async fn run_drills(drills: Vec<(String, DrillFile)>, options: &RunOptions) -> O
             reports.push(report);
         }
     }
-    dependencies.stop().await;
+    stack.stop().await;
 
     print_summary(&reports);
     if let Some(path) = &options.json {
@@ -254,8 +259,8 @@ fn print_drill(report: &DrillReport) {
         ]);
     }
     println!("{faults}");
-    if let Ok(check) = serde_json::from_value::<Report>(report.check.clone()) {
-        println!("{}", output::report_table(&check));
+    if let Some(check) = &report.check {
+        println!("{}", output::report_table(check));
     }
     let outcomes: Vec<String> = report
         .outcomes
@@ -286,7 +291,7 @@ fn print_summary(reports: &[DrillReport]) {
             report.seed.to_string(),
             seconds(report.recovery()),
             seconds(report.settle_seconds),
-            report.verdict.clone(),
+            report.verdict.to_string(),
         ]);
     }
     println!("{table}");

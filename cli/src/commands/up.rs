@@ -160,8 +160,8 @@ async fn start_local(dir: &Path, ports: Ports, quiet: bool) -> anyhow::Result<()
         let recipe = services::recipe(dependency, &dir, port)
             .await
             .with_context(|| format!("preparing {}", dependency.name()))?;
-        let pid = local::start_detached(dependency.name(), &recipe).await?;
-        std::fs::write(pid_file(&dir, dependency), format!("{pid}\n"))?;
+        let process = local::start_detached(dependency.name(), &recipe).await?;
+        std::fs::write(pid_file(&dir, dependency), process.line())?;
     }
     Ok(())
 }
@@ -178,13 +178,22 @@ async fn down(args: &UpArgs) -> Outcome {
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
-        let pid: u32 = text
-            .trim()
-            .parse()
-            .map_err(|_| Failure::usage(anyhow!("{} holds no pid", path.display())))?;
-        local::stop_detached(pid, Duration::from_secs(30)).await;
+        let process = local::Detached::parse(&text).ok_or_else(|| {
+            Failure::usage(anyhow!(
+                "{} holds no pid and start time (written by another version?)",
+                path.display()
+            ))
+        })?;
+        if local::stop_detached(process, Duration::from_secs(30)).await {
+            stopped.push(dependency.name());
+        } else {
+            eprintln!(
+                "{} (pid {}) had already ended: nothing signalled",
+                dependency.name(),
+                process.pid
+            );
+        }
         std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-        stopped.push(dependency.name());
     }
     if stopped.is_empty() {
         println!(

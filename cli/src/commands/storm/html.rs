@@ -10,31 +10,8 @@ use flashtix_server::history::Outcome;
 use hdrhistogram::Histogram;
 use serde_json::Value;
 
-/// A stretch of the storm to shade on the time charts.
-pub struct Window {
-    /// Seconds from the start of the storm.
-    pub from: f64,
-    pub to: f64,
-    pub label: String,
-}
-
-/// Reads windows written as JSON (`[{label, from, to}]`, seconds); a window
-/// with no end yet lasts until `end`. A missing file is no windows.
-pub fn read_windows(path: &std::path::Path, end: f64) -> anyhow::Result<Vec<Window>> {
-    let Ok(bytes) = std::fs::read(path) else {
-        return Ok(Vec::new());
-    };
-    let windows: Vec<Value> = serde_json::from_slice(&bytes)
-        .map_err(|e| anyhow::anyhow!("{}: not a list of windows: {e}", path.display()))?;
-    Ok(windows
-        .iter()
-        .map(|w| Window {
-            from: w["from"].as_f64().unwrap_or(0.0),
-            to: w["to"].as_f64().unwrap_or(end),
-            label: w["label"].as_str().unwrap_or("").to_owned(),
-        })
-        .collect())
-}
+/// A stretch of the storm to shade on the time charts (a drill's fault).
+pub use flashtix_chaos::windows::Window;
 
 /// What the page shows.
 pub struct Page<'a> {
@@ -389,7 +366,7 @@ impl Chart {
         for window in windows {
             let (from, to) = (
                 self.x(window.from.max(0.0)),
-                self.x(window.to.min(self.x_max)),
+                self.x(window.until(self.x_max).min(self.x_max)),
             );
             let _ = write!(
                 self.body,
@@ -539,7 +516,7 @@ mod tests {
         let (intended, service) = (histogram(&[1, 2, 9]), histogram(&[1, 1, 2]));
         let windows = [Window {
             from: 0.5,
-            to: 1.0,
+            to: Some(1.0),
             label: "kill api".into(),
         }];
         let page = Page {

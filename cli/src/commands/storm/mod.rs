@@ -392,7 +392,7 @@ pub async fn run_scenario(mut args: StormArgs, scenario: Scenario, given: &Given
     }
     if let Some(path) = &args.report {
         let windows = match &args.shade {
-            Some(shade) => html::read_windows(shade, storm.elapsed.as_secs_f64())?,
+            Some(shade) => flashtix_chaos::windows::read(shade).map_err(anyhow::Error::new)?,
             None => Vec::new(),
         };
         let page = html::Page {

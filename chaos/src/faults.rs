@@ -1,0 +1,207 @@
+//! A drill's faults, carried out. One interface, [`Faults`], over the
+//! drivers: `local` (signals to processes started here, and our own fault
+//! proxies) and the drill's own shell commands, which replace single actions.
+//! Flushing Redis and republishing the outbox are the same under every driver.
+
+use std::io;
+use std::path::PathBuf;
+
+use sqlx::PgPool;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+
+use crate::drill::{Action, Fault, Target};
+use crate::proxy;
+use crate::stack::{Dependencies, Sale, STOP_GRACE};
+
+/// Who acts on the stack.
+#[derive(Clone)]
+pub enum Driver {
+    /// Processes started here, each behind a proxy of ours.
+    Local {
+        dependencies: Dependencies,
+        sale: Sale,
+    },
+}
+
+impl Driver {
+    /// Where the storm buys.
+    pub fn front_url(&self) -> String {
+        match self {
+            Driver::Local { sale, .. } => sale.front_url(),
+        }
+    }
+
+    /// Switches the network fault between the sale and `target` (for a role:
+    /// between the buyers and the API).
+    async fn network(&self, target: Target, fault: Option<proxy::Fault>) -> io::Result<()> {
+        match self {
+            Driver::Local { dependencies, sale } => {
+                match dependencies.process_and_proxy(target) {
+                    Some((_, proxy)) => proxy.set(fault),
+                    None => sale.front.set(fault),
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Does a process action (kill, stop, start, restart, pause, resume) to
+    /// `target`.
+    async fn process(&self, target: Target, action: Action) -> io::Result<()> {
+        match self {
+            Driver::Local { dependencies, sale } => {
+                let process = match dependencies.process_and_proxy(target) {
+                    Some((process, _)) => process,
+                    None => sale.process(target).expect("every target is a process"),
+                };
+                let mut process = process.lock().await;
+                match action {
+                    Action::Kill => process.kill().await,
+                    Action::Stop => process.stop(STOP_GRACE).await.map(drop),
+                    Action::Start => process.start().await.map(drop),
+                    Action::Restart => process.restart(STOP_GRACE).await.map(drop),
+                    Action::Pause => {
+                        process.pause();
+                        Ok(())
+                    }
+                    Action::Resume => {
+                        process.resume();
+                        Ok(())
+                    }
+                    other => unreachable!("{} is no process action", other.name()),
+                }
+            }
+        }
+    }
+
+    /// Redis loses every key.
+    async fn flush(&self) -> io::Result<()> {
+        match self {
+            Driver::Local { dependencies, .. } => flush_redis(dependencies.ports.redis).await,
+        }
+    }
+
+    /// Everything running and every proxy faithful again.
+    pub async fn heal(&self) -> io::Result<()> {
+        match self {
+            Driver::Local { dependencies, sale } => {
+                dependencies.heal().await?;
+                sale.heal().await
+            }
+        }
+    }
+
+    /// Stops the sale's roles (the dependencies stay for the next drill).
+    pub async fn stop_sale(&self) {
+        match self {
+            Driver::Local { sale, .. } => sale.stop().await,
+        }
+    }
+}
+
+/// What one drill's faults act on.
+#[derive(Clone)]
+pub struct Faults {
+    pub driver: Driver,
+    /// The sale's database, straight (not through a proxy).
+    pub pool: PgPool,
+    pub namespace: String,
+    /// Where the drill's commands run.
+    pub dir: PathBuf,
+}
+
+impl Faults {
+    /// Begins `fault`; `command` is the drill's own way to do it, if it gives one.
+    pub async fn begin(&self, fault: &Fault, command: Option<&str>) -> io::Result<()> {
+        if let Some(command) = command {
+            return shell(command, &self.dir).await;
+        }
+        if let Some(network) = network(fault) {
+            return self.driver.network(fault.target, Some(network)).await;
+        }
+        match fault.action {
+            Action::Flush => self.driver.flush().await,
+            Action::Republish => republish(&self.pool, &self.namespace).await,
+            action => self.driver.process(fault.target, action).await,
+        }
+    }
+
+    /// Undoes a fault that has a duration: the network heals, a killed or
+    /// stopped process starts again, a paused one resumes.
+    pub async fn end(&self, fault: &Fault) -> io::Result<()> {
+        if network(fault).is_some() {
+            return self.driver.network(fault.target, None).await;
+        }
+        match fault.action {
+            Action::Kill | Action::Stop => self.driver.process(fault.target, Action::Start).await,
+            Action::Pause => self.driver.process(fault.target, Action::Resume).await,
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A fault in a few words: "kill payments", "latency 200ms postgres".
+pub fn describe(fault: &Fault) -> String {
+    let target = fault.target.name();
+    match fault.action {
+        Action::Latency => format!("latency {:?} {target}", fault.delay),
+        Action::Bandwidth => format!("bandwidth {} B/s {target}", fault.bytes_per_second),
+        action => format!("{} {target}", action.name()),
+    }
+}
+
+/// The network fault an action switches on.
+fn network(fault: &Fault) -> Option<proxy::Fault> {
+    Some(match fault.action {
+        Action::Latency => proxy::Fault::Latency {
+            delay: fault.delay,
+            jitter: fault.jitter,
+        },
+        Action::Blackhole => proxy::Fault::Blackhole,
+        Action::Reset => proxy::Fault::Reset,
+        Action::Bandwidth => proxy::Fault::Bandwidth {
+            bytes_per_second: fault.bytes_per_second,
+        },
+        Action::DropResponses => proxy::Fault::DropResponses,
+        _ => return None,
+    })
+}
+
+async fn shell(command: &str, dir: &std::path::Path) -> io::Result<()> {
+    let status = Command::new("sh")
+        .args(["-c", command])
+        .current_dir(dir)
+        .status()
+        .await?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!("`{command}` exited {status}")))
+    }
+}
+
+/// Redis loses every key (FLUSHALL, spoken in RESP on its own port).
+async fn flush_redis(port: u16) -> io::Result<()> {
+    let mut redis = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    redis.write_all(b"*1\r\n$8\r\nFLUSHALL\r\n").await?;
+    let mut answer = String::new();
+    BufReader::new(redis).read_line(&mut answer).await?;
+    if answer.starts_with("+OK") {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!("FLUSHALL answered {answer:?}")))
+    }
+}
+
+/// Every message already published goes out again (same message id): each
+/// consumer sees it twice.
+async fn republish(pool: &PgPool, namespace: &str) -> io::Result<()> {
+    sqlx::query(&format!(
+        "UPDATE {namespace}.outbox SET published_at = NULL WHERE published_at IS NOT NULL"
+    ))
+    .execute(pool)
+    .await
+    .map(drop)
+    .map_err(io::Error::other)
+}
