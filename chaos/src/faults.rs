@@ -1,6 +1,8 @@
 //! A drill's faults, carried out. One interface, [`Faults`], over the
 //! drivers: `local` (signals to processes started here, and our own fault
-//! proxies) and the drill's own shell commands, which replace single actions.
+//! proxies), `docker` (the Docker CLI on the stack's containers, and the
+//! proxies of its `faults` container) and the drill's own shell commands,
+//! which replace single actions under either.
 //! Flushing Redis and republishing the outbox are the same under every driver.
 
 use std::io;
@@ -10,6 +12,7 @@ use sqlx::PgPool;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
+use crate::docker;
 use crate::drill::{Action, Fault, Target};
 use crate::proxy;
 use crate::stack::{Dependencies, Sale, STOP_GRACE};
@@ -22,6 +25,8 @@ pub enum Driver {
         dependencies: Dependencies,
         sale: Sale,
     },
+    /// Containers of a Compose project.
+    Docker(docker::Sale),
 }
 
 impl Driver {
@@ -29,6 +34,7 @@ impl Driver {
     pub fn front_url(&self) -> String {
         match self {
             Driver::Local { sale, .. } => sale.front_url(),
+            Driver::Docker(sale) => sale.front_url(),
         }
     }
 
@@ -43,6 +49,7 @@ impl Driver {
                 }
                 Ok(())
             }
+            Driver::Docker(sale) => sale.network(target, fault).await,
         }
     }
 
@@ -72,6 +79,7 @@ impl Driver {
                     other => unreachable!("{} is no process action", other.name()),
                 }
             }
+            Driver::Docker(sale) => sale.process(target, action).await,
         }
     }
 
@@ -79,6 +87,7 @@ impl Driver {
     async fn flush(&self) -> io::Result<()> {
         match self {
             Driver::Local { dependencies, .. } => flush_redis(dependencies.ports.redis).await,
+            Driver::Docker(sale) => sale.flush().await,
         }
     }
 
@@ -89,6 +98,7 @@ impl Driver {
                 dependencies.heal().await?;
                 sale.heal().await
             }
+            Driver::Docker(sale) => sale.heal().await,
         }
     }
 
@@ -96,6 +106,7 @@ impl Driver {
     pub async fn stop_sale(&self) {
         match self {
             Driver::Local { sale, .. } => sale.stop().await,
+            Driver::Docker(sale) => sale.stop().await,
         }
     }
 }

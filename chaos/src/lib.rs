@@ -5,6 +5,10 @@
 //!   (or a storm and the API), whose fault switches at runtime;
 //! - [`local`]: the local driver: processes started here, and the signals a
 //!   drill sends them;
+//! - [`docker`]: the docker driver: the Compose stack's containers, and the
+//!   Docker CLI's verbs on them;
+//! - [`switchboard`]: fault proxies in another process (the docker driver's
+//!   `faults` container), switched over a control port;
 //! - [`services`]: Postgres, Redis and RabbitMQ of our own, for `up` and for
 //!   drills that kill them;
 //! - [`drill`]: drill files and their timeline of faults;
@@ -16,6 +20,7 @@
 //! - [`steps`]: the operator's commands a drill runs (reset, storm, check);
 //! - [`runner`]: one drill, start to verdict.
 
+pub mod docker;
 pub mod drill;
 pub mod faults;
 pub mod local;
@@ -25,4 +30,5 @@ pub mod runner;
 pub mod services;
 pub mod stack;
 pub mod steps;
+pub mod switchboard;
 pub mod windows;

@@ -17,7 +17,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 /// What the proxy does to the traffic.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Fault {
     /// Every chunk arrives this much later, plus up to `jitter` more.
     Latency { delay: Duration, jitter: Duration },

@@ -99,7 +99,7 @@ impl Urls {
 }
 
 /// A port the kernel just handed out and took back: free a moment ago.
-fn free_port() -> io::Result<u16> {
+pub fn free_port() -> io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())

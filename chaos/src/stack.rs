@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 
+use crate::docker;
 use crate::drill::Target;
 use crate::faults::Driver;
 use crate::local::{Process, Ready, Recipe};
@@ -35,6 +36,8 @@ pub type Shared = Arc<Mutex<Process>>;
 pub enum Stack {
     /// Our own Postgres, Redis and RabbitMQ, the roles as processes here.
     Local(Dependencies),
+    /// A Compose project: dependencies and roles in containers.
+    Docker(docker::Stack),
 }
 
 impl Stack {
@@ -43,6 +46,7 @@ impl Stack {
     pub fn direct(&self) -> Urls {
         match self {
             Stack::Local(dependencies) => dependencies.direct(),
+            Stack::Docker(stack) => stack.direct(),
         }
     }
 
@@ -65,6 +69,9 @@ impl Stack {
                     sale,
                 })
             }
+            Stack::Docker(stack) => Ok(Driver::Docker(
+                stack.start_sale(dir, namespace, flags).await?,
+            )),
         }
     }
 
@@ -72,6 +79,7 @@ impl Stack {
     pub async fn stop(&self) {
         match self {
             Stack::Local(dependencies) => dependencies.stop().await,
+            Stack::Docker(stack) => stack.stop().await,
         }
     }
 }

@@ -1,15 +1,17 @@
-//! `flashtix chaos list | run NAME… | all`: failure drills. The drill runner
+//! `flashtix chaos list | run NAME… | all | proxy`: failure drills. The drill runner
 //! lives in the chaos crate; here are the flags, the tables and the exit code
 //! (0 only when every drill passed).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
+use flashtix_chaos::docker;
 use flashtix_chaos::drill::DrillFile;
 use flashtix_chaos::faults;
 use flashtix_chaos::runner::{self, DrillReport, Run};
 use flashtix_chaos::stack::{Dependencies, Stack};
+use flashtix_chaos::switchboard::{Route, Switchboard};
 
 use super::{Failure, Outcome};
 use crate::output;
@@ -33,6 +35,23 @@ enum ChaosCommand {
     },
     /// Run every drill of the catalogue
     All(RunOptions),
+    /// Run fault proxies switched from outside (the docker driver's `faults`
+    /// container runs this)
+    Proxy(ProxyArgs),
+}
+
+#[derive(clap::Args)]
+struct ProxyArgs {
+    /// Where switches are taken
+    #[arg(long, default_value = "0.0.0.0:7000")]
+    control: std::net::SocketAddr,
+    /// A proxy: NAME=LISTEN_PORT=HOST:PORT[,HOST:PORT…] (several upstreams:
+    /// balanced)
+    #[arg(long, required = true, value_name = "ROUTE")]
+    route: Vec<Route>,
+    /// The address the proxies listen on
+    #[arg(long, default_value = "0.0.0.0")]
+    host: std::net::IpAddr,
 }
 
 #[derive(clap::Args)]
@@ -54,9 +73,19 @@ struct RunOptions {
     seed: u64,
     /// Who breaks things: `local` starts Postgres, Redis and RabbitMQ of its
     /// own (on free ports, in a temporary directory) and the sale's roles as
-    /// processes; a drill's [commands] override single actions
-    #[arg(long, default_value = "local", value_parser = ["local"])]
+    /// processes; `docker` runs the Compose stack (its own project, ports on
+    /// 127.0.0.1) and acts on its containers; a drill's [commands] override
+    /// single actions under either
+    #[arg(long, default_value = "local", value_parser = ["local", "docker"])]
     driver: String,
+    /// The docker driver's Compose file
+    #[arg(long, default_value = "docker-compose.yml", value_name = "FILE")]
+    compose_file: PathBuf,
+    /// Variables for the Compose file, like the images to run (the docker
+    /// driver; `docker/offline.env` names the images scripts/offline-images
+    /// builds)
+    #[arg(long, value_name = "FILE")]
+    env_file: Option<PathBuf>,
     /// Write every drill's report as JSON to this file
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -84,11 +113,63 @@ pub async fn run(args: ChaosArgs) -> Outcome {
             let drills = catalogue(&options.catalogue.drills).map_err(Failure::usage)?;
             run_drills(drills, &options).await
         }
+        ChaosCommand::Proxy(args) => proxy(args).await,
+    }
+}
+
+async fn proxy(args: ProxyArgs) -> Outcome {
+    let board = Switchboard::bind(args.host, &args.route, args.control)
+        .await
+        .context("starting the fault proxies")
+        .map_err(Failure::unreachable)?;
+    let names: Vec<&str> = args.route.iter().map(|r| r.name.as_str()).collect();
+    eprintln!(
+        "fault proxies {} up; switched on {}",
+        names.join(", "),
+        args.control
+    );
+    tokio::select! {
+        served = board.serve() => served.context("taking switches")?,
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminated() => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM (`docker stop`).
+async fn terminated() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            term.recv().await;
+        }
+        Err(_) => std::future::pending().await,
     }
 }
 
 /// The stack the drills share, as the driver makes it.
-async fn stack(_options: &RunOptions, work: &Path) -> anyhow::Result<Stack> {
+async fn stack(options: &RunOptions, work: &Path) -> anyhow::Result<Stack> {
+    if options.driver == "docker" {
+        if !options.compose_file.exists() {
+            bail!(
+                "no Compose file at {} (--compose-file)",
+                options.compose_file.display()
+            );
+        }
+        eprintln!(
+            "chaos: bringing up the Compose stack of {} (docker driver)",
+            options.compose_file.display()
+        );
+        let project = format!("flashtix-chaos-{}", std::process::id());
+        let stack = docker::Stack::start(
+            &work.join("compose"),
+            &project,
+            &options.compose_file,
+            options.env_file.clone(),
+        )
+        .await
+        .context("bringing up the Compose stack")?;
+        return Ok(Stack::Docker(stack));
+    }
     eprintln!("chaos: starting Postgres, Redis and RabbitMQ of our own (local driver)");
     let dependencies = Dependencies::start(&work.join("services"))
         .await

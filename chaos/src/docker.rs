@@ -1,0 +1,598 @@
+//! The docker driver: the stack as Docker Compose runs it (`docker-compose.yml`,
+//! one container per dependency and per role), plus a `faults` container of
+//! fault proxies between the roles and their dependencies and in front of the
+//! API. Process faults are the Docker CLI's own verbs on a role's or a
+//! dependency's container (`docker kill`, `stop`, `start`, `restart`, `pause`,
+//! `unpause`); flushing Redis runs `redis-cli` inside its container; network
+//! faults switch the `faults` container's proxies.
+//!
+//! Every process fault is checked against Docker's own record: the
+//! container's state (`docker inspect`) before and after must show the fault
+//! took — a kill that left the container running fails the drill — and what it
+//! showed is written to the drill's `docker.log`.
+//!
+//! The host reaches the containers only through ports published on
+//! 127.0.0.1; the roles reach their dependencies by service name on the
+//! Compose network, through the `faults` container.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use crate::drill::{Action, Target};
+use crate::proxy;
+use crate::services::{free_port, Urls};
+use crate::switchboard;
+
+/// The dependencies' services, as `docker-compose.yml` names them.
+pub const DEPENDENCIES: [&str; 3] = ["postgres", "redis", "rabbitmq"];
+/// The sale's roles, one container each (the API twice).
+pub const ROLES: [&str; 6] = ["api1", "api2", "relay", "payments", "orders", "sweeper"];
+/// The container of fault proxies the drills add.
+const FAULTS: &str = "faults";
+/// Inside the `faults` container: where it is switched, and where the
+/// storm's proxy in front of the API listens.
+const CONTROL_PORT: u16 = 7000;
+const FRONT_PORT: u16 = 8080;
+/// How long a stopped container may take to exit before Docker kills it:
+/// longer than the server's drain.
+const STOP_GRACE: &str = "15";
+/// How long a container may take to become healthy.
+const HEALTHY_WITHIN: Duration = Duration::from_secs(120);
+
+/// Runs `docker ARGS`; its stdout, or an error carrying its stderr.
+pub async fn docker(args: &[&str]) -> io::Result<String> {
+    output(
+        Command::new("docker").args(args),
+        &format!("docker {}", args.join(" ")),
+    )
+    .await
+}
+
+async fn output(command: &mut Command, what: &str) -> io::Result<String> {
+    let out = command
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| io::Error::other(format!("{what}: {e} (is Docker installed?)")))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(io::Error::other(format!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// Whether a Docker engine answers.
+pub async fn engine_answers() -> bool {
+    matches!(
+        tokio::time::timeout(Duration::from_secs(10), docker(&["info"])).await,
+        Ok(Ok(_))
+    )
+}
+
+/// Docker Compose for one project: `docker compose` (v2) where it exists,
+/// else `docker-compose` (v1).
+pub struct Compose {
+    program: Vec<String>,
+    project: String,
+    files: Vec<PathBuf>,
+    env_file: Option<PathBuf>,
+    /// Variables the Compose file reads (published ports).
+    env: Vec<(String, String)>,
+}
+
+impl Compose {
+    pub async fn new(
+        project: &str,
+        files: Vec<PathBuf>,
+        env_file: Option<PathBuf>,
+        env: Vec<(String, String)>,
+    ) -> io::Result<Self> {
+        let v2 = Command::new("docker")
+            .args(["compose", "version"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .is_ok_and(|s| s.success());
+        let program = if v2 {
+            vec!["docker".into(), "compose".into()]
+        } else {
+            vec!["docker-compose".into()]
+        };
+        Ok(Self {
+            program,
+            project: project.to_owned(),
+            files,
+            env_file,
+            env,
+        })
+    }
+
+    fn command(&self, args: &[&str]) -> (Command, String) {
+        let mut command = Command::new(&self.program[0]);
+        command.args(&self.program[1..]);
+        if let Some(env_file) = &self.env_file {
+            command.arg("--env-file").arg(env_file);
+        }
+        command.args(["-p", &self.project]);
+        for file in &self.files {
+            command.arg("-f").arg(file);
+        }
+        command.args(args).envs(self.env.iter().cloned());
+        let what = format!("{} {}", self.program.join(" "), args.join(" "));
+        (command, what)
+    }
+
+    /// Runs a Compose command; its stdout.
+    pub async fn run(&self, args: &[&str]) -> io::Result<String> {
+        let (mut command, what) = self.command(args);
+        output(&mut command, &what).await
+    }
+
+    /// The container of `service` (there is one per service).
+    pub async fn container(&self, service: &str) -> io::Result<String> {
+        let id = self.run(&["ps", "-q", service]).await?;
+        match id.lines().next() {
+            Some(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
+            _ => Err(io::Error::other(format!("no container for {service}"))),
+        }
+    }
+
+    /// Waits until every service named is healthy (or running, for one with
+    /// no healthcheck).
+    pub async fn healthy(&self, services: &[&str]) -> io::Result<()> {
+        for service in services {
+            let id = self.container(service).await?;
+            let deadline = tokio::time::Instant::now() + HEALTHY_WITHIN;
+            loop {
+                let state = State::of(&id).await?;
+                if state.is_healthy() {
+                    break;
+                }
+                if !state.running && state.status != "created" {
+                    return Err(io::Error::other(format!(
+                        "{service} stopped ({}, exit code {}) instead of becoming healthy \
+                         (docker logs {id})",
+                        state.status, state.exit_code
+                    )));
+                }
+                if tokio::time::Instant::now() > deadline {
+                    return Err(io::Error::other(format!(
+                        "{service} not healthy within {HEALTHY_WITHIN:?} (docker logs {id})"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A container's state as `docker inspect` records it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct State {
+    pub status: String,
+    pub running: bool,
+    pub paused: bool,
+    pub exit_code: i64,
+    pub started_at: String,
+    pub finished_at: String,
+    #[serde(default)]
+    pub health: Option<Health>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Health {
+    pub status: String,
+}
+
+impl State {
+    pub async fn of(container: &str) -> io::Result<State> {
+        let text = docker(&["inspect", "-f", "{{json .State}}", container]).await?;
+        serde_json::from_str(text.trim())
+            .map_err(|e| io::Error::other(format!("docker inspect {container}: {e}")))
+    }
+
+    fn is_healthy(&self) -> bool {
+        match &self.health {
+            Some(health) => health.status == "healthy",
+            None => self.running && !self.paused,
+        }
+    }
+}
+
+/// What Docker's record shows an action did, from the container's state
+/// before and after it; an error when the record says it did not take.
+pub fn confirm(action: Action, before: &State, after: &State) -> Result<String, String> {
+    let took = match action {
+        Action::Kill => after.status == "exited" && after.exit_code == 137,
+        Action::Stop => after.status == "exited",
+        Action::Start => after.running && (before.running || after.started_at != before.started_at),
+        Action::Restart => after.running && after.started_at != before.started_at,
+        Action::Pause => after.paused,
+        Action::Resume => after.running && !after.paused,
+        other => return Err(format!("{} is no container action", other.name())),
+    };
+    let seen = match after.status.as_str() {
+        "exited" => format!(
+            "exited, exit code {}, at {}",
+            after.exit_code, after.finished_at
+        ),
+        "running" => format!("running since {}", after.started_at),
+        status => status.to_owned(),
+    };
+    if took {
+        Ok(seen)
+    } else {
+        Err(format!(
+            "Docker's record says the {} did not take: {seen} (was {})",
+            action.name(),
+            before.status
+        ))
+    }
+}
+
+/// The service a target names (for `api`, the first of the two).
+fn service(target: Target) -> &'static str {
+    match target {
+        Target::Api => "api1",
+        other => other.name(),
+    }
+}
+
+/// The dependencies and the `faults` container, shared by every drill of a
+/// run; each drill starts the roles afresh in its own namespace.
+pub struct Stack {
+    compose: Arc<Compose>,
+    /// The override Compose file the drills write: the `faults` container,
+    /// and the roles reaching their dependencies through it.
+    overlay: PathBuf,
+    /// Published on 127.0.0.1.
+    postgres: u16,
+    redis: u16,
+    rabbitmq: u16,
+    control: u16,
+    front: u16,
+}
+
+impl Stack {
+    /// Brings up the dependencies and the `faults` container of `compose_file`
+    /// as project `project`, on free ports of 127.0.0.1, and waits until they
+    /// are healthy.
+    pub async fn start(
+        dir: &Path,
+        project: &str,
+        compose_file: &Path,
+        env_file: Option<PathBuf>,
+    ) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let (postgres, redis, rabbitmq) = (free_port()?, free_port()?, free_port()?);
+        let env = vec![
+            ("POSTGRES_PORT".to_owned(), postgres.to_string()),
+            ("REDIS_PORT".to_owned(), redis.to_string()),
+            ("RABBITMQ_PORT".to_owned(), rabbitmq.to_string()),
+            ("FLASHTIX_PORT".to_owned(), free_port()?.to_string()),
+        ];
+        let overlay = dir.join("drill.compose.json");
+        let compose = Compose::new(
+            project,
+            vec![compose_file.to_path_buf(), overlay.clone()],
+            env_file,
+            env,
+        )
+        .await?;
+        let stack = Self {
+            compose: Arc::new(compose),
+            overlay,
+            postgres,
+            redis,
+            rabbitmq,
+            control: free_port()?,
+            front: free_port()?,
+        };
+        stack.write_overlay("flashtix", &[])?;
+        let mut services = DEPENDENCIES.to_vec();
+        services.push(FAULTS);
+        let mut args = vec!["up", "-d", "--no-build"];
+        args.extend(&services);
+        stack.compose.run(&args).await?;
+        stack.compose.healthy(&services).await?;
+        Ok(stack)
+    }
+
+    /// The dependencies as the host reaches them.
+    pub fn direct(&self) -> Urls {
+        Urls {
+            database: format!(
+                "postgres://postgres:postgres@127.0.0.1:{}/flashtix",
+                self.postgres
+            ),
+            redis: format!("redis://127.0.0.1:{}", self.redis),
+            amqp: format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.rabbitmq),
+        }
+    }
+
+    /// The override file: the `faults` container, and every role as a drill
+    /// runs it — `flashtix serve` with the drill's flags in its namespace,
+    /// through the proxies, never restarted by Docker (the drill decides).
+    fn write_overlay(&self, namespace: &str, flags: &[String]) -> io::Result<()> {
+        // Compose reads `$` as the start of a variable.
+        let literal = |text: &str| text.replace('$', "$$");
+        let mut command = vec!["flashtix".to_owned(), "serve".to_owned()];
+        command.extend(flags.iter().map(|f| literal(f)));
+        let mut environment = json!({
+            "FLASHTIX_DATABASE_URL": format!("postgres://postgres:postgres@{FAULTS}:5432/flashtix"),
+            "FLASHTIX_REDIS_URL": format!("redis://{FAULTS}:6379"),
+            "FLASHTIX_AMQP_URL": format!("amqp://guest:guest@{FAULTS}:5672/%2f"),
+            "FLASHTIX_NAMESPACE": namespace,
+            "FLASHTIX_ADMIN_TOKEN": "flashtix-chaos",
+            "RUST_LOG": "warn",
+        });
+        // A known-bad variant asked of the drill reaches the roles.
+        if let Some(bad) = std::env::var("FLASHTIX_KNOWN_BAD").ok().filter(|b| !b.is_empty()) {
+            environment["FLASHTIX_KNOWN_BAD"] = json!(literal(&bad));
+        }
+        let mut services = serde_json::Map::new();
+        for role in ROLES {
+            services.insert(
+                role.into(),
+                json!({"command": command, "environment": environment, "restart": "no"}),
+            );
+        }
+        let routes = [
+            "postgres=5432=postgres:5432".to_owned(),
+            "redis=6379=redis:6379".to_owned(),
+            "rabbitmq=5672=rabbitmq:5672".to_owned(),
+            format!("front={FRONT_PORT}=api1:8080,api2:8080"),
+        ];
+        let mut proxy = vec!["flashtix", "chaos", "proxy", "--control"];
+        let control = format!("0.0.0.0:{CONTROL_PORT}");
+        proxy.push(&control);
+        for route in &routes {
+            proxy.extend(["--route", route]);
+        }
+        services.insert(
+            FAULTS.into(),
+            json!({
+                "image": "${FLASHTIX_IMAGE:-flashtix/flashtix:latest}",
+                "command": proxy,
+                "ports": [
+                    format!("127.0.0.1:{}:{CONTROL_PORT}", self.control),
+                    format!("127.0.0.1:{}:{FRONT_PORT}", self.front),
+                ],
+                "restart": "no",
+            }),
+        );
+        let file = json!({"version": "3.8", "services": services});
+        std::fs::write(&self.overlay, serde_json::to_vec_pretty(&file)?)
+    }
+
+    /// Starts every role afresh in `namespace` with `flags` for `flashtix
+    /// serve`, and waits until each is healthy.
+    pub async fn start_sale(
+        &self,
+        dir: &Path,
+        namespace: &str,
+        flags: &[String],
+    ) -> io::Result<Sale> {
+        self.write_overlay(namespace, flags)?;
+        let mut args = vec!["up", "-d", "--no-build", "--no-deps", "--force-recreate"];
+        args.extend(ROLES);
+        self.compose.run(&args).await?;
+        self.compose.healthy(&ROLES).await?;
+        Ok(Sale {
+            compose: self.compose.clone(),
+            control: SocketAddr::from(([127, 0, 0, 1], self.control)),
+            front: self.front,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Removes every container, network and volume of the project.
+    pub async fn stop(&self) {
+        let _ = self
+            .compose
+            .run(&["down", "-v", "--remove-orphans", "-t", STOP_GRACE])
+            .await;
+    }
+}
+
+/// One drill's sale under the docker driver.
+#[derive(Clone)]
+pub struct Sale {
+    compose: Arc<Compose>,
+    control: SocketAddr,
+    front: u16,
+    /// Where `docker.log` and the roles' logs go.
+    dir: PathBuf,
+}
+
+impl Sale {
+    pub fn front_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.front)
+    }
+
+    /// Switches the proxy between the roles and `target` (for a role:
+    /// between the buyers and the API).
+    pub async fn network(&self, target: Target, fault: Option<proxy::Fault>) -> io::Result<()> {
+        let route = if target.is_dependency() {
+            target.name()
+        } else {
+            "front"
+        };
+        switchboard::switch(self.control, route, fault).await
+    }
+
+    /// Does `action` to `target`'s container, and checks Docker's record
+    /// shows it took.
+    pub async fn process(&self, target: Target, action: Action) -> io::Result<()> {
+        let service = service(target);
+        let id = self.compose.container(service).await?;
+        let before = State::of(&id).await?;
+        let verb = match action {
+            Action::Kill => vec!["kill", "-s", "KILL"],
+            Action::Stop => vec!["stop", "-t", STOP_GRACE],
+            Action::Start if before.paused => vec!["unpause"],
+            Action::Start => vec!["start"],
+            Action::Restart => vec!["restart", "-t", STOP_GRACE],
+            Action::Pause => vec!["pause"],
+            Action::Resume => vec!["unpause"],
+            other => unreachable!("{} is no process action", other.name()),
+        };
+        if !(matches!(action, Action::Start | Action::Resume) && before.running && !before.paused) {
+            let mut args = verb.clone();
+            args.push(&id);
+            docker(&args).await?;
+        }
+        let after = State::of(&id).await?;
+        let seen = confirm(action, &before, &after);
+        self.witness(&format!(
+            "{} {service} ({}): {}",
+            action.name(),
+            &id[..12.min(id.len())],
+            seen.as_ref().unwrap_or_else(|e| e)
+        ))
+        .await;
+        seen.map(drop).map_err(io::Error::other)
+    }
+
+    /// Redis loses every key: FLUSHALL by `redis-cli` inside its container.
+    pub async fn flush(&self) -> io::Result<()> {
+        let id = self.compose.container("redis").await?;
+        let answer = docker(&["exec", &id, "redis-cli", "FLUSHALL"]).await?;
+        if answer.trim() == "OK" {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!("FLUSHALL answered {answer:?}")))
+        }
+    }
+
+    /// Every container running and unpaused, every proxy faithful, and
+    /// everything healthy again.
+    pub async fn heal(&self) -> io::Result<()> {
+        for route in ["postgres", "redis", "rabbitmq", "front"] {
+            switchboard::switch(self.control, route, None).await?;
+        }
+        let services: Vec<&str> = DEPENDENCIES.iter().chain(&ROLES).copied().collect();
+        for service in &services {
+            let id = self.compose.container(service).await?;
+            let state = State::of(&id).await?;
+            if state.paused {
+                docker(&["unpause", &id]).await?;
+            } else if !state.running {
+                docker(&["start", &id]).await?;
+            }
+        }
+        self.compose.healthy(&services).await
+    }
+
+    /// Stops the roles, their logs kept in the drill's directory.
+    pub async fn stop(&self) {
+        for role in ROLES {
+            if let Ok(id) = self.compose.container(role).await {
+                if let Ok(log) = std::fs::File::create(self.dir.join(format!("{role}.log"))) {
+                    let _ = Command::new("docker")
+                        .args(["logs", &id])
+                        .stdout(log.try_clone().map(Stdio::from).unwrap_or(Stdio::null()))
+                        .stderr(log)
+                        .status()
+                        .await;
+                }
+            }
+        }
+        let mut args = vec!["stop", "-t", STOP_GRACE];
+        args.extend(ROLES);
+        let _ = self.compose.run(&args).await;
+    }
+
+    /// Appends what Docker showed to the drill's `docker.log`.
+    async fn witness(&self, line: &str) {
+        let at = chrono::Utc::now().format("%H:%M:%S%.3f");
+        if let Ok(mut log) = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("docker.log"))
+            .await
+        {
+            let _ = log.write_all(format!("{at} {line}\n").as_bytes()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(status: &str, exit_code: i64, started_at: &str) -> State {
+        State {
+            status: status.into(),
+            running: status == "running" || status == "paused",
+            paused: status == "paused",
+            exit_code,
+            started_at: started_at.into(),
+            finished_at: "2026-11-29T10:00:05Z".into(),
+            health: None,
+        }
+    }
+
+    /// The record must show the action took: a kill that left the container
+    /// running, or a restart that did not start it anew, fails.
+    #[test]
+    fn docker_s_record_confirms_an_action_or_says_it_did_not_take() {
+        let running = state("running", 0, "2026-11-29T10:00:00Z");
+        let killed = state("exited", 137, "2026-11-29T10:00:00Z");
+        let stopped = state("exited", 0, "2026-11-29T10:00:00Z");
+        let paused = state("paused", 0, "2026-11-29T10:00:00Z");
+        let anew = state("running", 0, "2026-11-29T10:00:07Z");
+
+        assert!(confirm(Action::Kill, &running, &killed).is_ok());
+        assert!(confirm(Action::Kill, &running, &running).is_err());
+        assert!(
+            confirm(Action::Kill, &running, &stopped).is_err(),
+            "137 or it was no SIGKILL"
+        );
+        assert!(confirm(Action::Stop, &running, &stopped).is_ok());
+        assert!(confirm(Action::Pause, &running, &paused).is_ok());
+        assert!(confirm(Action::Pause, &running, &running).is_err());
+        assert!(confirm(Action::Resume, &paused, &running).is_ok());
+        assert!(confirm(Action::Resume, &paused, &paused).is_err());
+        assert!(confirm(Action::Restart, &running, &anew).is_ok());
+        assert!(confirm(Action::Restart, &running, &running).is_err());
+        assert!(confirm(Action::Start, &killed, &anew).is_ok());
+        assert!(confirm(Action::Start, &killed, &killed).is_err());
+        let said = confirm(Action::Kill, &running, &killed).unwrap();
+        assert!(said.contains("exit code 137"), "{said}");
+    }
+
+    #[test]
+    fn docker_s_state_reads_as_inspect_writes_it() {
+        let text = r#"{"Status":"running","Running":true,"Paused":false,"Restarting":false,
+            "OOMKilled":false,"Dead":false,"Pid":42,"ExitCode":0,"Error":"",
+            "StartedAt":"2026-11-29T10:00:00.1Z","FinishedAt":"0001-01-01T00:00:00Z",
+            "Health":{"Status":"healthy","FailingStreak":0,"Log":[]}}"#;
+        let state: State = serde_json::from_str(text).unwrap();
+        assert!(state.is_healthy());
+        let starting = State {
+            health: Some(Health {
+                status: "starting".into(),
+            }),
+            ..state
+        };
+        assert!(!starting.is_healthy());
+    }
+}
