@@ -156,28 +156,61 @@ impl Compose {
     pub async fn healthy(&self, services: &[&str]) -> io::Result<()> {
         for service in services {
             let id = self.container(service).await?;
-            let deadline = tokio::time::Instant::now() + HEALTHY_WITHIN;
-            loop {
-                let state = State::of(&id).await?;
-                if state.is_healthy() {
-                    break;
-                }
-                if !state.running && state.status != "created" {
-                    return Err(io::Error::other(format!(
-                        "{service} stopped ({}, exit code {}) instead of becoming healthy \
-                         (docker logs {id})",
-                        state.status, state.exit_code
-                    )));
-                }
-                if tokio::time::Instant::now() > deadline {
-                    return Err(io::Error::other(format!(
-                        "{service} not healthy within {HEALTHY_WITHIN:?} (docker logs {id})"
-                    )));
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
+            wait_healthy(service, &id).await?;
         }
         Ok(())
+    }
+
+    /// Every container of the project, by service.
+    pub async fn services(&self) -> io::Result<Vec<(String, String)>> {
+        let mut services = Vec::new();
+        for id in self.run(&["ps", "-q"]).await?.split_whitespace() {
+            let service = docker(&[
+                "inspect",
+                "-f",
+                "{{index .Config.Labels \"com.docker.compose.service\"}}",
+                id,
+            ])
+            .await?;
+            services.push((service.trim().to_owned(), id.to_owned()));
+        }
+        Ok(services)
+    }
+
+    /// Where `service`'s `port` is published on the host: `127.0.0.1:PORT`.
+    pub async fn published(&self, service: &str, port: u16) -> io::Result<String> {
+        let address = self.run(&["port", service, &port.to_string()]).await?;
+        match address.trim() {
+            "" | ":0" => Err(io::Error::other(format!(
+                "{service}'s port {port} is not published"
+            ))),
+            address => Ok(address.to_owned()),
+        }
+    }
+}
+
+/// Waits until container `id` of `service` is healthy (or running, if it has
+/// no healthcheck).
+pub async fn wait_healthy(service: &str, id: &str) -> io::Result<()> {
+    let deadline = tokio::time::Instant::now() + HEALTHY_WITHIN;
+    loop {
+        let state = State::of(id).await?;
+        if state.is_healthy() {
+            return Ok(());
+        }
+        if !state.running && state.status != "created" {
+            return Err(io::Error::other(format!(
+                "{service} stopped ({}, exit code {}) instead of becoming healthy \
+                 (docker logs {id})",
+                state.status, state.exit_code
+            )));
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(io::Error::other(format!(
+                "{service} not healthy within {HEALTHY_WITHIN:?} (docker logs {id})"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
@@ -344,7 +377,10 @@ impl Stack {
             "RUST_LOG": "warn",
         });
         // A known-bad variant asked of the drill reaches the roles.
-        if let Some(bad) = std::env::var("FLASHTIX_KNOWN_BAD").ok().filter(|b| !b.is_empty()) {
+        if let Some(bad) = std::env::var("FLASHTIX_KNOWN_BAD")
+            .ok()
+            .filter(|b| !b.is_empty())
+        {
             environment["FLASHTIX_KNOWN_BAD"] = json!(literal(&bad));
         }
         let mut services = serde_json::Map::new();

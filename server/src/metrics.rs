@@ -1,293 +1,291 @@
-//! Prometheus metrics, kept in atomics and rendered as text on `GET /metrics`.
-//! Names are `flashtix_*` with their unit in the name.
+//! Prometheus metrics on `GET /metrics`, kept by the `prometheus-client`
+//! crate and exposed in the OpenMetrics text format. Names are `flashtix_*`
+//! with their unit in the name.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
 use std::time::Duration;
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
 /// Upper bounds of the batch commit histogram, in seconds.
-const COMMIT_BUCKETS: &[f64] = &[0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0];
+const COMMIT_BUCKETS: [f64; 10] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0];
 /// Upper bounds of the order-to-settled histogram, in seconds.
-const SETTLE_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+const SETTLE_BUCKETS: [f64; 11] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+/// Upper bounds of the HTTP request histogram, in seconds: from a sold-out
+/// answer from memory (tens of µs) to a request that waited on a slow
+/// dependency.
+const HTTP_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
 
-/// A Prometheus histogram of durations with fixed buckets.
-struct Histogram {
-    bounds: &'static [f64],
-    buckets: Vec<AtomicU64>,
-    count: AtomicU64,
-    micros: AtomicU64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
 }
 
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
-        Self {
-            bounds,
-            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
-            micros: AtomicU64::new(0),
-        }
-    }
-
-    fn observe(&self, took: Duration) {
-        self.count.fetch_add(1, Relaxed);
-        self.micros.fetch_add(took.as_micros() as u64, Relaxed);
-        let seconds = took.as_secs_f64();
-        if let Some(bucket) = self.bounds.iter().position(|bound| seconds <= *bound) {
-            self.buckets[bucket].fetch_add(1, Relaxed);
-        }
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (bound, count) in self.bounds.iter().zip(&self.buckets) {
-            cumulative += count.load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-        }
-        let total = self.count.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
-        let _ = writeln!(out, "{name}_sum {}", self.micros.load(Relaxed) as f64 / 1e6);
-        let _ = writeln!(out, "{name}_count {total}");
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Message {
+    consumer: &'static str,
+    outcome: &'static str,
 }
 
-/// A counter with one label: label values → counts, exported as they appear.
-#[derive(Default)]
-struct Labelled<K: Ord>(Mutex<BTreeMap<K, u64>>);
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Request {
+    /// The route's pattern (`/orders/{id}`), not the path: one series a route.
+    route: String,
+    method: String,
+    status: u16,
+}
 
-impl<K: Ord> Labelled<K> {
-    /// Exports `keys` at zero until they are first counted.
-    fn declare(&self, keys: impl IntoIterator<Item = K>) {
-        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        for key in keys {
-            counts.entry(key).or_default();
-        }
-    }
-
-    fn add(&self, key: K) {
-        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        *counts.entry(key).or_default() += 1;
-    }
-
-    /// Writes the family; `labels` turns a key into `name="value",…`.
-    fn render(&self, out: &mut String, name: &str, help: &str, labels: impl Fn(&K) -> String) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (key, count) in self.0.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(out, "{name}{{{}}} {count}", labels(key));
-        }
-    }
+fn http_histogram() -> Histogram {
+    Histogram::new(HTTP_BUCKETS)
 }
 
 pub struct Metrics {
+    registry: Registry,
     /// Buy requests by the label of their answer.
-    orders: Labelled<&'static str>,
-    batched_orders: AtomicU64,
+    orders: Family<Outcome, Counter>,
+    batched_orders: Counter,
     batch_seconds: Histogram,
     settle_seconds: Histogram,
     /// Payment outcome (SUCCEEDED, FAILED) → captures recorded.
-    payments: Labelled<&'static str>,
-    redis_bypasses: AtomicU64,
-    sold_out_from_memory: AtomicU64,
-    reseeds: AtomicU64,
-    holds_reclaimed: AtomicU64,
-    stock_repairs: AtomicU64,
-    orders_expired: AtomicU64,
-    outbox_published: AtomicU64,
-    /// (consumer, outcome) → messages.
-    messages: Labelled<(&'static str, &'static str)>,
-    stock_returns: AtomicU64,
+    payments: Family<Outcome, Counter>,
+    redis_bypasses: Counter,
+    sold_out_from_memory: Counter,
+    reseeds: Counter,
+    holds_reclaimed: Counter,
+    stock_repairs: Counter,
+    orders_expired: Counter,
+    outbox_published: Counter,
+    messages: Family<Message, Counter>,
+    stock_returns: Counter,
+    requests: Family<Request, Histogram, fn() -> Histogram>,
+    outbox_depth: Gauge,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
+        let mut registry = Registry::with_prefix("flashtix");
+        registry.register(
+            "build",
+            "The flashtix version serving",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let counter = Counter::default();
+            registry.register(name, help, counter.clone());
+            counter
+        };
+        let orders = Family::default();
+        registry.register("orders", "Buy requests by outcome", orders.clone());
+        let batched_orders = counter(
+            &mut registry,
+            "order_batch_orders",
+            "Reservations settled in batches",
+        );
+        let batch_seconds = Histogram::new(COMMIT_BUCKETS);
+        registry.register_with_unit(
+            "order_batch",
+            "Time to settle one order batch",
+            Unit::Seconds,
+            batch_seconds.clone(),
+        );
+        let settle_seconds = Histogram::new(SETTLE_BUCKETS);
+        registry.register_with_unit(
+            "order_settle",
+            "Time from an order's acceptance to CONFIRMED or CANCELLED",
+            Unit::Seconds,
+            settle_seconds.clone(),
+        );
+        let payments = Family::default();
+        registry.register(
+            "payments",
+            "Captures recorded, by outcome",
+            payments.clone(),
+        );
+        let redis_bypasses = counter(
+            &mut registry,
+            "redis_bypass",
+            "Orders sent straight to Postgres because Redis failed",
+        );
+        let sold_out_from_memory = counter(
+            &mut registry,
+            "sold_out_from_memory",
+            "Sold-out answers given without asking Redis",
+        );
+        let outbox_published = counter(
+            &mut registry,
+            "outbox_published",
+            "Outbox messages published to RabbitMQ and confirmed",
+        );
+        let messages = Family::default();
+        registry.register(
+            "messages",
+            "Messages handled by consumer and outcome",
+            messages.clone(),
+        );
+        let orders_expired = counter(
+            &mut registry,
+            "orders_expired",
+            "Unpaid orders expired by the sweeper",
+        );
+        let stock_returns = counter(
+            &mut registry,
+            "stock_returns_applied",
+            "Stock returns given back to Redis",
+        );
+        let reseeds = counter(
+            &mut registry,
+            "redis_reseeds",
+            "Events reseeded into Redis from Postgres",
+        );
+        let holds_reclaimed = counter(
+            &mut registry,
+            "holds_reclaimed",
+            "Stale Redis holds confirmed or released by the reconciler",
+        );
+        let stock_repairs = counter(
+            &mut registry,
+            "stock_repairs",
+            "Redis stock corrected to match Postgres",
+        );
+        let requests = Family::new_with_constructor(http_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "http_request_duration",
+            "HTTP requests by route, method and status, from the request read to the answer written",
+            Unit::Seconds,
+            requests.clone(),
+        );
+        let outbox_depth = Gauge::default();
+        registry.register(
+            "outbox_depth",
+            "Outbox rows not yet confirmed by RabbitMQ, read from Postgres at each scrape",
+            outbox_depth.clone(),
+        );
         Self {
-            orders: Default::default(),
-            batched_orders: AtomicU64::new(0),
-            batch_seconds: Histogram::new(COMMIT_BUCKETS),
-            settle_seconds: Histogram::new(SETTLE_BUCKETS),
-            payments: Labelled::default(),
-            redis_bypasses: AtomicU64::new(0),
-            sold_out_from_memory: AtomicU64::new(0),
-            reseeds: AtomicU64::new(0),
-            holds_reclaimed: AtomicU64::new(0),
-            stock_repairs: AtomicU64::new(0),
-            orders_expired: AtomicU64::new(0),
-            outbox_published: AtomicU64::new(0),
-            messages: Labelled::default(),
-            stock_returns: AtomicU64::new(0),
+            registry,
+            orders,
+            batched_orders,
+            batch_seconds,
+            settle_seconds,
+            payments,
+            redis_bypasses,
+            sold_out_from_memory,
+            reseeds,
+            holds_reclaimed,
+            stock_repairs,
+            orders_expired,
+            outbox_published,
+            messages,
+            stock_returns,
+            requests,
+            outbox_depth,
         }
     }
 }
 
 impl Metrics {
-    /// A buy request answered; `label` is the answer's (see
-    /// [`crate::orders::Placed::label`] and [`crate::orders::PlaceError::label`]).
-    /// The labels buy requests can be answered with, exported from the start.
+    /// The labels buy requests can be answered with (see
+    /// [`crate::orders::Placed::label`] and [`crate::orders::PlaceError::label`]),
+    /// exported at zero from the start.
     pub fn declare_orders(&self, labels: &[&'static str]) {
-        self.orders.declare(labels.iter().copied());
+        for &outcome in labels {
+            let _declared = self.orders.get_or_create(&Outcome { outcome });
+        }
     }
 
+    /// A buy request answered with `label`.
     pub fn record_order(&self, label: &'static str) {
-        self.orders.add(label);
+        self.orders.get_or_create(&Outcome { outcome: label }).inc();
     }
 
     pub fn record_batch(&self, size: usize, took: Duration) {
-        self.batched_orders.fetch_add(size as u64, Relaxed);
-        self.batch_seconds.observe(took);
+        self.batched_orders.inc_by(size as u64);
+        self.batch_seconds.observe(took.as_secs_f64());
     }
 
     /// An order reached CONFIRMED or CANCELLED `took` after it was accepted.
     pub fn order_settled(&self, took: Duration) {
-        self.settle_seconds.observe(took);
+        self.settle_seconds.observe(took.as_secs_f64());
     }
 
     pub fn payment_recorded(&self, outcome: &'static str) {
-        self.payments.add(outcome);
+        self.payments.get_or_create(&Outcome { outcome }).inc();
     }
 
     pub fn redis_bypass(&self) {
-        self.redis_bypasses.fetch_add(1, Relaxed);
+        self.redis_bypasses.inc();
     }
 
     pub fn sold_out_from_memory(&self) {
-        self.sold_out_from_memory.fetch_add(1, Relaxed);
+        self.sold_out_from_memory.inc();
     }
 
     pub fn reseeded(&self) {
-        self.reseeds.fetch_add(1, Relaxed);
+        self.reseeds.inc();
     }
 
     pub fn holds_reclaimed(&self, count: u64) {
-        self.holds_reclaimed.fetch_add(count, Relaxed);
+        self.holds_reclaimed.inc_by(count);
     }
 
     pub fn orders_expired(&self, count: u64) {
-        self.orders_expired.fetch_add(count, Relaxed);
+        self.orders_expired.inc_by(count);
     }
 
     /// A message handled by `consumer`, labelled by how (see
     /// [`crate::consumer::Handled::label`]).
     pub fn message_handled(&self, consumer: &'static str, outcome: &'static str) {
-        self.messages.add((consumer, outcome));
+        self.messages
+            .get_or_create(&Message { consumer, outcome })
+            .inc();
     }
 
     pub fn outbox_published(&self, count: u64) {
-        self.outbox_published.fetch_add(count, Relaxed);
+        self.outbox_published.inc_by(count);
     }
 
     pub fn stock_returned(&self, count: u64) {
-        self.stock_returns.fetch_add(count, Relaxed);
+        self.stock_returns.inc_by(count);
     }
 
     pub fn stock_repaired(&self) {
-        self.stock_repairs.fetch_add(1, Relaxed);
+        self.stock_repairs.inc();
     }
 
-    /// The Prometheus text exposition format.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let counter = |out: &mut String, name: &str, help: &str, value: &AtomicU64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                value.load(Relaxed)
-            );
+    /// An HTTP request to `route` (its pattern) answered `status` in `took`.
+    pub fn http_request(&self, route: &str, method: &str, status: u16, took: Duration) {
+        let labels = Request {
+            route: route.to_owned(),
+            method: method.to_owned(),
+            status,
         };
-        self.orders.render(
-            &mut out,
-            "flashtix_orders_total",
-            "Buy requests by outcome.",
-            |outcome| format!("outcome=\"{outcome}\""),
-        );
-        counter(
-            &mut out,
-            "flashtix_order_batch_orders_total",
-            "Reservations settled in batches.",
-            &self.batched_orders,
-        );
-        self.batch_seconds.render(
-            &mut out,
-            "flashtix_order_batch_seconds",
-            "Time to settle one order batch.",
-        );
-        self.settle_seconds.render(
-            &mut out,
-            "flashtix_order_settle_seconds",
-            "Time from an order's acceptance to CONFIRMED or CANCELLED.",
-        );
-        self.payments.render(
-            &mut out,
-            "flashtix_payments_total",
-            "Captures recorded, by outcome.",
-            |outcome| format!("outcome=\"{outcome}\""),
-        );
-        counter(
-            &mut out,
-            "flashtix_redis_bypass_total",
-            "Orders sent straight to Postgres because Redis failed.",
-            &self.redis_bypasses,
-        );
-        counter(
-            &mut out,
-            "flashtix_sold_out_from_memory_total",
-            "Sold-out answers given without asking Redis.",
-            &self.sold_out_from_memory,
-        );
-        counter(
-            &mut out,
-            "flashtix_outbox_published_total",
-            "Outbox messages published to RabbitMQ and confirmed.",
-            &self.outbox_published,
-        );
-        self.messages.render(
-            &mut out,
-            "flashtix_messages_total",
-            "Messages handled by consumer and outcome.",
-            |(consumer, outcome)| format!("consumer=\"{consumer}\",outcome=\"{outcome}\""),
-        );
-        counter(
-            &mut out,
-            "flashtix_orders_expired_total",
-            "Unpaid orders expired by the sweeper.",
-            &self.orders_expired,
-        );
-        counter(
-            &mut out,
-            "flashtix_stock_returns_applied_total",
-            "Stock returns given back to Redis.",
-            &self.stock_returns,
-        );
-        counter(
-            &mut out,
-            "flashtix_redis_reseeds_total",
-            "Events reseeded into Redis from Postgres.",
-            &self.reseeds,
-        );
-        counter(
-            &mut out,
-            "flashtix_holds_reclaimed_total",
-            "Stale Redis holds confirmed or released by the reconciler.",
-            &self.holds_reclaimed,
-        );
-        counter(
-            &mut out,
-            "flashtix_stock_repairs_total",
-            "Redis stock corrected to match Postgres.",
-            &self.stock_repairs,
-        );
-        out
+        self.requests
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+    }
+
+    /// The outbox's depth as last read.
+    pub fn set_outbox_depth(&self, depth: i64) {
+        self.outbox_depth.set(depth);
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
     }
 }
 
-/// Appends one gauge in the Prometheus text format.
-pub fn gauge(out: &mut String, name: &str, help: &str, value: i64) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-    );
-}
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[cfg(test)]
 mod tests {
@@ -303,15 +301,26 @@ mod tests {
         metrics.sold_out_from_memory();
         metrics.order_settled(Duration::from_millis(700));
         metrics.payment_recorded("SUCCEEDED");
+        metrics.http_request("/orders/{id}", "GET", 200, Duration::from_micros(300));
+        metrics.set_outbox_depth(7);
         let text = metrics.render();
-        assert!(text.contains("flashtix_orders_total{outcome=\"sold_out\"} 2"));
-        assert!(text.contains("flashtix_order_batch_orders_total 15"));
-        assert!(text.contains("flashtix_order_batch_seconds_bucket{le=\"0.005\"} 1"));
-        assert!(text.contains("flashtix_order_batch_seconds_bucket{le=\"0.05\"} 2"));
-        assert!(text.contains("flashtix_order_batch_seconds_count 2"));
-        assert!(text.contains("flashtix_sold_out_from_memory_total 1"));
-        assert!(text.contains("flashtix_order_settle_seconds_bucket{le=\"0.5\"} 0"));
-        assert!(text.contains("flashtix_order_settle_seconds_bucket{le=\"1\"} 1"));
-        assert!(text.contains("flashtix_payments_total{outcome=\"SUCCEEDED\"} 1"));
+        for expected in [
+            "flashtix_orders_total{outcome=\"sold_out\"} 2",
+            "flashtix_order_batch_orders_total 15",
+            "flashtix_order_batch_seconds_bucket{le=\"0.005\"} 1",
+            "flashtix_order_batch_seconds_bucket{le=\"0.05\"} 2",
+            "flashtix_order_batch_seconds_count 2",
+            "flashtix_sold_out_from_memory_total 1",
+            "flashtix_order_settle_seconds_bucket{le=\"0.5\"} 0",
+            "flashtix_order_settle_seconds_bucket{le=\"1.0\"} 1",
+            "flashtix_payments_total{outcome=\"SUCCEEDED\"} 1",
+            "flashtix_http_request_duration_seconds_bucket{le=\"0.00025\",route=\"/orders/{id}\",method=\"GET\",status=\"200\"} 0",
+            "flashtix_http_request_duration_seconds_bucket{le=\"0.0005\",route=\"/orders/{id}\",method=\"GET\",status=\"200\"} 1",
+            "flashtix_outbox_depth 7",
+            "flashtix_build_info{version=\"",
+        ] {
+            assert!(text.contains(expected), "{expected} in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "OpenMetrics ends with EOF");
     }
 }

@@ -1,13 +1,14 @@
 //! `flashtix up [--down]`: makes Postgres, Redis and RabbitMQ reachable —
-//! reusing the ones that already answer, else Docker Compose where a Docker
-//! engine answers, else our own started from the installed server binaries
-//! (the local driver) — and prints the URLs to use.
+//! reusing the ones that already answer, else the whole Compose stack where a
+//! Docker engine answers, else our own started from the installed server
+//! binaries (the local driver) — and prints the URLs to use.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
+use flashtix_chaos::docker::{self, Compose};
 use flashtix_chaos::local;
 use flashtix_chaos::services::{self, answers, Dependency, Ports, Urls};
 
@@ -17,15 +18,27 @@ use crate::output;
 #[derive(clap::Args)]
 pub struct UpArgs {
     /// Stop what `up` started: the local driver's processes (only those), or
-    /// the Compose services
+    /// the Compose stack (its containers and network)
     #[arg(long)]
     down: bool,
     /// auto: reuse services that answer on the usual ports, else Docker
     /// Compose if a Docker engine answers, else local; local: our own
     /// Postgres, Redis and RabbitMQ from the installed binaries, under --dir,
-    /// on --ports; docker: the services of docker-compose.yml
+    /// on --ports; docker: the whole stack of --compose-file (the sale behind
+    /// its balancer, Prometheus), its dependencies published on --ports
     #[arg(long, default_value = "auto", value_parser = ["auto", "local", "docker"])]
     driver: String,
+    /// The docker driver's Compose file
+    #[arg(long, default_value = "docker-compose.yml", value_name = "FILE")]
+    compose_file: PathBuf,
+    /// Variables for the Compose file, like the images to run
+    /// (`docker/offline.env`: those scripts/offline-images builds)
+    #[arg(long, value_name = "FILE")]
+    env_file: Option<PathBuf>,
+    /// Also Grafana, with the flashtix dashboard (the docker driver; its
+    /// image needs a registry)
+    #[arg(long)]
+    grafana: bool,
     /// Print only the URLs, as shell exports: eval "$(flashtix up --env)"
     #[arg(long)]
     env: bool,
@@ -57,16 +70,18 @@ pub async fn run(args: UpArgs) -> Outcome {
         "local" => Driver::Local,
         "docker" => Driver::Docker,
         _ if all_answer(Ports::STANDARD).await => Driver::Reused,
-        _ if docker_answers().await => Driver::Docker,
+        _ if docker::engine_answers().await => Driver::Docker,
         _ => Driver::Local,
     };
+    let mut extra = Vec::new();
     let (urls, how) = match driver {
         Driver::Reused => (Ports::STANDARD.urls(), "already running on the usual ports"),
         Driver::Docker => {
-            compose(&["up", "-d", "--wait", "postgres", "redis", "rabbitmq"])
+            let stack = start_docker(&args, ports)
                 .await
                 .map_err(Failure::unreachable)?;
-            (Ports::STANDARD.urls(), "Docker Compose")
+            extra = stack.extra;
+            (stack.urls, "the Compose stack (project flashtix)")
         }
         Driver::Local => {
             start_local(&args.dir, ports, args.env)
@@ -80,7 +95,7 @@ pub async fn run(args: UpArgs) -> Outcome {
             println!("export {name}='{value}'");
         }
     } else {
-        print_urls(&urls, how);
+        print_urls(&urls, how, &extra);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -110,29 +125,87 @@ async fn all_answer(ports: Ports) -> bool {
     true
 }
 
-async fn docker_answers() -> bool {
-    let info = tokio::process::Command::new("docker")
-        .arg("info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status();
-    matches!(
-        tokio::time::timeout(Duration::from_secs(10), info).await,
-        Ok(Ok(status)) if status.success()
+/// The Compose project `up` manages.
+const PROJECT: &str = "flashtix";
+
+async fn compose(args: &UpArgs, ports: Option<Ports>) -> anyhow::Result<Compose> {
+    if !args.compose_file.exists() {
+        bail!(
+            "no Compose file at {} (--compose-file)",
+            args.compose_file.display()
+        );
+    }
+    let env = ports.map_or_else(Vec::new, |ports| {
+        vec![
+            ("POSTGRES_PORT".to_owned(), ports.postgres.to_string()),
+            ("REDIS_PORT".to_owned(), ports.redis.to_string()),
+            ("RABBITMQ_PORT".to_owned(), ports.rabbitmq.to_string()),
+        ]
+    });
+    Ok(Compose::new(
+        PROJECT,
+        vec![args.compose_file.clone()],
+        args.env_file.clone(),
+        env,
     )
+    .await?)
 }
 
-async fn compose(args: &[&str]) -> anyhow::Result<()> {
-    let status = tokio::process::Command::new("docker")
-        .arg("compose")
-        .args(args)
-        .status()
-        .await
-        .context("running docker compose (is Docker installed?)")?;
-    if !status.success() {
-        bail!("docker compose {} failed ({status})", args.join(" "));
+/// A service `up` prints: name, URL, how to sign in.
+type Service = (&'static str, String, String);
+
+/// What `up --driver docker` brought up, as the host reaches it.
+struct DockerStack {
+    urls: Urls,
+    /// The stack's other services: name, URL, how to sign in.
+    extra: Vec<Service>,
+}
+
+/// Brings the whole stack up (building the flashtix image if it is missing)
+/// and waits until every container is healthy.
+async fn start_docker(args: &UpArgs, ports: Ports) -> anyhow::Result<DockerStack> {
+    let compose = compose(args, Some(ports)).await?;
+    let mut up = vec!["up", "-d"];
+    if args.grafana {
+        up = vec!["--profile", "grafana", "up", "-d"];
     }
-    Ok(())
+    compose.run(&up).await?;
+    for (service, id) in compose.services().await? {
+        docker::wait_healthy(&service, &id).await?;
+    }
+    let published = |service: &'static str, port: u16| compose.published(service, port);
+    let urls = Urls {
+        database: format!(
+            "postgres://postgres:postgres@{}/flashtix",
+            published("postgres", 5432).await?
+        ),
+        redis: format!("redis://{}", published("redis", 6379).await?),
+        amqp: format!(
+            "amqp://guest:guest@{}/%2f",
+            published("rabbitmq", 5672).await?
+        ),
+    };
+    let token = std::env::var("FLASHTIX_ADMIN_TOKEN").unwrap_or_else(|_| "change-me".into());
+    let mut extra = vec![
+        (
+            "the sale (balancer)",
+            format!("http://{}", published("balancer", 8080).await?),
+            format!("admin token {token}"),
+        ),
+        (
+            "Prometheus",
+            format!("http://{}", published("prometheus", 9090).await?),
+            String::new(),
+        ),
+    ];
+    if args.grafana {
+        extra.push((
+            "Grafana",
+            format!("http://{}", published("grafana", 3000).await?),
+            "admin / admin".into(),
+        ));
+    }
+    Ok(DockerStack { urls, extra })
 }
 
 fn pid_file(dir: &Path, dependency: Dependency) -> PathBuf {
@@ -168,8 +241,13 @@ async fn start_local(dir: &Path, ports: Ports, quiet: bool) -> anyhow::Result<()
 
 async fn down(args: &UpArgs) -> Outcome {
     if args.driver == "docker" {
-        compose(&["down"]).await.map_err(Failure::unreachable)?;
-        println!("stopped the Compose services");
+        let compose = compose(args, None).await.map_err(Failure::unreachable)?;
+        compose
+            .run(&["--profile", "grafana", "down", "--remove-orphans"])
+            .await
+            .context("removing the Compose stack")
+            .map_err(Failure::unreachable)?;
+        println!("removed the Compose stack (project {PROJECT})");
         return Ok(ExitCode::SUCCESS);
     }
     let mut stopped = Vec::new();
@@ -206,11 +284,14 @@ async fn down(args: &UpArgs) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_urls(urls: &Urls, how: &str) {
-    let mut table = output::table(&["service", "URL"]);
-    table.add_row(vec!["Postgres", urls.database.as_str()]);
-    table.add_row(vec!["Redis", urls.redis.as_str()]);
-    table.add_row(vec!["RabbitMQ", urls.amqp.as_str()]);
+fn print_urls(urls: &Urls, how: &str, extra: &[Service]) {
+    let mut table = output::table(&["service", "URL", "sign in"]);
+    for (service, url, sign_in) in extra {
+        table.add_row(vec![*service, url.as_str(), sign_in.as_str()]);
+    }
+    table.add_row(vec!["Postgres", urls.database.as_str(), ""]);
+    table.add_row(vec!["Redis", urls.redis.as_str(), ""]);
+    table.add_row(vec!["RabbitMQ", urls.amqp.as_str(), ""]);
     println!("{table}");
     println!("{how}; `flashtix up --env` prints these as shell exports");
 }

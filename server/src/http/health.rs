@@ -74,16 +74,11 @@ async fn probe(check: impl std::future::Future<Output = Result<(), String>>) -> 
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let mut text = state.metrics.render();
-    // Read from the database, so any process reports it; left out when the
-    // database does not answer promptly.
+    // Read from the database, so any process reports it; the last reading
+    // stays when the database does not answer promptly.
     if let Ok(Ok(depth)) = tokio::time::timeout(PROBE_TIMEOUT, outbox::depth(&state.pool)).await {
-        metrics::gauge(
-            &mut text,
-            "flashtix_outbox_depth",
-            "Outbox rows not yet confirmed by RabbitMQ.",
-            depth,
-        );
+        state.metrics.set_outbox_depth(depth);
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    let text = state.metrics.render();
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }
