@@ -151,12 +151,12 @@ impl Compose {
         }
     }
 
-    /// Waits until every service named is healthy (or running, for one with
-    /// no healthcheck).
-    pub async fn healthy(&self, services: &[&str]) -> io::Result<()> {
+    /// Waits until every service named is ready: its healthcheck's command,
+    /// run now, passes (see [`ready`]).
+    pub async fn ready(&self, services: &[&str]) -> io::Result<()> {
         for service in services {
             let id = self.container(service).await?;
-            wait_healthy(service, &id).await?;
+            ready(service, &id).await?;
         }
         Ok(())
     }
@@ -189,25 +189,94 @@ impl Compose {
     }
 }
 
-/// Waits until container `id` of `service` is healthy (or running, if it has
-/// no healthcheck).
+/// Waits until container `id` of `service` is healthy as Docker's own
+/// healthcheck says (or running, if it has none).
 pub async fn wait_healthy(service: &str, id: &str) -> io::Result<()> {
+    wait(service, id, "healthy", |state| async move {
+        Ok(state.is_healthy())
+    })
+    .await
+}
+
+/// Waits until container `id` of `service` is ready: the command of its
+/// healthcheck (from the Compose file), run now by `docker exec`, passes; a
+/// container with none is ready once it runs. The drills run the checks
+/// themselves, only while they wait: Docker's own every 2 s cost an idle
+/// stack over half of one core here (`rabbitmq-diagnostics` boots an Erlang
+/// VM each time), which a storm on two cores must not have to share.
+pub async fn ready(service: &str, id: &str) -> io::Result<()> {
+    let test = docker(&["inspect", "-f", "{{json .Config.Healthcheck}}", id]).await?;
+    let probe = probe(test.trim())
+        .map_err(|e| io::Error::other(format!("{service}'s healthcheck: {e}")))?;
+    wait(service, id, "ready", |state| {
+        let probe = probe.clone();
+        async move {
+            if !state.running || state.paused {
+                return Ok(false);
+            }
+            let Some(probe) = probe else { return Ok(true) };
+            let mut args = vec!["exec", id];
+            args.extend(probe.iter().map(String::as_str));
+            Ok(Command::new("docker")
+                .args(&args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .await?
+                .success())
+        }
+    })
+    .await
+}
+
+/// The command a healthcheck runs (`docker inspect`'s `.Config.Healthcheck`
+/// as JSON), as `docker exec` arguments; `None` when there is none.
+fn probe(healthcheck: &str) -> Result<Option<Vec<String>>, String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Healthcheck {
+        #[serde(default)]
+        test: Vec<String>,
+    }
+    if healthcheck == "null" {
+        return Ok(None);
+    }
+    let check: Healthcheck = serde_json::from_str(healthcheck).map_err(|e| e.to_string())?;
+    match check.test.split_first() {
+        None => Ok(None),
+        Some((kind, _)) if kind == "NONE" => Ok(None),
+        Some((kind, args)) if kind == "CMD" && !args.is_empty() => Ok(Some(args.to_vec())),
+        Some((kind, [shell])) if kind == "CMD-SHELL" => {
+            Ok(Some(vec!["sh".into(), "-c".into(), shell.clone()]))
+        }
+        Some(_) => Err(format!("cannot run {:?}", check.test)),
+    }
+}
+
+/// Polls container `id` until `done` says so, it stops, or
+/// [`HEALTHY_WITHIN`] passes.
+async fn wait<F, Fut>(service: &str, id: &str, what: &str, done: F) -> io::Result<()>
+where
+    F: Fn(State) -> Fut,
+    Fut: std::future::Future<Output = io::Result<bool>>,
+{
     let deadline = tokio::time::Instant::now() + HEALTHY_WITHIN;
     loop {
         let state = State::of(id).await?;
-        if state.is_healthy() {
+        let (running, status, exit_code) = (state.running, state.status.clone(), state.exit_code);
+        if done(state).await? {
             return Ok(());
         }
-        if !state.running && state.status != "created" {
+        if !running && status != "created" {
             return Err(io::Error::other(format!(
-                "{service} stopped ({}, exit code {}) instead of becoming healthy \
-                 (docker logs {id})",
-                state.status, state.exit_code
+                "{service} stopped ({status}, exit code {exit_code}) instead of becoming {what} \
+                 (docker logs {id})"
             )));
         }
         if tokio::time::Instant::now() > deadline {
             return Err(io::Error::other(format!(
-                "{service} not healthy within {HEALTHY_WITHIN:?} (docker logs {id})"
+                "{service} not {what} within {HEALTHY_WITHIN:?} (docker logs {id})"
             )));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -306,7 +375,7 @@ pub struct Stack {
 impl Stack {
     /// Brings up the dependencies and the `faults` container of `compose_file`
     /// as project `project`, on free ports of 127.0.0.1, and waits until they
-    /// are healthy.
+    /// are ready.
     pub async fn start(
         dir: &Path,
         project: &str,
@@ -344,7 +413,7 @@ impl Stack {
         let mut args = vec!["up", "-d", "--no-build"];
         args.extend(&services);
         stack.compose.run(&args).await?;
-        stack.compose.healthy(&services).await?;
+        stack.compose.ready(&services).await?;
         Ok(stack)
     }
 
@@ -383,11 +452,22 @@ impl Stack {
         {
             environment["FLASHTIX_KNOWN_BAD"] = json!(literal(&bad));
         }
+        // Docker's healthchecks all but off: the driver runs them when it
+        // waits (see [`ready`]).
+        let rarely = json!({"interval": "1h"});
         let mut services = serde_json::Map::new();
+        for dependency in DEPENDENCIES {
+            services.insert(dependency.into(), json!({"healthcheck": rarely}));
+        }
         for role in ROLES {
             services.insert(
                 role.into(),
-                json!({"command": command, "environment": environment, "restart": "no"}),
+                json!({
+                    "command": command,
+                    "environment": environment,
+                    "restart": "no",
+                    "healthcheck": rarely,
+                }),
             );
         }
         let routes = [
@@ -419,7 +499,7 @@ impl Stack {
     }
 
     /// Starts every role afresh in `namespace` with `flags` for `flashtix
-    /// serve`, and waits until each is healthy.
+    /// serve`, and waits until each is ready.
     pub async fn start_sale(
         &self,
         dir: &Path,
@@ -430,7 +510,7 @@ impl Stack {
         let mut args = vec!["up", "-d", "--no-build", "--no-deps", "--force-recreate"];
         args.extend(ROLES);
         self.compose.run(&args).await?;
-        self.compose.healthy(&ROLES).await?;
+        self.compose.ready(&ROLES).await?;
         Ok(Sale {
             compose: self.compose.clone(),
             control: SocketAddr::from(([127, 0, 0, 1], self.control)),
@@ -519,7 +599,7 @@ impl Sale {
     }
 
     /// Every container running and unpaused, every proxy faithful, and
-    /// everything healthy again.
+    /// everything ready again.
     pub async fn heal(&self) -> io::Result<()> {
         for route in ["postgres", "redis", "rabbitmq", "front"] {
             switchboard::switch(self.control, route, None).await?;
@@ -534,7 +614,7 @@ impl Sale {
                 docker(&["start", &id]).await?;
             }
         }
-        self.compose.healthy(&services).await
+        self.compose.ready(&services).await
     }
 
     /// Stops the roles, their logs kept in the drill's directory.
@@ -613,6 +693,34 @@ mod tests {
         assert!(confirm(Action::Start, &killed, &killed).is_err());
         let said = confirm(Action::Kill, &running, &killed).unwrap();
         assert!(said.contains("exit code 137"), "{said}");
+    }
+
+    #[test]
+    fn a_healthcheck_becomes_the_command_the_driver_runs() {
+        let cmd = r#"{"Test":["CMD","curl","-fs","http://127.0.0.1:8080/ready"],"Interval":3600000000000}"#;
+        assert_eq!(
+            probe(cmd).unwrap(),
+            Some(vec![
+                "curl".into(),
+                "-fs".into(),
+                "http://127.0.0.1:8080/ready".into()
+            ])
+        );
+        let shell = r#"{"Test":["CMD-SHELL","pg_isready -h 127.0.0.1"]}"#;
+        assert_eq!(
+            probe(shell).unwrap(),
+            Some(vec![
+                "sh".into(),
+                "-c".into(),
+                "pg_isready -h 127.0.0.1".into()
+            ])
+        );
+        assert_eq!(probe("null").unwrap(), None);
+        assert_eq!(probe(r#"{"Test":["NONE"]}"#).unwrap(), None);
+        assert!(
+            probe(r#"{"Test":["CMD"]}"#).is_err(),
+            "a command to run, or an error"
+        );
     }
 
     #[test]
