@@ -15,6 +15,7 @@
 //! 127.0.0.1; the roles reach their dependencies by service name on the
 //! Compose network, through the `faults` container.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,22 +30,51 @@ use tokio::process::Command;
 
 use crate::drill::{Action, Target};
 use crate::proxy;
-use crate::services::{free_port, Urls};
+use crate::services::{free_port, Dependency, Ports, Urls};
+use crate::stack::STOP_GRACE;
 use crate::switchboard;
 
-/// The dependencies' services, as `docker-compose.yml` names them.
-pub const DEPENDENCIES: [&str; 3] = ["postgres", "redis", "rabbitmq"];
-/// The sale's roles, one container each (the API twice).
+/// The sale's roles, one container each (the API twice), as
+/// `docker-compose.yml` names them; the dependencies are named as
+/// [`Dependency::name`] says.
 pub const ROLES: [&str; 6] = ["api1", "api2", "relay", "payments", "orders", "sweeper"];
 /// The container of fault proxies the drills add.
 const FAULTS: &str = "faults";
-/// Inside the `faults` container: where it is switched, and where the
-/// storm's proxy in front of the API listens.
+/// Inside the `faults` container: where it is switched.
 const CONTROL_PORT: u16 = 7000;
-const FRONT_PORT: u16 = 8080;
-/// How long a stopped container may take to exit before Docker kills it:
-/// longer than the server's drain.
-const STOP_GRACE: &str = "15";
+/// The `faults` container's proxies: route, port, where it forwards. `front`
+/// stands in front of the API containers; the storm buys through it.
+const ROUTES: [(&str, u16, &str); 4] = [
+    ("postgres", 5432, "postgres:5432"),
+    ("redis", 6379, "redis:6379"),
+    ("rabbitmq", 5672, "rabbitmq:5672"),
+    ("front", 8080, "api1:8080,api2:8080"),
+];
+const FRONT_PORT: u16 = ROUTES[3].1;
+
+/// The Compose file's variables that publish the dependencies on `ports`.
+pub fn port_variables(ports: Ports) -> Vec<(String, String)> {
+    vec![
+        ("POSTGRES_PORT".to_owned(), ports.postgres.to_string()),
+        ("REDIS_PORT".to_owned(), ports.redis.to_string()),
+        ("RABBITMQ_PORT".to_owned(), ports.rabbitmq.to_string()),
+    ]
+}
+
+/// The Compose stack's dependencies at these addresses (`host:port`), with
+/// the credentials the Compose file gives them.
+pub fn urls(postgres: &str, redis: &str, rabbitmq: &str) -> Urls {
+    Urls {
+        database: format!("postgres://postgres:postgres@{postgres}/flashtix"),
+        redis: format!("redis://{redis}"),
+        amqp: format!("amqp://guest:guest@{rabbitmq}/%2f"),
+    }
+}
+
+/// `docker stop -t`'s grace.
+fn grace() -> String {
+    STOP_GRACE.as_secs().to_string()
+}
 /// How long a container may take to become healthy.
 const HEALTHY_WITHIN: Duration = Duration::from_secs(120);
 
@@ -142,9 +172,9 @@ impl Compose {
         output(&mut command, &what).await
     }
 
-    /// The container of `service` (there is one per service).
+    /// The container of `service` (there is one per service), running or not.
     pub async fn container(&self, service: &str) -> io::Result<String> {
-        let id = self.run(&["ps", "-q", service]).await?;
+        let id = self.run(&["ps", "-a", "-q", service]).await?;
         match id.lines().next() {
             Some(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
             _ => Err(io::Error::other(format!("no container for {service}"))),
@@ -164,7 +194,7 @@ impl Compose {
     /// Every container of the project, by service.
     pub async fn services(&self) -> io::Result<Vec<(String, String)>> {
         let mut services = Vec::new();
-        for id in self.run(&["ps", "-q"]).await?.split_whitespace() {
+        for id in self.run(&["ps", "-a", "-q"]).await?.split_whitespace() {
             let service = docker(&[
                 "inspect",
                 "-f",
@@ -187,6 +217,21 @@ impl Compose {
             address => Ok(address.to_owned()),
         }
     }
+}
+
+/// The value of variable `name` in container `id`'s environment, if set.
+pub async fn variable(id: &str, name: &str) -> io::Result<Option<String>> {
+    let env = docker(&[
+        "inspect",
+        "-f",
+        "{{range .Config.Env}}{{println .}}{{end}}",
+        id,
+    ])
+    .await?;
+    Ok(env
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix('='))
+        .map(str::to_owned))
 }
 
 /// Waits until container `id` of `service` is healthy as Docker's own
@@ -322,8 +367,8 @@ impl State {
 /// before and after it; an error when the record says it did not take.
 pub fn confirm(action: Action, before: &State, after: &State) -> Result<String, String> {
     let took = match action {
-        Action::Kill => after.status == "exited" && after.exit_code == 137,
-        Action::Stop => after.status == "exited",
+        Action::Kill => before.running && after.status == "exited" && after.exit_code == 137,
+        Action::Stop => before.running && after.status == "exited",
         Action::Start => after.running && (before.running || after.started_at != before.started_at),
         Action::Restart => after.running && after.started_at != before.started_at,
         Action::Pause => after.paused,
@@ -365,9 +410,7 @@ pub struct Stack {
     /// and the roles reaching their dependencies through it.
     overlay: PathBuf,
     /// Published on 127.0.0.1.
-    postgres: u16,
-    redis: u16,
-    rabbitmq: u16,
+    ports: Ports,
     control: u16,
     front: u16,
 }
@@ -383,13 +426,9 @@ impl Stack {
         env_file: Option<PathBuf>,
     ) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let (postgres, redis, rabbitmq) = (free_port()?, free_port()?, free_port()?);
-        let env = vec![
-            ("POSTGRES_PORT".to_owned(), postgres.to_string()),
-            ("REDIS_PORT".to_owned(), redis.to_string()),
-            ("RABBITMQ_PORT".to_owned(), rabbitmq.to_string()),
-            ("FLASHTIX_PORT".to_owned(), free_port()?.to_string()),
-        ];
+        let ports = Ports::free()?;
+        let mut env = port_variables(ports);
+        env.push(("FLASHTIX_PORT".to_owned(), free_port()?.to_string()));
         let overlay = dir.join("drill.compose.json");
         let compose = Compose::new(
             project,
@@ -401,32 +440,35 @@ impl Stack {
         let stack = Self {
             compose: Arc::new(compose),
             overlay,
-            postgres,
-            redis,
-            rabbitmq,
+            ports,
             control: free_port()?,
             front: free_port()?,
         };
         stack.write_overlay("flashtix", &[])?;
-        let mut services = DEPENDENCIES.to_vec();
+        let mut services: Vec<&str> = Dependency::ALL.iter().map(|d| d.name()).collect();
         services.push(FAULTS);
         let mut args = vec!["up", "-d", "--no-build"];
         args.extend(&services);
-        stack.compose.run(&args).await?;
-        stack.compose.ready(&services).await?;
+        let started = match stack.compose.run(&args).await {
+            Ok(_) => stack.compose.ready(&services).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = started {
+            // Nothing of a stack that did not come up is left behind.
+            stack.stop().await;
+            return Err(e);
+        }
         Ok(stack)
     }
 
     /// The dependencies as the host reaches them.
     pub fn direct(&self) -> Urls {
-        Urls {
-            database: format!(
-                "postgres://postgres:postgres@127.0.0.1:{}/flashtix",
-                self.postgres
-            ),
-            redis: format!("redis://127.0.0.1:{}", self.redis),
-            amqp: format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.rabbitmq),
-        }
+        let at = |port: u16| format!("127.0.0.1:{port}");
+        urls(
+            &at(self.ports.postgres),
+            &at(self.ports.redis),
+            &at(self.ports.rabbitmq),
+        )
     }
 
     /// The override file: the `faults` container, and every role as a drill
@@ -438,13 +480,19 @@ impl Stack {
         let mut command = vec!["flashtix".to_owned(), "serve".to_owned()];
         command.extend(flags.iter().map(|f| literal(f)));
         let mut environment = json!({
-            "FLASHTIX_DATABASE_URL": format!("postgres://postgres:postgres@{FAULTS}:5432/flashtix"),
-            "FLASHTIX_REDIS_URL": format!("redis://{FAULTS}:6379"),
-            "FLASHTIX_AMQP_URL": format!("amqp://guest:guest@{FAULTS}:5672/%2f"),
             "FLASHTIX_NAMESPACE": namespace,
             "FLASHTIX_ADMIN_TOKEN": "flashtix-chaos",
             "RUST_LOG": "warn",
         });
+        let through = |route: (&str, u16, &str)| format!("{FAULTS}:{}", route.1);
+        let proxied = urls(
+            &through(ROUTES[0]),
+            &through(ROUTES[1]),
+            &through(ROUTES[2]),
+        );
+        for (name, value) in proxied.env() {
+            environment[name] = json!(value);
+        }
         // A known-bad variant asked of the drill reaches the roles.
         if let Some(bad) = std::env::var("FLASHTIX_KNOWN_BAD")
             .ok()
@@ -453,11 +501,14 @@ impl Stack {
             environment["FLASHTIX_KNOWN_BAD"] = json!(literal(&bad));
         }
         // Docker's healthchecks all but off: the driver runs them when it
-        // waits (see [`ready`]).
+        // waits (see [`ready`]). Nothing restarts by itself: the drill decides.
         let rarely = json!({"interval": "1h"});
         let mut services = serde_json::Map::new();
-        for dependency in DEPENDENCIES {
-            services.insert(dependency.into(), json!({"healthcheck": rarely}));
+        for dependency in Dependency::ALL {
+            services.insert(
+                dependency.name().into(),
+                json!({"healthcheck": rarely, "restart": "no"}),
+            );
         }
         for role in ROLES {
             services.insert(
@@ -470,12 +521,7 @@ impl Stack {
                 }),
             );
         }
-        let routes = [
-            "postgres=5432=postgres:5432".to_owned(),
-            "redis=6379=redis:6379".to_owned(),
-            "rabbitmq=5672=rabbitmq:5672".to_owned(),
-            format!("front={FRONT_PORT}=api1:8080,api2:8080"),
-        ];
+        let routes = ROUTES.map(|(name, port, upstreams)| format!("{name}={port}={upstreams}"));
         let mut proxy = vec!["flashtix", "chaos", "proxy", "--control"];
         let control = format!("0.0.0.0:{CONTROL_PORT}");
         proxy.push(&control);
@@ -511,8 +557,16 @@ impl Stack {
         args.extend(ROLES);
         self.compose.run(&args).await?;
         self.compose.ready(&ROLES).await?;
+        // Every action of the drill is on these very containers: a kill,
+        // start or pause keeps a container's id.
+        let mut containers = BTreeMap::new();
+        for service in Dependency::ALL.iter().map(|d| d.name()).chain(ROLES) {
+            let id = self.compose.container(service).await?;
+            containers.insert(service, Arc::new(tokio::sync::Mutex::new(id)));
+        }
         Ok(Sale {
             compose: self.compose.clone(),
+            containers: Arc::new(containers),
             control: SocketAddr::from(([127, 0, 0, 1], self.control)),
             front: self.front,
             dir: dir.to_path_buf(),
@@ -523,7 +577,7 @@ impl Stack {
     pub async fn stop(&self) {
         let _ = self
             .compose
-            .run(&["down", "-v", "--remove-orphans", "-t", STOP_GRACE])
+            .run(&["down", "-v", "--remove-orphans", "-t", &grace()])
             .await;
     }
 }
@@ -532,6 +586,9 @@ impl Stack {
 #[derive(Clone)]
 pub struct Sale {
     compose: Arc<Compose>,
+    /// Each service's container, locked while an action is done to it (as
+    /// the local driver does one thing at a time to a process).
+    containers: Arc<BTreeMap<&'static str, Arc<tokio::sync::Mutex<String>>>>,
     control: SocketAddr,
     front: u16,
     /// Where `docker.log` and the roles' logs go.
@@ -558,19 +615,22 @@ impl Sale {
     /// shows it took.
     pub async fn process(&self, target: Target, action: Action) -> io::Result<()> {
         let service = service(target);
-        let id = self.compose.container(service).await?;
+        let id = self.containers[service].lock().await;
         let before = State::of(&id).await?;
+        let grace = grace();
         let verb = match action {
             Action::Kill => vec!["kill", "-s", "KILL"],
-            Action::Stop => vec!["stop", "-t", STOP_GRACE],
+            Action::Stop => vec!["stop", "-t", &grace],
             Action::Start if before.paused => vec!["unpause"],
             Action::Start => vec!["start"],
-            Action::Restart => vec!["restart", "-t", STOP_GRACE],
+            Action::Restart => vec!["restart", "-t", &grace],
             Action::Pause => vec!["pause"],
             Action::Resume => vec!["unpause"],
             other => unreachable!("{} is no process action", other.name()),
         };
-        if !(matches!(action, Action::Start | Action::Resume) && before.running && !before.paused) {
+        let idle =
+            matches!(action, Action::Start | Action::Resume) && before.running && !before.paused;
+        if !idle {
             let mut args = verb.clone();
             args.push(&id);
             docker(&args).await?;
@@ -578,9 +638,10 @@ impl Sale {
         let after = State::of(&id).await?;
         let seen = confirm(action, &before, &after);
         self.witness(&format!(
-            "{} {service} ({}): {}",
+            "{} {service} ({}): {}{}",
             action.name(),
             &id[..12.min(id.len())],
+            if idle { "nothing to do, " } else { "" },
             seen.as_ref().unwrap_or_else(|e| e)
         ))
         .await;
@@ -589,7 +650,7 @@ impl Sale {
 
     /// Redis loses every key: FLUSHALL by `redis-cli` inside its container.
     pub async fn flush(&self) -> io::Result<()> {
-        let id = self.compose.container("redis").await?;
+        let id = self.containers[Dependency::Redis.name()].lock().await;
         let answer = docker(&["exec", &id, "redis-cli", "FLUSHALL"]).await?;
         if answer.trim() == "OK" {
             Ok(())
@@ -601,37 +662,38 @@ impl Sale {
     /// Every container running and unpaused, every proxy faithful, and
     /// everything ready again.
     pub async fn heal(&self) -> io::Result<()> {
-        for route in ["postgres", "redis", "rabbitmq", "front"] {
+        for (route, _, _) in ROUTES {
             switchboard::switch(self.control, route, None).await?;
         }
-        let services: Vec<&str> = DEPENDENCIES.iter().chain(&ROLES).copied().collect();
-        for service in &services {
-            let id = self.compose.container(service).await?;
+        for (service, id) in self.containers.iter() {
+            let id = id.lock().await;
             let state = State::of(&id).await?;
             if state.paused {
                 docker(&["unpause", &id]).await?;
             } else if !state.running {
                 docker(&["start", &id]).await?;
             }
+            ready(service, &id).await?;
         }
-        self.compose.ready(&services).await
+        Ok(())
     }
 
     /// Stops the roles, their logs kept in the drill's directory.
     pub async fn stop(&self) {
         for role in ROLES {
-            if let Ok(id) = self.compose.container(role).await {
-                if let Ok(log) = std::fs::File::create(self.dir.join(format!("{role}.log"))) {
-                    let _ = Command::new("docker")
-                        .args(["logs", &id])
-                        .stdout(log.try_clone().map(Stdio::from).unwrap_or(Stdio::null()))
-                        .stderr(log)
-                        .status()
-                        .await;
-                }
-            }
+            let id = self.containers[role].lock().await;
+            let Ok(log) = std::fs::File::create(self.dir.join(format!("{role}.log"))) else {
+                continue;
+            };
+            let _ = Command::new("docker")
+                .args(["logs", &id])
+                .stdout(log.try_clone().map(Stdio::from).unwrap_or(Stdio::null()))
+                .stderr(log)
+                .status()
+                .await;
         }
-        let mut args = vec!["stop", "-t", STOP_GRACE];
+        let grace = grace();
+        let mut args = vec!["stop", "-t", &grace];
         args.extend(ROLES);
         let _ = self.compose.run(&args).await;
     }

@@ -141,9 +141,17 @@ pub async fn run(run: &Run<'_>, stack: &Stack) -> io::Result<DrillReport> {
     pool.close().await;
 
     // What the storm saw, inside each window and after it.
-    let attempts: Vec<Attempt> = history::read(&history).unwrap_or_default();
     let recover_limit = limit(&run.drill.limits.recover, DEFAULT_RECOVER);
     let mut reasons = storm.errors;
+    // Without the history nothing about the buyers can be judged: no window
+    // may pass for lack of attempts.
+    let attempts: Vec<Attempt> = match history::read(&history) {
+        Ok(attempts) => attempts,
+        Err(e) => {
+            reasons.push(format!("the storm's history: {e:#}"));
+            Vec::new()
+        }
+    };
     if let Err(why) = storm.ran {
         reasons.push(why);
     }

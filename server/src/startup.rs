@@ -200,8 +200,14 @@ impl Application {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
+/// Resolves on Ctrl-C or SIGTERM, saying the server is shutting down.
 pub async fn shutdown_signal() {
+    signalled().await;
+    tracing::info!("shutting down: no new requests, finishing the ones in flight");
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn signalled() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -220,7 +226,6 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
-    tracing::info!("shutting down: no new requests, finishing the ones in flight");
 }
 
 /// Runs a server process from its flags: what `flashtix-server` and

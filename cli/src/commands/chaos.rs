@@ -12,6 +12,7 @@ use flashtix_chaos::faults;
 use flashtix_chaos::runner::{self, DrillReport, Run};
 use flashtix_chaos::stack::{Dependencies, Stack};
 use flashtix_chaos::switchboard::{Route, Switchboard};
+use flashtix_server::startup::signalled;
 
 use super::{Failure, Outcome};
 use crate::output;
@@ -130,20 +131,9 @@ async fn proxy(args: ProxyArgs) -> Outcome {
     );
     tokio::select! {
         served = board.serve() => served.context("taking switches")?,
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminated() => {}
+        () = signalled() => {}
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// SIGTERM (`docker stop`).
-async fn terminated() {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            term.recv().await;
-        }
-        Err(_) => std::future::pending().await,
-    }
 }
 
 /// The stack the drills share, as the driver makes it.
@@ -159,7 +149,12 @@ async fn stack(options: &RunOptions, work: &Path) -> anyhow::Result<Stack> {
             "chaos: bringing up the Compose stack of {} (docker driver)",
             options.compose_file.display()
         );
-        let project = format!("flashtix-chaos-{}", std::process::id());
+        // Unique even where pids repeat (a container's pid 1, say).
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let project = format!("flashtix-chaos-{}-{started}", std::process::id());
         let stack = docker::Stack::start(
             &work.join("compose"),
             &project,
@@ -240,50 +235,20 @@ async fn run_drills(drills: Vec<(String, DrillFile)>, options: &RunOptions) -> O
     let work = std::env::temp_dir().join(format!("flashtix-chaos-{}", std::process::id()));
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let stack = stack(options, &work).await.map_err(Failure::unreachable)?;
-    let runs = drills.len() * options.repeat as usize;
-    let mut reports = Vec::new();
-    let mut number = 0;
-    for (name, drill) in &drills {
-        for repeat in 0..options.repeat {
-            number += 1;
-            let seed = options.seed + u64::from(repeat);
-            eprintln!(
-                "chaos: [{number}/{runs}] {name} (seed {seed}): {}",
-                drill.description
-            );
-            let run = Run {
-                name,
-                drill,
-                seed,
-                namespace: format!("drill_{number}"),
-                dir: work.join(format!("{name}-{seed}")),
-                flashtix: &flashtix,
-                report: options
-                    .report
-                    .as_deref()
-                    .map(|path| page_path(path, runs, name, seed)),
-            };
-            let result = runner::run(&run, &stack).await;
-            let report = match result {
-                Ok(report) => report,
-                Err(error) => {
-                    stack.stop().await;
-                    return Err(anyhow::Error::new(error)
-                        .context(format!("running {name}"))
-                        .into());
-                }
-            };
-            print_drill(&report);
-            reports.push(report);
-        }
-    }
+    // Interrupted, the stack still comes down: no container or process of
+    // ours is left behind.
+    let reports = tokio::select! {
+        reports = each_drill(&drills, options, &stack, &work, &flashtix) => reports,
+        () = signalled() => Err(anyhow!("interrupted")),
+    };
     stack.stop().await;
+    let reports = reports?;
 
     print_summary(&reports);
     if let Some(path) = &options.json {
         output::write_json(path, &reports)?;
     }
-    if let (Some(path), true) = (&options.report, runs > 1) {
+    if let (Some(path), true) = (&options.report, reports.len() > 1) {
         std::fs::write(path, index(&reports, path))
             .with_context(|| format!("writing {}", path.display()))?;
     }
@@ -298,6 +263,47 @@ async fn run_drills(drills: Vec<(String, DrillFile)>, options: &RunOptions) -> O
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Runs every drill `--repeat` times on `stack`, printing each report.
+async fn each_drill(
+    drills: &[(String, DrillFile)],
+    options: &RunOptions,
+    stack: &Stack,
+    work: &Path,
+    flashtix: &Path,
+) -> anyhow::Result<Vec<DrillReport>> {
+    let runs = drills.len() * options.repeat as usize;
+    let mut reports = Vec::new();
+    let mut number = 0;
+    for (name, drill) in drills {
+        for repeat in 0..options.repeat {
+            number += 1;
+            let seed = options.seed + u64::from(repeat);
+            eprintln!(
+                "chaos: [{number}/{runs}] {name} (seed {seed}): {}",
+                drill.description
+            );
+            let run = Run {
+                name,
+                drill,
+                seed,
+                namespace: format!("drill_{number}"),
+                dir: work.join(format!("{name}-{seed}")),
+                flashtix,
+                report: options
+                    .report
+                    .as_deref()
+                    .map(|path| page_path(path, runs, name, seed)),
+            };
+            let report = runner::run(&run, stack)
+                .await
+                .with_context(|| format!("running {name}"))?;
+            print_drill(&report);
+            reports.push(report);
+        }
+    }
+    Ok(reports)
 }
 
 /// Where one drill's page goes: FILE itself for a single run, else beside it.

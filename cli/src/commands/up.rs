@@ -135,13 +135,7 @@ async fn compose(args: &UpArgs, ports: Option<Ports>) -> anyhow::Result<Compose>
             args.compose_file.display()
         );
     }
-    let env = ports.map_or_else(Vec::new, |ports| {
-        vec![
-            ("POSTGRES_PORT".to_owned(), ports.postgres.to_string()),
-            ("REDIS_PORT".to_owned(), ports.redis.to_string()),
-            ("RABBITMQ_PORT".to_owned(), ports.rabbitmq.to_string()),
-        ]
-    });
+    let env = ports.map_or_else(Vec::new, docker::port_variables);
     Ok(Compose::new(
         PROJECT,
         vec![args.compose_file.clone()],
@@ -174,23 +168,23 @@ async fn start_docker(args: &UpArgs, ports: Ports) -> anyhow::Result<DockerStack
         docker::wait_healthy(&service, &id).await?;
     }
     let published = |service: &'static str, port: u16| compose.published(service, port);
-    let urls = Urls {
-        database: format!(
-            "postgres://postgres:postgres@{}/flashtix",
-            published("postgres", 5432).await?
-        ),
-        redis: format!("redis://{}", published("redis", 6379).await?),
-        amqp: format!(
-            "amqp://guest:guest@{}/%2f",
-            published("rabbitmq", 5672).await?
-        ),
+    let urls = docker::urls(
+        &published("postgres", 5432).await?,
+        &published("redis", 6379).await?,
+        &published("rabbitmq", 5672).await?,
+    );
+    // The credentials the containers were given, wherever they came from.
+    let compose = &compose;
+    let variable = |service: &'static str, name: &'static str| async move {
+        let id = compose.container(service).await?;
+        docker::variable(&id, name).await
     };
-    let token = std::env::var("FLASHTIX_ADMIN_TOKEN").unwrap_or_else(|_| "change-me".into());
+    let token = variable("api1", "FLASHTIX_ADMIN_TOKEN").await?;
     let mut extra = vec![
         (
             "the sale (balancer)",
             format!("http://{}", published("balancer", 8080).await?),
-            format!("admin token {token}"),
+            format!("admin token {}", token.as_deref().unwrap_or("(none)")),
         ),
         (
             "Prometheus",
@@ -199,10 +193,16 @@ async fn start_docker(args: &UpArgs, ports: Ports) -> anyhow::Result<DockerStack
         ),
     ];
     if args.grafana {
+        let user = variable("grafana", "GF_SECURITY_ADMIN_USER").await?;
+        let password = variable("grafana", "GF_SECURITY_ADMIN_PASSWORD").await?;
         extra.push((
             "Grafana",
             format!("http://{}", published("grafana", 3000).await?),
-            "admin / admin".into(),
+            format!(
+                "{} / {}",
+                user.as_deref().unwrap_or("admin"),
+                password.as_deref().unwrap_or("admin")
+            ),
         ));
     }
     Ok(DockerStack { urls, extra })
@@ -243,7 +243,7 @@ async fn down(args: &UpArgs) -> Outcome {
     if args.driver == "docker" {
         let compose = compose(args, None).await.map_err(Failure::unreachable)?;
         compose
-            .run(&["--profile", "grafana", "down", "--remove-orphans"])
+            .run(&["--profile", "grafana", "down", "-v", "--remove-orphans"])
             .await
             .context("removing the Compose stack")
             .map_err(Failure::unreachable)?;
@@ -251,17 +251,17 @@ async fn down(args: &UpArgs) -> Outcome {
         return Ok(ExitCode::SUCCESS);
     }
     let mut stopped = Vec::new();
+    let mut unreadable = Vec::new();
     for dependency in Dependency::ALL {
         let path = pid_file(&args.dir, dependency);
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
-        let process = local::Detached::parse(&text).ok_or_else(|| {
-            Failure::usage(anyhow!(
-                "{} holds no pid and start time (written by another version?)",
-                path.display()
-            ))
-        })?;
+        // One unreadable file stops nothing else from being stopped.
+        let Some(process) = local::Detached::parse(&text) else {
+            unreadable.push(path.display().to_string());
+            continue;
+        };
         if local::stop_detached(process, Duration::from_secs(30)).await {
             stopped.push(dependency.name());
         } else {
@@ -280,6 +280,13 @@ async fn down(args: &UpArgs) -> Outcome {
         );
     } else {
         println!("stopped {}", stopped.join(", "));
+    }
+    if !unreadable.is_empty() {
+        return Err(Failure::usage(anyhow!(
+            "{} hold no pid and start time (written by another version?): nothing signalled \
+             for them, and they are left in place",
+            unreadable.join(", ")
+        )));
     }
     Ok(ExitCode::SUCCESS)
 }
