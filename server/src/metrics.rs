@@ -157,7 +157,7 @@ impl Default for Metrics {
         let requests = Family::new_with_constructor(http_histogram as fn() -> Histogram);
         registry.register_with_unit(
             "http_request_duration",
-            "HTTP requests by route, method and status, from the request read to the answer written",
+            "HTTP requests by route, method and status, from routing to the handler's answer (the body not yet sent)",
             Unit::Seconds,
             requests.clone(),
         );
