@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The whole sale against the order path alone, in one run on this machine:
+#   1. `flashtix serve --role api`: accepted durable orders/s (wrk, every
+#      request a new buyer, stock never runs out);
+#   2. `flashtix serve` (every role, as `demo` runs it): the same, then the
+#      wait until every accepted order has settled;
+# and for each, the CPU every component spent per order (from /proc), and the
+# ratio of the two rates. Uses its own namespace (bench_sale) on the local
+# Postgres, Redis and RabbitMQ.
+#   bench/whole-sale.sh     # DURATION=10s CONNECTIONS=64 PORT=18092
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=${DURATION:-10s}
+connections=${CONNECTIONS:-64}
+port=${PORT:-18092}
+target="http://127.0.0.1:$port"
+export FLASHTIX_NAMESPACE=bench_sale FLASHTIX_ADMIN_TOKEN=bench-token RUST_LOG=warn
+
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 2; }
+cargo build --release -q -p flashtix
+flashtix=target/release/flashtix
+work=$(mktemp -d)
+server=
+trap '[ -n "$server" ] && kill $server 2>/dev/null; wait; rm -rf "$work"' EXIT
+
+sql() { psql -h 127.0.0.1 -U postgres -d postgres -Atc "SET search_path = bench_sale; $1" | tail -n 1; }
+
+# `run ROLES`: a fresh sale, a server with ROLES, wrk, the settle wait; prints
+# one line of results and leaves the rate in $rate.
+run() {
+  local roles=$1
+  $flashtix reset --tickets 100000000 --max-per-user 4 --json "$work/events.json" >/dev/null
+  local event
+  event=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[0]["id"])' "$work/events.json")
+  $flashtix serve --bind "127.0.0.1:$port" --role "$roles" >/dev/null &
+  server=$!
+  for _ in $(seq 100); do curl -fs "$target/ready" >/dev/null && break; sleep 0.1; done
+  python3 bench/cpu.py snapshot "$work/cpu"
+  # wrk has exited by the time /proc is read again: its CPU comes from the
+  # subshell's own account of its children.
+  (
+    EVENT_ID=$event wrk -t1 -c"$connections" -d"$duration" -s bench/orders.lua "$target" >"$work/wrk"
+    times >"$work/wrk-times"
+  )
+  local wrk_cpu
+  wrk_cpu=$(python3 -c '
+import re, sys
+m = [float(a or 0) * 60 + float(b) for a, b in re.findall(r"(?:(\d+)m)?([\d.]+)s", sys.argv[1])]
+print(m[0] + m[1])' "$(tail -n 1 "$work/wrk-times")")
+  local orders seconds
+  orders=$(sql "SELECT count(*) FROM orders")
+  seconds=$(sed -n 's/.*requests in \([0-9.]*\)s.*/\1/p' "$work/wrk")
+  rate=$(python3 -c "print(round($orders / $seconds))")
+  local settled="-"
+  if [ "$roles" != api ]; then
+    local start=$SECONDS
+    until [ "$(sql "SELECT count(*) FROM orders WHERE status = 'PENDING'")" = 0 ]; do
+      [ $((SECONDS - start)) -gt 120 ] && { settled="not within 120 s"; break; }
+      sleep 0.2
+    done
+    [ "$settled" = "-" ] && settled="$((SECONDS - start)) s after wrk"
+  fi
+  echo "== --role $roles: $orders accepted durable orders in ${seconds}s = $rate/s; settled: $settled"
+  python3 bench/cpu.py since "$work/cpu" "$orders" "$wrk_cpu"
+  kill $server
+  wait $server 2>/dev/null || true
+  server=
+  # With every role the sale must also prove itself (the API alone leaves its
+  # orders for a saga that is not running).
+  if [ "$roles" != api ]; then
+    $flashtix check --event "$event" >"$work/check" 2>&1 ||
+      { cat "$work/check"; echo "check failed" >&2; exit 1; }
+    echo "check: PASS"
+  fi
+}
+
+run api
+api=$rate
+run all
+all=$rate
+python3 -c "print(f'every role / the API alone: {$all / $api:.2f}')"
