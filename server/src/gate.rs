@@ -35,6 +35,7 @@
 //! ([`Admission::Returning`]) and waits, rather than hear "sold out" untruly.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -219,6 +220,12 @@ const SEED_LOCK_MS: u64 = 10_000;
 pub struct Gate {
     redis: ConnectionManager,
     namespace: Namespace,
+    scripts: Arc<Scripts>,
+}
+
+/// The gate's Lua scripts, made once and shared by every clone of the gate:
+/// a `Script` owns its source, and the gate is cloned for every request.
+struct Scripts {
     mature: Script,
     reserve: Script,
     release: Script,
@@ -290,9 +297,7 @@ impl Gate {
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(2));
         let redis = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(Self {
-            redis,
-            namespace,
+        let scripts = Scripts {
             mature: with_returns(MATURE),
             reserve: with_returns(RESERVE),
             release: with_returns(RELEASE),
@@ -304,6 +309,11 @@ impl Gate {
             tally: Script::new(TALLY),
             unseed: Script::new(UNSEED),
             unlock: Script::new(UNLOCK),
+        };
+        Ok(Self {
+            redis,
+            namespace,
+            scripts: Arc::new(scripts),
         })
     }
 
@@ -325,7 +335,7 @@ impl Gate {
         fingerprint: &str,
         now_ms: i64,
     ) -> RedisResult<Admission> {
-        let mut invocation = self.reserve.prepare_invoke();
+        let mut invocation = self.scripts.reserve.prepare_invoke();
         for key in self.event_keys(hold.event_id).of_holds() {
             invocation.key(key);
         }
@@ -359,7 +369,7 @@ impl Gate {
     /// there: then Redis was too high and keeping the tickets brings it closer).
     /// Returns whether this call released it (false: already gone).
     pub async fn release(&self, hold: &Hold, return_stock: bool) -> RedisResult<bool> {
-        let mut invocation = self.release.prepare_invoke();
+        let mut invocation = self.scripts.release.prepare_invoke();
         for key in self.event_keys(hold.event_id).of_holds() {
             invocation.key(key);
         }
@@ -380,7 +390,7 @@ impl Gate {
         if holds.is_empty() {
             return Ok(());
         }
-        let mut invocation = self.confirm.prepare_invoke();
+        let mut invocation = self.scripts.confirm.prepare_invoke();
         invocation.key(&event.holds).key(&event.seq);
         for hold in holds {
             invocation.arg(hold.member());
@@ -400,6 +410,7 @@ impl Gate {
     pub async fn restock(&self, stock_return: &StockReturn) -> RedisResult<Restock> {
         let event = self.event_keys(stock_return.event_id);
         let applied: i64 = self
+            .scripts
             .restock
             .key(&event.stock)
             .key(&event.buyers)
@@ -460,7 +471,8 @@ impl Gate {
     /// Moves due returns into stock. Returns how many are still on their way.
     pub async fn mature(&self, event_id: i64) -> RedisResult<u64> {
         let event = self.event_keys(event_id);
-        self.mature
+        self.scripts
+            .mature
             .key(&event.stock)
             .key(&event.returning)
             .invoke_async(&mut self.redis.clone())
@@ -497,6 +509,7 @@ impl Gate {
     ) -> RedisResult<Option<i64>> {
         let event = self.event_keys(event_id);
         let (applied, previous): (i64, String) = self
+            .scripts
             .correct
             .key(&event.stock)
             .key(&event.holds)
@@ -513,6 +526,7 @@ impl Gate {
     pub async fn tally(&self, event_id: i64) -> RedisResult<Tally> {
         let event = self.event_keys(event_id);
         let (held, keys, seq): (i64, u64, i64) = self
+            .scripts
             .tally
             .key(&event.buyers)
             .key(&event.keys)
@@ -552,6 +566,7 @@ impl Gate {
     pub async fn unseed(&self, event_id: i64, seen: &Observation) -> RedisResult<bool> {
         let event = self.event_keys(event_id);
         let applied: i64 = self
+            .scripts
             .unseed
             .key(&event.stock)
             .key(&event.holds)
@@ -569,7 +584,8 @@ impl Gate {
     /// ticket on its way back; `None` if it is not.
     pub async fn sold_out_keys(&self, event_id: i64) -> RedisResult<Option<Vec<String>>> {
         let event = self.event_keys(event_id);
-        self.sold_out_keys
+        self.scripts
+            .sold_out_keys
             .key(&event.stock)
             .key(&event.keys)
             .key(&event.returning)
@@ -640,7 +656,8 @@ impl Gate {
             let ids: Vec<String> = chunk.iter().map(Uuid::to_string).collect();
             redis.sadd::<_, _, ()>(&event.returned, ids).await?;
         }
-        self.seed_stock
+        self.scripts
+            .seed_stock
             .key(&event.stock)
             .key(&event.returning)
             .key(&event.seq)
@@ -653,7 +670,8 @@ impl Gate {
 
     /// Lets go of a seeding lock, only if it is still ours.
     pub async fn unlock(&self, lock: SeedLock) -> RedisResult<()> {
-        self.unlock
+        self.scripts
+            .unlock
             .key(self.event_keys(lock.event_id).seeding)
             .arg(&lock.token)
             .invoke_async::<i64>(&mut self.redis.clone())
