@@ -436,8 +436,8 @@ async fn publish_order_created(sale: &Sale, order_id: uuid::Uuid) {
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
-    let body = json!({"order_id": order_id, "event_id": 1, "user_id": "nobody",
-                      "quantity": 1, "amount_cents": 5000});
+    let body = json!({"orders": [{"order_id": order_id, "event_id": 1, "user_id": "nobody",
+                                  "quantity": 1, "amount_cents": 5000}]});
     channel
         .basic_publish(
             topology.exchange().as_str().into(),

@@ -29,6 +29,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "released holds",
         include_str!("../migrations/0004_released_holds.sql"),
     ),
+    (
+        5,
+        "payments once per order",
+        include_str!("../migrations/0005_payments_once_per_order.sql"),
+    ),
 ];
 
 /// What a pool's connections are for.

@@ -84,6 +84,13 @@ pub const QUEUES_DRAINED: &str = "queues_drained";
 /// the sweeper runs every second or so.
 pub const EXPIRY_GRACE_SECONDS: i64 = 30;
 
+/// SQL: whether the outbox message `m` names an order of event `$1` (every
+/// message is a batch of entries, one per order).
+const ABOUT_EVENT: &str = "EXISTS (
+    SELECT 1 FROM jsonb_array_elements(m.payload->'orders') AS e(entry)
+    JOIN orders o ON o.id = (e.entry->>'order_id')::uuid
+    WHERE o.event_id = $1)";
+
 /// SQL naming the consumer of the outbox message `m` (by its topic), with
 /// [`with_consumers`] binding `$2` to `$5`.
 const CONSUMER_OF_TOPIC: &str = "CASE m.topic WHEN $2 THEN $3 WHEN $4 THEN $5 END";
@@ -231,8 +238,8 @@ async fn no_double_charge(pool: &PgPool, event: Option<i64>) -> anyhow::Result<F
             SELECT order_id, COALESCE(sum(amount_cents) FILTER (WHERE outcome = 'SUCCEEDED'), 0) AS moved
             FROM provider_ledger GROUP BY order_id
          ), unhandled AS (
-            SELECT DISTINCT (m.payload->>'order_id')::uuid AS order_id
-            FROM outbox m
+            SELECT DISTINCT (e.entry->>'order_id')::uuid AS order_id
+            FROM outbox m CROSS JOIN jsonb_array_elements(m.payload->'orders') AS e(entry)
             WHERE NOT EXISTS (
                 SELECT 1 FROM processed_messages p
                 WHERE p.message_id = m.message_id
@@ -526,7 +533,7 @@ async fn nothing_stuck(pool: &PgPool, event: Option<i64>) -> anyhow::Result<Find
     .bind(event)
     .fetch_one(pool)
     .await?;
-    let stuck: Vec<String> = sqlx::query_scalar(
+    let stuck: Vec<String> = sqlx::query_scalar(&format!(
         "SELECT format('order %s: PENDING %s s past its hold', id,
                        floor(extract(epoch FROM now() - expires_at)))
          FROM orders
@@ -541,10 +548,10 @@ async fn nothing_stuck(pool: &PgPool, event: Option<i64>) -> anyhow::Result<Find
          UNION ALL
          SELECT format('outbox message %s (%s): unpublished after %s s', m.message_id, m.topic,
                        floor(extract(epoch FROM now() - m.created_at)))
-         FROM outbox m LEFT JOIN orders o ON o.id = (m.payload->>'order_id')::uuid
+         FROM outbox m
          WHERE m.published_at IS NULL AND m.created_at < now() - make_interval(secs => $2)
-           AND ($1::int8 IS NULL OR o.event_id = $1)",
-    )
+           AND ($1::int8 IS NULL OR {ABOUT_EVENT})"
+    ))
     .bind(event)
     .bind(EXPIRY_GRACE_SECONDS as f64)
     .fetch_all(pool)
@@ -630,8 +637,8 @@ async fn unprocessed_messages(
     let sql = format!(
         "WITH published AS (
             SELECT m.message_id, m.topic, m.published_at
-            FROM outbox m LEFT JOIN orders o ON o.id = (m.payload->>'order_id')::uuid
-            WHERE m.published_at IS NOT NULL AND ($1::int8 IS NULL OR o.event_id = $1)
+            FROM outbox m
+            WHERE m.published_at IS NOT NULL AND ($1::int8 IS NULL OR {ABOUT_EVENT})
          )
          SELECT format('message %s (%s): published %s s ago, not processed by %s',
                        m.message_id, m.topic, floor(extract(epoch FROM now() - m.published_at)),
@@ -649,11 +656,10 @@ async fn unprocessed_messages(
     let checked = match messages.first() {
         Some((_, published)) => *published as u64,
         None => {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM outbox m LEFT JOIN orders o
-                     ON o.id = (m.payload->>'order_id')::uuid
-                 WHERE m.published_at IS NOT NULL AND ($1::int8 IS NULL OR o.event_id = $1)",
-            )
+            sqlx::query_scalar::<_, i64>(&format!(
+                "SELECT count(*) FROM outbox m
+                     WHERE m.published_at IS NOT NULL AND ($1::int8 IS NULL OR {ABOUT_EVENT})"
+            ))
             .bind(event)
             .fetch_one(pool)
             .await? as u64
@@ -681,10 +687,20 @@ async fn peek(
             break;
         };
         let delivery = &message.delivery;
-        let order = serde_json::from_slice::<serde_json::Value>(&delivery.data)
+        let orders: Vec<String> = serde_json::from_slice::<serde_json::Value>(&delivery.data)
             .ok()
-            .and_then(|body| body["order_id"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| "?".into());
+            .and_then(|body| {
+                let entries = body["orders"].as_array()?.iter();
+                entries
+                    .map(|entry| entry["order_id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let order = match orders.as_slice() {
+            [] => "?".to_owned(),
+            [one] => one.clone(),
+            [first, rest @ ..] => format!("{first} and {} more", rest.len()),
+        };
         let id = delivery
             .properties
             .message_id()

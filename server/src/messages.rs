@@ -1,27 +1,42 @@
 //! The saga's messages: the topics, and the body each carries. Bodies are
 //! JSON in the outbox and on the wire; these types are what the consumers
 //! read and the payment worker writes.
+//!
+//! A message carries a whole batch: every order one writer transaction took,
+//! every payment one payment transaction recorded. The broker then moves one
+//! message per batch instead of one per order (a persistent message through a
+//! quorum queue cost RabbitMQ about 60 µs of CPU here). Consumers act on each
+//! entry on its own and are idempotent per order, so a redelivered or
+//! republished batch changes nothing twice, and an entry that can never be
+//! handled is dead-lettered alone, naming its order.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// An order was taken: the payment worker charges it.
+/// Orders were taken: the payment worker charges them.
 pub const ORDER_CREATED: &str = "order.created";
-/// The provider answered for an order: the order worker settles it.
+/// The provider answered for orders: the order worker settles them.
 pub const PAYMENT_RESULT: &str = "payment.result";
 /// Every topic the sale publishes.
 pub const TOPICS: [&str; 2] = [ORDER_CREATED, PAYMENT_RESULT];
 
-/// The body of `order.created`. The order writer builds it in SQL, in the
-/// transaction that takes the order, with the order's `event_id`, `user_id`,
-/// `quantity` and `expires_at` besides; the payment worker needs only these.
-#[derive(Debug, Deserialize)]
+/// Every message's body: one entry per order it is about.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Batch<T> {
+    pub orders: Vec<T>,
+}
+
+/// An entry of `order.created`. The order writer builds it in SQL, in the
+/// transaction that takes the orders, with each order's `event_id`,
+/// `user_id`, `quantity` and `expires_at` besides; the payment worker needs
+/// only these.
+#[derive(Debug, Serialize, Deserialize)]
 pub struct OrderCreated {
     pub order_id: Uuid,
     pub amount_cents: i64,
 }
 
-/// The body of `payment.result`.
+/// An entry of `payment.result`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PaymentResult {
     pub order_id: Uuid,

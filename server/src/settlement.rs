@@ -1,15 +1,17 @@
 //! The order worker (role `orders`): takes `payment.result` and settles the
 //! order, exactly once.
 //!
-//! In one transaction per batch of messages, with the messages recorded as
-//! processed and their orders locked: a PENDING order whose payment succeeded is CONFIRMED (its tickets
-//! move from pending to sold); one whose payment failed is CANCELLED (its
-//! tickets go back to available, and a `stock_returns` row makes sure Redis gets
-//! them too, once, after the commit). A payment that succeeded for an order that
-//! is no longer PENDING (it expired, or was cancelled, while the payment was on
-//! its way) is refunded through the provider, outside the transaction, and the
-//! refund recorded; the refund is idempotent, so a crash in between only means
-//! asking the provider again.
+//! In one transaction per batch of entries, with their orders locked: a
+//! PENDING order whose payment succeeded is CONFIRMED (its tickets move from
+//! pending to sold); one whose payment failed is CANCELLED (its tickets go back
+//! to available, and a `stock_returns` row makes sure Redis gets them too,
+//! once, after the commit). The order's status is what makes this exactly
+//! once: a result for an order already settled by it is a duplicate. A payment
+//! that succeeded for an order that is no longer PENDING (it expired, or was
+//! cancelled, while the payment was on its way) is refunded through the
+//! provider, outside the transaction, and the refund recorded, once per order;
+//! the refund is idempotent, so a crash in between only means asking the
+//! provider again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::consumer::{answers, decode, FirstTimes, Handled, Handler, Message};
+use crate::consumer::{answers, Handled, Handler};
 use crate::gate::Gate;
 use crate::known_bad::{self, Bug};
 use crate::messages::{Outcome, PaymentResult, PAYMENT_RESULT};
@@ -33,7 +35,7 @@ pub struct OrderWorker {
     metrics: Arc<Metrics>,
 }
 
-/// What the batch transaction decided for one message.
+/// What the batch transaction decided for one entry.
 enum Settled {
     Handled(Handled),
     /// The payment succeeded for an order no longer PENDING: refund, then
@@ -59,14 +61,12 @@ impl OrderWorker {
         }
     }
 
-    /// Settles a batch in one transaction: records the messages, locks their
-    /// orders (in id order, so batches of several processes cannot deadlock),
-    /// confirms or cancels them, and moves the events' tickets once per event.
-    async fn settle(&self, results: &[(Uuid, PaymentResult)]) -> sqlx::Result<Vec<Settled>> {
+    /// Settles a batch in one transaction: locks its orders (in id order, so
+    /// batches of several processes cannot deadlock), confirms or cancels
+    /// them, and moves the events' tickets once per event.
+    async fn settle(&self, results: &[PaymentResult]) -> sqlx::Result<Vec<Settled>> {
         let mut tx = self.pool.begin().await?;
-        let message_ids: Vec<Uuid> = results.iter().map(|(id, _)| *id).collect();
-        let mut fresh = FirstTimes::claim(&mut tx, Self::NAME, &message_ids).await?;
-        let mut order_ids: Vec<Uuid> = results.iter().map(|(_, r)| r.order_id).collect();
+        let mut order_ids: Vec<Uuid> = results.iter().map(|r| r.order_id).collect();
         order_ids.sort();
         order_ids.dedup();
         let rows: Vec<(Uuid, String, i64, i32, f64)> = sqlx::query_as(
@@ -88,16 +88,10 @@ impl OrderWorker {
 
         let mut confirmed = Vec::new();
         let mut cancelled = Vec::new();
-        let mut unrecorded = Vec::new();
         let mut moved: BTreeMap<i64, Moved> = BTreeMap::new();
         let mut settled = Vec::with_capacity(results.len());
-        for (message_id, result) in results {
-            if !fresh.take(*message_id) {
-                settled.push(Settled::Handled(Handled::Duplicate));
-                continue;
-            }
+        for result in results {
             let Some((status, event_id, quantity, age)) = orders.get_mut(&result.order_id) else {
-                unrecorded.push(*message_id);
                 settled.push(Settled::Handled(Handled::Poison(format!(
                     "payment.result for unknown order {}",
                     result.order_id
@@ -123,11 +117,16 @@ impl OrderWorker {
                 (OrderStatus::Expired | OrderStatus::Cancelled, Outcome::Succeeded)
                     if !known_bad::has(Bug::LatePaymentNotRefunded) =>
                 {
-                    unrecorded.push(*message_id);
                     settled.push(Settled::NeedsRefund);
                     continue;
                 }
-                // Already settled, or a failed payment for an order that ended anyway.
+                // Settled by this result before.
+                (OrderStatus::Confirmed, Outcome::Succeeded)
+                | (OrderStatus::Cancelled, Outcome::Failed) => {
+                    settled.push(Settled::Handled(Handled::Duplicate));
+                    continue;
+                }
+                // A failed payment for an order that ended anyway.
                 _ => {}
             }
             settled.push(Settled::Handled(Handled::Done));
@@ -166,12 +165,6 @@ impl OrderWorker {
             .execute(&mut *tx)
             .await?;
         }
-        // Dead-lettered or refunded on their own: not processed by this batch.
-        sqlx::query("DELETE FROM processed_messages WHERE consumer = $1 AND message_id = ANY($2)")
-            .bind(Self::NAME)
-            .bind(&unrecorded)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         for age in ages {
             self.metrics
@@ -180,8 +173,9 @@ impl OrderWorker {
         Ok(settled)
     }
 
-    /// Refunds a success that came too late, then records the refund.
-    async fn refund(&self, message_id: Uuid, result: &PaymentResult) -> Handled {
+    /// Refunds a success that came too late, then records the refund (once
+    /// per order: a refund recorded before makes this a duplicate).
+    async fn refund(&self, result: &PaymentResult) -> Handled {
         if let Err(error) = self
             .provider
             .refund(result.order_id, result.amount_cents)
@@ -189,33 +183,20 @@ impl OrderWorker {
         {
             return Handled::Retry(error.into());
         }
-        self.record_refund(message_id, result)
-            .await
-            .unwrap_or_else(|error| Handled::Retry(error.into()))
-    }
-    async fn record_refund(
-        &self,
-        message_id: Uuid,
-        result: &PaymentResult,
-    ) -> sqlx::Result<Handled> {
-        let mut tx = self.pool.begin().await?;
-        if !FirstTimes::claim(&mut tx, Self::NAME, &[message_id])
-            .await?
-            .take(message_id)
-        {
-            return Ok(Handled::Duplicate);
-        }
-        sqlx::query(
+        let recorded = sqlx::query(
             "INSERT INTO payments (id, order_id, kind, outcome, amount_cents)
              VALUES ($1, $2, 'REFUND', 'SUCCEEDED', $3) ON CONFLICT DO NOTHING",
         )
         .bind(Uuid::now_v7())
         .bind(result.order_id)
         .bind(result.amount_cents)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Handled::Done)
+        .execute(&self.pool)
+        .await;
+        match recorded {
+            Ok(done) if done.rows_affected() == 1 => Handled::Done,
+            Ok(_) => Handled::Duplicate,
+            Err(error) => Handled::Retry(error.into()),
+        }
     }
 }
 
@@ -223,26 +204,21 @@ impl Handler for OrderWorker {
     const NAME: &'static str = "orders";
     const TOPIC: &'static str = PAYMENT_RESULT;
 
-    async fn handle(&self, messages: Vec<Message>) -> Vec<Handled> {
-        // An outcome that is neither word fails to decode: dead-lettered.
-        let (mut handled, decoded) = decode::<PaymentResult>(&messages, Self::TOPIC);
-        let (indexes, results): (Vec<usize>, Vec<(Uuid, PaymentResult)>) = decoded
-            .into_iter()
-            .map(|(index, message_id, result)| (index, (message_id, result)))
-            .unzip();
+    type Entry = PaymentResult;
+
+    async fn handle(&self, results: Vec<PaymentResult>) -> Vec<Handled> {
+        let mut handled: Vec<Option<Handled>> = results.iter().map(|_| None).collect();
         match self.settle(&results).await {
             Ok(settled) => {
                 let mut returned_stock = false;
-                for ((index, (message_id, result)), settled) in
-                    indexes.iter().zip(&results).zip(settled)
-                {
-                    handled[*index] = Some(match settled {
+                for ((slot, result), settled) in handled.iter_mut().zip(&results).zip(settled) {
+                    *slot = Some(match settled {
                         Settled::Handled(h) => {
                             returned_stock |=
                                 matches!(h, Handled::Done) && result.outcome == Outcome::Failed;
                             h
                         }
-                        Settled::NeedsRefund => self.refund(*message_id, result).await,
+                        Settled::NeedsRefund => self.refund(result).await,
                     });
                 }
                 if returned_stock {
@@ -259,9 +235,8 @@ impl Handler for OrderWorker {
                 }
             }
             Err(error) => {
-                for index in indexes {
-                    handled[index] =
-                        Some(Handled::Retry(anyhow::anyhow!("settling orders: {error}")));
+                for slot in &mut handled {
+                    *slot = Some(Handled::Retry(anyhow::anyhow!("settling orders: {error}")));
                 }
             }
         }

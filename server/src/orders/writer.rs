@@ -3,7 +3,8 @@
 //! One `UPDATE events` per order caps out near 2k orders/s here (the row lock and
 //! one commit per order). The writer takes every reservation waiting for its
 //! event (up to [`MAX_BATCH`]) and settles them in one transaction: one row lock,
-//! one stock update, one insert of all orders and their outbox rows, one commit.
+//! one stock update, one insert of all orders and of one outbox row announcing
+//! them all, one commit.
 //! While a batch commits, the next one gathers, so the batch grows with the load.
 //!
 //! Everything is decided under the event's row lock, which every writer of every
@@ -421,8 +422,8 @@ async fn read_buyers(
     })
 }
 
-/// Takes the stock and inserts the orders and their `order.created` outbox rows,
-/// in one statement. Returns how many orders were inserted (fewer: a key was
+/// Takes the stock and inserts the orders and the `order.created` outbox row
+/// naming them all, in one statement. Returns how many orders were inserted (fewer: a key was
 /// taken meanwhile, and the caller rolls back).
 async fn insert_orders(
     tx: &mut sqlx::PgConnection,
@@ -469,10 +470,11 @@ async fn insert_orders(
          ), announced AS (
             INSERT INTO outbox (message_id, topic, payload)
             SELECT gen_random_uuid(), $10,
-                   jsonb_build_object('order_id', id, 'event_id', event_id, 'user_id', user_id,
-                                      'quantity', quantity, 'amount_cents', amount_cents,
-                                      'expires_at', expires_at)
-            FROM placed
+                   jsonb_build_object('orders', jsonb_agg(jsonb_build_object(
+                       'order_id', id, 'event_id', event_id, 'user_id', user_id,
+                       'quantity', quantity, 'amount_cents', amount_cents,
+                       'expires_at', expires_at)))
+            FROM placed HAVING count(*) > 0
          )
          SELECT count(*) FROM placed"
     ))

@@ -1,13 +1,16 @@
-//! The payment worker (role `payments`): takes `order.created`, charges the
-//! order through the provider, records the payment and announces
+//! The payment worker (role `payments`): takes `order.created`, charges each
+//! order through the provider, records the payments and announces them in one
 //! `payment.result`.
 //!
 //! The provider is called outside any database transaction (it is slow and may
 //! hang); it is idempotent by order, so a redelivery asks again and gets the
-//! first answer, never a second charge. Then one transaction records the
-//! messages as processed, the payments and the `payment.result` outbox rows;
-//! the messages are acked after that commit. A batch of messages makes one
-//! round of provider calls and one transaction.
+//! first answer, never a second charge. Then one statement records the
+//! payments and the `payment.result` outbox row naming every order recorded
+//! for the first time. An order's payment is recorded once (one row per order
+//! and kind, enforced by the database): a payment already there makes its
+//! entry a duplicate, announced before. The messages are acked after that
+//! commit. A batch of messages makes one round of provider calls and one
+//! statement.
 
 pub mod provider;
 
@@ -17,9 +20,9 @@ use std::sync::Arc;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::consumer::{answers, decode, FirstTimes, Handled, Handler, Message};
+use crate::consumer::{answers, Handled, Handler};
 use crate::known_bad::{self, Bug};
-use crate::messages::{OrderCreated, PaymentResult, ORDER_CREATED, PAYMENT_RESULT};
+use crate::messages::{OrderCreated, ORDER_CREATED, PAYMENT_RESULT};
 use crate::metrics::Metrics;
 use provider::{Outcome, Provider};
 
@@ -38,65 +41,55 @@ impl PaymentWorker {
         }
     }
 
-    /// Records the payments of a batch in one transaction: each message as
-    /// processed, its payment, its `payment.result`. Returns, per entry,
-    /// whether it was new (false: a duplicate, nothing written for it).
-    async fn record(&self, charged: &[(Uuid, &OrderCreated, Outcome)]) -> sqlx::Result<Vec<bool>> {
-        let mut tx = self.pool.begin().await?;
-        let message_ids: Vec<Uuid> = charged.iter().map(|(id, ..)| *id).collect();
-        let mut fresh = FirstTimes::claim(&mut tx, Self::NAME, &message_ids).await?;
-        let is_new: Vec<bool> = message_ids.iter().map(|id| fresh.take(*id)).collect();
-        let new: Vec<&(Uuid, &OrderCreated, Outcome)> = charged
+    /// Records the captures of a batch, each order once, and their
+    /// `payment.result`, in one statement. Returns the orders recorded now
+    /// (the others were recorded before: nothing written for them).
+    async fn record(&self, charged: &[(&OrderCreated, Outcome)]) -> sqlx::Result<HashSet<Uuid>> {
+        if charged.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let payment_ids: Vec<Uuid> = charged.iter().map(|_| Uuid::now_v7()).collect();
+        let order_ids: Vec<Uuid> = charged.iter().map(|(order, _)| order.order_id).collect();
+        let outcomes: Vec<&str> = charged
             .iter()
-            .zip(&is_new)
-            .filter_map(|(entry, new)| new.then_some(entry))
+            .map(|(_, outcome)| outcome.as_str())
             .collect();
-        let payment_ids: Vec<Uuid> = new.iter().map(|_| Uuid::now_v7()).collect();
-        let result_ids: Vec<Uuid> = new.iter().map(|_| Uuid::now_v7()).collect();
-        let order_ids: Vec<Uuid> = new.iter().map(|(_, order, _)| order.order_id).collect();
-        let outcomes: Vec<&str> = new.iter().map(|(.., outcome)| outcome.as_str()).collect();
-        let amounts: Vec<i64> = new.iter().map(|(_, order, _)| order.amount_cents).collect();
-        let results: Vec<String> = new
+        let amounts: Vec<i64> = charged
             .iter()
-            .map(|(_, order, outcome)| {
-                serde_json::to_string(&PaymentResult {
-                    order_id: order.order_id,
-                    outcome: *outcome,
-                    amount_cents: order.amount_cents,
-                })
-                .unwrap_or_default()
-            })
+            .map(|(order, _)| order.amount_cents)
             .collect();
-        sqlx::query(
+        let recorded: Vec<(Uuid, String)> = sqlx::query_as(
             "WITH paid AS (
                 INSERT INTO payments (id, order_id, kind, outcome, amount_cents)
                 SELECT id, order_id, 'CAPTURE', outcome, amount_cents
                 FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int8[])
                      AS p(id, order_id, outcome, amount_cents)
                 ON CONFLICT DO NOTHING
+                RETURNING order_id, outcome, amount_cents
+             ), announced AS (
+                INSERT INTO outbox (message_id, topic, payload)
+                SELECT $5, $6, jsonb_build_object('orders', jsonb_agg(jsonb_build_object(
+                           'order_id', order_id, 'outcome', outcome, 'amount_cents', amount_cents)))
+                FROM paid HAVING count(*) > 0
              )
-             INSERT INTO outbox (message_id, topic, payload)
-             SELECT id, $7, body::jsonb
-             FROM unnest($5::uuid[], $6::text[]) AS r(id, body)",
+             SELECT order_id, outcome FROM paid",
         )
         .bind(&payment_ids)
         .bind(&order_ids)
         .bind(&outcomes)
         .bind(&amounts)
-        .bind(&result_ids)
-        .bind(&results)
+        .bind(Uuid::now_v7())
         .bind(PAYMENT_RESULT)
-        .execute(&mut *tx)
+        .fetch_all(&self.pool)
         .await?;
-        tx.commit().await?;
-        for outcome in outcomes {
-            self.metrics.payment_recorded(outcome);
+        for (_, outcome) in &recorded {
+            if let Some(outcome) = Outcome::parse(outcome) {
+                self.metrics.payment_recorded(outcome.as_str());
+            }
         }
-        Ok(is_new)
+        Ok(recorded.into_iter().map(|(order_id, _)| order_id).collect())
     }
-}
 
-impl PaymentWorker {
     /// Which of these orders exist.
     async fn known_orders(&self, ids: &[Uuid]) -> sqlx::Result<HashSet<Uuid>> {
         let known: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM orders WHERE id = ANY($1)")
@@ -110,28 +103,35 @@ impl PaymentWorker {
 impl Handler for PaymentWorker {
     const NAME: &'static str = "payments";
     const TOPIC: &'static str = ORDER_CREATED;
+    type Entry = OrderCreated;
 
-    async fn handle(&self, messages: Vec<Message>) -> Vec<Handled> {
-        let (mut handled, decoded) = decode::<OrderCreated>(&messages, Self::TOPIC);
+    async fn handle(&self, orders: Vec<OrderCreated>) -> Vec<Handled> {
+        let mut handled: Vec<Option<Handled>> = Vec::with_capacity(orders.len());
+        // The first entry of each order is charged; a second copy (a
+        // republished message beside the first) is a duplicate.
+        let mut first = HashSet::new();
         let mut valid = Vec::new();
-        for (index, message_id, order) in decoded {
+        for (index, order) in orders.iter().enumerate() {
             if order.amount_cents < 0 {
-                handled[index] = Some(Handled::Poison(format!(
+                handled.push(Some(Handled::Poison(format!(
                     "negative amount for order {}",
                     order.order_id
-                )));
+                ))));
+            } else if !first.insert(order.order_id) {
+                handled.push(Some(Handled::Duplicate));
             } else {
-                valid.push((index, message_id, order));
+                handled.push(None);
+                valid.push((index, order));
             }
         }
         // Only orders we have are charged: a message for any other (a queue
         // kept across a reset, a database restored from a backup) can never
         // succeed, and asking the provider would take money we cannot record.
-        let ids: Vec<Uuid> = valid.iter().map(|(_, _, order)| order.order_id).collect();
+        let ids: Vec<Uuid> = valid.iter().map(|(_, order)| order.order_id).collect();
         let known = match self.known_orders(&ids).await {
             Ok(known) => known,
             Err(error) => {
-                for (index, ..) in &valid {
+                for (index, _) in &valid {
                     handled[*index] = Some(Handled::Retry(anyhow::anyhow!(
                         "looking orders up: {error}"
                     )));
@@ -139,10 +139,10 @@ impl Handler for PaymentWorker {
                 return answers(handled);
             }
         };
-        let (valid, unknown): (Vec<_>, Vec<_>) = valid.into_iter().partition(|(_, _, order)| {
+        let (valid, unknown): (Vec<_>, Vec<_>) = valid.into_iter().partition(|(_, order)| {
             known.contains(&order.order_id) || known_bad::has(Bug::PoisonWedge)
         });
-        for (index, _, order) in unknown {
+        for (index, order) in unknown {
             handled[index] = Some(Handled::Poison(format!(
                 "order.created for unknown order {}",
                 order.order_id
@@ -150,31 +150,33 @@ impl Handler for PaymentWorker {
         }
         let asked: Vec<(Uuid, i64)> = valid
             .iter()
-            .map(|(_, _, order)| (order.order_id, order.amount_cents))
+            .map(|(_, order)| (order.order_id, order.amount_cents))
             .collect();
         let mut charged = Vec::new();
         match self.provider.capture(&asked).await {
-            Ok(answers) => {
-                for ((index, message_id, order), answer) in valid.iter().zip(answers) {
-                    match answer {
-                        Ok(outcome) => charged.push((*index, (*message_id, order, outcome))),
+            Ok(outcomes) => {
+                for ((index, order), outcome) in valid.iter().zip(outcomes) {
+                    match outcome {
+                        Ok(outcome) => charged.push((*index, *order, outcome)),
                         Err(error) => handled[*index] = Some(Handled::Retry(error.into())),
                     }
                 }
             }
             Err(error) => {
-                for (index, ..) in &valid {
+                for (index, _) in &valid {
                     handled[*index] =
                         Some(Handled::Retry(anyhow::anyhow!("payment provider: {error}")));
                 }
             }
         }
-        let entries: Vec<(Uuid, &OrderCreated, Outcome)> =
-            charged.iter().map(|(_, entry)| *entry).collect();
+        let entries: Vec<(&OrderCreated, Outcome)> = charged
+            .iter()
+            .map(|(_, order, outcome)| (*order, *outcome))
+            .collect();
         match self.record(&entries).await {
-            Ok(fresh) => {
-                for ((index, _), fresh) in charged.iter().zip(fresh) {
-                    handled[*index] = Some(if fresh {
+            Ok(recorded) => {
+                for (index, order, _) in &charged {
+                    handled[*index] = Some(if recorded.contains(&order.order_id) {
                         Handled::Done
                     } else {
                         Handled::Duplicate
@@ -182,7 +184,7 @@ impl Handler for PaymentWorker {
                 }
             }
             Err(error) => {
-                for (index, _) in &charged {
+                for (index, ..) in &charged {
                     handled[*index] = Some(Handled::Retry(anyhow::anyhow!(
                         "recording payments: {error}"
                     )));

@@ -73,7 +73,9 @@ async fn published(app: &TestApp, order_id: &str, age_seconds: i64) -> Uuid {
     let message_id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO outbox (message_id, topic, payload, created_at, published_at)
-         VALUES ($1, 'order.created', jsonb_build_object('order_id', $2::text),
+         VALUES ($1, 'order.created',
+                 jsonb_build_object('orders', jsonb_build_array(
+                     jsonb_build_object('order_id', $2::text))),
                  now() - make_interval(secs => $3), now() - make_interval(secs => $3))",
     )
     .bind(message_id)
@@ -137,13 +139,14 @@ async fn nothing_stuck_for_one_event_sees_its_payment_results() {
         Verdict::Pass
     );
 
-    // A payment.result (its payload names the order, not the event) left
+    // A payment.result (its entries name orders, not the event) left
     // unpublished for a minute.
     sqlx::query(
         "INSERT INTO outbox (message_id, topic, payload, created_at)
          VALUES ($1, 'payment.result',
-                 jsonb_build_object('order_id', $2::text, 'outcome', 'SUCCEEDED',
-                                    'amount_cents', 2500),
+                 jsonb_build_object('orders', jsonb_build_array(
+                     jsonb_build_object('order_id', $2::text, 'outcome', 'SUCCEEDED',
+                                        'amount_cents', 2500))),
                  now() - interval '1 minute')",
     )
     .bind(Uuid::now_v7())

@@ -1,5 +1,5 @@
-//! The outbox relay: every committed order is published, once, with its
-//! message id; nothing is lost while RabbitMQ is away.
+//! The outbox relay: every committed order is announced, once, in a message
+//! published with its message id; nothing is lost while RabbitMQ is away.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -62,6 +62,15 @@ async fn take_order_created(app: &TestApp) -> Vec<Published> {
     taken
 }
 
+/// The orders the messages announce, each as often as announced.
+fn announced(published: &[Published]) -> Vec<&str> {
+    published
+        .iter()
+        .flat_map(|m| m.body["orders"].as_array().unwrap())
+        .map(|entry| entry["order_id"].as_str().unwrap())
+        .collect()
+}
+
 async fn outbox_message_ids(app: &TestApp) -> HashSet<String> {
     sqlx::query_scalar::<_, uuid::Uuid>("SELECT message_id FROM outbox")
         .fetch_all(&app.pool)
@@ -87,16 +96,19 @@ async fn committed_orders_are_published_once_with_their_message_ids() {
         .filter(|a| a.status == StatusCode::ACCEPTED)
         .map(|a| a.order_id())
         .collect();
-    let announced: HashSet<&str> = published
-        .iter()
-        .map(|m| m.body["order_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(published.len(), 50, "one message per order, no more");
-    assert_eq!(announced, accepted);
+    let orders = announced(&published);
+    assert_eq!(orders.len(), 50, "each order announced once, no more");
+    assert_eq!(orders.iter().copied().collect::<HashSet<&str>>(), accepted);
     let message_ids: HashSet<String> = published.iter().map(|m| m.message_id.clone()).collect();
+    assert_eq!(message_ids.len(), published.len());
     assert_eq!(message_ids, outbox_message_ids(&app).await);
     assert!(published.iter().all(|m| m.persistent));
-    assert!(published.iter().all(|m| m.body["amount_cents"] == 2500));
+    let entries = published
+        .iter()
+        .flat_map(|m| m.body["orders"].as_array().unwrap());
+    assert!(entries
+        .into_iter()
+        .all(|entry| entry["amount_cents"] == 2500));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,9 +128,20 @@ async fn orders_wait_in_the_outbox_while_rabbitmq_is_unreachable() {
         40,
         "orders are still taken"
     );
-    let waiting = flashtix_server::outbox::depth(&app.pool).await.unwrap();
-    assert_eq!(waiting, 40);
-    assert_eq!(app.metric("flashtix_outbox_depth").await, 40);
+    let (waiting, orders): (i64, i64) = sqlx::query_as(
+        "SELECT count(DISTINCT m.id), count(*)
+         FROM outbox m, jsonb_array_elements(m.payload->'orders')
+         WHERE m.published_at IS NULL",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(orders, 40, "every order waits in the outbox");
+    assert_eq!(
+        flashtix_server::outbox::depth(&app.pool).await.unwrap(),
+        waiting
+    );
+    assert_eq!(app.metric("flashtix_outbox_depth").await, waiting as u64);
 
     // RabbitMQ is reachable again (for a relay that can reach it).
     let _relay = app
@@ -126,7 +149,8 @@ async fn orders_wait_in_the_outbox_while_rabbitmq_is_unreachable() {
         .await;
     until_outbox_drained(&app, Duration::from_secs(20)).await;
     assert_eq!(app.metric("flashtix_outbox_depth").await, 0);
-    assert_eq!(take_order_created(&app).await.len(), 40);
+    let published = take_order_created(&app).await;
+    assert_eq!(announced(&published).len(), 40);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,7 +170,10 @@ async fn three_relays_publish_each_message_once() {
 
     let published = take_order_created(&app).await;
     let distinct: HashSet<&str> = published.iter().map(|m| m.message_id.as_str()).collect();
-    assert_eq!((published.len(), distinct.len()), (300, 300));
+    assert_eq!(distinct.len(), published.len(), "a message published twice");
+    let orders = announced(&published);
+    let distinct: HashSet<&str> = orders.iter().copied().collect();
+    assert_eq!((orders.len(), distinct.len()), (300, 300));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

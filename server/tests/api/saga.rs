@@ -156,28 +156,24 @@ async fn the_same_order_created_twice_charges_once() {
         body.as_bytes(),
     )
     .await;
+    // Both copies are duplicates: the order's payment is recorded already.
     until_metric(
         &app,
         "flashtix_messages_total{consumer=\"payments\",outcome=\"duplicate\"}",
-        1,
-        Duration::from_secs(20),
-    )
-    .await;
-    until_metric(
-        &app,
-        "flashtix_messages_total{consumer=\"payments\",outcome=\"done\"}",
         2,
         Duration::from_secs(20),
     )
     .await;
-    until_metric(
-        &app,
-        "flashtix_messages_total{consumer=\"orders\",outcome=\"done\"}",
-        2,
-        Duration::from_secs(20),
-    )
-    .await;
-
+    let done = app
+        .metric("flashtix_messages_total{consumer=\"payments\",outcome=\"done\"}")
+        .await;
+    assert_eq!(done, 1);
+    let results: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE topic = 'payment.result'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(results, 1, "a duplicate announced its payment again");
     let order = app
         .get_json(&format!("/orders/{}", answer.order_id()))
         .await;
@@ -268,53 +264,77 @@ async fn remote_metric(client: &reqwest::Client, address: &str, name: &str) -> u
     read_metric(&response.text().await.unwrap_or_default(), name).unwrap_or(0)
 }
 
-/// A sale of 2,000 whose payments run in a real `flashtix-server` process
-/// (everything else in this one), returned once that process is well into it.
-async fn sale_with_a_payments_process() -> (TestApp, std::process::Child, String) {
-    let app = spawn_app_with(|settings| {
-        settings.roles = vec![Role::Api, Role::Sweeper, Role::Relay, Role::Orders];
-    })
-    .await;
-    let event = app.create_event(2000, 4).await;
-    let (payments, address) = start_server_binary(
-        &app.namespace,
-        &["--role", "payments", "--payment-latency-ms", "2"],
-    );
-
-    let answers = app.storm(event, distinct_buyers(2000)).await;
-    assert_eq!(count(&answers, StatusCode::ACCEPTED, ""), 2000);
-    let client = reqwest::Client::new();
-    eventually(Duration::from_secs(30), || async {
-        match remote_metric(&client, &address, PAYMENTS_DONE).await {
-            settled if settled >= 300 => Ok(()),
-            settled => Err(format!("payments never got going: {settled} done")),
-        }
-    })
-    .await;
-    (app, payments, address)
-}
-
 const PAYMENTS_DONE: &str = "flashtix_messages_total{consumer=\"payments\",outcome=\"done\"}";
 const PAYMENTS_DUPLICATE: &str =
     "flashtix_messages_total{consumer=\"payments\",outcome=\"duplicate\"}";
 
-/// Sends `signal` to `process` and waits for it to end.
-fn signal(process: &mut std::process::Child, signal: &str) -> std::process::ExitStatus {
+/// Sends `signal` to `process` and waits for it to end, without blocking the
+/// runtime.
+async fn signal(mut process: std::process::Child, signal: &str) -> std::process::ExitStatus {
     let sent = std::process::Command::new("kill")
         .args([signal, &process.id().to_string()])
         .status()
         .unwrap();
     assert!(sent.success());
-    process.wait().unwrap()
+    tokio::task::spawn_blocking(move || process.wait().unwrap())
+        .await
+        .unwrap()
+}
+
+/// A sale of 2,000 whose payments run in a real `flashtix-server` process
+/// (everything else in this one). The orders come in waves of 50 every 50 ms;
+/// once that process has paid 300 of them it gets `stop_with`, while later
+/// waves are still coming, so it stops mid-sale whatever its pace. Returns
+/// its exit status.
+async fn a_sale_whose_payments_process_is_stopped(
+    app: &TestApp,
+    stop_with: &str,
+) -> std::process::ExitStatus {
+    let event = app.create_event(2000, 4).await;
+    let (payments, address) = start_server_binary(
+        &app.namespace,
+        &["--role", "payments", "--payment-latency-ms", "2"],
+    );
+    let storm = async {
+        let mut answers = Vec::new();
+        let mut pace = tokio::time::interval(Duration::from_millis(50));
+        for wave in distinct_buyers(2000).chunks(50) {
+            pace.tick().await;
+            answers.extend(app.storm(event, wave.to_vec()).await);
+        }
+        answers
+    };
+    let stop = async {
+        let client = reqwest::Client::new();
+        eventually(Duration::from_secs(30), || async {
+            match remote_metric(&client, &address, PAYMENTS_DONE).await {
+                settled if settled >= 300 => Ok(()),
+                settled => Err(format!("payments never got going: {settled} done")),
+            }
+        })
+        .await;
+        signal(payments, stop_with).await
+    };
+    let (answers, exit) = tokio::join!(storm, stop);
+    assert_eq!(count(&answers, StatusCode::ACCEPTED, ""), 2000);
+    assert!(
+        app.pending_count().await > 0,
+        "the stop landed after the sale had settled"
+    );
+    exit
+}
+
+fn without_payments() -> impl FnOnce(&mut flashtix_server::config::Settings) {
+    |settings| settings.roles = vec![Role::Api, Role::Sweeper, Role::Relay, Role::Orders]
 }
 
 /// A second payments process finishes the sale: every order paid once.
-/// Returns how many messages it found already handled.
+/// Returns how many entries it found already handled.
 async fn a_second_payments_process_settles_the_rest(app: &TestApp) -> u64 {
-    let (mut again, address) = start_server_binary(&app.namespace, &["--role", "payments"]);
+    let (again, address) = start_server_binary(&app.namespace, &["--role", "payments"]);
     app.until_none_pending(Duration::from_secs(90)).await;
     let duplicates = remote_metric(&reqwest::Client::new(), &address, PAYMENTS_DUPLICATE).await;
-    signal(&mut again, "-TERM");
+    signal(again, "-TERM").await;
 
     assert_eq!(statuses(app).await, (2000, 0, 0));
     assert_eq!(ledger(app, "CAPTURE", "SUCCEEDED").await, 2000);
@@ -330,26 +350,16 @@ async fn a_second_payments_process_settles_the_rest(app: &TestApp) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_worker_killed_mid_sale_charges_nobody_twice() {
-    let (app, mut payments, _) = sale_with_a_payments_process().await;
-
-    signal(&mut payments, "-KILL");
-    assert!(
-        app.pending_count().await > 0,
-        "the kill landed after the sale had settled"
-    );
-
+    let app = spawn_app_with(without_payments()).await;
+    a_sale_whose_payments_process_is_stopped(&app, "-KILL").await;
     a_second_payments_process_settles_the_rest(&app).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_worker_stopped_mid_sale_settles_what_it_began() {
-    let (app, mut payments, _) = sale_with_a_payments_process().await;
-    let exit = signal(&mut payments, "-TERM");
+    let app = spawn_app_with(without_payments()).await;
+    let exit = a_sale_whose_payments_process_is_stopped(&app, "-TERM").await;
     assert!(exit.success(), "exit status {exit:?}");
-    assert!(
-        app.pending_count().await > 0,
-        "the stop landed after the sale had settled"
-    );
 
     // Every batch the stopped worker began was paid and acknowledged before it
     // exited: nothing it did comes back to the next worker as a redelivery.
@@ -484,10 +494,12 @@ async fn check_judges_a_late_capture_only_once_its_result_was_handled() {
          WHERE id = {order};
          INSERT INTO processed_messages (consumer, message_id)
          SELECT 'payments', message_id FROM outbox
-         WHERE topic = 'order.created' AND (payload->>'order_id')::uuid = {order};
+         WHERE topic = 'order.created'
+           AND payload->'orders' @> jsonb_build_array(jsonb_build_object('order_id', {order}));
          INSERT INTO outbox (message_id, topic, payload)
          VALUES ({result}, 'payment.result',
-                 jsonb_build_object('order_id', {order}, 'outcome', 'SUCCEEDED'));")
+                 jsonb_build_object('orders', jsonb_build_array(
+                     jsonb_build_object('order_id', {order}, 'outcome', 'SUCCEEDED'))));")
     .await;
     assert_eq!(verdict(app.check().await), Verdict::Unknown);
 
@@ -542,8 +554,9 @@ async fn an_order_we_do_not_have_is_dead_lettered_and_charges_nobody() {
     // A message for an order this database never had (a queue kept across a
     // reset, a restored backup), then twenty real orders.
     let ghost = uuid::Uuid::now_v7();
-    let body = serde_json::json!({"order_id": ghost, "event_id": event, "user_id": "ghost",
-                                  "quantity": 1, "amount_cents": 2500});
+    let body = serde_json::json!({"orders": [{"order_id": ghost, "event_id": event,
+                                              "user_id": "ghost", "quantity": 1,
+                                              "amount_cents": 2500}]});
     publish(
         &app,
         "order.created",
@@ -581,10 +594,86 @@ async fn an_order_we_do_not_have_is_dead_lettered_and_charges_nobody() {
     app.drop_queues().await;
 }
 
+/// One message holding twenty real orders, one for an order the sale never
+/// had, and one that is no order at all: the two are dead-lettered alone,
+/// each named, and the twenty settle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_entry_is_dead_lettered_alone_and_the_rest_of_its_message_settles() {
+    let app = spawn_app_with(|settings| settings.roles = vec![Role::Api]).await;
+    let event = app.create_event(30, 4).await;
+    let answers = app.storm(event, distinct_buyers(20)).await;
+    assert_eq!(count(&answers, StatusCode::ACCEPTED, ""), 20);
+    // No relay yet: the writers' messages are still in the outbox. They become
+    // one, with the two poison entries in the middle.
+    let ghost = uuid::Uuid::now_v7();
+    let message_id: uuid::Uuid = sqlx::query_scalar(
+        "WITH taken AS (
+            DELETE FROM outbox WHERE topic = 'order.created' RETURNING payload
+         ), entries AS (
+            SELECT e.entry, row_number() OVER () AS n
+            FROM taken, jsonb_array_elements(taken.payload->'orders') AS e(entry)
+         )
+         INSERT INTO outbox (message_id, topic, payload)
+         SELECT gen_random_uuid(), 'order.created', jsonb_build_object('orders',
+                (SELECT jsonb_agg(entry ORDER BY n) FROM entries WHERE n <= 10)
+             || jsonb_build_array(
+                    jsonb_build_object('order_id', $1::uuid, 'amount_cents', 2500),
+                    jsonb_build_object('order_id', 'not-an-order'))
+             || (SELECT jsonb_agg(entry ORDER BY n) FROM entries WHERE n > 10))
+         RETURNING message_id",
+    )
+    .bind(ghost)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let _saga = app
+        .another_server(|settings| {
+            settings.roles = vec![Role::Relay, Role::Payments, Role::Orders];
+        })
+        .await;
+
+    app.until_none_pending(Duration::from_secs(30)).await;
+    assert_eq!(statuses(&app).await, (20, 0, 0));
+    let asked: i64 = sqlx::query_scalar("SELECT count(*) FROM provider_ledger WHERE order_id = $1")
+        .bind(ghost)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        asked, 0,
+        "the provider was asked to charge an unknown order"
+    );
+    until_dead_letters(&app, "order.created", 2).await;
+    let report = app.check().await;
+    let queues = report.finding(QUEUES_DRAINED).unwrap();
+    assert_eq!(queues.verdict, Verdict::Fail, "{report:#?}");
+    let examples = queues.examples.join("\n");
+    for named in [
+        format!("order {ghost} (message {message_id})"),
+        format!("order not-an-order (message {message_id})"),
+    ] {
+        assert!(examples.contains(&named), "{named} not in {examples}");
+    }
+    // The message itself was processed: the twenty settled from it.
+    let processed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM processed_messages WHERE message_id = $1")
+            .bind(message_id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(processed, 1);
+    assert!(report
+        .findings
+        .iter()
+        .filter(|f| f.invariant != QUEUES_DRAINED)
+        .all(|f| f.verdict != Verdict::Fail));
+    app.drop_queues().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copies_of_one_message_in_one_batch_are_handled_once() {
-    // Every payment declined: failed captures have no unique index of their
-    // own, so a copy handled as new would show as a second row.
+    // Every payment declined: a copy handled as new would show as a second
+    // result (the payments table keeps one row per order and kind).
     let app = spawn_app_with(|settings| {
         settings.roles = vec![Role::Api, Role::Sweeper, Role::Relay, Role::Orders];
         settings.provider.failure_rate = 1.0;
@@ -630,7 +719,8 @@ async fn copies_of_one_message_in_one_batch_are_handled_once() {
     assert_eq!(statuses(&app).await, (0, 50, 0));
     let (captures, results): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM payments),
-                (SELECT count(*) FROM outbox WHERE topic = 'payment.result')",
+                (SELECT count(*) FROM outbox, jsonb_array_elements(payload->'orders')
+                 WHERE topic = 'payment.result')",
     )
     .fetch_one(&app.pool)
     .await

@@ -1,26 +1,32 @@
 //! Consuming a queue: manual acks, only after the handler's effects committed.
 //!
-//! A handler answers each message with [`Handled`]: `Done` acks it; `Retry`
-//! (the database, Redis or the provider away) keeps it, unacknowledged, and
-//! hands it to the handler again after a pause that doubles from
-//! [`RETRY_PAUSE`] to [`RETRY_PAUSE_MAX`]. Kept, not given back: an outage of
-//! any length spends none of the message's deliveries, so it never reaches the
-//! queue's delivery limit for a fault that is not its own (the broker counts
-//! deliveries only when a consumer dies holding it). `Poison` (it can never
-//! succeed: undecodable, no message id, unknown order) rejects it straight to
-//! the dead-letter queue, and the rest keep flowing. Handlers are idempotent
-//! by message id (they record it in `processed_messages` in the same
-//! transaction as their effects), so a redelivery changes nothing twice.
+//! A message is a batch of entries, one per order (see [`crate::messages`]).
+//! Every entry waiting (the deliveries already here, up to the prefetch count)
+//! goes to the handler at once, so it can settle them in one transaction; one
+//! per message capped the saga near 1,400 messages/s per worker.
 //!
-//! Messages are handed over in batches: every delivery waiting (up to the
-//! prefetch count) goes to the handler at once, so it can settle them in one
-//! transaction instead of one each. One settled message per transaction capped
-//! the saga near 1,400 messages/s per worker. Deliveries are read from the
-//! consumer's stream, in the broker's order, so a batch whose messages were all
-//! done, with none held, is acknowledged by one `multiple` ack: every delivery
-//! before it on the channel is settled already.
+//! A handler answers each entry with [`Handled`]. A message whose entries are
+//! all `Done` or `Duplicate` is recorded in `processed_messages` (the proof
+//! `check` reads) and acked. `Retry` (the database, Redis or the provider away)
+//! keeps the whole message, unacknowledged, and hands it to the handler again
+//! after a pause that doubles from [`RETRY_PAUSE`] to [`RETRY_PAUSE_MAX`]; the
+//! entries done meanwhile are duplicates then. Kept, not given back: an outage
+//! of any length spends none of the message's deliveries, so it never reaches
+//! the queue's delivery limit for a fault that is not its own (the broker
+//! counts deliveries only when a consumer dies holding it). `Poison` (it can
+//! never succeed: undecodable, unknown order) is published alone to the
+//! dead-letter exchange, naming its order, and the rest of its message goes on;
+//! a message with no id or no batch body is rejected whole to the same place.
+//!
+//! Handlers are idempotent per order (a payment is recorded once per order, an
+//! order is settled only while PENDING), so a redelivered or republished
+//! message changes nothing twice. Deliveries are read from the consumer's
+//! stream, in the broker's order, so a batch whose messages were all settled,
+//! with none held, is acknowledged by one `multiple` ack: every delivery before
+//! it on the channel is settled already.
 
-use std::collections::HashSet;
+mod letter;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,15 +36,20 @@ use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
+    ConfirmSelectOptions,
 };
 use lapin::types::FieldTable;
+use lapin::Channel;
 use serde::de::DeserializeOwned;
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::broker::{close, within, Reconnect, Topology};
 use crate::known_bad::{self, Bug};
 use crate::metrics::Metrics;
 use crate::stop::Stop;
+pub use letter::REASON_HEADER;
+use letter::{Fate, Letter};
 
 /// The first pause before messages that failed are handled again.
 pub const RETRY_PAUSE: Duration = Duration::from_millis(500);
@@ -46,16 +57,15 @@ pub const RETRY_PAUSE: Duration = Duration::from_millis(500);
 pub const RETRY_PAUSE_MAX: Duration = Duration::from_secs(2);
 /// Messages handled at once per consumer.
 const PREFETCH: u16 = 256;
-
-/// One message, as a handler sees it.
-pub struct Message {
-    pub message_id: Option<Uuid>,
-    pub body: Vec<u8>,
-}
+/// Bodies handled at once, at most (past the first message): a message holds
+/// up to a writer batch of entries, so the prefetch alone does not bound a
+/// handler's transaction.
+const BATCH_BYTES: usize = 1 << 20;
 
 pub enum Handled {
     Done,
-    /// Processed before (same message id): nothing done again.
+    /// Handled before (the same order's payment recorded, or its order
+    /// settled): nothing done again.
     Duplicate,
     Retry(anyhow::Error),
     Poison(String),
@@ -78,84 +88,21 @@ pub trait Handler: Send + Sync + 'static {
     const NAME: &'static str;
     /// The topic whose queue it consumes.
     const TOPIC: &'static str;
-    /// Handles a batch; answers one [`Handled`] per message, in order.
-    fn handle(&self, messages: Vec<Message>) -> impl Future<Output = Vec<Handled>> + Send;
+    /// One order's entry in a message of the topic.
+    type Entry: DeserializeOwned + Send + 'static;
+    /// Handles the entries of a batch of messages; answers one [`Handled`] per
+    /// entry, in order. The same order may come more than once.
+    fn handle(&self, entries: Vec<Self::Entry>) -> impl Future<Output = Vec<Handled>> + Send;
 }
 
-/// A batch's answers while a handler fills them in, one slot per message.
+/// A batch's answers while a handler fills them in, one slot per entry.
 pub type Slots = Vec<Option<Handled>>;
 
-/// Sorts a batch for a handler: a message without an id, or whose body is not
-/// a `T`, is poison (its slot is filled); the others come back decoded, with
-/// their place in the batch (their slot left empty for the handler).
-pub fn decode<T: DeserializeOwned>(
-    messages: &[Message],
-    topic: &str,
-) -> (Slots, Vec<(usize, Uuid, T)>) {
-    let mut handled = Vec::with_capacity(messages.len());
-    let mut decoded = Vec::new();
-    for (index, message) in messages.iter().enumerate() {
-        let Some(message_id) = message.message_id else {
-            handled.push(Some(Handled::Poison("no message id".into())));
-            continue;
-        };
-        match serde_json::from_slice(&message.body) {
-            Ok(body) => {
-                handled.push(None);
-                decoded.push((index, message_id, body));
-            }
-            Err(error) => handled.push(Some(Handled::Poison(format!(
-                "undecodable {topic}: {error}"
-            )))),
-        }
-    }
-    (handled, decoded)
-}
-
-/// The messages of a batch this consumer sees for the first time.
-///
-/// The contract of every handler's dedupe: [`FirstTimes::claim`] records the
-/// batch's message ids in `processed_messages` inside the handler's
-/// transaction, so the record commits with the effects or not at all; then
-/// [`FirstTimes::take`] answers `true` once per id. A message processed by an
-/// earlier transaction, and every copy after the first of a message that came
-/// twice in this batch (a republish, a redelivery joining held messages), are
-/// duplicates: acknowledged, with no effect.
-pub struct FirstTimes(HashSet<Uuid>);
-
-impl FirstTimes {
-    /// Records that `consumer` processed `message_ids`, in the caller's
-    /// transaction.
-    pub async fn claim(
-        tx: &mut sqlx::PgConnection,
-        consumer: &str,
-        message_ids: &[Uuid],
-    ) -> sqlx::Result<Self> {
-        let fresh: Vec<Uuid> = sqlx::query_scalar(
-            "INSERT INTO processed_messages (consumer, message_id)
-             SELECT $1, id FROM unnest($2::uuid[]) AS m(id)
-             ON CONFLICT DO NOTHING RETURNING message_id",
-        )
-        .bind(consumer)
-        .bind(message_ids)
-        .fetch_all(tx)
-        .await?;
-        Ok(Self(fresh.into_iter().collect()))
-    }
-
-    /// Whether this copy of `message_id` is the one to act on: true once.
-    pub fn take(&mut self, message_id: Uuid) -> bool {
-        self.0.remove(&message_id)
-    }
-}
-
-/// One answer per message; a slot a handler left empty is retried, not lost.
-pub fn answers(handled: Slots) -> Vec<Handled> {
-    handled
+/// One answer per entry; a slot a handler left empty is retried, not lost.
+pub fn answers(slots: Slots) -> Vec<Handled> {
+    slots
         .into_iter()
-        .map(|slot| {
-            slot.unwrap_or_else(|| Handled::Retry(anyhow::anyhow!("message left unhandled")))
-        })
+        .map(|slot| slot.unwrap_or_else(|| Handled::Retry(anyhow::anyhow!("entry left unhandled"))))
         .collect()
 }
 
@@ -163,6 +110,7 @@ pub fn answers(handled: Slots) -> Vec<Handled> {
 /// connection breaks.
 pub async fn run<H: Handler>(
     handler: Arc<H>,
+    pool: PgPool,
     amqp_url: String,
     topology: Topology,
     metrics: Arc<Metrics>,
@@ -172,6 +120,7 @@ pub async fn run<H: Handler>(
     loop {
         let session = consume(
             &handler,
+            &pool,
             &amqp_url,
             &topology,
             &metrics,
@@ -192,6 +141,7 @@ pub async fn run<H: Handler>(
 /// to the queue when the connection closes.
 async fn consume<H: Handler>(
     handler: &Arc<H>,
+    pool: &PgPool,
     amqp_url: &str,
     topology: &Topology,
     metrics: &Arc<Metrics>,
@@ -199,6 +149,11 @@ async fn consume<H: Handler>(
     stop: &mut Stop,
 ) -> anyhow::Result<()> {
     let (connection, channel) = topology.open(amqp_url).await?;
+    within(
+        "turning on publisher confirms (for dead letters)",
+        channel.confirm_select(ConfirmSelectOptions::default()),
+    )
+    .await?;
     within(
         "setting the prefetch",
         channel.basic_qos(PREFETCH, BasicQosOptions::default()),
@@ -235,22 +190,34 @@ async fn consume<H: Handler>(
             take_arrived(&mut consumer, &mut batch)?;
             batch
         };
-        let messages = deliveries.iter().map(message).collect();
+        let mut letters: Vec<Letter<H::Entry>> = deliveries
+            .iter()
+            .map(|delivery| Letter::read(delivery, H::TOPIC))
+            .collect();
+        let entries = letters.iter_mut().flat_map(Letter::take_entries).collect();
         if known_bad::has(Bug::AckBeforeCommit) {
             for delivery in &deliveries {
                 settle("acknowledging", delivery.ack(BasicAckOptions::default())).await?;
             }
-            handler.handle(messages).await;
+            handler.handle(entries).await;
             continue;
         }
-        let handled = handler.handle(messages).await;
-        for handled in &handled {
-            metrics.message_handled(H::NAME, handled.label());
-        }
+        let mut answers = handler.handle(entries).await.into_iter();
+        let fates: Vec<Fate> = letters
+            .into_iter()
+            .map(|letter| {
+                let (fate, labels) = letter::fate(letter, &mut answers);
+                for label in labels {
+                    metrics.message_handled(H::NAME, label);
+                }
+                fate
+            })
+            .collect();
         if known_bad::has(Bug::NeverAck) {
             continue;
         }
-        let failure = settle_batch(H::NAME, deliveries, handled, &mut waiting).await?;
+        let fates = conclude::<H>(pool, &channel, topology, fates).await?;
+        let failure = settle_batch(H::NAME, deliveries, fates, &mut waiting).await?;
         match failure {
             // One line when a streak of failures begins, one when it ends.
             Some(error) if pause == RETRY_PAUSE => tracing::warn!(
@@ -275,26 +242,87 @@ async fn consume<H: Handler>(
     Ok(())
 }
 
-/// Acknowledges what was done, dead-letters what never can be, and moves
-/// what failed for now to `waiting`. Returns the first such failure.
+/// Records the settled messages as processed, then dead-letters their poison
+/// entries. A database that fails turns them into retries; a broker that
+/// fails ends the session (the messages come again, and their entries are
+/// duplicates or the same poison then).
+async fn conclude<H: Handler>(
+    pool: &PgPool,
+    channel: &Channel,
+    topology: &Topology,
+    fates: Vec<Fate>,
+) -> anyhow::Result<Vec<Fate>> {
+    let settled: Vec<Uuid> = fates
+        .iter()
+        .filter_map(|fate| match fate {
+            Fate::Settled { message_id, .. } => Some(*message_id),
+            _ => None,
+        })
+        .collect();
+    if settled.is_empty() {
+        return Ok(fates);
+    }
+    if let Err(error) = record_processed(pool, H::NAME, &settled).await {
+        let error = anyhow::Error::new(error).context("recording messages as processed");
+        return Ok(fates
+            .into_iter()
+            .map(|fate| match fate {
+                Fate::Settled { .. } => Fate::Retry(anyhow::anyhow!("{error:#}")),
+                other => other,
+            })
+            .collect());
+    }
+    let exchange = topology.dead_letter_exchange();
+    for fate in &fates {
+        if let Fate::Settled { message_id, poison } = fate {
+            for (_, reason) in poison {
+                tracing::warn!(consumer = H::NAME, %message_id, reason, "poison entry dead-lettered");
+            }
+            if !poison.is_empty() {
+                let sent = letter::dead_letter(channel, &exchange, H::TOPIC, *message_id, poison);
+                within("dead-lettering entries", sent).await?;
+            }
+        }
+    }
+    Ok(fates)
+}
+
+/// Records that `consumer` processed `message_ids`.
+async fn record_processed(pool: &PgPool, consumer: &str, message_ids: &[Uuid]) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO processed_messages (consumer, message_id)
+         SELECT $1, id FROM unnest($2::uuid[]) AS m(id)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(consumer)
+    .bind(message_ids)
+    .execute(pool)
+    .await
+    .map(drop)
+}
+
+/// Acknowledges what was settled, rejects what is unreadable to the
+/// dead-letter queue, and moves what failed for now to `waiting`. Returns the
+/// first such failure.
 ///
 /// `waiting` is empty on entry (a retried batch took it), and every delivery
 /// older than the batch was settled or is in the batch. So when nothing in the
-/// batch failed, the newest one done is acknowledged with `multiple`, which
-/// settles it and every older unsettled delivery, all of them done; otherwise
-/// each is acknowledged alone, so a held message is never acknowledged.
+/// batch failed, the newest one settled is acknowledged with `multiple`, which
+/// settles it and every older unsettled delivery, all of them settled;
+/// otherwise each is acknowledged alone, so a held message is never
+/// acknowledged.
 async fn settle_batch(
     consumer: &str,
     deliveries: Vec<Delivery>,
-    handled: Vec<Handled>,
+    fates: Vec<Fate>,
     waiting: &mut Vec<Delivery>,
 ) -> anyhow::Result<Option<anyhow::Error>> {
-    let all_done = !handled.iter().any(|h| matches!(h, Handled::Retry(_)));
+    let all_settled = !fates.iter().any(|fate| matches!(fate, Fate::Retry(_)));
     let mut failure = None;
     let mut newest_done = None;
-    for (delivery, handled) in deliveries.into_iter().zip(handled) {
-        match handled {
-            Handled::Done | Handled::Duplicate if all_done => {
+    for (delivery, fate) in deliveries.into_iter().zip(fates) {
+        match fate {
+            Fate::Settled { .. } if all_settled => {
                 if newest_done
                     .as_ref()
                     .is_none_or(|newest: &Delivery| newest.delivery_tag < delivery.delivery_tag)
@@ -302,17 +330,17 @@ async fn settle_batch(
                     newest_done = Some(delivery);
                 }
             }
-            Handled::Done | Handled::Duplicate => {
+            Fate::Settled { .. } => {
                 settle("acknowledging", delivery.ack(BasicAckOptions::default())).await?
             }
-            Handled::Retry(_) if known_bad::has(Bug::AckOnFailure) => {
+            Fate::Retry(_) if known_bad::has(Bug::AckOnFailure) => {
                 settle("acknowledging", delivery.ack(BasicAckOptions::default())).await?
             }
-            Handled::Retry(error) => {
+            Fate::Retry(error) => {
                 failure.get_or_insert(error);
                 waiting.push(delivery);
             }
-            Handled::Poison(reason) => {
+            Fate::Reject(reason) => {
                 tracing::warn!(consumer, reason, "poison message dead-lettered");
                 let dead_letter = BasicRejectOptions { requeue: false };
                 settle("dead-lettering", delivery.reject(dead_letter)).await?
@@ -335,28 +363,22 @@ async fn next_batch(consumer: &mut lapin::Consumer) -> anyhow::Result<Vec<Delive
     Ok(batch)
 }
 
-/// Adds the deliveries already here to `batch`, up to the prefetch count,
-/// without waiting for more.
+/// Adds the deliveries already here to `batch`, up to the prefetch count and
+/// [`BATCH_BYTES`], without waiting for more.
 fn take_arrived(consumer: &mut lapin::Consumer, batch: &mut Vec<Delivery>) -> anyhow::Result<()> {
-    while batch.len() < usize::from(PREFETCH) {
+    let mut bytes: usize = batch.iter().map(|delivery| delivery.data.len()).sum();
+    while batch.len() < usize::from(PREFETCH) && bytes < BATCH_BYTES {
         match consumer.next().now_or_never() {
-            Some(Some(delivery)) => batch.push(delivery?),
+            Some(Some(delivery)) => {
+                let delivery = delivery?;
+                bytes += delivery.data.len();
+                batch.push(delivery);
+            }
             Some(None) => anyhow::bail!("consumer cancelled by the broker"),
             None => break,
         }
     }
     Ok(())
-}
-
-fn message(delivery: &Delivery) -> Message {
-    Message {
-        message_id: delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .and_then(|id| id.as_str().parse().ok()),
-        body: delivery.data.clone(),
-    }
 }
 
 /// Acknowledges or rejects a delivery. lapin answers `false` when the channel
