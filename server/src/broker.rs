@@ -3,9 +3,12 @@
 //!
 //! - `{ns}.sale`: durable topic exchange; a message's routing key is its topic
 //!   (`order.created`, `payment.result`).
-//! - `{ns}.{topic}`: one quorum queue per topic (classic durable where quorum
-//!   queues are unavailable). After [`DELIVERY_LIMIT`] failed deliveries a
-//!   message goes to the dead-letter exchange instead of looping forever.
+//! - `{ns}.{topic}`: one quorum queue per topic. After [`DELIVERY_LIMIT`]
+//!   failed deliveries a message goes to the dead-letter exchange instead of
+//!   looping forever. Where quorum queues are unavailable, a classic durable
+//!   queue, which RabbitMQ gives no delivery limit. Both keep persistent
+//!   messages on disk; a quorum queue also replicates them across a cluster's
+//!   nodes (here there is one), and costs no more CPU at this message rate.
 //! - `{ns}.dead`: the dead-letter exchange, and `{ns}.{topic}.dead`, the queues
 //!   holding what could not be processed, for an operator to look at.
 
@@ -251,8 +254,16 @@ async fn declare_queue(
     }
     tracing::warn!(
         queue,
-        "quorum queue refused; declaring a classic durable queue"
+        "quorum queue refused; declaring a classic durable queue, without a delivery limit"
     );
+    // Classic queues take no delivery limit (RabbitMQ refuses the argument).
+    let arguments: FieldTable = arguments
+        .inner()
+        .iter()
+        .filter(|(key, _)| key.as_str() != "x-delivery-limit")
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into();
     let channel: Channel = connection.create_channel().await?;
     channel
         .queue_declare(name(queue), durable, arguments)
