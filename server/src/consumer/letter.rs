@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::Handled;
 use crate::messages::Batch;
+use crate::outbox::MESSAGES_HEADER;
 
 /// The header of a dead-lettered entry that says why it could not be handled.
 pub const REASON_HEADER: &str = "x-flashtix-reason";
@@ -22,6 +23,9 @@ pub enum Letter<E> {
     Unreadable(String),
     Readable {
         message_id: Uuid,
+        /// The outbox rows whose entries it carries (the relay puts several
+        /// together): each is recorded as processed.
+        message_ids: Vec<Uuid>,
         /// Every entry as it came, for dead-lettering one alone.
         raw: Vec<Value>,
         /// Per entry, why it could not be decoded (`None`: it is in `entries`).
@@ -41,6 +45,11 @@ impl<E: DeserializeOwned> Letter<E> {
         let Some(message_id) = message_id else {
             return Self::Unreadable("no message id".into());
         };
+        let message_ids = match carried(delivery) {
+            Ok(ids) if ids.is_empty() => vec![message_id],
+            Ok(ids) => ids,
+            Err(reason) => return Self::Unreadable(reason),
+        };
         let raw = match serde_json::from_slice::<Batch<Value>>(&delivery.data) {
             Ok(batch) => batch.orders,
             Err(error) => return Self::Unreadable(format!("undecodable {topic}: {error}")),
@@ -58,6 +67,7 @@ impl<E: DeserializeOwned> Letter<E> {
         }
         Self::Readable {
             message_id,
+            message_ids,
             raw,
             unreadable,
             entries,
@@ -73,12 +83,38 @@ impl<E: DeserializeOwned> Letter<E> {
     }
 }
 
+/// The outbox rows a message names in [`MESSAGES_HEADER`] (none: it has no
+/// such header).
+fn carried(delivery: &Delivery) -> Result<Vec<Uuid>, String> {
+    let Some(headers) = delivery.properties.headers() else {
+        return Ok(Vec::new());
+    };
+    let Some(value) = headers.inner().get(MESSAGES_HEADER) else {
+        return Ok(Vec::new());
+    };
+    let AMQPValue::FieldArray(ids) = value else {
+        return Err(format!("{MESSAGES_HEADER} is not a list"));
+    };
+    ids.as_slice()
+        .iter()
+        .map(|id| match id {
+            AMQPValue::LongString(text) => std::str::from_utf8(text.as_bytes())
+                .ok()
+                .and_then(|text| text.parse().ok())
+                .ok_or_else(|| format!("{MESSAGES_HEADER} holds a bad message id")),
+            _ => Err(format!("{MESSAGES_HEADER} holds a bad message id")),
+        })
+        .collect()
+}
+
 /// What becomes of one delivery once its entries are handled.
 pub enum Fate {
     /// Every entry done, duplicate or poison: the poison entries are
     /// dead-lettered, then the message recorded as processed and acknowledged.
     Settled {
         message_id: Uuid,
+        /// The outbox rows it carried, to record as processed.
+        message_ids: Vec<Uuid>,
         poison: Vec<(Value, String)>,
     },
     /// An entry failed for now: the whole message is held and tried again
@@ -95,14 +131,15 @@ pub fn fate<E>(
     letter: Letter<E>,
     answers: &mut impl Iterator<Item = Handled>,
 ) -> (Fate, Vec<&'static str>) {
-    let (message_id, raw, unreadable) = match letter {
+    let (message_id, message_ids, raw, unreadable) = match letter {
         Letter::Unreadable(reason) => return (Fate::Reject(reason), vec!["poison"]),
         Letter::Readable {
             message_id,
+            message_ids,
             raw,
             unreadable,
             ..
-        } => (message_id, raw, unreadable),
+        } => (message_id, message_ids, raw, unreadable),
     };
     let mut labels = Vec::with_capacity(raw.len());
     let mut poison = Vec::new();
@@ -125,7 +162,11 @@ pub fn fate<E>(
     }
     let fate = match failure {
         Some(error) => Fate::Retry(error),
-        None => Fate::Settled { message_id, poison },
+        None => Fate::Settled {
+            message_id,
+            message_ids,
+            poison,
+        },
     };
     (fate, labels)
 }

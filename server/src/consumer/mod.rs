@@ -254,10 +254,11 @@ async fn conclude<H: Handler>(
 ) -> anyhow::Result<Vec<Fate>> {
     let settled: Vec<Uuid> = fates
         .iter()
-        .filter_map(|fate| match fate {
-            Fate::Settled { message_id, .. } => Some(*message_id),
-            _ => None,
+        .flat_map(|fate| match fate {
+            Fate::Settled { message_ids, .. } => message_ids.as_slice(),
+            _ => &[],
         })
+        .copied()
         .collect();
     if settled.is_empty() {
         return Ok(fates);
@@ -274,7 +275,10 @@ async fn conclude<H: Handler>(
     }
     let exchange = topology.dead_letter_exchange();
     for fate in &fates {
-        if let Fate::Settled { message_id, poison } = fate {
+        if let Fate::Settled {
+            message_id, poison, ..
+        } = fate
+        {
             for (_, reason) in poison {
                 tracing::warn!(consumer = H::NAME, %message_id, reason, "poison entry dead-lettered");
             }

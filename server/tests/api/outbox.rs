@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use flashtix_server::broker::{self, Topology};
 use flashtix_server::config::Role;
+use flashtix_server::outbox::MESSAGES_HEADER;
 use lapin::options::{BasicAckOptions, BasicGetOptions};
+use lapin::types::AMQPValue;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -18,6 +20,8 @@ const WITH_RELAY: [Role; 3] = [Role::Api, Role::Sweeper, Role::Relay];
 
 struct Published {
     message_id: String,
+    /// The outbox rows it carries, by message id.
+    carried: Vec<String>,
     persistent: bool,
     body: Value,
 }
@@ -46,7 +50,24 @@ async fn take_order_created(app: &TestApp) -> Vec<Published> {
         .unwrap()
     {
         let delivery = message.delivery;
+        let header = delivery
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|headers| headers.inner().get(MESSAGES_HEADER).cloned());
+        let Some(AMQPValue::FieldArray(ids)) = header else {
+            panic!("a message without {MESSAGES_HEADER}");
+        };
+        let carried = ids
+            .as_slice()
+            .iter()
+            .map(|id| match id {
+                AMQPValue::LongString(id) => String::from_utf8(id.as_bytes().to_vec()).unwrap(),
+                other => panic!("{MESSAGES_HEADER} holds {other:?}"),
+            })
+            .collect();
         taken.push(Published {
+            carried,
             message_id: delivery
                 .properties
                 .message_id()
@@ -99,9 +120,13 @@ async fn committed_orders_are_published_once_with_their_message_ids() {
     let orders = announced(&published);
     assert_eq!(orders.len(), 50, "each order announced once, no more");
     assert_eq!(orders.iter().copied().collect::<HashSet<&str>>(), accepted);
-    let message_ids: HashSet<String> = published.iter().map(|m| m.message_id.clone()).collect();
-    assert_eq!(message_ids.len(), published.len());
-    assert_eq!(message_ids, outbox_message_ids(&app).await);
+    // Each outbox row is carried by exactly one message, which goes under the
+    // id of its first row.
+    let carried: Vec<&String> = published.iter().flat_map(|m| &m.carried).collect();
+    let distinct: HashSet<String> = carried.iter().map(|id| id.to_string()).collect();
+    assert_eq!(carried.len(), distinct.len(), "a row carried twice");
+    assert_eq!(distinct, outbox_message_ids(&app).await);
+    assert!(published.iter().all(|m| m.carried[0] == m.message_id));
     assert!(published.iter().all(|m| m.persistent));
     let entries = published
         .iter()
