@@ -343,15 +343,35 @@ async fn twice_to_two_events(setup: Setup, bugs: Option<&str>) -> (Run, usize) {
     (Run::unstormed(sale, server), accepted)
 }
 
-/// A worker that never acknowledges stops once the broker's window of
-/// unacknowledged messages is full: the rest of the orders never settle.
+/// A worker that never acknowledges holds every message it took: the broker
+/// cannot tell them from lost ones, and once its window of unacknowledged
+/// messages fills (a long sale) the worker stops. Its effects may commit
+/// meanwhile (a message carries many orders, so a short sale may even
+/// settle), but nothing records a message as processed: `check` says
+/// UNKNOWN, never PASS. The real sale passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_that_never_acks_never_settles() {
+async fn a_worker_that_never_acks_is_never_proven() {
     let setup = Setup {
         reset: &["--tickets", "1000"],
         serve: &[],
     };
-    assert_never_settles(setup, "never-ack", "--rate 300 --buyers 600 --settle 10s").await;
+    let storm = "--rate 300 --buyers 600 --settle 10s";
+    let (bad, good) = tokio::join!(
+        setup.storm(Some("never-ack"), storm),
+        setup.storm(None, storm)
+    );
+    let unproven = verdict_of(&bad.storm["check"], "queues_drained");
+    assert_eq!(unproven["verdict"], "UNKNOWN", "{:#}", bad.storm);
+    assert!(
+        unproven["examples"]
+            .to_string()
+            .contains("not processed by"),
+        "{:#}",
+        bad.storm
+    );
+    assert_ne!(bad.storm["check"]["verdict"], "PASS", "{:#}", bad.storm);
+    assert!(good.settled(), "{:#}", good.storm);
+    assert_passes(&good.judged().await);
 }
 
 /// The provider loses a third of its answers. A worker that acknowledges the

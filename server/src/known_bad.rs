@@ -22,8 +22,9 @@
 //!   their tickets back while the money stays taken;
 //! - `ack-on-failure`: a message whose handling failed is acknowledged (lost)
 //!   instead of held and retried;
-//! - `never-ack`: handled messages are never acknowledged, so each consumer
-//!   stops once the broker's prefetch window is full;
+//! - `never-ack`: handled messages are never acknowledged (nor recorded as
+//!   processed), so each consumer stops once the broker's prefetch window is
+//!   full;
 //! - `late-payment-not-refunded`: a capture that arrives for an order already
 //!   expired or cancelled is kept, not refunded;
 //! - `replay-answered-sold-out`: while a process answers `sold_out` from

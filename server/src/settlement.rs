@@ -69,20 +69,22 @@ impl OrderWorker {
         let mut order_ids: Vec<Uuid> = results.iter().map(|r| r.order_id).collect();
         order_ids.sort();
         order_ids.dedup();
-        let rows: Vec<(Uuid, String, i64, i32, f64)> = sqlx::query_as(
+        let rows: Vec<(Uuid, String, i64, i32, f64, bool)> = sqlx::query_as(
             "SELECT id, status, event_id, quantity,
-                    extract(epoch FROM now() - created_at)::float8
+                    extract(epoch FROM now() - created_at)::float8,
+                    EXISTS (SELECT 1 FROM payments p
+                            WHERE p.order_id = orders.id AND p.kind = 'REFUND')
              FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE",
         )
         .bind(&order_ids)
         .fetch_all(&mut *tx)
         .await?;
         let mut orders = HashMap::with_capacity(rows.len());
-        for (id, status, event_id, quantity, age) in rows {
+        for (id, status, event_id, quantity, age, refunded) in rows {
             let status: OrderStatus = status
                 .parse()
                 .map_err(|error: UnknownStatus| sqlx::Error::Decode(error.into()))?;
-            orders.insert(id, (status, event_id, quantity, age));
+            orders.insert(id, (status, event_id, quantity, age, refunded));
         }
         let mut ages = Vec::new();
 
@@ -91,7 +93,9 @@ impl OrderWorker {
         let mut moved: BTreeMap<i64, Moved> = BTreeMap::new();
         let mut settled = Vec::with_capacity(results.len());
         for result in results {
-            let Some((status, event_id, quantity, age)) = orders.get_mut(&result.order_id) else {
+            let Some((status, event_id, quantity, age, refunded)) =
+                orders.get_mut(&result.order_id)
+            else {
                 settled.push(Settled::Handled(Handled::Poison(format!(
                     "payment.result for unknown order {}",
                     result.order_id
@@ -115,13 +119,15 @@ impl OrderWorker {
                     event.to_available += *quantity;
                 }
                 (OrderStatus::Expired | OrderStatus::Cancelled, Outcome::Succeeded)
-                    if !known_bad::has(Bug::LatePaymentNotRefunded) =>
+                    if !known_bad::has(Bug::LatePaymentNotRefunded) && !*refunded =>
                 {
                     settled.push(Settled::NeedsRefund);
                     continue;
                 }
-                // Settled by this result before.
-                (OrderStatus::Confirmed, Outcome::Succeeded)
+                // Settled (or refunded) by this result before: not asked
+                // again, so a held message only ever shrinks.
+                (OrderStatus::Expired | OrderStatus::Cancelled, Outcome::Succeeded)
+                | (OrderStatus::Confirmed, Outcome::Succeeded)
                 | (OrderStatus::Cancelled, Outcome::Failed) => {
                     settled.push(Settled::Handled(Handled::Duplicate));
                     continue;

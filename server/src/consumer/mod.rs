@@ -6,8 +6,8 @@
 //! per message capped the saga near 1,400 messages/s per worker.
 //!
 //! A handler answers each entry with [`Handled`]. A message whose entries are
-//! all `Done` or `Duplicate` is recorded in `processed_messages` (the proof
-//! `check` reads) and acked. `Retry` (the database, Redis or the provider away)
+//! all `Done` or `Duplicate` has the outbox rows it carries recorded in
+//! `processed_messages` (the proof `check` reads), and is acked. `Retry` (the database, Redis or the provider away)
 //! keeps the whole message, unacknowledged, and hands it to the handler again
 //! after a pause that doubles from [`RETRY_PAUSE`] to [`RETRY_PAUSE_MAX`]; the
 //! entries done meanwhile are duplicates then. Kept, not given back: an outage

@@ -14,7 +14,7 @@
 
 pub mod provider;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use sqlx::PgPool;
@@ -90,12 +90,17 @@ impl PaymentWorker {
         Ok(recorded.into_iter().map(|(order_id, _)| order_id).collect())
     }
 
-    /// Which of these orders exist.
-    async fn known_orders(&self, ids: &[Uuid]) -> sqlx::Result<HashSet<Uuid>> {
-        let known: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM orders WHERE id = ANY($1)")
-            .bind(ids)
-            .fetch_all(&self.pool)
-            .await?;
+    /// Which of these orders exist, and whether each one's capture is
+    /// recorded already.
+    async fn known_orders(&self, ids: &[Uuid]) -> sqlx::Result<HashMap<Uuid, bool>> {
+        let known: Vec<(Uuid, bool)> = sqlx::query_as(
+            "SELECT o.id, EXISTS (SELECT 1 FROM payments p
+                                  WHERE p.order_id = o.id AND p.kind = 'CAPTURE')
+             FROM orders o WHERE o.id = ANY($1)",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(known.into_iter().collect())
     }
 }
@@ -139,15 +144,23 @@ impl Handler for PaymentWorker {
                 return answers(handled);
             }
         };
-        let (valid, unknown): (Vec<_>, Vec<_>) = valid.into_iter().partition(|(_, order)| {
-            known.contains(&order.order_id) || known_bad::has(Bug::PoisonWedge)
-        });
-        for (index, order) in unknown {
-            handled[index] = Some(Handled::Poison(format!(
-                "order.created for unknown order {}",
-                order.order_id
-            )));
+        let mut to_charge = Vec::with_capacity(valid.len());
+        for (index, order) in valid {
+            match known.get(&order.order_id) {
+                // Recorded by an earlier try of this message, or by a copy of
+                // it: not asked again, so a held message only ever shrinks.
+                Some(true) => handled[index] = Some(Handled::Duplicate),
+                Some(false) => to_charge.push((index, order)),
+                None if known_bad::has(Bug::PoisonWedge) => to_charge.push((index, order)),
+                None => {
+                    handled[index] = Some(Handled::Poison(format!(
+                        "order.created for unknown order {}",
+                        order.order_id
+                    )))
+                }
+            }
         }
+        let valid = to_charge;
         let asked: Vec<(Uuid, i64)> = valid
             .iter()
             .map(|(_, order)| (order.order_id, order.amount_cents))
