@@ -14,11 +14,14 @@
 
 use std::time::Duration;
 
+use lapin::options::BasicPublishOptions;
 use lapin::options::{
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueuePurgeOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind, PublisherConfirm,
+};
 
 use crate::config::Namespace;
 use crate::messages::TOPICS;
@@ -52,6 +55,32 @@ pub async fn close(connection: &Connection, channel: &Channel) {
         connection.close(200, "stopping".into()),
     )
     .await;
+}
+
+/// Publishes a sale message: JSON, persistent (the broker writes it to disk
+/// before confirming) and mandatory (unroutable is an error, not a silent
+/// drop). The caller awaits the returned confirm.
+pub async fn publish(
+    channel: &Channel,
+    exchange: &str,
+    topic: &str,
+    message_id: uuid::Uuid,
+    headers: FieldTable,
+    body: &[u8],
+) -> lapin::Result<PublisherConfirm> {
+    let properties = BasicProperties::default()
+        .with_message_id(message_id.to_string().into())
+        .with_content_type("application/json".into())
+        .with_type(topic.into())
+        .with_headers(headers)
+        .with_delivery_mode(2);
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    channel
+        .basic_publish(exchange.into(), topic.into(), options, body, properties)
+        .await
 }
 
 /// Runs one broker call, failing it if RabbitMQ has not answered within

@@ -85,9 +85,11 @@ pub const QUEUES_DRAINED: &str = "queues_drained";
 pub const EXPIRY_GRACE_SECONDS: i64 = 30;
 
 /// SQL: whether the outbox message `m` names an order of event `$1` (every
-/// message is a batch of entries, one per order).
+/// message is a batch of entries, one per order; a row from before batches
+/// is its own one entry).
 const ABOUT_EVENT: &str = "EXISTS (
-    SELECT 1 FROM jsonb_array_elements(m.payload->'orders') AS e(entry)
+    SELECT 1 FROM jsonb_array_elements(COALESCE(m.payload->'orders', jsonb_build_array(m.payload)))
+         AS e(entry)
     JOIN orders o ON o.id = (e.entry->>'order_id')::uuid
     WHERE o.event_id = $1)";
 
@@ -239,7 +241,9 @@ async fn no_double_charge(pool: &PgPool, event: Option<i64>) -> anyhow::Result<F
             FROM provider_ledger GROUP BY order_id
          ), unhandled AS (
             SELECT DISTINCT (e.entry->>'order_id')::uuid AS order_id
-            FROM outbox m CROSS JOIN jsonb_array_elements(m.payload->'orders') AS e(entry)
+            FROM outbox m
+            CROSS JOIN jsonb_array_elements(
+                COALESCE(m.payload->'orders', jsonb_build_array(m.payload))) AS e(entry)
             WHERE NOT EXISTS (
                 SELECT 1 FROM processed_messages p
                 WHERE p.message_id = m.message_id

@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::ConfirmSelectOptions;
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Confirmation};
+use lapin::{Channel, Confirmation};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -229,27 +229,10 @@ async fn publish_confirmed(channel: &Channel, exchange: &str, rows: &[Row]) -> a
             MESSAGES_HEADER.into(),
             AMQPValue::FieldArray(FieldArray::from(ids)),
         );
-        let properties = BasicProperties::default()
-            .with_message_id(message.message_ids[0].to_string().into())
-            .with_content_type("application/json".into())
-            .with_type(message.topic.into())
-            .with_headers(headers)
-            // Persistent: the broker writes it to disk before confirming.
-            .with_delivery_mode(2);
-        let options = BasicPublishOptions {
-            // Unroutable is an error, not a silent drop.
-            mandatory: true,
-            ..BasicPublishOptions::default()
-        };
-        let confirm = channel
-            .basic_publish(
-                exchange.into(),
-                message.topic.into(),
-                options,
-                message.body.as_bytes(),
-                properties,
-            )
-            .await?;
+        let first = message.message_ids[0];
+        let body = message.body.as_bytes();
+        let confirm =
+            crate::broker::publish(channel, exchange, message.topic, first, headers, body).await?;
         confirms.push(confirm);
     }
     for (message, confirm) in messages.iter().zip(confirms) {

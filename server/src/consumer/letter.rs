@@ -3,9 +3,8 @@
 //! while the rest of its batch goes on.
 
 use lapin::message::Delivery;
-use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Confirmation};
+use lapin::{Channel, Confirmation};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use uuid::Uuid;
@@ -50,8 +49,14 @@ impl<E: DeserializeOwned> Letter<E> {
             Ok(ids) => ids,
             Err(reason) => return Self::Unreadable(reason),
         };
-        let raw = match serde_json::from_slice::<Batch<Value>>(&delivery.data) {
-            Ok(batch) => batch.orders,
+        // A body from before messages were batches is its own one entry.
+        let raw = match serde_json::from_slice::<Value>(&delivery.data) {
+            Ok(Value::Object(mut body)) => match body.remove("orders") {
+                Some(Value::Array(entries)) => entries,
+                Some(_) => return Self::Unreadable(format!("{topic}: orders is not a list")),
+                None => vec![Value::Object(body)],
+            },
+            Ok(_) => return Self::Unreadable(format!("undecodable {topic}: not an object")),
             Err(error) => return Self::Unreadable(format!("undecodable {topic}: {error}")),
         };
         let mut unreadable = Vec::with_capacity(raw.len());
@@ -191,19 +196,8 @@ pub async fn dead_letter(
             REASON_HEADER.into(),
             AMQPValue::LongString(LongString::from(reason.as_bytes().to_vec())),
         );
-        let properties = BasicProperties::default()
-            .with_message_id(message_id.to_string().into())
-            .with_content_type("application/json".into())
-            .with_type(topic.into())
-            .with_headers(headers)
-            .with_delivery_mode(2);
-        let options = BasicPublishOptions {
-            mandatory: true,
-            ..BasicPublishOptions::default()
-        };
-        let confirm = channel
-            .basic_publish(exchange.into(), topic.into(), options, &body, properties)
-            .await?;
+        let confirm =
+            crate::broker::publish(channel, exchange, topic, message_id, headers, &body).await?;
         confirms.push(confirm);
     }
     for confirm in confirms {

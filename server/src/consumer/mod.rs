@@ -242,10 +242,12 @@ async fn consume<H: Handler>(
     Ok(())
 }
 
-/// Records the settled messages as processed, then dead-letters their poison
-/// entries. A database that fails turns them into retries; a broker that
-/// fails ends the session (the messages come again, and their entries are
-/// duplicates or the same poison then).
+/// Dead-letters the settled messages' poison entries, then records the
+/// messages as processed, so `check` never reads one as processed before its
+/// dead letters are in their queue. A broker that fails ends the session (the
+/// messages come again, and their entries are duplicates or the same poison
+/// then: a dead letter may be published twice); a database that fails turns
+/// them into retries.
 async fn conclude<H: Handler>(
     pool: &PgPool,
     channel: &Channel,
@@ -263,16 +265,6 @@ async fn conclude<H: Handler>(
     if settled.is_empty() {
         return Ok(fates);
     }
-    if let Err(error) = record_processed(pool, H::NAME, &settled).await {
-        let error = anyhow::Error::new(error).context("recording messages as processed");
-        return Ok(fates
-            .into_iter()
-            .map(|fate| match fate {
-                Fate::Settled { .. } => Fate::Retry(anyhow::anyhow!("{error:#}")),
-                other => other,
-            })
-            .collect());
-    }
     let exchange = topology.dead_letter_exchange();
     for fate in &fates {
         if let Fate::Settled {
@@ -287,6 +279,16 @@ async fn conclude<H: Handler>(
                 within("dead-lettering entries", sent).await?;
             }
         }
+    }
+    if let Err(error) = record_processed(pool, H::NAME, &settled).await {
+        let error = anyhow::Error::new(error).context("recording messages as processed");
+        return Ok(fates
+            .into_iter()
+            .map(|fate| match fate {
+                Fate::Settled { .. } => Fate::Retry(anyhow::anyhow!("{error:#}")),
+                other => other,
+            })
+            .collect());
     }
     Ok(fates)
 }

@@ -112,9 +112,11 @@ impl Handler for PaymentWorker {
 
     async fn handle(&self, orders: Vec<OrderCreated>) -> Vec<Handled> {
         let mut handled: Vec<Option<Handled>> = Vec::with_capacity(orders.len());
-        // The first entry of each order is charged; a second copy (a
-        // republished message beside the first) is a duplicate.
-        let mut first = HashSet::new();
+        // The first entry of each order is charged; a later copy (a
+        // republished message beside the first) gets the first one's answer,
+        // as a duplicate, or held with it.
+        let mut first = HashMap::new();
+        let mut copies = Vec::new();
         let mut valid = Vec::new();
         for (index, order) in orders.iter().enumerate() {
             if order.amount_cents < 0 {
@@ -122,9 +124,11 @@ impl Handler for PaymentWorker {
                     "negative amount for order {}",
                     order.order_id
                 ))));
-            } else if !first.insert(order.order_id) {
-                handled.push(Some(Handled::Duplicate));
+            } else if let Some(&original) = first.get(&order.order_id) {
+                handled.push(None);
+                copies.push((index, original));
             } else {
+                first.insert(order.order_id, index);
                 handled.push(None);
                 valid.push((index, order));
             }
@@ -203,6 +207,13 @@ impl Handler for PaymentWorker {
                     )));
                 }
             }
+        }
+        for (copy, original) in copies {
+            handled[copy] = Some(match &handled[original] {
+                Some(Handled::Retry(error)) => Handled::Retry(anyhow::anyhow!("{error:#}")),
+                Some(Handled::Poison(reason)) => Handled::Poison(reason.clone()),
+                _ => Handled::Duplicate,
+            });
         }
         answers(handled)
     }

@@ -517,6 +517,18 @@ async fn check_judges_a_late_capture_only_once_its_result_was_handled() {
     assert_eq!(verdict(app.check().await), Verdict::Pass);
 }
 
+async fn assert_provider_never_asked(app: &TestApp, order_id: uuid::Uuid) {
+    let asked: i64 = sqlx::query_scalar("SELECT count(*) FROM provider_ledger WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        asked, 0,
+        "the provider was asked to charge an unknown order"
+    );
+}
+
 /// Waits until the topic's dead-letter queue holds `expected` messages.
 async fn until_dead_letters(app: &TestApp, topic: &str, expected: u32) {
     let dead = Topology::new(app.namespace.clone()).dead_letter_queue(topic);
@@ -569,15 +581,7 @@ async fn an_order_we_do_not_have_is_dead_lettered_and_charges_nobody() {
 
     app.until_none_pending(Duration::from_secs(30)).await;
     assert_eq!(statuses(&app).await, (21, 0, 0));
-    let asked: i64 = sqlx::query_scalar("SELECT count(*) FROM provider_ledger WHERE order_id = $1")
-        .bind(ghost)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(
-        asked, 0,
-        "the provider was asked to charge an unknown order"
-    );
+    assert_provider_never_asked(&app, ghost).await;
     until_dead_letters(&app, "order.created", 1).await;
     let report = app.check().await;
     let queues = report.finding(QUEUES_DRAINED).unwrap();
@@ -634,15 +638,7 @@ async fn a_poison_entry_is_dead_lettered_alone_and_the_rest_of_its_message_settl
 
     app.until_none_pending(Duration::from_secs(30)).await;
     assert_eq!(statuses(&app).await, (20, 0, 0));
-    let asked: i64 = sqlx::query_scalar("SELECT count(*) FROM provider_ledger WHERE order_id = $1")
-        .bind(ghost)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(
-        asked, 0,
-        "the provider was asked to charge an unknown order"
-    );
+    assert_provider_never_asked(&app, ghost).await;
     until_dead_letters(&app, "order.created", 2).await;
     let report = app.check().await;
     let queues = report.finding(QUEUES_DRAINED).unwrap();
