@@ -14,6 +14,7 @@ use crate::broker::Topology;
 use crate::consumer::Handler;
 use crate::gate::Gate;
 use crate::history::Attempt;
+use crate::messages::OUTBOX_ENTRIES;
 use crate::payments::PaymentWorker;
 use crate::settlement::OrderWorker;
 
@@ -85,13 +86,14 @@ pub const QUEUES_DRAINED: &str = "queues_drained";
 pub const EXPIRY_GRACE_SECONDS: i64 = 30;
 
 /// SQL: whether the outbox message `m` names an order of event `$1` (every
-/// message is a batch of entries, one per order; a row from before batches
-/// is its own one entry).
-const ABOUT_EVENT: &str = "EXISTS (
-    SELECT 1 FROM jsonb_array_elements(COALESCE(m.payload->'orders', jsonb_build_array(m.payload)))
-         AS e(entry)
-    JOIN orders o ON o.id = (e.entry->>'order_id')::uuid
-    WHERE o.event_id = $1)";
+/// message is a batch of entries, one per order).
+fn about_event() -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM jsonb_array_elements({OUTBOX_ENTRIES}) AS e(entry)
+                 JOIN orders o ON o.id = (e.entry->>'order_id')::uuid
+                 WHERE o.event_id = $1)"
+    )
+}
 
 /// SQL naming the consumer of the outbox message `m` (by its topic), with
 /// [`with_consumers`] binding `$2` to `$5`.
@@ -242,8 +244,7 @@ async fn no_double_charge(pool: &PgPool, event: Option<i64>) -> anyhow::Result<F
          ), unhandled AS (
             SELECT DISTINCT (e.entry->>'order_id')::uuid AS order_id
             FROM outbox m
-            CROSS JOIN jsonb_array_elements(
-                COALESCE(m.payload->'orders', jsonb_build_array(m.payload))) AS e(entry)
+            CROSS JOIN jsonb_array_elements({OUTBOX_ENTRIES}) AS e(entry)
             WHERE NOT EXISTS (
                 SELECT 1 FROM processed_messages p
                 WHERE p.message_id = m.message_id
@@ -537,6 +538,7 @@ async fn nothing_stuck(pool: &PgPool, event: Option<i64>) -> anyhow::Result<Find
     .bind(event)
     .fetch_one(pool)
     .await?;
+    let about_event = about_event();
     let stuck: Vec<String> = sqlx::query_scalar(&format!(
         "SELECT format('order %s: PENDING %s s past its hold', id,
                        floor(extract(epoch FROM now() - expires_at)))
@@ -554,7 +556,7 @@ async fn nothing_stuck(pool: &PgPool, event: Option<i64>) -> anyhow::Result<Find
                        floor(extract(epoch FROM now() - m.created_at)))
          FROM outbox m
          WHERE m.published_at IS NULL AND m.created_at < now() - make_interval(secs => $2)
-           AND ($1::int8 IS NULL OR {ABOUT_EVENT})"
+           AND ($1::int8 IS NULL OR {about_event})"
     ))
     .bind(event)
     .bind(EXPIRY_GRACE_SECONDS as f64)
@@ -638,11 +640,12 @@ async fn unprocessed_messages(
     pool: &PgPool,
     event: Option<i64>,
 ) -> anyhow::Result<(u64, Vec<String>)> {
+    let about_event = about_event();
     let sql = format!(
         "WITH published AS (
             SELECT m.message_id, m.topic, m.published_at
             FROM outbox m
-            WHERE m.published_at IS NOT NULL AND ($1::int8 IS NULL OR {ABOUT_EVENT})
+            WHERE m.published_at IS NOT NULL AND ($1::int8 IS NULL OR {about_event})
          )
          SELECT format('message %s (%s): published %s s ago, not processed by %s',
                        m.message_id, m.topic, floor(extract(epoch FROM now() - m.published_at)),
@@ -662,7 +665,7 @@ async fn unprocessed_messages(
         None => {
             sqlx::query_scalar::<_, i64>(&format!(
                 "SELECT count(*) FROM outbox m
-                     WHERE m.published_at IS NOT NULL AND ($1::int8 IS NULL OR {ABOUT_EVENT})"
+                     WHERE m.published_at IS NOT NULL AND ($1::int8 IS NULL OR {about_event})"
             ))
             .bind(event)
             .fetch_one(pool)

@@ -20,6 +20,11 @@ pub const PAYMENT_RESULT: &str = "payment.result";
 /// Every topic the sale publishes.
 pub const TOPICS: [&str; 2] = [ORDER_CREATED, PAYMENT_RESULT];
 
+/// SQL: the entries of the outbox row `m`, as a JSON array. A row written
+/// before messages were batches (`{"order_id": ...}`) is its own one entry,
+/// as consumers read such a body.
+pub const OUTBOX_ENTRIES: &str = "COALESCE(m.payload->'orders', jsonb_build_array(m.payload))";
+
 /// Every message's body: one entry per order it is about.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Batch<T> {

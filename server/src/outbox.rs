@@ -25,6 +25,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::broker::{Reconnect, Topology};
+use crate::messages::OUTBOX_ENTRIES;
 use crate::metrics::Metrics;
 use crate::stop::Stop;
 
@@ -113,14 +114,14 @@ pub async fn publish_batch(
     topology: &Topology,
 ) -> anyhow::Result<u64> {
     let mut tx = pool.begin().await?;
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, message_id, topic, COALESCE(payload->'orders', jsonb_build_array(payload))::text
-         FROM outbox
-         WHERE published_at IS NULL
-         ORDER BY id
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "SELECT m.id, m.message_id, m.topic, ({OUTBOX_ENTRIES})::text
+         FROM outbox m
+         WHERE m.published_at IS NULL
+         ORDER BY m.id
          LIMIT $1
-         FOR UPDATE SKIP LOCKED",
-    )
+         FOR UPDATE SKIP LOCKED"
+    ))
     .bind(RELAY_BATCH)
     .fetch_all(&mut *tx)
     .await
@@ -149,8 +150,8 @@ pub async fn publish_batch(
     Ok(rows.len() as u64)
 }
 
-/// An outbox row: id, message id, topic, and its entries as a JSON array (a
-/// row written before messages were batches is the one entry of its own).
+/// An outbox row: id, message id, topic, and its entries as a JSON array
+/// ([`OUTBOX_ENTRIES`]).
 type Row = (i64, Uuid, String, String);
 
 async fn mark_published(

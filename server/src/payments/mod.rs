@@ -58,7 +58,7 @@ impl PaymentWorker {
             .iter()
             .map(|(order, _)| order.amount_cents)
             .collect();
-        let recorded: Vec<(Uuid, String)> = sqlx::query_as(
+        let recorded: Vec<Uuid> = sqlx::query_scalar(
             "WITH paid AS (
                 INSERT INTO payments (id, order_id, kind, outcome, amount_cents)
                 SELECT id, order_id, 'CAPTURE', outcome, amount_cents
@@ -72,7 +72,7 @@ impl PaymentWorker {
                            'order_id', order_id, 'outcome', outcome, 'amount_cents', amount_cents)))
                 FROM paid HAVING count(*) > 0
              )
-             SELECT order_id, outcome FROM paid",
+             SELECT order_id FROM paid",
         )
         .bind(&payment_ids)
         .bind(&order_ids)
@@ -82,12 +82,13 @@ impl PaymentWorker {
         .bind(PAYMENT_RESULT)
         .fetch_all(&self.pool)
         .await?;
-        for (_, outcome) in &recorded {
-            if let Some(outcome) = Outcome::parse(outcome) {
+        let recorded: HashSet<Uuid> = recorded.into_iter().collect();
+        for (order, outcome) in charged {
+            if recorded.contains(&order.order_id) {
                 self.metrics.payment_recorded(outcome.as_str());
             }
         }
-        Ok(recorded.into_iter().map(|(order_id, _)| order_id).collect())
+        Ok(recorded)
     }
 
     /// Which of these orders exist, and whether each one's capture is
