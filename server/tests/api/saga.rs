@@ -6,7 +6,7 @@ use std::time::Duration;
 use flashtix_chaos::proxy::{Fault, Proxy};
 use flashtix_server::broker::{self, Topology, DELIVERY_LIMIT};
 use flashtix_server::config::Role;
-use flashtix_server::invariants::{Verdict, NO_DOUBLE_CHARGE, QUEUES_DRAINED};
+use flashtix_server::invariants::{Finding, Verdict, NO_DOUBLE_CHARGE, QUEUES_DRAINED};
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
@@ -240,20 +240,12 @@ async fn a_poison_message_is_dead_lettered_and_the_rest_flow() {
     app.until_none_pending(Duration::from_secs(20)).await;
     assert_eq!(statuses(&app).await, (4, 0, 0));
 
-    until_dead_letters(&app, "order.created", 1).await;
     // check lists the dead letter, and finds nothing else wrong.
-    let report = app.check().await;
-    let queues = report.finding(QUEUES_DRAINED).unwrap();
-    assert_eq!(queues.verdict, Verdict::Fail, "{report:#?}");
+    let queues = check_fails_only_on_dead_letters(&app, 1).await;
     assert!(
         queues.examples[0].contains("order.created.dead: 1 dead letter"),
         "{queues:?}"
     );
-    assert!(report
-        .findings
-        .iter()
-        .filter(|f| f.invariant != QUEUES_DRAINED)
-        .all(|f| f.verdict != Verdict::Fail));
     app.drop_queues().await;
 }
 
@@ -529,6 +521,25 @@ async fn assert_provider_never_asked(app: &TestApp, order_id: uuid::Uuid) {
     );
 }
 
+/// Waits for `dead` dead letters of `order.created`, then checks the sale:
+/// `queues_drained` FAILs on them and no other invariant FAILs. Returns that
+/// finding.
+async fn check_fails_only_on_dead_letters(app: &TestApp, dead: u32) -> Finding {
+    until_dead_letters(app, "order.created", dead).await;
+    let report = app.check().await;
+    let queues = report.finding(QUEUES_DRAINED).unwrap().clone();
+    assert_eq!(queues.verdict, Verdict::Fail, "{report:#?}");
+    assert!(
+        report
+            .findings
+            .iter()
+            .filter(|f| f.invariant != QUEUES_DRAINED)
+            .all(|f| f.verdict != Verdict::Fail),
+        "{report:#?}"
+    );
+    queues
+}
+
 /// Waits until the topic's dead-letter queue holds `expected` messages.
 async fn until_dead_letters(app: &TestApp, topic: &str, expected: u32) {
     let dead = Topology::new(app.namespace.clone()).dead_letter_queue(topic);
@@ -582,10 +593,7 @@ async fn an_order_we_do_not_have_is_dead_lettered_and_charges_nobody() {
     app.until_none_pending(Duration::from_secs(30)).await;
     assert_eq!(statuses(&app).await, (21, 0, 0));
     assert_provider_never_asked(&app, ghost).await;
-    until_dead_letters(&app, "order.created", 1).await;
-    let report = app.check().await;
-    let queues = report.finding(QUEUES_DRAINED).unwrap();
-    assert_eq!(queues.verdict, Verdict::Fail, "{report:#?}");
+    let queues = check_fails_only_on_dead_letters(&app, 1).await;
     // The dead letter is named, and only looked at: it is still there.
     let named = format!("1 dead letter(s): order {ghost} (message ");
     assert!(queues.examples[0].contains(&named), "{queues:?}");
@@ -639,10 +647,7 @@ async fn a_poison_entry_is_dead_lettered_alone_and_the_rest_of_its_message_settl
     app.until_none_pending(Duration::from_secs(30)).await;
     assert_eq!(statuses(&app).await, (20, 0, 0));
     assert_provider_never_asked(&app, ghost).await;
-    until_dead_letters(&app, "order.created", 2).await;
-    let report = app.check().await;
-    let queues = report.finding(QUEUES_DRAINED).unwrap();
-    assert_eq!(queues.verdict, Verdict::Fail, "{report:#?}");
+    let queues = check_fails_only_on_dead_letters(&app, 2).await;
     let examples = queues.examples.join("\n");
     for named in [
         format!("order {ghost} (message {message_id})"),
@@ -658,11 +663,6 @@ async fn a_poison_entry_is_dead_lettered_alone_and_the_rest_of_its_message_settl
             .await
             .unwrap();
     assert_eq!(processed, 1);
-    assert!(report
-        .findings
-        .iter()
-        .filter(|f| f.invariant != QUEUES_DRAINED)
-        .all(|f| f.verdict != Verdict::Fail));
     app.drop_queues().await;
 }
 
