@@ -40,8 +40,9 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
     General,
-    /// The order writer's few statements, run thousands of times a second.
-    OrderWriter,
+    /// Few statements, run thousands of times a second, each with an index
+    /// path: the order writer's, and the saga workers'.
+    Hot,
 }
 
 /// A pool whose connections all work inside the namespace's schema. Lazy: nothing
@@ -57,12 +58,14 @@ pub fn pool(
         // Not "schema already exists, skipping" at every start.
         ("client_min_messages", "warning"),
     ];
-    if purpose == Purpose::OrderWriter {
+    if purpose == Purpose::Hot {
         // sqlx prepares every statement and Postgres may keep a generic plan made
         // from the statistics of that moment. At the start of a sale the orders
         // table is empty, a sequential scan is the cheapest plan, and it stays
-        // cached while the table grows: batches went from 2 to 17 ms within
-        // seconds of a reset. Every writer statement has an index path; with
+        // cached while the table grows: writer batches went from 2 to 17 ms
+        // within seconds of a reset, and the saga workers scanned `orders`,
+        // `payments` and the provider's ledger whole, hundreds of times in a
+        // ten-second storm. Every hot statement has an index path; with
         // sequential scans priced out the planner takes it whatever the
         // statistics say, and the plan can stay cached.
         settings.push(("enable_seqscan", "off"));

@@ -27,6 +27,9 @@ use crate::settlement::OrderWorker;
 /// Connections of the order writer: one per event selling at the same moment
 /// is enough, since each event's batches run one after another.
 const WRITER_POOL: u32 = 4;
+/// Connections of the saga roles (relay, payments, orders): each holds one or
+/// two at a time.
+const SAGA_POOL: u32 = 6;
 
 /// How long a stopping process waits for its background loops to finish.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
@@ -63,7 +66,7 @@ impl Application {
             &connections.database_url,
             &connections.namespace,
             WRITER_POOL,
-            Purpose::OrderWriter,
+            Purpose::Hot,
         )?;
         let desk = Desk::new(
             pool.clone(),
@@ -131,27 +134,32 @@ impl Application {
                 stop.clone(),
             )));
         }
+        let connections = &self.settings.connections;
+        let saga_pool = crate::db::pool(
+            &connections.database_url,
+            &connections.namespace,
+            SAGA_POOL,
+            Purpose::Hot,
+        )?;
         if self.settings.runs(Role::Relay) {
-            let connections = &self.settings.connections;
             background.push(tokio::spawn(crate::outbox::run(
-                state.pool.clone(),
+                saga_pool.clone(),
                 connections.amqp_url.clone(),
                 Topology::new(connections.namespace.clone()),
                 Arc::clone(&state.metrics),
                 stop.clone(),
             )));
         }
-        let connections = &self.settings.connections;
         let topology = Topology::new(connections.namespace.clone());
         if self.settings.runs(Role::Payments) {
-            let provider = Provider::new(state.pool.clone(), self.settings.provider);
+            let provider = Provider::new(saga_pool.clone(), self.settings.provider);
             background.push(tokio::spawn(crate::consumer::run(
                 Arc::new(PaymentWorker::new(
-                    state.pool.clone(),
+                    saga_pool.clone(),
                     provider,
                     Arc::clone(&state.metrics),
                 )),
-                state.pool.clone(),
+                saga_pool.clone(),
                 connections.amqp_url.clone(),
                 topology.clone(),
                 Arc::clone(&state.metrics),
@@ -159,15 +167,15 @@ impl Application {
             )));
         }
         if self.settings.runs(Role::Orders) {
-            let provider = Provider::new(state.pool.clone(), self.settings.provider);
+            let provider = Provider::new(saga_pool.clone(), self.settings.provider);
             background.push(tokio::spawn(crate::consumer::run(
                 Arc::new(OrderWorker::new(
-                    state.pool.clone(),
+                    saga_pool.clone(),
                     state.gate.clone(),
                     provider,
                     Arc::clone(&state.metrics),
                 )),
-                state.pool.clone(),
+                saga_pool.clone(),
                 connections.amqp_url.clone(),
                 topology,
                 Arc::clone(&state.metrics),
