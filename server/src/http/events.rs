@@ -1,5 +1,7 @@
 //! `POST /events` (admin) and `GET /events/{id}`.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
@@ -12,7 +14,7 @@ use crate::events::{NewEvent, NewEventRequest};
 use crate::orders::request::decode_json;
 
 pub async fn create(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -35,7 +37,7 @@ pub async fn create(
 }
 
 pub async fn show(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let not_found = || ApiError::not_found(format!("no event with id {id:?}"));

@@ -1,6 +1,8 @@
 //! `GET /health` (the process answers), `GET /ready` (its dependencies answer:
 //! Postgres and Redis always, RabbitMQ for roles that use it) and `GET /metrics`.
 
+use std::sync::Arc;
+
 use std::time::Duration;
 
 use axum::extract::State;
@@ -19,7 +21,7 @@ pub async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-pub async fn ready(State(state): State<AppState>) -> Response {
+pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
     let postgres = probe(async {
         sqlx::query("SELECT 1")
             .execute(&state.pool)
@@ -73,7 +75,7 @@ async fn probe(check: impl std::future::Future<Output = Result<(), String>>) -> 
     }
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     // Read from the database, so any process reports it; the last reading
     // stays when the database does not answer promptly.
     if let Ok(Ok(depth)) = tokio::time::timeout(PROBE_TIMEOUT, outbox::depth(&state.pool)).await {

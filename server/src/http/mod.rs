@@ -29,7 +29,8 @@ use crate::orders::Desk;
 /// The largest body accepted; an order is well under 1 KiB.
 const BODY_LIMIT: usize = 64 * 1024;
 
-#[derive(Clone)]
+/// What every request may need. The router shares one behind an `Arc`, so a
+/// request costs a reference count, not a copy of every field.
 pub struct AppState {
     pub pool: PgPool,
     pub gate: Gate,
@@ -44,6 +45,7 @@ pub struct AppState {
 /// The routes of a process: the sale's API if it runs the `api` role; health,
 /// readiness and metrics always, so every role can be watched.
 pub fn router(state: AppState, serves_api: bool) -> Router {
+    let state = Arc::new(state);
     let sale = Router::new()
         .route("/events", post(events::create))
         .route("/events/{id}", get(events::show))
@@ -68,7 +70,7 @@ pub fn router(state: AppState, serves_api: bool) -> Router {
 
 /// Times every routed request into the per-route latency histogram.
 async fn timed(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     route: MatchedPath,
     request: Request,
     next: Next,

@@ -1,5 +1,7 @@
 //! `POST /orders` and `GET /orders/{id}`.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
@@ -17,7 +19,7 @@ const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-repl
 
 #[tracing::instrument(name = "place_order", skip_all, fields(order_id))]
 pub async fn place(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -60,7 +62,7 @@ fn accepted(receipt: Receipt, replayed: bool) -> Response {
 }
 
 pub async fn show(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let not_found = || ApiError::not_found(format!("no order with id {id:?}"));
