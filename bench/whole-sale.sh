@@ -8,6 +8,8 @@
 # ratio of the two rates. Uses its own namespace (bench_sale) on the local
 # Postgres, Redis and RabbitMQ.
 #   bench/whole-sale.sh     # DURATION=10s CONNECTIONS=64 PORT=18092
+# FLASHTIX=path measures that binary instead of building this tree's (to
+# compare two builds on the same stretch of the machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,8 +20,11 @@ target="http://127.0.0.1:$port"
 export FLASHTIX_NAMESPACE=bench_sale FLASHTIX_ADMIN_TOKEN=bench-token RUST_LOG=warn
 
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 2; }
-cargo build --release -q -p flashtix
-flashtix=target/release/flashtix
+flashtix=${FLASHTIX:-}
+if [ -z "$flashtix" ]; then
+  cargo build --release -q -p flashtix
+  flashtix=target/release/flashtix
+fi
 work=$(mktemp -d)
 server=
 trap '[ -n "$server" ] && kill $server 2>/dev/null; wait; rm -rf "$work"' EXIT
