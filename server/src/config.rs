@@ -95,7 +95,8 @@ pub struct ServerArgs {
     /// How often the reconciler repairs Redis from Postgres, in milliseconds (0: never)
     #[arg(long, env = "FLASHTIX_RECONCILE_MS", default_value_t = 1000)]
     pub reconcile_ms: u64,
-    /// Postgres connections in the pool
+    /// Postgres connections of the general pool (the order writer opens up to
+    /// 4 more, the saga roles up to 4)
     #[arg(long, env = "FLASHTIX_DB_POOL", default_value_t = 16)]
     pub db_pool: u32,
     /// How often the sweeper looks for expired orders, in milliseconds

@@ -63,7 +63,8 @@ impl OrderWorker {
 
     /// Settles a batch in one transaction: locks its orders (in id order, so
     /// batches of several processes cannot deadlock), confirms or cancels
-    /// them, and moves the events' tickets once per event.
+    /// them, and moves the events' tickets once per event. (The refund is
+    /// looked up as a scalar subquery: see `PaymentWorker::known_orders`.)
     async fn settle(&self, results: &[PaymentResult]) -> sqlx::Result<Vec<Settled>> {
         let mut tx = self.pool.begin().await?;
         let mut order_ids: Vec<Uuid> = results.iter().map(|r| r.order_id).collect();
@@ -72,8 +73,8 @@ impl OrderWorker {
         let rows: Vec<(Uuid, String, i64, i32, f64, bool)> = sqlx::query_as(
             "SELECT id, status, event_id, quantity,
                     extract(epoch FROM now() - created_at)::float8,
-                    EXISTS (SELECT 1 FROM payments p
-                            WHERE p.order_id = orders.id AND p.kind = 'REFUND')
+                    (SELECT true FROM payments p
+                     WHERE p.order_id = orders.id AND p.kind = 'REFUND') IS NOT NULL
              FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE",
         )
         .bind(&order_ids)

@@ -27,9 +27,9 @@ use crate::settlement::OrderWorker;
 /// Connections of the order writer: one per event selling at the same moment
 /// is enough, since each event's batches run one after another.
 const WRITER_POOL: u32 = 4;
-/// Connections of the saga roles (relay, payments, orders): each holds one or
-/// two at a time.
-const SAGA_POOL: u32 = 6;
+/// Connections of the saga roles (relay, payments, orders): each holds one at
+/// a time (a worker commits before it calls the provider).
+const SAGA_POOL: u32 = 4;
 
 /// How long a stopping process waits for its background loops to finish.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);

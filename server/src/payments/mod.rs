@@ -93,10 +93,14 @@ impl PaymentWorker {
 
     /// Which of these orders exist, and whether each one's capture is
     /// recorded already.
+    ///
+    /// The capture is looked up as a scalar subquery, one index probe per
+    /// order: as `EXISTS`, a plan cached while `payments` was small hashes
+    /// every capture instead.
     async fn known_orders(&self, ids: &[Uuid]) -> sqlx::Result<HashMap<Uuid, bool>> {
         let known: Vec<(Uuid, bool)> = sqlx::query_as(
-            "SELECT o.id, EXISTS (SELECT 1 FROM payments p
-                                  WHERE p.order_id = o.id AND p.kind = 'CAPTURE')
+            "SELECT o.id, (SELECT true FROM payments p
+                           WHERE p.order_id = o.id AND p.kind = 'CAPTURE') IS NOT NULL
              FROM orders o WHERE o.id = ANY($1)",
         )
         .bind(ids)
