@@ -40,9 +40,22 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
     General,
-    /// Few statements, run thousands of times a second, each with an index
-    /// path: the order writer's, and the saga workers'.
-    Hot,
+    /// The order writer's few statements, run thousands of times a second.
+    OrderWriter,
+    /// The saga roles' (relay, payments, orders): as few, and as hot.
+    Saga,
+}
+
+impl Purpose {
+    /// The connections' `application_name`, so `pg_stat_activity` tells a
+    /// process's pools apart.
+    fn application_name(self) -> &'static str {
+        match self {
+            Self::General => "flashtix",
+            Self::OrderWriter => "flashtix-writer",
+            Self::Saga => "flashtix-saga",
+        }
+    }
 }
 
 /// A pool whose connections all work inside the namespace's schema. Lazy: nothing
@@ -58,7 +71,7 @@ pub fn pool(
         // Not "schema already exists, skipping" at every start.
         ("client_min_messages", "warning"),
     ];
-    if purpose == Purpose::Hot {
+    if purpose != Purpose::General {
         // sqlx prepares every statement and Postgres may keep a generic plan made
         // from the statistics of that moment. At the start of a sale the orders
         // table is empty, a sequential scan is the cheapest plan, and it stays
@@ -76,7 +89,7 @@ pub fn pool(
     }
     let options = PgConnectOptions::from_str(database_url)
         .context("invalid database URL")?
-        .application_name("flashtix")
+        .application_name(purpose.application_name())
         .options(settings);
     Ok(PgPoolOptions::new()
         .max_connections(size)

@@ -66,7 +66,7 @@ impl Application {
             &connections.database_url,
             &connections.namespace,
             WRITER_POOL,
-            Purpose::Hot,
+            Purpose::OrderWriter,
         )?;
         let desk = Desk::new(
             pool.clone(),
@@ -139,7 +139,7 @@ impl Application {
             &connections.database_url,
             &connections.namespace,
             SAGA_POOL,
-            Purpose::Hot,
+            Purpose::Saga,
         )?;
         if self.settings.runs(Role::Relay) {
             background.push(tokio::spawn(crate::outbox::run(

@@ -97,7 +97,7 @@ struct Settler {
 }
 
 impl Writer {
-    /// `pool` should be the writer's own ([`crate::db::Purpose::Hot`]).
+    /// `pool` should be the writer's own ([`crate::db::Purpose::OrderWriter`]).
     pub fn new(pool: PgPool, gate: Gate, catalogue: Arc<Catalogue>, metrics: Arc<Metrics>) -> Self {
         Self {
             settler: Arc::new(Settler {
@@ -364,7 +364,7 @@ struct Buyers {
 /// the batch's holds were released meanwhile.
 ///
 /// Both lookups are correlated on one buyer at a time, so that with sequential
-/// scans priced out (see `db::Purpose::Hot`) the plan is an index probe
+/// scans priced out (see `db::Purpose::OrderWriter`) the plan is an index probe
 /// per buyer on both columns. As plain filters over the batch's arrays, a plan
 /// could probe the index on the event alone and filter every order of the event.
 async fn read_buyers(
