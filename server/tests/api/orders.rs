@@ -150,6 +150,60 @@ async fn two_servers_one_without_redis_sell_each_ticket_once() {
     app.check_passes_within(Duration::from_secs(15)).await;
 }
 
+/// Each event has its own writer, under its own row lock: the same key sent
+/// to two events at once races to the unique constraint, and one order is
+/// made. The other request is refused as a reuse or, when its batch kept
+/// losing such races, told to retry (503): never a second order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_key_sent_to_two_events_at_once_makes_one_order() {
+    let app = spawn_app().await;
+    let (first, second) = (
+        app.create_event(1000, 2).await,
+        app.create_event(1000, 2).await,
+    );
+    let buys: Vec<(String, String, i64)> = (0..150)
+        .map(|i| (format!("buyer-{i}"), format!("key-{i}"), 1))
+        .collect();
+
+    let (on_first, on_second) = tokio::join!(
+        app.storm(first, buys.clone()),
+        app.storm(second, buys.clone())
+    );
+
+    let mut accepted = 0;
+    for (i, (a, b)) in on_first.iter().zip(&on_second).enumerate() {
+        let winners = [a, b]
+            .iter()
+            .filter(|answer| answer.status == StatusCode::ACCEPTED)
+            .count();
+        let loser_ok = [a, b].iter().all(|answer| {
+            matches!(
+                (answer.status, answer.code()),
+                (StatusCode::ACCEPTED, "")
+                    | (StatusCode::CONFLICT, "idempotency_key_reused")
+                    | (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            )
+        });
+        assert!(
+            winners <= 1 && loser_ok,
+            "buyer-{i}: at most one order, the other refused ({a:?}, {b:?})"
+        );
+        accepted += winners as i64;
+    }
+    let orders: Vec<(String, i64)> =
+        sqlx::query_as("SELECT user_id, count(*) FROM orders GROUP BY user_id HAVING count(*) > 1")
+            .fetch_all(&app.pool)
+            .await
+            .expect("orders per buyer");
+    assert!(orders.is_empty(), "buyers with two orders: {orders:?}");
+    assert_eq!(
+        app.order_count().await,
+        accepted,
+        "every order was answered 202"
+    );
+    app.check_passes_within(Duration::from_secs(15)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_used_on_one_event_is_not_sold_out_on_another() {
     let app = spawn_app().await;
