@@ -11,7 +11,7 @@
 # FLASHTIX=path measures that binary instead of building this tree's (to
 # compare two builds on the same stretch of the machine).
 set -euo pipefail
-[ -n "${FLASHTIX:-}" ] && FLASHTIX=$(realpath "$FLASHTIX")
+[ -n "${FLASHTIX:-}" ] && FLASHTIX=$(realpath -m "$FLASHTIX")
 cd "$(dirname "$0")/.."
 
 duration=${DURATION:-10s}

@@ -96,7 +96,7 @@ pub struct ServerArgs {
     #[arg(long, env = "FLASHTIX_RECONCILE_MS", default_value_t = 1000)]
     pub reconcile_ms: u64,
     /// Postgres connections of the general pool (the order writer opens up to
-    /// 4 more, the saga roles up to 4)
+    /// 4 more, the saga roles up to 4 between them)
     #[arg(long, env = "FLASHTIX_DB_POOL", default_value_t = 16)]
     pub db_pool: u32,
     /// How often the sweeper looks for expired orders, in milliseconds

@@ -2,7 +2,6 @@
 //! Postgres and Redis always, RabbitMQ for roles that use it) and `GET /metrics`.
 
 use std::sync::Arc;
-
 use std::time::Duration;
 
 use axum::extract::State;
