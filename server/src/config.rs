@@ -102,6 +102,10 @@ pub struct ServerArgs {
     /// How often the sweeper looks for expired orders, in milliseconds
     #[arg(long, env = "FLASHTIX_SWEEP_MS", default_value_t = 1000)]
     pub sweep_ms: u64,
+    /// How long the outbox relay lets messages gather between passes, in
+    /// milliseconds: longer makes fewer, larger messages, each up to this much later
+    #[arg(long, env = "FLASHTIX_RELAY_MS", default_value_t = 200)]
+    pub relay_ms: u64,
     /// Share of payments the simulated provider declines (0.0 to 1.0)
     #[arg(long, env = "FLASHTIX_PAYMENT_FAILURE_RATE", default_value_t = 0.0)]
     pub payment_failure_rate: f64,
@@ -129,6 +133,9 @@ impl ServerArgs {
         if self.sweep_ms == 0 {
             bail!("--sweep-ms must be at least 1");
         }
+        if self.relay_ms == 0 {
+            bail!("--relay-ms must be at least 1");
+        }
         for (flag, rate) in [
             ("--payment-failure-rate", self.payment_failure_rate),
             ("--payment-timeout-rate", self.payment_timeout_rate),
@@ -146,6 +153,7 @@ impl ServerArgs {
                 .then(|| Duration::from_millis(self.reconcile_ms)),
             db_pool: self.db_pool,
             sweep_every: Duration::from_millis(self.sweep_ms),
+            relay_every: Duration::from_millis(self.relay_ms),
             provider: ProviderSettings {
                 failure_rate: self.payment_failure_rate,
                 latency: Duration::from_millis(self.payment_latency_ms),
@@ -176,6 +184,8 @@ pub struct Settings {
     pub reconcile_every: Option<Duration>,
     pub db_pool: u32,
     pub sweep_every: Duration,
+    /// The outbox relay's pause after a pass that left nothing waiting.
+    pub relay_every: Duration,
     /// How the simulated payment provider behaves.
     pub provider: ProviderSettings,
 }

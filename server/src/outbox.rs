@@ -35,15 +35,17 @@ pub const RELAY_BATCH: i64 = 500;
 pub const MESSAGES_HEADER: &str = "x-flashtix-messages";
 /// A message's body grows to about this size before the next one begins.
 const MESSAGE_BYTES: usize = 256 * 1024;
-/// How long an idle relay waits before looking again.
-const IDLE_POLL: Duration = Duration::from_millis(20);
 
 /// Relays until a stop is requested, reconnecting to RabbitMQ whenever the
-/// connection breaks.
+/// connection breaks. After a pass that left nothing waiting it pauses
+/// `every`, so rows gather into fewer, larger messages: a storm's messages
+/// cost the broker per message, not per order (20 ms between passes spent
+/// four times the broker's CPU per order that 200 ms did).
 pub async fn run(
     pool: PgPool,
     amqp_url: String,
     topology: Topology,
+    every: Duration,
     metrics: Arc<Metrics>,
     mut stop: Stop,
 ) {
@@ -53,6 +55,7 @@ pub async fn run(
             &pool,
             &amqp_url,
             &topology,
+            every,
             &metrics,
             &mut reconnect,
             &mut stop,
@@ -73,6 +76,7 @@ async fn relay(
     pool: &PgPool,
     amqp_url: &str,
     topology: &Topology,
+    every: Duration,
     metrics: &Metrics,
     reconnect: &mut Reconnect,
     stop: &mut Stop,
@@ -88,7 +92,7 @@ async fn relay(
         let published = publish_batch(pool, &channel, topology).await?;
         metrics.outbox_published(published);
         let go_on = if published < RELAY_BATCH as u64 {
-            stop.pause(IDLE_POLL).await
+            stop.pause(every).await
         } else {
             !stop.requested()
         };

@@ -146,6 +146,7 @@ impl Application {
                 saga_pool.clone(),
                 connections.amqp_url.clone(),
                 Topology::new(connections.namespace.clone()),
+                self.settings.relay_every,
                 Arc::clone(&state.metrics),
                 stop.clone(),
             )));

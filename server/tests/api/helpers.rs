@@ -140,6 +140,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         reconcile_every: Some(Duration::from_millis(200)),
         db_pool: 8,
         sweep_every: Duration::from_millis(100),
+        relay_every: Duration::from_millis(20),
         provider: Default::default(),
     };
     configure(&mut settings);
