@@ -38,6 +38,9 @@ pub struct ConnectionArgs {
 }
 
 const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// The longest `--relay-ms`: an order's payment may reach the order worker two
+/// pauses after it is taken, and holds can be a few seconds long.
+const MAX_RELAY_MS: u64 = 10_000;
 
 impl ConnectionArgs {
     pub fn resolve(&self) -> anyhow::Result<Connections> {
@@ -133,8 +136,12 @@ impl ServerArgs {
         if self.sweep_ms == 0 {
             bail!("--sweep-ms must be at least 1");
         }
-        if self.relay_ms == 0 {
-            bail!("--relay-ms must be at least 1");
+        if !(1..=MAX_RELAY_MS).contains(&self.relay_ms) {
+            bail!(
+                "--relay-ms must be between 1 and {MAX_RELAY_MS} (a message waits up to this long \
+                 at each of the saga's two hops), got {}",
+                self.relay_ms
+            );
         }
         for (flag, rate) in [
             ("--payment-failure-rate", self.payment_failure_rate),
@@ -184,7 +191,8 @@ pub struct Settings {
     pub reconcile_every: Option<Duration>,
     pub db_pool: u32,
     pub sweep_every: Duration,
-    /// The outbox relay's pause after a pass that left nothing waiting.
+    /// The outbox relay's pause after a pass that claimed less than a full
+    /// batch.
     pub relay_every: Duration,
     /// How the simulated payment provider behaves.
     pub provider: ProviderSettings,
@@ -276,6 +284,32 @@ mod tests {
         assert!(!token.matches("secre"));
         assert!(!token.matches("secret!"));
         assert!(!format!("{token:?}").contains("secret"));
+    }
+
+    #[test]
+    fn the_relay_pause_is_between_1_ms_and_10_s() {
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            server: ServerArgs,
+        }
+        let parse = |ms: &str| {
+            <Flags as clap::Parser>::try_parse_from(["flashtix-server", "--relay-ms", ms])
+                .expect("flags parse")
+                .server
+                .resolve()
+        };
+        assert_eq!(
+            parse("250").expect("in range").relay_every,
+            Duration::from_millis(250)
+        );
+        for refused in ["0", "10001"] {
+            let error = parse(refused).expect_err(refused).to_string();
+            assert!(
+                error.contains("--relay-ms must be between 1 and 10000"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

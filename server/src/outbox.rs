@@ -37,8 +37,8 @@ pub const MESSAGES_HEADER: &str = "x-flashtix-messages";
 const MESSAGE_BYTES: usize = 256 * 1024;
 
 /// Relays until a stop is requested, reconnecting to RabbitMQ whenever the
-/// connection breaks. After a pass that left nothing waiting it pauses
-/// `every`, so rows gather into fewer, larger messages: a storm's messages
+/// connection breaks. After a pass that claimed less than a full batch it
+/// pauses `every`, so rows gather into fewer, larger messages: a storm's messages
 /// cost the broker per message, not per order (20 ms between passes spent
 /// four times the broker's CPU per order that 200 ms did).
 pub async fn run(

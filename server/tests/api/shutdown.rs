@@ -5,12 +5,15 @@ use std::collections::HashSet;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use crate::helpers::{new_namespace, start_server_binary, test_database_url, ADMIN_TOKEN};
+use crate::helpers::{
+    eventually, new_namespace, start_server_binary, test_database_url, ADMIN_TOKEN,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_orders_and_exits_zero() {
@@ -92,5 +95,63 @@ async fn sigterm_finishes_in_flight_orders_and_exits_zero() {
     assert_eq!(
         committed, accepted,
         "every committed order was answered, and only those"
+    );
+}
+
+/// A relay between passes (the longest pause, 10 s) stops at once on SIGTERM:
+/// the pause gives way to the stop, well inside the 10 s after which
+/// background work is cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_the_relays_pause_between_passes() {
+    flashtix_server::db::create_database_if_missing(&test_database_url())
+        .await
+        .unwrap();
+    let namespace = new_namespace();
+    let (mut server, _) =
+        start_server_binary(&namespace, &["--role", "relay", "--relay-ms", "10000"]);
+    let pool = flashtix_server::db::pool(
+        &test_database_url(),
+        &namespace,
+        2,
+        flashtix_server::db::Purpose::General,
+    )
+    .unwrap();
+    // The server migrated before it said it was listening. Once this row is
+    // published, the relay's pass is over and its pause has begun.
+    sqlx::query(
+        "INSERT INTO outbox (message_id, topic, payload)
+         VALUES (gen_random_uuid(), 'order.created', '{\"orders\": []}')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(10), || async {
+        let waiting: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                .fetch_one(&pool)
+                .await
+                .map_err(|error| error.to_string())?;
+        (waiting == 0)
+            .then_some(())
+            .ok_or_else(|| "the row is not published yet".to_string())
+    })
+    .await;
+
+    let stopping = Instant::now();
+    let terminated = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(terminated.success());
+    let exit = tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert!(exit.success(), "exit status {exit:?}");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "took {:?} to stop",
+        stopping.elapsed()
     );
 }
