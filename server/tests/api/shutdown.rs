@@ -2,12 +2,14 @@
 //! flight, exits 0, and every order it committed was answered.
 
 use std::collections::HashSet;
-use std::process::Command;
+use std::process::{Child, Command, ExitStatus};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flashtix_server::config::Namespace;
 use reqwest::StatusCode;
+use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
@@ -21,7 +23,7 @@ async fn sigterm_finishes_in_flight_orders_and_exits_zero() {
         .await
         .unwrap();
     let namespace = new_namespace();
-    let (mut server, address) = start_server_binary(&namespace, &["--role", "api"]);
+    let (server, address) = start_server_binary(&namespace, &["--role", "api"]);
     let client = reqwest::Client::new();
     let event: serde_json::Value = client
         .post(format!("{address}/events"))
@@ -61,16 +63,9 @@ async fn sigterm_finishes_in_flight_orders_and_exits_zero() {
         });
     }
     fifty_answered.notified().await;
-    let terminated = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(terminated.success());
+    terminate(&server);
     let accepted: HashSet<String> = buyers.join_all().await.into_iter().flatten().collect();
-    let exit = tokio::task::spawn_blocking(move || server.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let exit = exited(server).await;
 
     assert!(exit.success(), "exit status {exit:?}");
     assert!(
@@ -78,13 +73,7 @@ async fn sigterm_finishes_in_flight_orders_and_exits_zero() {
         "{} accepted before the end",
         accepted.len()
     );
-    let pool = flashtix_server::db::pool(
-        &test_database_url(),
-        &namespace,
-        2,
-        flashtix_server::db::Purpose::General,
-    )
-    .unwrap();
+    let pool = sale_pool(&namespace);
     let committed: HashSet<String> = sqlx::query_scalar::<_, uuid::Uuid>("SELECT id FROM orders")
         .fetch_all(&pool)
         .await
@@ -107,15 +96,8 @@ async fn sigterm_ends_the_relays_pause_between_passes() {
         .await
         .unwrap();
     let namespace = new_namespace();
-    let (mut server, _) =
-        start_server_binary(&namespace, &["--role", "relay", "--relay-ms", "10000"]);
-    let pool = flashtix_server::db::pool(
-        &test_database_url(),
-        &namespace,
-        2,
-        flashtix_server::db::Purpose::General,
-    )
-    .unwrap();
+    let (server, _) = start_server_binary(&namespace, &["--role", "relay", "--relay-ms", "10000"]);
+    let pool = sale_pool(&namespace);
     // The server migrated before it said it was listening. Once this row is
     // published, the relay's pass is over and its pause has begun.
     sqlx::query(
@@ -138,15 +120,8 @@ async fn sigterm_ends_the_relays_pause_between_passes() {
     .await;
 
     let stopping = Instant::now();
-    let terminated = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(terminated.success());
-    let exit = tokio::task::spawn_blocking(move || server.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    terminate(&server);
+    let exit = exited(server).await;
 
     assert!(exit.success(), "exit status {exit:?}");
     assert!(
@@ -154,4 +129,32 @@ async fn sigterm_ends_the_relays_pause_between_passes() {
         "took {:?} to stop",
         stopping.elapsed()
     );
+}
+
+/// Sends SIGTERM to the server.
+fn terminate(server: &Child) {
+    let terminated = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(terminated.success());
+}
+
+/// Waits for the server to exit.
+async fn exited(mut server: Child) -> ExitStatus {
+    tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// A pool on the server's sale.
+fn sale_pool(namespace: &Namespace) -> PgPool {
+    flashtix_server::db::pool(
+        &test_database_url(),
+        namespace,
+        2,
+        flashtix_server::db::Purpose::General,
+    )
+    .unwrap()
 }
