@@ -423,8 +423,8 @@ async fn read_buyers(
 }
 
 /// Takes the stock and inserts the orders and the `order.created` outbox row
-/// naming them all, in one statement. Returns how many orders were inserted (fewer: a key was
-/// taken meanwhile, and the caller rolls back).
+/// naming them all, in one statement. Returns how many orders were inserted
+/// (fewer: a key was taken meanwhile, and the caller rolls back).
 async fn insert_orders(
     tx: &mut sqlx::PgConnection,
     event_id: i64,

@@ -19,11 +19,7 @@ use crate::helpers::{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_orders_and_exits_zero() {
-    flashtix_server::db::create_database_if_missing(&test_database_url())
-        .await
-        .unwrap();
-    let namespace = new_namespace();
-    let (server, address) = start_server_binary(&namespace, &["--role", "api"]);
+    let (namespace, server, address) = fresh_server(&["--role", "api"]).await;
     let client = reqwest::Client::new();
     let event: serde_json::Value = client
         .post(format!("{address}/events"))
@@ -92,11 +88,7 @@ async fn sigterm_finishes_in_flight_orders_and_exits_zero() {
 /// background work is cut off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_the_relays_pause_between_passes() {
-    flashtix_server::db::create_database_if_missing(&test_database_url())
-        .await
-        .unwrap();
-    let namespace = new_namespace();
-    let (server, _) = start_server_binary(&namespace, &["--role", "relay", "--relay-ms", "10000"]);
+    let (namespace, server, _) = fresh_server(&["--role", "relay", "--relay-ms", "10000"]).await;
     let pool = sale_pool(&namespace);
     // The server migrated before it said it was listening. Once this row is
     // published, the relay's pass is over and its pause has begun.
@@ -129,6 +121,16 @@ async fn sigterm_ends_the_relays_pause_between_passes() {
         "took {:?} to stop",
         stopping.elapsed()
     );
+}
+
+/// The real binary with `args`, on a namespace of its own.
+async fn fresh_server(args: &[&str]) -> (Namespace, Child, String) {
+    flashtix_server::db::create_database_if_missing(&test_database_url())
+        .await
+        .unwrap();
+    let namespace = new_namespace();
+    let (server, address) = start_server_binary(&namespace, args);
+    (namespace, server, address)
 }
 
 /// Sends SIGTERM to the server.
