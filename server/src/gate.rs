@@ -38,11 +38,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 use redis::{AsyncCommands, RedisResult, Script};
 use uuid::Uuid;
 
 use crate::config::Namespace;
+
+mod link;
+
+use link::Link;
 
 /// One reservation, as admitted by Redis and then written to Postgres.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,7 +222,7 @@ const SEED_LOCK_MS: u64 = 10_000;
 /// The Redis side of the sale, for one namespace.
 #[derive(Clone)]
 pub struct Gate {
-    redis: ConnectionManager,
+    redis: Link,
     namespace: Namespace,
     scripts: Arc<Scripts>,
 }
@@ -296,7 +300,7 @@ impl Gate {
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(2));
-        let redis = ConnectionManager::new_lazy_with_config(client, config)?;
+        let redis = Link::new(client, config)?;
         let scripts = Scripts {
             mature: with_returns(MATURE),
             reserve: with_returns(RESERVE),
