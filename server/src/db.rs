@@ -34,6 +34,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "payments once per order",
         include_str!("../migrations/0005_payments_once_per_order.sql"),
     ),
+    (6, "seating", include_str!("../migrations/0006_seating.sql")),
 ];
 
 /// What a pool's connections are for.

@@ -10,15 +10,22 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Row};
 
+use crate::seating::{self, Plan, PlanSpec};
+
 /// `POST /events` body, as sent.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewEventRequest {
     pub name: String,
-    pub total_tickets: i64,
-    pub price_cents: i64,
+    /// Required without `seating`; with it, the plan's places (if given, equal).
+    pub total_tickets: Option<i64>,
+    /// Required without `seating`; with it, each zone has its price.
+    pub price_cents: Option<i64>,
     pub max_per_user: Option<i64>,
     pub hold_seconds: Option<i64>,
+    /// A seating plan: zones of seats and of general admission, as the
+    /// compact spec (a string) or in full (an object).
+    pub seating: Option<serde_json::Value>,
 }
 
 /// A validated new event.
@@ -29,6 +36,7 @@ pub struct NewEvent {
     pub price_cents: i64,
     pub max_per_user: i32,
     pub hold_seconds: i32,
+    pub plan: Option<Plan>,
 }
 
 pub const DEFAULT_MAX_PER_USER: i32 = 4;
@@ -52,8 +60,39 @@ impl NewEvent {
                 ))
             }
         };
-        let total_tickets = in_range(raw.total_tickets, 1, MAX_TICKETS, "total_tickets")?;
-        let price_cents = in_range(raw.price_cents, 0, i64::MAX / MAX_TICKETS, "price_cents")?;
+        let plan = raw
+            .seating
+            .map(PlanSpec::from_json)
+            .transpose()?
+            .map(|spec| spec.check())
+            .transpose()?;
+        let (total_tickets, price_cents) = match &plan {
+            None => {
+                let total = raw
+                    .total_tickets
+                    .ok_or("total_tickets is required (or a seating plan)")?;
+                let price = raw
+                    .price_cents
+                    .ok_or("price_cents is required (or a seating plan)")?;
+                (
+                    in_range(total, 1, MAX_TICKETS, "total_tickets")?,
+                    in_range(price, 0, i64::MAX / MAX_TICKETS, "price_cents")?,
+                )
+            }
+            Some(plan) => {
+                let places = i64::from(plan.places());
+                if raw.total_tickets.is_some_and(|total| total != places) {
+                    return Err(format!(
+                        "total_tickets must be left out or equal the plan's {places} places"
+                    ));
+                }
+                if raw.price_cents.is_some() {
+                    return Err("price_cents goes on each zone of a seating plan".into());
+                }
+                let cheapest = plan.zones.iter().map(|z| z.price_cents).min();
+                (places, cheapest.unwrap_or_default())
+            }
+        };
         let max_per_user = in_range(
             raw.max_per_user.unwrap_or(DEFAULT_MAX_PER_USER.into()),
             1,
@@ -73,6 +112,7 @@ impl NewEvent {
             price_cents,
             max_per_user: max_per_user as i32,
             hold_seconds: hold_seconds as i32,
+            plan,
         })
     }
 }
@@ -100,7 +140,10 @@ pub struct Terms {
     pub hold_seconds: i32,
 }
 
+/// Creates the event, with its zones and seats if it has a plan, in one
+/// transaction.
 pub async fn create(pool: &PgPool, event: &NewEvent) -> sqlx::Result<Event> {
+    let mut tx = pool.begin().await?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO events (name, total_tickets, available_tickets, price_cents, max_per_user, hold_seconds)
          VALUES ($1, $2, $2, $3, $4, $5) RETURNING id",
@@ -110,8 +153,12 @@ pub async fn create(pool: &PgPool, event: &NewEvent) -> sqlx::Result<Event> {
     .bind(event.price_cents)
     .bind(event.max_per_user)
     .bind(event.hold_seconds)
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
+    if let Some(plan) = &event.plan {
+        seating::store(&mut tx, id, plan).await?;
+    }
+    tx.commit().await?;
     Ok(Event {
         id,
         name: event.name.clone(),
@@ -158,6 +205,18 @@ pub async fn fetch_some(pool: &PgPool, only: Option<i64>) -> sqlx::Result<Vec<Ev
         .collect()
 }
 
+/// The events the Redis gate admits orders for: those sold by count alone.
+/// An event with a seating plan is decided by Postgres alone, and has no
+/// keys in Redis.
+pub async fn gated_ids(pool: &PgPool) -> sqlx::Result<Vec<i64>> {
+    sqlx::query_scalar(
+        "SELECT id FROM events e
+         WHERE NOT EXISTS (SELECT 1 FROM zones z WHERE z.event_id = e.id) ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await
+}
+
 pub async fn ids(pool: &PgPool) -> sqlx::Result<Vec<i64>> {
     sqlx::query_scalar("SELECT id FROM events ORDER BY id")
         .fetch_all(pool)
@@ -168,6 +227,9 @@ pub async fn ids(pool: &PgPool) -> sqlx::Result<Vec<i64>> {
 pub struct Catalogue {
     pool: PgPool,
     terms: RwLock<HashMap<i64, Terms>>,
+    /// Each event's seating plan (`None`: sold by count alone); plans never
+    /// change either.
+    plans: RwLock<HashMap<i64, Option<Arc<Plan>>>>,
 }
 
 impl Catalogue {
@@ -175,6 +237,7 @@ impl Catalogue {
         Arc::new(Self {
             pool,
             terms: RwLock::default(),
+            plans: RwLock::default(),
         })
     }
 
@@ -202,9 +265,33 @@ impl Catalogue {
         Ok(Some(terms))
     }
 
+    /// The event's seating plan, from the cache or Postgres; `None` if it is
+    /// sold by count alone (or does not exist).
+    pub async fn plan(&self, event_id: i64) -> sqlx::Result<Option<Arc<Plan>>> {
+        let cached = self
+            .plans
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&event_id)
+            .cloned();
+        if let Some(plan) = cached {
+            return Ok(plan);
+        }
+        let plan = seating::load(&self.pool, event_id).await?.map(Arc::new);
+        self.plans
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(event_id, plan.clone());
+        Ok(plan)
+    }
+
     /// Drops a cached event that turned out to be gone (a reset deleted it).
     pub fn forget(&self, event_id: i64) {
         self.terms
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&event_id);
+        self.plans
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(&event_id);

@@ -9,7 +9,7 @@
 //! - [`payments`]: charging orders through the provider (role `payments`);
 //! - [`settlement`]: confirming, cancelling or refunding orders (role `orders`);
 //! - [`consumer`]: how both consume their queues;
-//! - [`events`]: what is on sale;
+//! - [`events`]: what is on sale; [`seating`]: its zones and seats;
 //! - [`sale`]: resetting and seeding a sale;
 //! - [`invariants`]: what must always hold, for `flashtix check` and the tests;
 //! - [`http`]: the API; [`startup`]: building and running a process;
@@ -33,6 +33,7 @@ pub mod outbox;
 pub mod payments;
 pub mod reconcile;
 pub mod sale;
+pub mod seating;
 pub mod settlement;
 pub mod startup;
 pub mod stop;

@@ -365,6 +365,15 @@ async fn fence_lost_holds(pool: &PgPool, event_id: i64, ids: &[Uuid]) -> sqlx::R
 /// however often it runs after a crash between the two steps. Returns how many
 /// rows were handled.
 pub async fn restock_pending(pool: &PgPool, gate: &Gate) -> anyhow::Result<u64> {
+    // Events with a seating plan have nothing in Redis to give back to.
+    let ungated = sqlx::query(
+        "DELETE FROM stock_returns r
+         WHERE EXISTS (SELECT 1 FROM zones z WHERE z.event_id = r.event_id)",
+    )
+    .execute(pool)
+    .await
+    .context("forgetting the stock returns of seated events")?
+    .rows_affected();
     let returns: Vec<(Uuid, i64, String, i32)> = sqlx::query_as(
         "SELECT order_id, event_id, user_id, quantity FROM stock_returns
          ORDER BY created_at LIMIT 1000",
@@ -373,7 +382,7 @@ pub async fn restock_pending(pool: &PgPool, gate: &Gate) -> anyhow::Result<u64> 
     .await
     .context("reading stock returns")?;
     if returns.is_empty() {
-        return Ok(0);
+        return Ok(ungated);
     }
     let mut handled = Vec::with_capacity(returns.len());
     for (order_id, event_id, user_id, quantity) in returns {
@@ -396,7 +405,7 @@ pub async fn restock_pending(pool: &PgPool, gate: &Gate) -> anyhow::Result<u64> 
         .execute(pool)
         .await
         .context("forgetting applied stock returns")?;
-    Ok(handled.len() as u64)
+    Ok(ungated + handled.len() as u64)
 }
 
 /// One pass over every event. One event's failure (its row lock held past
@@ -405,7 +414,7 @@ pub async fn restock_pending(pool: &PgPool, gate: &Gate) -> anyhow::Result<u64> 
 pub async fn reconcile_once(pool: &PgPool, gate: &Gate, metrics: &Metrics) -> anyhow::Result<()> {
     metrics.stock_returned(restock_pending(pool, gate).await?);
     let mut failed = None;
-    for event_id in crate::events::ids(pool).await? {
+    for event_id in crate::events::gated_ids(pool).await? {
         if let Err(error) = reconcile_event(pool, gate, metrics, event_id).await {
             failed.get_or_insert(error.context(format!("event {event_id}")));
         }

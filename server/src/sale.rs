@@ -30,7 +30,7 @@ pub async fn reset(
     crate::db::migrate(pool, namespace).await?;
     sqlx::query(
         "TRUNCATE released_holds, stock_returns, processed_messages, provider_ledger, payments, outbox, \
-         orders, events",
+         seats, zones, orders, events",
     )
     .execute(pool)
     .await
@@ -59,6 +59,10 @@ pub async fn open(pool: &PgPool, gate: &Gate, event: &NewEvent) -> anyhow::Resul
     let created = events::create(pool, event)
         .await
         .context("creating the event")?;
+    if event.plan.is_some() {
+        // Postgres alone decides a seated event's orders.
+        return Ok(created);
+    }
     // If this fails the event still sells: the first order reseeds Redis.
     if let Err(error) = gate.open_event(created.id, created.total_tickets).await {
         tracing::warn!(event_id = created.id, error = %error, "could not seed Redis; first order will");

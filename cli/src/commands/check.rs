@@ -41,7 +41,7 @@ pub async fn run(args: CheckArgs) -> Outcome {
     if args.repair {
         let events = match args.event {
             Some(id) => vec![id],
-            None => flashtix_server::events::ids(&services.pool)
+            None => flashtix_server::events::gated_ids(&services.pool)
                 .await
                 .map_err(anyhow::Error::from)?,
         };

@@ -7,6 +7,7 @@ use anyhow::{anyhow, Context};
 use flashtix_server::config::{database_is_local, ConnectionArgs, Namespace};
 use flashtix_server::events::{Event, NewEvent, NewEventRequest};
 use flashtix_server::sale::{self, SaleSpec};
+use flashtix_server::seating::PlanSpec;
 
 use super::{Failure, Outcome, Services};
 use crate::output;
@@ -51,6 +52,11 @@ pub struct SaleArgs {
     /// Name of the seeded events
     #[arg(long, default_value = "Flash sale")]
     pub name: String,
+    /// A seating plan instead of --tickets and --price-cents: zones like
+    /// 'A:10x20@9000,GA:2000@3000' (zone A: 10 rows of 20 seats at 90.00; GA:
+    /// 2,000 standing at 30.00), or a .json or .toml plan file
+    #[arg(long, value_name = "SPEC|FILE")]
+    pub seating: Option<String>,
 }
 
 impl Default for SaleArgs {
@@ -68,18 +74,46 @@ impl SaleArgs {
                 self.events
             )));
         }
+        let seating = self
+            .seating
+            .as_deref()
+            .map(read_plan)
+            .transpose()
+            .map_err(Failure::usage)?
+            .map(|plan| serde_json::to_value(plan).expect("a plan is JSON"));
+        let counted = seating.is_none();
         let event = NewEvent::parse(NewEventRequest {
             name: self.name.clone(),
-            total_tickets: self.tickets,
-            price_cents: self.price_cents,
+            total_tickets: counted.then_some(self.tickets),
+            price_cents: counted.then_some(self.price_cents),
             max_per_user: Some(self.max_per_user),
             hold_seconds: Some(self.hold_seconds),
+            seating,
         })
         .map_err(|message| Failure::usage(anyhow!(message)))?;
         Ok(SaleSpec {
             events: self.events,
             event,
         })
+    }
+}
+
+/// A plan from a `.json` or `.toml` file, or the compact spec itself.
+fn read_plan(given: &str) -> anyhow::Result<PlanSpec> {
+    let path = std::path::Path::new(given);
+    let extension = path.extension().and_then(|e| e.to_str());
+    match extension {
+        Some("json" | "toml") => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the seating plan {given}"))?;
+            let plan = if extension == Some("json") {
+                serde_json::from_str(&text).map_err(anyhow::Error::from)
+            } else {
+                toml::from_str(&text).map_err(anyhow::Error::from)
+            };
+            plan.with_context(|| format!("reading the seating plan {given}"))
+        }
+        _ => PlanSpec::compact(given).map_err(|message| anyhow!(message)),
     }
 }
 

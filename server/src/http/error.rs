@@ -16,6 +16,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds, for `Retry-After`.
     pub retry_after: Option<u32>,
+    /// The seats the answer is about (taken, unknown or blocked).
+    pub seats: Vec<String>,
 }
 
 impl ApiError {
@@ -25,6 +27,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            seats: Vec::new(),
         }
     }
 
@@ -54,7 +57,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut body = json!({"error": {"code": self.code, "message": self.message}});
+        if !self.seats.is_empty() {
+            body["error"]["seats"] = json!(self.seats);
+        }
         let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
             response
@@ -94,6 +100,7 @@ impl From<PlaceError> for ApiError {
             code: error.code(),
             message: error.to_string(),
             retry_after: error.retry_after(),
+            seats: error.seats().to_vec(),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! `POST /events` (admin) and `GET /events/{id}`.
+//! `POST /events` (admin), `GET /events/{id}` and `GET /events/{id}/seats`.
 
 use std::sync::Arc;
 
@@ -8,10 +8,12 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde_json::json;
 
 use super::{json_body, ApiError, AppState};
 use crate::events::{NewEvent, NewEventRequest};
 use crate::orders::request::decode_json;
+use crate::seating;
 
 pub async fn create(
     State(state): State<Arc<AppState>>,
@@ -47,6 +49,40 @@ pub async fn show(
         .map_err(|error| ApiError::unavailable(&error.into()))?
         .ok_or_else(not_found)?;
     Ok(Json(event).into_response())
+}
+
+/// The seat map: per zone its kind, price and counts, and for reserved
+/// zones each seat's state, one string per row.
+pub async fn seats(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::not_found(format!("no event with id {id:?}"));
+    let event_id: i64 = id.parse().map_err(|_| not_found())?;
+    let unavailable = |error: sqlx::Error| ApiError::unavailable(&error.into());
+    let event = crate::events::fetch(&state.pool, event_id)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(not_found)?;
+    let Some(zones) = seating::seat_map(&state.pool, event_id)
+        .await
+        .map_err(unavailable)?
+    else {
+        return Err(ApiError::not_found(format!(
+            "event {event_id} has no seating plan: it is sold by quantity"
+        )));
+    };
+    Ok(Json(json!({
+        "event_id": event.id,
+        "legend": {
+            seating::FREE.to_string(): "available",
+            seating::HELD.to_string(): "held",
+            seating::SOLD.to_string(): "sold",
+            seating::BLOCKED.to_string(): "blocked",
+        },
+        "zones": zones,
+    }))
+    .into_response())
 }
 
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {

@@ -49,6 +49,7 @@ pub fn router(state: AppState, serves_api: bool) -> Router {
     let sale = Router::new()
         .route("/events", post(events::create))
         .route("/events/{id}", get(events::show))
+        .route("/events/{id}/seats", get(events::seats))
         .route("/orders", post(orders::place))
         .route("/orders/{id}", get(orders::show));
     let base = if serves_api { sale } else { Router::new() };

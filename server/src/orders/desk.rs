@@ -18,6 +18,7 @@ use crate::gate::{clock_ms, key_field, Admission, Gate, Hold};
 use crate::known_bad::{self, Bug};
 use crate::metrics::Metrics;
 use crate::reconcile::Reseed;
+use crate::seating::{Choice, Plan};
 
 /// How long a replay waits for the first request with its key to finish.
 const REPLAY_WAIT: Duration = Duration::from_secs(2);
@@ -50,14 +51,23 @@ pub enum PlaceError {
     InProgress,
     #[error("the sale is temporarily unavailable; retry shortly")]
     Unavailable(#[source] anyhow::Error),
+    #[error("already taken: {}", .0.join(", "))]
+    SeatTaken(Vec<String>),
+    #[error("this event has no such seat: {}", .0.join(", "))]
+    UnknownSeats(Vec<String>),
+    #[error("not for sale: {}", .0.join(", "))]
+    BlockedSeats(Vec<String>),
+    #[error("{0}")]
+    WrongChoice(String),
 }
 
 /// Every label [`Placed::label`] and [`PlaceError::label`] give, exported
 /// at zero from the start (a series that appears late loses its first rise).
-pub const ORDER_LABELS: [&str; 6] = [
+pub const ORDER_LABELS: [&str; 7] = [
     "accepted",
     "replayed",
     "sold_out",
+    "seat_taken",
     "limit_exceeded",
     "rejected",
     "unavailable",
@@ -78,10 +88,15 @@ impl PlaceError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::EventNotFound(_) => StatusCode::NOT_FOUND,
-            Self::AboveLimit { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::SoldOut | Self::LimitExceeded { .. } | Self::KeyReused | Self::InProgress => {
-                StatusCode::CONFLICT
-            }
+            Self::AboveLimit { .. }
+            | Self::UnknownSeats(_)
+            | Self::BlockedSeats(_)
+            | Self::WrongChoice(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::SoldOut
+            | Self::SeatTaken(_)
+            | Self::LimitExceeded { .. }
+            | Self::KeyReused
+            | Self::InProgress => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -90,8 +105,11 @@ impl PlaceError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::EventNotFound(_) => "event_not_found",
-            Self::AboveLimit { .. } => "invalid_request",
+            Self::AboveLimit { .. } | Self::WrongChoice(_) => "invalid_request",
             Self::SoldOut => "sold_out",
+            Self::SeatTaken(_) => "seat_taken",
+            Self::UnknownSeats(_) => "unknown_seat",
+            Self::BlockedSeats(_) => "seat_blocked",
             Self::LimitExceeded { .. } => "limit_exceeded",
             Self::KeyReused => "idempotency_key_reused",
             Self::InProgress => "request_in_progress",
@@ -109,11 +127,25 @@ impl PlaceError {
     /// operator watches by name, the other mistakes of a request together.
     pub fn label(&self) -> &'static str {
         match self {
-            Self::SoldOut | Self::LimitExceeded { .. } | Self::Unavailable(_) => self.code(),
+            Self::SoldOut
+            | Self::SeatTaken(_)
+            | Self::LimitExceeded { .. }
+            | Self::Unavailable(_) => self.code(),
             Self::EventNotFound(_)
             | Self::AboveLimit { .. }
+            | Self::UnknownSeats(_)
+            | Self::BlockedSeats(_)
+            | Self::WrongChoice(_)
             | Self::KeyReused
             | Self::InProgress => "rejected",
+        }
+    }
+
+    /// The seats the refusal is about.
+    pub fn seats(&self) -> &[String] {
+        match self {
+            Self::SeatTaken(seats) | Self::UnknownSeats(seats) | Self::BlockedSeats(seats) => seats,
+            _ => &[],
         }
     }
 }
@@ -159,12 +191,22 @@ impl Desk {
 
     pub async fn place(&self, request: PlaceOrder) -> Result<Placed, PlaceError> {
         let result = match self.place_unrecorded(&request).await {
-            Err(refusal @ (PlaceError::SoldOut | PlaceError::LimitExceeded { .. }))
-                if !known_bad::has(Bug::ReplayAnsweredSoldOut) =>
-            {
+            Err(
+                refusal @ (PlaceError::SoldOut
+                | PlaceError::SeatTaken(_)
+                | PlaceError::LimitExceeded { .. }),
+            ) if !known_bad::has(Bug::ReplayAnsweredSoldOut) => {
                 self.confirm_refusal(&request, refusal).await
             }
             other => other,
+        };
+        // Named seats on a sold-out event are taken, and the buyer is told
+        // which.
+        let result = match (result, &request.choice) {
+            (Err(PlaceError::SoldOut), Choice::Seats(seats)) => {
+                Err(PlaceError::SeatTaken(seats.clone()))
+            }
+            (other, _) => other,
         };
         self.metrics.record_order(match &result {
             Ok(placed) => placed.label(),
@@ -209,6 +251,28 @@ impl Desk {
                 max: terms.max_per_user,
             });
         }
+        let plan = self
+            .catalogue
+            .plan(request.event_id)
+            .await
+            .map_err(unavailable)?;
+        let choice = choose(request, plan.as_deref())?;
+        if plan.is_some() {
+            // A seated event's orders are decided by Postgres alone: Redis
+            // counts tickets, not seats, and a hold it gave for a seat
+            // Postgres then refuses would keep the ticket from a buyer whose
+            // seat is free until it came back.
+            let hold = Hold {
+                order_id: Uuid::now_v7(),
+                event_id: request.event_id,
+                user_id: request.user_id.clone(),
+                idempotency_key: request.idempotency_key.clone(),
+                quantity: request.quantity,
+            };
+            return self
+                .write(hold, &choice, request.fingerprint(), terms, false)
+                .await;
+        }
         let field = key_field(&request.user_id, &request.idempotency_key);
         if self.sold_out.answers_sold_out(request.event_id, &field) {
             self.metrics.sold_out_from_memory();
@@ -231,7 +295,7 @@ impl Desk {
                 .await;
             match admission {
                 Ok(Admission::Reserved) => {
-                    return self.write(hold, fingerprint, terms, true).await;
+                    return self.write(hold, &choice, fingerprint, terms, true).await;
                 }
                 Ok(Admission::SoldOut { remaining }) => {
                     #[cfg(feature = "known-bad")]
@@ -275,7 +339,7 @@ impl Desk {
                     // Redis is only the fast path: Postgres decides alone.
                     self.metrics.redis_bypass();
                     tracing::debug!(error = %error, "redis unavailable; order goes to Postgres directly");
-                    return self.write(hold, fingerprint, terms, false).await;
+                    return self.write(hold, &choice, fingerprint, terms, false).await;
                 }
             }
         }
@@ -315,6 +379,7 @@ impl Desk {
     async fn write(
         &self,
         hold: Hold,
+        choice: &Choice,
         fingerprint: String,
         terms: Terms,
         admitted: bool,
@@ -322,21 +387,29 @@ impl Desk {
         let (order_id, user_id, quantity) = (hold.order_id, hold.user_id.clone(), hold.quantity);
         match self
             .writer
-            .submit(hold, fingerprint.clone(), terms, admitted)
+            .submit(hold, choice.clone(), fingerprint.clone(), terms, admitted)
             .await
         {
-            Verdict::Accepted { amount_cents } => Ok(Placed::Accepted(Receipt::pending(
-                order_id,
-                terms.event_id,
-                user_id,
-                quantity.into(),
+            Verdict::Accepted {
                 amount_cents,
-            ))),
+                seats,
+                zone,
+            } => Ok(Placed::Accepted(
+                Receipt::pending(
+                    order_id,
+                    terms.event_id,
+                    user_id,
+                    quantity.into(),
+                    amount_cents,
+                )
+                .with_places(seats, zone),
+            )),
+            Verdict::SeatTaken(seats) => Err(PlaceError::SeatTaken(seats)),
             Verdict::Existing(order) if order.fingerprint == fingerprint => {
                 Ok(Placed::Replayed(order.receipt()))
             }
             Verdict::Existing(_) => Err(PlaceError::KeyReused),
-            Verdict::SoldOut => Err(PlaceError::SoldOut),
+            Verdict::SoldOut | Verdict::ZoneSoldOut => Err(PlaceError::SoldOut),
             Verdict::LimitExceeded => Err(PlaceError::LimitExceeded {
                 max: terms.max_per_user,
             }),
@@ -404,6 +477,59 @@ impl Desk {
     }
 }
 
+/// What the order buys, checked against the event's plan: seats that exist
+/// and are for sale, a zone the plan has, or (a count alone) the plan's one
+/// general-admission zone.
+fn choose(request: &PlaceOrder, plan: Option<&Plan>) -> Result<Choice, PlaceError> {
+    let event_id = request.event_id;
+    let Some(plan) = plan else {
+        return match request.choice {
+            Choice::Count => Ok(Choice::Count),
+            _ => Err(PlaceError::WrongChoice(format!(
+                "event {event_id} has no seating plan: order a quantity alone"
+            ))),
+        };
+    };
+    match &request.choice {
+        Choice::Count => match plan.only_general() {
+            Some(zone) => Ok(Choice::Zone(zone.name.clone())),
+            None => Err(PlaceError::WrongChoice(format!(
+                "event {event_id} sells seats by zone: name the seats or a zone"
+            ))),
+        },
+        Choice::Zone(name) => match plan.zone(name) {
+            Some(_) => Ok(Choice::Zone(name.clone())),
+            None => Err(PlaceError::WrongChoice(format!(
+                "event {event_id} has no zone {name:?}; its zones: {}",
+                plan.zones
+                    .iter()
+                    .map(|z| z.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        },
+        Choice::Seats(seats) => {
+            let unknown: Vec<String> = seats
+                .iter()
+                .filter(|seat| plan.locate(seat).is_none())
+                .cloned()
+                .collect();
+            if !unknown.is_empty() {
+                return Err(PlaceError::UnknownSeats(unknown));
+            }
+            let blocked: Vec<String> = seats
+                .iter()
+                .filter(|seat| plan.is_blocked(seat))
+                .cloned()
+                .collect();
+            if !blocked.is_empty() {
+                return Err(PlaceError::BlockedSeats(blocked));
+            }
+            Ok(Choice::Seats(seats.clone()))
+        }
+    }
+}
+
 fn unavailable(error: impl Into<anyhow::Error>) -> PlaceError {
     PlaceError::Unavailable(error.into())
 }
@@ -427,6 +553,10 @@ mod tests {
             PlaceError::KeyReused,
             PlaceError::InProgress,
             PlaceError::Unavailable(anyhow::anyhow!("down")),
+            PlaceError::SeatTaken(vec!["A-1-1".into()]),
+            PlaceError::UnknownSeats(vec!["Z-1-1".into()]),
+            PlaceError::BlockedSeats(vec!["A-1-2".into()]),
+            PlaceError::WrongChoice("no plan".into()),
         ];
         let labels: Vec<&str> = placed
             .iter()

@@ -50,6 +50,12 @@ pub struct Order {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// Reserved seats it holds or bought.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seats: Option<Vec<String>>,
+    /// The general-admission zone it bought in, on an event with a plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
     #[serde(skip)]
     pub fingerprint: String,
 }
@@ -63,6 +69,12 @@ pub struct Receipt {
     pub user_id: String,
     pub quantity: i64,
     pub amount_cents: i64,
+    /// The seats the order holds, by id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seats: Option<Vec<String>>,
+    /// The general-admission zone of an event with a plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
 }
 
 impl Receipt {
@@ -82,7 +94,16 @@ impl Receipt {
             user_id,
             quantity,
             amount_cents,
+            seats: None,
+            zone: None,
         }
+    }
+
+    /// The same receipt, naming what was bought on an event with a plan.
+    pub fn with_places(mut self, seats: Option<Vec<String>>, zone: Option<String>) -> Self {
+        self.seats = seats;
+        self.zone = zone;
+        self
     }
 }
 
@@ -96,6 +117,7 @@ impl Order {
             self.quantity,
             self.amount_cents,
         )
+        .with_places(self.seats.clone(), self.zone.clone())
     }
 
     pub(crate) fn from_row(row: &PgRow) -> sqlx::Result<Self> {
@@ -115,13 +137,16 @@ impl Order {
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
             expires_at: row.try_get("expires_at")?,
+            seats: row.try_get("seats")?,
+            zone: row.try_get("zone")?,
             fingerprint: row.try_get("fingerprint")?,
         })
     }
 }
 
 pub(crate) const ORDER_COLUMNS: &str = "o.id, o.status, o.event_id, o.user_id, o.quantity, \
-    o.amount_cents, o.created_at, o.updated_at, o.expires_at, o.fingerprint, o.idempotency_key";
+    o.amount_cents, o.created_at, o.updated_at, o.expires_at, o.seats, o.zone, o.fingerprint, \
+    o.idempotency_key";
 
 pub async fn fetch(pool: &PgPool, order_id: Uuid) -> sqlx::Result<Option<Order>> {
     let row = sqlx::query(&format!(

@@ -1,6 +1,10 @@
 //! A buy request, checked: the body of `POST /orders` and its `Idempotency-Key`.
 
+use std::collections::HashSet;
+
 use serde::Deserialize;
+
+use crate::seating::Choice;
 
 /// A request that passed every check that needs no database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -9,6 +13,8 @@ pub struct PlaceOrder {
     pub user_id: String,
     pub quantity: i32,
     pub idempotency_key: String,
+    /// Seats by id, a count in a zone, or a count for the event.
+    pub choice: Choice,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -23,13 +29,17 @@ pub enum RequestError {
 
 pub const MAX_KEY_LEN: usize = 128;
 pub const MAX_USER_ID_LEN: usize = 64;
+/// The most seats one order may name.
+pub const MAX_SEATS: usize = 64;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Body {
     event_id: i64,
     user_id: String,
-    quantity: i64,
+    quantity: Option<i64>,
+    seats: Option<Vec<String>>,
+    zone: Option<String>,
 }
 
 impl PlaceOrder {
@@ -55,28 +65,91 @@ impl PlaceOrder {
                 "event_id must be a positive integer".into(),
             ));
         }
-        let quantity = i32::try_from(body.quantity)
-            .ok()
-            .filter(|q| *q >= 1)
-            .ok_or_else(|| {
-                RequestError::Invalid(format!(
-                    "quantity must be a whole number of at least 1, got {}",
-                    body.quantity
+        let (quantity, choice) = match (body.seats, body.quantity, body.zone) {
+            (Some(_), Some(_), _) => {
+                return Err(RequestError::Invalid(
+                    "give either seats or quantity, not both".into(),
                 ))
-            })?;
+            }
+            (Some(_), None, Some(_)) => {
+                return Err(RequestError::Invalid(
+                    "seats name their zone already: leave zone out".into(),
+                ))
+            }
+            (Some(seats), None, None) => {
+                let seats = check_seats(seats)?;
+                (seats.len() as i32, Choice::Seats(seats))
+            }
+            (None, None, _) => {
+                return Err(RequestError::Invalid(
+                    "quantity is required (or seats, naming them)".into(),
+                ))
+            }
+            (None, Some(quantity), zone) => {
+                let quantity = i32::try_from(quantity)
+                    .ok()
+                    .filter(|q| *q >= 1)
+                    .ok_or_else(|| {
+                        RequestError::Invalid(format!(
+                            "quantity must be a whole number of at least 1, got {quantity}"
+                        ))
+                    })?;
+                let choice = match zone {
+                    None => Choice::Count,
+                    Some(zone) if zone.is_empty() || zone.len() > 16 => {
+                        return Err(RequestError::Invalid(
+                            "zone must be a zone's name (1 to 16 characters)".into(),
+                        ))
+                    }
+                    Some(zone) => Choice::Zone(zone),
+                };
+                (quantity, choice)
+            }
+        };
         Ok(Self {
             event_id: body.event_id,
             user_id: body.user_id,
             quantity,
             idempotency_key: idempotency_key.to_owned(),
+            choice,
         })
     }
 
     /// What makes two requests with the same key "the same request": the user is
-    /// already part of the key's scope, so the event and the quantity.
+    /// already part of the key's scope, so the event and what was asked for
+    /// (the same seats in any order are the same request).
     pub fn fingerprint(&self) -> String {
-        format!("e{}q{}", self.event_id, self.quantity)
+        match &self.choice {
+            Choice::Count => format!("e{}q{}", self.event_id, self.quantity),
+            Choice::Zone(zone) => format!("e{}z{zone}q{}", self.event_id, self.quantity),
+            Choice::Seats(seats) => {
+                let mut sorted = seats.clone();
+                sorted.sort();
+                format!("e{}s{}", self.event_id, sorted.join(","))
+            }
+        }
     }
+}
+
+/// 1 to [`MAX_SEATS`] seat ids, none twice.
+fn check_seats(seats: Vec<String>) -> Result<Vec<String>, RequestError> {
+    if seats.is_empty() || seats.len() > MAX_SEATS {
+        return Err(RequestError::Invalid(format!(
+            "seats must name 1 to {MAX_SEATS} seats"
+        )));
+    }
+    let mut seen = HashSet::new();
+    for seat in &seats {
+        if seat.is_empty() || seat.len() > 40 || has_control(seat) {
+            return Err(RequestError::Invalid(format!(
+                "{seat:?} is not a seat id (ZONE-ROW-SEAT, like A-3-14)"
+            )));
+        }
+        if !seen.insert(seat.as_str()) {
+            return Err(RequestError::Invalid(format!("seat {seat} is named twice")));
+        }
+    }
+    Ok(seats)
 }
 
 /// Decodes a JSON body, telling bad JSON (400) from JSON of the wrong shape (422).
@@ -107,6 +180,70 @@ mod tests {
         let order = parse(r#"{"event_id": 3, "user_id": "u1", "quantity": 2}"#).unwrap();
         assert_eq!(order.quantity, 2);
         assert_eq!(order.fingerprint(), "e3q2");
+    }
+
+    #[test]
+    fn reads_seats_and_zones() {
+        let order =
+            parse(r#"{"event_id": 3, "user_id": "u1", "seats": ["A-1-2", "A-1-1"]}"#).unwrap();
+        assert_eq!(order.quantity, 2);
+        assert_eq!(
+            order.choice,
+            Choice::Seats(vec!["A-1-2".into(), "A-1-1".into()])
+        );
+        let same =
+            parse(r#"{"event_id": 3, "user_id": "u1", "seats": ["A-1-1", "A-1-2"]}"#).unwrap();
+        assert_eq!(
+            order.fingerprint(),
+            same.fingerprint(),
+            "seat order does not matter"
+        );
+        let zone =
+            parse(r#"{"event_id": 3, "user_id": "u1", "zone": "B", "quantity": 2}"#).unwrap();
+        assert_eq!(zone.choice, Choice::Zone("B".into()));
+        assert_ne!(
+            zone.fingerprint(),
+            parse(r#"{"event_id": 3, "user_id": "u1", "quantity": 2}"#)
+                .unwrap()
+                .fingerprint()
+        );
+    }
+
+    #[test]
+    fn refuses_bad_seat_requests() {
+        for (body, says) in [
+            (
+                r#"{"event_id": 3, "user_id": "u1", "seats": ["A-1-1"], "quantity": 1}"#,
+                "not both",
+            ),
+            (
+                r#"{"event_id": 3, "user_id": "u1", "seats": ["A-1-1", "A-1-1"]}"#,
+                "named twice",
+            ),
+            (
+                r#"{"event_id": 3, "user_id": "u1", "seats": []}"#,
+                "1 to 64",
+            ),
+            (
+                r#"{"event_id": 3, "user_id": "u1", "seats": ["A-1-1"], "zone": "A"}"#,
+                "leave zone out",
+            ),
+            (
+                r#"{"event_id": 3, "user_id": "u1", "zone": "A"}"#,
+                "quantity is required",
+            ),
+            (
+                r#"{"event_id": 3, "user_id": "u1", "zone": "", "quantity": 1}"#,
+                "zone must be",
+            ),
+        ] {
+            match parse(body) {
+                Err(RequestError::Invalid(message)) => {
+                    assert!(message.contains(says), "{body}: {message}")
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@ use crate::gate::{Gate, Hold};
 use crate::known_bad::{self, Bug};
 use crate::messages::ORDER_CREATED;
 use crate::metrics::Metrics;
+use crate::seating::{best_available, Choice, Plan, ZoneKind};
 
 /// The most reservations settled in one transaction.
 pub const MAX_BATCH: usize = 1024;
@@ -40,7 +41,15 @@ const CONFLICT_RETRIES: usize = 3;
 pub enum Verdict {
     Accepted {
         amount_cents: i64,
+        /// The seats it holds (named, or picked here for a zone).
+        seats: Option<Vec<String>>,
+        /// Its general-admission zone, on an event with a plan.
+        zone: Option<String>,
     },
+    /// Named seats another order holds or bought.
+    SeatTaken(Vec<String>),
+    /// Not enough left in the zone asked for (the event may have more).
+    ZoneSoldOut,
     /// The (user, key) already has an order: this one.
     Existing(Order),
     SoldOut,
@@ -53,6 +62,8 @@ pub enum Verdict {
 
 struct Ticket {
     hold: Hold,
+    /// What it buys, checked against the plan (if the event has one).
+    choice: Choice,
     fingerprint: String,
     terms: Terms,
     /// Admitted by Redis: there is a hold to confirm or release afterwards.
@@ -114,6 +125,7 @@ impl Writer {
     pub async fn submit(
         &self,
         hold: Hold,
+        choice: Choice,
         fingerprint: String,
         terms: Terms,
         admitted: bool,
@@ -121,6 +133,7 @@ impl Writer {
         let (reply, answer) = oneshot::channel();
         let ticket = Ticket {
             hold,
+            choice,
             fingerprint,
             terms,
             admitted,
@@ -300,6 +313,16 @@ impl Settler {
             released,
         } = read_buyers(&mut tx, event_id, &users, &keys, &ids).await?;
 
+        let plan = if batch.iter().any(|t| t.choice != Choice::Count) {
+            self.catalogue.plan(event_id).await?
+        } else {
+            None
+        };
+        let mut places = match &plan {
+            Some(plan) => Some(Places::read(&mut tx, event_id, plan, batch).await?),
+            None => None,
+        };
+
         let mut stock = i64::from(available);
         let mut seen = HashSet::new();
         let mut accepted = Vec::new();
@@ -328,11 +351,26 @@ impl Settler {
                 if *user_held + quantity > i64::from(ticket.terms.max_per_user) {
                     return Decision::Verdict(Verdict::LimitExceeded);
                 }
+                let bought = match (&mut places, &plan) {
+                    (Some(places), Some(plan)) => match places.take(plan, ticket) {
+                        Ok(bought) => bought,
+                        Err(refusal) => return Decision::Verdict(refusal.into()),
+                    },
+                    _ => Bought {
+                        amount_cents: quantity * ticket.terms.price_cents,
+                        seats: None,
+                        zone: None,
+                    },
+                };
                 stock -= quantity;
                 *user_held += quantity;
-                let amount_cents = quantity * ticket.terms.price_cents;
-                accepted.push((ticket, amount_cents));
-                Decision::Verdict(Verdict::Accepted { amount_cents })
+                let verdict = Verdict::Accepted {
+                    amount_cents: bought.amount_cents,
+                    seats: bought.seats.clone(),
+                    zone: bought.zone.clone(),
+                };
+                accepted.push((ticket, bought));
+                Decision::Verdict(verdict)
             })
             .collect();
         if accepted.is_empty() {
@@ -383,13 +421,13 @@ async fn read_buyers(
          ) AS o
          UNION ALL
          SELECT 'held', NULL, NULL, NULL, b.user_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                (SELECT sum(quantity)::int8 FROM orders o
+                NULL, NULL, (SELECT sum(quantity)::int8 FROM orders o
                  WHERE o.event_id = $1 AND o.user_id = b.user_id
                    AND o.status IN ('PENDING', 'CONFIRMED'))
          FROM (SELECT DISTINCT user_id FROM unnest($2::text[]) AS u(user_id)) AS b
          UNION ALL
          SELECT 'released', r.order_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                NULL, NULL
+                NULL, NULL, NULL, NULL
          FROM released_holds r WHERE r.order_id = ANY($4)"
     ))
     .bind(event_id)
@@ -422,14 +460,15 @@ async fn read_buyers(
     })
 }
 
-/// Takes the stock and inserts the orders and the `order.created` outbox row
-/// naming them all, in one statement. Returns how many orders were inserted
-/// (fewer: a key was taken meanwhile, and the caller rolls back).
+/// Takes the stock and the seats, and inserts the orders and the
+/// `order.created` outbox row naming them all, in one statement. Returns how
+/// many orders were inserted (fewer, or -1 if a seat was not free: a key or a
+/// seat was taken meanwhile, and the caller rolls back).
 async fn insert_orders(
     tx: &mut sqlx::PgConnection,
     event_id: i64,
     taken: i64,
-    accepted: &[(&Ticket, i64)],
+    accepted: &[(&Ticket, Bought)],
 ) -> sqlx::Result<i64> {
     let hold_seconds = accepted[0].0.terms.hold_seconds;
     let mut ids = Vec::with_capacity(accepted.len());
@@ -438,13 +477,23 @@ async fn insert_orders(
     let mut fingerprints = Vec::with_capacity(accepted.len());
     let mut quantities = Vec::with_capacity(accepted.len());
     let mut amounts = Vec::with_capacity(accepted.len());
-    for (ticket, amount_cents) in accepted {
+    let mut seat_lists = Vec::with_capacity(accepted.len());
+    let mut zones = Vec::with_capacity(accepted.len());
+    // Each seat taken, beside its order.
+    let (mut seats, mut holders) = (Vec::new(), Vec::new());
+    for (ticket, bought) in accepted {
         ids.push(ticket.hold.order_id);
         users.push(ticket.hold.user_id.as_str());
         keys.push(ticket.hold.idempotency_key.as_str());
         fingerprints.push(ticket.fingerprint.as_str());
         quantities.push(ticket.hold.quantity);
-        amounts.push(*amount_cents);
+        amounts.push(bought.amount_cents);
+        seat_lists.push(bought.seats.as_ref().map(|s| s.join(",")));
+        zones.push(bought.zone.as_deref());
+        for seat in bought.seats.iter().flatten() {
+            seats.push(seat.as_str());
+            holders.push(ticket.hold.order_id);
+        }
     }
     // A known-bad server's schema has no unique key to name: its only guard
     // is the read before this insert.
@@ -456,13 +505,21 @@ async fn insert_orders(
     sqlx::query_scalar(&format!(
         "WITH placed AS (
             INSERT INTO orders (id, event_id, user_id, idempotency_key, fingerprint, quantity,
-                                amount_cents, status, expires_at)
+                                amount_cents, status, expires_at, seats, zone)
             SELECT o.id, $1, o.user_id, o.idempotency_key, o.fingerprint, o.quantity,
-                   o.amount_cents, 'PENDING', now() + $2 * interval '1 second'
-            FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::int4[], $8::int8[])
-                 AS o(id, user_id, idempotency_key, fingerprint, quantity, amount_cents)
+                   o.amount_cents, 'PENDING', now() + $2 * interval '1 second',
+                   string_to_array(o.seats, ','), o.zone
+            FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::int4[], $8::int8[],
+                        $11::text[], $12::text[])
+                 AS o(id, user_id, idempotency_key, fingerprint, quantity, amount_cents, seats, zone)
             {on_conflict}
             RETURNING id, event_id, user_id, quantity, amount_cents, expires_at
+         ), seated AS (
+            UPDATE seats s SET order_id = t.order_id
+            FROM unnest($13::text[], $14::uuid[]) AS t(seat_id, order_id)
+            WHERE s.event_id = $1 AND s.seat_id = t.seat_id AND s.order_id IS NULL
+              AND NOT s.blocked
+            RETURNING 1
          ), taken AS (
             UPDATE events
             SET available_tickets = available_tickets - $9, pending_tickets = pending_tickets + $9
@@ -476,7 +533,8 @@ async fn insert_orders(
                        'expires_at', expires_at)))
             FROM placed HAVING count(*) > 0
          )
-         SELECT count(*) FROM placed"
+         SELECT CASE WHEN (SELECT count(*) FROM seated) = $15 THEN (SELECT count(*) FROM placed)
+                     ELSE -1 END"
     ))
     .bind(event_id)
     .bind(hold_seconds)
@@ -488,6 +546,184 @@ async fn insert_orders(
     .bind(&amounts)
     .bind(taken as i32)
     .bind(ORDER_CREATED)
+    .bind(&seat_lists)
+    .bind(&zones)
+    .bind(&seats)
+    .bind(&holders)
+    .bind(seats.len() as i64)
     .fetch_one(tx)
     .await
+}
+
+/// What an accepted ticket bought.
+#[derive(Debug, Clone)]
+struct Bought {
+    amount_cents: i64,
+    seats: Option<Vec<String>>,
+    zone: Option<String>,
+}
+
+/// Why a ticket's places could not be taken.
+enum Refusal {
+    SeatTaken(Vec<String>),
+    ZoneSoldOut,
+}
+
+impl From<Refusal> for Verdict {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::SeatTaken(seats) => Self::SeatTaken(seats),
+            Refusal::ZoneSoldOut => Self::ZoneSoldOut,
+        }
+    }
+}
+
+/// The places a batch on an event with a plan asks for, as Postgres has
+/// them under the event's row lock, less what earlier tickets of the batch
+/// took.
+struct Places {
+    /// Named seats that are free.
+    free: HashSet<String>,
+    /// Reserved zones asked for by count: their free seats by row and number.
+    free_in_zone: HashMap<String, Vec<(i32, i32, String)>>,
+    /// General-admission zones asked for: places left.
+    left_in_zone: HashMap<String, i64>,
+}
+
+impl Places {
+    async fn read(
+        tx: &mut sqlx::PgConnection,
+        event_id: i64,
+        plan: &Plan,
+        batch: &[Ticket],
+    ) -> sqlx::Result<Self> {
+        let mut named: Vec<&str> = Vec::new();
+        let (mut reserved, mut general): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
+        for ticket in batch {
+            match &ticket.choice {
+                Choice::Seats(seats) => named.extend(seats.iter().map(String::as_str)),
+                Choice::Zone(zone) => match plan.zone(zone) {
+                    Some((_, z)) if z.kind == ZoneKind::General => general.push(zone),
+                    Some(_) => reserved.push(zone),
+                    None => {}
+                },
+                Choice::Count => {}
+            }
+        }
+        let free: Vec<String> = sqlx::query_scalar(
+            "SELECT seat_id FROM seats
+             WHERE event_id = $1 AND seat_id = ANY($2) AND order_id IS NULL AND NOT blocked",
+        )
+        .bind(event_id)
+        .bind(&named)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut free_in_zone: HashMap<String, Vec<(i32, i32, String)>> = HashMap::new();
+        if !reserved.is_empty() {
+            let rows: Vec<(String, i32, i32, String)> = sqlx::query_as(
+                "SELECT zone, row_number, seat_number, seat_id FROM seats
+                 WHERE event_id = $1 AND zone = ANY($2) AND order_id IS NULL AND NOT blocked
+                 ORDER BY zone, row_number, seat_number",
+            )
+            .bind(event_id)
+            .bind(&reserved)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (zone, row, number, seat) in rows {
+                free_in_zone
+                    .entry(zone)
+                    .or_default()
+                    .push((row, number, seat));
+            }
+        }
+        let mut left_in_zone = HashMap::new();
+        if !general.is_empty() {
+            let live: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT zone, sum(quantity)::int8 FROM orders
+                 WHERE event_id = $1 AND zone = ANY($2) AND status IN ('PENDING', 'CONFIRMED')
+                 GROUP BY zone",
+            )
+            .bind(event_id)
+            .bind(&general)
+            .fetch_all(&mut *tx)
+            .await?;
+            let live: HashMap<String, i64> = live.into_iter().collect();
+            for zone in general {
+                if let Some((_, z)) = plan.zone(zone) {
+                    let taken = live.get(zone).copied().unwrap_or_default();
+                    left_in_zone.insert(zone.to_owned(), i64::from(z.capacity) - taken);
+                }
+            }
+        }
+        Ok(Self {
+            free: free.into_iter().collect(),
+            free_in_zone,
+            left_in_zone,
+        })
+    }
+
+    /// Takes what `ticket` asks for, or says why not.
+    fn take(&mut self, plan: &Plan, ticket: &Ticket) -> Result<Bought, Refusal> {
+        let quantity = i64::from(ticket.hold.quantity);
+        match &ticket.choice {
+            Choice::Seats(seats) => {
+                let gone: Vec<String> = seats
+                    .iter()
+                    .filter(|seat| !self.free.contains(*seat))
+                    .cloned()
+                    .collect();
+                if !gone.is_empty() {
+                    return Err(Refusal::SeatTaken(gone));
+                }
+                for seat in seats {
+                    self.free.remove(seat);
+                }
+                Ok(Bought {
+                    amount_cents: price_of_seats(plan, seats),
+                    seats: Some(seats.clone()),
+                    zone: None,
+                })
+            }
+            Choice::Zone(zone) => {
+                let Some((_, z)) = plan.zone(zone) else {
+                    return Err(Refusal::ZoneSoldOut);
+                };
+                let amount_cents = quantity * z.price_cents;
+                if z.kind == ZoneKind::General {
+                    let left = self.left_in_zone.entry(zone.clone()).or_default();
+                    if *left < quantity {
+                        return Err(Refusal::ZoneSoldOut);
+                    }
+                    *left -= quantity;
+                    return Ok(Bought {
+                        amount_cents,
+                        seats: None,
+                        zone: Some(zone.clone()),
+                    });
+                }
+                let free = self.free_in_zone.entry(zone.clone()).or_default();
+                let picked = best_available(free, quantity as usize).ok_or(Refusal::ZoneSoldOut)?;
+                free.retain(|(_, _, seat)| !picked.contains(seat));
+                Ok(Bought {
+                    amount_cents,
+                    seats: Some(picked),
+                    zone: None,
+                })
+            }
+            Choice::Count => Ok(Bought {
+                amount_cents: quantity * ticket.terms.price_cents,
+                seats: None,
+                zone: None,
+            }),
+        }
+    }
+}
+
+/// What the seats cost, each at its zone's price.
+fn price_of_seats(plan: &Plan, seats: &[String]) -> i64 {
+    seats
+        .iter()
+        .filter_map(|seat| plan.locate(seat))
+        .map(|at| plan.zones[at.zone].price_cents)
+        .sum()
 }

@@ -200,6 +200,49 @@ impl TestApp {
         body["id"].as_i64().expect("event id")
     }
 
+    /// Creates an event with this seating plan (and the default hold);
+    /// returns its id.
+    pub async fn create_seated_event(&self, seating: Value, max_per_user: i64) -> i64 {
+        let response = self
+            .client
+            .post(format!("{}/events", self.address))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"name": "Seated sale", "max_per_user": max_per_user, "seating": seating}))
+            .send()
+            .await
+            .expect("POST /events");
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.expect("event JSON");
+        body["id"].as_i64().expect("event id")
+    }
+
+    /// `POST /orders` with `what` (seats, zone, quantity) added to the
+    /// event and the user.
+    pub async fn buy(&self, event_id: i64, user: &str, key: &str, what: Value) -> Answer {
+        send_order(
+            &self.client,
+            &self.address,
+            key,
+            &order_body(event_id, user, what),
+        )
+        .await
+    }
+
+    /// Fires every (user, key, what) at once; answers in the same order.
+    pub async fn buy_all(&self, event_id: i64, buys: Vec<(String, String, Value)>) -> Vec<Answer> {
+        let mut tasks = JoinSet::new();
+        for (index, (user, key, what)) in buys.into_iter().enumerate() {
+            let (client, address) = (self.client.clone(), self.address.clone());
+            tasks.spawn(async move {
+                let body = order_body(event_id, &user, what);
+                (index, send_order(&client, &address, &key, &body).await)
+            });
+        }
+        let mut answers = tasks.join_all().await;
+        answers.sort_by_key(|(index, _)| *index);
+        answers.into_iter().map(|(_, answer)| answer).collect()
+    }
+
     pub async fn order(&self, event_id: i64, user: &str, key: &str, quantity: i64) -> Answer {
         place(&self.client, &self.address, event_id, user, key, quantity).await
     }
@@ -375,10 +418,21 @@ async fn place(
     key: &str,
     quantity: i64,
 ) -> Answer {
+    let body = json!({"event_id": event_id, "user_id": user, "quantity": quantity});
+    send_order(client, address, key, &body).await
+}
+
+/// `POST /orders` with this key and body, as sent.
+pub async fn send_order(
+    client: &reqwest::Client,
+    address: &str,
+    key: &str,
+    body: &Value,
+) -> Answer {
     let response = client
         .post(format!("{address}/orders"))
         .header("Idempotency-Key", key)
-        .json(&json!({"event_id": event_id, "user_id": user, "quantity": quantity}))
+        .json(body)
         .send()
         .await
         .expect("POST /orders");
@@ -390,6 +444,14 @@ async fn place(
         replayed,
         body,
     }
+}
+
+fn order_body(event_id: i64, user: &str, what: Value) -> Value {
+    let mut body = json!({"event_id": event_id, "user_id": user});
+    for (field, value) in what.as_object().expect("seats, zone or quantity").clone() {
+        body[field] = value;
+    }
+    body
 }
 
 /// `n` buyers, each with their own user id and key, one ticket each.

@@ -12,5 +12,6 @@ mod orders;
 mod outbox;
 mod provider;
 mod saga;
+mod seating;
 mod shutdown;
 mod validation;
