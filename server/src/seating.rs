@@ -636,7 +636,8 @@ mod tests {
             ("1A:10@100", "zone name"),
             ("A:10@-1", "price_cents"),
             ("", "1 to 64 zones"),
-            ("A:1000x1000@1", "places for sale"),
+            ("A:1000x1000@1", "seats for sale must be between"),
+            ("A:400x400@1,B:400x400@1", "places for sale"),
         ] {
             let error = PlanSpec::compact(spec)
                 .and_then(|plan| plan.check())
