@@ -2,7 +2,8 @@
 //! PASS on the real one first): a checker never seen failing proves nothing.
 
 use flashtix_server::invariants::{
-    self, Finding, Verdict, NOTHING_STUCK, NO_DUPLICATE_ORDER, QUEUES_DRAINED, REDIS_AGREES,
+    self, Finding, Verdict, NOTHING_STUCK, NO_DUPLICATE_ORDER, ONE_OWNER_PER_SEAT, QUEUES_DRAINED,
+    REDIS_AGREES,
 };
 use flashtix_server::reconcile::{rebuild_drifted_entries, repair_drift, Repair};
 use redis::AsyncCommands;
@@ -249,5 +250,126 @@ async fn a_key_drift_the_totals_miss_is_seen_by_check_and_rebuilt_on_demand() {
     assert_eq!(
         judged(&app, REDIS_AGREES, Some(event)).await.verdict,
         Verdict::Pass
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_owner_per_seat_fails_on_a_seat_sold_twice_and_on_seat_rows_that_disagree() {
+    let app = spawn_app().await;
+    let event = app
+        .create_seated_event(serde_json::json!("A:1x4@100,GA:2@50"), 4)
+        .await;
+    let ann = app
+        .buy(
+            event,
+            "ann",
+            "k",
+            serde_json::json!({"seats": ["A-1-1", "A-1-2"]}),
+        )
+        .await;
+    assert_eq!(ann.status, StatusCode::ACCEPTED);
+    let ann = ann.order_id().to_owned();
+    let bob = app
+        .buy(
+            event,
+            "bob",
+            "k",
+            serde_json::json!({"zone": "GA", "quantity": 2}),
+        )
+        .await;
+    assert_eq!(bob.status, StatusCode::ACCEPTED);
+    let sound = finding(&app, ONE_OWNER_PER_SEAT, None).await;
+    assert_eq!(sound.verdict, Verdict::Pass, "{sound:?}");
+    assert_eq!(sound.checked, 4, "every seat row looked at");
+
+    let broken = |sql: &'static str| {
+        let pool = app.pool.clone();
+        async move { sqlx::query(sql).execute(&pool).await.unwrap() }
+    };
+    let insert_order = |seats: Option<Vec<&'static str>>, zone: Option<&'static str>| {
+        let pool = app.pool.clone();
+        async move {
+            let id = Uuid::now_v7();
+            sqlx::query(
+                "INSERT INTO orders (id, event_id, user_id, idempotency_key, fingerprint, quantity,
+                                     amount_cents, expires_at, seats, zone)
+                 VALUES ($1, $2, 'eve', $1::text, 'x', $3, 0, now() + interval '1 hour', $4, $5)",
+            )
+            .bind(id)
+            .bind(event)
+            .bind(seats.as_ref().map_or(1, |s| s.len() as i32))
+            .bind(seats)
+            .bind(zone)
+            .execute(&pool)
+            .await
+            .unwrap();
+            id
+        }
+    };
+
+    // A writer that skipped the seat rows: a second live order on A-1-2.
+    let twice = insert_order(Some(vec!["A-1-2"]), None).await;
+    let sold_twice = finding(&app, ONE_OWNER_PER_SEAT, None).await;
+    assert_eq!(sold_twice.verdict, Verdict::Fail);
+    let said = sold_twice.examples.join("\n");
+    assert!(
+        said.contains("seat A-1-2: named by 2 live orders"),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "order {twice}: names seat A-1-2, which the seat rows give to order {ann}"
+        )),
+        "{said}"
+    );
+    sqlx::query("DELETE FROM orders WHERE id = $1")
+        .bind(twice)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        finding(&app, ONE_OWNER_PER_SEAT, None).await.verdict,
+        Verdict::Pass
+    );
+
+    // A seat row freed while its order still holds it.
+    broken("UPDATE seats SET order_id = NULL WHERE seat_id = 'A-1-1'").await;
+    let freed = finding(&app, ONE_OWNER_PER_SEAT, None).await;
+    assert!(
+        freed
+            .examples
+            .join("\n")
+            .contains("which the seat rows show free"),
+        "{freed:?}"
+    );
+    sqlx::query("UPDATE seats SET order_id = $1::uuid WHERE seat_id = 'A-1-1'")
+        .bind(&ann)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        finding(&app, ONE_OWNER_PER_SEAT, None).await.verdict,
+        Verdict::Pass
+    );
+
+    // An order cancelled without freeing its seats.
+    broken("ALTER TABLE orders DISABLE TRIGGER orders_free_seats").await;
+    sqlx::query("UPDATE orders SET status = 'CANCELLED' WHERE id = $1::uuid")
+        .bind(&ann)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let kept = finding(&app, ONE_OWNER_PER_SEAT, None).await;
+    assert_eq!(kept.offending, 2, "both its seats: {kept:?}");
+    assert!(kept.examples[0].contains("a CANCELLED order"), "{kept:?}");
+    broken("UPDATE seats SET order_id = NULL").await;
+
+    // Standing sold past the zone's capacity.
+    insert_order(None, Some("GA")).await;
+    let over = finding(&app, ONE_OWNER_PER_SEAT, None).await;
+    assert_eq!(over.verdict, Verdict::Fail);
+    assert!(
+        over.examples[0].contains("zone GA: 3 live tickets over its capacity of 2"),
+        "{over:?}"
     );
 }
