@@ -234,3 +234,62 @@ async fn demo_runs_a_whole_flash_sale_and_proves_it() {
         "every ticket sold and paid for"
     );
 }
+
+#[tokio::test]
+async fn reset_seeds_a_seated_sale_from_a_spec_or_a_plan_file() {
+    let sale = Sale::new().await;
+
+    let (events, _) = sale.reset(&["--seating", "A:2x3@9000,GA:4@3000"]);
+    assert_eq!(events[0]["total_tickets"], 6 + 4);
+    let pool = sale.pool().await;
+    let seats: Vec<String> = sqlx::query_scalar("SELECT seat_id FROM seats ORDER BY seat_id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        seats,
+        ["A-1-1", "A-1-2", "A-1-3", "A-2-1", "A-2-2", "A-2-3"]
+    );
+
+    let (plan, _) = sale.json("plan.toml");
+    std::fs::write(
+        &plan,
+        r#"
+[[zones]]
+name = "B"
+price_cents = 5000
+rows = [2, 3]
+blocked = ["B-2-3"]
+
+[[zones]]
+name = "FLOOR"
+price_cents = 2000
+capacity = 10
+"#,
+    )
+    .unwrap();
+    let (events, _) = sale.reset(&["--seating", &plan]);
+    assert_eq!(
+        events[0]["total_tickets"],
+        4 + 10,
+        "the blocked seat is not for sale"
+    );
+    assert_eq!(
+        events[0]["price_cents"], 2000,
+        "the event shows its cheapest price"
+    );
+    let blocked: Vec<String> = sqlx::query_scalar("SELECT seat_id FROM seats WHERE blocked")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(blocked, ["B-2-3"]);
+    assert_all_held(&sale.run(&["check"]));
+
+    let bad = sale.run(&["reset", "--seating", "A:10x0@100"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("seats_per_row must be between 1 and 1000"),
+        "{}",
+        stderr(&bad)
+    );
+}
