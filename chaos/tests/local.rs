@@ -16,7 +16,10 @@ fn idler(name: &str) -> Process {
             program: PathBuf::from("sh"),
             args: vec![
                 "-c".into(),
-                "trap 'exit 7' TERM; echo ready at $$; while :; do sleep 0.05; done".into(),
+                // One child, forked before the ready line: a group SIGSTOP
+                // that caught a shell between vfork and exec would leave it
+                // waiting for the stopped child in uninterruptible sleep.
+                "trap 'exit 7' TERM; sleep 100000 & echo ready at $$; wait".into(),
             ],
             env: vec![],
             log,
