@@ -160,6 +160,7 @@ mod tests {
             outcome,
             status: None,
             order_id: None,
+            seats: None,
         }
     }
 

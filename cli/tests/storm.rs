@@ -340,3 +340,69 @@ async fn a_bad_scenario_exits_2_and_says_what_is_wrong() {
         assert!(stderr(&run).contains(says), "{path}: {}", stderr(&run));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seated_storm_picks_seats_falls_back_to_the_best_left_and_proves_every_seat() {
+    let sale = Sale::new().await;
+    let (events, _) = sale.reset(&[
+        "--seating",
+        "A:5x10@9000,B:5x10@5000,GA:50@2000",
+        "--max-per-user",
+        "6",
+    ]);
+    let event = events[0]["id"].to_string();
+    let server = sale.serve("all");
+    let (json_file, _) = sale.json("storm.json");
+    let history_file = sale.dir.join("history.jsonl").display().to_string();
+    let url = &server.url;
+    let args = format!(
+        "--target {url} --event {event} --rate 400 --buyers 200 --quantity 1:40,2:40,4:20 \
+         --seat-retry 0.5 --duplicates 0.1 --seed 3 --history {history_file} --json {json_file}"
+    );
+    let run = storm(&sale, &args).await;
+    assert_all_held(&run);
+    let printed = stdout(&run);
+    assert!(printed.contains("one_owner_per_seat"), "{printed}");
+
+    let attempts = history(&history_file);
+    let outcome = |name: &str| attempts.iter().filter(|a| a["outcome"] == name).count();
+    assert!(outcome("seat_taken") > 0, "buyers raced for the same seats");
+    let picked = attempts
+        .iter()
+        .filter(|a| a["outcome"] == "accepted" && a["seats"].is_array())
+        .count();
+    assert!(picked > 0, "accepted answers name their seats");
+    let fell_back = attempts
+        .iter()
+        .filter(|a| a["idempotency_key"].as_str().unwrap().ends_with("-best"))
+        .count();
+    assert!(
+        fell_back > 0,
+        "some who lost a race asked for the best left"
+    );
+
+    let (_, results) = sale.json("storm.json");
+    let zones = results["seating"]
+        .as_array()
+        .expect("the zones after the storm");
+    assert_eq!(zones.len(), 3);
+    for zone in zones {
+        let taken = zone["held"].as_u64().unwrap() + zone["sold"].as_u64().unwrap();
+        assert_eq!(
+            zone["tickets_in_storm"].as_u64().unwrap(),
+            taken,
+            "what the storm was sold is what the map shows taken: {zone}"
+        );
+        assert_eq!(
+            taken + zone["available"].as_u64().unwrap(),
+            zone["capacity"].as_u64().unwrap()
+        );
+        if zone["available"] == 0 {
+            assert!(zone["sold_out_seconds"].as_f64().is_some(), "{zone}");
+        }
+        if zone["kind"] == "reserved" {
+            let sold_at = zone["sold_at_seconds"].as_object().unwrap();
+            assert_eq!(sold_at.len() as u64, taken, "each seat sold has its time");
+        }
+    }
+}

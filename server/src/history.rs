@@ -10,10 +10,11 @@
 //!  "status": 202, "order_id": "01a1fe6a-3f05-75e4-b3f8-ae968f7db7b5"}
 //! ```
 //!
-//! `outcome` is one of `accepted`, `replayed`, `sold_out`, `limit_exceeded`,
+//! `outcome` is one of `accepted`, `replayed`, `sold_out`, `seat_taken`, `limit_exceeded`,
 //! `rejected` (other 4xx), `in_progress` (`409 request_in_progress`), `error`
 //! (5xx), `timeout`, `connect_error`; `status` is absent when no answer came,
-//! `order_id` present for `accepted` and `replayed`. An attempt without a
+//! `order_id` present for `accepted` and `replayed` (and `seats`, when the
+//! answer named seats). An attempt without a
 //! definite answer (`in_progress`, `error`, `timeout`, `connect_error`) is
 //! "unknown": its order may or may not exist, and `check` says which, without
 //! calling it an error.
@@ -32,6 +33,8 @@ pub enum Outcome {
     Accepted,
     Replayed,
     SoldOut,
+    /// `409 seat_taken`: a seat it named was gone.
+    SeatTaken,
     LimitExceeded,
     Rejected,
     /// `409 request_in_progress`: another request with the key was still
@@ -43,10 +46,11 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Accepted,
         Self::Replayed,
         Self::SoldOut,
+        Self::SeatTaken,
         Self::LimitExceeded,
         Self::Rejected,
         Self::InProgress,
@@ -61,6 +65,7 @@ impl Outcome {
             Self::Accepted => "accepted",
             Self::Replayed => "replayed",
             Self::SoldOut => "sold_out",
+            Self::SeatTaken => "seat_taken",
             Self::LimitExceeded => "limit_exceeded",
             Self::Rejected => "rejected",
             Self::InProgress => "in_progress",
@@ -83,9 +88,10 @@ impl Outcome {
         )
     }
 
-    /// The answer says the key has no order: it was refused for stock or limit.
+    /// The answer says the key has no order: it was refused for stock, a
+    /// seat or the limit.
     pub fn is_refusal(self) -> bool {
-        matches!(self, Self::SoldOut | Self::LimitExceeded)
+        matches!(self, Self::SoldOut | Self::SeatTaken | Self::LimitExceeded)
     }
 }
 
@@ -103,6 +109,9 @@ pub struct Attempt {
     pub status: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order_id: Option<Uuid>,
+    /// The seats an `accepted` or `replayed` answer named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seats: Option<Vec<String>>,
 }
 
 /// Reads a history file; a line that is not an attempt is an error naming it.

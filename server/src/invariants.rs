@@ -357,14 +357,19 @@ async fn no_lost_order(
     let mut events: Vec<i64> = history.iter().map(|a| a.event_id).collect();
     events.sort_unstable();
     events.dedup();
-    let orders: Vec<(Uuid, String, String)> =
-        sqlx::query_as("SELECT id, user_id, idempotency_key FROM orders WHERE event_id = ANY($1)")
-            .bind(&events)
-            .fetch_all(pool)
-            .await?;
+    let orders: Vec<(Uuid, String, String, Option<Vec<String>>)> = sqlx::query_as(
+        "SELECT id, user_id, idempotency_key, seats FROM orders WHERE event_id = ANY($1)",
+    )
+    .bind(&events)
+    .fetch_all(pool)
+    .await?;
     let by_id: HashMap<Uuid, (&str, &str)> = orders
         .iter()
-        .map(|(id, user, key)| (*id, (user.as_str(), key.as_str())))
+        .map(|(id, user, key, _)| (*id, (user.as_str(), key.as_str())))
+        .collect();
+    let seats_of: HashMap<Uuid, &Vec<String>> = orders
+        .iter()
+        .filter_map(|(id, _, _, seats)| Some((*id, seats.as_ref()?)))
         .collect();
     let existing: HashSet<(&str, &str)> = by_id.values().copied().collect();
     let asked: HashSet<(&str, &str)> = history
@@ -389,10 +394,21 @@ async fn no_lost_order(
                 "order {order_id}: answered to user {:?} key {:?}, belongs to user {:?} key {:?}",
                 pair.0, pair.1, owner.0, owner.1
             )),
-            Some(_) => {}
+            Some(_) => {
+                if let Some(told) = &attempt.seats {
+                    let held = seats_of.get(&order_id).map(|s| sorted(s));
+                    if held.as_ref() != Some(&sorted(told)) {
+                        offenders.push(format!(
+                            "order {order_id}: the answer named seats {}, the order holds {}",
+                            told.join(" "),
+                            held.map_or("none".into(), |s| s.join(" "))
+                        ));
+                    }
+                }
+            }
         }
     }
-    for (id, user, key) in &orders {
+    for (id, user, key, _) in &orders {
         if !asked.contains(&(user.as_str(), key.as_str())) {
             offenders.push(format!(
                 "order {id}: user {user:?} key {key:?} never asked for it"
@@ -418,7 +434,7 @@ async fn no_lost_order(
         NO_LOST_ORDER,
         answered.len() as u64,
         offenders,
-        "every answered order exists; every order was asked for",
+        "every answered order exists, with the seats its answer named; every order was asked for",
         "orders lost or invented",
     );
     result.detail.push_str(&format!(
@@ -427,6 +443,12 @@ async fn no_lost_order(
         unknown.len() - found
     ));
     Ok(result)
+}
+
+fn sorted(seats: &[String]) -> Vec<&str> {
+    let mut sorted: Vec<&str> = seats.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    sorted
 }
 
 /// Invariant 4, the answers: every definite answer a client got for a key

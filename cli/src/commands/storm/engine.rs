@@ -23,7 +23,8 @@ use tokio::sync::{mpsc, Barrier, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::record::{Measured, Recorder};
+use super::record::{Measured, Recorder, Sold};
+use super::seats::zone_of;
 use super::workload::{Buyers, Purchase, Schedule};
 
 #[derive(Debug, Clone)]
@@ -366,6 +367,18 @@ impl Lane {
                     } else {
                         context.buy(&purchase, retries).await
                     };
+                    let lost_seats = done
+                        .iter()
+                        .any(|d| d.measured.outcome == Outcome::SeatTaken)
+                        && !done.iter().any(|d| {
+                            matches!(d.measured.outcome, Outcome::Accepted | Outcome::Replayed)
+                        });
+                    if let Some(fallback) = purchase
+                        .fallback()
+                        .filter(|_| lost_seats && purchase.falls_back)
+                    {
+                        done.extend(context.buy(&fallback, retries).await);
+                    }
                     let answered = done.iter().any(|d| d.measured.outcome.is_definite());
                     if purchase.revisits && answered {
                         // The buyer is away meanwhile: the slot is free for others.
@@ -446,6 +459,8 @@ impl Context {
                 status,
                 order_id,
                 retry_after,
+                seats,
+                zone,
             } = self.place(purchase).await;
             let attempt = self.keep_history.then(|| Attempt {
                 attempt: self.attempts.fetch_add(1, Relaxed),
@@ -458,11 +473,22 @@ impl Context {
                 outcome,
                 status,
                 order_id,
+                seats: seats.clone(),
             });
-            done.push(Done {
-                measured: self.measured(outcome, sent),
-                attempt,
-            });
+            let mut measured = self.measured(outcome, sent);
+            if outcome == Outcome::Accepted {
+                measured.sold = Some(Sold {
+                    event_id: purchase.event_id,
+                    zone: zone.or_else(|| {
+                        seats
+                            .as_ref()
+                            .and_then(|s| Some(zone_of(s.first()?).to_owned()))
+                    }),
+                    tickets: purchase.quantity as u64,
+                    seats: seats.unwrap_or_default(),
+                });
+            }
+            done.push(Done { measured, attempt });
             if outcome.is_definite() {
                 break;
             }
@@ -473,11 +499,9 @@ impl Context {
     }
 
     async fn place(&self, purchase: &Purchase) -> Answer {
-        let body = serde_json::json!({
-            "event_id": purchase.event_id,
-            "user_id": purchase.user_id,
-            "quantity": purchase.quantity,
-        });
+        let mut body = purchase.want.fields(purchase.quantity);
+        body.insert("event_id".into(), purchase.event_id.into());
+        body.insert("user_id".into(), purchase.user_id.clone().into());
         let answer = self
             .client
             .post(format!("{}/orders", self.target))
@@ -490,6 +514,8 @@ impl Context {
             status,
             order_id: None,
             retry_after: None,
+            seats: None,
+            zone: None,
         };
         let response = match answer {
             Ok(response) => response,
@@ -502,7 +528,7 @@ impl Context {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|value| value.to_str().ok()?.parse().ok())
             .map(Duration::from_secs);
-        let body: Value = match response.json().await {
+        let mut body: Value = match response.json().await {
             Ok(body) => body,
             // The status came, the body did not: the answer is unknown.
             Err(error) if error.is_timeout() => {
@@ -520,6 +546,8 @@ impl Context {
             status: Some(status.as_u16()),
             order_id: body["order_id"].as_str().and_then(|id| id.parse().ok()),
             retry_after,
+            seats: serde_json::from_value(body["seats"].take()).ok(),
+            zone: body["zone"].as_str().map(str::to_owned),
         }
     }
 
@@ -529,6 +557,7 @@ impl Context {
             intended: self.due - self.start,
             sent: sent - self.start,
             finished: self.start.elapsed().max(sent - self.start),
+            sold: None,
         }
     }
 }
@@ -540,12 +569,17 @@ struct Answer {
     order_id: Option<Uuid>,
     /// The server's `Retry-After`, if it sent one.
     retry_after: Option<Duration>,
+    /// The seats an accepted order holds.
+    seats: Option<Vec<String>>,
+    /// The general-admission zone of an accepted order on a seated event.
+    zone: Option<String>,
 }
 
 fn classify_status(status: StatusCode, code: Option<&str>) -> Outcome {
     match (status.as_u16(), code) {
         (200..=299, _) => Outcome::Accepted,
         (409, Some("sold_out")) => Outcome::SoldOut,
+        (409, Some("seat_taken")) => Outcome::SeatTaken,
         (409, Some("limit_exceeded")) => Outcome::LimitExceeded,
         (409, Some("request_in_progress")) => Outcome::InProgress,
         (500..=599, _) => Outcome::Error,

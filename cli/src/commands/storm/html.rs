@@ -45,6 +45,7 @@ fn color(outcome: Outcome) -> &'static str {
         Outcome::Accepted => "#2e7d32",
         Outcome::Replayed => "#81c784",
         Outcome::SoldOut => "#1565c0",
+        Outcome::SeatTaken => "#0097a7",
         Outcome::LimitExceeded => "#6a1b9a",
         Outcome::Rejected => "#8d6e63",
         Outcome::InProgress => "#90a4ae",

@@ -7,6 +7,7 @@ pub mod html;
 mod record;
 mod report;
 mod scenario;
+mod seats;
 mod workload;
 
 use std::path::PathBuf;
@@ -90,6 +91,10 @@ pub struct StormArgs {
     /// after a definite answer (a page refreshed: was I sold a ticket?), 0 to 1
     #[arg(long, default_value_t = 0.0)]
     revisit: f64,
+    /// On a seated event: share of buyers who, told their seats were taken,
+    /// ask for the zone's best available instead of giving up, 0 to 1
+    #[arg(long, default_value_t = 0.5)]
+    seat_retry: f64,
     /// Tries again (same key, growing pause) after a timeout, a connection error or a 5xx
     #[arg(long, default_value_t = 0)]
     retries: u32,
@@ -217,6 +222,7 @@ impl StormArgs {
         for (flag, share) in [
             ("--duplicates", self.duplicates),
             ("--revisit", self.revisit),
+            ("--seat-retry", self.seat_retry),
         ] {
             if !(0.0..=1.0).contains(&share) {
                 bail!("{flag} is a share from 0 to 1, got {share}");
@@ -277,6 +283,8 @@ pub async fn run_scenario(mut args: StormArgs, scenario: Scenario, given: &Given
     } else {
         None
     };
+    // The seated events bought from, for the seat maps after the storm.
+    let mut seated_events: Option<Vec<i64>> = None;
     let work = match &args.raw {
         Some(_) => Work::Raw {
             method: args.method.parse().map_err(|_| {
@@ -286,16 +294,25 @@ pub async fn run_scenario(mut args: StormArgs, scenario: Scenario, given: &Given
                 ))
             })?,
         },
-        None => Work::Buy {
-            buyers: Buyers {
-                seed: args.seed,
-                events: events(&args, services.as_ref()).await?,
-                quantities: plan.quantities.clone(),
-                duplicates: args.duplicates,
-                revisits: args.revisit,
-            },
-            retries: args.retries,
-        },
+        None => {
+            let events = events(&args, services.as_ref()).await?;
+            let seated = seats::fetch(args.target.trim_end_matches('/'), &events)
+                .await
+                .map_err(Failure::unreachable)?;
+            seated_events = Some(seated.keys().copied().collect::<Vec<_>>());
+            Work::Buy {
+                buyers: Buyers {
+                    seed: args.seed,
+                    events,
+                    quantities: plan.quantities.clone(),
+                    duplicates: args.duplicates,
+                    revisits: args.revisit,
+                    seated,
+                    seat_retry: args.seat_retry,
+                },
+                retries: args.retries,
+            }
+        }
     };
     let lanes = args
         .lanes
@@ -347,6 +364,16 @@ pub async fn run_scenario(mut args: StormArgs, scenario: Scenario, given: &Given
     println!("{}", summary.outcomes_table());
     println!("{}", summary.latency_table());
     let mut document = summary.json();
+    if let Some(events) = seated_events {
+        let maps = seats::maps(&target, &events)
+            .await
+            .map_err(Failure::unreachable)?;
+        let zones = report::seating(&storm.recorder, &maps);
+        if !zones.is_empty() {
+            println!("{}", report::seating_table(&zones));
+            document["seating"] = serde_json::Value::Array(zones);
+        }
+    }
 
     let mut verdict = None;
     if let (true, Some(services)) = (checking, &services) {

@@ -3,6 +3,7 @@
 //! the end. Latencies are kept in HDR histograms, in microseconds: memory is
 //! fixed by the range and precision, not by how many requests were sent.
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use flashtix_server::history::Outcome;
@@ -78,6 +79,25 @@ pub struct Measured {
     pub intended: Duration,
     pub sent: Duration,
     pub finished: Duration,
+    /// What an accepted order on a seated event bought.
+    pub sold: Option<Sold>,
+}
+
+/// An accepted order's places on a seated event.
+pub struct Sold {
+    pub event_id: i64,
+    pub zone: Option<String>,
+    pub tickets: u64,
+    pub seats: Vec<String>,
+}
+
+/// One zone's sales in the storm.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ZoneSales {
+    pub orders: u64,
+    pub tickets: u64,
+    /// When the last acceptance arrived, since the start.
+    pub last: Duration,
 }
 
 #[derive(Clone)]
@@ -92,6 +112,10 @@ pub struct Recorder {
     pub last_send: Duration,
     pub last_answer: Duration,
     pub seconds: Vec<Second>,
+    /// Per (event, zone) of a seated event: what was accepted, and when last.
+    pub zones: BTreeMap<(i64, String), ZoneSales>,
+    /// Each seat sold, by (event, seat): when its acceptance arrived.
+    pub seats_sold: HashMap<(i64, String), Duration>,
 }
 
 impl Default for Recorder {
@@ -105,6 +129,8 @@ impl Default for Recorder {
             last_send: Duration::ZERO,
             last_answer: Duration::ZERO,
             seconds: Vec::new(),
+            zones: BTreeMap::new(),
+            seats_sold: HashMap::new(),
         }
     }
 }
@@ -133,6 +159,18 @@ impl Recorder {
         let second = self.second(measured.finished);
         second.outcomes[measured.outcome.index()] += 1;
         second.from_intended.saturating_record(micros(waited));
+        if let Some(sold) = &measured.sold {
+            if let Some(zone) = &sold.zone {
+                let sales = self.zones.entry((sold.event_id, zone.clone())).or_default();
+                sales.orders += 1;
+                sales.tickets += sold.tickets;
+                sales.last = sales.last.max(measured.finished);
+            }
+            for seat in &sold.seats {
+                self.seats_sold
+                    .insert((sold.event_id, seat.clone()), measured.finished);
+            }
+        }
     }
 
     fn second(&mut self, at: Duration) -> &mut Second {
@@ -166,6 +204,14 @@ impl Recorder {
                 .add(&theirs.from_intended)
                 .expect("same bounds");
         }
+        for (zone, theirs) in &other.zones {
+            let mine = self.zones.entry(zone.clone()).or_default();
+            mine.orders += theirs.orders;
+            mine.tickets += theirs.tickets;
+            mine.last = mine.last.max(theirs.last);
+        }
+        self.seats_sold
+            .extend(other.seats_sold.iter().map(|(k, v)| (k.clone(), *v)));
     }
 
     pub fn count(&self, outcome: Outcome) -> u64 {
@@ -211,6 +257,7 @@ mod tests {
             intended: Duration::from_millis(intended_ms),
             sent: Duration::from_millis(sent_ms),
             finished: Duration::from_millis(finished_ms),
+            sold: None,
         }
     }
 

@@ -7,8 +7,11 @@ use flashtix_server::history::Outcome;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
+use std::collections::BTreeMap;
+
 use super::engine::Storm;
-use super::record::{millis_at, LATE_AFTER};
+use super::record::{millis_at, Recorder, LATE_AFTER};
+use super::seats::zone_of;
 use crate::output::table;
 
 /// The percentiles every latency table and the JSON give.
@@ -226,6 +229,72 @@ impl<'a> Summary<'a> {
             "seconds": seconds,
         })
     }
+}
+
+/// Per zone of each seated event: its seat map after the storm (`maps`, by
+/// event), what the storm's buyers were sold there, when the zone sold out
+/// (the last acceptance in it, if nothing was left after the storm) and when
+/// each seat was sold, in seconds from the start.
+pub fn seating(recorder: &Recorder, maps: &BTreeMap<i64, Value>) -> Vec<Value> {
+    let mut zones = Vec::new();
+    for (&event_id, map) in maps {
+        for zone in map["zones"].as_array().into_iter().flatten() {
+            let name = zone["name"].as_str().unwrap_or_default();
+            let sales = recorder
+                .zones
+                .get(&(event_id, name.to_owned()))
+                .copied()
+                .unwrap_or_default();
+            let sold_out =
+                (zone["available"] == 0 && sales.orders > 0).then_some(sales.last.as_secs_f64());
+            let sold_at: serde_json::Map<String, Value> = recorder
+                .seats_sold
+                .iter()
+                .filter(|((event, seat), _)| *event == event_id && zone_of(seat) == name)
+                .map(|((_, seat), at)| (seat.clone(), json!(at.as_secs_f64())))
+                .collect();
+            let mut line = zone.clone();
+            line["event_id"] = json!(event_id);
+            line["orders_in_storm"] = json!(sales.orders);
+            line["tickets_in_storm"] = json!(sales.tickets);
+            line["sold_out_seconds"] = json!(sold_out);
+            line["sold_at_seconds"] = Value::Object(sold_at);
+            zones.push(line);
+        }
+    }
+    zones
+}
+
+/// The zones of [`seating`] as a table.
+pub fn seating_table(zones: &[Value]) -> Table {
+    let mut table = table(&[
+        "event",
+        "zone",
+        "kind",
+        "places",
+        "held",
+        "sold",
+        "left",
+        "storm orders",
+        "sold out at",
+    ]);
+    for zone in zones {
+        let sold_out = zone["sold_out_seconds"]
+            .as_f64()
+            .map_or("-".to_owned(), |s| format!("{s:.2} s"));
+        table.add_row(vec![
+            zone["event_id"].to_string(),
+            zone["name"].as_str().unwrap_or_default().to_owned(),
+            zone["kind"].as_str().unwrap_or_default().to_owned(),
+            zone["capacity"].to_string(),
+            zone["held"].to_string(),
+            zone["sold"].to_string(),
+            zone["available"].to_string(),
+            zone["orders_in_storm"].to_string(),
+            sold_out,
+        ]);
+    }
+    table
 }
 
 /// A histogram of microseconds as a `.hgrm` percentile distribution in

@@ -49,6 +49,7 @@ pub struct StormFile {
     quantity: Option<String>,
     duplicates: Option<f64>,
     revisit: Option<f64>,
+    seat_retry: Option<f64>,
     retries: Option<u32>,
     timeout: Option<String>,
     settle: Option<String>,
@@ -152,6 +153,7 @@ impl StormArgs {
         take(given, "quantity", &mut self.quantity, file.quantity);
         take(given, "duplicates", &mut self.duplicates, file.duplicates);
         take(given, "revisit", &mut self.revisit, file.revisit);
+        take(given, "seat_retry", &mut self.seat_retry, file.seat_retry);
         take(given, "retries", &mut self.retries, file.retries);
         take(given, "timeout", &mut self.timeout, file.timeout);
         take(given, "settle", &mut self.settle, file.settle);

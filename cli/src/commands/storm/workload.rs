@@ -1,9 +1,13 @@
 //! What a storm sends, and when: the schedule of intended send times (open
 //! model) and the buyers, each purchase fixed by the seed and its number.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+
+use super::seats::{SeatedEvent, Want};
 
 /// When the i-th purchase is meant to be sent, counted from the start. The
 /// schedule alone decides, never how fast the server answers: that is what
@@ -144,6 +148,30 @@ pub struct Purchase {
     pub duplicated: bool,
     /// Its buyer asks again, a moment after a definite answer.
     pub revisits: bool,
+    /// What it asks for: a quantity, or on a seated event seats or a zone.
+    pub want: Want,
+    /// Told its seats were taken, the buyer asks for the zone's best
+    /// available instead (under a key of its own).
+    pub falls_back: bool,
+}
+
+impl Purchase {
+    /// The same buyer's second try after losing a seat race: the best
+    /// available in the zone of the seats it lost, under a new key.
+    pub fn fallback(&self) -> Option<Self> {
+        let Want::Seats(_) = &self.want else {
+            return None;
+        };
+        let zone = self.want.zone()?.to_owned();
+        Some(Self {
+            idempotency_key: format!("{}-best", self.idempotency_key),
+            want: Want::Zone(zone),
+            falls_back: false,
+            duplicated: false,
+            revisits: false,
+            ..self.clone()
+        })
+    }
 }
 
 /// The buyers of a storm. Purchase `i` depends only on the seed and `i`, so a
@@ -155,19 +183,34 @@ pub struct Buyers {
     pub quantities: Quantities,
     pub duplicates: f64,
     pub revisits: f64,
+    /// The seated events among `events`, as the buyers see their plans.
+    pub seated: HashMap<i64, Arc<SeatedEvent>>,
+    /// Share of buyers who, told their seats were taken, ask for the zone's
+    /// best available instead of giving up.
+    pub seat_retry: f64,
 }
+
+/// The draw of a purchase's fallback (the seats' draws are 5 to 9).
+const FALLS_BACK: u64 = 10;
 
 impl Buyers {
     pub fn purchase(&self, number: u64) -> Purchase {
         let event_id = self.events[(mix(self.seed, number, 1) % self.events.len() as u64) as usize];
+        let quantity = self.quantities.pick(unit(self.seed, number, 2));
+        let want = match self.seated.get(&event_id) {
+            Some(plan) => plan.choose(self.seed, number, quantity),
+            None => Want::Count,
+        };
         Purchase {
             number,
             event_id,
             user_id: format!("buyer-{}-{number}", self.seed),
             idempotency_key: format!("storm-{}-{number}", self.seed),
-            quantity: self.quantities.pick(unit(self.seed, number, 2)),
+            quantity,
             duplicated: unit(self.seed, number, 3) < self.duplicates,
             revisits: unit(self.seed, number, 4) < self.revisits,
+            want,
+            falls_back: unit(self.seed, number, FALLS_BACK) < self.seat_retry,
         }
     }
 }
@@ -272,6 +315,8 @@ mod tests {
             quantities: Quantities::parse("1:50,2:50").unwrap(),
             duplicates: 0.3,
             revisits: 0.6,
+            seated: HashMap::new(),
+            seat_retry: 0.0,
         };
         let run = |seed| {
             (0..500)
