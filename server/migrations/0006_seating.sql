@@ -30,6 +30,9 @@ CREATE TABLE seats (
 );
 
 CREATE INDEX seats_by_order ON seats (order_id) WHERE order_id IS NOT NULL;
+-- A zone's best free seats, front rows first, for orders that name a zone.
+CREATE INDEX seats_free_by_place ON seats (event_id, zone, row_number, seat_number)
+    WHERE order_id IS NULL AND NOT blocked;
 
 -- What an order bought: its seats (reserved), or its general-admission zone.
 ALTER TABLE orders ADD COLUMN seats TEXT[], ADD COLUMN zone TEXT;

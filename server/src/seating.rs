@@ -444,6 +444,10 @@ pub async fn store(tx: &mut PgConnection, event_id: i64, plan: &Plan) -> sqlx::R
     .bind(&blocked)
     .execute(&mut *tx)
     .await?;
+    // Statistics now, not when autovacuum comes by: without them the planner
+    // takes the fresh table for a handful of rows, and takes a few seats by
+    // scanning every free one rather than by their keys.
+    sqlx::query("ANALYZE seats").execute(&mut *tx).await?;
     Ok(())
 }
 

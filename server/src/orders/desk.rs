@@ -190,7 +190,11 @@ impl Desk {
     }
 
     pub async fn place(&self, request: PlaceOrder) -> Result<Placed, PlaceError> {
-        let result = match self.place_unrecorded(&request).await {
+        let mut by_postgres = false;
+        let result = match self.place_unrecorded(&request, &mut by_postgres).await {
+            // Postgres refused having read the key's orders in the same
+            // transaction: nothing to confirm.
+            Err(refusal) if by_postgres => Err(refusal),
             Err(
                 refusal @ (PlaceError::SoldOut
                 | PlaceError::SeatTaken(_)
@@ -238,7 +242,13 @@ impl Desk {
         }
     }
 
-    async fn place_unrecorded(&self, request: &PlaceOrder) -> Result<Placed, PlaceError> {
+    /// Takes the request through the gate and the writer; `by_postgres` is
+    /// set when the writer decided.
+    async fn place_unrecorded(
+        &self,
+        request: &PlaceOrder,
+        by_postgres: &mut bool,
+    ) -> Result<Placed, PlaceError> {
         let terms = self
             .catalogue
             .terms(request.event_id)
@@ -269,6 +279,7 @@ impl Desk {
                 idempotency_key: request.idempotency_key.clone(),
                 quantity: request.quantity,
             };
+            *by_postgres = true;
             return self
                 .write(hold, &choice, request.fingerprint(), terms, false)
                 .await;
@@ -295,6 +306,7 @@ impl Desk {
                 .await;
             match admission {
                 Ok(Admission::Reserved) => {
+                    *by_postgres = true;
                     return self.write(hold, &choice, fingerprint, terms, true).await;
                 }
                 Ok(Admission::SoldOut { remaining }) => {
@@ -339,6 +351,7 @@ impl Desk {
                     // Redis is only the fast path: Postgres decides alone.
                     self.metrics.redis_bypass();
                     tracing::debug!(error = %error, "redis unavailable; order goes to Postgres directly");
+                    *by_postgres = true;
                     return self.write(hold, &choice, fingerprint, terms, false).await;
                 }
             }

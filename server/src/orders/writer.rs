@@ -598,13 +598,17 @@ impl Places {
         batch: &[Ticket],
     ) -> sqlx::Result<Self> {
         let mut named: Vec<&str> = Vec::new();
-        let (mut reserved, mut general): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
+        // Reserved zones asked for by count, with how many seats the batch wants there.
+        let mut reserved: HashMap<&str, i64> = HashMap::new();
+        let mut general: Vec<&str> = Vec::new();
         for ticket in batch {
             match &ticket.choice {
                 Choice::Seats(seats) => named.extend(seats.iter().map(String::as_str)),
                 Choice::Zone(zone) => match plan.zone(zone) {
                     Some((_, z)) if z.kind == ZoneKind::General => general.push(zone),
-                    Some(_) => reserved.push(zone),
+                    Some(_) => {
+                        *reserved.entry(zone).or_default() += i64::from(ticket.hold.quantity)
+                    }
                     None => {}
                 },
                 Choice::Count => {}
@@ -620,13 +624,27 @@ impl Places {
         .await?;
         let mut free_in_zone: HashMap<String, Vec<(i32, i32, String)>> = HashMap::new();
         if !reserved.is_empty() {
+            // The best free seats of each zone, front rows first: a few times
+            // what the batch wants there, so that groups find room side by
+            // side, and never the whole zone.
+            let (zones, limits): (Vec<&str>, Vec<i64>) = reserved
+                .iter()
+                .map(|(zone, wanted)| (*zone, wanted * 4 + 64))
+                .unzip();
             let rows: Vec<(String, i32, i32, String)> = sqlx::query_as(
-                "SELECT zone, row_number, seat_number, seat_id FROM seats
-                 WHERE event_id = $1 AND zone = ANY($2) AND order_id IS NULL AND NOT blocked
-                 ORDER BY zone, row_number, seat_number",
+                "SELECT z.zone, s.row_number, s.seat_number, s.seat_id
+                 FROM unnest($2::text[], $3::int8[]) AS z(zone, wanted)
+                 CROSS JOIN LATERAL (
+                     SELECT row_number, seat_number, seat_id FROM seats
+                     WHERE event_id = $1 AND zone = z.zone AND order_id IS NULL AND NOT blocked
+                     ORDER BY row_number, seat_number
+                     LIMIT z.wanted
+                 ) AS s
+                 ORDER BY z.zone, s.row_number, s.seat_number",
             )
             .bind(event_id)
-            .bind(&reserved)
+            .bind(&zones)
+            .bind(&limits)
             .fetch_all(&mut *tx)
             .await?;
             for (zone, row, number, seat) in rows {
@@ -662,6 +680,17 @@ impl Places {
         })
     }
 
+    /// Seats a ticket of the batch took: gone for the tickets after it,
+    /// whether they name them or ask for their zone.
+    fn taken(&mut self, seats: &[String]) {
+        for seat in seats {
+            self.free.remove(seat);
+        }
+        for free in self.free_in_zone.values_mut() {
+            free.retain(|(_, _, seat)| !seats.contains(seat));
+        }
+    }
+
     /// Takes what `ticket` asks for, or says why not.
     fn take(&mut self, plan: &Plan, ticket: &Ticket) -> Result<Bought, Refusal> {
         let quantity = i64::from(ticket.hold.quantity);
@@ -675,9 +704,7 @@ impl Places {
                 if !gone.is_empty() {
                     return Err(Refusal::SeatTaken(gone));
                 }
-                for seat in seats {
-                    self.free.remove(seat);
-                }
+                self.taken(seats);
                 Ok(Bought {
                     amount_cents: price_of_seats(plan, seats),
                     seats: Some(seats.clone()),
@@ -703,7 +730,7 @@ impl Places {
                 }
                 let free = self.free_in_zone.entry(zone.clone()).or_default();
                 let picked = best_available(free, quantity as usize).ok_or(Refusal::ZoneSoldOut)?;
-                free.retain(|(_, _, seat)| !picked.contains(seat));
+                self.taken(&picked);
                 Ok(Bought {
                     amount_cents,
                     seats: Some(picked),

@@ -336,3 +336,47 @@ async fn an_expired_order_frees_its_seats_for_the_next_buyer() {
     assert_eq!(seats(&second.body), ["A-1-2"]);
     app.check_passes_within(Duration::from_secs(10)).await;
 }
+
+/// Named seats and a zone's best seats in the same batches: a seat picked
+/// for one is gone for the other, and nobody is told the sale is unavailable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_seats_and_best_available_race_for_the_same_seats() {
+    let app = spawn_app().await;
+    let event = app.create_seated_event(json!("A:1x40@100"), 4).await;
+    // Seat n named by one fan, while as many ask for the best seat left
+    // (the lowest numbers first).
+    let buys = (0..60)
+        .map(|i| {
+            let what = if i % 2 == 0 {
+                json!({"zone": "A", "quantity": 1})
+            } else {
+                json!({"seats": [format!("A-1-{}", i / 2 + 1)]})
+            };
+            (format!("fan-{i}"), format!("k-{i}"), what)
+        })
+        .collect();
+
+    let answers = app.buy_all(event, buys).await;
+
+    let mut sold = HashSet::new();
+    for answer in &answers {
+        match answer.status {
+            StatusCode::ACCEPTED => {
+                for seat in seats(&answer.body) {
+                    assert!(sold.insert(seat.clone()), "{seat} sold twice");
+                }
+            }
+            _ => assert!(
+                ["seat_taken", "sold_out"].contains(&answer.code()),
+                "{} {:?}",
+                answer.status,
+                answer.body
+            ),
+        }
+    }
+    assert!(
+        sold.len() >= 30,
+        "each fan asking for the best seat left found one: {sold:?}"
+    );
+    app.check_passes_within(Duration::from_secs(10)).await;
+}

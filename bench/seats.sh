@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# A seated sale against the API alone, in one run on this machine:
+#   1. accepted seat orders/s: every request a new buyer asking for the best
+#      seat left in a zone of 100,000 (`bench/seats.lua`, ZONE);
+#   2. `409 seat_taken` answers/s: every buyer asks for the same seat;
+#   3. `GET /health` with the same script overhead (`bench/health.lua`);
+# then the ratio of 2 to 3. Uses its own namespace (bench_seats) on the local
+# Postgres, Redis and RabbitMQ.
+#   bench/seats.sh     # DURATION=10s CONNECTIONS=64 PORT=18093
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=${DURATION:-10s}
+connections=${CONNECTIONS:-64}
+port=${PORT:-18093}
+target="http://127.0.0.1:$port"
+export FLASHTIX_NAMESPACE=bench_seats FLASHTIX_ADMIN_TOKEN=bench-token RUST_LOG=warn
+
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 2; }
+cargo build --release -q -p flashtix
+flashtix=target/release/flashtix
+work=$(mktemp -d)
+server=
+trap '[ -n "$server" ] && kill $server 2>/dev/null; wait; rm -rf "$work"' EXIT
+
+$flashtix reset --seating 'A:400x250@5000' --max-per-user 6 --json "$work/events.json" >/dev/null
+event=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[0]["id"])' "$work/events.json")
+$flashtix serve --bind "127.0.0.1:$port" --role api >/dev/null &
+server=$!
+for _ in $(seq 100); do curl -fs "$target/ready" >/dev/null && break; sleep 0.1; done
+
+rate() { sed -n "s/^status $1: [0-9]* answers, \([0-9]*\)\/s$/\1/p" "$2"; }
+EVENT_ID=$event ZONE=A wrk -t1 -c"$connections" -d"$duration" -s bench/seats.lua "$target" >"$work/best"
+EVENT_ID=$event SEATS='["A-1-1"]' wrk -t1 -c"$connections" -d"$duration" -s bench/seats.lua "$target" >"$work/taken"
+wrk -t1 -c"$connections" -d"$duration" -s bench/health.lua "$target/health" >"$work/health"
+accepted=$(rate 202 "$work/best")
+taken=$(rate 409 "$work/taken")
+health=$(rate 200 "$work/health")
+echo "seat orders accepted (best available, 1 seat): $accepted/s"
+echo "seat_taken answers: $taken/s"
+echo "GET /health: $health/s"
+python3 -c "import sys; print(f'seat_taken at {int(sys.argv[1]) / int(sys.argv[2]):.0%} of GET /health')" "$taken" "$health"
