@@ -473,3 +473,54 @@ async fn publish_order_created(sale: &Sale, order_id: uuid::Uuid) {
         .await
         .unwrap();
 }
+
+/// A seat check made when the request comes in, outside the lock the
+/// writer takes, lets every request that looked while another's order for
+/// the seat was on its way buy it too: two live orders name one seat. The
+/// real writer decides under the event's row lock, and each seat sells once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seat_check_outside_the_lock_fails_one_owner_per_seat() {
+    let (bad, good) = tokio::join!(
+        four_seats_for_four_hundred(Some("seat-check-outside-lock")),
+        four_seats_for_four_hundred(None)
+    );
+    let (bad, sold) = bad;
+    assert!(sold > 4, "more orders than seats: {sold}");
+    let report = bad.judged().await;
+    assert_fails(&report, "one_owner_per_seat");
+    let examples = verdict_of(&report, "one_owner_per_seat")["examples"].to_string();
+    assert!(examples.contains("live orders"), "{report:#}");
+
+    let (good, sold) = good;
+    assert_eq!(sold, 4, "each seat once");
+    assert_passes(&good.judged().await);
+}
+
+/// 400 buyers, a hundred for each of the first four seats of forty, all at
+/// once; returns the sale and how many 202s came back. (Forty: with only the
+/// four, the event's own count of tickets would stop a fifth order.)
+async fn four_seats_for_four_hundred(bugs: Option<&str>) -> (Run, usize) {
+    let setup = Setup {
+        reset: &["--seating", "A:1x40@5000"],
+        serve: &[],
+    };
+    let (sale, event, server) = setup.open(bugs).await;
+    let client = reqwest::Client::new();
+    let sends: Vec<_> = (0..400)
+        .map(|buyer| {
+            let seat = format!("A-1-{}", buyer % 4 + 1);
+            let request = client
+                .post(format!("{}/orders", server.url))
+                .header("Idempotency-Key", format!("key-{buyer}"))
+                .json(&json!({"event_id": event, "user_id": format!("buyer-{buyer}"), "seats": [seat]}));
+            tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    let mut sold = 0;
+    for send in sends {
+        if send.await.unwrap().expect("the server answers") == 202 {
+            sold += 1;
+        }
+    }
+    (Run::unstormed(sale, server), sold)
+}

@@ -34,7 +34,11 @@
 //! - `check-then-insert`: idempotency is a read then an insert, with no unique
 //!   constraint behind it, so one key sent to two events at once buys twice;
 //! - `poison-wedge`: a message for an order we do not have is charged like
-//!   any other; its insert fails the whole batch, which is retried forever.
+//!   any other; its insert fails the whole batch, which is retried forever;
+//! - `seat-check-outside-lock`: the desk looks whether the named seats are
+//!   free when a request comes in, outside any lock, and the writer takes
+//!   them without asking again: every request that looked while another's
+//!   order for the seat was on its way buys it too.
 
 use sqlx::PgPool;
 
@@ -54,10 +58,11 @@ pub enum Bug {
     ReplayAnsweredSoldOut,
     CheckThenInsert,
     PoisonWedge,
+    SeatCheckOutsideLock,
 }
 
 impl Bug {
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::AckBeforeCommit,
         Self::PublishBeforeCommit,
         Self::ReleaseStockTwice,
@@ -71,6 +76,7 @@ impl Bug {
         Self::ReplayAnsweredSoldOut,
         Self::CheckThenInsert,
         Self::PoisonWedge,
+        Self::SeatCheckOutsideLock,
     ];
 
     /// Its name in `FLASHTIX_KNOWN_BAD`.
@@ -89,6 +95,7 @@ impl Bug {
             Self::ReplayAnsweredSoldOut => "replay-answered-sold-out",
             Self::CheckThenInsert => "check-then-insert",
             Self::PoisonWedge => "poison-wedge",
+            Self::SeatCheckOutsideLock => "seat-check-outside-lock",
         }
     }
 }

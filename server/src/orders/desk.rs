@@ -267,6 +267,10 @@ impl Desk {
             .await
             .map_err(unavailable)?;
         let choice = choose(request, plan.as_deref())?;
+        #[cfg(feature = "known-bad")]
+        if known_bad::has(Bug::SeatCheckOutsideLock) {
+            self.check_seats_unlocked(request.event_id, &choice).await?;
+        }
         if plan.is_some() {
             // A seated event's orders are decided by Postgres alone: Redis
             // counts tickets, not seats, and a hold it gave for a seat
@@ -366,6 +370,29 @@ impl Desk {
         if known_bad::has(Bug::LuaResultIgnored) {
             let tickets = hold.quantity.into();
             let _ = self.gate.add_stock_unguarded(hold.event_id, tickets).await;
+        }
+    }
+
+    /// A known-bad desk's look at the named seats when the request comes in,
+    /// outside any lock; its writer trusts it.
+    #[cfg(feature = "known-bad")]
+    async fn check_seats_unlocked(&self, event_id: i64, choice: &Choice) -> Result<(), PlaceError> {
+        let Choice::Seats(seats) = choice else {
+            return Ok(());
+        };
+        let taken: Vec<String> = sqlx::query_scalar(
+            "SELECT seat_id FROM seats
+             WHERE event_id = $1 AND seat_id = ANY($2) AND order_id IS NOT NULL",
+        )
+        .bind(event_id)
+        .bind(seats)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        if taken.is_empty() {
+            Ok(())
+        } else {
+            Err(PlaceError::SeatTaken(taken))
         }
     }
 
