@@ -101,6 +101,7 @@ fn the_catalogue_lists_every_drill_and_a_wrong_name_is_a_usage_error() {
         "api-drop-responses",
         "duplicate-delivery",
         "restart-everything",
+        "seated-restart-postgres",
     ] {
         assert!(stdout(&list).contains(drill), "{drill}: {}", stdout(&list));
     }
@@ -114,11 +115,17 @@ fn the_catalogue_lists_every_drill_and_a_wrong_name_is_a_usage_error() {
 }
 
 /// CI's quick subset of the catalogue: a worker killed, Redis wiped, the API's
-/// answers lost. Each passes, and each fault visibly happened.
+/// answers lost, Postgres killed under a seated sale. Each passes, and each
+/// fault visibly happened.
 #[test]
 fn drills_of_the_catalogue_pass_on_the_real_server() {
     let json = temp("catalogue.json");
-    let drills = ["kill-payments", "flush-redis", "api-drop-responses"];
+    let drills = [
+        "kill-payments",
+        "flush-redis",
+        "api-drop-responses",
+        "seated-restart-postgres",
+    ];
     let mut args = vec!["run"];
     args.extend(drills);
     let (run, reports) = chaos(&args, None, &json);

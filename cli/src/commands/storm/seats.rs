@@ -165,6 +165,26 @@ pub async fn fetch(target: &str, events: &[i64]) -> anyhow::Result<HashMap<i64, 
     Ok(seated)
 }
 
+/// The seat maps after a storm: asked again, a few times, while the sale
+/// answers 503 (a dependency it just lost and is winning back).
+pub async fn maps_after_storm(
+    target: &str,
+    events: &[i64],
+) -> anyhow::Result<BTreeMap<i64, Value>> {
+    let mut tries = 0;
+    loop {
+        match maps(target, events).await {
+            Ok(maps) => return Ok(maps),
+            Err(error) if tries < 10 => {
+                tries += 1;
+                tracing::debug!(error = %error, "seat maps not yet; asking again");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// The seat maps of the seated events among `events`, as the API gives them.
 pub async fn maps(target: &str, events: &[i64]) -> anyhow::Result<BTreeMap<i64, Value>> {
     let client = reqwest::Client::new();
