@@ -354,10 +354,12 @@ async fn a_seated_storm_picks_seats_falls_back_to_the_best_left_and_proves_every
     let server = sale.serve("all");
     let (json_file, _) = sale.json("storm.json");
     let history_file = sale.dir.join("history.jsonl").display().to_string();
+    let report_file = sale.dir.join("storm.html").display().to_string();
     let url = &server.url;
     let args = format!(
         "--target {url} --event {event} --rate 400 --buyers 200 --quantity 1:40,2:40,4:20 \
-         --seat-retry 0.5 --duplicates 0.1 --seed 3 --history {history_file} --json {json_file}"
+         --seat-retry 0.5 --duplicates 0.1 --seed 3 --history {history_file} --json {json_file} \
+         --report {report_file}"
     );
     let run = storm(&sale, &args).await;
     assert_all_held(&run);
@@ -405,4 +407,7 @@ async fn a_seated_storm_picks_seats_falls_back_to_the_best_left_and_proves_every
             assert_eq!(sold_at.len() as u64, taken, "each seat sold has its time");
         }
     }
+    let page = std::fs::read_to_string(&report_file).expect("the HTML report");
+    assert_eq!(page.matches("<svg").count(), 3 + 2, "three charts, two seat maps");
+    assert_eq!(page.matches("<title>A-").count(), 50, "every seat of zone A drawn");
 }

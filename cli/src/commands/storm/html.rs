@@ -2,7 +2,8 @@
 //! network — with the storm's charts drawn as inline SVG and its tables.
 //!
 //! Charts: throughput by outcome over time, latency (p50, p99) over time, and
-//! the latency distribution. Time windows (a drill's faults) can be shaded.
+//! the latency distribution; on a seated sale, the seat maps
+//! ([`super::seatmap`]). Time windows (a drill's faults) can be shaded.
 
 use std::fmt::Write;
 
@@ -88,6 +89,7 @@ impl Page<'_> {
         html += "<div class=\"legend\"><span><i style=\"background:#c62828\"></i>from the intended send</span>\
                  <span><i style=\"background:#1565c0\"></i>service time (from the actual send)</span></div>";
         html += &self.distribution_chart();
+        html += &super::seatmap::section(doc);
         html += &self.tables();
         html += "</body></html>\n";
         html
@@ -476,7 +478,7 @@ fn short(value: f64) -> String {
     }
 }
 
-fn escape(text: &str) -> String {
+pub(super) fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -7,6 +7,7 @@ pub mod html;
 mod record;
 mod report;
 mod scenario;
+mod seatmap;
 mod seats;
 mod workload;
 

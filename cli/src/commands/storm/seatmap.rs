@@ -1,0 +1,170 @@
+//! The report's seat maps: each reserved zone as a grid of its seats, row 1
+//! at the top, each seat the storm sold coloured by when its order was
+//! accepted (early dark, late light), the rest by their state.
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+use super::html::escape;
+
+/// The colours of a seat sold at the start of the storm, halfway and at the
+/// end of the selling.
+const EARLY: [u8; 3] = [0x4a, 0x14, 0x8c];
+const MIDDLE: [u8; 3] = [0xc2, 0x18, 0x5b];
+const LATE: [u8; 3] = [0xff, 0xb3, 0x00];
+/// Held or sold, but not by this storm's buyers.
+const TAKEN_BEFORE: &str = "#616161";
+const FREE: &str = "#e0e0e0";
+const BLOCKED: &str = "#ffffff";
+/// The widest a map is drawn, and the sizes a seat may take in it.
+const WIDTH: f64 = 900.0;
+const LARGEST_SEAT: f64 = 10.0;
+const SMALLEST_SEAT: f64 = 2.0;
+
+/// The seat maps of the document's seated zones; empty if it has none.
+pub fn section(document: &Value) -> String {
+    let zones: Vec<&Value> = document["seating"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|zone| zone["rows"].is_array())
+        .collect();
+    if zones.is_empty() {
+        return String::new();
+    }
+    let last_sale = zones
+        .iter()
+        .filter_map(|zone| zone["sold_at_seconds"].as_object())
+        .flat_map(|sold| sold.values().filter_map(Value::as_f64))
+        .fold(0.0, f64::max);
+    let mut html = String::from("<h2>Seat maps (when each seat sold)</h2>");
+    let _ = write!(
+        html,
+        "<div class=\"legend\"><span><i style=\"background:{}\"></i>sold at 0 s</span>\
+         <span><i style=\"background:{}\"></i>{:.1} s</span>\
+         <span><i style=\"background:{}\"></i>{:.1} s</span>\
+         <span><i style=\"background:{TAKEN_BEFORE}\"></i>taken before the storm</span>\
+         <span><i style=\"background:{FREE}\"></i>free</span>\
+         <span><i style=\"background:{BLOCKED};outline:1px solid #bbb\"></i>not for sale</span></div>",
+        hex(EARLY),
+        hex(MIDDLE),
+        last_sale / 2.0,
+        hex(LATE),
+        last_sale,
+    );
+    for zone in zones {
+        html += &zone_map(zone, last_sale);
+    }
+    html
+}
+
+fn zone_map(zone: &Value, last_sale: f64) -> String {
+    let name = zone["name"].as_str().unwrap_or_default();
+    let rows: Vec<&str> = zone["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let widest = rows
+        .iter()
+        .map(|row| row.chars().count())
+        .max()
+        .unwrap_or(1);
+    let seat = (WIDTH / widest as f64).clamp(SMALLEST_SEAT, LARGEST_SEAT);
+    let (width, height) = (seat * widest as f64, seat * rows.len() as f64);
+    let sold = &zone["sold_at_seconds"];
+    let mut svg = format!(
+        "<h3>Zone {name}</h3><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" \
+         height=\"{height:.0}\" role=\"img\" aria-label=\"zone {name}\">",
+        name = escape(name),
+    );
+    for (r, row) in rows.iter().enumerate() {
+        for (n, state) in row.chars().enumerate() {
+            let id = format!("{name}-{}-{}", r + 1, n + 1);
+            let fill = match (sold[&id].as_f64(), state) {
+                (Some(at), _) => hex(ramp(at / last_sale.max(f64::EPSILON))),
+                (None, 'x') => BLOCKED.to_owned(),
+                (None, 'h' | 's') => TAKEN_BEFORE.to_owned(),
+                (None, _) => FREE.to_owned(),
+            };
+            let _ = write!(
+                svg,
+                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{fill}\" \
+                 stroke=\"#fff\" stroke-width=\"{:.1}\"><title>{}</title></rect>",
+                n as f64 * seat,
+                r as f64 * seat,
+                seat,
+                seat,
+                seat / 8.0,
+                escape(&id),
+            );
+        }
+    }
+    svg + "</svg>"
+}
+
+/// The colour of a seat sold at `fraction` (0 to 1) of the selling.
+fn ramp(fraction: f64) -> [u8; 3] {
+    let fraction = fraction.clamp(0.0, 1.0);
+    let (from, to, t) = if fraction < 0.5 {
+        (EARLY, MIDDLE, fraction * 2.0)
+    } else {
+        (MIDDLE, LATE, fraction * 2.0 - 1.0)
+    };
+    std::array::from_fn(|i| {
+        (f64::from(from[i]) + (f64::from(to[i]) - f64::from(from[i])) * t).round() as u8
+    })
+}
+
+fn hex([r, g, b]: [u8; 3]) -> String {
+    format!("#{r:02x}{g:02x}{b:02x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn fill_of<'a>(svg: &'a str, seat: &str) -> &'a str {
+        let title = format!("<title>{seat}</title>");
+        let at = svg.find(&title).unwrap_or_else(|| panic!("{seat} drawn"));
+        let rect = &svg[svg[..at].rfind("<rect").unwrap()..at];
+        let fill = &rect[rect.find("fill=\"").unwrap() + 6..];
+        &fill[..fill.find('"').unwrap()]
+    }
+
+    #[test]
+    fn each_seat_is_coloured_by_when_it_sold_or_by_its_state() {
+        let document = json!({"seating": [
+            {"name": "A", "rows": ["ss.x", "hs.."],
+             "sold_at_seconds": {"A-1-1": 0.0, "A-1-2": 1.0, "A-2-2": 2.0}},
+            {"name": "FLOOR", "rows": null},
+        ]});
+        let html = section(&document);
+        assert_eq!(
+            html.matches("<svg").count(),
+            1,
+            "a map for the reserved zone only"
+        );
+        assert_eq!(html.matches("<rect").count(), 8, "one square a seat");
+        assert_eq!(fill_of(&html, "A-1-1"), hex(EARLY));
+        assert_eq!(
+            fill_of(&html, "A-1-2"),
+            hex(MIDDLE),
+            "halfway through the selling"
+        );
+        assert_eq!(fill_of(&html, "A-2-2"), hex(LATE));
+        assert_eq!(fill_of(&html, "A-2-1"), TAKEN_BEFORE);
+        assert_eq!(fill_of(&html, "A-1-3"), FREE);
+        assert_eq!(fill_of(&html, "A-1-4"), BLOCKED);
+        assert!(html.contains("2.0 s"), "the legend's last sale");
+        assert_eq!(
+            section(&json!({"outcomes": {}})),
+            "",
+            "no seats, no section"
+        );
+    }
+}
