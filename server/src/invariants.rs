@@ -456,7 +456,7 @@ fn sorted(seats: &[String]) -> Vec<&str> {
 /// history's `sent_at` and `finished_at`), so no clock of the server's is
 /// trusted:
 /// - every `202` for a key (first or replayed) names one and the same order;
-/// - a refusal (`sold_out`, `limit_exceeded`) for a key sent after a `202`
+/// - a refusal (`sold_out`, `seat_taken`, `limit_exceeded`) for a key sent after a `202`
 ///   for that key had arrived is a lie: the order provably existed when the
 ///   refused request left the client. (A refusal sent before, or while, the
 ///   accepted one was in flight is not: that order may not have been
