@@ -1,9 +1,20 @@
 -- wrk script: every request is a different buyer with its own Idempotency-Key,
 -- one ticket each, for the event in EVENT_ID. Counts answers by status, so the
 -- report says how many orders were accepted, not just how many requests went out.
+-- On a seated event, SEATS (a JSON list, like ["A-1-1"]) asks every buyer for
+-- those seats, or ZONE for that zone's best seat.
 --   EVENT_ID=1 wrk -t1 -c64 -d10s -s bench/orders.lua http://127.0.0.1:8080
+--   EVENT_ID=1 ZONE=A wrk -t1 -c64 -d10s -s bench/orders.lua http://127.0.0.1:8080
 
 local event_id = os.getenv("EVENT_ID") or "1"
+local seats = os.getenv("SEATS")
+local zone = os.getenv("ZONE")
+local want = '"quantity":1'
+if seats then
+  want = '"seats":' .. seats
+elseif zone then
+  want = '"zone":"' .. zone .. '","quantity":1'
+end
 local threads = {}
 local next_thread = 0
 
@@ -23,7 +34,7 @@ end
 function request()
   sent = sent + 1
   local user = "w" .. tag .. "-" .. sent
-  local body = '{"event_id":' .. event_id .. ',"user_id":"' .. user .. '","quantity":1}'
+  local body = '{"event_id":' .. event_id .. ',"user_id":"' .. user .. '",' .. want .. '}'
   return wrk.format("POST", "/orders",
     { ["Content-Type"] = "application/json", ["Idempotency-Key"] = user }, body)
 end

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A seated sale against the API alone, in one run on this machine:
 #   1. accepted seat orders/s: every request a new buyer asking for the best
-#      seat left in a zone of 100,000 (`bench/seats.lua`, ZONE);
+#      seat left in a zone of 100,000 (`bench/orders.lua`, ZONE);
 #   2. `409 seat_taken` answers/s: every buyer asks for the same seat;
 #   3. `GET /health` with the same script overhead (`bench/health.lua`);
 # then the ratio of 2 to 3. Uses its own namespace (bench_seats) on the local
@@ -30,8 +30,8 @@ server=$!
 for _ in $(seq 100); do curl -fs "$target/ready" >/dev/null && break; sleep 0.1; done
 
 rate() { sed -n "s/^status $1: [0-9]* answers, \([0-9]*\)\/s$/\1/p" "$2"; }
-EVENT_ID=$event ZONE=A wrk -t1 -c"$connections" -d"$duration" -s bench/seats.lua "$target" >"$work/best"
-EVENT_ID=$event SEATS='["A-1-1"]' wrk -t1 -c"$connections" -d"$duration" -s bench/seats.lua "$target" >"$work/taken"
+EVENT_ID=$event ZONE=A wrk -t1 -c"$connections" -d"$duration" -s bench/orders.lua "$target" >"$work/best"
+EVENT_ID=$event SEATS='["A-1-1"]' wrk -t1 -c"$connections" -d"$duration" -s bench/orders.lua "$target" >"$work/taken"
 wrk -t1 -c"$connections" -d"$duration" -s bench/health.lua "$target/health" >"$work/health"
 accepted=$(rate 202 "$work/best")
 taken=$(rate 409 "$work/taken")

@@ -408,6 +408,14 @@ async fn a_seated_storm_picks_seats_falls_back_to_the_best_left_and_proves_every
         }
     }
     let page = std::fs::read_to_string(&report_file).expect("the HTML report");
-    assert_eq!(page.matches("<svg").count(), 3 + 2, "three charts, two seat maps");
-    assert_eq!(page.matches("<title>A-").count(), 50, "every seat of zone A drawn");
+    assert_eq!(
+        page.matches("<svg").count(),
+        3 + 2,
+        "three charts, two seat maps"
+    );
+    assert_eq!(
+        page.matches("<title>A-").count(),
+        50,
+        "every seat of zone A drawn"
+    );
 }

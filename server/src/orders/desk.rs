@@ -276,16 +276,9 @@ impl Desk {
             // counts tickets, not seats, and a hold it gave for a seat
             // Postgres then refuses would keep the ticket from a buyer whose
             // seat is free until it came back.
-            let hold = Hold {
-                order_id: Uuid::now_v7(),
-                event_id: request.event_id,
-                user_id: request.user_id.clone(),
-                idempotency_key: request.idempotency_key.clone(),
-                quantity: request.quantity,
-            };
             *by_postgres = true;
             return self
-                .write(hold, &choice, request.fingerprint(), terms, false)
+                .write(request.hold(), &choice, request.fingerprint(), terms, false)
                 .await;
         }
         let field = key_field(&request.user_id, &request.idempotency_key);
@@ -297,13 +290,7 @@ impl Desk {
         // The answer if the rounds run out: what the last one waited for.
         let mut gave_up = PlaceError::InProgress;
         for _ in 0..ROUNDS {
-            let hold = Hold {
-                order_id: Uuid::now_v7(),
-                event_id: request.event_id,
-                user_id: request.user_id.clone(),
-                idempotency_key: request.idempotency_key.clone(),
-                quantity: request.quantity,
-            };
+            let hold = request.hold();
             let admission = self
                 .gate
                 .reserve(&hold, terms.max_per_user, &fingerprint, clock_ms())

@@ -4,6 +4,9 @@ use std::collections::HashSet;
 
 use serde::Deserialize;
 
+use uuid::Uuid;
+
+use crate::gate::Hold;
 use crate::seating::Choice;
 
 /// A request that passed every check that needs no database.
@@ -113,6 +116,17 @@ impl PlaceOrder {
             idempotency_key: idempotency_key.to_owned(),
             choice,
         })
+    }
+
+    /// A reservation for this request, under a new order id.
+    pub fn hold(&self) -> Hold {
+        Hold {
+            order_id: Uuid::now_v7(),
+            event_id: self.event_id,
+            user_id: self.user_id.clone(),
+            idempotency_key: self.idempotency_key.clone(),
+            quantity: self.quantity,
+        }
     }
 
     /// What makes two requests with the same key "the same request": the user is

@@ -181,33 +181,32 @@ impl TestApp {
         max_per_user: i64,
         hold_seconds: i64,
     ) -> i64 {
-        let response = self
-            .client
-            .post(format!("{}/events", self.address))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({
-                "name": "Test sale",
-                "total_tickets": total_tickets,
-                "price_cents": 2500,
-                "max_per_user": max_per_user,
-                "hold_seconds": hold_seconds,
-            }))
-            .send()
-            .await
-            .expect("POST /events");
-        assert_eq!(response.status(), StatusCode::CREATED);
-        let body: Value = response.json().await.expect("event JSON");
-        body["id"].as_i64().expect("event id")
+        self.create_event_from(json!({
+            "name": "Test sale",
+            "total_tickets": total_tickets,
+            "price_cents": 2500,
+            "max_per_user": max_per_user,
+            "hold_seconds": hold_seconds,
+        }))
+        .await
     }
 
     /// Creates an event with this seating plan (and the default hold);
     /// returns its id.
     pub async fn create_seated_event(&self, seating: Value, max_per_user: i64) -> i64 {
+        self.create_event_from(
+            json!({"name": "Seated sale", "max_per_user": max_per_user, "seating": seating}),
+        )
+        .await
+    }
+
+    /// `POST /events` with this body, which must create it; returns its id.
+    pub async fn create_event_from(&self, body: Value) -> i64 {
         let response = self
             .client
             .post(format!("{}/events", self.address))
             .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({"name": "Seated sale", "max_per_user": max_per_user, "seating": seating}))
+            .json(&body)
             .send()
             .await
             .expect("POST /events");

@@ -253,6 +253,18 @@ async fn a_key_drift_the_totals_miss_is_seen_by_check_and_rebuilt_on_demand() {
     );
 }
 
+/// Puts a broken seating state right with `sql` (binding `value`): the
+/// finding passes again.
+async fn repaired(app: &TestApp, sql: &str, value: &str) {
+    sqlx::query(sql)
+        .bind(value)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let again = finding(app, ONE_OWNER_PER_SEAT, None).await;
+    assert_eq!(again.verdict, Verdict::Pass, "{again:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_owner_per_seat_fails_on_a_seat_sold_twice_and_on_seat_rows_that_disagree() {
     let app = spawn_app().await;
@@ -322,15 +334,12 @@ async fn one_owner_per_seat_fails_on_a_seat_sold_twice_and_on_seat_rows_that_dis
         )),
         "{said}"
     );
-    sqlx::query("DELETE FROM orders WHERE id = $1")
-        .bind(twice)
-        .execute(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(
-        finding(&app, ONE_OWNER_PER_SEAT, None).await.verdict,
-        Verdict::Pass
-    );
+    repaired(
+        &app,
+        "DELETE FROM orders WHERE id = $1::text::uuid",
+        &twice.to_string(),
+    )
+    .await;
 
     // A seat row freed while its order still holds it.
     broken("UPDATE seats SET order_id = NULL WHERE seat_id = 'A-1-1'").await;
@@ -342,15 +351,12 @@ async fn one_owner_per_seat_fails_on_a_seat_sold_twice_and_on_seat_rows_that_dis
             .contains("which the seat rows show free"),
         "{freed:?}"
     );
-    sqlx::query("UPDATE seats SET order_id = $1::uuid WHERE seat_id = 'A-1-1'")
-        .bind(&ann)
-        .execute(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(
-        finding(&app, ONE_OWNER_PER_SEAT, None).await.verdict,
-        Verdict::Pass
-    );
+    repaired(
+        &app,
+        "UPDATE seats SET order_id = $1::uuid WHERE seat_id = 'A-1-1'",
+        &ann,
+    )
+    .await;
 
     // An order cancelled without freeing its seats.
     broken("ALTER TABLE orders DISABLE TRIGGER orders_free_seats").await;

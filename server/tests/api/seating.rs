@@ -287,18 +287,9 @@ async fn bad_seat_requests_are_refused_and_change_nothing() {
 async fn an_expired_order_frees_its_seats_for_the_next_buyer() {
     let app = spawn_app().await;
     let plan = json!({"zones": [{"name": "A", "price_cents": 100, "rows": 1, "seats_per_row": 2}]});
-    let response = app
-        .client
-        .post(format!("{}/events", app.address))
-        .bearer_auth(crate::helpers::ADMIN_TOKEN)
-        .json(&json!({"name": "Short hold", "seating": plan, "hold_seconds": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let event = response.json::<Value>().await.unwrap()["id"]
-        .as_i64()
-        .unwrap();
+    let event = app
+        .create_event_from(json!({"name": "Short hold", "seating": plan, "hold_seconds": 1}))
+        .await;
     let first = app
         .buy(event, "ann", "k", json!({"seats": ["A-1-1", "A-1-2"]}))
         .await;
