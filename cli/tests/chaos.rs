@@ -154,6 +154,28 @@ fn drills_of_the_catalogue_pass_on_the_real_server() {
         dropped["outcomes"]["replayed"].as_u64().unwrap() > 0,
         "{dropped}"
     );
+    // Postgres gone under a seated sale: buyers met errors in the window,
+    // seats were sold and raced for, and every answer's seats were checked.
+    let seated = &reports[3];
+    assert!(
+        seated["faults"][0]["errors"].as_u64().unwrap() > 0,
+        "{seated}"
+    );
+    assert!(
+        seated["outcomes"]["accepted"].as_u64().unwrap() > 0,
+        "{seated}"
+    );
+    assert!(
+        seated["outcomes"]["seat_taken"].as_u64().unwrap() > 0,
+        "{seated}"
+    );
+    let findings = seated["check"]["findings"].as_array().unwrap();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["invariant"] == "one_owner_per_seat" && f["checked"].as_u64() > Some(0)),
+        "{seated}"
+    );
 }
 
 /// Runs a short drill on a server making `bug`: the drill must FAIL because

@@ -3,8 +3,9 @@
 //!
 //! One transaction per pass expires up to [`SWEEP_BATCH`] due orders: the
 //! orders change status, their events get the tickets back (`available` up,
-//! `pending` down) and a `stock_returns` row per order records that Redis must
-//! get them back too. `FOR UPDATE SKIP LOCKED` lets several sweepers share the
+//! `pending` down), a seated order's seats are freed (a trigger on the status),
+//! and a `stock_returns` row per order of an event sold by count records that
+//! Redis must get them back too. `FOR UPDATE SKIP LOCKED` lets several sweepers share the
 //! work without waiting on each other or expiring an order twice; the status
 //! check (`PENDING` only) makes a second expiry impossible anyway. Redis gets the
 //! tickets after the commit ([`crate::reconcile::restock_pending`]), once.
@@ -54,8 +55,11 @@ pub async fn expire_due(pool: &PgPool) -> sqlx::Result<u64> {
                 sold_tickets = sold_tickets - coalesce(p.sold, 0)
             FROM per_event p WHERE e.id = p.event_id
          ), returned AS (
+            -- Tickets go back to Redis for events it admits for (a seated
+            -- event has nothing there).
             INSERT INTO stock_returns (order_id, event_id, user_id, quantity)
-            SELECT id, event_id, user_id, quantity FROM expired
+            SELECT id, event_id, user_id, quantity FROM expired x
+            WHERE NOT EXISTS (SELECT 1 FROM zones z WHERE z.event_id = x.event_id)
          )
          SELECT count(*) FROM expired"
     ))

@@ -365,15 +365,6 @@ async fn fence_lost_holds(pool: &PgPool, event_id: i64, ids: &[Uuid]) -> sqlx::R
 /// however often it runs after a crash between the two steps. Returns how many
 /// rows were handled.
 pub async fn restock_pending(pool: &PgPool, gate: &Gate) -> anyhow::Result<u64> {
-    // Events with a seating plan have nothing in Redis to give back to.
-    let ungated = sqlx::query(
-        "DELETE FROM stock_returns r
-         WHERE EXISTS (SELECT 1 FROM zones z WHERE z.event_id = r.event_id)",
-    )
-    .execute(pool)
-    .await
-    .context("forgetting the stock returns of seated events")?
-    .rows_affected();
     let returns: Vec<(Uuid, i64, String, i32)> = sqlx::query_as(
         "SELECT order_id, event_id, user_id, quantity FROM stock_returns
          ORDER BY created_at LIMIT 1000",
@@ -382,7 +373,7 @@ pub async fn restock_pending(pool: &PgPool, gate: &Gate) -> anyhow::Result<u64> 
     .await
     .context("reading stock returns")?;
     if returns.is_empty() {
-        return Ok(ungated);
+        return Ok(0);
     }
     let mut handled = Vec::with_capacity(returns.len());
     for (order_id, event_id, user_id, quantity) in returns {
@@ -405,7 +396,7 @@ pub async fn restock_pending(pool: &PgPool, gate: &Gate) -> anyhow::Result<u64> 
         .execute(pool)
         .await
         .context("forgetting applied stock returns")?;
-    Ok(ungated + handled.len() as u64)
+    Ok(handled.len() as u64)
 }
 
 /// One pass over every event. One event's failure (its row lock held past

@@ -277,11 +277,13 @@ impl ZoneSpec {
     }
 }
 
-/// Splits `A-3-14` into its zone, row and seat number.
+/// Splits `A-3-14` into its zone, row and seat number; `None` unless the id
+/// is written exactly so (`A-03-14` and `A-+3-14` are no seat's id).
 pub fn parse_seat(seat: &str) -> Option<(&str, i32, i32)> {
     let (rest, number) = seat.rsplit_once('-')?;
     let (zone, row) = rest.rsplit_once('-')?;
-    Some((zone, row.parse().ok()?, number.parse().ok()?))
+    let (row, number) = (row.parse().ok()?, number.parse().ok()?);
+    (seat_id(zone, row, number) == seat).then_some((zone, row, number))
 }
 
 impl Plan {
@@ -606,7 +608,7 @@ mod tests {
         let at = plan.locate("A-3-14").unwrap();
         assert_eq!((at.zone, at.row, at.number), (0, 3, 14));
         for missing in [
-            "A-11-1", "A-1-21", "A-0-1", "C-1-1", "GA-1-1", "A-1", "A--1-1",
+            "A-11-1", "A-1-21", "A-0-1", "C-1-1", "GA-1-1", "A-1", "A--1-1", "A-03-14", "A-+3-14",
         ] {
             assert_eq!(plan.locate(missing), None, "{missing}");
         }
@@ -657,6 +659,15 @@ mod tests {
             .check()
             .unwrap_err()
             .contains("not in the zone"));
+        let padded: PlanSpec = serde_json::from_str(
+            r#"{"zones": [{"name": "A", "price_cents": 1, "rows": 2, "seats_per_row": 2,
+                "blocked": ["A-01-1"]}]}"#,
+        )
+        .unwrap();
+        assert!(
+            padded.check().unwrap_err().contains("not in the zone"),
+            "A-01-1 is not how A-1-1 is written"
+        );
     }
 
     #[test]

@@ -147,7 +147,8 @@ impl OrderWorker {
                 RETURNING id, event_id, user_id, quantity
              )
              INSERT INTO stock_returns (order_id, event_id, user_id, quantity)
-             SELECT id, event_id, user_id, quantity FROM cancelled WHERE NOT $3",
+             SELECT id, event_id, user_id, quantity FROM cancelled c
+             WHERE NOT $3 AND NOT EXISTS (SELECT 1 FROM zones z WHERE z.event_id = c.event_id)",
         )
         .bind(&confirmed)
         .bind(&cancelled)

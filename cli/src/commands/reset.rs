@@ -55,7 +55,7 @@ pub struct SaleArgs {
     /// A seating plan instead of --tickets and --price-cents: zones like
     /// 'A:10x20@9000,GA:2000@3000' (zone A: 10 rows of 20 seats at 90.00; GA:
     /// 2,000 standing at 30.00), or a .json or .toml plan file
-    #[arg(long, value_name = "SPEC|FILE")]
+    #[arg(long, value_name = "SPEC|FILE", conflicts_with_all = ["tickets", "price_cents"])]
     pub seating: Option<String>,
 }
 

@@ -78,11 +78,7 @@ impl Link {
         if error.is_timeout() {
             self.retire(generation);
         }
-        let unreachable = error.is_timeout()
-            || error.is_io_error()
-            || error.is_connection_dropped()
-            || error.is_connection_refusal();
-        if unreachable && !self.shared.unreachable.swap(true, Ordering::AcqRel) {
+        if unreachable(error) && !self.shared.unreachable.swap(true, Ordering::AcqRel) {
             tracing::warn!(error = %error, "Redis unreachable; orders go to Postgres alone until it answers");
             tokio::spawn(self.clone().probe());
         }
@@ -110,17 +106,21 @@ impl Link {
 
     /// Pings until Redis answers, then lets commands through again.
     async fn probe(self) {
+        // However the probe ends (its runtime shutting down included),
+        // commands are let through again: at worst they find out themselves.
+        let _reopen = Reopen(Arc::clone(&self.shared));
         loop {
             tokio::time::sleep(PROBE_EVERY).await;
             let (generation, mut connection) = self.current();
             let answer: RedisResult<String> = redis::cmd("PING").query_async(&mut connection).await;
             match answer {
+                // Any answer of the server's (even LOADING) says it is there.
                 Ok(_) => break,
                 Err(error) if error.is_timeout() => self.retire(generation),
-                Err(_) => {}
+                Err(error) if unreachable(&error) => {}
+                Err(_) => break,
             }
         }
-        self.shared.unreachable.store(false, Ordering::Release);
         tracing::info!("Redis answers again");
     }
 
@@ -128,6 +128,23 @@ impl Link {
     #[cfg(test)]
     fn retired(&self) -> u64 {
         self.current().0
+    }
+}
+
+/// Whether an error says Redis could not be reached (rather than answered).
+fn unreachable(error: &RedisError) -> bool {
+    error.is_timeout()
+        || error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+}
+
+/// Lets commands through again when dropped.
+struct Reopen(Arc<Shared>);
+
+impl Drop for Reopen {
+    fn drop(&mut self) {
+        self.0.unreachable.store(false, Ordering::Release);
     }
 }
 

@@ -204,14 +204,6 @@ impl Desk {
             }
             other => other,
         };
-        // Named seats on a sold-out event are taken, and the buyer is told
-        // which.
-        let result = match (result, &request.choice) {
-            (Err(PlaceError::SoldOut), Choice::Seats(seats)) => {
-                Err(PlaceError::SeatTaken(seats.clone()))
-            }
-            (other, _) => other,
-        };
         self.metrics.record_order(match &result {
             Ok(placed) => placed.label(),
             Err(error) => error.label(),

@@ -26,7 +26,7 @@ use crate::gate::{Gate, Hold};
 use crate::known_bad::{self, Bug};
 use crate::messages::ORDER_CREATED;
 use crate::metrics::Metrics;
-use crate::seating::{best_available, Choice, Plan, ZoneKind};
+use crate::seating::{best_available, parse_seat, Choice, Plan, ZoneKind};
 
 /// The most reservations settled in one transaction.
 pub const MAX_BATCH: usize = 1024;
@@ -344,6 +344,14 @@ impl Settler {
                     return Decision::Defer;
                 }
                 let quantity = i64::from(hold.quantity);
+                // Named seats that are gone are named back, whatever else
+                // stands in the way: a buyer told "taken" learns which.
+                if let (Some(places), Choice::Seats(seats)) = (&places, &ticket.choice) {
+                    let gone = places.gone(seats);
+                    if !gone.is_empty() {
+                        return Decision::Verdict(Verdict::SeatTaken(gone));
+                    }
+                }
                 if quantity > stock {
                     return Decision::Verdict(Verdict::SoldOut);
                 }
@@ -609,10 +617,19 @@ impl Places {
         let mut named: Vec<&str> = Vec::new();
         // Reserved zones asked for by count, with how many seats the batch wants there.
         let mut reserved: HashMap<&str, i64> = HashMap::new();
+        // Per zone, how many seats the batch names there.
+        let mut named_in: HashMap<&str, i64> = HashMap::new();
         let mut general: Vec<&str> = Vec::new();
         for ticket in batch {
             match &ticket.choice {
-                Choice::Seats(seats) => named.extend(seats.iter().map(String::as_str)),
+                Choice::Seats(seats) => {
+                    named.extend(seats.iter().map(String::as_str));
+                    for seat in seats {
+                        if let Some((zone, _, _)) = parse_seat(seat) {
+                            *named_in.entry(zone).or_default() += 1;
+                        }
+                    }
+                }
                 Choice::Zone(zone) => match plan.zone(zone) {
                     Some((_, z)) if z.kind == ZoneKind::General => general.push(zone),
                     Some(_) => {
@@ -635,10 +652,14 @@ impl Places {
         if !reserved.is_empty() {
             // The best free seats of each zone, front rows first: a few times
             // what the batch wants there, so that groups find room side by
-            // side, and never the whole zone.
+            // side, and never the whole zone; and as many again as the batch
+            // names there, which earlier tickets may take from the list.
             let (zones, limits): (Vec<&str>, Vec<i64>) = reserved
                 .iter()
-                .map(|(zone, wanted)| (*zone, wanted * 4 + 64))
+                .map(|(zone, wanted)| {
+                    let named = named_in.get(zone).copied().unwrap_or_default();
+                    (*zone, wanted * 4 + 64 + named)
+                })
                 .unzip();
             let rows: Vec<(String, i32, i32, String)> = sqlx::query_as(
                 "SELECT z.zone, s.row_number, s.seat_number, s.seat_id
@@ -689,6 +710,21 @@ impl Places {
         })
     }
 
+    /// Which of `seats` are not free (held, sold, or taken earlier in the
+    /// batch).
+    fn gone(&self, seats: &[String]) -> Vec<String> {
+        // A known-bad writer trusts the check the desk made when the request
+        // came in.
+        if known_bad::has(Bug::SeatCheckOutsideLock) {
+            return Vec::new();
+        }
+        seats
+            .iter()
+            .filter(|seat| !self.free.contains(*seat))
+            .cloned()
+            .collect()
+    }
+
     /// Seats a ticket of the batch took: gone for the tickets after it,
     /// whether they name them or ask for their zone.
     fn taken(&mut self, seats: &[String]) {
@@ -705,14 +741,7 @@ impl Places {
         let quantity = i64::from(ticket.hold.quantity);
         match &ticket.choice {
             Choice::Seats(seats) => {
-                // A known-bad writer trusts the check the desk made when the
-                // request came in.
-                let trusted = known_bad::has(Bug::SeatCheckOutsideLock);
-                let gone: Vec<String> = seats
-                    .iter()
-                    .filter(|seat| !trusted && !self.free.contains(*seat))
-                    .cloned()
-                    .collect();
+                let gone = self.gone(seats);
                 if !gone.is_empty() {
                     return Err(Refusal::SeatTaken(gone));
                 }
