@@ -134,6 +134,9 @@ pub struct FaultSpec {
 pub struct Limits {
     /// After a fault ends, the first success must come within this long.
     pub recover: Option<String>,
+    /// The same under the docker driver, where a dependency restarted in its
+    /// container may take longer to come back (default: `recover`).
+    pub recover_in_docker: Option<String>,
     /// How long the sale may take to settle after the storm.
     pub settle: Option<String>,
 }

@@ -20,8 +20,8 @@ use flashtix_server::invariants::{Report, Verdict};
 use serde::Serialize;
 use sqlx::postgres::PgPoolOptions;
 
-use crate::drill::{DrillFile, Fault};
-use crate::faults::{self, Faults};
+use crate::drill::{DrillFile, Fault, Limits};
+use crate::faults::{self, Driver, Faults};
 use crate::recovery::{self, Backlog, FaultReport};
 use crate::stack::Stack;
 use crate::steps::{self, Operator};
@@ -141,7 +141,8 @@ pub async fn run(run: &Run<'_>, stack: &Stack) -> io::Result<DrillReport> {
     pool.close().await;
 
     // What the storm saw, inside each window and after it.
-    let recover_limit = limit(&run.drill.limits.recover, DEFAULT_RECOVER);
+    let in_docker = matches!(faults.driver, Driver::Docker(_));
+    let recover_limit = recover_limit(&run.drill.limits, in_docker);
     let mut reasons = storm.errors;
     // Without the history nothing about the buyers can be judged: no window
     // may pass for lack of attempts.
@@ -339,8 +340,39 @@ fn check_reasons(check: Option<&Report>, dir: &Path) -> Vec<String> {
     reasons
 }
 
+/// How soon a fault must be recovered from, by the driver.
+fn recover_limit(limits: &Limits, in_docker: bool) -> Duration {
+    let limit_here = limit(&limits.recover, DEFAULT_RECOVER);
+    match &limits.recover_in_docker {
+        Some(_) if in_docker => limit(&limits.recover_in_docker, limit_here),
+        _ => limit_here,
+    }
+}
+
 fn limit(text: &Option<String>, default: Duration) -> Duration {
     text.as_deref()
         .and_then(|t| crate::drill::duration(t).ok())
         .unwrap_or(default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_docker_driver_has_its_own_recovery_limit_when_a_drill_gives_one() {
+        let limits = Limits {
+            recover: Some("20s".into()),
+            recover_in_docker: Some("60s".into()),
+            settle: None,
+        };
+        assert_eq!(recover_limit(&limits, false), Duration::from_secs(20));
+        assert_eq!(recover_limit(&limits, true), Duration::from_secs(60));
+        let one_limit = Limits {
+            recover_in_docker: None,
+            ..limits
+        };
+        assert_eq!(recover_limit(&one_limit, true), Duration::from_secs(20));
+        assert_eq!(recover_limit(&Limits::default(), true), DEFAULT_RECOVER);
+    }
 }
