@@ -277,7 +277,8 @@ impl Catalogue {
         if let Some(plan) = cached {
             return Ok(plan);
         }
-        let plan = seating::load(&self.pool, event_id).await?.map(Arc::new);
+        let mut db = self.pool.acquire().await?;
+        let plan = seating::load(&mut db, event_id).await?.map(Arc::new);
         self.plans
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

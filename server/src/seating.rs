@@ -454,13 +454,13 @@ pub async fn store(tx: &mut PgConnection, event_id: i64, plan: &Plan) -> sqlx::R
 }
 
 /// The event's plan, or `None` if it is sold by count alone.
-pub async fn load(pool: &PgPool, event_id: i64) -> sqlx::Result<Option<Plan>> {
+pub async fn load(db: &mut PgConnection, event_id: i64) -> sqlx::Result<Option<Plan>> {
     let zones: Vec<(String, String, i64, i32, Vec<i32>)> = sqlx::query_as(
         "SELECT name, kind, price_cents, capacity, row_lengths FROM zones
          WHERE event_id = $1 ORDER BY position",
     )
     .bind(event_id)
-    .fetch_all(pool)
+    .fetch_all(&mut *db)
     .await?;
     if zones.is_empty() {
         return Ok(None);
@@ -468,7 +468,7 @@ pub async fn load(pool: &PgPool, event_id: i64) -> sqlx::Result<Option<Plan>> {
     let blocked: Vec<(String, String)> =
         sqlx::query_as("SELECT zone, seat_id FROM seats WHERE event_id = $1 AND blocked")
             .bind(event_id)
-            .fetch_all(pool)
+            .fetch_all(&mut *db)
             .await?;
     let mut blocked_in: HashMap<String, HashSet<String>> = HashMap::new();
     for (zone, seat) in blocked {
@@ -515,8 +515,15 @@ pub const BLOCKED: char = 'x';
 
 /// The seat map: per zone its counts and, for reserved zones, each seat's
 /// state. `None` if the event has no plan.
+///
+/// Read in one snapshot, so that the seats and the standing counts are of
+/// the same moment.
 pub async fn seat_map(pool: &PgPool, event_id: i64) -> sqlx::Result<Option<Vec<ZoneMap>>> {
-    let Some(plan) = load(pool, event_id).await? else {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let Some(plan) = load(&mut tx, event_id).await? else {
         return Ok(None);
     };
     let seats: Vec<(String, i32, i32, bool, Option<String>)> = sqlx::query_as(
@@ -525,7 +532,7 @@ pub async fn seat_map(pool: &PgPool, event_id: i64) -> sqlx::Result<Option<Vec<Z
          WHERE s.event_id = $1",
     )
     .bind(event_id)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
     let standing: Vec<(String, i64, i64)> = sqlx::query_as(
         "SELECT zone, COALESCE(sum(quantity) FILTER (WHERE status = 'PENDING'), 0)::int8,
@@ -535,7 +542,7 @@ pub async fn seat_map(pool: &PgPool, event_id: i64) -> sqlx::Result<Option<Vec<Z
          GROUP BY zone",
     )
     .bind(event_id)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
     let mut maps: Vec<ZoneMap> = plan
         .zones

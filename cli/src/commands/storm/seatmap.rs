@@ -76,9 +76,10 @@ fn zone_map(zone: &Value, last_sale: f64) -> String {
     let (width, height) = (seat * widest as f64, seat * rows.len() as f64);
     let sold = &zone["sold_at_seconds"];
     let mut svg = format!(
-        "<h3>Zone {name}</h3><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" \
+        "<h3>Event {event}, zone {name}</h3><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" \
          height=\"{height:.0}\" role=\"img\" aria-label=\"zone {name}\">",
         name = escape(name),
+        event = zone["event_id"],
     );
     for (r, row) in rows.iter().enumerate() {
         for (n, state) in row.chars().enumerate() {
