@@ -286,6 +286,11 @@ pub fn parse_seat(seat: &str) -> Option<(&str, i32, i32)> {
     (seat_id(zone, row, number) == seat).then_some((zone, row, number))
 }
 
+/// The zone of a seat id (`A-3-14` → `A`).
+pub fn zone_of(seat: &str) -> Option<&str> {
+    parse_seat(seat).map(|(zone, _, _)| zone)
+}
+
 impl Plan {
     /// Places for sale: seats not blocked, and standing.
     pub fn places(&self) -> i32 {

@@ -268,9 +268,15 @@ impl Desk {
             // counts tickets, not seats, and a hold it gave for a seat
             // Postgres then refuses would keep the ticket from a buyer whose
             // seat is free until it came back.
-            *by_postgres = true;
             return self
-                .write(request.hold(), &choice, request.fingerprint(), terms, false)
+                .write(
+                    request.hold(),
+                    &choice,
+                    request.fingerprint(),
+                    terms,
+                    false,
+                    by_postgres,
+                )
                 .await;
         }
         let field = key_field(&request.user_id, &request.idempotency_key);
@@ -289,8 +295,9 @@ impl Desk {
                 .await;
             match admission {
                 Ok(Admission::Reserved) => {
-                    *by_postgres = true;
-                    return self.write(hold, &choice, fingerprint, terms, true).await;
+                    return self
+                        .write(hold, &choice, fingerprint, terms, true, by_postgres)
+                        .await;
                 }
                 Ok(Admission::SoldOut { remaining }) => {
                     #[cfg(feature = "known-bad")]
@@ -334,8 +341,9 @@ impl Desk {
                     // Redis is only the fast path: Postgres decides alone.
                     self.metrics.redis_bypass();
                     tracing::debug!(error = %error, "redis unavailable; order goes to Postgres directly");
-                    *by_postgres = true;
-                    return self.write(hold, &choice, fingerprint, terms, false).await;
+                    return self
+                        .write(hold, &choice, fingerprint, terms, false, by_postgres)
+                        .await;
                 }
             }
         }
@@ -402,7 +410,10 @@ impl Desk {
         fingerprint: String,
         terms: Terms,
         admitted: bool,
+        by_postgres: &mut bool,
     ) -> Result<Placed, PlaceError> {
+        // Whatever the writer answers, Postgres decided it.
+        *by_postgres = true;
         let (order_id, user_id, quantity) = (hold.order_id, hold.user_id.clone(), hold.quantity);
         match self
             .writer

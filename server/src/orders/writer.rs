@@ -364,11 +364,7 @@ impl Settler {
                         Ok(bought) => bought,
                         Err(refusal) => return Decision::Verdict(refusal.into()),
                     },
-                    _ => Bought {
-                        amount_cents: quantity * ticket.terms.price_cents,
-                        seats: None,
-                        zone: None,
-                    },
+                    _ => Bought::counted(ticket),
                 };
                 stock -= quantity;
                 *user_held += quantity;
@@ -580,6 +576,17 @@ struct Bought {
     zone: Option<String>,
 }
 
+impl Bought {
+    /// Tickets by count, at the event's price.
+    fn counted(ticket: &Ticket) -> Self {
+        Self {
+            amount_cents: i64::from(ticket.hold.quantity) * ticket.terms.price_cents,
+            seats: None,
+            zone: None,
+        }
+    }
+}
+
 /// Why a ticket's places could not be taken.
 enum Refusal {
     SeatTaken(Vec<String>),
@@ -640,14 +647,17 @@ impl Places {
                 Choice::Count => {}
             }
         }
-        let free: Vec<String> = sqlx::query_scalar(
-            "SELECT seat_id FROM seats
-             WHERE event_id = $1 AND seat_id = ANY($2) AND order_id IS NULL AND NOT blocked",
-        )
-        .bind(event_id)
-        .bind(&named)
-        .fetch_all(&mut *tx)
-        .await?;
+        let mut free = Vec::new();
+        if !named.is_empty() {
+            free = sqlx::query_scalar(
+                "SELECT seat_id FROM seats
+                 WHERE event_id = $1 AND seat_id = ANY($2) AND order_id IS NULL AND NOT blocked",
+            )
+            .bind(event_id)
+            .bind(&named)
+            .fetch_all(&mut *tx)
+            .await?;
+        }
         let mut free_in_zone: HashMap<String, Vec<(i32, i32, String)>> = HashMap::new();
         if !reserved.is_empty() {
             // The best free seats of each zone, front rows first: a few times
@@ -778,11 +788,7 @@ impl Places {
                     zone: None,
                 })
             }
-            Choice::Count => Ok(Bought {
-                amount_cents: quantity * ticket.terms.price_cents,
-                seats: None,
-                zone: None,
-            }),
+            Choice::Count => Ok(Bought::counted(ticket)),
         }
     }
 }

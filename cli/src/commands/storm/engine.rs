@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use flashtix_server::history::{Attempt, Outcome};
+use flashtix_server::seating::zone_of;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
@@ -24,7 +25,6 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::record::{Measured, Recorder, Sold};
-use super::seats::zone_of;
 use super::workload::{Buyers, Purchase, Schedule};
 
 #[derive(Debug, Clone)]
@@ -476,14 +476,12 @@ impl Context {
                 seats: seats.clone(),
             });
             let mut measured = self.measured(outcome, sent);
-            if outcome == Outcome::Accepted {
+            // Places on a seated event: its seats' zone, or its standing zone.
+            let zone = zone.or_else(|| Some(zone_of(seats.as_ref()?.first()?)?.to_owned()));
+            if let (Outcome::Accepted, Some(zone)) = (outcome, zone) {
                 measured.sold = Some(Sold {
                     event_id: purchase.event_id,
-                    zone: zone.or_else(|| {
-                        seats
-                            .as_ref()
-                            .and_then(|s| Some(zone_of(s.first()?).to_owned()))
-                    }),
+                    zone,
                     tickets: purchase.quantity as u64,
                     seats: seats.unwrap_or_default(),
                 });

@@ -86,7 +86,7 @@ pub struct Measured {
 /// An accepted order's places on a seated event.
 pub struct Sold {
     pub event_id: i64,
-    pub zone: Option<String>,
+    pub zone: String,
     pub tickets: u64,
     pub seats: Vec<String>,
 }
@@ -98,6 +98,14 @@ pub struct ZoneSales {
     pub tickets: u64,
     /// When the last acceptance arrived, since the start.
     pub last: Duration,
+}
+
+impl ZoneSales {
+    fn add(&mut self, other: &Self) {
+        self.orders += other.orders;
+        self.tickets += other.tickets;
+        self.last = self.last.max(other.last);
+    }
 }
 
 #[derive(Clone)]
@@ -160,12 +168,15 @@ impl Recorder {
         second.outcomes[measured.outcome.index()] += 1;
         second.from_intended.saturating_record(micros(waited));
         if let Some(sold) = &measured.sold {
-            if let Some(zone) = &sold.zone {
-                let sales = self.zones.entry((sold.event_id, zone.clone())).or_default();
-                sales.orders += 1;
-                sales.tickets += sold.tickets;
-                sales.last = sales.last.max(measured.finished);
-            }
+            let one = ZoneSales {
+                orders: 1,
+                tickets: sold.tickets,
+                last: measured.finished,
+            };
+            self.zones
+                .entry((sold.event_id, sold.zone.clone()))
+                .or_default()
+                .add(&one);
             for seat in &sold.seats {
                 self.seats_sold
                     .insert((sold.event_id, seat.clone()), measured.finished);
@@ -205,10 +216,7 @@ impl Recorder {
                 .expect("same bounds");
         }
         for (zone, theirs) in &other.zones {
-            let mine = self.zones.entry(zone.clone()).or_default();
-            mine.orders += theirs.orders;
-            mine.tickets += theirs.tickets;
-            mine.last = mine.last.max(theirs.last);
+            self.zones.entry(zone.clone()).or_default().add(theirs);
         }
         self.seats_sold
             .extend(other.seats_sold.iter().map(|(k, v)| (k.clone(), *v)));

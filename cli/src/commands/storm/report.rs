@@ -4,6 +4,7 @@
 use anyhow::{bail, Context};
 use comfy_table::Table;
 use flashtix_server::history::Outcome;
+use flashtix_server::seating::zone_of;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
@@ -11,7 +12,6 @@ use std::collections::BTreeMap;
 
 use super::engine::Storm;
 use super::record::{millis_at, Recorder, LATE_AFTER};
-use super::seats::zone_of;
 use crate::output::table;
 
 /// The percentiles every latency table and the JSON give.
@@ -250,7 +250,7 @@ pub fn seating(recorder: &Recorder, maps: &BTreeMap<i64, Value>) -> Vec<Value> {
             let sold_at: serde_json::Map<String, Value> = recorder
                 .seats_sold
                 .iter()
-                .filter(|((event, seat), _)| *event == event_id && zone_of(seat) == name)
+                .filter(|((event, seat), _)| *event == event_id && zone_of(seat) == Some(name))
                 .map(|((_, seat), at)| (seat.clone(), json!(at.as_secs_f64())))
                 .collect();
             let mut line = zone.clone();

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use serde_json::Value;
 
+use flashtix_server::seating::zone_of;
+
 use super::workload::unit;
 
 /// What a purchase asks for.
@@ -46,14 +48,9 @@ impl Want {
         match self {
             Self::Count => None,
             Self::Zone(zone) => Some(zone),
-            Self::Seats(seats) => seats.first().map(|seat| zone_of(seat)),
+            Self::Seats(seats) => seats.first().and_then(|seat| zone_of(seat)),
         }
     }
-}
-
-/// The zone of a seat id (`A-3-14` → `A`).
-pub fn zone_of(seat: &str) -> &str {
-    seat.rsplitn(3, '-').last().unwrap_or(seat)
 }
 
 /// One zone, as the seat map shows it.
@@ -241,7 +238,7 @@ mod tests {
         let rows_of_b: Vec<usize> = wants
             .iter()
             .filter_map(|w| match w {
-                Want::Seats(seats) if zone_of(&seats[0]) == "B" => {
+                Want::Seats(seats) if zone_of(&seats[0]) == Some("B") => {
                     seats[0].split('-').nth(1)?.parse().ok()
                 }
                 _ => None,
@@ -259,7 +256,7 @@ mod tests {
                     .collect();
                 assert_eq!(numbers[1], numbers[0] + 1, "side by side: {seats:?}");
                 assert!(
-                    !(zone_of(&seats[0]) == "A" && numbers[0] == 1),
+                    !(zone_of(&seats[0]) == Some("A") && numbers[0] == 1),
                     "seat 1 of A's rows is not for sale: {seats:?}"
                 );
             }
@@ -276,7 +273,7 @@ mod tests {
         let plan =
             SeatedEvent::from_map(&json!({"zones": [{"name": "S", "rows": ["..."]}]})).unwrap();
         assert_eq!(plan.choose(1, 1, 4), Want::Zone("S".into()));
-        assert_eq!(zone_of("GA-2-10"), "GA");
+        assert_eq!(zone_of("GA-2-10"), Some("GA"));
         assert_eq!(Want::Zone("S".into()).fields(4)["quantity"], 4);
     }
 }
