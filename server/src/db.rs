@@ -35,6 +35,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0005_payments_once_per_order.sql"),
     ),
     (6, "seating", include_str!("../migrations/0006_seating.sql")),
+    (
+        7,
+        "seat returns",
+        include_str!("../migrations/0007_seat_returns.sql"),
+    ),
 ];
 
 /// What a pool's connections are for.

@@ -57,6 +57,7 @@ pub struct Metrics {
     payments: Family<Outcome, Counter>,
     redis_bypasses: Counter,
     sold_out_from_memory: Counter,
+    seat_taken_from_memory: Counter,
     reseeds: Counter,
     holds_reclaimed: Counter,
     stock_repairs: Counter,
@@ -118,6 +119,11 @@ impl Default for Metrics {
             "sold_out_from_memory",
             "Sold-out answers given without asking Redis",
         );
+        let seat_taken_from_memory = counter(
+            &mut registry,
+            "seat_taken_from_memory",
+            "Seat-taken answers given without queueing for the event's lock",
+        );
         let outbox_published = counter(
             &mut registry,
             "outbox_published",
@@ -176,6 +182,7 @@ impl Default for Metrics {
             payments,
             redis_bypasses,
             sold_out_from_memory,
+            seat_taken_from_memory,
             reseeds,
             holds_reclaimed,
             stock_repairs,
@@ -224,6 +231,10 @@ impl Metrics {
 
     pub fn sold_out_from_memory(&self) {
         self.sold_out_from_memory.inc();
+    }
+
+    pub fn seat_taken_from_memory(&self) {
+        self.seat_taken_from_memory.inc();
     }
 
     pub fn reseeded(&self) {
@@ -299,6 +310,7 @@ mod tests {
         metrics.record_batch(10, Duration::from_millis(3));
         metrics.record_batch(5, Duration::from_millis(30));
         metrics.sold_out_from_memory();
+        metrics.seat_taken_from_memory();
         metrics.order_settled(Duration::from_millis(700));
         metrics.payment_recorded("SUCCEEDED");
         metrics.http_request("/orders/{id}", "GET", 200, Duration::from_micros(300));
@@ -311,6 +323,7 @@ mod tests {
             "flashtix_order_batch_seconds_bucket{le=\"0.05\"} 2",
             "flashtix_order_batch_seconds_count 2",
             "flashtix_sold_out_from_memory_total 1",
+            "flashtix_seat_taken_from_memory_total 1",
             "flashtix_order_settle_seconds_bucket{le=\"0.5\"} 0",
             "flashtix_order_settle_seconds_bucket{le=\"1.0\"} 1",
             "flashtix_payments_total{outcome=\"SUCCEEDED\"} 1",

@@ -505,6 +505,8 @@ pub struct ZoneMap {
     pub price_cents: i64,
     pub capacity: i64,
     pub available: i64,
+    /// Held by a PENDING order, or freed by one that ended unpaid and not yet
+    /// back on sale.
     pub held: i64,
     pub sold: i64,
     /// Reserved: one string per row, one character per seat from seat 1:
@@ -512,6 +514,11 @@ pub struct ZoneMap {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rows: Vec<String>,
 }
+
+/// A seat for sale now, in SQL over `seats`: no owner, not blocked, and back
+/// from the order that last held it (migration 7).
+pub const SEAT_FREE: &str =
+    "(order_id IS NULL AND NOT blocked AND (free_from IS NULL OR free_from <= now()))";
 
 pub const FREE: char = '.';
 pub const HELD: char = 'h';
@@ -531,8 +538,9 @@ pub async fn seat_map(pool: &PgPool, event_id: i64) -> sqlx::Result<Option<Vec<Z
     let Some(plan) = load(&mut tx, event_id).await? else {
         return Ok(None);
     };
-    let seats: Vec<(String, i32, i32, bool, Option<String>)> = sqlx::query_as(
-        "SELECT s.zone, s.row_number, s.seat_number, s.blocked, o.status
+    let seats: Vec<(String, i32, i32, bool, Option<String>, bool)> = sqlx::query_as(
+        "SELECT s.zone, s.row_number, s.seat_number, s.blocked, o.status,
+                s.order_id IS NULL AND coalesce(s.free_from > now(), false)
          FROM seats s LEFT JOIN orders o ON o.id = s.order_id
          WHERE s.event_id = $1",
     )
@@ -567,7 +575,7 @@ pub async fn seat_map(pool: &PgPool, event_id: i64) -> sqlx::Result<Option<Vec<Z
                 .collect(),
         })
         .collect();
-    for (zone, row, number, blocked, status) in seats {
+    for (zone, row, number, blocked, status, returning) in seats {
         let Some((index, _)) = plan.zone(&zone) else {
             continue;
         };
@@ -576,6 +584,8 @@ pub async fn seat_map(pool: &PgPool, event_id: i64) -> sqlx::Result<Option<Vec<Z
             (true, _) => BLOCKED,
             (false, Some("PENDING")) => HELD,
             (false, Some("CONFIRMED")) => SOLD,
+            // Freed by an order that ended unpaid, and not yet back on sale.
+            _ if returning => HELD,
             _ => FREE,
         };
         match state {

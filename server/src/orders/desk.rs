@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::lookup::KeyLookup;
 use super::request::PlaceOrder;
+use super::seat_board::SeatBoard;
 use super::sold_out::SoldOutBoard;
 use super::writer::{Verdict, Writer};
 use super::{Order, Receipt};
@@ -158,6 +159,7 @@ pub struct Desk {
     catalogue: Arc<Catalogue>,
     writer: Arc<Writer>,
     sold_out: Arc<SoldOutBoard>,
+    seat_board: Arc<SeatBoard>,
     lookup: KeyLookup,
     metrics: Arc<Metrics>,
 }
@@ -172,11 +174,13 @@ impl Desk {
         metrics: Arc<Metrics>,
     ) -> Self {
         metrics.declare_orders(&ORDER_LABELS);
+        let seat_board = Arc::new(SeatBoard::default());
         let writer = Writer::new(
             writer_pool,
             gate.clone(),
             Arc::clone(&catalogue),
             Arc::clone(&metrics),
+            Arc::clone(&seat_board),
         );
         Self {
             lookup: KeyLookup::start(pool.clone()),
@@ -185,6 +189,7 @@ impl Desk {
             catalogue,
             writer: Arc::new(writer),
             sold_out: Arc::default(),
+            seat_board,
             metrics,
         }
     }
@@ -262,6 +267,14 @@ impl Desk {
         #[cfg(feature = "known-bad")]
         if known_bad::has(Bug::SeatCheckOutsideLock) {
             self.check_seats_unlocked(request.event_id, &choice).await?;
+        }
+        if let Choice::Seats(seats) = &choice {
+            // Seats this process saw owned a moment ago: the answer stands
+            // (see `seat_board`) once `place` has checked the key.
+            if self.seat_board.all_taken(request.event_id, seats) {
+                self.metrics.seat_taken_from_memory();
+                return Err(PlaceError::SeatTaken(seats.clone()));
+            }
         }
         if plan.is_some() {
             // A seated event's orders are decided by Postgres alone: Redis

@@ -25,6 +25,7 @@
 mod desk;
 pub mod lookup;
 pub mod request;
+pub mod seat_board;
 pub mod sold_out;
 mod status;
 pub mod writer;

@@ -20,13 +20,14 @@ use sqlx::{PgPool, Row};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use super::seat_board::SeatBoard;
 use super::{Order, ORDER_COLUMNS};
 use crate::events::{Catalogue, Terms};
 use crate::gate::{Gate, Hold};
 use crate::known_bad::{self, Bug};
 use crate::messages::ORDER_CREATED;
 use crate::metrics::Metrics;
-use crate::seating::{best_available, parse_seat, Choice, Plan, ZoneKind};
+use crate::seating::{best_available, parse_seat, Choice, Plan, ZoneKind, SEAT_FREE};
 
 /// The most reservations settled in one transaction.
 pub const MAX_BATCH: usize = 1024;
@@ -78,6 +79,13 @@ enum Decision {
     Defer,
 }
 
+/// A batch's decisions, and the seats it saw owned by an order: named seats
+/// read owned under the lock, and the seats it bought.
+struct Committed {
+    decisions: Vec<Decision>,
+    owned_seats: Vec<String>,
+}
+
 enum WriteError {
     /// Failed before COMMIT was sent: nothing was written.
     Aborted(sqlx::Error),
@@ -105,17 +113,26 @@ struct Settler {
     gate: Gate,
     catalogue: Arc<Catalogue>,
     metrics: Arc<Metrics>,
+    /// Learns the seats each batch saw owned.
+    seat_board: Arc<SeatBoard>,
 }
 
 impl Writer {
     /// `pool` should be the writer's own ([`crate::db::Purpose::OrderWriter`]).
-    pub fn new(pool: PgPool, gate: Gate, catalogue: Arc<Catalogue>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        pool: PgPool,
+        gate: Gate,
+        catalogue: Arc<Catalogue>,
+        metrics: Arc<Metrics>,
+        seat_board: Arc<SeatBoard>,
+    ) -> Self {
         Self {
             settler: Arc::new(Settler {
                 pool,
                 gate,
                 catalogue,
                 metrics,
+                seat_board,
             }),
             lanes: Mutex::default(),
         }
@@ -186,6 +203,8 @@ impl Settler {
     /// tickets deferred to the next batch.
     async fn settle(&self, event_id: i64, batch: Vec<Ticket>) -> Vec<Ticket> {
         let started = Instant::now();
+        // Whatever the batch sees owned was owned at this moment or later.
+        let seen_at = tokio::time::Instant::now();
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
@@ -200,7 +219,12 @@ impl Settler {
         let mut confirmed = Vec::new();
         let mut releases = Vec::new();
         match result {
-            Ok(decisions) => {
+            Ok(Committed {
+                decisions,
+                owned_seats,
+            }) => {
+                self.seat_board
+                    .learn(event_id, owned_seats.iter().map(String::as_str), seen_at);
                 for (ticket, decision) in batch.into_iter().zip(decisions) {
                     let verdict = match decision {
                         Decision::Defer => {
@@ -287,7 +311,7 @@ impl Settler {
         }
     }
 
-    async fn commit(&self, event_id: i64, batch: &[Ticket]) -> Result<Vec<Decision>, WriteError> {
+    async fn commit(&self, event_id: i64, batch: &[Ticket]) -> Result<Committed, WriteError> {
         let plan = if batch.iter().any(|t| t.choice != Choice::Count) {
             self.catalogue.plan(event_id).await?
         } else {
@@ -300,10 +324,13 @@ impl Settler {
                 .fetch_optional(&mut *tx)
                 .await?;
         let Some(available) = available else {
-            return Ok(batch
-                .iter()
-                .map(|_| Decision::Verdict(Verdict::EventNotFound))
-                .collect());
+            return Ok(Committed {
+                decisions: batch
+                    .iter()
+                    .map(|_| Decision::Verdict(Verdict::EventNotFound))
+                    .collect(),
+                owned_seats: Vec::new(),
+            });
         };
 
         let users: Vec<&str> = batch.iter().map(|t| t.hold.user_id.as_str()).collect();
@@ -377,8 +404,12 @@ impl Settler {
                 Decision::Verdict(verdict)
             })
             .collect();
+        let mut owned_seats = places.map(|p| p.owned).unwrap_or_default();
         if accepted.is_empty() {
-            return Ok(decisions);
+            return Ok(Committed {
+                decisions,
+                owned_seats,
+            });
         }
 
         let taken = i64::from(available) - stock;
@@ -387,7 +418,15 @@ impl Settler {
             return Err(WriteError::Conflict);
         }
         tx.commit().await.map_err(WriteError::Unknown)?;
-        Ok(decisions)
+        owned_seats.extend(
+            accepted
+                .into_iter()
+                .flat_map(|(_, bought)| bought.seats.unwrap_or_default()),
+        );
+        Ok(Committed {
+            decisions,
+            owned_seats,
+        })
     }
 }
 
@@ -509,10 +548,10 @@ async fn insert_orders(
     // A known-bad writer takes the seats the desk saw free, whoever took them
     // since, and does not count what it took.
     let (still_free, all_seated) = if known_bad::has(Bug::SeatCheckOutsideLock) {
-        ("", "true")
+        (String::new(), "true")
     } else {
         (
-            "AND s.order_id IS NULL AND NOT s.blocked",
+            format!("AND {SEAT_FREE}"),
             "(SELECT count(*) FROM seated) = $15",
         )
     };
@@ -529,9 +568,9 @@ async fn insert_orders(
             {on_conflict}
             RETURNING id, event_id, user_id, quantity, amount_cents, expires_at
          ), seated AS (
-            UPDATE seats s SET order_id = t.order_id
-            FROM unnest($13::text[], $14::uuid[]) AS t(seat_id, order_id)
-            WHERE s.event_id = $1 AND s.seat_id = t.seat_id {still_free}
+            UPDATE seats SET order_id = t.holder
+            FROM unnest($13::text[], $14::uuid[]) AS t(seat, holder)
+            WHERE event_id = $1 AND seat_id = t.seat {still_free}
             RETURNING 1
          ), taken AS (
             UPDATE events
@@ -608,6 +647,8 @@ impl From<Refusal> for Verdict {
 struct Places {
     /// Named seats that are free.
     free: HashSet<String>,
+    /// Named seats an order holds or bought.
+    owned: Vec<String>,
     /// Reserved zones asked for by count: their free seats by row and number.
     free_in_zone: HashMap<String, Vec<(i32, i32, String)>>,
     /// General-admission zones asked for: places left.
@@ -647,16 +688,23 @@ impl Places {
                 Choice::Count => {}
             }
         }
-        let mut free = Vec::new();
+        let (mut free, mut owned) = (HashSet::new(), Vec::new());
         if !named.is_empty() {
-            free = sqlx::query_scalar(
-                "SELECT seat_id FROM seats
-                 WHERE event_id = $1 AND seat_id = ANY($2) AND order_id IS NULL AND NOT blocked",
-            )
+            let states: Vec<(String, bool, bool)> = sqlx::query_as(&format!(
+                "SELECT seat_id, order_id IS NOT NULL, {SEAT_FREE} FROM seats
+                 WHERE event_id = $1 AND seat_id = ANY($2)"
+            ))
             .bind(event_id)
             .bind(&named)
             .fetch_all(&mut *tx)
             .await?;
+            for (seat, is_owned, is_free) in states {
+                if is_owned {
+                    owned.push(seat);
+                } else if is_free {
+                    free.insert(seat);
+                }
+            }
         }
         let mut free_in_zone: HashMap<String, Vec<(i32, i32, String)>> = HashMap::new();
         if !reserved.is_empty() {
@@ -671,17 +719,17 @@ impl Places {
                     (*zone, wanted * 4 + 64 + named)
                 })
                 .unzip();
-            let rows: Vec<(String, i32, i32, String)> = sqlx::query_as(
+            let rows: Vec<(String, i32, i32, String)> = sqlx::query_as(&format!(
                 "SELECT z.zone, s.row_number, s.seat_number, s.seat_id
                  FROM unnest($2::text[], $3::int8[]) AS z(zone, wanted)
                  CROSS JOIN LATERAL (
                      SELECT row_number, seat_number, seat_id FROM seats
-                     WHERE event_id = $1 AND zone = z.zone AND order_id IS NULL AND NOT blocked
+                     WHERE event_id = $1 AND zone = z.zone AND {SEAT_FREE}
                      ORDER BY row_number, seat_number
                      LIMIT z.wanted
                  ) AS s
-                 ORDER BY z.zone, s.row_number, s.seat_number",
-            )
+                 ORDER BY z.zone, s.row_number, s.seat_number"
+            ))
             .bind(event_id)
             .bind(&zones)
             .bind(&limits)
@@ -714,7 +762,8 @@ impl Places {
             }
         }
         Ok(Self {
-            free: free.into_iter().collect(),
+            free,
+            owned,
             free_in_zone,
             left_in_zone,
         })

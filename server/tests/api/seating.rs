@@ -7,6 +7,8 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use flashtix_server::orders::seat_board::SEAT_RETURN_DELAY;
+
 use crate::helpers::{count, eventually, spawn_app, TestApp};
 
 fn seats(answer: &Value) -> Vec<String> {
@@ -284,8 +286,17 @@ async fn bad_seat_requests_are_refused_and_change_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_order_frees_its_seats_for_the_next_buyer() {
+async fn an_expired_order_frees_its_seats_for_the_next_buyer_after_the_return_delay() {
     let app = spawn_app().await;
+    let delay: f64 = sqlx::query_scalar("SELECT extract(epoch FROM seat_return_delay())::float8")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        Duration::from_secs_f64(delay),
+        SEAT_RETURN_DELAY,
+        "the database's delay is the one the taken-seat board is sized by"
+    );
     let plan = json!({"zones": [{"name": "A", "price_cents": 100, "rows": 1, "seats_per_row": 2}]});
     let event = app
         .create_event_from(json!({"name": "Short hold", "seating": plan, "hold_seconds": 1}))
@@ -309,12 +320,19 @@ async fn an_expired_order_frees_its_seats_for_the_next_buyer() {
         Ok(())
     })
     .await;
-    assert_eq!(
-        rows(&app, event, "A").await,
-        [".."],
-        "unpaid: both seats free again"
+    let coming_back: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM min(free_from) - now())::float8 FROM seats WHERE event_id = $1",
+    )
+    .bind(event)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(
+        coming_back > 0.0,
+        "unpaid: the seats are not on sale again at once ({coming_back} s)"
     );
-    let second = eventually(Duration::from_secs(10), || async {
+    assert_eq!(rows(&app, event, "A").await, ["hh"], "coming back");
+    let second = eventually(Duration::from_secs(20), || async {
         let answer = app
             .buy(event, "bob", "k2", json!({"seats": ["A-1-2"]}))
             .await;
@@ -325,6 +343,56 @@ async fn an_expired_order_frees_its_seats_for_the_next_buyer() {
     })
     .await;
     assert_eq!(seats(&second.body), ["A-1-2"]);
+    assert_eq!(rows(&app, event, "A").await, [".h"]);
+    app.check_passes_within(Duration::from_secs(10)).await;
+}
+
+/// Once the writer has seen a seat owned, buyers naming it are told it is
+/// taken from memory; its owner's replay still gets the order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seat_seen_taken_is_refused_from_memory_and_its_owner_still_replays() {
+    let app = spawn_app().await;
+    let event = app.create_seated_event(json!("A:1x10@5000"), 4).await;
+    let owner = app
+        .buy(event, "ann", "k", json!({"seats": ["A-1-5"]}))
+        .await;
+    assert_eq!(owner.status, StatusCode::ACCEPTED);
+
+    let buys = (0..200)
+        .map(|i| {
+            (
+                format!("fan-{i}"),
+                format!("k-{i}"),
+                json!({"seats": ["A-1-5"]}),
+            )
+        })
+        .collect();
+    let answers = app.buy_all(event, buys).await;
+    assert_eq!(count(&answers, StatusCode::CONFLICT, "seat_taken"), 200);
+    assert!(
+        app.metric("flashtix_seat_taken_from_memory_total").await > 0,
+        "the board answered some"
+    );
+
+    let replay = app
+        .buy(event, "ann", "k", json!({"seats": ["A-1-5"]}))
+        .await;
+    assert_eq!(
+        (replay.status, replay.replayed),
+        (StatusCode::ACCEPTED, true),
+        "{:?}",
+        replay.body
+    );
+    assert_eq!(replay.order_id(), owner.order_id());
+    let group = app
+        .buy(event, "cy", "k", json!({"seats": ["A-1-5", "A-1-6"]}))
+        .await;
+    assert_eq!(group.code(), "seat_taken", "{:?}", group.body);
+    assert_eq!(
+        group.body["error"]["seats"],
+        json!(["A-1-5"]),
+        "a seat the board does not know goes to Postgres, which names exactly the gone ones"
+    );
     app.check_passes_within(Duration::from_secs(10)).await;
 }
 
