@@ -5,7 +5,9 @@
 //! 1. [`request`] checks the body and the `Idempotency-Key` header.
 //! 2. The Redis gate ([`crate::gate`]) admits or refuses in one Lua step: a replayed
 //!    key, stock, the per-user limit. Most refusals end here, without Postgres;
-//!    once an event is sold out, [`sold_out`] answers from memory.
+//!    once an event is sold out, [`sold_out`] answers from memory. A seated
+//!    event skips Redis; seats its writer saw owned a moment ago are answered
+//!    "taken" from memory ([`seat_board`]).
 //! 3. An admitted reservation (a *hold*) goes to its event's writer, which commits
 //!    many orders in one transaction under the event's row lock, re-checking stock,
 //!    limit and key there: Postgres alone decides. Stock never goes below zero
