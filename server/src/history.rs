@@ -13,8 +13,9 @@
 //! `outcome` is one of `accepted`, `replayed`, `sold_out`, `seat_taken`, `limit_exceeded`,
 //! `rejected` (other 4xx), `in_progress` (`409 request_in_progress`), `error`
 //! (5xx), `timeout`, `connect_error`; `status` is absent when no answer came,
-//! `order_id` present for `accepted` and `replayed` (and `seats`, when the
-//! answer named seats). An attempt without a
+//! `order_id` present for `accepted` and `replayed`, and `seats` when the
+//! answer named seats (the order's, or the ones `seat_taken` said were gone).
+//! An attempt without a
 //! definite answer (`in_progress`, `error`, `timeout`, `connect_error`) is
 //! "unknown": its order may or may not exist, and `check` says which, without
 //! calling it an error.
@@ -109,7 +110,8 @@ pub struct Attempt {
     pub status: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order_id: Option<Uuid>,
-    /// The seats an `accepted` or `replayed` answer named.
+    /// The seats an `accepted` or `replayed` answer named, or those a
+    /// `seat_taken` answer said were gone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seats: Option<Vec<String>>,
 }

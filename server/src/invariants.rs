@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -13,7 +14,7 @@ use uuid::Uuid;
 use crate::broker::Topology;
 use crate::consumer::Handler;
 use crate::gate::Gate;
-use crate::history::Attempt;
+use crate::history::{Attempt, Outcome};
 use crate::messages::OUTBOX_ENTRIES;
 use crate::payments::PaymentWorker;
 use crate::settlement::OrderWorker;
@@ -76,6 +77,7 @@ pub const NO_DUPLICATE_ORDER: &str = "no_duplicate_order";
 pub const NO_DOUBLE_CHARGE: &str = "no_double_charge";
 pub const NO_LOST_ORDER: &str = "no_lost_order";
 pub const NO_LIE_TO_CLIENT: &str = "no_lie_to_client";
+pub const SEAT_TAKEN_WAS_TRUE: &str = "seat_taken_was_true";
 pub const PER_USER_LIMIT: &str = "per_user_limit";
 pub const ONE_OWNER_PER_SEAT: &str = "one_owner_per_seat";
 pub const REDIS_AGREES: &str = "redis_agrees";
@@ -85,6 +87,10 @@ pub const QUEUES_DRAINED: &str = "queues_drained";
 /// How long past its hold a PENDING order may stay before it counts as stuck:
 /// the sweeper runs every second or so.
 pub const EXPIRY_GRACE_SECONDS: i64 = 30;
+
+/// How far apart the storm's clock and the database's may be, for
+/// `seat_taken_was_true`.
+pub const CLOCK_SLACK_MS: i64 = 100;
 
 /// SQL: whether the outbox message `m` names an order of event `$1` (every
 /// message is a batch of entries, one per order).
@@ -138,6 +144,7 @@ pub async fn check(
     if let Some(history) = history {
         findings.insert(3, no_lost_order(pool, history, event).await?);
         findings.insert(4, no_lie_to_client(history, event));
+        findings.insert(5, seat_taken_was_true(pool, history, event).await?);
     }
     let verdict = findings
         .iter()
@@ -514,6 +521,92 @@ pub fn no_lie_to_client(history: &[Attempt], event: Option<i64>) -> Finding {
         "every key's answers agree: one order per key, no refusal after its order was confirmed",
         "clients were told things that contradict each other",
     )
+}
+
+/// Invariant 4, the seats: every seat a `seat_taken` answer named was held,
+/// sold, or not yet back on sale at some moment while the request was in
+/// flight. A seat is unavailable from the start of the transaction that
+/// wrote an order naming it (`created_at`) until the order ends unpaid
+/// (`updated_at`) plus `seat_return_delay()`, or for good. Judged on the
+/// client's `sent_at` and `finished_at` against the database's times, which
+/// are taken to agree within [`CLOCK_SLACK_MS`]. An answer that named no
+/// seats (a history written before answers recorded them) is not judged.
+async fn seat_taken_was_true(
+    pool: &PgPool,
+    history: &[Attempt],
+    event: Option<i64>,
+) -> anyhow::Result<Finding> {
+    let refused: Vec<&Attempt> = history
+        .iter()
+        .filter(|a| a.outcome == Outcome::SeatTaken)
+        .filter(|a| event.is_none_or(|only| only == a.event_id))
+        .collect();
+    let mut events: Vec<i64> = refused.iter().map(|a| a.event_id).collect();
+    events.sort_unstable();
+    events.dedup();
+    type Span = (DateTime<Utc>, Option<DateTime<Utc>>);
+    let spans: Vec<(i64, String, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT o.event_id, seat, o.created_at,
+                CASE WHEN o.status IN ('CANCELLED', 'EXPIRED')
+                     THEN o.updated_at + seat_return_delay() END
+         FROM orders o, unnest(o.seats) AS seat
+         WHERE o.event_id = ANY($1) AND o.seats IS NOT NULL",
+    )
+    .bind(&events)
+    .fetch_all(pool)
+    .await?;
+    let mut unavailable: HashMap<(i64, &str), Vec<Span>> = HashMap::new();
+    for (event_id, seat, from, until) in &spans {
+        unavailable
+            .entry((*event_id, seat.as_str()))
+            .or_default()
+            .push((*from, *until));
+    }
+    let slack = chrono::Duration::milliseconds(CLOCK_SLACK_MS);
+    let (mut judged, mut unnamed) = (0u64, 0usize);
+    let mut offenders = Vec::new();
+    for attempt in &refused {
+        let Some(seats) = &attempt.seats else {
+            unnamed += 1;
+            continue;
+        };
+        judged += 1;
+        for seat in seats {
+            let taken = unavailable
+                .get(&(attempt.event_id, seat.as_str()))
+                .into_iter()
+                .flatten()
+                .any(|(from, until)| {
+                    *from - slack <= attempt.finished_at
+                        && until.is_none_or(|until| until + slack >= attempt.sent_at)
+                });
+            if !taken {
+                offenders.push(format!(
+                    "event {} user {:?} key {:?}: told seat {seat} was taken between {} and {}, \
+                     when no order held it and none had just let it go",
+                    attempt.event_id,
+                    attempt.user_id,
+                    attempt.idempotency_key,
+                    attempt.sent_at.format("%H:%M:%S%.3f"),
+                    attempt.finished_at.format("%H:%M:%S%.3f"),
+                ));
+            }
+        }
+    }
+    offenders.sort();
+    let mut result = finding(
+        SEAT_TAKEN_WAS_TRUE,
+        judged,
+        offenders,
+        "every seat a buyer was told was taken was held, sold or on its way back then",
+        "buyers were told a seat was taken while it was for sale",
+    );
+    if unnamed > 0 {
+        result.detail.push_str(&format!(
+            "; {unnamed} seat_taken answers named no seats and were not judged"
+        ));
+    }
+    Ok(result)
 }
 
 /// 3b. No user holds more live tickets than the event's per-user limit.

@@ -38,7 +38,10 @@
 //! - `seat-check-outside-lock`: the desk looks whether the named seats are
 //!   free when a request comes in, outside any lock, and the writer takes
 //!   them without asking again: every request that looked while another's
-//!   order for the seat was on its way buys it too.
+//!   order for the seat was on its way buys it too;
+//! - `seats-back-at-once`: a seat freed by an unpaid order is on sale again at
+//!   once, while the taken-seat board still answers "taken" for it from
+//!   memory.
 
 use sqlx::PgPool;
 
@@ -59,10 +62,11 @@ pub enum Bug {
     CheckThenInsert,
     PoisonWedge,
     SeatCheckOutsideLock,
+    SeatsBackAtOnce,
 }
 
 impl Bug {
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::AckBeforeCommit,
         Self::PublishBeforeCommit,
         Self::ReleaseStockTwice,
@@ -77,6 +81,7 @@ impl Bug {
         Self::CheckThenInsert,
         Self::PoisonWedge,
         Self::SeatCheckOutsideLock,
+        Self::SeatsBackAtOnce,
     ];
 
     /// Its name in `FLASHTIX_KNOWN_BAD`.
@@ -96,6 +101,7 @@ impl Bug {
             Self::CheckThenInsert => "check-then-insert",
             Self::PoisonWedge => "poison-wedge",
             Self::SeatCheckOutsideLock => "seat-check-outside-lock",
+            Self::SeatsBackAtOnce => "seats-back-at-once",
         }
     }
 }
@@ -139,6 +145,14 @@ pub async fn weaken_schema(pool: &PgPool) -> sqlx::Result<()> {
         sqlx::query("ALTER TABLE orders DROP CONSTRAINT IF EXISTS orders_one_per_idempotency_key")
             .execute(pool)
             .await?;
+    }
+    if has(Bug::SeatsBackAtOnce) {
+        sqlx::query(
+            "CREATE OR REPLACE FUNCTION seat_return_delay() RETURNS interval
+             LANGUAGE sql IMMUTABLE AS $$ SELECT interval '0 seconds' $$",
+        )
+        .execute(pool)
+        .await?;
     }
     Ok(())
 }

@@ -3,13 +3,14 @@
 //! of queueing for the event's row lock to be told again.
 //!
 //! It is never wrong, by construction. A seat the writer saw owned at time t
-//! (read under the event's row lock, or bought by a batch that committed)
-//! cannot be sold to anyone before t + [`SEAT_RETURN_DELAY`]: an order that
-//! ends unpaid frees its seats for sale only that long after (migration 7,
+//! (read under the event's row lock, or bought by a batch that committed) is
+//! freed by a transaction that commits after t, and is for sale again only
+//! [`SEAT_RETURN_DELAY`] after that transaction began (migration 7,
 //! `seat_return_delay()`). The board trusts what it saw for [`SEAT_TAKEN_TTL`],
-//! well below the delay, dated from before the batch's transaction began.
-//! The margin between the two bounds how long a transaction that frees seats
-//! may take between its update and its commit.
+//! dated from before the batch's transaction began: well below the delay, so
+//! that a transaction ending an order may take the difference (4 s) and the
+//! seat still not sell while the board says "taken". `check` proves it on a
+//! storm's history (`seat_taken_was_true`).
 //!
 //! The board says nothing of keys: the desk still checks a refusal's key in
 //! Postgres, so the buyer who owns the seat gets their order back.

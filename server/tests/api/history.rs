@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 use flashtix_server::history::{Attempt, Outcome};
-use flashtix_server::invariants::{self, Verdict, NO_LOST_ORDER};
+use flashtix_server::invariants::{self, Verdict, NO_LOST_ORDER, SEAT_TAKEN_WAS_TRUE};
 use reqwest::StatusCode;
 use uuid::Uuid;
 
@@ -44,6 +44,14 @@ fn from_answer(event_id: i64, number: u64, user: &str, key: &str, answer: &Answe
 }
 
 async fn lost_order_finding(app: &TestApp, history: &[Attempt]) -> invariants::Finding {
+    history_finding(app, history, NO_LOST_ORDER).await
+}
+
+async fn history_finding(
+    app: &TestApp,
+    history: &[Attempt],
+    invariant: &str,
+) -> invariants::Finding {
     let report = invariants::check(
         &app.pool,
         &app.gate,
@@ -53,7 +61,7 @@ async fn lost_order_finding(app: &TestApp, history: &[Attempt]) -> invariants::F
     )
     .await
     .unwrap();
-    report.finding(NO_LOST_ORDER).unwrap().clone()
+    report.finding(invariant).unwrap().clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,5 +268,86 @@ async fn an_order_holding_other_seats_than_its_answer_named_fails_the_history() 
             "order {bob}: the answer named seats A-1-3 A-1-4, the order holds A-1-5 A-1-6"
         )),
         "{moved:?}"
+    );
+}
+
+/// Every seat a buyer was told was taken was held, sold or on its way back
+/// at the time: a "taken" for a seat past its return, or for a seat nobody
+/// ever held, is caught.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seat_told_taken_while_it_was_for_sale_fails_the_history() {
+    let app = spawn_app().await;
+    let event = app
+        .create_seated_event(serde_json::json!("A:1x6@100"), 4)
+        .await;
+    let mut history = Vec::new();
+    for (n, user) in ["ann", "bob"].into_iter().enumerate() {
+        let sent_at = Utc::now();
+        let answer = app
+            .buy(event, user, "k", serde_json::json!({"seats": ["A-1-1"]}))
+            .await;
+        let (outcome, seats) = match answer.status {
+            StatusCode::ACCEPTED => (Outcome::Accepted, &answer.body["seats"]),
+            _ => (Outcome::SeatTaken, &answer.body["error"]["seats"]),
+        };
+        history.push(Attempt {
+            sent_at,
+            finished_at: Utc::now(),
+            status: Some(answer.status.as_u16()),
+            seats: Some(serde_json::from_value(seats.clone()).unwrap()),
+            ..attempt(
+                event,
+                n as u64,
+                user,
+                "k",
+                outcome,
+                answer.order_id().parse().ok(),
+            )
+        });
+    }
+    assert_eq!(history[1].outcome, Outcome::SeatTaken, "{:?}", history[1]);
+    let truthful = history_finding(&app, &history, SEAT_TAKEN_WAS_TRUE).await;
+    assert_eq!(
+        (truthful.verdict, truthful.checked),
+        (Verdict::Pass, 1),
+        "{truthful:?}"
+    );
+
+    // Ann's order ends unpaid now: her seat is back on sale 5 s later.
+    sqlx::query("UPDATE orders SET status = 'EXPIRED', updated_at = now() WHERE id = $1")
+        .bind(history[0].order_id.unwrap())
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let told = |number: u64, user: &str, seats: Option<&[&str]>, after_ms: i64| {
+        let at = Utc::now() + chrono::Duration::milliseconds(after_ms);
+        Attempt {
+            sent_at: at,
+            finished_at: at,
+            seats: seats.map(|s| s.iter().map(|s| s.to_string()).collect()),
+            ..attempt(event, number, user, "k", Outcome::SeatTaken, None)
+        }
+    };
+    history.extend([
+        told(2, "carol", Some(&["A-1-1"]), 3_000),
+        told(3, "dave", Some(&["A-1-1"]), 6_000),
+        told(4, "erin", Some(&["A-1-4"]), 0),
+        told(5, "frank", None, 0),
+    ]);
+    let lied = history_finding(&app, &history, SEAT_TAKEN_WAS_TRUE).await;
+    assert_eq!(lied.verdict, Verdict::Fail, "{lied:?}");
+    assert_eq!(lied.examples.len(), 2, "{lied:?}");
+    assert!(
+        lied.examples[0].contains("user \"dave\" key \"k\": told seat A-1-1 was taken"),
+        "past the return delay: {lied:?}"
+    );
+    assert!(
+        lied.examples[1].contains("user \"erin\" key \"k\": told seat A-1-4 was taken"),
+        "a seat nobody held: {lied:?}"
+    );
+    assert!(
+        lied.detail
+            .contains("1 seat_taken answers named no seats and were not judged"),
+        "{lied:?}"
     );
 }

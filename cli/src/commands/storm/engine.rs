@@ -539,12 +539,17 @@ impl Context {
         } else {
             classify_status(status, body["error"]["code"].as_str())
         };
+        // The seats an order holds, or the seats a refusal said were gone.
+        let seats = match outcome {
+            Outcome::SeatTaken => body["error"]["seats"].take(),
+            _ => body["seats"].take(),
+        };
         Answer {
             outcome,
             status: Some(status.as_u16()),
             order_id: body["order_id"].as_str().and_then(|id| id.parse().ok()),
             retry_after,
-            seats: serde_json::from_value(body["seats"].take()).ok(),
+            seats: serde_json::from_value(seats).ok(),
             zone: body["zone"].as_str().map(str::to_owned),
         }
     }
@@ -567,7 +572,7 @@ struct Answer {
     order_id: Option<Uuid>,
     /// The server's `Retry-After`, if it sent one.
     retry_after: Option<Duration>,
-    /// The seats an accepted order holds.
+    /// The seats an accepted order holds, or a `seat_taken` said were gone.
     seats: Option<Vec<String>>,
     /// The general-admission zone of an accepted order on a seated event.
     zone: Option<String>,
