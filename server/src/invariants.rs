@@ -544,8 +544,11 @@ async fn seat_taken_was_true(
     let mut events: Vec<i64> = refused.iter().map(|a| a.event_id).collect();
     events.sort_unstable();
     events.dedup();
+    // From when an order held a seat until when it was back on sale (never,
+    // while the order lives).
     type Span = (DateTime<Utc>, Option<DateTime<Utc>>);
-    let spans: Vec<(i64, String, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
+    type SeatSpan = (i64, String, DateTime<Utc>, Option<DateTime<Utc>>);
+    let spans: Vec<SeatSpan> = sqlx::query_as(
         "SELECT o.event_id, seat, o.created_at,
                 CASE WHEN o.status IN ('CANCELLED', 'EXPIRED')
                      THEN o.updated_at + seat_return_delay() END
