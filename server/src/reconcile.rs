@@ -143,8 +143,10 @@ pub async fn snapshot(pool: &PgPool, event_id: i64) -> sqlx::Result<Option<Snaps
 }
 
 /// Sets Redis stock to Postgres's available tickets if they differ and nothing
-/// is in flight; rebuilds the event from Postgres if its buyers or keys do
-/// not add up.
+/// is in flight; rebuilds the event from Postgres if its buyers' tickets or
+/// its number of idempotency entries do not add up. (An order written while
+/// Redis was being reseeded after losing its keys, then cancelled, leaves the
+/// tickets in balance and one entry short.)
 pub async fn repair_drift(pool: &PgPool, gate: &Gate, event_id: i64) -> anyhow::Result<Repair> {
     let seen = gate
         .observe(event_id)
@@ -157,18 +159,20 @@ pub async fn repair_drift(pool: &PgPool, gate: &Gate, event_id: i64) -> anyhow::
         return Ok(Repair::Busy);
     }
     // Tickets held are the event row's pending + sold, which every order
-    // batch, settlement and expiry keeps equal to its live orders' quantities.
-    let in_postgres: Option<(i64, i64, i64)> = sqlx::query_as(
+    // batch, settlement and expiry keeps equal to its live orders' quantities;
+    // every order, whatever its status, has one idempotency entry.
+    let in_postgres: Option<(i64, i64, i64, i64)> = sqlx::query_as(
         "SELECT available_tickets::int8,
                 (SELECT count(*) FROM stock_returns WHERE event_id = $1),
-                (pending_tickets + sold_tickets)::int8
+                (pending_tickets + sold_tickets)::int8,
+                (SELECT count(*) FROM orders WHERE event_id = $1)
          FROM events WHERE id = $1",
     )
     .bind(event_id)
     .fetch_optional(pool)
     .await
     .context("reading Postgres stock")?;
-    let Some((available, returns_on_their_way, held)) = in_postgres else {
+    let Some((available, returns_on_their_way, held, orders)) = in_postgres else {
         return Ok(Repair::Gone);
     };
     if returns_on_their_way > 0 {
@@ -189,7 +193,7 @@ pub async fn repair_drift(pool: &PgPool, gate: &Gate, event_id: i64) -> anyhow::
     if tally.seq != seen.seq {
         return Ok(Repair::Busy);
     }
-    if tally.held == held {
+    if tally.held == held && tally.keys == orders as u64 {
         return Ok(Repair::InSync);
     }
     rebuild(
@@ -198,8 +202,9 @@ pub async fn repair_drift(pool: &PgPool, gate: &Gate, event_id: i64) -> anyhow::
         &seen,
         event_id,
         format!(
-            "buyers hold {} ticket(s) in Redis, {held} in Postgres",
-            tally.held
+            "buyers hold {} ticket(s) in Redis, {held} in Postgres; \
+             {} idempotency entries in Redis, {orders} orders in Postgres",
+            tally.held, tally.keys
         ),
     )
     .await

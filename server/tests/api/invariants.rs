@@ -201,7 +201,9 @@ async fn redis_agrees_fails_on_a_buyer_or_key_redis_got_wrong_and_the_repair_reb
     assert_eq!(
         repaired,
         Repair::Rebuilt {
-            reason: "buyers hold 2 ticket(s) in Redis, 3 in Postgres".into()
+            reason: "buyers hold 2 ticket(s) in Redis, 3 in Postgres; \
+                     2 idempotency entries in Redis, 2 orders in Postgres"
+                .into()
         }
     );
     assert_eq!(
@@ -211,6 +213,41 @@ async fn redis_agrees_fails_on_a_buyer_or_key_redis_got_wrong_and_the_repair_reb
     // Rebuilt, the keys answer as before: bob's retry is his order again.
     let retry = app.order(event, "bob", "k2", 1).await;
     assert_eq!((retry.status, retry.replayed), (StatusCode::ACCEPTED, true));
+}
+
+/// An idempotency entry missing while every buyer's tickets add up (an
+/// order written while Redis was reseeded after losing its keys, then
+/// cancelled) is seen by the reconciler's pass by the number of entries,
+/// and the event rebuilt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_key_with_the_tickets_in_balance_is_rebuilt_by_the_reconciler() {
+    let app = spawn_app_with(|settings| settings.reconcile_every = None).await;
+    let event = app.create_event(10, 4).await;
+    for (user, key) in [("ann", "k1"), ("bob", "k2")] {
+        let placed = app.order(event, user, key, 1).await;
+        assert_eq!(placed.status, StatusCode::ACCEPTED);
+    }
+    let mut redis = app.redis().await;
+    let () = redis
+        .hdel(app.redis_key(event, "keys"), "bob\nk2")
+        .await
+        .unwrap();
+    let drift = judged(&app, REDIS_AGREES, Some(event)).await;
+    assert_eq!(drift.verdict, Verdict::Fail, "{drift:?}");
+
+    let repaired = repair_drift(&app.pool, &app.gate, event).await.unwrap();
+    assert_eq!(
+        repaired,
+        Repair::Rebuilt {
+            reason: "buyers hold 2 ticket(s) in Redis, 2 in Postgres; \
+                     1 idempotency entries in Redis, 2 orders in Postgres"
+                .into()
+        }
+    );
+    assert_eq!(
+        judged(&app, REDIS_AGREES, Some(event)).await.verdict,
+        Verdict::Pass
+    );
 }
 
 /// Keys that differ while every buyer's count adds up escape the
