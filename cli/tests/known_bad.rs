@@ -509,7 +509,7 @@ async fn seats_back_on_sale_at_once_fail_seat_taken_was_true() {
         reset: &["--seating", "A:2x10@5000"],
         serve: &["--payment-failure-rate", "1", "--relay-ms", "20"],
     };
-    let storm = "--rate 300 --buyers 1200";
+    let storm = "--rate 300 --buyers 1800";
     let good = caught_by(setup, "seats-back-at-once", storm, "seat_taken_was_true").await;
     let judged = verdict_of(&good.judged().await, "seat_taken_was_true")["checked"].clone();
     assert!(

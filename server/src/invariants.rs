@@ -526,11 +526,11 @@ pub fn no_lie_to_client(history: &[Attempt], event: Option<i64>) -> Finding {
 /// Invariant 4, the seats: every seat a `seat_taken` answer named was held,
 /// sold, or not yet back on sale at some moment while the request was in
 /// flight. A seat is unavailable from the start of the transaction that
-/// wrote an order naming it (`created_at`) until the order ends unpaid
-/// (`updated_at`) plus `seat_return_delay()`, or for good. Judged on the
-/// client's `sent_at` and `finished_at` against the database's times, which
-/// are taken to agree within [`CLOCK_SLACK_MS`]. An answer that named no
-/// seats (a history written before answers recorded them) is not judged.
+/// wrote an order naming it (`created_at`) until the seats of that order are
+/// back on sale (`seats_back_at`, once it ended unpaid), or for good. Judged
+/// on the client's `sent_at` and `finished_at` against the database's times,
+/// which are taken to agree within [`CLOCK_SLACK_MS`]. An answer that named
+/// no seats (a history written before answers recorded them) is not judged.
 async fn seat_taken_was_true(
     pool: &PgPool,
     history: &[Attempt],
@@ -551,7 +551,7 @@ async fn seat_taken_was_true(
     let spans: Vec<SeatSpan> = sqlx::query_as(
         "SELECT o.event_id, seat, o.created_at,
                 CASE WHEN o.status IN ('CANCELLED', 'EXPIRED')
-                     THEN o.updated_at + seat_return_delay() END
+                     THEN coalesce(o.seats_back_at, o.updated_at) END
          FROM orders o, unnest(o.seats) AS seat
          WHERE o.event_id = ANY($1) AND o.seats IS NOT NULL",
     )

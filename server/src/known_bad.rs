@@ -149,7 +149,7 @@ pub async fn weaken_schema(pool: &PgPool) -> sqlx::Result<()> {
     if has(Bug::SeatsBackAtOnce) {
         sqlx::query(
             "CREATE OR REPLACE FUNCTION seat_return_delay() RETURNS interval
-             LANGUAGE sql IMMUTABLE AS $$ SELECT interval '0 seconds' $$",
+             LANGUAGE sql STABLE AS $$ SELECT interval '0 seconds' $$",
         )
         .execute(pool)
         .await?;

@@ -159,20 +159,18 @@ pub async fn repair_drift(pool: &PgPool, gate: &Gate, event_id: i64) -> anyhow::
         return Ok(Repair::Busy);
     }
     // Tickets held are the event row's pending + sold, which every order
-    // batch, settlement and expiry keeps equal to its live orders' quantities;
-    // every order, whatever its status, has one idempotency entry.
-    let in_postgres: Option<(i64, i64, i64, i64)> = sqlx::query_as(
+    // batch, settlement and expiry keeps equal to its live orders' quantities.
+    let in_postgres: Option<(i64, i64, i64)> = sqlx::query_as(
         "SELECT available_tickets::int8,
                 (SELECT count(*) FROM stock_returns WHERE event_id = $1),
-                (pending_tickets + sold_tickets)::int8,
-                (SELECT count(*) FROM orders WHERE event_id = $1)
+                (pending_tickets + sold_tickets)::int8
          FROM events WHERE id = $1",
     )
     .bind(event_id)
     .fetch_optional(pool)
     .await
     .context("reading Postgres stock")?;
-    let Some((available, returns_on_their_way, held, orders)) = in_postgres else {
+    let Some((available, returns_on_their_way, held)) = in_postgres else {
         return Ok(Repair::Gone);
     };
     if returns_on_their_way > 0 {
@@ -193,21 +191,27 @@ pub async fn repair_drift(pool: &PgPool, gate: &Gate, event_id: i64) -> anyhow::
     if tally.seq != seen.seq {
         return Ok(Repair::Busy);
     }
-    if tally.held == held && tally.keys == orders as u64 {
+    if tally.held != held {
+        let reason = format!(
+            "buyers hold {} ticket(s) in Redis, {held} in Postgres",
+            tally.held
+        );
+        return rebuild(pool, gate, &seen, event_id, reason).await;
+    }
+    // Every order, whatever its status, has one idempotency entry.
+    let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM orders WHERE event_id = $1")
+        .bind(event_id)
+        .fetch_one(pool)
+        .await
+        .context("counting the event's orders")?;
+    if tally.keys == orders as u64 {
         return Ok(Repair::InSync);
     }
-    rebuild(
-        pool,
-        gate,
-        &seen,
-        event_id,
-        format!(
-            "buyers hold {} ticket(s) in Redis, {held} in Postgres; \
-             {} idempotency entries in Redis, {orders} orders in Postgres",
-            tally.held, tally.keys
-        ),
-    )
-    .await
+    let reason = format!(
+        "{} idempotency entries in Redis, {orders} orders in Postgres",
+        tally.keys
+    );
+    rebuild(pool, gate, &seen, event_id, reason).await
 }
 
 /// Rebuilds the event from Postgres if any buyer's count or idempotency
