@@ -1,6 +1,8 @@
 //! The report's seat maps: each reserved zone as a grid of its seats, row 1
-//! at the top, each seat the storm sold coloured by when its order was
-//! accepted (early dark, late light), the rest by their state.
+//! at the top, each seat the storm sold and still held or sold after it
+//! coloured by when its order was accepted (early dark, late light), the rest
+//! by their state: a seat whose order ended unpaid is free again, and drawn
+//! so.
 
 use std::fmt::Write;
 
@@ -16,6 +18,8 @@ const LATE: [u8; 3] = [0xff, 0xb3, 0x00];
 /// Held or sold, but not by this storm's buyers.
 const TAKEN_BEFORE: &str = "#616161";
 const FREE: &str = "#e0e0e0";
+/// Sold in the storm, free again after it: its order ended unpaid.
+const RELEASED: &str = "#9ccc65";
 const BLOCKED: &str = "#ffffff";
 /// The widest a map is drawn, and the sizes a seat may take in it.
 const WIDTH: f64 = 900.0;
@@ -45,6 +49,7 @@ pub fn section(document: &Value) -> String {
          <span><i style=\"background:{}\"></i>{:.1} s</span>\
          <span><i style=\"background:{}\"></i>{:.1} s</span>\
          <span><i style=\"background:{TAKEN_BEFORE}\"></i>taken before the storm</span>\
+         <span><i style=\"background:{RELEASED}\"></i>sold, then free again (unpaid)</span>\
          <span><i style=\"background:{FREE}\"></i>free</span>\
          <span><i style=\"background:{BLOCKED};outline:1px solid #bbb\"></i>not for sale</span></div>",
         hex(EARLY),
@@ -85,6 +90,7 @@ fn zone_map(zone: &Value, last_sale: f64) -> String {
         for (n, state) in row.chars().enumerate() {
             let id = format!("{name}-{}-{}", r + 1, n + 1);
             let fill = match (sold[&id].as_f64(), state) {
+                (Some(_), '.') => RELEASED.to_owned(),
                 (Some(at), _) => hex(ramp(at / last_sale.max(f64::EPSILON))),
                 (None, 'x') => BLOCKED.to_owned(),
                 (None, 'h' | 's') => TAKEN_BEFORE.to_owned(),
@@ -141,7 +147,7 @@ mod tests {
     fn each_seat_is_coloured_by_when_it_sold_or_by_its_state() {
         let document = json!({"seating": [
             {"name": "A", "rows": ["ss.x", "hs.."],
-             "sold_at_seconds": {"A-1-1": 0.0, "A-1-2": 1.0, "A-2-2": 2.0}},
+             "sold_at_seconds": {"A-1-1": 0.0, "A-1-2": 1.0, "A-2-2": 2.0, "A-2-3": 1.5}},
             {"name": "FLOOR", "rows": null},
         ]});
         let html = section(&document);
@@ -160,6 +166,11 @@ mod tests {
         assert_eq!(fill_of(&html, "A-2-2"), hex(LATE));
         assert_eq!(fill_of(&html, "A-2-1"), TAKEN_BEFORE);
         assert_eq!(fill_of(&html, "A-1-3"), FREE);
+        assert_eq!(
+            fill_of(&html, "A-2-3"),
+            RELEASED,
+            "sold in the storm, its order ended unpaid"
+        );
         assert_eq!(fill_of(&html, "A-1-4"), BLOCKED);
         assert!(html.contains("2.0 s"), "the legend's last sale");
         assert_eq!(
