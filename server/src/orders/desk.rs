@@ -44,6 +44,8 @@ pub enum PlaceError {
     AboveLimit { quantity: i32, max: i32 },
     #[error("sold out: not enough tickets left for this order")]
     SoldOut,
+    #[error("zone {0} has fewer places left than asked for (other zones may have more)")]
+    ZoneSoldOut(String),
     #[error("this buyer already holds the most tickets this event allows ({max})")]
     LimitExceeded { max: i32 },
     #[error("this Idempotency-Key was already used for a different request")]
@@ -94,6 +96,7 @@ impl PlaceError {
             | Self::BlockedSeats(_)
             | Self::WrongChoice(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::SoldOut
+            | Self::ZoneSoldOut(_)
             | Self::SeatTaken(_)
             | Self::LimitExceeded { .. }
             | Self::KeyReused
@@ -108,6 +111,7 @@ impl PlaceError {
             Self::EventNotFound(_) => "event_not_found",
             Self::AboveLimit { .. } | Self::WrongChoice(_) => "invalid_request",
             Self::SoldOut => "sold_out",
+            Self::ZoneSoldOut(_) => "zone_sold_out",
             Self::SeatTaken(_) => "seat_taken",
             Self::UnknownSeats(_) => "unknown_seat",
             Self::BlockedSeats(_) => "seat_blocked",
@@ -132,6 +136,8 @@ impl PlaceError {
             | Self::SeatTaken(_)
             | Self::LimitExceeded { .. }
             | Self::Unavailable(_) => self.code(),
+            // Counted with the event's own: both say "no places for this".
+            Self::ZoneSoldOut(_) => "sold_out",
             Self::EventNotFound(_)
             | Self::AboveLimit { .. }
             | Self::UnknownSeats(_)
@@ -452,7 +458,11 @@ impl Desk {
                 Ok(Placed::Replayed(order.receipt()))
             }
             Verdict::Existing(_) => Err(PlaceError::KeyReused),
-            Verdict::SoldOut | Verdict::ZoneSoldOut => Err(PlaceError::SoldOut),
+            Verdict::SoldOut => Err(PlaceError::SoldOut),
+            Verdict::ZoneSoldOut => Err(match choice {
+                Choice::Zone(zone) => PlaceError::ZoneSoldOut(zone.clone()),
+                _ => PlaceError::SoldOut,
+            }),
             Verdict::LimitExceeded => Err(PlaceError::LimitExceeded {
                 max: terms.max_per_user,
             }),

@@ -581,7 +581,7 @@ struct Answer {
 fn classify_status(status: StatusCode, code: Option<&str>) -> Outcome {
     match (status.as_u16(), code) {
         (200..=299, _) => Outcome::Accepted,
-        (409, Some("sold_out")) => Outcome::SoldOut,
+        (409, Some("sold_out" | "zone_sold_out")) => Outcome::SoldOut,
         (409, Some("seat_taken")) => Outcome::SeatTaken,
         (409, Some("limit_exceeded")) => Outcome::LimitExceeded,
         (409, Some("request_in_progress")) => Outcome::InProgress,
@@ -604,6 +604,27 @@ fn classify_error(error: &reqwest::Error) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_are_classified_by_status_and_code() {
+        let conflict = StatusCode::CONFLICT;
+        for (status, code, outcome) in [
+            (StatusCode::ACCEPTED, None, Outcome::Accepted),
+            (conflict, Some("sold_out"), Outcome::SoldOut),
+            (conflict, Some("zone_sold_out"), Outcome::SoldOut),
+            (conflict, Some("seat_taken"), Outcome::SeatTaken),
+            (conflict, Some("limit_exceeded"), Outcome::LimitExceeded),
+            (conflict, Some("request_in_progress"), Outcome::InProgress),
+            (conflict, Some("idempotency_key_reused"), Outcome::Rejected),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("unavailable"),
+                Outcome::Error,
+            ),
+        ] {
+            assert_eq!(classify_status(status, code), outcome, "{status} {code:?}");
+        }
+    }
 
     #[test]
     fn live_percentiles_are_within_an_eighth() {
