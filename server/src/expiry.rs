@@ -34,14 +34,22 @@ pub async fn expire_due(pool: &PgPool) -> sqlx::Result<u64> {
     };
     let expired: i64 = sqlx::query_scalar(&format!(
         "WITH due AS (
-            SELECT id, status AS was FROM orders
+            SELECT id, event_id, status AS was FROM orders
             WHERE {swept} AND expires_at < now()
             ORDER BY expires_at
             LIMIT $1
             FOR UPDATE SKIP LOCKED
+         ), locked AS (
+            -- The events' row locks, in id order, before any order changes: an
+            -- expiring seated order frees its seats under its event's lock
+            -- (migration 7's trigger), and sweeps and settlements take event
+            -- locks in one order, so none waits for another in a circle.
+            SELECT id FROM events WHERE id IN (SELECT event_id FROM due)
+            ORDER BY id FOR UPDATE
          ), expired AS (
             UPDATE orders o SET status = 'EXPIRED', updated_at = now()
             FROM due WHERE o.id = due.id AND o.status = due.was
+              AND (SELECT count(*) FROM locked) >= 0
             RETURNING o.id, o.event_id, o.user_id, o.quantity, due.was
          ), per_event AS (
             SELECT event_id,

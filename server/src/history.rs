@@ -10,7 +10,8 @@
 //!  "status": 202, "order_id": "01a1fe6a-3f05-75e4-b3f8-ae968f7db7b5"}
 //! ```
 //!
-//! `outcome` is one of `accepted`, `replayed`, `sold_out`, `seat_taken`, `limit_exceeded`,
+//! `outcome` is one of `accepted`, `replayed`, `sold_out` (also a zone's,
+//! `zone_sold_out`), `seat_taken`, `limit_exceeded`,
 //! `rejected` (other 4xx), `in_progress` (`409 request_in_progress`), `error`
 //! (5xx), `timeout`, `connect_error`; `status` is absent when no answer came,
 //! `order_id` present for `accepted` and `replayed`, and `seats` when the

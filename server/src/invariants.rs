@@ -551,7 +551,7 @@ async fn seat_taken_was_true(
     let spans: Vec<SeatSpan> = sqlx::query_as(
         "SELECT o.event_id, seat, o.created_at,
                 CASE WHEN o.status IN ('CANCELLED', 'EXPIRED')
-                     THEN coalesce(o.seats_back_at, o.updated_at) END
+                     THEN coalesce(o.seats_back_at, o.updated_at + seat_return_delay()) END
          FROM orders o, unnest(o.seats) AS seat
          WHERE o.event_id = ANY($1) AND o.seats IS NOT NULL",
     )

@@ -62,8 +62,9 @@ impl OrderWorker {
     }
 
     /// Settles a batch in one transaction: locks its orders (in id order, so
-    /// batches of several processes cannot deadlock), confirms or cancels
-    /// them, and moves the events' tickets once per event. (The refund is
+    /// batches of several processes cannot deadlock), then its events (in id
+    /// order too), confirms or cancels the orders, and moves the events'
+    /// tickets once per event. (The refund is
     /// looked up as a scalar subquery: see `PaymentWorker::known_orders`.)
     async fn settle(&self, results: &[PaymentResult]) -> sqlx::Result<Vec<Settled>> {
         let mut tx = self.pool.begin().await?;
@@ -139,6 +140,17 @@ impl OrderWorker {
             settled.push(Settled::Handled(Handled::Done));
         }
 
+        if !cancelled.is_empty() {
+            // A cancelled seated order frees its seats under its event's row
+            // lock (migration 7's trigger, row by row). Take every event's
+            // lock first, in id order as the loop below does, so that batches
+            // of several events cannot deadlock.
+            let events: Vec<i64> = moved.keys().copied().collect();
+            sqlx::query("SELECT 1 FROM events WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+                .bind(&events)
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query(
             "WITH confirmed AS (
                 UPDATE orders SET status = 'CONFIRMED', updated_at = now() WHERE id = ANY($1)

@@ -602,6 +602,7 @@ mod tests {
                 max: 4,
             },
             PlaceError::SoldOut,
+            PlaceError::ZoneSoldOut("GA".into()),
             PlaceError::LimitExceeded { max: 4 },
             PlaceError::KeyReused,
             PlaceError::InProgress,
