@@ -506,19 +506,20 @@ async fn a_seat_check_outside_the_lock_fails_one_owner_per_seat() {
 }
 
 /// On the bad server a seat an unpaid order frees is on sale again at once,
-/// while the taken-seat board still answers "taken" for it from memory for
-/// up to a second: buyers are told a seat is taken while it is for sale. The
-/// real server keeps a freed seat off sale for 5 s, longer than the board
-/// trusts what it saw. Every payment is declined, and the relay passes every
-/// 20 ms, so seats come free all through the storm, well within the second
-/// the board remembers them.
+/// while the taken-seat board still answers "taken" for it from memory (for
+/// 5 s, the real return delay): buyers are told a seat is taken while it is
+/// for sale. The real server keeps a freed seat off sale for 5 s, longer than
+/// its board trusts what it saw (1 s). Every payment is declined, and the
+/// relay passes every 20 ms, so seats come free all through the storm; no
+/// buyer falls back to the zone's best seat, which would buy a freed seat
+/// again at once and make "taken" true again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seats_back_on_sale_at_once_fail_seat_taken_was_true() {
     let setup = Setup {
         reset: &["--seating", "A:2x10@5000"],
         serve: &["--payment-failure-rate", "1", "--relay-ms", "20"],
     };
-    let storm = "--rate 300 --buyers 1800";
+    let storm = "--rate 300 --buyers 1800 --seat-retry 0";
     let good = caught_by(setup, "seats-back-at-once", storm, "seat_taken_was_true").await;
     let judged = verdict_of(&good.judged().await, "seat_taken_was_true")["checked"].clone();
     assert!(

@@ -41,7 +41,7 @@
 //!   order for the seat was on its way buys it too;
 //! - `seats-back-at-once`: a seat freed by an unpaid order is on sale again at
 //!   once, while the taken-seat board still answers "taken" for it from
-//!   memory.
+//!   memory (for as long as the real server keeps freed seats off sale).
 
 use sqlx::PgPool;
 

@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::known_bad::{self, Bug};
+
 /// How long a seat seen owned is answered "taken" from memory.
 pub const SEAT_TAKEN_TTL: Duration = Duration::from_secs(1);
 /// How long after its order ends a seat is for sale again: the database's
@@ -72,7 +74,7 @@ impl SeatBoard {
         seats: impl IntoIterator<Item = &'a str>,
         seen_at: Instant,
     ) {
-        let until = seen_at + SEAT_TAKEN_TTL;
+        let until = seen_at + trusted_for();
         let now = Instant::now();
         if until <= now {
             return;
@@ -95,6 +97,17 @@ impl SeatBoard {
             known.taken_until.retain(|_, until| now < *until);
             known.pruned_at = known.taken_until.len();
         }
+    }
+}
+
+/// How long a seat seen owned is trusted. A known-bad server puts freed
+/// seats back on sale at once and trusts what it saw as long as the real
+/// server keeps them off sale.
+fn trusted_for() -> Duration {
+    if known_bad::has(Bug::SeatsBackAtOnce) {
+        SEAT_RETURN_DELAY
+    } else {
+        SEAT_TAKEN_TTL
     }
 }
 
