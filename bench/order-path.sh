@@ -8,15 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-duration=${DURATION:-10s}
-connections=${CONNECTIONS:-64}
-port=${PORT:-18090}
-target="http://127.0.0.1:$port"
-export FLASHTIX_NAMESPACE=bench_orders FLASHTIX_ADMIN_TOKEN=bench-token RUST_LOG=warn
-
-command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 2; }
-cargo build --release -q -p flashtix
-flashtix=target/release/flashtix
+. bench/common.sh
+bench_setup bench_orders 18090
+release_build
 
 $flashtix reset --tickets 100000000 --max-per-user 4 --json /tmp/flashtix-bench-events.json >/dev/null
 big_event=$(python3 -c 'import json; print(json.load(open("/tmp/flashtix-bench-events.json"))[0]["id"])')

@@ -10,15 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-duration=${DURATION:-10s}
-connections=${CONNECTIONS:-64}
-port=${PORT:-18093}
-target="http://127.0.0.1:$port"
-export FLASHTIX_NAMESPACE=bench_seats FLASHTIX_ADMIN_TOKEN=bench-token RUST_LOG=warn
-
-command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 2; }
-cargo build --release -q -p flashtix
-flashtix=target/release/flashtix
+. bench/common.sh
+bench_setup bench_seats 18093
+release_build
 work=$(mktemp -d)
 server=
 trap '[ -n "$server" ] && kill $server 2>/dev/null; wait; rm -rf "$work"' EXIT

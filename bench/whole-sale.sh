@@ -14,13 +14,8 @@ set -euo pipefail
 [ -n "${FLASHTIX:-}" ] && FLASHTIX=$(realpath -m "$FLASHTIX")
 cd "$(dirname "$0")/.."
 
-duration=${DURATION:-10s}
-connections=${CONNECTIONS:-64}
-port=${PORT:-18092}
-target="http://127.0.0.1:$port"
-export FLASHTIX_NAMESPACE=bench_sale FLASHTIX_ADMIN_TOKEN=bench-token RUST_LOG=warn
-
-command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 2; }
+. bench/common.sh
+bench_setup bench_sale 18092
 work=$(mktemp -d)
 if [ -n "${FLASHTIX:-}" ]; then
   [ -x "$FLASHTIX" ] || { echo "FLASHTIX=$FLASHTIX is not an executable" >&2; exit 2; }
@@ -28,8 +23,7 @@ if [ -n "${FLASHTIX:-}" ]; then
   ln -s "$FLASHTIX" "$work/flashtix"
   flashtix=$work/flashtix
 else
-  cargo build --release -q -p flashtix
-  flashtix=target/release/flashtix
+  release_build
 fi
 server=
 trap '[ -n "$server" ] && kill $server 2>/dev/null; wait; rm -rf "$work"' EXIT

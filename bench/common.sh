@@ -1,0 +1,20 @@
+# Sourced by the bench scripts, from the checkout's root.
+#
+# `bench_setup NAMESPACE PORT`: the run's settings from DURATION (10s),
+# CONNECTIONS (64) and PORT (the script's own), the sale's environment (its
+# own namespace on the local services, an admin token, quiet logs), and an
+# early stop if wrk is missing.
+bench_setup() {
+  duration=${DURATION:-10s}
+  connections=${CONNECTIONS:-64}
+  port=${PORT:-$2}
+  target="http://127.0.0.1:$port"
+  export FLASHTIX_NAMESPACE=$1 FLASHTIX_ADMIN_TOKEN=bench-token RUST_LOG=warn
+  command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 2; }
+}
+
+# `release_build`: builds this tree's release binary and points $flashtix at it.
+release_build() {
+  cargo build --release -q -p flashtix
+  flashtix=target/release/flashtix
+}
