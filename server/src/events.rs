@@ -205,14 +205,20 @@ pub async fn fetch_some(pool: &PgPool, only: Option<i64>) -> sqlx::Result<Vec<Ev
         .collect()
 }
 
-/// The events the Redis gate admits orders for: those sold by count alone.
-/// An event with a seating plan is decided by Postgres alone, and has no
-/// keys in Redis.
+/// SQL: whether the event whose id is the column `event_id` goes through the
+/// Redis gate: it is sold by count alone. An event with a seating plan is
+/// decided by Postgres alone, and has nothing in Redis (no keys, no stock to
+/// give back).
+pub fn gated(event_id: &str) -> String {
+    format!("NOT EXISTS (SELECT 1 FROM zones z WHERE z.event_id = {event_id})")
+}
+
+/// The events the Redis gate admits orders for (see [`gated`]).
 pub async fn gated_ids(pool: &PgPool) -> sqlx::Result<Vec<i64>> {
-    sqlx::query_scalar(
-        "SELECT id FROM events e
-         WHERE NOT EXISTS (SELECT 1 FROM zones z WHERE z.event_id = e.id) ORDER BY id",
-    )
+    sqlx::query_scalar(&format!(
+        "SELECT id FROM events e WHERE {} ORDER BY id",
+        gated("e.id")
+    ))
     .fetch_all(pool)
     .await
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
+use crate::events;
 use crate::gate::Gate;
 use crate::known_bad::{self, Bug};
 use crate::metrics::Metrics;
@@ -32,6 +33,7 @@ pub async fn expire_due(pool: &PgPool) -> sqlx::Result<u64> {
     } else {
         "status = 'PENDING'"
     };
+    let gated = events::gated("x.event_id");
     let expired: i64 = sqlx::query_scalar(&format!(
         "WITH due AS (
             SELECT id, event_id, status AS was FROM orders
@@ -63,11 +65,9 @@ pub async fn expire_due(pool: &PgPool) -> sqlx::Result<u64> {
                 sold_tickets = sold_tickets - coalesce(p.sold, 0)
             FROM per_event p WHERE e.id = p.event_id
          ), returned AS (
-            -- Tickets go back to Redis for events it admits for (a seated
-            -- event has nothing there).
+            -- Tickets go back to Redis for events it admits for.
             INSERT INTO stock_returns (order_id, event_id, user_id, quantity)
-            SELECT id, event_id, user_id, quantity FROM expired x
-            WHERE NOT EXISTS (SELECT 1 FROM zones z WHERE z.event_id = x.event_id)
+            SELECT id, event_id, user_id, quantity FROM expired x WHERE {gated}
          )
          SELECT count(*) FROM expired"
     ))

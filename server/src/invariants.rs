@@ -361,9 +361,7 @@ async fn no_lost_order(
         .iter()
         .filter(|a| event.is_none_or(|only| only == a.event_id))
         .collect();
-    let mut events: Vec<i64> = history.iter().map(|a| a.event_id).collect();
-    events.sort_unstable();
-    events.dedup();
+    let events = events_of(&history);
     let orders: Vec<(Uuid, String, String, Option<Vec<String>>)> = sqlx::query_as(
         "SELECT id, user_id, idempotency_key, seats FROM orders WHERE event_id = ANY($1)",
     )
@@ -450,6 +448,14 @@ async fn no_lost_order(
         unknown.len() - found
     ));
     Ok(result)
+}
+
+/// The events the attempts were made on, each once.
+fn events_of(attempts: &[&Attempt]) -> Vec<i64> {
+    let mut events: Vec<i64> = attempts.iter().map(|a| a.event_id).collect();
+    events.sort_unstable();
+    events.dedup();
+    events
 }
 
 fn sorted(seats: &[String]) -> Vec<&str> {
@@ -541,9 +547,7 @@ async fn seat_taken_was_true(
         .filter(|a| a.outcome == Outcome::SeatTaken)
         .filter(|a| event.is_none_or(|only| only == a.event_id))
         .collect();
-    let mut events: Vec<i64> = refused.iter().map(|a| a.event_id).collect();
-    events.sort_unstable();
-    events.dedup();
+    let events = events_of(&refused);
     // From when an order held a seat until when it was back on sale (never,
     // while the order lives).
     type Span = (DateTime<Utc>, Option<DateTime<Utc>>);

@@ -21,6 +21,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::consumer::{answers, Handled, Handler};
+use crate::events;
 use crate::gate::Gate;
 use crate::known_bad::{self, Bug};
 use crate::messages::{Outcome, PaymentResult, PAYMENT_RESULT};
@@ -151,7 +152,7 @@ impl OrderWorker {
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query(
+        sqlx::query(&format!(
             "WITH confirmed AS (
                 UPDATE orders SET status = 'CONFIRMED', updated_at = now() WHERE id = ANY($1)
              ), cancelled AS (
@@ -160,8 +161,9 @@ impl OrderWorker {
              )
              INSERT INTO stock_returns (order_id, event_id, user_id, quantity)
              SELECT id, event_id, user_id, quantity FROM cancelled c
-             WHERE NOT $3 AND NOT EXISTS (SELECT 1 FROM zones z WHERE z.event_id = c.event_id)",
-        )
+             WHERE NOT $3 AND {}",
+            events::gated("c.event_id")
+        ))
         .bind(&confirmed)
         .bind(&cancelled)
         .bind(known_bad::has(Bug::RedisCompensationSkipped))
