@@ -23,6 +23,19 @@ fn seats(answer: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// `count` buyers, each with a key of their own, all naming `seat`.
+fn fans_naming(seat: &str, count: usize) -> Vec<(String, String, Value)> {
+    (0..count)
+        .map(|i| {
+            (
+                format!("fan-{i}"),
+                format!("k-{i}"),
+                json!({"seats": [seat]}),
+            )
+        })
+        .collect()
+}
+
 /// The seat map's rows of one zone.
 async fn rows(app: &TestApp, event: i64, zone: &str) -> Vec<String> {
     let map = app.get_json(&format!("/events/{event}/seats")).await;
@@ -45,15 +58,7 @@ async fn rows(app: &TestApp, event: i64, zone: &str) -> Vec<String> {
 async fn one_seat_three_hundred_buyers_one_wins() {
     let app = spawn_app().await;
     let event = app.create_seated_event(json!("A:1x10@5000"), 4).await;
-    let buys = (0..300)
-        .map(|i| {
-            (
-                format!("fan-{i}"),
-                format!("k-{i}"),
-                json!({"seats": ["A-1-5"]}),
-            )
-        })
-        .collect();
+    let buys = fans_naming("A-1-5", 300);
 
     let answers = app.buy_all(event, buys).await;
 
@@ -366,15 +371,7 @@ async fn a_seat_seen_taken_is_refused_from_memory_and_its_owner_still_replays() 
         .await;
     assert_eq!(owner.status, StatusCode::ACCEPTED);
 
-    let buys = (0..200)
-        .map(|i| {
-            (
-                format!("fan-{i}"),
-                format!("k-{i}"),
-                json!({"seats": ["A-1-5"]}),
-            )
-        })
-        .collect();
+    let buys = fans_naming("A-1-5", 200);
     let answers = app.buy_all(event, buys).await;
     assert_eq!(count(&answers, StatusCode::CONFLICT, "seat_taken"), 200);
     assert!(
