@@ -7,7 +7,9 @@
 //! its order was still being written), and telling that buyer "no ticket"
 //! while their order stands is the one lie a sale must never tell. One task
 //! gathers the lookups waiting and answers them with one query, so a herd of
-//! refusals costs a query per batch, not one each.
+//! refusals costs a query per batch, not one each. Before it asks, it lets the
+//! requests that are ready to run add theirs ([`gather_ready`]): the query's
+//! fixed cost, not its keys, is what a herd of refusals pays for.
 
 use std::collections::HashMap;
 
@@ -67,6 +69,7 @@ impl KeyLookup {
 async fn answer(pool: PgPool, mut queue: mpsc::Receiver<Lookup>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        gather_ready(&mut queue, &mut batch).await;
         match find_all(&pool, &batch).await {
             Ok(found) => {
                 for lookup in batch.drain(..) {
@@ -80,6 +83,26 @@ async fn answer(pool: PgPool, mut queue: mpsc::Receiver<Lookup>) {
                     let _ = lookup.reply.send(Err(error.to_string()));
                 }
             }
+        }
+    }
+}
+
+/// Adds to `batch` the lookups of requests that can run now: each yield lets
+/// the runtime run them (and read the requests waiting on their sockets), and
+/// it goes on while a yield brings more. Idle, this costs one yield; under a
+/// herd of refusals one query answers several times as many.
+async fn gather_ready(queue: &mut mpsc::Receiver<Lookup>, batch: &mut Vec<Lookup>) {
+    while batch.len() < MAX_BATCH {
+        tokio::task::yield_now().await;
+        let before = batch.len();
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(lookup) => batch.push(lookup),
+                Err(_) => break,
+            }
+        }
+        if batch.len() == before {
+            return;
         }
     }
 }
@@ -109,4 +132,45 @@ async fn find_all(
             Ok(((order.user_id.clone(), key), order))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(n: usize) -> Lookup {
+        Lookup {
+            user_id: format!("buyer-{n}"),
+            idempotency_key: format!("key-{n}"),
+            reply: oneshot::channel().0,
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_batch_takes_in_the_lookups_of_requests_ready_to_run() {
+        let (lookups, mut queue) = mpsc::channel(QUEUE);
+        lookups.send(lookup(0)).await.unwrap();
+        // Requests that can run but have not yet: their lookups are not queued.
+        for n in 1..=20 {
+            let lookups = lookups.clone();
+            tokio::spawn(async move { lookups.send(lookup(n)).await.unwrap() });
+        }
+        let mut batch = Vec::new();
+        assert_eq!(queue.recv_many(&mut batch, MAX_BATCH).await, 1);
+        gather_ready(&mut queue, &mut batch).await;
+        assert_eq!(batch.len(), 21, "one query for all of them");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn gathering_stops_at_a_full_batch() {
+        let (lookups, mut queue) = mpsc::channel(QUEUE);
+        for n in 0..MAX_BATCH + 10 {
+            lookups.send(lookup(n)).await.unwrap();
+        }
+        let mut batch = Vec::new();
+        queue.recv_many(&mut batch, 1).await;
+        gather_ready(&mut queue, &mut batch).await;
+        assert_eq!(batch.len(), MAX_BATCH);
+        assert_eq!(queue.len(), 10, "the rest wait for the next query");
+    }
 }
