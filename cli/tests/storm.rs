@@ -396,6 +396,10 @@ async fn a_seated_storm_picks_seats_falls_back_to_the_best_left_and_proves_every
             "what the storm was sold is what the map shows taken: {zone}"
         );
         assert_eq!(
+            zone["returning"], 0,
+            "every order paid: no seat on its way back"
+        );
+        assert_eq!(
             taken + zone["available"].as_u64().unwrap(),
             zone["capacity"].as_u64().unwrap()
         );

@@ -505,12 +505,13 @@ pub struct ZoneMap {
     pub price_cents: i64,
     pub capacity: i64,
     pub available: i64,
-    /// Held by a PENDING order, or freed by one that ended unpaid and not yet
-    /// back on sale.
+    /// Held by a PENDING order.
     pub held: i64,
     pub sold: i64,
+    /// Freed by an order that ended unpaid, and not yet back on sale.
+    pub returning: i64,
     /// Reserved: one string per row, one character per seat from seat 1:
-    /// [`FREE`], [`HELD`], [`SOLD`] or [`BLOCKED`].
+    /// [`FREE`], [`HELD`], [`SOLD`], [`RETURNING`] or [`BLOCKED`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rows: Vec<String>,
 }
@@ -523,6 +524,7 @@ pub const SEAT_FREE: &str =
 pub const FREE: char = '.';
 pub const HELD: char = 'h';
 pub const SOLD: char = 's';
+pub const RETURNING: char = 'r';
 pub const BLOCKED: char = 'x';
 
 /// The seat map: per zone its counts and, for reserved zones, each seat's
@@ -568,6 +570,7 @@ pub async fn seat_map(pool: &PgPool, event_id: i64) -> sqlx::Result<Option<Vec<Z
             available: zone.capacity.into(),
             held: 0,
             sold: 0,
+            returning: 0,
             rows: zone
                 .rows
                 .iter()
@@ -584,13 +587,13 @@ pub async fn seat_map(pool: &PgPool, event_id: i64) -> sqlx::Result<Option<Vec<Z
             (true, _) => BLOCKED,
             (false, Some("PENDING")) => HELD,
             (false, Some("CONFIRMED")) => SOLD,
-            // Freed by an order that ended unpaid, and not yet back on sale.
-            _ if returning => HELD,
+            _ if returning => RETURNING,
             _ => FREE,
         };
         match state {
             HELD => map.held += 1,
             SOLD => map.sold += 1,
+            RETURNING => map.returning += 1,
             _ => {}
         }
         if let Some(line) = map.rows.get_mut(row as usize - 1) {
@@ -605,7 +608,7 @@ pub async fn seat_map(pool: &PgPool, event_id: i64) -> sqlx::Result<Option<Vec<Z
         }
     }
     for map in &mut maps {
-        map.available = map.capacity - map.held - map.sold;
+        map.available = map.capacity - map.held - map.sold - map.returning;
     }
     Ok(Some(maps))
 }

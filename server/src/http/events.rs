@@ -78,6 +78,7 @@ pub async fn seats(
             seating::FREE.to_string(): "available",
             seating::HELD.to_string(): "held",
             seating::SOLD.to_string(): "sold",
+            seating::RETURNING.to_string(): "returning (freed by an unpaid order, on sale again 5 s after)",
             seating::BLOCKED.to_string(): "blocked",
         },
         "zones": zones,

@@ -344,7 +344,17 @@ async fn an_expired_order_frees_its_seats_for_the_next_buyer_after_the_return_de
         coming_back > 0.0,
         "unpaid: the seats are not on sale again at once ({coming_back} s)"
     );
-    assert_eq!(rows(&app, event, "A").await, ["hh"], "coming back");
+    assert_eq!(rows(&app, event, "A").await, ["rr"], "coming back");
+    let map = app.get_json(&format!("/events/{event}/seats")).await;
+    assert_eq!(
+        (
+            &map["zones"][0]["returning"],
+            &map["zones"][0]["held"],
+            &map["zones"][0]["available"]
+        ),
+        (&json!(2), &json!(0), &json!(0)),
+        "returning seats are neither held nor for sale"
+    );
     let second = eventually(Duration::from_secs(20), || async {
         let answer = app
             .buy(event, "bob", "k2", json!({"seats": ["A-1-2"]}))

@@ -1,8 +1,8 @@
 //! The report's seat maps: each reserved zone as a grid of its seats, row 1
 //! at the top, each seat the storm sold and still held or sold after it
 //! coloured by when its order was accepted (early dark, late light), the rest
-//! by their state: a seat whose order ended unpaid is free again, and drawn
-//! so.
+//! by their state: a seat whose order ended unpaid is free again (or on its
+//! way back), and drawn so.
 
 use std::fmt::Write;
 
@@ -90,7 +90,7 @@ fn zone_map(zone: &Value, last_sale: f64) -> String {
         for (n, state) in row.chars().enumerate() {
             let id = format!("{name}-{}-{}", r + 1, n + 1);
             let fill = match (sold[&id].as_f64(), state) {
-                (Some(_), '.') => RELEASED.to_owned(),
+                (Some(_), '.' | 'r') => RELEASED.to_owned(),
                 (Some(at), _) => hex(ramp(at / last_sale.max(f64::EPSILON))),
                 (None, 'x') => BLOCKED.to_owned(),
                 (None, 'h' | 's') => TAKEN_BEFORE.to_owned(),
@@ -146,8 +146,9 @@ mod tests {
     #[test]
     fn each_seat_is_coloured_by_when_it_sold_or_by_its_state() {
         let document = json!({"seating": [
-            {"name": "A", "rows": ["ss.x", "hs.."],
-             "sold_at_seconds": {"A-1-1": 0.0, "A-1-2": 1.0, "A-2-2": 2.0, "A-2-3": 1.5}},
+            {"name": "A", "rows": ["ss.x", "hs..", "rr.."],
+             "sold_at_seconds": {"A-1-1": 0.0, "A-1-2": 1.0, "A-2-2": 2.0, "A-2-3": 1.5,
+                                 "A-3-1": 0.5}},
             {"name": "FLOOR", "rows": null},
         ]});
         let html = section(&document);
@@ -156,7 +157,7 @@ mod tests {
             1,
             "a map for the reserved zone only"
         );
-        assert_eq!(html.matches("<rect").count(), 8, "one square a seat");
+        assert_eq!(html.matches("<rect").count(), 12, "one square a seat");
         assert_eq!(fill_of(&html, "A-1-1"), hex(EARLY));
         assert_eq!(
             fill_of(&html, "A-1-2"),
@@ -170,6 +171,16 @@ mod tests {
             fill_of(&html, "A-2-3"),
             RELEASED,
             "sold in the storm, its order ended unpaid"
+        );
+        assert_eq!(
+            fill_of(&html, "A-3-1"),
+            RELEASED,
+            "sold in the storm, unpaid, on its way back"
+        );
+        assert_eq!(
+            fill_of(&html, "A-3-2"),
+            FREE,
+            "on its way back from an order before the storm"
         );
         assert_eq!(fill_of(&html, "A-1-4"), BLOCKED);
         assert!(html.contains("2.0 s"), "the legend's last sale");
