@@ -18,6 +18,8 @@ pub struct ApiError {
     pub retry_after: Option<u32>,
     /// The seats the answer is about (taken, unknown or blocked).
     pub seats: Vec<String>,
+    /// The zone the answer is about (one with too few places left).
+    pub zone: Option<String>,
 }
 
 impl ApiError {
@@ -28,6 +30,7 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             seats: Vec::new(),
+            zone: None,
         }
     }
 
@@ -60,6 +63,9 @@ impl IntoResponse for ApiError {
         let mut body = json!({"error": {"code": self.code, "message": self.message}});
         if !self.seats.is_empty() {
             body["error"]["seats"] = json!(self.seats);
+        }
+        if let Some(zone) = self.zone {
+            body["error"]["zone"] = json!(zone);
         }
         let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
@@ -101,6 +107,7 @@ impl From<PlaceError> for ApiError {
             message: error.to_string(),
             retry_after: error.retry_after(),
             seats: error.seats().to_vec(),
+            zone: error.zone().map(str::to_owned),
         }
     }
 }

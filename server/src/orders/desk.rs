@@ -148,6 +148,14 @@ impl PlaceError {
         }
     }
 
+    /// The zone the refusal is about.
+    pub fn zone(&self) -> Option<&str> {
+        match self {
+            Self::ZoneSoldOut(zone) => Some(zone),
+            _ => None,
+        }
+    }
+
     /// The seats the refusal is about.
     pub fn seats(&self) -> &[String] {
         match self {

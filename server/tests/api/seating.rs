@@ -181,6 +181,10 @@ async fn zones_sell_the_best_seats_together_and_standing_by_count() {
         .buy(event, "dan", "k1", json!({"zone": "GA", "quantity": 2}))
         .await;
     assert_eq!(too_many.code(), "zone_sold_out", "one standing place left");
+    assert_eq!(
+        too_many.body["error"]["zone"], "GA",
+        "the zone, for a program"
+    );
     assert!(
         too_many.body["error"]["message"]
             .as_str()
