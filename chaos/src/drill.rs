@@ -23,6 +23,7 @@
 
 use std::time::Duration;
 
+use flashtix_server::duration::parse as duration;
 use serde::Deserialize;
 
 /// What a drill can break.
@@ -279,27 +280,6 @@ fn window(text: &str) -> Result<(Duration, Duration), String> {
         }
         None => duration(text).map(|at| (at, at)),
     }
-}
-
-/// "250ms", "2s", "1.5s", "1m"; a bare number is seconds.
-pub fn duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(at) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let not_one = || format!("{text:?} is not a duration (like 500ms, 2s, 1m)");
-    let number: f64 = number.parse().map_err(|_| not_one())?;
-    let seconds = match unit {
-        "ms" => number / 1000.0,
-        "s" => number,
-        "m" => number * 60.0,
-        _ => return Err(format!("{text:?}: the unit must be ms, s or m")),
-    };
-    if !(seconds >= 0.0 && seconds.is_finite()) {
-        return Err(not_one());
-    }
-    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// The next number of a seeded sequence (splitmix64's mix of `state`).

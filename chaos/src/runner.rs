@@ -351,7 +351,7 @@ fn recover_limit(limits: &Limits, in_docker: bool) -> Duration {
 
 fn limit(text: &Option<String>, default: Duration) -> Duration {
     text.as_deref()
-        .and_then(|t| crate::drill::duration(t).ok())
+        .and_then(|t| flashtix_server::duration::parse(t).ok())
         .unwrap_or(default)
 }
 

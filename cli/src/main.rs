@@ -7,6 +7,7 @@ mod output;
 
 use std::process::ExitCode;
 
+use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Subcommand};
 
 /// Storms allocate small buffers by the thousand a second; mimalloc serves
@@ -51,13 +52,14 @@ async fn main() -> ExitCode {
         Command::Check(args) => commands::check::run(args).await,
         Command::Chaos(args) => commands::chaos::run(args).await,
         Command::Up(args) => commands::up::run(args).await,
-        Command::Storm(args) => {
-            let flags = matches.subcommand_matches("storm").expect("storm's flags");
-            commands::storm::run(*args, &commands::storm::Given::from_matches(flags)).await
-        }
+        Command::Storm(args) => commands::storm::run(*args).await,
         Command::Demo(mut args) => {
             let flags = matches.subcommand_matches("demo").expect("demo's flags");
-            if !commands::storm::Given::from_matches(flags).has("namespace") {
+            let said = matches!(
+                flags.value_source("namespace"),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            );
+            if !said {
                 // Its own namespace: the demo must not wipe the operator's sale.
                 args.connections.namespace = "demo".into();
             }

@@ -332,7 +332,7 @@ async fn a_bad_scenario_exits_2_and_says_what_is_wrong() {
         ),
         (
             file("bad.toml", "[storm]\nbuyers = 5\nspike = \"soon\"\n"),
-            "--spike",
+            "\"soon\" is not a duration",
         ),
     ] {
         let run = sale.run(&["storm", "--event", "1", "--scenario", &path]);

@@ -13,12 +13,13 @@
 //! - [`sale`]: resetting and seeding a sale;
 //! - [`invariants`]: what must always hold, for `flashtix check` and the tests;
 //! - [`http`]: the API; [`startup`]: building and running a process;
-//! - [`config`], [`db`], [`metrics`], [`telemetry`]: plumbing.
+//! - [`config`], [`db`], [`duration`], [`metrics`], [`telemetry`]: plumbing.
 
 pub mod broker;
 pub mod config;
 pub mod consumer;
 pub mod db;
+pub mod duration;
 pub mod events;
 pub mod expiry;
 pub mod gate;

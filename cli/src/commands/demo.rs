@@ -10,7 +10,7 @@ use anyhow::Context;
 use flashtix_chaos::local::{Process, Ready, Recipe};
 use flashtix_server::config::ConnectionArgs;
 
-use super::storm::{Given, Scenario, StormArgs};
+use super::storm::{Scenario, StormArgs};
 use super::{reset, Failure, Outcome, Services};
 
 /// How long the server may take to listen (it migrates and connects first).
@@ -82,8 +82,7 @@ pub async fn run(args: DemoArgs) -> Outcome {
         &args.spike,
     ])
     .map_err(|error| Failure::usage(error.into()))?;
-    let given = Given::of(&["buyers", "spike"]);
-    let outcome = super::storm::run_scenario(storm, scenario, &given).await;
+    let outcome = super::storm::run_scenario(storm, scenario).await;
     drop(server);
     if matches!(&outcome, Ok(code) if *code == ExitCode::SUCCESS) {
         let _ = std::fs::remove_file(&log);

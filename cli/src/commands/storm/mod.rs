@@ -4,6 +4,7 @@
 
 mod engine;
 pub mod html;
+mod options;
 mod record;
 mod report;
 mod scenario;
@@ -25,13 +26,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-pub use scenario::{Given, Scenario};
+pub use options::StormOptions;
+pub use scenario::Scenario;
 
 use super::{check, reset, Failure, Outcome, Services};
 use crate::output;
-use engine::{Model, Plan, Progress, Work};
+use engine::{Model, Progress, Storm, Work};
 use report::{Summary, Threshold};
-use workload::{parse_duration, Buyers, Quantities, Schedule};
+use workload::{Buyers, Quantities, Schedule};
 
 #[derive(clap::Args)]
 pub struct StormArgs {
@@ -47,61 +49,14 @@ pub struct StormArgs {
     /// The sale server's base URL
     #[arg(long, env = "FLASHTIX_TARGET", default_value = "http://127.0.0.1:8080")]
     target: String,
-
-    /// Open model: sends per second, constant
-    #[arg(long, group = "model")]
-    rate: Option<f64>,
-    /// Open model: the rate moves from FROM to TO over DURATION (like 100:5000:10s)
-    #[arg(long, group = "model", value_name = "FROM:TO:DURATION")]
-    ramp: Option<String>,
-    /// Open model: every buyer (--buyers) within this window; 0 fires them all at
-    /// once, after the connections are warm
-    #[arg(long, group = "model", value_name = "WINDOW")]
-    spike: Option<String>,
-    /// Closed model: this many requests in flight, each sent when one ends
-    /// (measures service time only)
-    #[arg(long, group = "model")]
-    concurrency: Option<usize>,
-    /// Stop sending after this long (like 30s)
-    #[arg(long)]
-    duration: Option<String>,
-    /// Stop after this many purchases
-    #[arg(long)]
-    buyers: Option<u64>,
-    /// Open model: at most this many requests open at once; sends beyond it wait
-    /// (and the wait counts in their latency)
-    #[arg(long, default_value_t = 1024)]
-    max_inflight: usize,
-
-    /// Fixes every buyer, event, quantity and duplicate: the same seed, the same storm
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
+    #[command(flatten)]
+    options: StormOptions,
     /// An event to buy from (repeatable); without it, every event of the sale
     #[arg(long = "event")]
     events: Vec<i64>,
     /// Buy from every event of the sale (what happens without --event)
     #[arg(long = "events", value_name = "all", value_parser = ["all"], conflicts_with = "events")]
     every_event: Option<String>,
-    /// Tickets per purchase: a number, or weights like 1:70,2:20,4:10
-    #[arg(long, default_value = "1")]
-    quantity: String,
-    /// Share of purchases sent twice at once with the same key (double clicks), 0 to 1
-    #[arg(long, default_value_t = 0.0)]
-    duplicates: f64,
-    /// Share of purchases whose buyer asks again, same key and body, a second
-    /// after a definite answer (a page refreshed: was I sold a ticket?), 0 to 1
-    #[arg(long, default_value_t = 0.0)]
-    revisit: f64,
-    /// On a seated event: share of buyers who, told their seats were taken,
-    /// ask for the zone's best available instead of giving up, 0 to 1
-    #[arg(long, default_value_t = 0.5)]
-    seat_retry: f64,
-    /// Tries again (same key, growing pause) after a timeout, a connection error or a 5xx
-    #[arg(long, default_value_t = 0)]
-    retries: u32,
-    /// How long an attempt may take before it counts as a timeout
-    #[arg(long, default_value = "10s")]
-    timeout: String,
 
     /// Calibration: plain requests to this URL with the same engine; no buying, no check
     #[arg(long, value_name = "URL")]
@@ -123,16 +78,9 @@ pub struct StormArgs {
     /// percentile distribution (.hgrm, milliseconds)
     #[arg(long, value_name = "FILE.hgrm")]
     hdr: Option<PathBuf>,
-    /// How long to wait, after the storm, for every order to settle
-    #[arg(long, default_value = "60s")]
-    settle: String,
     /// Skip the settle wait and the invariants
     #[arg(long)]
     no_check: bool,
-    /// A service level to meet, like 'p99<50ms', 'accepted_rate>5000',
-    /// 'error_rate<0.1%' (repeatable); a miss exits 3
-    #[arg(long = "threshold")]
-    thresholds: Vec<String>,
     /// Shade these time windows on the report's charts: a JSON list of
     /// {label, from, to} in seconds from the start (what `chaos` writes as it
     /// breaks things; read when the report is written)
@@ -143,205 +91,312 @@ pub struct StormArgs {
     lanes: Option<usize>,
 }
 
-/// The storm's flags, checked and turned into a plan.
-struct Validated {
+/// The storm, checked once: the flags laid over the scenario, the defaults
+/// filled in, every value in range. Everything after reads this.
+pub struct StormPlan {
     model: Model,
+    /// The model as the tables name it.
     model_label: String,
+    /// The peak rate the schedule asks for, if it asks for one.
     target_rate: Option<f64>,
     purchases: Option<u64>,
     duration: Option<Duration>,
     timeout: Duration,
     settle: Duration,
     thresholds: Vec<Threshold>,
-    quantities: Quantities,
+    /// Where requests go: the sale's base URL, or the `--raw` URL.
+    target: String,
+    /// What each send does, before the events are known.
+    sends: Sends,
+    /// Settle and check after the storm.
+    check: bool,
+    lanes: usize,
+    /// Where the results go.
+    history: Option<PathBuf>,
+    json: Option<PathBuf>,
+    report: Option<PathBuf>,
+    hdr: Option<PathBuf>,
+    shade: Option<PathBuf>,
 }
 
-impl StormArgs {
-    fn validate(&self) -> anyhow::Result<Validated> {
-        let duration = self.duration.as_deref().map(parse_duration).transpose()?;
-        let purchases = self.buyers;
+enum Sends {
+    Raw { method: reqwest::Method },
+    Buy(Buying),
+}
+
+/// A buy storm's buyers, before their events are resolved.
+struct Buying {
+    /// The events named; empty: every event of the sale.
+    events: Vec<i64>,
+    seed: u64,
+    quantities: Quantities,
+    duplicates: f64,
+    revisits: f64,
+    seat_retry: f64,
+    retries: u32,
+}
+
+impl StormPlan {
+    /// Checks the storm `args` ask for, their settings laid over `file`'s.
+    pub fn new(args: &StormArgs, file: StormOptions) -> anyhow::Result<Self> {
+        let options = args.options.clone().over(file);
+        let purchases = options.buyers;
         if purchases == Some(0) {
             bail!("--buyers must be at least 1");
         }
-        let positive = |name: &str, rate: f64| -> anyhow::Result<f64> {
-            if rate > 0.0 && rate.is_finite() {
-                Ok(rate)
-            } else {
-                bail!("{name} must be above 0, got {rate}")
-            }
-        };
-        let (model, model_label, target_rate) = if let Some(concurrency) = self.concurrency {
-            if concurrency == 0 {
-                bail!("--concurrency must be at least 1");
-            }
-            let model = Model::Closed { concurrency };
-            (
-                model,
-                format!("closed (service time), {concurrency} in flight"),
-                None,
-            )
-        } else {
-            let schedule = if let Some(ramp) = &self.ramp {
-                Schedule::ramp(ramp)?
-            } else if let Some(window) = &self.spike {
-                let buyers =
-                    purchases.context("--spike needs --buyers: how many buyers in the window")?;
-                Schedule::Spike {
-                    within: parse_duration(window).context("--spike")?,
-                    buyers,
-                }
-            } else {
-                Schedule::Constant {
-                    rate: positive("--rate", self.rate.unwrap_or(1000.0))?,
-                }
-            };
-            if self.max_inflight == 0 {
-                bail!("--max-inflight must be at least 1");
-            }
-            let label = match schedule {
-                Schedule::Constant { rate } => format!("open, {rate:.0}/s constant"),
-                Schedule::Ramp { from, to, over } => {
-                    format!("open, ramp {from:.0}/s to {to:.0}/s over {over:?}")
-                }
-                Schedule::Spike { within, buyers } if within.is_zero() => {
-                    format!("open, spike of {buyers} all at once")
-                }
-                Schedule::Spike { within, buyers } => {
-                    format!("open, spike of {buyers} within {within:?}")
-                }
-            };
-            let target = Some(schedule.peak_rate()).filter(|r| r.is_finite());
-            let model = Model::Open {
-                schedule,
-                max_inflight: self.max_inflight,
-            };
-            (model, label, target)
-        };
-        if purchases.is_none() && duration.is_none() {
+        let (model, model_label, target_rate) = model(&options)?;
+        if purchases.is_none() && options.duration.is_none() {
             bail!("say when the storm ends: --buyers N, --duration D, or both");
         }
-        for (flag, share) in [
-            ("--duplicates", self.duplicates),
-            ("--revisit", self.revisit),
-            ("--seat-retry", self.seat_retry),
-        ] {
-            if !(0.0..=1.0).contains(&share) {
-                bail!("{flag} is a share from 0 to 1, got {share}");
+        let share = |flag: &str, share: Option<f64>, default: f64| {
+            let share = share.unwrap_or(default);
+            if (0.0..=1.0).contains(&share) {
+                Ok(share)
+            } else {
+                Err(anyhow::anyhow!(
+                    "{flag} is a share from 0 to 1, got {share}"
+                ))
             }
-        }
-        let timeout = parse_duration(&self.timeout).context("--timeout")?;
+        };
+        let duplicates = share("--duplicates", options.duplicates, 0.0)?;
+        let revisits = share("--revisit", options.revisit, 0.0)?;
+        let seat_retry = share("--seat-retry", options.seat_retry, 0.5)?;
+        let timeout = options.timeout.unwrap_or(Duration::from_secs(10));
         if timeout.is_zero() {
             bail!("--timeout must be above 0");
         }
-        Ok(Validated {
+        let thresholds = options
+            .thresholds
+            .iter()
+            .map(|t| Threshold::parse(t))
+            .collect::<anyhow::Result<_>>()?;
+        let quantities = Quantities::parse(options.quantity.as_deref().unwrap_or("1"))?;
+        let (target, sends) = match &args.raw {
+            Some(url) => {
+                if args.reset {
+                    bail!("--reset seeds a sale to buy from; --raw buys nothing");
+                }
+                let method = args.method.parse().map_err(|_| {
+                    anyhow::anyhow!("--method {:?} is not an HTTP method", args.method)
+                })?;
+                (url.clone(), Sends::Raw { method })
+            }
+            None => (
+                args.target.trim_end_matches('/').to_owned(),
+                Sends::Buy(Buying {
+                    events: args.events.clone(),
+                    seed: options.seed.unwrap_or(1),
+                    quantities,
+                    duplicates,
+                    revisits,
+                    seat_retry,
+                    retries: options.retries.unwrap_or(0),
+                }),
+            ),
+        };
+        Ok(Self {
+            check: !args.no_check && matches!(sends, Sends::Buy(_)),
             model,
             model_label,
             target_rate,
             purchases,
-            duration,
+            duration: options.duration,
             timeout,
-            settle: parse_duration(&self.settle).context("--settle")?,
-            thresholds: self
-                .thresholds
-                .iter()
-                .map(|t| Threshold::parse(t))
-                .collect::<anyhow::Result<_>>()?,
-            quantities: Quantities::parse(&self.quantity)?,
+            settle: options.settle.unwrap_or(Duration::from_secs(60)),
+            thresholds,
+            target,
+            sends,
+            lanes: args
+                .lanes
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+            history: args.history.clone(),
+            json: args.json.clone(),
+            report: args.report.clone(),
+            hdr: args.hdr.clone(),
+            shade: args.shade.clone(),
         })
+    }
+
+    fn raw(&self) -> bool {
+        matches!(self.sends, Sends::Raw { .. })
+    }
+
+    /// Whether the storm needs the sale's database: to check it, or to list
+    /// its events.
+    fn needs_services(&self) -> bool {
+        self.check || matches!(&self.sends, Sends::Buy(buying) if buying.events.is_empty())
+    }
+
+    /// What the engine sends, the events resolved (and the seated ones among
+    /// them, for the seat maps after the storm).
+    async fn work(&self, services: Option<&Services>) -> Result<(Work, Vec<i64>), Failure> {
+        let buying = match &self.sends {
+            Sends::Raw { method } => {
+                let method = method.clone();
+                return Ok((Work::Raw { method }, Vec::new()));
+            }
+            Sends::Buy(buying) => buying,
+        };
+        let events = if buying.events.is_empty() {
+            every_event(services.expect("connected to list the events")).await?
+        } else {
+            buying.events.clone()
+        };
+        let seated = seats::fetch(&self.target, &events)
+            .await
+            .map_err(Failure::unreachable)?;
+        let seated_events = seated.keys().copied().collect();
+        let work = Work::Buy {
+            buyers: Buyers {
+                seed: buying.seed,
+                events,
+                quantities: buying.quantities.clone(),
+                duplicates: buying.duplicates,
+                revisits: buying.revisits,
+                seated,
+                seat_retry: buying.seat_retry,
+            },
+            retries: buying.retries,
+        };
+        Ok((work, seated_events))
     }
 }
 
+/// The model the settings name (an open one at 1000/s if none), its label
+/// and the peak rate it asks for.
+fn model(options: &StormOptions) -> anyhow::Result<(Model, String, Option<f64>)> {
+    if let Some(concurrency) = options.concurrency {
+        if concurrency == 0 {
+            bail!("--concurrency must be at least 1");
+        }
+        let label = format!("closed (service time), {concurrency} in flight");
+        return Ok((Model::Closed { concurrency }, label, None));
+    }
+    let schedule = if let Some(ramp) = &options.ramp {
+        Schedule::ramp(ramp)?
+    } else if let Some(within) = options.spike {
+        let buyers = options
+            .buyers
+            .context("--spike needs --buyers: how many buyers in the window")?;
+        Schedule::Spike { within, buyers }
+    } else {
+        let rate = options.rate.unwrap_or(1000.0);
+        if !(rate > 0.0 && rate.is_finite()) {
+            bail!("--rate must be above 0, got {rate}");
+        }
+        Schedule::Constant { rate }
+    };
+    let max_inflight = options.max_inflight.unwrap_or(1024);
+    if max_inflight == 0 {
+        bail!("--max-inflight must be at least 1");
+    }
+    let label = match schedule {
+        Schedule::Constant { rate } => format!("open, {rate:.0}/s constant"),
+        Schedule::Ramp { from, to, over } => {
+            format!("open, ramp {from:.0}/s to {to:.0}/s over {over:?}")
+        }
+        Schedule::Spike { within, buyers } if within.is_zero() => {
+            format!("open, spike of {buyers} all at once")
+        }
+        Schedule::Spike { within, buyers } => {
+            format!("open, spike of {buyers} within {within:?}")
+        }
+    };
+    let target = Some(schedule.peak_rate()).filter(|r| r.is_finite());
+    let model = Model::Open {
+        schedule,
+        max_inflight,
+    };
+    Ok((model, label, target))
+}
+
 /// `flashtix storm`: the flags, and the scenario file they name.
-pub async fn run(args: StormArgs, given: &Given) -> Outcome {
+pub async fn run(args: StormArgs) -> Outcome {
     let scenario = match &args.scenario {
         Some(path) => Scenario::read(path).map_err(Failure::usage)?,
         None => Scenario::default(),
     };
-    run_scenario(args, scenario, given).await
+    run_scenario(args, scenario).await
 }
 
-/// A storm from flags and a scenario (the flags in `given` win over it).
-pub async fn run_scenario(mut args: StormArgs, scenario: Scenario, given: &Given) -> Outcome {
+/// A storm from flags and a scenario (what the flags say wins over it): plan,
+/// fire, settle and check, write the results.
+pub async fn run_scenario(args: StormArgs, scenario: Scenario) -> Outcome {
     if let Some(description) = &scenario.description {
         eprintln!("scenario: {description}");
     }
-    args.apply(scenario.storm, given);
-    let plan = args.validate().map_err(Failure::usage)?;
-    let raw = args.raw.is_some();
+    let plan = StormPlan::new(&args, scenario.storm).map_err(Failure::usage)?;
     if args.reset {
-        if raw {
-            return Err(Failure::usage(anyhow::anyhow!(
-                "--reset seeds a sale to buy from; --raw buys nothing"
-            )));
-        }
         let sale = scenario.sale.unwrap_or_default();
         let (namespace, events) = reset::seed(&args.connections, &sale, false).await?;
         reset::print_seeded(&namespace, &events);
     }
-    let checking = !args.no_check && !raw;
-    let services = if checking || args.events.is_empty() && !raw {
+    let services = if plan.needs_services() {
         Some(Services::connect(&args.connections).await?)
     } else {
         None
     };
-    // The seated events bought from, for the seat maps after the storm.
-    let mut seated_events: Option<Vec<i64>> = None;
-    let work = match &args.raw {
-        Some(_) => Work::Raw {
-            method: args.method.parse().map_err(|_| {
-                Failure::usage(anyhow::anyhow!(
-                    "--method {:?} is not an HTTP method",
-                    args.method
-                ))
-            })?,
-        },
-        None => {
-            let events = events(&args, services.as_ref()).await?;
-            let seated = seats::fetch(args.target.trim_end_matches('/'), &events)
-                .await
-                .map_err(Failure::unreachable)?;
-            seated_events = Some(seated.keys().copied().collect::<Vec<_>>());
-            Work::Buy {
-                buyers: Buyers {
-                    seed: args.seed,
-                    events,
-                    quantities: plan.quantities.clone(),
-                    duplicates: args.duplicates,
-                    revisits: args.revisit,
-                    seated,
-                    seat_retry: args.seat_retry,
-                },
-                retries: args.retries,
+    let (work, seated_events) = plan.work(services.as_ref()).await?;
+    let storm = fire(&plan, work).await?;
+
+    let summary = Summary::new(
+        &storm,
+        plan.model_label.clone(),
+        plan.target_rate,
+        plan.raw(),
+    );
+    println!("{}", summary.rates_table());
+    println!("{}", summary.outcomes_table());
+    println!("{}", summary.latency_table());
+    let mut document = summary.json();
+    if !seated_events.is_empty() {
+        // The zones' figures are the report's, not the verdict's: a sale that
+        // cannot show its seat maps right now is still checked.
+        match seats::maps_after_storm(&plan.target, &seated_events).await {
+            Ok(maps) => {
+                let zones = report::seating(&storm.recorder, &maps);
+                if !zones.is_empty() {
+                    println!("{}", report::seating_table(&zones));
+                    document["seating"] = serde_json::Value::Array(zones);
+                }
             }
+            Err(error) => eprintln!("storm: no seat maps after the storm: {error:#}"),
         }
+    }
+    let verdict = match (&services, plan.check) {
+        (Some(services), true) => Some(settle_and_check(&plan, services, &mut document).await?),
+        _ => None,
     };
-    let lanes = args
-        .lanes
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let engine_plan = Plan {
-        model: plan.model.clone(),
-        work,
-        target: args
-            .raw
-            .clone()
-            .unwrap_or_else(|| args.target.trim_end_matches('/').to_string()),
-        purchases: plan.purchases,
-        duration: plan.duration,
-        timeout: plan.timeout,
-        lanes,
-    };
-    let (history, writer) = match &args.history {
+    let missed = judge(&plan.thresholds, &summary, &mut document);
+    write_outputs(&plan, &summary, &document)?;
+    Ok(match verdict {
+        Some(Verdict::Fail) => ExitCode::from(1),
+        _ if missed => ExitCode::from(3),
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+/// Sends the storm with a live progress bar, the history written as it goes.
+async fn fire(plan: &StormPlan, work: Work) -> Result<Storm, Failure> {
+    let (history, writer) = match &plan.history {
         Some(path) => {
             let (sink, writer) = history_writer(path.clone()).await.map_err(Failure::usage)?;
             (Some(sink), Some(writer))
         }
         None => (None, None),
     };
-
-    let target = engine_plan.target.clone();
-    eprintln!("storm: {} against {target}", plan.model_label);
+    let engine_plan = engine::Plan {
+        model: plan.model.clone(),
+        work,
+        target: plan.target.clone(),
+        purchases: plan.purchases,
+        duration: plan.duration,
+        timeout: plan.timeout,
+        lanes: plan.lanes,
+    };
+    eprintln!("storm: {} against {}", plan.model_label, plan.target);
     let progress = Arc::new(Progress::default());
-    let bar = progress_bar(&plan);
+    let bar = progress_bar(plan);
     let ticker = tokio::spawn(show_progress(
         bar.clone(),
         progress.clone(),
@@ -359,52 +414,42 @@ pub async fn run_scenario(mut args: StormArgs, scenario: Scenario, given: &Given
     if let Some(writer) = writer {
         writer.await.context("the history writer stopped")??;
     }
+    Ok(storm)
+}
 
-    let summary = Summary::new(&storm, plan.model_label.clone(), plan.target_rate, raw);
-    println!("{}", summary.rates_table());
-    println!("{}", summary.outcomes_table());
-    println!("{}", summary.latency_table());
-    let mut document = summary.json();
-    if let Some(events) = seated_events {
-        // The zones' figures are the report's, not the verdict's: a sale that
-        // cannot show its seat maps right now is still checked.
-        match seats::maps_after_storm(&target, &events).await {
-            Ok(maps) => {
-                let zones = report::seating(&storm.recorder, &maps);
-                if !zones.is_empty() {
-                    println!("{}", report::seating_table(&zones));
-                    document["seating"] = serde_json::Value::Array(zones);
-                }
-            }
-            Err(error) => eprintln!("storm: no seat maps after the storm: {error:#}"),
-        }
+/// Waits for the sale to settle, then proves it with the storm's history;
+/// both go into the document.
+async fn settle_and_check(
+    plan: &StormPlan,
+    services: &Services,
+    document: &mut serde_json::Value,
+) -> Result<Verdict, Failure> {
+    let settled_in = settle(services, plan.settle).await?;
+    match settled_in {
+        Some(took) => println!(
+            "settled: every order terminal {:.2} s after the storm",
+            took.as_secs_f64()
+        ),
+        None => println!("not settled: orders still PENDING after {:?}", plan.settle),
     }
+    document["settle_seconds"] = serde_json::json!(settled_in.map(|d| d.as_secs_f64()));
+    let history = match &plan.history {
+        Some(path) => Some(flashtix_server::history::read(path)?),
+        None => None,
+    };
+    let report = check::prove(services, history.as_deref(), None).await?;
+    check::print_report(&report);
+    document["check"] = serde_json::to_value(&report).context("the report as JSON")?;
+    Ok(report.verdict)
+}
 
-    let mut verdict = None;
-    if let (true, Some(services)) = (checking, &services) {
-        let settled_in = settle(services, plan.settle).await?;
-        match settled_in {
-            Some(took) => println!(
-                "settled: every order terminal {:.2} s after the storm",
-                took.as_secs_f64()
-            ),
-            None => println!("not settled: orders still PENDING after {:?}", plan.settle),
-        }
-        document["settle_seconds"] = serde_json::json!(settled_in.map(|d| d.as_secs_f64()));
-        let history = match &args.history {
-            Some(path) => Some(flashtix_server::history::read(path)?),
-            None => None,
-        };
-        let report = check::prove(services, history.as_deref(), None).await?;
-        check::print_report(&report);
-        verdict = Some(report.verdict);
-        document["check"] = serde_json::to_value(&report).context("the report as JSON")?;
-    }
-
+/// Judges each `--threshold`, prints and records the verdicts; true if one
+/// was missed.
+fn judge(thresholds: &[Threshold], summary: &Summary, document: &mut serde_json::Value) -> bool {
     let mut missed = false;
     let mut judged = Vec::new();
-    for threshold in &plan.thresholds {
-        let (value, met) = threshold.judge(&summary);
+    for threshold in thresholds {
+        let (value, met) = threshold.judge(summary);
         println!(
             "threshold {}: {} ({})",
             threshold.text,
@@ -415,21 +460,30 @@ pub async fn run_scenario(mut args: StormArgs, scenario: Scenario, given: &Given
         judged.push(serde_json::json!({"threshold": threshold.text, "value": value, "met": met}));
     }
     document["thresholds"] = serde_json::Value::Array(judged);
-    if let Some(path) = &args.json {
-        output::write_json(path, &document)?;
+    missed
+}
+
+/// The files the storm was asked for: JSON, HDR distribution, HTML report.
+fn write_outputs(
+    plan: &StormPlan,
+    summary: &Summary,
+    document: &serde_json::Value,
+) -> Result<(), Failure> {
+    if let Some(path) = &plan.json {
+        output::write_json(path, document)?;
     }
-    if let Some(path) = &args.hdr {
+    if let Some(path) = &plan.hdr {
         let text = report::hgrm(&summary.all_from_intended);
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
-    if let Some(path) = &args.report {
-        let windows = match &args.shade {
+    if let Some(path) = &plan.report {
+        let windows = match &plan.shade {
             Some(shade) => flashtix_chaos::windows::read(shade).map_err(anyhow::Error::new)?,
             None => Vec::new(),
         };
         let page = html::Page {
-            title: format!("flashtix storm against {}", target),
-            document: &document,
+            title: format!("flashtix storm against {}", plan.target),
+            document,
             from_intended: &summary.all_from_intended,
             service: &summary.all_service,
             windows: &windows,
@@ -437,19 +491,11 @@ pub async fn run_scenario(mut args: StormArgs, scenario: Scenario, given: &Given
         std::fs::write(path, page.render())
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(match verdict {
-        Some(Verdict::Fail) => ExitCode::from(1),
-        _ if missed => ExitCode::from(3),
-        _ => ExitCode::SUCCESS,
-    })
+    Ok(())
 }
 
-/// The events to buy from: the ones named, or every event of the sale.
-async fn events(args: &StormArgs, services: Option<&Services>) -> Result<Vec<i64>, Failure> {
-    if !args.events.is_empty() {
-        return Ok(args.events.clone());
-    }
-    let services = services.expect("connected when no event is named");
+/// Every event of the sale, for a storm that names none.
+async fn every_event(services: &Services) -> Result<Vec<i64>, Failure> {
     let ids = flashtix_server::events::ids(&services.pool)
         .await
         .context("listing the sale's events")?;
@@ -516,7 +562,7 @@ async fn settle(services: &Services, limit: Duration) -> anyhow::Result<Option<D
 /// The live bar on a terminal (indicatif hides it elsewhere): purchases sent
 /// of all (or seconds of the duration), the send rate over the last moment,
 /// outcomes so far and the p99 from the intended send so far.
-fn progress_bar(plan: &Validated) -> ProgressBar {
+fn progress_bar(plan: &StormPlan) -> ProgressBar {
     let (length, unit) = match (plan.purchases, plan.duration) {
         (Some(purchases), _) => (purchases, "purchases"),
         (None, Some(duration)) => (duration.as_secs().max(1), "s"),

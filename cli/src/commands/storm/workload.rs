@@ -72,7 +72,9 @@ impl Schedule {
             }
             Ok(rate)
         };
-        let over = parse_duration(over).context("--ramp")?;
+        let over = flashtix_server::duration::parse(over)
+            .map_err(anyhow::Error::msg)
+            .context("--ramp")?;
         if over.is_zero() {
             bail!("--ramp: the duration must be above 0");
         }
@@ -82,11 +84,6 @@ impl Schedule {
             over,
         })
     }
-}
-
-/// Parses `250ms`, `2s`, `1.5s`, `3m` or a bare number of seconds.
-pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
-    flashtix_chaos::drill::duration(text).map_err(anyhow::Error::msg)
 }
 
 /// How many tickets each purchase asks for: `1`, or weights like `1:70,2:20,4:10`.
@@ -281,14 +278,19 @@ mod tests {
     }
 
     #[test]
-    fn bad_ramps_and_durations_are_refused_with_a_reason() {
+    fn bad_ramps_are_refused_with_a_reason() {
         assert!(Schedule::ramp("100:200").is_err());
         assert!(Schedule::ramp("0:200:5s").is_err());
         assert!(Schedule::ramp("10:200:0s").is_err());
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
-        assert!(parse_duration("5h").is_err());
-        assert!(parse_duration("-1s").is_err());
+        assert!(Schedule::ramp("10:200:5d").is_err());
+        assert_eq!(
+            Schedule::ramp("10:200:1m30s").unwrap(),
+            Schedule::Ramp {
+                from: 10.0,
+                to: 200.0,
+                over: Duration::from_secs(90)
+            }
+        );
     }
 
     #[test]

@@ -1,0 +1,180 @@
+//! What a storm may be told, on the command line or in a scenario's `[storm]`
+//! table: one struct for both, every setting optional, so "not said" is
+//! `None` wherever it was not said. [`StormOptions::over`] lays the command
+//! line over the file; the defaults come in only when the storm is planned
+//! ([`super::StormPlan`]).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The storm's settings: `flashtix storm`'s flags, or a scenario's `[storm]`
+/// table under the same names.
+#[derive(Debug, Clone, Default, PartialEq, clap::Args, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StormOptions {
+    /// Open model: sends per second, constant (default 1000/s)
+    #[arg(long, group = "model")]
+    pub rate: Option<f64>,
+    /// Open model: the rate moves from FROM to TO over DURATION (like 100:5000:10s)
+    #[arg(long, group = "model", value_name = "FROM:TO:DURATION")]
+    pub ramp: Option<String>,
+    /// Open model: every buyer (--buyers) within this window; 0 fires them all at
+    /// once, after the connections are warm
+    #[arg(long, group = "model", value_name = "WINDOW", value_parser = duration)]
+    #[serde(deserialize_with = "flashtix_server::duration::deserialize_option")]
+    pub spike: Option<Duration>,
+    /// Closed model: this many requests in flight, each sent when one ends
+    /// (measures service time only)
+    #[arg(long, group = "model")]
+    pub concurrency: Option<usize>,
+    /// Stop sending after this long (like 30s, 1m30s)
+    #[arg(long, value_parser = duration)]
+    #[serde(deserialize_with = "flashtix_server::duration::deserialize_option")]
+    pub duration: Option<Duration>,
+    /// Stop after this many purchases
+    #[arg(long)]
+    pub buyers: Option<u64>,
+    /// Open model: at most this many requests open at once; sends beyond it wait
+    /// (and the wait counts in their latency) [default: 1024]
+    #[arg(long)]
+    pub max_inflight: Option<usize>,
+
+    /// Fixes every buyer, event, quantity and duplicate: the same seed, the
+    /// same storm [default: 1]
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Tickets per purchase: a number, or weights like 1:70,2:20,4:10 [default: 1]
+    #[arg(long)]
+    pub quantity: Option<String>,
+    /// Share of purchases sent twice at once with the same key (double
+    /// clicks), 0 to 1 [default: 0]
+    #[arg(long)]
+    pub duplicates: Option<f64>,
+    /// Share of purchases whose buyer asks again, same key and body, a second
+    /// after a definite answer (a page refreshed: was I sold a ticket?), 0 to
+    /// 1 [default: 0]
+    #[arg(long)]
+    pub revisit: Option<f64>,
+    /// On a seated event: share of buyers who, told their seats were taken,
+    /// ask for the zone's best available instead of giving up, 0 to 1
+    /// [default: 0.5]
+    #[arg(long)]
+    pub seat_retry: Option<f64>,
+    /// Tries again (same key, growing pause) after a timeout, a connection
+    /// error or a 5xx [default: 0]
+    #[arg(long)]
+    pub retries: Option<u32>,
+    /// How long an attempt may take before it counts as a timeout [default: 10s]
+    #[arg(long, value_parser = duration)]
+    #[serde(deserialize_with = "flashtix_server::duration::deserialize_option")]
+    pub timeout: Option<Duration>,
+    /// How long to wait, after the storm, for every order to settle [default: 60s]
+    #[arg(long, value_parser = duration)]
+    #[serde(deserialize_with = "flashtix_server::duration::deserialize_option")]
+    pub settle: Option<Duration>,
+    /// A service level to meet, like 'p99<50ms', 'accepted_rate>5000',
+    /// 'error_rate<0.1%' (repeatable); a miss exits 3
+    #[arg(long = "threshold")]
+    #[serde(rename = "threshold")]
+    pub thresholds: Vec<String>,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    flashtix_server::duration::parse(text)
+}
+
+impl StormOptions {
+    /// How many of rate, ramp, spike and concurrency it names.
+    pub fn models(&self) -> usize {
+        [
+            self.rate.is_some(),
+            self.ramp.is_some(),
+            self.spike.is_some(),
+            self.concurrency.is_some(),
+        ]
+        .into_iter()
+        .filter(|&named| named)
+        .count()
+    }
+
+    /// These settings laid over `under` (a scenario's): what these say wins,
+    /// the rest comes from `under`. The model (rate, ramp, spike or
+    /// concurrency) is taken whole from one side.
+    pub fn over(self, under: Self) -> Self {
+        let model = if self.models() > 0 { &self } else { &under };
+        Self {
+            rate: model.rate,
+            ramp: model.ramp.clone(),
+            spike: model.spike,
+            concurrency: model.concurrency,
+            duration: self.duration.or(under.duration),
+            buyers: self.buyers.or(under.buyers),
+            max_inflight: self.max_inflight.or(under.max_inflight),
+            seed: self.seed.or(under.seed),
+            quantity: self.quantity.or(under.quantity),
+            duplicates: self.duplicates.or(under.duplicates),
+            revisit: self.revisit.or(under.revisit),
+            seat_retry: self.seat_retry.or(under.seat_retry),
+            retries: self.retries.or(under.retries),
+            timeout: self.timeout.or(under.timeout),
+            settle: self.settle.or(under.settle),
+            thresholds: if self.thresholds.is_empty() {
+                under.thresholds
+            } else {
+                self.thresholds
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::parse_flags;
+
+    const FILE: &str = r#"
+        spike = "0s"
+        buyers = 500
+        duplicates = 0.3
+        timeout = "1m30s"
+        threshold = ["p99<1s"]
+    "#;
+
+    #[test]
+    fn the_file_fills_what_the_flags_left_out() {
+        let file: StormOptions = toml::from_str(FILE).unwrap();
+        let flags: StormOptions = parse_flags(&["--buyers", "7", "--settle", "1h"]).unwrap();
+        let options = flags.over(file);
+        assert_eq!(options.spike, Some(Duration::ZERO));
+        assert_eq!(options.buyers, Some(7), "the flag wins");
+        assert_eq!(options.duplicates, Some(0.3));
+        assert_eq!(options.timeout, Some(Duration::from_secs(90)));
+        assert_eq!(options.settle, Some(Duration::from_secs(3600)));
+        assert_eq!(options.thresholds, ["p99<1s"]);
+        assert_eq!(
+            options.quantity, None,
+            "said by neither: the default, later"
+        );
+    }
+
+    #[test]
+    fn a_model_flag_replaces_the_files_model() {
+        let file: StormOptions = toml::from_str(FILE).unwrap();
+        let flags: StormOptions = parse_flags(&["--rate", "50"]).unwrap();
+        let options = flags.over(file);
+        assert_eq!((options.rate, options.spike), (Some(50.0), None));
+        assert_eq!(options.buyers, Some(500));
+    }
+
+    #[test]
+    fn flags_and_file_take_the_same_durations() {
+        let flags: StormOptions = parse_flags(&["--spike", "1m30s"]).unwrap();
+        let file: StormOptions = toml::from_str("spike = \"1m30s\"").unwrap();
+        assert_eq!(flags, file);
+        let error = parse_flags::<StormOptions>(&["--timeout", "soon"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("not a duration"), "{error}");
+    }
+}
