@@ -5,6 +5,7 @@
 mod commands;
 mod output;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::parser::ValueSource;
@@ -45,6 +46,11 @@ enum Command {
 async fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    if let Some((_, flags)) = matches.subcommand() {
+        // `--json -`: stdout is the JSON document's alone.
+        let json = flags.try_get_one::<PathBuf>("json").ok().flatten();
+        output::json_goes_to(json.map(PathBuf::as_path));
+    }
     let quiet = !matches!(cli.command, Command::Serve(_));
     flashtix_server::telemetry::init(if quiet { "warn" } else { "info" });
     let outcome = match cli.command {

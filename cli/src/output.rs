@@ -1,15 +1,59 @@
 //! Human and machine output: comfy-tables on stdout, JSON files on request.
+//! `--json -` puts the JSON on stdout instead, and then everything written
+//! for people ([`say!`](crate::say)) goes to stderr, so that stdout is one
+//! JSON document a program can read.
 
+use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use anyhow::Context;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, Color, ContentArrangement, Table};
 use flashtix_server::events::Event;
 use flashtix_server::invariants::{Report, Verdict};
 
+static JSON_ON_STDOUT: AtomicBool = AtomicBool::new(false);
+
+/// Whether `path` names stdout (`-`).
+pub fn is_stdout(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// Called once with the command's `--json`: if it is `-`, what is said for
+/// people goes to stderr from then on.
+pub fn json_goes_to(path: Option<&Path>) {
+    JSON_ON_STDOUT.store(path.is_some_and(is_stdout), Relaxed);
+}
+
+/// Whether the human output goes to stderr (stdout carries JSON).
+pub fn human_on_stderr() -> bool {
+    JSON_ON_STDOUT.load(Relaxed)
+}
+
+/// `println!` for people: to stdout, or to stderr under `--json -`.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if $crate::output::human_on_stderr() {
+            eprintln!($($arg)*)
+        } else {
+            println!($($arg)*)
+        }
+    };
+}
+
+/// Writes `value` as pretty JSON to `path`, or to stdout if it is `-`.
 pub fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
-    let text = serde_json::to_string_pretty(value)?;
-    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+    let text = serde_json::to_string_pretty(value)? + "\n";
+    if is_stdout(path) {
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush())
+            .context("writing the JSON to stdout")
+    } else {
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    }
 }
 
 /// A table in the CLI's one style.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_all_held, stderr, stdout, Sale};
+use common::{assert_all_held, assert_exit, stderr, stdout, Sale};
 use uuid::Uuid;
 
 #[tokio::test]
@@ -22,6 +22,28 @@ async fn reset_seeds_events_and_check_passes() {
     assert_all_held(&check);
     let (_, report) = sale.json("report.json");
     assert_eq!(report["verdict"], "PASS");
+}
+
+#[tokio::test]
+async fn json_to_stdout_leaves_the_tables_to_stderr() {
+    let sale = Sale::new().await;
+    let reset = sale.run(&["reset", "--tickets", "7", "--json", "-"]);
+    assert_exit(&reset, 0);
+    let events: serde_json::Value =
+        serde_json::from_slice(&reset.stdout).expect("stdout is the events, as JSON");
+    assert_eq!(events[0]["total_tickets"], 7);
+    assert!(stderr(&reset).contains("Flash sale"), "{}", stderr(&reset));
+
+    let check = sale.run(&["check", "--json", "-"]);
+    assert_exit(&check, 0);
+    let report: serde_json::Value =
+        serde_json::from_slice(&check.stdout).expect("stdout is the report, as JSON");
+    assert_eq!(report["verdict"], "PASS");
+    assert!(
+        stderr(&check).contains("PASS: every invariant held"),
+        "{}",
+        stderr(&check)
+    );
 }
 
 #[tokio::test]

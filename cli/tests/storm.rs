@@ -78,6 +78,21 @@ async fn latency_from_the_intended_time_shows_a_stall_that_service_time_hides() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_to_stdout_is_the_results_alone_and_the_tables_go_to_stderr() {
+    let url = fake_server(Router::new().route("/", get(|| async { "ok" }))).await;
+    let sale = Sale::new().await;
+    let run = storm(
+        &sale,
+        &format!("--raw {url} --rate 200 --duration 0m0.5s --json -"),
+    )
+    .await;
+    assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
+    let results: Value = serde_json::from_slice(&run.stdout).expect("stdout is one JSON document");
+    assert_eq!(results["outcomes"]["accepted"], 100, "{results:#}");
+    assert!(stderr(&run).contains("completed/s"), "{}", stderr(&run));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_come_back_as_replays_of_the_first_order_and_the_history_has_every_attempt() {
     let sale = Sale::new().await;
     let (events, _) = sale.reset(&["--tickets", "150", "--max-per-user", "4"]);

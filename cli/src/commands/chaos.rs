@@ -15,7 +15,7 @@ use flashtix_chaos::switchboard::{Route, Switchboard};
 use flashtix_server::startup::signalled;
 
 use super::{Failure, Outcome};
-use crate::output;
+use crate::{output, say};
 
 #[derive(clap::Args)]
 pub struct ChaosArgs {
@@ -183,7 +183,7 @@ fn list(place: &Catalogue) -> Outcome {
             drill.description.clone(),
         ]);
     }
-    println!("{table}");
+    say!("{table}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -256,7 +256,7 @@ async fn run_drills(drills: Vec<(String, DrillFile)>, options: &RunOptions) -> O
     if passed && !options.keep {
         let _ = std::fs::remove_dir_all(&work);
     } else {
-        println!("logs, histories and reports: {}", work.display());
+        say!("logs, histories and reports: {}", work.display());
     }
     Ok(if passed {
         ExitCode::SUCCESS
@@ -345,16 +345,16 @@ fn print_drill(report: &DrillReport) {
             seconds(fault.recovered),
         ]);
     }
-    println!("{faults}");
+    say!("{faults}");
     if let Some(check) = &report.check {
-        println!("{}", output::report_table(check));
+        say!("{}", output::report_table(check));
     }
     let outcomes: Vec<String> = report
         .outcomes
         .iter()
         .map(|(outcome, n)| format!("{outcome} {n}"))
         .collect();
-    println!(
+    say!(
         "{} (seed {}): {} in {:.0} s; storm: {}; settled {}",
         report.drill,
         report.seed,
@@ -366,7 +366,7 @@ fn print_drill(report: &DrillReport) {
             .map_or("never".into(), |s| format!("{s:.1} s after the storm")),
     );
     for reason in &report.reasons {
-        println!("  - {reason}");
+        say!("  - {reason}");
     }
 }
 
@@ -381,11 +381,11 @@ fn print_summary(reports: &[DrillReport]) {
             report.verdict.to_string(),
         ]);
     }
-    println!("{table}");
+    say!("{table}");
     let failed = reports.iter().filter(|r| !r.passed()).count();
     match failed {
-        0 => println!("PASS: every drill held ({} runs)", reports.len()),
-        n => println!("FAIL: {n} of {} runs broke", reports.len()),
+        0 => say!("PASS: every drill held ({} runs)", reports.len()),
+        n => say!("FAIL: {n} of {} runs broke", reports.len()),
     }
 }
 

@@ -9,7 +9,7 @@ use flashtix_server::invariants::{self, Verdict};
 use flashtix_server::reconcile::{self, Repair};
 
 use super::{Failure, Outcome, Services};
-use crate::output;
+use crate::{output, say};
 
 #[derive(clap::Args)]
 pub struct CheckArgs {
@@ -56,12 +56,12 @@ pub async fn run(args: CheckArgs) -> Outcome {
             };
             match entries {
                 Repair::Repaired { from, to } => {
-                    println!("event {event_id}: Redis stock corrected from {from} to {to}")
+                    say!("event {event_id}: Redis stock corrected from {from} to {to}")
                 }
                 Repair::Rebuilt { reason } => {
-                    println!("event {event_id}: Redis rebuilt from Postgres ({reason})")
+                    say!("event {event_id}: Redis rebuilt from Postgres ({reason})")
                 }
-                Repair::Busy => println!("event {event_id}: orders in flight, not repaired"),
+                Repair::Busy => say!("event {event_id}: orders in flight, not repaired"),
                 Repair::InSync | Repair::Unseeded | Repair::Gone => {}
             }
         }
@@ -96,11 +96,11 @@ pub async fn prove(
 
 /// The findings' table and the verdict line.
 pub fn print_report(report: &invariants::Report) {
-    println!("{}", output::report_table(report));
+    say!("{}", output::report_table(report));
     let verdict = match report.verdict {
         Verdict::Pass => "PASS: every invariant held",
         Verdict::Unknown => "UNKNOWN: nothing failed, but not everything could be judged",
         Verdict::Fail => "FAIL: an invariant was broken",
     };
-    println!("{verdict}");
+    say!("{verdict}");
 }

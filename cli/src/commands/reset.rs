@@ -10,7 +10,7 @@ use flashtix_server::sale::{self, SaleSpec};
 use flashtix_server::seating::PlanSpec;
 
 use super::{Failure, Outcome, Services};
-use crate::output;
+use crate::{output, say};
 
 #[derive(clap::Args)]
 pub struct ResetArgs {
@@ -121,7 +121,7 @@ pub async fn run(args: ResetArgs) -> Outcome {
     let (namespace, events) = seed(&args.connections, &args.sale, args.yes).await?;
     if args.print_ids {
         for event in &events {
-            println!("{}", event.id);
+            say!("{}", event.id);
         }
     } else {
         print_seeded(&namespace, &events);
@@ -164,10 +164,10 @@ pub async fn seed(
 }
 
 pub fn print_seeded(namespace: &Namespace, events: &[Event]) {
-    println!(
+    say!(
         "Reset namespace {:?}: seeded {} event(s).",
         namespace.as_str(),
         events.len()
     );
-    println!("{}", output::events_table(events));
+    say!("{}", output::events_table(events));
 }

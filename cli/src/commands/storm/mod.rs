@@ -30,7 +30,7 @@ pub use options::StormOptions;
 pub use scenario::Scenario;
 
 use super::{check, reset, Failure, Outcome, Services};
-use crate::output;
+use crate::{output, say};
 use engine::{Model, Progress, Storm, Work};
 use report::{Summary, Threshold};
 use workload::{Buyers, Quantities, Schedule};
@@ -345,9 +345,9 @@ pub async fn run_scenario(args: StormArgs, scenario: Scenario) -> Outcome {
         plan.target_rate,
         plan.raw(),
     );
-    println!("{}", summary.rates_table());
-    println!("{}", summary.outcomes_table());
-    println!("{}", summary.latency_table());
+    say!("{}", summary.rates_table());
+    say!("{}", summary.outcomes_table());
+    say!("{}", summary.latency_table());
     let mut document = summary.json();
     if !seated_events.is_empty() {
         // The zones' figures are the report's, not the verdict's: a sale that
@@ -356,7 +356,7 @@ pub async fn run_scenario(args: StormArgs, scenario: Scenario) -> Outcome {
             Ok(maps) => {
                 let zones = report::seating(&storm.recorder, &maps);
                 if !zones.is_empty() {
-                    println!("{}", report::seating_table(&zones));
+                    say!("{}", report::seating_table(&zones));
                     document["seating"] = serde_json::Value::Array(zones);
                 }
             }
@@ -426,11 +426,11 @@ async fn settle_and_check(
 ) -> Result<Verdict, Failure> {
     let settled_in = settle(services, plan.settle).await?;
     match settled_in {
-        Some(took) => println!(
+        Some(took) => say!(
             "settled: every order terminal {:.2} s after the storm",
             took.as_secs_f64()
         ),
-        None => println!("not settled: orders still PENDING after {:?}", plan.settle),
+        None => say!("not settled: orders still PENDING after {:?}", plan.settle),
     }
     document["settle_seconds"] = serde_json::json!(settled_in.map(|d| d.as_secs_f64()));
     let history = match &plan.history {
@@ -450,7 +450,7 @@ fn judge(thresholds: &[Threshold], summary: &Summary, document: &mut serde_json:
     let mut judged = Vec::new();
     for threshold in thresholds {
         let (value, met) = threshold.judge(summary);
-        println!(
+        say!(
             "threshold {}: {} ({})",
             threshold.text,
             if met { "met" } else { "MISSED" },
