@@ -87,12 +87,20 @@ async fn answer(pool: PgPool, mut queue: mpsc::Receiver<Lookup>) {
     }
 }
 
+/// The most yields one gathering takes: under a steady trickle of lookups,
+/// the first one waits no longer than this many turns of the runtime.
+const GATHER_YIELDS: usize = 8;
+
 /// Adds to `batch` the lookups of requests that can run now: each yield lets
 /// the runtime run them (and read the requests waiting on their sockets), and
-/// it goes on while a yield brings more. Idle, this costs one yield; under a
-/// herd of refusals one query answers several times as many.
+/// it goes on while a yield brings more, up to [`GATHER_YIELDS`]. Idle, this
+/// costs one yield; under a herd of refusals one query answers several times
+/// as many.
 async fn gather_ready(queue: &mut mpsc::Receiver<Lookup>, batch: &mut Vec<Lookup>) {
-    while batch.len() < MAX_BATCH {
+    for _ in 0..GATHER_YIELDS {
+        if batch.len() >= MAX_BATCH {
+            return;
+        }
         tokio::task::yield_now().await;
         let before = batch.len();
         while batch.len() < MAX_BATCH {
@@ -159,6 +167,27 @@ mod tests {
         assert_eq!(queue.recv_many(&mut batch, MAX_BATCH).await, 1);
         gather_ready(&mut queue, &mut batch).await;
         assert_eq!(batch.len(), 21, "one query for all of them");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn gathering_ends_under_a_trickle_that_never_stops() {
+        let (lookups, mut queue) = mpsc::channel(QUEUE);
+        let trickle = tokio::spawn(async move {
+            for n in 0.. {
+                if lookups.send(lookup(n)).await.is_err() {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        });
+        let mut batch = Vec::new();
+        queue.recv_many(&mut batch, MAX_BATCH).await;
+        let gathering = gather_ready(&mut queue, &mut batch);
+        tokio::time::timeout(std::time::Duration::from_secs(5), gathering)
+            .await
+            .expect("the gathering ends");
+        assert!(batch.len() <= 1 + GATHER_YIELDS, "{} gathered", batch.len());
+        trickle.abort();
     }
 
     #[tokio::test(flavor = "current_thread")]
