@@ -17,7 +17,8 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     if text.is_empty() {
         return Err(not_one());
     }
-    if let Ok(seconds) = text.parse::<f64>() {
+    if text.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        let seconds = text.parse::<f64>().map_err(|_| not_one())?;
         return from_seconds(seconds).ok_or_else(not_one);
     }
     let mut seconds = 0.0;
@@ -38,8 +39,10 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     from_seconds(seconds).ok_or_else(not_one)
 }
 
+/// A duration of `seconds`, if that is one (not negative, not past what a
+/// `Duration` holds).
 fn from_seconds(seconds: f64) -> Option<Duration> {
-    (seconds >= 0.0 && seconds.is_finite()).then(|| Duration::from_secs_f64(seconds))
+    Duration::try_from_secs_f64(seconds).ok()
 }
 
 /// For serde: a duration written as text (`"2s"`) or a number of seconds.
@@ -92,6 +95,8 @@ mod tests {
             ("1m30", "has no unit"),
             ("fast", "not a duration"),
             ("1..5s", "not a duration"),
+            ("1e30", "the unit must be"),
+            ("9999999999999999999999h", "not a duration"),
         ] {
             let error = parse(text).unwrap_err();
             assert!(error.contains(says), "{text:?}: {error}");
@@ -115,6 +120,8 @@ mod tests {
             Some(Duration::from_millis(2_500))
         );
         assert_eq!(read("{}").unwrap(), None);
+        let huge = read(r#"{"wait": 1e30}"#).unwrap_err().to_string();
+        assert!(huge.contains("not a duration"), "{huge}");
         let error = read(r#"{"wait": "soon"}"#).unwrap_err().to_string();
         assert!(error.contains("not a duration"), "{error}");
     }
