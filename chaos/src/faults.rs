@@ -179,10 +179,18 @@ fn network(fault: &Fault) -> Option<proxy::Fault> {
     })
 }
 
+/// Runs a drill's shell command in `dir`; what it prints goes to
+/// `commands.log` there (stdout may be carrying `--json -`).
 async fn shell(command: &str, dir: &std::path::Path) -> io::Result<()> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("commands.log"))?;
     let status = Command::new("sh")
         .args(["-c", command])
         .current_dir(dir)
+        .stdout(log.try_clone()?)
+        .stderr(log)
         .status()
         .await?;
     if status.success() {

@@ -46,11 +46,14 @@ enum Command {
 async fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
-    if let Some((_, flags)) = matches.subcommand() {
-        // `--json -`: stdout is the JSON document's alone.
-        let json = flags.try_get_one::<PathBuf>("json").ok().flatten();
-        output::json_goes_to(json.map(PathBuf::as_path));
+    // `--json -` (on the innermost subcommand: `chaos run` has its own):
+    // stdout is the JSON document's alone.
+    let mut flags = &matches;
+    while let Some((_, inner)) = flags.subcommand() {
+        flags = inner;
     }
+    let json = flags.try_get_one::<PathBuf>("json").ok().flatten();
+    output::json_goes_to(json.map(PathBuf::as_path));
     let quiet = !matches!(cli.command, Command::Serve(_));
     flashtix_server::telemetry::init(if quiet { "warn" } else { "info" });
     let outcome = match cli.command {

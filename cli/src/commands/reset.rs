@@ -118,10 +118,16 @@ fn read_plan(given: &str) -> anyhow::Result<PlanSpec> {
 }
 
 pub async fn run(args: ResetArgs) -> Outcome {
+    if args.print_ids && args.json.as_deref().is_some_and(output::is_stdout) {
+        return Err(Failure::usage(anyhow!(
+            "--print-ids and --json - both write to stdout: choose one"
+        )));
+    }
     let (namespace, events) = seed(&args.connections, &args.sale, args.yes).await?;
     if args.print_ids {
+        // For scripts: on stdout, whatever else is said.
         for event in &events {
-            say!("{}", event.id);
+            println!("{}", event.id);
         }
     } else {
         print_seeded(&namespace, &events);
