@@ -93,6 +93,28 @@ async fn json_to_stdout_is_the_results_alone_and_the_tables_go_to_stderr() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_that_cannot_keep_its_schedule_says_so() {
+    let url = fake_server(Router::new().route("/", get(|| async { "ok" }))).await;
+    let sale = Sale::new().await;
+    let (json_file, _) = sale.json("behind.json");
+    // One lane asked for 200,000 sends a second: no machine here sends that.
+    let run = storm(
+        &sale,
+        &format!("--raw {url} --rate 200000 --buyers 20000 --lanes 1 --json {json_file}"),
+    )
+    .await;
+    assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
+    let (_, results) = sale.json("behind.json");
+    let schedule = &results["schedule"];
+    assert_eq!(schedule["kept"], false, "{results:#}");
+    assert!(
+        schedule["behind_sends"].as_u64().unwrap() > 200,
+        "{schedule}"
+    );
+    assert!(stdout(&run).contains("BEHIND SCHEDULE"), "{}", stdout(&run));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_come_back_as_replays_of_the_first_order_and_the_history_has_every_attempt() {
     let sale = Sale::new().await;
     let (events, _) = sale.reset(&["--tickets", "150", "--max-per-user", "4"]);

@@ -260,6 +260,7 @@ impl Lane {
                     () = tokio::time::sleep_until(due) => {}
                 }
             }
+            let ready = Instant::now();
             let slot = loop {
                 tokio::select! {
                     biased;
@@ -268,7 +269,7 @@ impl Lane {
                 }
             };
             let sent = Instant::now();
-            self.recorder.sent(sent - start, sent - due);
+            self.recorder.sent(sent - start, sent - due, sent - ready);
             self.progress.sent.fetch_add(1, Relaxed);
             inflight.push(self.job(number, start, due, slot));
             number += self.lanes;

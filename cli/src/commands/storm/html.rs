@@ -71,6 +71,9 @@ impl Page<'_> {
             elapsed = doc["elapsed_seconds"].as_f64().unwrap_or(0.0),
             attempts = doc["attempts"],
         );
+        if let Some(warning) = doc["schedule"]["warning"].as_str() {
+            let _ = write!(html, "<p class=\"FAIL\">{}</p>", escape(warning));
+        }
         if let Some(verdict) = doc["check"]["verdict"].as_str() {
             let _ = write!(
                 html,

@@ -346,6 +346,9 @@ pub async fn run_scenario(args: StormArgs, scenario: Scenario) -> Outcome {
         plan.raw(),
     );
     say!("{}", summary.rates_table());
+    if let Some(warning) = summary.schedule_warning() {
+        say!("{warning}");
+    }
     say!("{}", summary.outcomes_table());
     say!("{}", summary.latency_table());
     let mut document = summary.json();

@@ -14,6 +14,11 @@ const CLASSES: usize = Outcome::ALL.len();
 const HIGHEST_MICROS: u64 = 3_600_000_000;
 /// A send later than this behind its intended time counts as late.
 pub const LATE_AFTER: Duration = Duration::from_millis(1);
+/// A send this late or later is one the storm did not send on time: when
+/// more than [`BEHIND_SHARE`] of the sends were, the storm did not keep its
+/// schedule, and says so.
+pub const BEHIND_AFTER: Duration = Duration::from_millis(10);
+pub const BEHIND_SHARE: f64 = 0.01;
 
 fn histogram(significant_figures: u8) -> Histogram<u64> {
     Histogram::new_with_bounds(1, HIGHEST_MICROS, significant_figures)
@@ -114,6 +119,9 @@ pub struct Recorder {
     /// How far behind its intended time each send went out.
     pub lateness: Histogram<u64>,
     pub late_sends: u64,
+    /// Sends that waited over [`LATE_AFTER`] for one of the `--max-inflight`
+    /// open requests to end.
+    pub slot_waits: u64,
     pub sends: u64,
     /// When the first and the last send went out, since the start.
     pub first_send: Option<Duration>,
@@ -132,6 +140,7 @@ impl Default for Recorder {
             classes: (0..CLASSES).map(|_| ClassStats::new()).collect(),
             lateness: histogram(3),
             late_sends: 0,
+            slot_waits: 0,
             sends: 0,
             first_send: None,
             last_send: Duration::ZERO,
@@ -144,14 +153,18 @@ impl Default for Recorder {
 }
 
 impl Recorder {
-    /// A send going out `late` after it was meant to, at `at`.
-    pub fn sent(&mut self, at: Duration, late: Duration) {
+    /// A send going out `late` after it was meant to, at `at`, of which it
+    /// spent `slot_wait` waiting for a free slot.
+    pub fn sent(&mut self, at: Duration, late: Duration, slot_wait: Duration) {
         self.sends += 1;
         self.first_send = Some(self.first_send.map_or(at, |first| first.min(at)));
         self.last_send = self.last_send.max(at);
         self.lateness.saturating_record(late.as_micros() as u64);
         if late > LATE_AFTER {
             self.late_sends += 1;
+        }
+        if slot_wait > LATE_AFTER {
+            self.slot_waits += 1;
         }
         self.second(at).sent += 1;
     }
@@ -198,6 +211,7 @@ impl Recorder {
         }
         self.lateness.add(&other.lateness).expect("same bounds");
         self.late_sends += other.late_sends;
+        self.slot_waits += other.slot_waits;
         self.sends += other.sends;
         self.first_send = match (self.first_send, other.first_send) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -283,13 +297,18 @@ mod tests {
     fn merged_recorders_add_up_their_lanes() {
         let mut a = Recorder::default();
         let mut b = Recorder::default();
-        a.sent(Duration::from_millis(10), Duration::ZERO);
+        a.sent(Duration::from_millis(10), Duration::ZERO, Duration::ZERO);
         a.answered(&measured(Outcome::Accepted, 10, 10, 20));
-        b.sent(Duration::from_millis(1500), Duration::from_millis(5));
+        b.sent(
+            Duration::from_millis(1500),
+            Duration::from_millis(5),
+            Duration::from_millis(4),
+        );
         b.answered(&measured(Outcome::SoldOut, 1500, 1500, 2600));
         b.answered(&measured(Outcome::SoldOut, 1500, 1500, 1600));
         a.merge(&b);
         assert_eq!((a.sends, a.late_sends, a.answers()), (2, 1, 3));
+        assert_eq!(a.slot_waits, 1);
         assert_eq!(a.count(Outcome::SoldOut), 2);
         assert_eq!(a.first_send, Some(Duration::from_millis(10)));
         assert_eq!(a.last_answer, Duration::from_millis(2600));

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 use super::engine::Storm;
-use super::record::{millis_at, Recorder, LATE_AFTER};
+use super::record::{millis_at, Recorder, BEHIND_AFTER, BEHIND_SHARE, LATE_AFTER};
 use crate::output::table;
 
 /// The percentiles every latency table and the JSON give.
@@ -84,6 +84,56 @@ impl<'a> Summary<'a> {
             .map(|o| recorder.count(*o))
             .sum();
         failed as f64 / recorder.answers().max(1) as f64
+    }
+
+    /// How many sends went out [`BEHIND_AFTER`] or more after their
+    /// intended time.
+    pub fn behind_sends(&self) -> u64 {
+        let lateness = &self.storm.recorder.lateness;
+        let from = BEHIND_AFTER.as_micros() as u64;
+        if lateness.is_empty() || lateness.max() < from {
+            return 0;
+        }
+        lateness.count_between(from, lateness.max())
+    }
+
+    /// Whether the sends went out when the schedule said (all but
+    /// [`BEHIND_SHARE`] of them within [`BEHIND_AFTER`]).
+    pub fn kept_schedule(&self) -> bool {
+        self.behind_sends() as f64 <= BEHIND_SHARE * self.storm.recorder.sends as f64
+    }
+
+    /// What to tell the operator when the storm fell behind its schedule:
+    /// how many sends, how late, and why (a slot, or this machine).
+    pub fn schedule_warning(&self) -> Option<String> {
+        if self.kept_schedule() {
+            return None;
+        }
+        let recorder = &self.storm.recorder;
+        let behind = self.behind_sends();
+        let cause = if recorder.slot_waits > 0 {
+            format!(
+                "{} sends waited for one of the --max-inflight open requests to end \
+                 (the answers were slow; raise it to keep sending), the rest for this machine",
+                recorder.slot_waits
+            )
+        } else {
+            "no send waited for a free slot: this machine could not send faster".to_owned()
+        };
+        Some(format!(
+            "BEHIND SCHEDULE: {behind} of {} sends ({:.1}%) went out {} ms or more after \
+             their intended time (p99 {:.1} ms, max {:.1} ms); sent {:.0}/s{}. {cause}. \
+             Latency from the intended send includes that delay: send from more machines, \
+             or ask for a lower rate.",
+            recorder.sends,
+            behind as f64 * 100.0 / recorder.sends.max(1) as f64,
+            BEHIND_AFTER.as_millis(),
+            millis_at(&recorder.lateness, 99.0),
+            millis_at(&recorder.lateness, 100.0),
+            self.sent_rate(),
+            self.target_rate
+                .map_or(String::new(), |rate| format!(" of {rate:.0}/s asked")),
+        ))
     }
 
     fn class_name(&self, outcome: Outcome) -> &'static str {
@@ -221,6 +271,13 @@ impl<'a> Summary<'a> {
             "sends": recorder.sends,
             "late_sends": recorder.late_sends,
             "lateness_ms": percentiles(&recorder.lateness),
+            "schedule": {
+                "kept": self.kept_schedule(),
+                "behind_sends": self.behind_sends(),
+                "behind_after_ms": BEHIND_AFTER.as_millis(),
+                "slot_waits": recorder.slot_waits,
+                "warning": self.schedule_warning(),
+            },
             "attempts": recorder.answers(),
             "outcomes": outcomes,
             "latency_from_intended_ms": from_intended,
@@ -466,6 +523,52 @@ fn share(text: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    /// A storm of 1,000 sends at 1,000/s asked, `late` of them 50 ms late,
+    /// `waited` of those after waiting for a slot.
+    fn storm_with(late: u64, waited: u64) -> Storm {
+        let mut recorder = Recorder::default();
+        for n in 0..1000 {
+            let at = Duration::from_millis(n);
+            let lateness = Duration::from_millis(if n < late { 50 } else { 0 });
+            let slot_wait = if n < waited { lateness } else { Duration::ZERO };
+            recorder.sent(at, lateness, slot_wait);
+        }
+        Storm {
+            recorder,
+            started_at: chrono::Utc::now(),
+            elapsed: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn a_storm_that_fell_behind_its_schedule_says_how_far_and_why() {
+        let on_time = storm_with(10, 0);
+        let summary = Summary::new(&on_time, "open".into(), Some(1000.0), false);
+        assert!(summary.kept_schedule(), "1% late is within the schedule");
+        assert_eq!(summary.schedule_warning(), None);
+
+        let behind = storm_with(200, 0);
+        let summary = Summary::new(&behind, "open".into(), Some(1000.0), false);
+        assert!(!summary.kept_schedule());
+        let warning = summary.schedule_warning().unwrap();
+        assert!(warning.contains("200 of 1000 sends (20.0%)"), "{warning}");
+        assert!(warning.contains("of 1000/s asked"), "{warning}");
+        assert!(
+            warning.contains("this machine could not send faster"),
+            "{warning}"
+        );
+        assert_eq!(summary.json()["schedule"]["kept"], false);
+
+        let capped = storm_with(200, 150);
+        let summary = Summary::new(&capped, "open".into(), Some(1000.0), false);
+        let warning = summary.schedule_warning().unwrap();
+        assert!(
+            warning.contains("150 sends waited for one of the --max-inflight"),
+            "{warning}"
+        );
+    }
 
     #[test]
     fn hgrm_lists_the_percentiles_up_to_the_max_in_milliseconds() {
