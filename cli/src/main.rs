@@ -40,6 +40,10 @@ enum Command {
     Demo(commands::demo::DemoArgs),
     /// Run the sale server in this process
     Serve(flashtix_server::config::ServerArgs),
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell)
+    Completions(commands::docs::CompletionsArgs),
+    /// Print the manual page, or write one per command with --dir
+    Man(commands::docs::ManArgs),
 }
 
 #[tokio::main]
@@ -75,6 +79,8 @@ async fn main() -> ExitCode {
             commands::demo::run(args).await
         }
         Command::Serve(args) => return flashtix_server::startup::serve(&args).await,
+        Command::Completions(args) => commands::docs::completions(args, Cli::command()),
+        Command::Man(args) => commands::docs::man(args, Cli::command()),
     };
     match outcome {
         Ok(code) => code,

@@ -315,3 +315,38 @@ capacity = 10
         stderr(&bad)
     );
 }
+
+#[tokio::test]
+async fn completions_and_manual_pages_are_made_from_the_commands() {
+    let sale = Sale::new().await;
+    let bash = sale.run(&["completions", "bash"]);
+    assert_exit(&bash, 0);
+    let script = sale.dir.join("flashtix.bash");
+    std::fs::write(&script, &bash.stdout).unwrap();
+    let syntax = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .expect("bash runs");
+    assert!(syntax.status.success(), "{}", stderr(&syntax));
+    for word in ["storm", "--buyers", "--seat-retry", "chaos"] {
+        assert!(stdout(&bash).contains(word), "bash completes {word}");
+    }
+    let wrong = sale.run(&["completions", "cmd.exe"]);
+    assert_exit(&wrong, 2);
+
+    let pages = sale.dir.join("man");
+    let man = sale.run(&["man", "--dir", pages.to_str().unwrap()]);
+    assert_exit(&man, 0);
+    let storm = std::fs::read_to_string(pages.join("flashtix-storm.1")).expect("storm's page");
+    assert!(
+        storm.starts_with(".ie") || storm.contains(".TH"),
+        "roff: {storm:.200}"
+    );
+    assert!(storm.contains("seat\\-retry"), "the page lists the flags");
+    assert!(
+        pages.join("flashtix-chaos-run.1").exists(),
+        "nested commands too"
+    );
+    assert!(!pages.join("flashtix-help.1").exists(), "no page for help");
+}

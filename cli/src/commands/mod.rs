@@ -4,6 +4,7 @@
 pub mod chaos;
 pub mod check;
 pub mod demo;
+pub mod docs;
 pub mod reset;
 pub mod storm;
 pub mod up;
