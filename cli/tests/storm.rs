@@ -93,6 +93,63 @@ async fn json_to_stdout_is_the_results_alone_and_the_tables_go_to_stderr() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_requests_carry_their_method_headers_and_body() {
+    // 200 only for a POST with the header and the body asked for.
+    let app = Router::new().route(
+        "/",
+        post(|headers: axum::http::HeaderMap, body: String| async move {
+            let token = headers.get("x-token").and_then(|v| v.to_str().ok());
+            if token == Some("a b") && body == "{\"ping\": 1}" {
+                StatusCode::OK
+            } else {
+                StatusCode::BAD_REQUEST
+            }
+        }),
+    );
+    let url = fake_server(app).await;
+    let sale = Sale::new().await;
+    let body_file = sale.dir.join("body.json");
+    std::fs::write(&body_file, "{\"ping\": 1}").unwrap();
+    let body = format!("@{}", body_file.display());
+    let storm_of = |extra: &[&str]| {
+        let mut args = vec![
+            "storm", "--raw", &url, "--method", "POST", "--rate", "100", "--buyers", "20",
+            "--json", "-",
+        ];
+        args.extend(extra);
+        args.into_iter().map(str::to_owned).collect::<Vec<String>>()
+    };
+    let outcomes = |run: &std::process::Output| -> Value {
+        assert_eq!(run.status.code(), Some(0), "{}", stderr(run));
+        serde_json::from_slice::<Value>(&run.stdout).unwrap()["outcomes"].clone()
+    };
+    let sale = &sale;
+    let run = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        sale.run_in_background(&args).await
+    };
+
+    let asked = run(storm_of(&["--header", "X-Token: a b", "--body", &body])).await;
+    assert_eq!(outcomes(&asked)["accepted"], 20);
+    let bare = run(storm_of(&["--body", &body])).await;
+    assert_eq!(
+        outcomes(&bare)["rejected"],
+        20,
+        "without the header: refused"
+    );
+
+    let bad = run(storm_of(&["--header", "no colon"])).await;
+    assert_exit(&bad, 2);
+    assert!(
+        stderr(&bad).contains("is not 'Name: value'"),
+        "{}",
+        stderr(&bad)
+    );
+    let buying = sale.run(&["storm", "--event", "1", "--buyers", "1", "--body", "x"]);
+    assert_exit(&buying, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_that_cannot_keep_its_schedule_says_so() {
     let url = fake_server(Router::new().route("/", get(|| async { "ok" }))).await;
     let sale = Sale::new().await;

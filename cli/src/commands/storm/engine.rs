@@ -48,7 +48,15 @@ pub enum Work {
         retries: u32,
     },
     /// A plain request, no buy semantics: 2xx counts as accepted.
-    Raw { method: reqwest::Method },
+    Raw(Arc<RawRequest>),
+}
+
+/// What each `--raw` send is, besides its URL.
+#[derive(Debug)]
+pub struct RawRequest {
+    pub method: reqwest::Method,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone)]
@@ -230,7 +238,7 @@ impl Lane {
     async fn warm(&self, connections: usize) {
         let url = match self.plan.work {
             Work::Buy { .. } => format!("{}/health", self.plan.target),
-            Work::Raw { .. } => self.plan.target.clone(),
+            Work::Raw(_) => self.plan.target.clone(),
         };
         let connections = connections.min(256);
         let warming: FuturesUnordered<_> = (0..connections)
@@ -356,7 +364,7 @@ impl Lane {
                 keep_history,
             };
             match plan.work {
-                Work::Raw { method } => vec![context.raw(method).await],
+                Work::Raw(request) => vec![context.raw(&request).await],
                 Work::Buy { buyers, retries } => {
                     let purchase = buyers.purchase(number);
                     let mut done = if purchase.duplicated {
@@ -413,9 +421,16 @@ const RETRY_PAUSE_MAX: Duration = Duration::from_secs(2);
 const REVISIT_AFTER: Duration = Duration::from_secs(1);
 
 impl Context {
-    async fn raw(&self, method: reqwest::Method) -> Done {
+    async fn raw(&self, request: &RawRequest) -> Done {
+        let mut builder = self
+            .client
+            .request(request.method.clone(), &self.target)
+            .headers(request.headers.clone());
+        if let Some(body) = &request.body {
+            builder = builder.body(body.clone());
+        }
         let sent = Instant::now();
-        let answer = self.client.request(method, &self.target).send().await;
+        let answer = builder.send().await;
         let outcome = match answer {
             Ok(response) => {
                 let status = response.status();

@@ -31,7 +31,7 @@ pub use scenario::Scenario;
 
 use super::{check, reset, Failure, Outcome, Services};
 use crate::{output, say};
-use engine::{Model, Progress, Storm, Work};
+use engine::{Model, Progress, RawRequest, Storm, Work};
 use report::{Summary, Threshold};
 use workload::{Buyers, Quantities, Schedule};
 
@@ -64,6 +64,14 @@ pub struct StormArgs {
     /// The method of --raw requests
     #[arg(long, default_value = "GET")]
     method: String,
+    /// A header of every --raw request, like 'Authorization: Bearer x'
+    /// (repeatable)
+    #[arg(long = "header", value_name = "NAME: VALUE", requires = "raw")]
+    headers: Vec<String>,
+    /// The body of every --raw request: the text itself, or @FILE for a
+    /// file's bytes
+    #[arg(long, value_name = "TEXT|@FILE", requires = "raw")]
+    body: Option<String>,
 
     /// Write one JSON line per attempt (the history `check --history` reads)
     #[arg(long)]
@@ -120,7 +128,7 @@ pub struct StormPlan {
 }
 
 enum Sends {
-    Raw { method: reqwest::Method },
+    Raw(Arc<RawRequest>),
     Buy(Buying),
 }
 
@@ -176,10 +184,7 @@ impl StormPlan {
                 if args.reset {
                     bail!("--reset seeds a sale to buy from; --raw buys nothing");
                 }
-                let method = args.method.parse().map_err(|_| {
-                    anyhow::anyhow!("--method {:?} is not an HTTP method", args.method)
-                })?;
-                (url.clone(), Sends::Raw { method })
+                (url.clone(), Sends::Raw(Arc::new(raw_request(args)?)))
             }
             None => (
                 args.target.trim_end_matches('/').to_owned(),
@@ -218,7 +223,7 @@ impl StormPlan {
     }
 
     fn raw(&self) -> bool {
-        matches!(self.sends, Sends::Raw { .. })
+        matches!(self.sends, Sends::Raw(_))
     }
 
     /// Whether the storm needs the sale's database: to check it, or to list
@@ -231,10 +236,7 @@ impl StormPlan {
     /// them, for the seat maps after the storm).
     async fn work(&self, services: Option<&Services>) -> Result<(Work, Vec<i64>), Failure> {
         let buying = match &self.sends {
-            Sends::Raw { method } => {
-                let method = method.clone();
-                return Ok((Work::Raw { method }, Vec::new()));
-            }
+            Sends::Raw(request) => return Ok((Work::Raw(request.clone()), Vec::new())),
             Sends::Buy(buying) => buying,
         };
         let events = if buying.events.is_empty() {
@@ -260,6 +262,35 @@ impl StormPlan {
         };
         Ok((work, seated_events))
     }
+}
+
+/// The `--raw` request the flags describe: method, headers and body.
+fn raw_request(args: &StormArgs) -> anyhow::Result<RawRequest> {
+    let method = args
+        .method
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--method {:?} is not an HTTP method", args.method))?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    for header in &args.headers {
+        let bad = || anyhow::anyhow!("--header {header:?} is not 'Name: value'");
+        let (name, value) = header.split_once(':').ok_or_else(bad)?;
+        let name =
+            reqwest::header::HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| bad())?;
+        let value = reqwest::header::HeaderValue::from_str(value.trim()).map_err(|_| bad())?;
+        headers.append(name, value);
+    }
+    let body = match args.body.as_deref() {
+        Some(text) => Some(match text.strip_prefix('@') {
+            Some(path) => std::fs::read(path).with_context(|| format!("--body: reading {path}"))?,
+            None => text.as_bytes().to_vec(),
+        }),
+        None => None,
+    };
+    Ok(RawRequest {
+        method,
+        headers,
+        body,
+    })
 }
 
 /// The model the settings name (an open one at 1000/s if none), its label
