@@ -202,11 +202,27 @@ async fn duplicates_come_back_as_replays_of_the_first_order_and_the_history_has_
     assert_eq!(summed, attempts.len() as u64);
     assert_eq!(results["attempts"], attempts.len() as u64);
 
+    // 150 tickets for 300 buyers arriving 2 ms apart: sold out, and sold
+    // (nearly) in the order the buyers came.
+    let fairness = &results["fairness"][0];
+    let winners = fairness["winners"].as_u64().unwrap();
+    assert!(winners > 50 && winners < 300, "{fairness}");
+    assert!(fairness["sold_out_seconds"].as_f64().unwrap() > 0.0, "{fairness}");
+    assert!(
+        fairness["first_arrivals_won"].as_u64().unwrap() * 10 >= winners * 8,
+        "{fairness}"
+    );
+    assert!(
+        fairness["rank_correlation"].as_f64().unwrap() > 0.5,
+        "first come, first served, not a lottery: {fairness}"
+    );
+
     // The page and the distribution tell the same story as the JSON.
     let page = std::fs::read_to_string(&report_file).expect("the HTML report");
     assert_eq!(page.matches("<svg").count(), 3, "three charts");
     assert!(!page.contains("<script"), "no script: it opens offline");
     assert!(page.contains("<span class=\"PASS\">PASS</span>"));
+    assert!(page.contains("Sell-out and fairness"), "the fairness table");
     let hgrm = std::fs::read_to_string(&hdr_file).expect("the .hgrm file");
     let last_row = hgrm
         .lines()

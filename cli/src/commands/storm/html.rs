@@ -283,6 +283,33 @@ impl Page<'_> {
             }
         }
         html += "</table>";
+        if let Some(events) = doc["fairness"].as_array() {
+            html += "<h2>Sell-out and fairness (from the history)</h2><table><tr><th>event</th>\
+                     <th>purchases</th><th>won</th><th>of the first arrivals, won</th>\
+                     <th>arrival→win rank correlation</th><th>sold out at (s)</th>\
+                     <th>won/s while stock lasted</th></tr>";
+            let number = |value: &Value, decimals: usize| {
+                value
+                    .as_f64()
+                    .map_or("-".to_owned(), |x| format!("{x:.decimals$}"))
+            };
+            for event in events {
+                let _ = write!(
+                    html,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} of {}</td><td>{}</td>\
+                     <td>{}</td><td>{}</td></tr>",
+                    event["event_id"],
+                    event["purchases"],
+                    event["winners"],
+                    event["first_arrivals_won"],
+                    event["winners"],
+                    number(&event["rank_correlation"], 2),
+                    number(&event["sold_out_seconds"], 2),
+                    number(&event["accepted_per_second_while_stock_lasted"], 0),
+                );
+            }
+            html += "</table>";
+        }
         if let Some(findings) = doc["check"]["findings"].as_array() {
             html +=
                 "<h2>Invariants</h2><table><tr><th>invariant</th><th>verdict</th><th>checked</th>\

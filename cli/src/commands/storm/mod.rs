@@ -3,6 +3,7 @@
 //! `check` and the storm's own history.
 
 mod engine;
+mod fairness;
 pub mod html;
 mod options;
 mod record;
@@ -369,6 +370,10 @@ pub async fn run_scenario(args: StormArgs, scenario: Scenario) -> Outcome {
     };
     let (work, seated_events) = plan.work(services.as_ref()).await?;
     let storm = fire(&plan, work).await?;
+    let history = match &plan.history {
+        Some(path) => Some(flashtix_server::history::read(path)?),
+        None => None,
+    };
 
     let summary = Summary::new(
         &storm,
@@ -397,8 +402,15 @@ pub async fn run_scenario(args: StormArgs, scenario: Scenario) -> Outcome {
             Err(error) => eprintln!("storm: no seat maps after the storm: {error:#}"),
         }
     }
+    if let Some(history) = &history {
+        let events = fairness::of(history, storm.started_at);
+        say!("{}", report::fairness_table(&events));
+        document["fairness"] = serde_json::to_value(&events).context("the fairness as JSON")?;
+    }
     let verdict = match (&services, plan.check) {
-        (Some(services), true) => Some(settle_and_check(&plan, services, &mut document).await?),
+        (Some(services), true) => Some(
+            settle_and_check(&plan, services, history.as_deref(), &mut document).await?,
+        ),
         _ => None,
     };
     let missed = judge(&plan.thresholds, &summary, &mut document);
@@ -456,6 +468,7 @@ async fn fire(plan: &StormPlan, work: Work) -> Result<Storm, Failure> {
 async fn settle_and_check(
     plan: &StormPlan,
     services: &Services,
+    history: Option<&[Attempt]>,
     document: &mut serde_json::Value,
 ) -> Result<Verdict, Failure> {
     let settled_in = settle(services, plan.settle).await?;
@@ -467,11 +480,7 @@ async fn settle_and_check(
         None => say!("not settled: orders still PENDING after {:?}", plan.settle),
     }
     document["settle_seconds"] = serde_json::json!(settled_in.map(|d| d.as_secs_f64()));
-    let history = match &plan.history {
-        Some(path) => Some(flashtix_server::history::read(path)?),
-        None => None,
-    };
-    let report = check::prove(services, history.as_deref(), None).await?;
+    let report = check::prove(services, history, None).await?;
     check::print_report(&report);
     document["check"] = serde_json::to_value(&report).context("the report as JSON")?;
     Ok(report.verdict)

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 use super::engine::Storm;
+use super::fairness::EventFairness;
 use super::record::{millis_at, Recorder, BEHIND_AFTER, BEHIND_SHARE, LATE_AFTER};
 use crate::output::table;
 
@@ -320,6 +321,37 @@ pub fn seating(recorder: &Recorder, maps: &BTreeMap<i64, Value>) -> Vec<Value> {
         }
     }
     zones
+}
+
+/// Each event's sell-out and fairness figures as a table.
+pub fn fairness_table(events: &[EventFairness]) -> Table {
+    let mut table = table(&[
+        "event",
+        "purchases",
+        "won",
+        "first arrivals that won",
+        "arrival→win rank correlation",
+        "sold out at",
+        "won/s while stock lasted",
+    ]);
+    for event in events {
+        table.add_row(vec![
+            event.event_id.to_string(),
+            event.purchases.to_string(),
+            event.winners.to_string(),
+            format!("{} of the first {}", event.first_arrivals_won, event.winners),
+            event
+                .rank_correlation
+                .map_or("-".into(), |r| format!("{r:+.2}")),
+            event
+                .sold_out_seconds
+                .map_or("-".into(), |s| format!("{s:.2} s")),
+            event
+                .accepted_per_second_while_stock_lasted
+                .map_or("-".into(), |r| format!("{r:.0}")),
+        ]);
+    }
+    table
 }
 
 /// The zones of [`seating`] as a table.
