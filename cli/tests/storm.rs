@@ -150,6 +150,63 @@ async fn raw_requests_carry_their_method_headers_and_body() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shards_send_exactly_the_storms_purchases_and_are_checked_together() {
+    let sale = Sale::new().await;
+    let (events, _) = sale.reset(&["--tickets", "150", "--max-per-user", "4"]);
+    let event = events[0]["id"].to_string();
+    let server = sale.serve("all");
+    let start_at = (chrono::Utc::now() + chrono::TimeDelta::seconds(3)).to_rfc3339();
+    let shard = |index: usize| {
+        format!(
+            "--target {} --event {event} --rate 400 --buyers 300 --duplicates 0.2 --seed 5 \
+             --shard {index}/2 --start-at {start_at} --no-check \
+             --history {dir}/shard{index}.jsonl --json {dir}/shard{index}.json",
+            server.url,
+            dir = sale.dir.display()
+        )
+    };
+    let (first, second) = tokio::join!(storm(&sale, &shard(0)), storm(&sale, &shard(1)));
+    assert_exit(&first, 0);
+    assert_exit(&second, 0);
+
+    let path = |name: &str| sale.dir.join(name).display().to_string();
+    let keys = |index: usize| -> std::collections::BTreeSet<u64> {
+        history(&path(&format!("shard{index}.jsonl")))
+            .iter()
+            .map(|a| {
+                let key = a["idempotency_key"].as_str().unwrap();
+                key.strip_prefix("storm-5-").unwrap().parse().unwrap()
+            })
+            .collect()
+    };
+    let (even, odd) = (keys(0), keys(1));
+    assert!(even.iter().all(|n| n % 2 == 0) && odd.iter().all(|n| n % 2 == 1));
+    let union: Vec<u64> = even.union(&odd).copied().collect();
+    assert_eq!(union, (0..300).collect::<Vec<u64>>(), "every purchase, once");
+    for index in 0..2 {
+        let (_, results) = sale.json(&format!("shard{index}.json"));
+        assert_eq!(results["started_at"], json!(start_at_utc(&start_at)));
+        assert_eq!(results["shard"], json!({"index": index, "count": 2}));
+    }
+
+    let together = sale.run(&["check", "--history", &path("shard0.jsonl"), &path("shard1.jsonl")]);
+    assert_all_held(&together);
+    let one = sale.run(&["check", "--history", &path("shard0.jsonl")]);
+    assert_exit(&one, 1);
+    assert!(
+        stdout(&one).contains("no_lost_order"),
+        "half the history: orders nobody asked for: {}",
+        stdout(&one)
+    );
+}
+
+/// A time as the storm's JSON writes it.
+fn start_at_utc(rfc3339: &str) -> String {
+    let at: chrono::DateTime<chrono::Utc> = rfc3339.parse().unwrap();
+    serde_json::to_value(at).unwrap().as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_that_cannot_keep_its_schedule_says_so() {
     let url = fake_server(Router::new().route("/", get(|| async { "ok" }))).await;
     let sale = Sale::new().await;

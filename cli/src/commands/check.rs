@@ -26,15 +26,21 @@ pub struct CheckArgs {
     /// Also write the report as JSON to this file
     #[arg(long)]
     json: Option<PathBuf>,
-    /// A storm's history (one JSON attempt a line): also prove no order was lost
-    #[arg(long)]
-    history: Option<PathBuf>,
+    /// A storm's history (one JSON attempt a line): also prove no order was
+    /// lost; several files (the shards of one storm) are read as one
+    #[arg(long, num_args = 1..)]
+    history: Vec<PathBuf>,
 }
 
 pub async fn run(args: CheckArgs) -> Outcome {
-    let history = match &args.history {
-        Some(path) => Some(flashtix_server::history::read(path).map_err(Failure::usage)?),
-        None => None,
+    let history = if args.history.is_empty() {
+        None
+    } else {
+        let mut attempts = Vec::new();
+        for path in &args.history {
+            attempts.extend(flashtix_server::history::read(path).map_err(Failure::usage)?);
+        }
+        Some(attempts)
     };
     let services = Services::connect(&args.connections).await?;
     flashtix_server::db::migrate(&services.pool, &services.connections.namespace).await?;

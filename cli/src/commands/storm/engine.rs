@@ -71,6 +71,41 @@ pub struct Plan {
     pub duration: Option<Duration>,
     pub timeout: Duration,
     pub lanes: usize,
+    /// This process's share of the purchases.
+    pub shard: Shard,
+    /// When the storm's schedule begins (every shard's alike); `None`: as
+    /// soon as the connections are warm.
+    pub start_at: Option<DateTime<Utc>>,
+}
+
+/// Shard `index` of `count` sends the purchases whose number is `index`
+/// modulo `count`, at the times the whole storm's schedule gives them: the
+/// shards of one seeded storm send, between them, exactly its purchases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl Shard {
+    pub const WHOLE: Self = Self { index: 0, count: 1 };
+
+    /// How many of `purchases` are this shard's.
+    pub fn share_of(&self, purchases: u64) -> u64 {
+        (purchases + self.count - 1 - self.index) / self.count
+    }
+
+    /// Parses `I/N`, 0 ≤ I < N.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("--shard {text:?}: give I/N with 0 <= I < N, like 0/2");
+        let (index, count) = text.split_once('/').ok_or_else(bad)?;
+        let index: u64 = index.trim().parse().map_err(|_| bad())?;
+        let count: u64 = count.trim().parse().map_err(|_| bad())?;
+        if index >= count {
+            return Err(bad());
+        }
+        Ok(Self { index, count })
+    }
 }
 
 impl Plan {
@@ -174,7 +209,8 @@ pub async fn run(
             .timeout(plan.timeout)
             .build()?;
         let lane = Lane {
-            number: lane as u64,
+            number: plan.shard.index + lane as u64 * plan.shard.count,
+            step: lanes as u64 * plan.shard.count,
             lanes: lanes as u64,
             plan: plan.clone(),
             client,
@@ -195,13 +231,25 @@ pub async fn run(
                 .ok()
                 .and_then(|start| *start)
                 .expect("the start is sent once every lane is warm");
+            tokio::time::sleep_until(start).await;
             lane.storm(start).await
         }));
     }
     drop(history);
     barrier.wait().await;
-    let start = Instant::now();
-    let started_at = Utc::now();
+    let (start, started_at) = match plan.start_at {
+        // Anchored to the common moment: a shard that comes late sends late,
+        // and its latency from the intended send says so.
+        Some(at) => {
+            let (now, wall) = (Instant::now(), Utc::now());
+            let start = match (at - wall).to_std() {
+                Ok(ahead) => now + ahead,
+                Err(_) => now - (wall - at).to_std().unwrap_or_default(),
+            };
+            (start, at)
+        }
+        None => (Instant::now(), Utc::now()),
+    };
     start_tx.send_replace(Some(start));
     let mut recorder = Recorder::default();
     for handle in handles {
@@ -215,7 +263,10 @@ pub async fn run(
 }
 
 struct Lane {
+    /// The next purchase this lane sends, and how far apart its purchases are.
     number: u64,
+    step: u64,
+    /// Lanes of this process (a closed model's share of the concurrency).
     lanes: u64,
     plan: Plan,
     client: Client,
@@ -280,7 +331,7 @@ impl Lane {
             self.recorder.sent(sent - start, sent - due, sent - ready);
             self.progress.sent.fetch_add(1, Relaxed);
             inflight.push(self.job(number, start, due, slot));
-            number += self.lanes;
+            number += self.step;
         }
         while let Some(done) = inflight.next().await {
             self.record(done).await;

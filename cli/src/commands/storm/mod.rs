@@ -32,7 +32,7 @@ pub use scenario::Scenario;
 
 use super::{check, reset, Failure, Outcome, Services};
 use crate::{output, say};
-use engine::{Model, Progress, RawRequest, Storm, Work};
+use engine::{Model, Progress, RawRequest, Shard, Storm, Work};
 use report::{Summary, Threshold};
 use workload::{Buyers, Quantities, Schedule};
 
@@ -98,6 +98,16 @@ pub struct StormArgs {
     /// Tasks sending in parallel (default: one per core)
     #[arg(long, hide = true)]
     lanes: Option<usize>,
+    /// Send only shard I of N of the storm: the purchases whose number is I
+    /// modulo N, at the times the whole storm would (run N shards, on as many
+    /// machines, with one --seed and --start-at)
+    #[arg(long, value_name = "I/N", value_parser = Shard::parse)]
+    shard: Option<Shard>,
+    /// Begin the schedule at this moment (RFC 3339, like
+    /// 2026-12-01T18:00:00Z), so that shards on several machines begin
+    /// together
+    #[arg(long, value_name = "TIME")]
+    start_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The storm, checked once: the flags laid over the scenario, the defaults
@@ -120,6 +130,8 @@ pub struct StormPlan {
     /// Settle and check after the storm.
     check: bool,
     lanes: usize,
+    shard: Shard,
+    start_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Where the results go.
     history: Option<PathBuf>,
     json: Option<PathBuf>,
@@ -215,6 +227,8 @@ impl StormPlan {
             lanes: args
                 .lanes
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+            shard: args.shard.unwrap_or(Shard::WHOLE),
+            start_at: args.start_at,
             history: args.history.clone(),
             json: args.json.clone(),
             report: args.report.clone(),
@@ -388,6 +402,9 @@ pub async fn run_scenario(args: StormArgs, scenario: Scenario) -> Outcome {
     say!("{}", summary.outcomes_table());
     say!("{}", summary.latency_table());
     let mut document = summary.json();
+    if plan.shard != Shard::WHOLE {
+        document["shard"] = serde_json::json!({"index": plan.shard.index, "count": plan.shard.count});
+    }
     if !seated_events.is_empty() {
         // The zones' figures are the report's, not the verdict's: a sale that
         // cannot show its seat maps right now is still checked.
@@ -439,8 +456,16 @@ async fn fire(plan: &StormPlan, work: Work) -> Result<Storm, Failure> {
         duration: plan.duration,
         timeout: plan.timeout,
         lanes: plan.lanes,
+        shard: plan.shard,
+        start_at: plan.start_at,
     };
-    eprintln!("storm: {} against {}", plan.model_label, plan.target);
+    match plan.shard {
+        Shard::WHOLE => eprintln!("storm: {} against {}", plan.model_label, plan.target),
+        Shard { index, count } => eprintln!(
+            "storm: shard {index}/{count} of {} against {}",
+            plan.model_label, plan.target
+        ),
+    }
     let progress = Arc::new(Progress::default());
     let bar = progress_bar(plan);
     let ticker = tokio::spawn(show_progress(
@@ -607,7 +632,7 @@ async fn settle(services: &Services, limit: Duration) -> anyhow::Result<Option<D
 /// outcomes so far and the p99 from the intended send so far.
 fn progress_bar(plan: &StormPlan) -> ProgressBar {
     let (length, unit) = match (plan.purchases, plan.duration) {
-        (Some(purchases), _) => (purchases, "purchases"),
+        (Some(purchases), _) => (plan.shard.share_of(purchases), "purchases"),
         (None, Some(duration)) => (duration.as_secs().max(1), "s"),
         (None, None) => (0, ""),
     };
