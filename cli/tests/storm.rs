@@ -165,7 +165,8 @@ async fn two_shards_send_exactly_the_storms_purchases_and_are_checked_together()
             dir = sale.dir.display()
         )
     };
-    let (first, second) = tokio::join!(storm(&sale, &shard(0)), storm(&sale, &shard(1)));
+    let (zero, one) = (shard(0), shard(1));
+    let (first, second) = tokio::join!(storm(&sale, &zero), storm(&sale, &one));
     assert_exit(&first, 0);
     assert_exit(&second, 0);
 
@@ -182,14 +183,23 @@ async fn two_shards_send_exactly_the_storms_purchases_and_are_checked_together()
     let (even, odd) = (keys(0), keys(1));
     assert!(even.iter().all(|n| n % 2 == 0) && odd.iter().all(|n| n % 2 == 1));
     let union: Vec<u64> = even.union(&odd).copied().collect();
-    assert_eq!(union, (0..300).collect::<Vec<u64>>(), "every purchase, once");
+    assert_eq!(
+        union,
+        (0..300).collect::<Vec<u64>>(),
+        "every purchase, once"
+    );
     for index in 0..2 {
         let (_, results) = sale.json(&format!("shard{index}.json"));
         assert_eq!(results["started_at"], json!(start_at_utc(&start_at)));
         assert_eq!(results["shard"], json!({"index": index, "count": 2}));
     }
 
-    let together = sale.run(&["check", "--history", &path("shard0.jsonl"), &path("shard1.jsonl")]);
+    let together = sale.run(&[
+        "check",
+        "--history",
+        &path("shard0.jsonl"),
+        &path("shard1.jsonl"),
+    ]);
     assert_all_held(&together);
     let one = sale.run(&["check", "--history", &path("shard0.jsonl")]);
     assert_exit(&one, 1);
@@ -203,7 +213,11 @@ async fn two_shards_send_exactly_the_storms_purchases_and_are_checked_together()
 /// A time as the storm's JSON writes it.
 fn start_at_utc(rfc3339: &str) -> String {
     let at: chrono::DateTime<chrono::Utc> = rfc3339.parse().unwrap();
-    serde_json::to_value(at).unwrap().as_str().unwrap().to_owned()
+    serde_json::to_value(at)
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,7 +278,10 @@ async fn duplicates_come_back_as_replays_of_the_first_order_and_the_history_has_
     let fairness = &results["fairness"][0];
     let winners = fairness["winners"].as_u64().unwrap();
     assert!(winners > 50 && winners < 300, "{fairness}");
-    assert!(fairness["sold_out_seconds"].as_f64().unwrap() > 0.0, "{fairness}");
+    assert!(
+        fairness["sold_out_seconds"].as_f64().unwrap() > 0.0,
+        "{fairness}"
+    );
     assert!(
         fairness["first_arrivals_won"].as_u64().unwrap() * 10 >= winners * 8,
         "{fairness}"

@@ -403,7 +403,8 @@ pub async fn run_scenario(args: StormArgs, scenario: Scenario) -> Outcome {
     say!("{}", summary.latency_table());
     let mut document = summary.json();
     if plan.shard != Shard::WHOLE {
-        document["shard"] = serde_json::json!({"index": plan.shard.index, "count": plan.shard.count});
+        document["shard"] =
+            serde_json::json!({"index": plan.shard.index, "count": plan.shard.count});
     }
     if !seated_events.is_empty() {
         // The zones' figures are the report's, not the verdict's: a sale that
@@ -425,9 +426,9 @@ pub async fn run_scenario(args: StormArgs, scenario: Scenario) -> Outcome {
         document["fairness"] = serde_json::to_value(&events).context("the fairness as JSON")?;
     }
     let verdict = match (&services, plan.check) {
-        (Some(services), true) => Some(
-            settle_and_check(&plan, services, history.as_deref(), &mut document).await?,
-        ),
+        (Some(services), true) => {
+            Some(settle_and_check(&plan, services, history.as_deref(), &mut document).await?)
+        }
         _ => None,
     };
     let missed = judge(&plan.thresholds, &summary, &mut document);

@@ -339,7 +339,10 @@ pub fn fairness_table(events: &[EventFairness]) -> Table {
             event.event_id.to_string(),
             event.purchases.to_string(),
             event.winners.to_string(),
-            format!("{} of the first {}", event.first_arrivals_won, event.winners),
+            format!(
+                "{} of the first {}",
+                event.first_arrivals_won, event.winners
+            ),
             event
                 .rank_correlation
                 .map_or("-".into(), |r| format!("{r:+.2}")),
