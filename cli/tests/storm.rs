@@ -159,7 +159,7 @@ async fn two_shards_send_exactly_the_storms_purchases_and_are_checked_together()
     let shard = |index: usize| {
         format!(
             "--target {} --event {event} --rate 400 --buyers 300 --duplicates 0.2 --seed 5 \
-             --shard {index}/2 --start-at {start_at} --no-check \
+             --shard {index}/2 --start-at {start_at} \
              --history {dir}/shard{index}.jsonl --json {dir}/shard{index}.json",
             server.url,
             dir = sale.dir.display()
@@ -188,18 +188,40 @@ async fn two_shards_send_exactly_the_storms_purchases_and_are_checked_together()
         (0..300).collect::<Vec<u64>>(),
         "every purchase, once"
     );
+    // On the whole storm's schedule from the common start: purchase n is
+    // due n/400 s after it (not at its place among its shard's own).
+    let start: chrono::DateTime<chrono::Utc> = start_at.parse().unwrap();
+    let sent = |a: &Value| -> f64 {
+        let at: chrono::DateTime<chrono::Utc> = a["sent_at"].as_str().unwrap().parse().unwrap();
+        (at - start).num_microseconds().unwrap() as f64 / 1e6
+    };
+    let shard_one = history(&path("shard1.jsonl"));
+    let last = shard_one
+        .iter()
+        .find(|a| a["idempotency_key"] == "storm-5-299")
+        .expect("purchase 299, shard 1's");
+    assert!(sent(last) >= 0.74, "sent {} s after the start", sent(last));
+    assert!(shard_one.iter().all(|a| sent(a) >= -0.01), "none before the start");
+    assert!(
+        stderr(&first).contains("no settle or check here"),
+        "a shard does not check alone: {}",
+        stderr(&first)
+    );
     for index in 0..2 {
         let (_, results) = sale.json(&format!("shard{index}.json"));
         assert_eq!(results["started_at"], json!(start_at_utc(&start_at)));
         assert_eq!(results["shard"], json!({"index": index, "count": 2}));
     }
 
-    let together = sale.run(&[
-        "check",
-        "--history",
-        &path("shard0.jsonl"),
-        &path("shard1.jsonl"),
-    ]);
+    // The sale settles (payments in flight), then is proven against both.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let together = loop {
+        let run = sale.run(&["check", "--history", &path("shard0.jsonl"), &path("shard1.jsonl")]);
+        if !stdout(&run).contains("UNKNOWN") || std::time::Instant::now() > deadline {
+            break run;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_all_held(&together);
     let one = sale.run(&["check", "--history", &path("shard0.jsonl")]);
     assert_exit(&one, 1);

@@ -328,7 +328,14 @@ impl Lane {
                 }
             };
             let sent = Instant::now();
-            self.recorder.sent(sent - start, sent - due, sent - ready);
+            match self.plan.model {
+                Model::Open { .. } => self.recorder.sent(sent - start, sent - due, sent - ready),
+                // No schedule to be late for: each send waits for an answer.
+                Model::Closed { .. } => {
+                    self.recorder
+                        .sent(sent - start, Duration::ZERO, Duration::ZERO)
+                }
+            }
             self.progress.sent.fetch_add(1, Relaxed);
             inflight.push(self.job(number, start, due, slot));
             number += self.step;

@@ -2,8 +2,10 @@
 //! history: when it sold out, how fast it sold while stock lasted, and how
 //! fair it was to the buyers who came first.
 //!
-//! A purchase is one idempotency key: its arrival is its first send, and it
-//! won if any of its attempts was told `accepted` (or `replayed`). Of the
+//! A purchase is one buyer (the storm gives each purchase a buyer of its
+//! own): its arrival is its first send, and it won if any of its attempts,
+//! a fallback to the best seat left included, was told `accepted` (or
+//! `replayed`). Every other end counts as a loss, whatever its cause. Of the
 //! first W purchases to arrive, W being the number that won, a sale that
 //! served strictly first come, first served lets every one win. The rank
 //! correlation (rank-biserial) between arrival and winning is 1 for first
@@ -44,7 +46,7 @@ struct Purchase {
 
 #[derive(Default)]
 struct Event {
-    purchases: HashMap<(String, String), Purchase>,
+    purchases: HashMap<String, Purchase>,
     last_acceptance: Option<DateTime<Utc>>,
     sold_out: bool,
 }
@@ -56,7 +58,7 @@ pub fn of(history: &[Attempt], started: DateTime<Utc>) -> Vec<EventFairness> {
         let event = events.entry(attempt.event_id).or_default();
         let purchase = event
             .purchases
-            .entry((attempt.user_id.clone(), attempt.idempotency_key.clone()))
+            .entry(attempt.user_id.clone())
             .or_default();
         purchase.arrived = Some(match purchase.arrived {
             Some(first) => first.min(attempt.sent_at),
@@ -198,7 +200,7 @@ mod tests {
     }
 
     #[test]
-    fn a_purchase_is_its_key_arriving_with_its_first_send() {
+    fn a_purchase_is_its_buyer_arriving_with_its_first_send() {
         // Buyer 1 sends first and times out, then wins on a retry after
         // buyer 0 lost: an early arrival that won.
         let history = vec![
@@ -206,8 +208,18 @@ mod tests {
             attempt(0, 1, Outcome::SoldOut),
             attempt(1, 10, Outcome::Accepted),
         ];
+        let mut fallback = attempt(0, 12, Outcome::Accepted);
+        fallback.idempotency_key = "key-0-best".into();
         let figures = of(&history, DateTime::UNIX_EPOCH).remove(0);
         assert_eq!((figures.purchases, figures.winners), (2, 1));
+        let mut with_fallback = history.clone();
+        with_fallback.push(fallback);
+        let figures = of(&with_fallback, DateTime::UNIX_EPOCH).remove(0);
+        assert_eq!(
+            (figures.purchases, figures.winners),
+            (2, 2),
+            "buyer 0 won with its fallback: one purchase"
+        );
         assert_eq!(figures.first_arrivals_won, 1);
         assert_eq!(figures.rank_correlation, Some(1.0));
     }

@@ -166,6 +166,14 @@ impl StormPlan {
             bail!("--buyers must be at least 1");
         }
         let (model, model_label, target_rate) = model(&options)?;
+        let shard = args.shard.unwrap_or(Shard::WHOLE);
+        // A shard asks for its share of the whole storm's rate.
+        let target_rate = target_rate.map(|rate| rate / shard.count as f64);
+        if let Some(at) = args.start_at {
+            if at < chrono::Utc::now() - chrono::TimeDelta::seconds(1) {
+                bail!("--start-at {at} has passed: give a moment ahead, which every shard waits for");
+            }
+        }
         if purchases.is_none() && options.duration.is_none() {
             bail!("say when the storm ends: --buyers N, --duration D, or both");
         }
@@ -213,7 +221,9 @@ impl StormPlan {
             ),
         };
         Ok(Self {
-            check: !args.no_check && matches!(sends, Sends::Buy(_)),
+            // A shard cannot check the sale alone: the other shards' orders
+            // are not in its history.
+            check: !args.no_check && matches!(sends, Sends::Buy(_)) && shard == Shard::WHOLE,
             model,
             model_label,
             target_rate,
@@ -227,7 +237,7 @@ impl StormPlan {
             lanes: args
                 .lanes
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
-            shard: args.shard.unwrap_or(Shard::WHOLE),
+            shard,
             start_at: args.start_at,
             history: args.history.clone(),
             json: args.json.clone(),
@@ -420,8 +430,11 @@ pub async fn run_scenario(args: StormArgs, scenario: Scenario) -> Outcome {
             Err(error) => eprintln!("storm: no seat maps after the storm: {error:#}"),
         }
     }
-    if let Some(history) = &history {
-        let events = fairness::of(history, storm.started_at);
+    let events = history
+        .as_deref()
+        .map(|history| fairness::of(history, storm.started_at))
+        .unwrap_or_default();
+    if !events.is_empty() {
         say!("{}", report::fairness_table(&events));
         document["fairness"] = serde_json::to_value(&events).context("the fairness as JSON")?;
     }
@@ -463,9 +476,13 @@ async fn fire(plan: &StormPlan, work: Work) -> Result<Storm, Failure> {
     match plan.shard {
         Shard::WHOLE => eprintln!("storm: {} against {}", plan.model_label, plan.target),
         Shard { index, count } => eprintln!(
-            "storm: shard {index}/{count} of {} against {}",
+            "storm: shard {index}/{count} of {} against {}; no settle or check here (they \
+             need every shard's history: `flashtix check --history` with them all)",
             plan.model_label, plan.target
         ),
+    }
+    if let Some(at) = plan.start_at.filter(|at| *at > chrono::Utc::now()) {
+        eprintln!("storm: the schedule begins at {at}");
     }
     let progress = Arc::new(Progress::default());
     let bar = progress_bar(plan);

@@ -119,8 +119,8 @@ pub struct Recorder {
     /// How far behind its intended time each send went out.
     pub lateness: Histogram<u64>,
     pub late_sends: u64,
-    /// Sends that waited over [`LATE_AFTER`] for one of the `--max-inflight`
-    /// open requests to end.
+    /// Sends [`BEHIND_AFTER`] or more late that had waited over
+    /// [`LATE_AFTER`] for one of the `--max-inflight` open requests to end.
     pub slot_waits: u64,
     pub sends: u64,
     /// When the first and the last send went out, since the start.
@@ -163,7 +163,7 @@ impl Recorder {
         if late > LATE_AFTER {
             self.late_sends += 1;
         }
-        if slot_wait > LATE_AFTER {
+        if late >= BEHIND_AFTER && slot_wait > LATE_AFTER {
             self.slot_waits += 1;
         }
         self.second(at).sent += 1;
@@ -301,14 +301,19 @@ mod tests {
         a.answered(&measured(Outcome::Accepted, 10, 10, 20));
         b.sent(
             Duration::from_millis(1500),
+            Duration::from_millis(50),
+            Duration::from_millis(40),
+        );
+        b.sent(
+            Duration::from_millis(1600),
             Duration::from_millis(5),
             Duration::from_millis(4),
         );
         b.answered(&measured(Outcome::SoldOut, 1500, 1500, 2600));
         b.answered(&measured(Outcome::SoldOut, 1500, 1500, 1600));
         a.merge(&b);
-        assert_eq!((a.sends, a.late_sends, a.answers()), (2, 1, 3));
-        assert_eq!(a.slot_waits, 1);
+        assert_eq!((a.sends, a.late_sends, a.answers()), (3, 2, 3));
+        assert_eq!(a.slot_waits, 1, "only the send that fell behind");
         assert_eq!(a.count(Outcome::SoldOut), 2);
         assert_eq!(a.first_send, Some(Duration::from_millis(10)));
         assert_eq!(a.last_answer, Duration::from_millis(2600));
