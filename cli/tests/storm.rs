@@ -201,7 +201,10 @@ async fn two_shards_send_exactly_the_storms_purchases_and_are_checked_together()
         .find(|a| a["idempotency_key"] == "storm-5-299")
         .expect("purchase 299, shard 1's");
     assert!(sent(last) >= 0.74, "sent {} s after the start", sent(last));
-    assert!(shard_one.iter().all(|a| sent(a) >= -0.01), "none before the start");
+    assert!(
+        shard_one.iter().all(|a| sent(a) >= -0.01),
+        "none before the start"
+    );
     assert!(
         stderr(&first).contains("no settle or check here"),
         "a shard does not check alone: {}",
@@ -216,7 +219,12 @@ async fn two_shards_send_exactly_the_storms_purchases_and_are_checked_together()
     // The sale settles (payments in flight), then is proven against both.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let together = loop {
-        let run = sale.run(&["check", "--history", &path("shard0.jsonl"), &path("shard1.jsonl")]);
+        let run = sale.run(&[
+            "check",
+            "--history",
+            &path("shard0.jsonl"),
+            &path("shard1.jsonl"),
+        ]);
         if !stdout(&run).contains("UNKNOWN") || std::time::Instant::now() > deadline {
             break run;
         }

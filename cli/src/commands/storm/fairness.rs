@@ -56,10 +56,7 @@ pub fn of(history: &[Attempt], started: DateTime<Utc>) -> Vec<EventFairness> {
     let mut events: BTreeMap<i64, Event> = BTreeMap::new();
     for attempt in history {
         let event = events.entry(attempt.event_id).or_default();
-        let purchase = event
-            .purchases
-            .entry(attempt.user_id.clone())
-            .or_default();
+        let purchase = event.purchases.entry(attempt.user_id.clone()).or_default();
         purchase.arrived = Some(match purchase.arrived {
             Some(first) => first.min(attempt.sent_at),
             None => attempt.sent_at,
@@ -212,6 +209,8 @@ mod tests {
         fallback.idempotency_key = "key-0-best".into();
         let figures = of(&history, DateTime::UNIX_EPOCH).remove(0);
         assert_eq!((figures.purchases, figures.winners), (2, 1));
+        assert_eq!(figures.first_arrivals_won, 1);
+        assert_eq!(figures.rank_correlation, Some(1.0));
         let mut with_fallback = history.clone();
         with_fallback.push(fallback);
         let figures = of(&with_fallback, DateTime::UNIX_EPOCH).remove(0);
@@ -220,7 +219,5 @@ mod tests {
             (2, 2),
             "buyer 0 won with its fallback: one purchase"
         );
-        assert_eq!(figures.first_arrivals_won, 1);
-        assert_eq!(figures.rank_correlation, Some(1.0));
     }
 }

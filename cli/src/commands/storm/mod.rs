@@ -171,7 +171,9 @@ impl StormPlan {
         let target_rate = target_rate.map(|rate| rate / shard.count as f64);
         if let Some(at) = args.start_at {
             if at < chrono::Utc::now() - chrono::TimeDelta::seconds(1) {
-                bail!("--start-at {at} has passed: give a moment ahead, which every shard waits for");
+                bail!(
+                    "--start-at {at} has passed: give a moment ahead, which every shard waits for"
+                );
             }
         }
         if purchases.is_none() && options.duration.is_none() {
