@@ -2,6 +2,7 @@
 //! and the manual pages, both made from the same clap definitions the
 //! commands parse, so neither can drift from `--help`.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -30,17 +31,36 @@ pub struct ManArgs {
 /// Prints the completion script for `args.shell` of the command `cli`.
 pub fn completions(args: CompletionsArgs, mut cli: Command) -> Outcome {
     let name = cli.get_name().to_owned();
-    clap_complete::generate(args.shell, &mut cli, name, &mut std::io::stdout());
-    Ok(ExitCode::SUCCESS)
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut cli, name, &mut script);
+    print(&script)
+}
+
+/// Writes `text` to stdout; a reader that stopped early (`| head`) is no
+/// error.
+fn print(text: &[u8]) -> Outcome {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text).and_then(|()| stdout.flush()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(error)
+                .context("writing to stdout")
+                .into())
+        }
+        _ => Ok(ExitCode::SUCCESS),
+    }
 }
 
 /// Prints the main page of `cli`, or writes every command's page into `--dir`.
 pub fn man(args: ManArgs, mut cli: Command) -> Outcome {
     cli.build();
     match &args.dir {
-        None => clap_mangen::Man::new(cli)
-            .render(&mut std::io::stdout())
-            .context("writing the manual page")?,
+        None => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cli)
+                .render(&mut page)
+                .context("rendering the manual page")?;
+            return print(&page);
+        }
         Some(dir) => {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating {}", dir.display()))
