@@ -83,10 +83,25 @@ async fn json_to_stdout_is_the_results_alone_and_the_tables_go_to_stderr() {
     let sale = Sale::new().await;
     let run = storm(
         &sale,
-        &format!("--raw {url} --rate 200 --duration 0m0.5s --json -"),
+        &format!(
+            "--raw {url} --rate 200 --duration 0m0.5s --json - --csv {}/seconds.csv",
+            sale.dir.display()
+        ),
     )
     .await;
     assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
+    let csv = std::fs::read_to_string(sale.dir.join("seconds.csv")).expect("the CSV");
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(header[..3], ["second", "sent", "accepted"]);
+    let accepted = header.iter().position(|h| *h == "accepted").unwrap();
+    let rows: Vec<Vec<&str>> = lines.map(|line| line.split(',').collect()).collect();
+    assert!(rows.iter().all(|row| row.len() == header.len()), "{csv}");
+    let total: u64 = rows
+        .iter()
+        .map(|row| row[accepted].parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total, 100, "the seconds add up to every answer: {csv}");
     let results: Value = serde_json::from_slice(&run.stdout).expect("stdout is one JSON document");
     assert_eq!(results["outcomes"]["accepted"], 100, "{results:#}");
     assert!(stderr(&run).contains("completed/s"), "{}", stderr(&run));

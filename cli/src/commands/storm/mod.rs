@@ -87,6 +87,10 @@ pub struct StormArgs {
     /// percentile distribution (.hgrm, milliseconds)
     #[arg(long, value_name = "FILE.hgrm")]
     hdr: Option<PathBuf>,
+    /// Write the per-second series as CSV: each second's sends, answers by
+    /// outcome, and p50 and p99 from the intended send
+    #[arg(long, value_name = "FILE.csv")]
+    csv: Option<PathBuf>,
     /// Skip the settle wait and the invariants
     #[arg(long)]
     no_check: bool,
@@ -137,6 +141,7 @@ pub struct StormPlan {
     json: Option<PathBuf>,
     report: Option<PathBuf>,
     hdr: Option<PathBuf>,
+    csv: Option<PathBuf>,
     shade: Option<PathBuf>,
 }
 
@@ -245,6 +250,7 @@ impl StormPlan {
             json: args.json.clone(),
             report: args.report.clone(),
             hdr: args.hdr.clone(),
+            csv: args.csv.clone(),
             shade: args.shade.clone(),
         })
     }
@@ -562,6 +568,10 @@ fn write_outputs(
     }
     if let Some(path) = &plan.hdr {
         let text = report::hgrm(&summary.all_from_intended);
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &plan.csv {
+        let text = report::seconds_csv(&summary.storm.recorder);
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &plan.report {

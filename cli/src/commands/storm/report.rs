@@ -323,6 +323,30 @@ pub fn seating(recorder: &Recorder, maps: &BTreeMap<i64, Value>) -> Vec<Value> {
     zones
 }
 
+/// The per-second series as CSV: one row a second of the storm (by when
+/// answers came): sends, answers per outcome, p50 and p99 (ms) from the
+/// intended send.
+pub fn seconds_csv(recorder: &Recorder) -> String {
+    let mut text = String::from("second,sent");
+    for outcome in Outcome::ALL {
+        text += ",";
+        text += outcome.name();
+    }
+    text += ",p50_ms,p99_ms\n";
+    for (second, s) in recorder.seconds.iter().enumerate() {
+        text += &format!("{second},{}", s.sent);
+        for outcome in Outcome::ALL {
+            text += &format!(",{}", s.outcomes[outcome.index()]);
+        }
+        text += &format!(
+            ",{:.3},{:.3}\n",
+            millis_at(&s.from_intended, 50.0),
+            millis_at(&s.from_intended, 99.0)
+        );
+    }
+    text
+}
+
 /// Each event's sell-out and fairness figures as a table.
 pub fn fairness_table(events: &[EventFairness]) -> Table {
     let mut table = table(&[
