@@ -46,14 +46,16 @@ macro_rules! say {
 pub fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(value)? + "\n";
     if is_stdout(path) {
-        let mut stdout = std::io::stdout().lock();
-        stdout
-            .write_all(text.as_bytes())
-            .and_then(|()| stdout.flush())
-            .context("writing the JSON to stdout")
+        to_stdout(text.as_bytes()).context("writing the JSON to stdout")
     } else {
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
     }
+}
+
+/// Writes `bytes` to stdout whole, and flushes them.
+pub fn to_stdout(bytes: &[u8]) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(bytes).and_then(|()| stdout.flush())
 }
 
 /// A table in the CLI's one style.

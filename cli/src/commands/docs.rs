@@ -2,7 +2,6 @@
 //! and the manual pages, both made from the same clap definitions the
 //! commands parse, so neither can drift from `--help`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -11,6 +10,7 @@ use clap::Command;
 use clap_complete::Shell;
 
 use super::{Failure, Outcome};
+use crate::output;
 
 #[derive(clap::Args)]
 pub struct CompletionsArgs {
@@ -39,8 +39,7 @@ pub fn completions(args: CompletionsArgs, mut cli: Command) -> Outcome {
 /// Writes `text` to stdout; a reader that stopped early (`| head`) is no
 /// error.
 fn print(text: &[u8]) -> Outcome {
-    let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text).and_then(|()| stdout.flush()) {
+    match output::to_stdout(text) {
         Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
             Err(anyhow::Error::new(error)
                 .context("writing to stdout")
