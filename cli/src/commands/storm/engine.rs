@@ -81,7 +81,7 @@ pub struct Plan {
 /// Shard `index` of `count` sends the purchases whose number is `index`
 /// modulo `count`, at the times the whole storm's schedule gives them: the
 /// shards of one seeded storm send, between them, exactly its purchases.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Shard {
     pub index: u64,
     pub count: u64,

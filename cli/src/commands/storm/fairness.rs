@@ -18,10 +18,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use flashtix_server::history::{Attempt, Outcome};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One event's figures.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventFairness {
     pub event_id: i64,
     pub purchases: u64,

@@ -9,7 +9,8 @@ use std::fmt::Write;
 
 use flashtix_server::history::Outcome;
 use hdrhistogram::Histogram;
-use serde_json::Value;
+
+use super::document::{Percentiles, SecondRow, StormDocument};
 
 /// A stretch of the storm to shade on the time charts (a drill's fault).
 pub use flashtix_chaos::windows::Window;
@@ -18,7 +19,7 @@ pub use flashtix_chaos::windows::Window;
 pub struct Page<'a> {
     pub title: String,
     /// The `--json` document of the storm.
-    pub document: &'a Value,
+    pub document: &'a StormDocument,
     /// Every attempt's latency from its intended send, µs.
     pub from_intended: &'a Histogram<u64>,
     /// Every attempt's service time, µs.
@@ -66,19 +67,19 @@ impl Page<'_> {
              <style>{STYLE}</style></head><body><h1>{title}</h1><p>{model}; started {started}, \
              {elapsed:.1} s of sending; {attempts} attempts.</p>",
             title = escape(&self.title),
-            model = escape(doc["model"].as_str().unwrap_or("")),
-            started = escape(doc["started_at"].as_str().unwrap_or("")),
-            elapsed = doc["elapsed_seconds"].as_f64().unwrap_or(0.0),
-            attempts = doc["attempts"],
+            model = escape(&doc.model),
+            started = doc.started_at.to_rfc3339(),
+            elapsed = doc.elapsed_seconds,
+            attempts = doc.attempts,
         );
-        if let Some(warning) = doc["schedule"]["warning"].as_str() {
+        if let Some(warning) = &doc.schedule.warning {
             let _ = write!(html, "<p class=\"FAIL\">{}</p>", escape(warning));
         }
-        if let Some(verdict) = doc["check"]["verdict"].as_str() {
+        if let Some(check) = &doc.check {
             let _ = write!(
                 html,
                 "<p>Invariants: <span class=\"{v}\">{v}</span></p>",
-                v = escape(verdict)
+                v = check.verdict.name()
             );
         }
         html += "<h2>Throughput by outcome (answers per second)</h2>";
@@ -92,7 +93,7 @@ impl Page<'_> {
         html += "<div class=\"legend\"><span><i style=\"background:#c62828\"></i>from the intended send</span>\
                  <span><i style=\"background:#1565c0\"></i>service time (from the actual send)</span></div>";
         html += &self.distribution_chart();
-        html += &super::seatmap::section(doc);
+        html += &super::seatmap::section(&doc.seating);
         html += &self.tables();
         html += "</body></html>\n";
         html
@@ -115,27 +116,17 @@ impl Page<'_> {
     fn present(&self) -> Vec<Outcome> {
         Outcome::ALL
             .into_iter()
-            .filter(|o| self.document["outcomes"][o.name()].as_u64().unwrap_or(0) > 0)
+            .filter(|o| self.document.count(*o) > 0)
             .collect()
     }
 
-    fn seconds(&self) -> &[Value] {
-        self.document["seconds"]
-            .as_array()
-            .map_or(&[], Vec::as_slice)
+    fn seconds(&self) -> &[SecondRow] {
+        &self.document.seconds
     }
 
     fn throughput_chart(&self) -> String {
         let seconds = self.seconds();
-        let totals: Vec<f64> = seconds
-            .iter()
-            .map(|s| {
-                Outcome::ALL
-                    .iter()
-                    .map(|o| s["outcomes"][o.name()].as_f64().unwrap_or(0.0))
-                    .sum()
-            })
-            .collect();
+        let totals: Vec<f64> = seconds.iter().map(|s| s.answers() as f64).collect();
         let top = nice_ceiling(totals.iter().copied().fold(1.0, f64::max));
         let mut chart = Chart::new(seconds.len().max(1) as f64, Scale::Linear { max: top });
         chart.shade(self.windows);
@@ -143,7 +134,7 @@ impl Page<'_> {
         for (second, s) in seconds.iter().enumerate() {
             let mut stacked = 0.0;
             for outcome in self.present() {
-                let count = s["outcomes"][outcome.name()].as_f64().unwrap_or(0.0);
+                let count = s.count(outcome) as f64;
                 if count > 0.0 {
                     let (low, high) = (chart.y(stacked), chart.y(stacked + count));
                     let _ = write!(
@@ -164,19 +155,15 @@ impl Page<'_> {
 
     fn latency_chart(&self) -> String {
         let seconds = self.seconds();
-        let series = |key: &str| -> Vec<(f64, f64)> {
+        let series = |figure: fn(&SecondRow) -> f64| -> Vec<(f64, f64)> {
             seconds
                 .iter()
                 .enumerate()
-                .filter_map(|(i, s)| {
-                    let answered: u64 = s["outcomes"]
-                        .as_object()
-                        .map_or(0, |o| o.values().filter_map(Value::as_u64).sum());
-                    (answered > 0).then(|| (i as f64 + 0.5, s[key].as_f64().unwrap_or(0.0)))
-                })
+                .filter(|(_, s)| s.answers() > 0)
+                .map(|(i, s)| (i as f64 + 0.5, figure(s)))
                 .collect()
         };
-        let (p50, p99) = (series("p50_ms"), series("p99_ms"));
+        let (p50, p99) = (series(|s| s.p50_ms), series(|s| s.p99_ms));
         let top = p99.iter().map(|p| p.1).fold(1.0, f64::max);
         let scale = Scale::log_ms(top);
         let mut chart = Chart::new(seconds.len().max(1) as f64, scale);
@@ -257,9 +244,9 @@ impl Page<'_> {
         let mut html = String::from(
             "<h2>Outcomes</h2><table><tr><th>outcome</th><th>attempts</th><th>per second</th></tr>",
         );
-        let elapsed = doc["elapsed_seconds"].as_f64().unwrap_or(0.0).max(1e-9);
+        let elapsed = doc.elapsed_seconds.max(1e-9);
         for outcome in self.present() {
-            let n = doc["outcomes"][outcome.name()].as_u64().unwrap_or(0);
+            let n = doc.count(outcome);
             let _ = write!(
                 html,
                 "<tr><td>{}</td><td>{n}</td><td>{:.0}</td></tr>",
@@ -267,62 +254,65 @@ impl Page<'_> {
                 n as f64 / elapsed
             );
         }
-        html += "</table><h2>Latency (ms)</h2><table><tr><th>outcome</th><th>measured from</th>\
-                 <th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th></tr>";
+        html += "</table><h2>Latency (ms)</h2><table><tr><th>outcome</th><th>measured from</th>";
+        for (name, _) in Percentiles::NAMED {
+            let _ = write!(html, "<th>{name}</th>");
+        }
+        html += "</tr>";
         for outcome in self.present() {
-            for (key, from) in [
-                ("latency_from_intended_ms", "intended send"),
-                ("service_time_ms", "actual send"),
+            for (by_class, from) in [
+                (&doc.latency_from_intended_ms, "intended send"),
+                (&doc.service_time_ms, "actual send"),
             ] {
-                let p = &doc[key][outcome.name()];
+                let Some(percentiles) = by_class.get(outcome.name()) else {
+                    continue;
+                };
                 let _ = write!(html, "<tr><td>{}</td><td>{from}</td>", outcome.name());
-                for name in ["p50", "p90", "p99", "p99.9", "max"] {
-                    let _ = write!(html, "<td>{:.2}</td>", p[name].as_f64().unwrap_or(0.0));
+                for value in percentiles.values() {
+                    let _ = write!(html, "<td>{value:.2}</td>");
                 }
                 html += "</tr>";
             }
         }
         html += "</table>";
-        if let Some(events) = doc["fairness"].as_array() {
+        if !doc.fairness.is_empty() {
             html += "<h2>Sell-out and fairness (from the history)</h2><table><tr><th>event</th>\
                      <th>purchases</th><th>won</th><th>of the first arrivals, won</th>\
                      <th>arrival→win rank correlation</th><th>sold out at (s)</th>\
                      <th>won/s while stock lasted</th></tr>";
-            let number = |value: &Value, decimals: usize| {
-                value
-                    .as_f64()
-                    .map_or("-".to_owned(), |x| format!("{x:.decimals$}"))
+            let number = |value: Option<f64>, decimals: usize| {
+                value.map_or("-".to_owned(), |x| format!("{x:.decimals$}"))
             };
-            for event in events {
+            for event in &doc.fairness {
                 let _ = write!(
                     html,
                     "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} of {}</td><td>{}</td>\
                      <td>{}</td><td>{}</td></tr>",
-                    event["event_id"],
-                    event["purchases"],
-                    event["winners"],
-                    event["first_arrivals_won"],
-                    event["winners"],
-                    number(&event["rank_correlation"], 2),
-                    number(&event["sold_out_seconds"], 2),
-                    number(&event["accepted_per_second_while_stock_lasted"], 0),
+                    event.event_id,
+                    event.purchases,
+                    event.winners,
+                    event.first_arrivals_won,
+                    event.winners,
+                    number(event.rank_correlation, 2),
+                    number(event.sold_out_seconds, 2),
+                    number(event.accepted_per_second_while_stock_lasted, 0),
                 );
             }
             html += "</table>";
         }
-        if let Some(findings) = doc["check"]["findings"].as_array() {
+        if let Some(check) = &doc.check {
             html +=
                 "<h2>Invariants</h2><table><tr><th>invariant</th><th>verdict</th><th>checked</th>\
                      <th>offending</th><th>detail</th></tr>";
-            for f in findings {
-                let verdict = escape(f["verdict"].as_str().unwrap_or(""));
+            for f in &check.findings {
+                let verdict = f.verdict.name();
                 let _ = write!(
                     html,
                     "<tr><td>{}</td><td class=\"{verdict}\">{verdict}</td><td>{}</td><td>{}</td><td style=\"text-align:left\">{}</td></tr>",
-                    escape(f["invariant"].as_str().unwrap_or("")),
-                    f["checked"],
-                    f["offending"],
-                    escape(f["detail"].as_str().unwrap_or(""))
+                    escape(&f.invariant),
+                    f.checked,
+                    f.offending,
+                    escape(&f.detail)
                 );
             }
             html += "</table>";
@@ -518,35 +508,56 @@ pub(super) fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    fn histogram(values_ms: &[u64]) -> Histogram<u64> {
-        let mut h = Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap();
-        for v in values_ms {
-            h.record(v * 1000).unwrap();
-        }
-        h
-    }
+    use crate::commands::storm::engine::Storm;
+    use crate::commands::storm::record::{Measured, Recorder};
+    use crate::commands::storm::report::Summary;
+    use flashtix_server::invariants::{Finding, Report, Verdict};
+    use std::time::Duration;
 
     #[test]
     fn the_page_stands_alone_and_shows_what_happened() {
-        let document = json!({
-            "model": "open, 10/s <constant>",
-            "started_at": "2026-11-21T10:00:00Z",
-            "elapsed_seconds": 2.0,
-            "attempts": 7,
-            "outcomes": {"accepted": 3, "sold_out": 4, "error": 0},
-            "latency_from_intended_ms": {"accepted": {"p50": 1.5, "p99": 9.0}},
-            "service_time_ms": {"accepted": {"p50": 1.0}},
-            "seconds": [
-                {"sent": 4, "outcomes": {"accepted": 3, "sold_out": 1}, "p50_ms": 2.0, "p99_ms": 9.0},
-                {"sent": 3, "outcomes": {"sold_out": 3}, "p50_ms": 1.0, "p99_ms": 1.5},
-            ],
-            "check": {"verdict": "PASS", "findings": [
-                {"invariant": "no_oversell", "verdict": "PASS", "checked": 1, "offending": 0, "detail": "a & b"}
-            ]},
+        // Second 0: 3 accepted and 1 sold out; second 1: 3 sold out.
+        let mut recorder = Recorder::default();
+        for (n, outcome) in [
+            Outcome::Accepted,
+            Outcome::Accepted,
+            Outcome::Accepted,
+            Outcome::SoldOut,
+            Outcome::SoldOut,
+            Outcome::SoldOut,
+            Outcome::SoldOut,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let at = Duration::from_millis(300 * n as u64);
+            recorder.sent(at, Duration::ZERO, Duration::ZERO);
+            recorder.answered(&Measured {
+                outcome,
+                intended: at,
+                sent: at,
+                finished: at + Duration::from_millis(2),
+                sold: None,
+            });
+        }
+        let storm = Storm {
+            recorder,
+            started_at: chrono::Utc::now(),
+            elapsed: Duration::from_secs(2),
+        };
+        let summary = Summary::new(&storm, "open, 10/s <constant>".into(), Some(10.0), false);
+        let mut document = summary.document();
+        document.check = Some(Report {
+            verdict: Verdict::Pass,
+            findings: vec![Finding {
+                invariant: "no_oversell".into(),
+                verdict: Verdict::Pass,
+                checked: 1,
+                offending: 0,
+                detail: "a & b".into(),
+                examples: Vec::new(),
+            }],
         });
-        let (intended, service) = (histogram(&[1, 2, 9]), histogram(&[1, 1, 2]));
         let windows = [Window {
             from: 0.5,
             to: Some(1.0),
@@ -555,8 +566,8 @@ mod tests {
         let page = Page {
             title: "storm".into(),
             document: &document,
-            from_intended: &intended,
-            service: &service,
+            from_intended: &summary.all_from_intended,
+            service: &summary.all_service,
             windows: &windows,
         }
         .render();
@@ -581,7 +592,7 @@ mod tests {
             .skip(1)
             .map(|rest| rest[..rest.find('<').unwrap()].parse::<u64>().unwrap())
             .sum();
-        assert_eq!(bucketed, 6, "every attempt in one bucket, both measures");
+        assert_eq!(bucketed, 14, "every attempt in one bucket, both measures");
     }
 
     #[test]

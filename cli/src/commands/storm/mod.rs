@@ -2,6 +2,7 @@
 //! coordinated omission, waits for the sale to settle and proves it with
 //! `check` and the storm's own history.
 
+mod document;
 mod engine;
 mod fairness;
 pub mod html;
@@ -32,6 +33,7 @@ pub use scenario::Scenario;
 
 use super::{check, reset, Failure, Outcome, Services};
 use crate::{output, say};
+use document::{Judged, StormDocument};
 use engine::{Model, Progress, RawRequest, Shard, Storm, Work};
 use report::{Summary, Threshold};
 use workload::{Buyers, Quantities, Schedule};
@@ -77,28 +79,11 @@ pub struct StormArgs {
     /// Write one JSON line per attempt (the history `check --history` reads)
     #[arg(long)]
     history: Option<PathBuf>,
-    /// Write the results as JSON to this file
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Write one self-contained HTML page with the charts and tables
-    #[arg(long, value_name = "FILE.html")]
-    report: Option<PathBuf>,
-    /// Write the latency from the intended send of every attempt as an HDR
-    /// percentile distribution (.hgrm, milliseconds)
-    #[arg(long, value_name = "FILE.hgrm")]
-    hdr: Option<PathBuf>,
-    /// Write the per-second series as CSV: each second's sends, answers by
-    /// outcome, and p50 and p99 from the intended send
-    #[arg(long, value_name = "FILE.csv")]
-    csv: Option<PathBuf>,
+    #[command(flatten)]
+    outputs: Outputs,
     /// Skip the settle wait and the invariants
     #[arg(long)]
     no_check: bool,
-    /// Shade these time windows on the report's charts: a JSON list of
-    /// {label, from, to} in seconds from the start (what `chaos` writes as it
-    /// breaks things; read when the report is written)
-    #[arg(long, hide = true, value_name = "FILE")]
-    shade: Option<PathBuf>,
     /// Tasks sending in parallel (default: one per core)
     #[arg(long, hide = true)]
     lanes: Option<usize>,
@@ -138,10 +123,31 @@ pub struct StormPlan {
     start_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Where the results go.
     history: Option<PathBuf>,
+    outputs: Outputs,
+}
+
+/// The files a storm's results can be written to (by `storm` and `merge`).
+#[derive(clap::Args, Clone)]
+pub struct Outputs {
+    /// Write the results as JSON to this file (`-`: stdout); `flashtix
+    /// merge` reads them back
+    #[arg(long)]
     json: Option<PathBuf>,
+    /// Write one self-contained HTML page with the charts and tables
+    #[arg(long, value_name = "FILE.html")]
     report: Option<PathBuf>,
+    /// Write the latency from the intended send of every attempt as an HDR
+    /// percentile distribution (.hgrm, milliseconds)
+    #[arg(long, value_name = "FILE.hgrm")]
     hdr: Option<PathBuf>,
+    /// Write the per-second series as CSV: each second's sends, answers by
+    /// outcome, and p50 and p99 from the intended send
+    #[arg(long, value_name = "FILE.csv")]
     csv: Option<PathBuf>,
+    /// Shade these time windows on the report's charts: a JSON list of
+    /// {label, from, to} in seconds from the start (what `chaos` writes as it
+    /// breaks things; read when the report is written)
+    #[arg(long, hide = true, value_name = "FILE")]
     shade: Option<PathBuf>,
 }
 
@@ -247,11 +253,7 @@ impl StormPlan {
             shard,
             start_at: args.start_at,
             history: args.history.clone(),
-            json: args.json.clone(),
-            report: args.report.clone(),
-            hdr: args.hdr.clone(),
-            csv: args.csv.clone(),
-            shade: args.shade.clone(),
+            outputs: args.outputs.clone(),
         })
     }
 
@@ -413,27 +415,23 @@ pub async fn run_scenario(args: StormArgs, scenario: Scenario) -> Outcome {
         plan.target_rate,
         plan.raw(),
     );
-    say!("{}", summary.rates_table());
-    if let Some(warning) = summary.schedule_warning() {
-        say!("{warning}");
-    }
-    say!("{}", summary.outcomes_table());
-    say!("{}", summary.latency_table());
-    let mut document = summary.json();
+    summary.print();
+    let mut document = summary.document();
     if plan.shard != Shard::WHOLE {
-        document["shard"] =
-            serde_json::json!({"index": plan.shard.index, "count": plan.shard.count});
+        document.shard = Some(plan.shard);
     }
     if !seated_events.is_empty() {
         // The zones' figures are the report's, not the verdict's: a sale that
         // cannot show its seat maps right now is still checked.
-        match seats::maps_after_storm(&plan.target, &seated_events).await {
-            Ok(maps) => {
-                let zones = report::seating(&storm.recorder, &maps);
+        let zones = seats::maps_after_storm(&plan.target, &seated_events)
+            .await
+            .and_then(|maps| report::seating(&storm.recorder, &maps));
+        match zones {
+            Ok(zones) => {
                 if !zones.is_empty() {
                     say!("{}", report::seating_table(&zones));
-                    document["seating"] = serde_json::Value::Array(zones);
                 }
+                document.seating = zones;
             }
             Err(error) => eprintln!("storm: no seat maps after the storm: {error:#}"),
         }
@@ -444,8 +442,8 @@ pub async fn run_scenario(args: StormArgs, scenario: Scenario) -> Outcome {
         .unwrap_or_default();
     if !events.is_empty() {
         say!("{}", report::fairness_table(&events));
-        document["fairness"] = serde_json::to_value(&events).context("the fairness as JSON")?;
     }
+    document.fairness = events;
     let verdict = match (&services, plan.check) {
         (Some(services), true) => {
             Some(settle_and_check(&plan, services, history.as_deref(), &mut document).await?)
@@ -453,7 +451,8 @@ pub async fn run_scenario(args: StormArgs, scenario: Scenario) -> Outcome {
         _ => None,
     };
     let missed = judge(&plan.thresholds, &summary, &mut document);
-    write_outputs(&plan, &summary, &document)?;
+    let title = format!("flashtix storm against {}", plan.target);
+    plan.outputs.write(&title, &summary, &document)?;
     Ok(match verdict {
         Some(Verdict::Fail) => ExitCode::from(1),
         _ if missed => ExitCode::from(3),
@@ -520,7 +519,7 @@ async fn settle_and_check(
     plan: &StormPlan,
     services: &Services,
     history: Option<&[Attempt]>,
-    document: &mut serde_json::Value,
+    document: &mut StormDocument,
 ) -> Result<Verdict, Failure> {
     let settled_in = settle(services, plan.settle).await?;
     match settled_in {
@@ -530,18 +529,18 @@ async fn settle_and_check(
         ),
         None => say!("not settled: orders still PENDING after {:?}", plan.settle),
     }
-    document["settle_seconds"] = serde_json::json!(settled_in.map(|d| d.as_secs_f64()));
+    document.settle_seconds = Some(settled_in.map(|d| d.as_secs_f64()));
     let report = check::prove(services, history, None).await?;
     check::print_report(&report);
-    document["check"] = serde_json::to_value(&report).context("the report as JSON")?;
-    Ok(report.verdict)
+    let verdict = report.verdict;
+    document.check = Some(report);
+    Ok(verdict)
 }
 
 /// Judges each `--threshold`, prints and records the verdicts; true if one
 /// was missed.
-fn judge(thresholds: &[Threshold], summary: &Summary, document: &mut serde_json::Value) -> bool {
+fn judge(thresholds: &[Threshold], summary: &Summary, document: &mut StormDocument) -> bool {
     let mut missed = false;
-    let mut judged = Vec::new();
     for threshold in thresholds {
         let (value, met) = threshold.judge(summary);
         say!(
@@ -551,45 +550,51 @@ fn judge(thresholds: &[Threshold], summary: &Summary, document: &mut serde_json:
             threshold.show(value)
         );
         missed |= !met;
-        judged.push(serde_json::json!({"threshold": threshold.text, "value": value, "met": met}));
+        document.thresholds.push(Judged {
+            threshold: threshold.text.clone(),
+            value,
+            met,
+        });
     }
-    document["thresholds"] = serde_json::Value::Array(judged);
     missed
 }
 
-/// The files the storm was asked for: JSON, HDR distribution, HTML report.
-fn write_outputs(
-    plan: &StormPlan,
-    summary: &Summary,
-    document: &serde_json::Value,
-) -> Result<(), Failure> {
-    if let Some(path) = &plan.json {
-        output::write_json(path, document)?;
+impl Outputs {
+    /// Writes the files asked for: JSON, HDR distribution, CSV, HTML report.
+    fn write(
+        &self,
+        title: &str,
+        summary: &Summary,
+        document: &StormDocument,
+    ) -> Result<(), Failure> {
+        if let Some(path) = &self.json {
+            output::write_json(path, document)?;
+        }
+        if let Some(path) = &self.hdr {
+            let text = report::hgrm(&summary.all_from_intended);
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+        if let Some(path) = &self.csv {
+            let text = report::seconds_csv(&document.seconds);
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+        if let Some(path) = &self.report {
+            let windows = match &self.shade {
+                Some(shade) => flashtix_chaos::windows::read(shade).map_err(anyhow::Error::new)?,
+                None => Vec::new(),
+            };
+            let page = html::Page {
+                title: title.to_owned(),
+                document,
+                from_intended: &summary.all_from_intended,
+                service: &summary.all_service,
+                windows: &windows,
+            };
+            std::fs::write(path, page.render())
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
     }
-    if let Some(path) = &plan.hdr {
-        let text = report::hgrm(&summary.all_from_intended);
-        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-    }
-    if let Some(path) = &plan.csv {
-        let text = report::seconds_csv(&summary.storm.recorder);
-        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-    }
-    if let Some(path) = &plan.report {
-        let windows = match &plan.shade {
-            Some(shade) => flashtix_chaos::windows::read(shade).map_err(anyhow::Error::new)?,
-            None => Vec::new(),
-        };
-        let page = html::Page {
-            title: format!("flashtix storm against {}", plan.target),
-            document,
-            from_intended: &summary.all_from_intended,
-            service: &summary.all_service,
-            windows: &windows,
-        };
-        std::fs::write(path, page.render())
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
 }
 
 /// Every event of the sale, for a storm that names none.

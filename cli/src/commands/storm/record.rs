@@ -6,8 +6,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use anyhow::Context;
+use base64::Engine;
 use flashtix_server::history::Outcome;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
 
 const CLASSES: usize = Outcome::ALL.len();
 /// The longest latency told apart from "longer": one hour.
@@ -261,6 +265,160 @@ impl Recorder {
             all.add(measure(class)).expect("same bounds");
         }
         all
+    }
+}
+
+/// A [`Recorder`]'s measures as the JSON carries them, losslessly: counts,
+/// and each histogram in HdrHistogram's compressed V2 encoding (base64), as
+/// any HdrHistogram library reads it. Times are microseconds from the
+/// storm's start. `flashtix merge` adds recorders read back from these.
+///
+/// Not carried: which seats and zones sold, which only the storm that sold
+/// them draws.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Recorded {
+    pub sends: u64,
+    pub late_sends: u64,
+    pub slot_waits: u64,
+    pub first_send_us: Option<u64>,
+    pub last_send_us: u64,
+    pub last_answer_us: u64,
+    pub lateness: Hdr,
+    /// By outcome name; outcomes that never happened are left out.
+    pub classes: BTreeMap<String, RecordedClass>,
+    pub seconds: Vec<RecordedSecond>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RecordedClass {
+    pub from_intended: Hdr,
+    pub service: Hdr,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RecordedSecond {
+    pub sent: u64,
+    /// By outcome name; outcomes without an answer that second are left out.
+    pub outcomes: BTreeMap<String, u64>,
+    pub from_intended: Hdr,
+}
+
+/// A histogram that is written as base64 of its compressed V2 encoding.
+#[derive(Debug, Clone)]
+pub struct Hdr(pub Histogram<u64>);
+
+impl Serialize for Hdr {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut bytes = Vec::new();
+        V2DeflateSerializer::new()
+            .serialize(&self.0, &mut bytes)
+            .map_err(|e| serde::ser::Error::custom(format!("encoding a histogram: {e:?}")))?;
+        serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+}
+
+impl<'de> Deserialize<'de> for Hdr {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .map_err(|e| serde::de::Error::custom(format!("a histogram is not base64: {e}")))?;
+        Deserializer::new()
+            .deserialize(&mut bytes.as_slice())
+            .map(Hdr)
+            .map_err(|e| serde::de::Error::custom(format!("not an HdrHistogram encoding: {e:?}")))
+    }
+}
+
+fn outcome_named(name: &str) -> anyhow::Result<Outcome> {
+    Outcome::ALL
+        .into_iter()
+        .find(|o| o.name() == name)
+        .with_context(|| format!("{name:?} is not an outcome"))
+}
+
+fn from_micros(micros: u64) -> Duration {
+    Duration::from_micros(micros)
+}
+
+impl From<&Recorder> for Recorded {
+    fn from(recorder: &Recorder) -> Self {
+        let named = |counts: &[u64; CLASSES]| {
+            Outcome::ALL
+                .iter()
+                .filter(|o| counts[o.index()] > 0)
+                .map(|o| (o.name().to_owned(), counts[o.index()]))
+                .collect()
+        };
+        Self {
+            sends: recorder.sends,
+            late_sends: recorder.late_sends,
+            slot_waits: recorder.slot_waits,
+            first_send_us: recorder.first_send.map(|d| d.as_micros() as u64),
+            last_send_us: recorder.last_send.as_micros() as u64,
+            last_answer_us: recorder.last_answer.as_micros() as u64,
+            lateness: Hdr(recorder.lateness.clone()),
+            classes: Outcome::ALL
+                .iter()
+                .filter(|o| recorder.count(**o) > 0)
+                .map(|o| {
+                    let class = &recorder.classes[o.index()];
+                    let recorded = RecordedClass {
+                        from_intended: Hdr(class.from_intended.clone()),
+                        service: Hdr(class.service.clone()),
+                    };
+                    (o.name().to_owned(), recorded)
+                })
+                .collect(),
+            seconds: recorder
+                .seconds
+                .iter()
+                .map(|s| RecordedSecond {
+                    sent: s.sent,
+                    outcomes: named(&s.outcomes),
+                    from_intended: Hdr(s.from_intended.clone()),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Recorder {
+    /// The recorder `recorded` describes, its times moved `later` (a storm
+    /// that began that long after the one it joins): the seconds by whole
+    /// seconds, rounded.
+    pub fn from_recorded(recorded: Recorded, later: Duration) -> anyhow::Result<Self> {
+        let mut recorder = Recorder {
+            sends: recorded.sends,
+            late_sends: recorded.late_sends,
+            slot_waits: recorded.slot_waits,
+            first_send: recorded.first_send_us.map(|us| from_micros(us) + later),
+            last_send: from_micros(recorded.last_send_us) + later,
+            last_answer: from_micros(recorded.last_answer_us) + later,
+            ..Recorder::default()
+        };
+        recorder
+            .lateness
+            .add(&recorded.lateness.0)
+            .context("the lateness histogram")?;
+        for (name, class) in recorded.classes {
+            let stats = &mut recorder.classes[outcome_named(&name)?.index()];
+            stats.count = class.from_intended.0.len();
+            stats.from_intended.add(&class.from_intended.0)?;
+            stats.service.add(&class.service.0)?;
+        }
+        let skipped = later.as_secs_f64().round() as usize;
+        recorder.seconds = (0..skipped).map(|_| Second::new()).collect();
+        for recorded in recorded.seconds {
+            let mut second = Second::new();
+            second.sent = recorded.sent;
+            for (name, count) in recorded.outcomes {
+                second.outcomes[outcome_named(&name)?.index()] = count;
+            }
+            second.from_intended.add(&recorded.from_intended.0)?;
+            recorder.seconds.push(second);
+        }
+        Ok(recorder)
     }
 }
 

@@ -5,24 +5,20 @@ use anyhow::{bail, Context};
 use comfy_table::Table;
 use flashtix_server::history::Outcome;
 use flashtix_server::seating::zone_of;
+use flashtix_server::seating::ZoneMap;
 use hdrhistogram::Histogram;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use std::collections::BTreeMap;
 
+use super::document::{Percentiles, Rates, ScheduleKept, SecondRow, StormDocument, ZoneSales};
 use super::engine::Storm;
 use super::fairness::EventFairness;
-use super::record::{millis_at, Recorder, BEHIND_AFTER, BEHIND_SHARE, LATE_AFTER};
+use super::record::{
+    millis_at, ClassStats, Recorded, Recorder, BEHIND_AFTER, BEHIND_SHARE, LATE_AFTER,
+};
 use crate::output::table;
-
-/// The percentiles every latency table and the JSON give.
-const PERCENTILES: [(&str, f64); 5] = [
-    ("p50", 50.0),
-    ("p90", 90.0),
-    ("p99", 99.0),
-    ("p99.9", 99.9),
-    ("max", 100.0),
-];
+use crate::say;
 
 /// The figures of one storm, as printed, written and judged.
 pub struct Summary<'a> {
@@ -137,6 +133,17 @@ impl<'a> Summary<'a> {
         ))
     }
 
+    /// The rates, the schedule's warning if any, the outcomes and the
+    /// latencies, for people.
+    pub fn print(&self) {
+        say!("{}", self.rates_table());
+        if let Some(warning) = self.schedule_warning() {
+            say!("{warning}");
+        }
+        say!("{}", self.outcomes_table());
+        say!("{}", self.latency_table());
+    }
+
     fn class_name(&self, outcome: Outcome) -> &'static str {
         match outcome {
             Outcome::Accepted if self.raw => "ok (2xx)",
@@ -204,7 +211,7 @@ impl<'a> Summary<'a> {
     /// Latency per class, from the intended send time and from the actual send.
     pub fn latency_table(&self) -> Table {
         let mut header = vec!["outcome", "measured from"];
-        header.extend(PERCENTILES.iter().map(|(name, _)| *name));
+        header.extend(Percentiles::NAMED.iter().map(|(name, _)| *name));
         let mut table = table(&header);
         for outcome in Outcome::ALL {
             let class = &self.storm.recorder.classes[outcome.index()];
@@ -217,7 +224,7 @@ impl<'a> Summary<'a> {
             ] {
                 let mut row = vec![self.class_name(outcome).to_string(), from.to_string()];
                 row.extend(
-                    PERCENTILES
+                    Percentiles::NAMED
                         .iter()
                         .map(|(_, p)| format!("{:.2} ms", millis_at(histogram, *p))),
                 );
@@ -227,122 +234,131 @@ impl<'a> Summary<'a> {
         table
     }
 
-    /// The document `--json` writes (schema in the README).
-    pub fn json(&self) -> Value {
+    /// The storm's document: every figure above, and the measures behind
+    /// them. What only the caller knows (shard, seating, fairness, check,
+    /// thresholds) it fills in after.
+    pub fn document(&self) -> StormDocument {
         let recorder = &self.storm.recorder;
-        let mut outcomes = serde_json::Map::new();
-        let mut from_intended = serde_json::Map::new();
-        let mut service = serde_json::Map::new();
-        for outcome in Outcome::ALL {
-            let class = &recorder.classes[outcome.index()];
-            outcomes.insert(outcome.name().into(), json!(class.count));
-            if class.count > 0 {
-                from_intended.insert(outcome.name().into(), percentiles(&class.from_intended));
-                service.insert(outcome.name().into(), percentiles(&class.service));
-            }
-        }
-        let seconds: Vec<Value> = recorder
-            .seconds
-            .iter()
-            .enumerate()
-            .map(|(second, s)| {
-                let counts: serde_json::Map<String, Value> = Outcome::ALL
-                    .iter()
-                    .map(|o| (o.name().to_string(), json!(s.outcomes[o.index()])))
-                    .collect();
-                json!({
-                    "second": second,
-                    "sent": s.sent,
-                    "outcomes": counts,
-                    "p50_ms": millis_at(&s.from_intended, 50.0),
-                    "p99_ms": millis_at(&s.from_intended, 99.0),
+        let named = |counts: &dyn Fn(Outcome) -> u64| -> BTreeMap<String, u64> {
+            Outcome::ALL
+                .iter()
+                .map(|o| (o.name().to_owned(), counts(*o)))
+                .collect()
+        };
+        let per_class = |histogram: fn(&ClassStats) -> &Histogram<u64>| {
+            Outcome::ALL
+                .iter()
+                .filter(|o| recorder.count(**o) > 0)
+                .map(|o| {
+                    let class = &recorder.classes[o.index()];
+                    (o.name().to_owned(), Percentiles::of(histogram(class)))
                 })
-            })
-            .collect();
-        json!({
-            "model": self.model,
-            "started_at": self.storm.started_at,
-            "elapsed_seconds": self.storm.elapsed.as_secs_f64(),
-            "rates": {
-                "target": self.target_rate,
-                "sent": self.sent_rate(),
-                "completed": self.completed_rate(),
-                "accepted": self.rate_of(Outcome::Accepted),
+                .collect()
+        };
+        StormDocument {
+            model: self.model.clone(),
+            raw: self.raw,
+            started_at: self.storm.started_at,
+            elapsed_seconds: self.storm.elapsed.as_secs_f64(),
+            shard: None,
+            merged_from: None,
+            rates: Rates {
+                target: self.target_rate,
+                sent: self.sent_rate(),
+                completed: self.completed_rate(),
+                accepted: self.rate_of(Outcome::Accepted),
             },
-            "sends": recorder.sends,
-            "late_sends": recorder.late_sends,
-            "lateness_ms": percentiles(&recorder.lateness),
-            "schedule": {
-                "kept": self.kept_schedule(),
-                "behind_sends": self.behind_sends(),
-                "behind_after_ms": BEHIND_AFTER.as_millis(),
-                "slot_waits": recorder.slot_waits,
-                "warning": self.schedule_warning(),
+            sends: recorder.sends,
+            late_sends: recorder.late_sends,
+            lateness_ms: Percentiles::of(&recorder.lateness),
+            schedule: ScheduleKept {
+                kept: self.kept_schedule(),
+                behind_sends: self.behind_sends(),
+                behind_after_ms: BEHIND_AFTER.as_millis() as u64,
+                slot_waits: recorder.slot_waits,
+                warning: self.schedule_warning(),
             },
-            "attempts": recorder.answers(),
-            "outcomes": outcomes,
-            "latency_from_intended_ms": from_intended,
-            "service_time_ms": service,
-            "latency_from_intended_all_ms": percentiles(&self.all_from_intended),
-            "seconds": seconds,
-        })
+            attempts: recorder.answers(),
+            outcomes: named(&|o| recorder.count(o)),
+            latency_from_intended_ms: per_class(|class| &class.from_intended),
+            service_time_ms: per_class(|class| &class.service),
+            latency_from_intended_all_ms: Percentiles::of(&self.all_from_intended),
+            seconds: recorder
+                .seconds
+                .iter()
+                .enumerate()
+                .map(|(second, s)| SecondRow {
+                    second,
+                    sent: s.sent,
+                    outcomes: named(&|o| s.outcomes[o.index()]),
+                    p50_ms: millis_at(&s.from_intended, 50.0),
+                    p99_ms: millis_at(&s.from_intended, 99.0),
+                })
+                .collect(),
+            seating: Vec::new(),
+            fairness: Vec::new(),
+            settle_seconds: None,
+            check: None,
+            thresholds: Vec::new(),
+            measures: Recorded::from(recorder),
+        }
     }
 }
 
 /// Per zone of each seated event: its seat map after the storm (`maps`, by
-/// event), what the storm's buyers were sold there, when the zone sold out
-/// (the last acceptance in it, if nothing was left after the storm) and when
-/// each seat was sold, in seconds from the start.
-pub fn seating(recorder: &Recorder, maps: &BTreeMap<i64, Value>) -> Vec<Value> {
+/// event, as the API gives them), what the storm's buyers were sold there,
+/// when the zone sold out (the last acceptance in it, if nothing was left
+/// after the storm) and when each seat was sold, in seconds from the start.
+pub fn seating(recorder: &Recorder, maps: &BTreeMap<i64, Value>) -> anyhow::Result<Vec<ZoneSales>> {
     let mut zones = Vec::new();
     for (&event_id, map) in maps {
-        for zone in map["zones"].as_array().into_iter().flatten() {
-            let name = zone["name"].as_str().unwrap_or_default();
+        let map: Vec<ZoneMap> = serde_json::from_value(map["zones"].clone())
+            .with_context(|| format!("the seat map of event {event_id}"))?;
+        for zone in map {
             let sales = recorder
                 .zones
-                .get(&(event_id, name.to_owned()))
+                .get(&(event_id, zone.name.clone()))
                 .copied()
                 .unwrap_or_default();
             let sold_out =
-                (zone["available"] == 0 && sales.orders > 0).then_some(sales.last.as_secs_f64());
-            let sold_at: serde_json::Map<String, Value> = recorder
+                (zone.available == 0 && sales.orders > 0).then_some(sales.last.as_secs_f64());
+            let sold_at_seconds = recorder
                 .seats_sold
                 .iter()
-                .filter(|((event, seat), _)| *event == event_id && zone_of(seat) == Some(name))
-                .map(|((_, seat), at)| (seat.clone(), json!(at.as_secs_f64())))
+                .filter(|((event, seat), _)| {
+                    *event == event_id && zone_of(seat) == Some(zone.name.as_str())
+                })
+                .map(|((_, seat), at)| (seat.clone(), at.as_secs_f64()))
                 .collect();
-            let mut line = zone.clone();
-            line["event_id"] = json!(event_id);
-            line["orders_in_storm"] = json!(sales.orders);
-            line["tickets_in_storm"] = json!(sales.tickets);
-            line["sold_out_seconds"] = json!(sold_out);
-            line["sold_at_seconds"] = Value::Object(sold_at);
-            zones.push(line);
+            zones.push(ZoneSales {
+                event_id,
+                zone,
+                orders_in_storm: sales.orders,
+                tickets_in_storm: sales.tickets,
+                sold_out_seconds: sold_out,
+                sold_at_seconds,
+            });
         }
     }
-    zones
+    Ok(zones)
 }
 
-/// The per-second series as CSV: one row a second of the storm (by when
-/// answers came): sends, answers per outcome, p50 and p99 (ms) from the
-/// intended send.
-pub fn seconds_csv(recorder: &Recorder) -> String {
+/// The document's per-second series as CSV: one row a second of the storm
+/// (by when answers came): sends, answers per outcome, p50 and p99 (ms) from
+/// the intended send.
+pub fn seconds_csv(seconds: &[SecondRow]) -> String {
     let mut text = String::from("second,sent");
     for outcome in Outcome::ALL {
         text += ",";
         text += outcome.name();
     }
     text += ",p50_ms,p99_ms\n";
-    for (second, s) in recorder.seconds.iter().enumerate() {
-        text += &format!("{second},{}", s.sent);
+    for row in seconds {
+        text += &format!("{},{}", row.second, row.sent);
         for outcome in Outcome::ALL {
-            text += &format!(",{}", s.outcomes[outcome.index()]);
+            text += &format!(",{}", row.count(outcome));
         }
-        text += &format!(
-            ",{:.3},{:.3}\n",
-            millis_at(&s.from_intended, 50.0),
-            millis_at(&s.from_intended, 99.0)
-        );
+        text += &format!(",{:.3},{:.3}\n", row.p50_ms, row.p99_ms);
     }
     text
 }
@@ -382,7 +398,7 @@ pub fn fairness_table(events: &[EventFairness]) -> Table {
 }
 
 /// The zones of [`seating`] as a table.
-pub fn seating_table(zones: &[Value]) -> Table {
+pub fn seating_table(zones: &[ZoneSales]) -> Table {
     let mut table = table(&[
         "event",
         "zone",
@@ -395,21 +411,21 @@ pub fn seating_table(zones: &[Value]) -> Table {
         "storm orders",
         "sold out at",
     ]);
-    for zone in zones {
-        let sold_out = zone["sold_out_seconds"]
-            .as_f64()
-            .map_or("-".to_owned(), |s| format!("{s:.2} s"));
+    for sales in zones {
+        let zone = &sales.zone;
         table.add_row(vec![
-            zone["event_id"].to_string(),
-            zone["name"].as_str().unwrap_or_default().to_owned(),
-            zone["kind"].as_str().unwrap_or_default().to_owned(),
-            zone["capacity"].to_string(),
-            zone["held"].to_string(),
-            zone["sold"].to_string(),
-            zone["returning"].to_string(),
-            zone["available"].to_string(),
-            zone["orders_in_storm"].to_string(),
-            sold_out,
+            sales.event_id.to_string(),
+            zone.name.clone(),
+            zone.kind.clone(),
+            zone.capacity.to_string(),
+            zone.held.to_string(),
+            zone.sold.to_string(),
+            zone.returning.to_string(),
+            zone.available.to_string(),
+            sales.orders_in_storm.to_string(),
+            sales
+                .sold_out_seconds
+                .map_or("-".to_owned(), |s| format!("{s:.2} s")),
         ]);
     }
     table
@@ -447,15 +463,6 @@ pub fn hgrm(histogram: &Histogram<u64>) -> String {
         histogram.len(),
     );
     text
-}
-
-fn percentiles(histogram: &Histogram<u64>) -> Value {
-    let mut map = serde_json::Map::new();
-    for (name, percentile) in PERCENTILES {
-        map.insert(name.into(), json!(millis_at(histogram, percentile)));
-    }
-    map.insert("count".into(), json!(histogram.len()));
-    Value::Object(map)
 }
 
 /// A service level the storm must meet: `p99<50ms`, `accepted_rate>5000`,
@@ -618,7 +625,7 @@ mod tests {
             warning.contains("this machine could not send faster"),
             "{warning}"
         );
-        assert_eq!(summary.json()["schedule"]["kept"], false);
+        assert!(!summary.document().schedule.kept);
 
         let capped = storm_with(200, 150);
         let summary = Summary::new(&capped, "open".into(), Some(1000.0), false);

@@ -6,8 +6,7 @@
 
 use std::fmt::Write;
 
-use serde_json::Value;
-
+use super::document::ZoneSales;
 use super::html::escape;
 
 /// The colours of a seat sold at the start of the storm, halfway and at the
@@ -26,21 +25,19 @@ const WIDTH: f64 = 900.0;
 const LARGEST_SEAT: f64 = 10.0;
 const SMALLEST_SEAT: f64 = 2.0;
 
-/// The seat maps of the document's seated zones; empty if it has none.
-pub fn section(document: &Value) -> String {
-    let zones: Vec<&Value> = document["seating"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|zone| zone["rows"].is_array())
+/// The seat maps of the reserved zones among `zones`; empty if there are
+/// none.
+pub fn section(zones: &[ZoneSales]) -> String {
+    let zones: Vec<&ZoneSales> = zones
+        .iter()
+        .filter(|sales| !sales.zone.rows.is_empty())
         .collect();
     if zones.is_empty() {
         return String::new();
     }
     let last_sale = zones
         .iter()
-        .filter_map(|zone| zone["sold_at_seconds"].as_object())
-        .flat_map(|sold| sold.values().filter_map(Value::as_f64))
+        .flat_map(|sales| sales.sold_at_seconds.values().copied())
         .fold(0.0, f64::max);
     let mut html = String::from("<h2>Seat maps (when each seat sold)</h2>");
     let _ = write!(
@@ -64,14 +61,9 @@ pub fn section(document: &Value) -> String {
     html
 }
 
-fn zone_map(zone: &Value, last_sale: f64) -> String {
-    let name = zone["name"].as_str().unwrap_or_default();
-    let rows: Vec<&str> = zone["rows"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+fn zone_map(sales: &ZoneSales, last_sale: f64) -> String {
+    let name = sales.zone.name.as_str();
+    let rows = &sales.zone.rows;
     let widest = rows
         .iter()
         .map(|row| row.chars().count())
@@ -79,17 +71,16 @@ fn zone_map(zone: &Value, last_sale: f64) -> String {
         .unwrap_or(1);
     let seat = (WIDTH / widest as f64).clamp(SMALLEST_SEAT, LARGEST_SEAT);
     let (width, height) = (seat * widest as f64, seat * rows.len() as f64);
-    let sold = &zone["sold_at_seconds"];
     let mut svg = format!(
         "<h3>Event {event}, zone {name}</h3><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" \
          height=\"{height:.0}\" role=\"img\" aria-label=\"zone {name}\">",
         name = escape(name),
-        event = zone["event_id"],
+        event = sales.event_id,
     );
     for (r, row) in rows.iter().enumerate() {
         for (n, state) in row.chars().enumerate() {
             let id = format!("{name}-{}-{}", r + 1, n + 1);
-            let fill = match (sold[&id].as_f64(), state) {
+            let fill = match (sales.sold_at_seconds.get(&id).copied(), state) {
                 (Some(_), '.' | 'r') => RELEASED.to_owned(),
                 (Some(at), _) => hex(ramp(at / last_sale.max(f64::EPSILON))),
                 (None, 'x') => BLOCKED.to_owned(),
@@ -131,9 +122,35 @@ fn hex([r, g, b]: [u8; 3]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use flashtix_server::seating::ZoneMap;
 
     use super::*;
+
+    fn zone(name: &str, rows: &[&str], sold_at: &[(&str, f64)]) -> ZoneSales {
+        ZoneSales {
+            event_id: 1,
+            zone: ZoneMap {
+                name: name.into(),
+                kind: if rows.is_empty() {
+                    "general"
+                } else {
+                    "reserved"
+                }
+                .into(),
+                price_cents: 100,
+                capacity: 12,
+                available: 0,
+                held: 0,
+                sold: 0,
+                returning: 0,
+                rows: rows.iter().map(|row| row.to_string()).collect(),
+            },
+            orders_in_storm: 0,
+            tickets_in_storm: 0,
+            sold_out_seconds: None,
+            sold_at_seconds: sold_at.iter().map(|(s, at)| (s.to_string(), *at)).collect(),
+        }
+    }
 
     fn fill_of<'a>(svg: &'a str, seat: &str) -> &'a str {
         let title = format!("<title>{seat}</title>");
@@ -145,13 +162,21 @@ mod tests {
 
     #[test]
     fn each_seat_is_coloured_by_when_it_sold_or_by_its_state() {
-        let document = json!({"seating": [
-            {"name": "A", "rows": ["ss.x", "hs..", "rr.."],
-             "sold_at_seconds": {"A-1-1": 0.0, "A-1-2": 1.0, "A-2-2": 2.0, "A-2-3": 1.5,
-                                 "A-3-1": 0.5}},
-            {"name": "FLOOR", "rows": null},
-        ]});
-        let html = section(&document);
+        let zones = [
+            zone(
+                "A",
+                &["ss.x", "hs..", "rr.."],
+                &[
+                    ("A-1-1", 0.0),
+                    ("A-1-2", 1.0),
+                    ("A-2-2", 2.0),
+                    ("A-2-3", 1.5),
+                    ("A-3-1", 0.5),
+                ],
+            ),
+            zone("FLOOR", &[], &[]),
+        ];
+        let html = section(&zones);
         assert_eq!(
             html.matches("<svg").count(),
             1,
@@ -184,10 +209,6 @@ mod tests {
         );
         assert_eq!(fill_of(&html, "A-1-4"), BLOCKED);
         assert!(html.contains("2.0 s"), "the legend's last sale");
-        assert_eq!(
-            section(&json!({"outcomes": {}})),
-            "",
-            "no seats, no section"
-        );
+        assert_eq!(section(&zones[1..]), "", "no reserved seats, no section");
     }
 }
