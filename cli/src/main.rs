@@ -32,6 +32,8 @@ enum Command {
     Check(commands::check::CheckArgs),
     /// Fire a buy storm, measure it, wait for the sale to settle, and check it
     Storm(Box<commands::storm::StormArgs>),
+    /// Merge the --json documents of several storms (one per shard) into one
+    Merge(commands::storm::merge::MergeArgs),
     /// Make Postgres, Redis and RabbitMQ reachable (or stop what it started)
     Up(commands::up::UpArgs),
     /// Failure drills: a storm, faults on a timeline, the invariants, a verdict
@@ -66,6 +68,7 @@ async fn main() -> ExitCode {
         Command::Chaos(args) => commands::chaos::run(args).await,
         Command::Up(args) => commands::up::run(args).await,
         Command::Storm(args) => commands::storm::run(*args).await,
+        Command::Merge(args) => commands::storm::merge::run(args),
         Command::Demo(mut args) => {
             let flags = matches.subcommand_matches("demo").expect("demo's flags");
             let said = matches!(

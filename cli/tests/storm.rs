@@ -231,6 +231,75 @@ async fn two_shards_send_exactly_the_storms_purchases_and_are_checked_together()
         assert_eq!(results["shard"], json!({"index": index, "count": 2}));
     }
 
+    // Merged, the two are one storm: every attempt of both, and the
+    // percentiles of one histogram of them all.
+    let merge = sale.run(&[
+        "merge",
+        &path("shard0.json"),
+        &path("shard1.json"),
+        "--json",
+        &path("merged.json"),
+        "--report",
+        &path("merged.html"),
+        "--hdr",
+        &path("merged.hgrm"),
+    ]);
+    assert_exit(&merge, 0);
+    let (_, merged) = sale.json("merged.json");
+    let both: Vec<Value> = [0, 1]
+        .iter()
+        .flat_map(|i| history(&path(&format!("shard{i}.jsonl"))))
+        .collect();
+    assert_eq!(merged["attempts"], both.len(), "{merged:#}");
+    assert_eq!(merged["merged_from"], 2);
+    let shard_doc = |i: usize| sale.json(&format!("shard{i}.json")).1;
+    for outcome in merged["outcomes"].as_object().unwrap().keys() {
+        let sum = shard_doc(0)["outcomes"][outcome].as_u64().unwrap()
+            + shard_doc(1)["outcomes"][outcome].as_u64().unwrap();
+        assert_eq!(merged["outcomes"][outcome], sum, "{outcome}");
+        let mut served: Vec<f64> = both
+            .iter()
+            .filter(|a| a["outcome"] == outcome.as_str())
+            .map(|a| {
+                let at = |key: &str| -> chrono::DateTime<chrono::Utc> {
+                    a[key].as_str().unwrap().parse().unwrap()
+                };
+                (at("finished_at") - at("sent_at"))
+                    .num_microseconds()
+                    .unwrap() as f64
+                    / 1000.0
+            })
+            .collect();
+        assert_eq!(served.len() as u64, sum);
+        if served.is_empty() {
+            continue;
+        }
+        served.sort_by(f64::total_cmp);
+        for (name, percentile) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)] {
+            let rank = ((percentile * served.len() as f64).ceil() as usize).max(1);
+            let from_history = served[rank - 1];
+            let from_merge = merged["service_time_ms"][outcome][name].as_f64().unwrap();
+            // HDR keeps 3 significant figures; the history's clock is read
+            // a few microseconds apart from the storm's.
+            assert!(
+                (from_merge - from_history).abs() <= from_history * 0.002 + 0.1,
+                "{outcome} {name}: merged {from_merge} ms, history {from_history} ms"
+            );
+        }
+    }
+    let page = std::fs::read_to_string(path("merged.html")).unwrap();
+    assert!(page.contains("2 merged"), "the report of the merge");
+    let hgrm = std::fs::read_to_string(path("merged.hgrm")).unwrap();
+    assert!(
+        hgrm.contains(&format!("Total count    = {:>12}", both.len())),
+        "{hgrm}"
+    );
+    let twice = sale.run(&["merge", &path("shard0.json"), &path("shard0.json")]);
+    assert_exit(&twice, 2);
+    assert!(stderr(&twice).contains("given twice"), "{}", stderr(&twice));
+    let not_a_storm = sale.run(&["merge", &path("shard0.jsonl")]);
+    assert_exit(&not_a_storm, 2);
+
     // The sale settles (payments in flight), then is proven against both.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let together = loop {

@@ -6,6 +6,7 @@ mod document;
 mod engine;
 mod fairness;
 pub mod html;
+pub mod merge;
 mod options;
 mod record;
 mod report;

@@ -1,0 +1,287 @@
+//! `flashtix merge`: the `--json` documents of several storms (the shards of
+//! one, run on as many machines) as one storm. Their histograms are added,
+//! not their percentiles: the merged p99 is the p99 of every attempt.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use super::document::{Judged, StormDocument};
+use super::engine::{Shard, Storm};
+use super::record::Recorder;
+use super::report::{Summary, Threshold};
+use super::Outputs;
+use crate::commands::{Failure, Outcome};
+use crate::say;
+
+#[derive(clap::Args)]
+pub struct MergeArgs {
+    /// The storms' `--json` documents, one per shard
+    #[arg(required = true, value_name = "STORM.json")]
+    documents: Vec<PathBuf>,
+    #[command(flatten)]
+    outputs: Outputs,
+    /// A service level the merged storm must meet, as `storm --threshold`
+    /// takes it (repeatable); exit 3 if one is missed
+    #[arg(long = "threshold", value_name = "EXPR")]
+    thresholds: Vec<String>,
+}
+
+pub fn run(args: MergeArgs) -> Outcome {
+    let thresholds = args
+        .thresholds
+        .iter()
+        .map(|t| Threshold::parse(t))
+        .collect::<anyhow::Result<Vec<_>>>()
+        .map_err(Failure::usage)?;
+    let mut documents = Vec::new();
+    for path in &args.documents {
+        let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+        let document = text.and_then(|text| {
+            serde_json::from_slice::<StormDocument>(&text)
+                .with_context(|| format!("{} is not a storm's --json document", path.display()))
+        });
+        documents.push(document.map_err(Failure::usage)?);
+    }
+    if let Some(warning) = shards_missing(&documents).map_err(Failure::usage)? {
+        eprintln!("merge: {warning}");
+    }
+    let merged = merge(documents)?;
+    let summary = Summary::new(&merged.storm, merged.model, merged.target_rate, merged.raw);
+    summary.print();
+    let mut document = summary.document();
+    document.merged_from = Some(args.documents.len());
+    let mut missed = false;
+    for threshold in &thresholds {
+        let (value, met) = threshold.judge(&summary);
+        say!(
+            "threshold {}: {} ({})",
+            threshold.text,
+            if met { "met" } else { "MISSED" },
+            threshold.show(value)
+        );
+        missed |= !met;
+        document.thresholds.push(Judged {
+            threshold: threshold.text.clone(),
+            value,
+            met,
+        });
+    }
+    let title = format!("flashtix storm, {} merged", args.documents.len());
+    args.outputs.write(&title, &summary, &document)?;
+    Ok(if missed {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Refuses a shard given twice or shards of storms of different sizes, and
+/// says which shards are missing, if any.
+fn shards_missing(documents: &[StormDocument]) -> anyhow::Result<Option<String>> {
+    let shards: Vec<Shard> = documents.iter().filter_map(|d| d.shard).collect();
+    let Some(first) = shards.first() else {
+        return Ok(None);
+    };
+    if shards.len() != documents.len() {
+        bail!("some documents are shards and some are not: merge the shards of one storm");
+    }
+    if let Some(other) = shards.iter().find(|s| s.count != first.count) {
+        bail!(
+            "shard {}/{} and shard {}/{} are of different storms",
+            first.index,
+            first.count,
+            other.index,
+            other.count
+        );
+    }
+    let mut seen = vec![false; first.count as usize];
+    for shard in &shards {
+        if std::mem::replace(&mut seen[shard.index as usize], true) {
+            bail!(
+                "shard {}/{} is given twice: its attempts would count twice",
+                shard.index,
+                shard.count
+            );
+        }
+    }
+    let missing: Vec<String> = (0..first.count)
+        .filter(|i| !seen[*i as usize])
+        .map(|i| format!("{i}/{}", first.count))
+        .collect();
+    Ok((!missing.is_empty()).then(|| {
+        format!(
+            "shards {} are missing: the figures are of the others only",
+            missing.join(", ")
+        )
+    }))
+}
+
+/// The documents as one storm.
+struct Merged {
+    storm: Storm,
+    model: String,
+    target_rate: Option<f64>,
+    raw: bool,
+}
+
+/// Adds the documents' measures, each moved to the earliest start: the
+/// storm began with the first to begin and ended with the last to end.
+fn merge(documents: Vec<StormDocument>) -> anyhow::Result<Merged> {
+    let started_at = documents
+        .iter()
+        .map(|d| d.started_at)
+        .min()
+        .context("no document")?;
+    let mut models: Vec<String> = documents.iter().map(|d| d.model.clone()).collect();
+    models.dedup();
+    // Each shard asked for its share; together they asked for the sum.
+    let target_rate = documents.iter().map(|d| d.rates.target).sum();
+    let raw = documents.iter().all(|d| d.raw);
+    let mut recorder = Recorder::default();
+    let mut elapsed = Duration::ZERO;
+    for document in documents {
+        let later = (document.started_at - started_at)
+            .to_std()
+            .unwrap_or_default();
+        elapsed = elapsed.max(later + Duration::from_secs_f64(document.elapsed_seconds.max(0.0)));
+        recorder.merge(&Recorder::from_recorded(document.measures, later)?);
+    }
+    Ok(Merged {
+        storm: Storm {
+            recorder,
+            started_at,
+            elapsed,
+        },
+        model: models.join("; "),
+        target_rate,
+        raw,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::storm::record::Measured;
+    use flashtix_server::history::Outcome as Answer;
+
+    /// A shard's document, written and read back as JSON text: `answers`
+    /// as (outcome, send ms, service ms) after a start `late_ms` after
+    /// 2026-12-01T18:00:00Z.
+    fn document(
+        shard: Option<Shard>,
+        late_ms: i64,
+        answers: &[(Answer, u64, u64)],
+    ) -> StormDocument {
+        let mut recorder = Recorder::default();
+        for &(outcome, at_ms, service_ms) in answers {
+            record(&mut recorder, outcome, at_ms, service_ms);
+        }
+        let storm = Storm {
+            recorder,
+            started_at: "2026-12-01T18:00:00Z"
+                .parse::<chrono::DateTime<chrono::Utc>>()
+                .unwrap()
+                + chrono::TimeDelta::milliseconds(late_ms),
+            elapsed: Duration::from_secs(3),
+        };
+        let mut document = Summary::new(&storm, "open".into(), Some(100.0), false).document();
+        document.shard = shard;
+        serde_json::from_str(&serde_json::to_string(&document).unwrap()).unwrap()
+    }
+
+    fn shard(index: u64, count: u64) -> Option<Shard> {
+        Some(Shard { index, count })
+    }
+
+    #[test]
+    fn merged_shards_are_one_histogram_of_every_attempt() {
+        let zero: Vec<_> = (0..500)
+            .map(|n| (Answer::Accepted, n * 4, 1 + n % 7))
+            .collect();
+        let one: Vec<_> = (0..300)
+            .map(|n| (Answer::SoldOut, n * 4 + 2, 40 + n % 90))
+            .collect();
+        let merged = merge(vec![
+            document(shard(0, 2), 0, &zero),
+            document(shard(1, 2), 1000, &one),
+        ])
+        .unwrap();
+
+        // The same attempts recorded by one recorder, the second shard's a
+        // second later (it began a second after the first).
+        let mut whole = Recorder::default();
+        for &(outcome, at, service) in &zero {
+            record(&mut whole, outcome, at, service);
+        }
+        for &(outcome, at, service) in &one {
+            record(&mut whole, outcome, at + 1000, service);
+        }
+        let recorder = &merged.storm.recorder;
+        assert_eq!((recorder.sends, recorder.answers()), (800, 800));
+        assert_eq!(recorder.count(Answer::SoldOut), 300);
+        for percentile in [50.0, 90.0, 99.0, 99.9, 100.0] {
+            assert_eq!(
+                recorder.all_service().value_at_percentile(percentile),
+                whole.all_service().value_at_percentile(percentile),
+                "p{percentile}"
+            );
+        }
+        assert_eq!(recorder.all_service(), whole.all_service());
+        assert_eq!(recorder.seconds.len(), whole.seconds.len());
+        for (merged, one) in recorder.seconds.iter().zip(&whole.seconds) {
+            assert_eq!((merged.sent, merged.outcomes), (one.sent, one.outcomes));
+            assert_eq!(merged.from_intended, one.from_intended);
+        }
+        assert_eq!(
+            merged.storm.elapsed,
+            Duration::from_secs(4),
+            "to the last end"
+        );
+        assert_eq!(merged.target_rate, Some(200.0), "the shares add up");
+    }
+
+    fn record(recorder: &mut Recorder, outcome: Answer, at_ms: u64, service_ms: u64) {
+        let at = Duration::from_millis(at_ms);
+        recorder.sent(at, Duration::ZERO, Duration::ZERO);
+        recorder.answered(&Measured {
+            outcome,
+            intended: at,
+            sent: at,
+            finished: at + Duration::from_millis(service_ms),
+            sold: None,
+        });
+    }
+
+    #[test]
+    fn a_shard_twice_or_of_another_storm_is_refused_and_a_missing_one_named() {
+        let some = [(Answer::Accepted, 0, 1)];
+        let twice = [
+            document(shard(0, 2), 0, &some),
+            document(shard(0, 2), 0, &some),
+        ];
+        let error = shards_missing(&twice).unwrap_err().to_string();
+        assert!(error.contains("given twice"), "{error}");
+        let other = [
+            document(shard(0, 2), 0, &some),
+            document(shard(1, 3), 0, &some),
+        ];
+        let error = shards_missing(&other).unwrap_err().to_string();
+        assert!(error.contains("different storms"), "{error}");
+        let mixed = [document(shard(0, 2), 0, &some), document(None, 0, &some)];
+        assert!(shards_missing(&mixed).is_err());
+        let partial = [
+            document(shard(0, 3), 0, &some),
+            document(shard(2, 3), 0, &some),
+        ];
+        let warning = shards_missing(&partial).unwrap().unwrap();
+        assert!(warning.contains("shards 1/3 are missing"), "{warning}");
+        let whole = [
+            document(shard(0, 2), 0, &some),
+            document(shard(1, 2), 0, &some),
+        ];
+        assert_eq!(shards_missing(&whole).unwrap(), None);
+    }
+}
