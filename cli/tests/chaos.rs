@@ -136,6 +136,13 @@ fn drills_of_the_catalogue_pass_on_the_real_server() {
         stdout(&run)
     );
     assert_eq!(reports.len(), drills.len());
+    common::assert_schema("chaos", &Value::Array(reports.clone()));
+    let mut untold = reports.clone();
+    untold[0].as_object_mut().unwrap().remove("verdict");
+    assert!(
+        !common::schema_errors("chaos", &Value::Array(untold)).is_empty(),
+        "a report without its verdict is refused"
+    );
     for (report, drill) in reports.iter().zip(drills) {
         assert_eq!(report["drill"], drill);
         assert_eq!(report["verdict"], "PASS", "{}", reasons(report));

@@ -22,6 +22,13 @@ async fn reset_seeds_events_and_check_passes() {
     assert_all_held(&check);
     let (_, report) = sale.json("report.json");
     assert_eq!(report["verdict"], "PASS");
+    common::assert_schema("check", &report);
+    let mut unheard_of = report.clone();
+    unheard_of["findings"][0]["verdict"] = serde_json::json!("MAYBE");
+    assert!(
+        !common::schema_errors("check", &unheard_of).is_empty(),
+        "the schema knows the verdicts"
+    );
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use common::{assert_all_held, assert_exit, stderr, stdout, Sale};
+use common::{assert_all_held, assert_exit, assert_schema, stderr, stdout, Sale};
 use serde_json::{json, Value};
 
 /// Serves `app` on a free local port; returns its base URL.
@@ -227,6 +227,7 @@ async fn two_shards_send_exactly_the_storms_purchases_and_are_checked_together()
     );
     for index in 0..2 {
         let (_, results) = sale.json(&format!("shard{index}.json"));
+        assert_schema("storm", &results);
         assert_eq!(results["started_at"], json!(start_at_utc(&start_at)));
         assert_eq!(results["shard"], json!({"index": index, "count": 2}));
     }
@@ -246,6 +247,37 @@ async fn two_shards_send_exactly_the_storms_purchases_and_are_checked_together()
     ]);
     assert_exit(&merge, 0);
     let (_, merged) = sale.json("merged.json");
+    assert_schema("storm", &merged);
+    // The schema is no formality: it refuses what the storm does not write.
+    let broken = |change: &dyn Fn(&mut Value)| {
+        let mut document = merged.clone();
+        change(&mut document);
+        common::schema_errors("storm", &document)
+    };
+    for (what, errors) in [
+        (
+            "measures left out",
+            broken(&|d| drop(d.as_object_mut().unwrap().remove("measures"))),
+        ),
+        (
+            "an outcome nobody has",
+            broken(&|d| d["outcomes"]["won_a_car"] = json!(1)),
+        ),
+        (
+            "a rate as text",
+            broken(&|d| d["rates"]["sent"] = json!("fast")),
+        ),
+        (
+            "a histogram not in base64",
+            broken(&|d| d["measures"]["lateness"] = json!("not base64!")),
+        ),
+        (
+            "a field not described",
+            broken(&|d| d["surprise"] = json!(true)),
+        ),
+    ] {
+        assert!(!errors.is_empty(), "{what}: the schema let it through");
+    }
     let both: Vec<Value> = [0, 1]
         .iter()
         .flat_map(|i| history(&path(&format!("shard{i}.jsonl"))))
@@ -377,6 +409,11 @@ async fn duplicates_come_back_as_replays_of_the_first_order_and_the_history_has_
     assert_all_held(&run);
 
     let (_, results) = sale.json("storm.json");
+    // Checked, with a history: every part of the document but the seats.
+    assert_schema("storm", &results);
+    for part in ["check", "fairness", "settle_seconds", "measures"] {
+        assert!(results.get(part).is_some(), "{part} in {results:#}");
+    }
     let attempts = history(&history_file);
     let summed: u64 = results["outcomes"]
         .as_object()
@@ -682,6 +719,7 @@ async fn a_seated_storm_picks_seats_falls_back_to_the_best_left_and_proves_every
     );
 
     let (_, results) = sale.json("storm.json");
+    assert_schema("storm", &results);
     let zones = results["seating"]
         .as_array()
         .expect("the zones after the storm");

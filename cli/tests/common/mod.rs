@@ -242,3 +242,45 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// Where the JSON the CLI writes is described to its readers.
+const SCHEMAS: [&str; 3] = ["check", "chaos", "storm"];
+const SCHEMA_BASE: &str = "https://flashtix.invalid/schemas/";
+
+/// What is wrong with `document` as `docs/schemas/{name}.schema.json`
+/// describes it (empty: it is as described). The schemas refer to each
+/// other by `$id`; none is fetched.
+pub fn schema_errors(name: &str, document: &Value) -> Vec<String> {
+    let read = |name: &str| -> Value {
+        let path = format!(
+            "{}/../docs/schemas/{name}.schema.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("the schema"))
+            .expect("a schema is JSON")
+    };
+    let mut registry = jsonschema::Registry::new();
+    for other in SCHEMAS {
+        registry = registry
+            .add(format!("{SCHEMA_BASE}{other}.schema.json"), read(other))
+            .expect("a valid URI");
+    }
+    let registry = registry.prepare().expect("the schemas resolve");
+    let validator = jsonschema::options()
+        .with_registry(&registry)
+        .build(&read(name))
+        .expect("a valid schema");
+    validator
+        .iter_errors(document)
+        .map(|error| format!("{}: {error}", error.instance_path()))
+        .collect()
+}
+
+/// Fails the test unless `document` is as its schema describes.
+pub fn assert_schema(name: &str, document: &Value) {
+    let errors = schema_errors(name, document);
+    assert!(
+        errors.is_empty(),
+        "not as docs/schemas/{name}.schema.json says: {errors:#?}"
+    );
+}
