@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Row};
 
+use crate::orders::request::not_null;
 use crate::seating::{self, Plan, PlanSpec};
 
 /// `POST /events` body, as sent.
@@ -18,13 +19,19 @@ use crate::seating::{self, Plan, PlanSpec};
 pub struct NewEventRequest {
     pub name: String,
     /// Required without `seating`; with it, the plan's places (if given, equal).
+    #[serde(default, deserialize_with = "not_null")]
     pub total_tickets: Option<i64>,
     /// Required without `seating`; with it, each zone has its price.
+    #[serde(default, deserialize_with = "not_null")]
     pub price_cents: Option<i64>,
+    #[serde(default, deserialize_with = "not_null")]
     pub max_per_user: Option<i64>,
+    #[serde(default, deserialize_with = "not_null")]
     pub hold_seconds: Option<i64>,
     /// A seating plan: zones of seats and of general admission, as the
-    /// compact spec (a string) or in full (an object).
+    /// compact spec (a string) or in full (an object); `null` is refused by
+    /// the plan's parser.
+    #[serde(default, deserialize_with = "not_null")]
     pub seating: Option<serde_json::Value>,
 }
 
@@ -48,8 +55,10 @@ impl NewEvent {
     /// Checks the request; the error is a message for the person who sent it.
     pub fn parse(raw: NewEventRequest) -> Result<Self, String> {
         let name = raw.name.trim().to_owned();
-        if name.is_empty() || name.chars().count() > 200 {
-            return Err("name must be 1 to 200 characters".into());
+        // No control characters: Postgres cannot store a NUL, and the rest
+        // are no part of a name.
+        if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+            return Err("name must be 1 to 200 printable characters".into());
         }
         let in_range = |value: i64, low: i64, high: i64, what: &str| {
             if (low..=high).contains(&value) {

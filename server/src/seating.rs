@@ -15,6 +15,8 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 
+use crate::orders::request::not_null;
+
 /// The most places (seats and standing) one plan may have.
 pub const MAX_PLACES: i64 = 200_000;
 /// The most zones in one plan.
@@ -29,15 +31,27 @@ pub struct ZoneSpec {
     pub name: String,
     pub price_cents: i64,
     /// Reserved: a number of rows (with `seats_per_row`) or each row's length.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub rows: Option<Rows>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub seats_per_row: Option<i64>,
     /// Reserved: seats not for sale.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blocked: Vec<String>,
     /// General admission: how many.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity: Option<i64>,
 }
 

@@ -4,6 +4,7 @@
 mod error;
 mod events;
 mod health;
+mod openapi;
 mod orders;
 
 use std::sync::Arc;
@@ -43,7 +44,8 @@ pub struct AppState {
 }
 
 /// The routes of a process: the sale's API if it runs the `api` role; health,
-/// readiness and metrics always, so every role can be watched.
+/// readiness, metrics and the API's description always, so every role can be
+/// watched.
 pub fn router(state: AppState, serves_api: bool) -> Router {
     let state = Arc::new(state);
     let sale = Router::new()
@@ -56,6 +58,7 @@ pub fn router(state: AppState, serves_api: bool) -> Router {
     base.route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(openapi::document))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), timed))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {

@@ -40,8 +40,11 @@ pub const MAX_SEATS: usize = 64;
 struct Body {
     event_id: i64,
     user_id: String,
+    #[serde(default, deserialize_with = "not_null")]
     quantity: Option<i64>,
+    #[serde(default, deserialize_with = "not_null")]
     seats: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "not_null")]
     zone: Option<String>,
 }
 
@@ -164,6 +167,17 @@ fn check_seats(seats: Vec<String>) -> Result<Vec<String>, RequestError> {
         }
     }
     Ok(seats)
+}
+
+/// For an optional field of a body: left out is `None`, and `null` is
+/// refused like any other value of the wrong type (the API documents no
+/// nulls, so a null is a mistake, not a way of leaving a field out).
+pub fn not_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 /// Decodes a JSON body, telling bad JSON (400) from JSON of the wrong shape (422).

@@ -8,6 +8,7 @@ mod gate;
 mod history;
 mod idempotency;
 mod invariants;
+mod openapi;
 mod orders;
 mod outbox;
 mod provider;

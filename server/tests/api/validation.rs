@@ -168,6 +168,26 @@ async fn bad_orders_are_refused_and_change_nothing() {
         "invalid_request",
     );
     case(
+        "a null zone (the API has no nulls: leave a field out)",
+        key(),
+        json_type,
+        format!(r#"{{"event_id": {event}, "user_id": "u1", "quantity": 1, "zone": null}}"#)
+            .into_bytes(),
+        unprocessable,
+        "invalid_request",
+    );
+    case(
+        "a null quantity beside seats",
+        key(),
+        json_type,
+        format!(
+            r#"{{"event_id": {event}, "user_id": "u1", "seats": ["A-1-1"], "quantity": null}}"#
+        )
+        .into_bytes(),
+        unprocessable,
+        "invalid_request",
+    );
+    case(
         "wrong content type",
         key(),
         "text/plain",
@@ -232,6 +252,9 @@ async fn admin_calls_need_the_token_and_valid_events() {
         json!({"name": "Show", "total_tickets": 5, "price_cents": -1}),
         json!({"name": "Show", "total_tickets": 5, "price_cents": 100, "max_per_user": 0}),
         json!({"name": "", "total_tickets": 5, "price_cents": 100}),
+        json!({"name": "Show", "total_tickets": 5, "price_cents": 100, "hold_seconds": null}),
+        json!({"name": "Show", "seating": null}),
+        json!({"name": "Sh\u{0}ow", "total_tickets": 5, "price_cents": 100}),
     ] {
         let response = app
             .client
