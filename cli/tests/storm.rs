@@ -107,6 +107,152 @@ async fn json_to_stdout_is_the_results_alone_and_the_tables_go_to_stderr() {
     assert!(stderr(&run).contains("completed/s"), "{}", stderr(&run));
 }
 
+/// Runs `openssl` with `args` in `dir`; panics with its stderr if it fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let run = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(run.status.success(), "openssl {args:?}: {}", stderr(&run));
+}
+
+/// A CA (`ca.pem`) and a certificate it signed for 127.0.0.1 (`leaf.pem`,
+/// `leaf.key`), in `dir`.
+fn certificates(dir: &std::path::Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=flashtix test CA",
+    ];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    openssl(dir, &ca);
+    let mut request = vec!["req", "-subj", "/CN=127.0.0.1"];
+    request.extend(ec);
+    request.extend(["-keyout", "leaf.key", "-out", "leaf.csr"]);
+    openssl(dir, &request);
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-days",
+            "1",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "leaf.pem",
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_target_is_sent_to_when_its_certificate_is_trusted_and_not_otherwise() {
+    let sale = Sale::new().await;
+    certificates(&sale.dir);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // OpenSSL's own test server: a status page over TLS, one connection at
+    // a time; it says ACCEPT once it listens.
+    let mut server = std::process::Command::new("openssl")
+        .current_dir(&sale.dir)
+        .args(["s_server", "-www", "-cert", "leaf.pem", "-key", "leaf.key"])
+        .args(["-accept", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_server starts");
+    let mut said = std::io::BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("ACCEPT") {
+        line.clear();
+        let read = std::io::BufRead::read_line(&mut said, &mut line).unwrap();
+        assert!(read > 0, "s_server ended before it listened");
+    }
+    let url = format!("https://127.0.0.1:{port}/");
+    let ca = sale.dir.join("ca.pem").display().to_string();
+    let storm_with = |trust: &[&str]| {
+        let mut args = vec![
+            "storm",
+            "--raw",
+            &url,
+            "--rate",
+            "50",
+            "--buyers",
+            "10",
+            "--max-inflight",
+            "1",
+            "--lanes",
+            "1",
+            "--timeout",
+            "5s",
+            "--json",
+            "-",
+        ];
+        args.extend(trust);
+        args.into_iter().map(str::to_owned).collect::<Vec<String>>()
+    };
+    let sale = &sale;
+    let outcomes = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = sale.run_in_background(&args).await;
+        assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
+        serde_json::from_slice::<Value>(&run.stdout).unwrap()["outcomes"].clone()
+    };
+
+    let trusted = outcomes(storm_with(&["--cacert", &ca])).await;
+    assert_eq!(trusted["accepted"], 10, "{trusted}");
+    let untrusted = outcomes(storm_with(&[])).await;
+    assert_eq!(
+        untrusted["accepted"], 0,
+        "an unknown CA: no answer is taken"
+    );
+    let failed: u64 = ["error", "connect_error"]
+        .iter()
+        .map(|o| untrusted[o].as_u64().unwrap())
+        .sum();
+    assert_eq!(failed, 10, "{untrusted}");
+    let insecure = outcomes(storm_with(&["--insecure"])).await;
+    assert_eq!(insecure["accepted"], 10, "{insecure}");
+
+    let text = sale.dir.join("leaf.ext").display().to_string();
+    let not_pem = sale.run(&["storm", "--raw", &url, "--buyers", "1", "--cacert", &text]);
+    assert_exit(&not_pem, 2);
+    assert!(
+        stderr(&not_pem).contains("not a PEM certificate"),
+        "{}",
+        stderr(&not_pem)
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_requests_carry_their_method_headers_and_body() {
     // 200 only for a POST with the header and the body asked for.

@@ -76,6 +76,27 @@ pub struct Plan {
     /// When the storm's schedule begins (every shard's alike); `None`: as
     /// soon as the connections are warm.
     pub start_at: Option<DateTime<Utc>>,
+    pub tls: Tls,
+}
+
+/// Whom an HTTPS target may be: anyone Mozilla's roots vouch for, anyone
+/// the extra roots do, or, `insecure`, anyone at all.
+#[derive(Debug, Clone, Default)]
+pub struct Tls {
+    pub roots: Vec<reqwest::Certificate>,
+    pub insecure: bool,
+}
+
+impl Tls {
+    /// `builder`, trusting what this trusts.
+    pub fn apply(&self, builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+        self.roots
+            .iter()
+            .fold(builder, |builder, root| {
+                builder.add_root_certificate(root.clone())
+            })
+            .danger_accept_invalid_certs(self.insecure)
+    }
 }
 
 /// Shard `index` of `count` sends the purchases whose number is `index`
@@ -202,7 +223,9 @@ pub async fn run(
     let (start_tx, start_rx) = tokio::sync::watch::channel(None::<Instant>);
     let mut handles = Vec::new();
     for lane in 0..lanes {
-        let client = Client::builder()
+        let client = plan
+            .tls
+            .apply(Client::builder())
             .http1_only()
             .tcp_nodelay(true)
             .pool_max_idle_per_host(per_lane)

@@ -35,7 +35,7 @@ pub use scenario::Scenario;
 use super::{check, reset, Failure, Outcome, Services};
 use crate::{output, say};
 use document::{Judged, StormDocument};
-use engine::{Model, Progress, RawRequest, Shard, Storm, Work};
+use engine::{Model, Progress, RawRequest, Shard, Storm, Tls, Work};
 use report::{Summary, Threshold};
 use workload::{Buyers, Quantities, Schedule};
 
@@ -76,6 +76,14 @@ pub struct StormArgs {
     /// file's bytes
     #[arg(long, value_name = "TEXT|@FILE", requires = "raw")]
     body: Option<String>,
+    /// Trust this CA (PEM; repeatable) for an https:// --target or --raw,
+    /// besides Mozilla's roots
+    #[arg(long = "cacert", value_name = "FILE.pem")]
+    cacerts: Vec<PathBuf>,
+    /// Accept any certificate of an https:// target (a test server's own):
+    /// no check of who answers
+    #[arg(long)]
+    insecure: bool,
 
     /// Write one JSON line per attempt (the history `check --history` reads)
     #[arg(long)]
@@ -122,6 +130,9 @@ pub struct StormPlan {
     lanes: usize,
     shard: Shard,
     start_at: Option<chrono::DateTime<chrono::Utc>>,
+    tls: Tls,
+    /// For the requests around the storm (the seat maps).
+    client: reqwest::Client,
     /// Where the results go.
     history: Option<PathBuf>,
     outputs: Outputs,
@@ -234,6 +245,19 @@ impl StormPlan {
                 }),
             ),
         };
+        let tls = Tls {
+            roots: args
+                .cacerts
+                .iter()
+                .map(|path| read_roots(path))
+                .collect::<anyhow::Result<Vec<_>>>()?
+                .concat(),
+            insecure: args.insecure,
+        };
+        let client = tls
+            .apply(reqwest::Client::builder())
+            .build()
+            .context("an HTTP client")?;
         Ok(Self {
             // A shard cannot check the sale alone: the other shards' orders
             // are not in its history.
@@ -253,6 +277,8 @@ impl StormPlan {
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
             shard,
             start_at: args.start_at,
+            tls,
+            client,
             history: args.history.clone(),
             outputs: args.outputs.clone(),
         })
@@ -280,7 +306,7 @@ impl StormPlan {
         } else {
             buying.events.clone()
         };
-        let seated = seats::fetch(&self.target, &events)
+        let seated = seats::fetch(&self.client, &self.target, &events)
             .await
             .map_err(Failure::unreachable)?;
         let seated_events = seated.keys().copied().collect();
@@ -298,6 +324,20 @@ impl StormPlan {
         };
         Ok((work, seated_events))
     }
+}
+
+/// The CA certificates to trust in a PEM file (one or a bundle).
+fn read_roots(path: &std::path::Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let pem =
+        std::fs::read(path).with_context(|| format!("--cacert: reading {}", path.display()))?;
+    let roots = reqwest::Certificate::from_pem_bundle(&pem).unwrap_or_default();
+    if roots.is_empty() {
+        bail!(
+            "--cacert {}: not a PEM certificate (no -----BEGIN CERTIFICATE----- in it)",
+            path.display()
+        );
+    }
+    Ok(roots)
 }
 
 /// The `--raw` request the flags describe: method, headers and body.
@@ -424,7 +464,7 @@ pub async fn run_scenario(args: StormArgs, scenario: Scenario) -> Outcome {
     if !seated_events.is_empty() {
         // The zones' figures are the report's, not the verdict's: a sale that
         // cannot show its seat maps right now is still checked.
-        let zones = seats::maps_after_storm(&plan.target, &seated_events)
+        let zones = seats::maps_after_storm(&plan.client, &plan.target, &seated_events)
             .await
             .and_then(|maps| report::seating(&storm.recorder, &maps));
         match zones {
@@ -480,6 +520,7 @@ async fn fire(plan: &StormPlan, work: Work) -> Result<Storm, Failure> {
         lanes: plan.lanes,
         shard: plan.shard,
         start_at: plan.start_at,
+        tls: plan.tls.clone(),
     };
     match plan.shard {
         Shard::WHOLE => eprintln!("storm: {} against {}", plan.model_label, plan.target),

@@ -154,9 +154,13 @@ impl SeatedEvent {
 
 /// The seated events among `events`, read from the sale's API; an event
 /// without a plan answers 404 and is sold by count.
-pub async fn fetch(target: &str, events: &[i64]) -> anyhow::Result<HashMap<i64, Arc<SeatedEvent>>> {
+pub async fn fetch(
+    client: &reqwest::Client,
+    target: &str,
+    events: &[i64],
+) -> anyhow::Result<HashMap<i64, Arc<SeatedEvent>>> {
     let mut seated = HashMap::new();
-    for (event, map) in maps(target, events).await? {
+    for (event, map) in maps(client, target, events).await? {
         seated.insert(event, Arc::new(SeatedEvent::from_map(&map)?));
     }
     Ok(seated)
@@ -165,12 +169,13 @@ pub async fn fetch(target: &str, events: &[i64]) -> anyhow::Result<HashMap<i64, 
 /// The seat maps after a storm: asked again, a few times, while the sale
 /// answers 503 (a dependency it just lost and is winning back).
 pub async fn maps_after_storm(
+    client: &reqwest::Client,
     target: &str,
     events: &[i64],
 ) -> anyhow::Result<BTreeMap<i64, Value>> {
     let mut tries = 0;
     loop {
-        match maps(target, events).await {
+        match maps(client, target, events).await {
             Ok(maps) => return Ok(maps),
             Err(error) if tries < 10 => {
                 tries += 1;
@@ -183,8 +188,11 @@ pub async fn maps_after_storm(
 }
 
 /// The seat maps of the seated events among `events`, as the API gives them.
-pub async fn maps(target: &str, events: &[i64]) -> anyhow::Result<BTreeMap<i64, Value>> {
-    let client = reqwest::Client::new();
+pub async fn maps(
+    client: &reqwest::Client,
+    target: &str,
+    events: &[i64],
+) -> anyhow::Result<BTreeMap<i64, Value>> {
     let mut maps = BTreeMap::new();
     for &event in events {
         let url = format!("{target}/events/{event}/seats");
