@@ -390,9 +390,14 @@ async fn two_shards_send_exactly_the_storms_purchases_and_are_checked_together()
         &path("merged.html"),
         "--hdr",
         &path("merged.hgrm"),
+        "--history",
+        &path("shard0.jsonl"),
+        &path("shard1.jsonl"),
     ]);
     assert_exit(&merge, 0);
     let (_, merged) = sale.json("merged.json");
+    // Fairness over every purchase of both shards: all 300 buyers.
+    assert_eq!(merged["fairness"][0]["purchases"], 300, "{merged:#}");
     assert_schema("storm", &merged);
     // The schema is no formality: it refuses what the storm does not write.
     let broken = |change: &dyn Fn(&mut Value)| {

@@ -117,6 +117,15 @@ pub struct Attempt {
     pub seats: Option<Vec<String>>,
 }
 
+/// Reads several history files as one (the shards of one storm).
+pub fn read_all(paths: &[impl AsRef<Path>]) -> anyhow::Result<Vec<Attempt>> {
+    let mut attempts = Vec::new();
+    for path in paths {
+        attempts.extend(read(path.as_ref())?);
+    }
+    Ok(attempts)
+}
+
 /// Reads a history file; a line that is not an attempt is an error naming it.
 pub fn read(path: &Path) -> anyhow::Result<Vec<Attempt>> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;

@@ -36,11 +36,7 @@ pub async fn run(args: CheckArgs) -> Outcome {
     let history = if args.history.is_empty() {
         None
     } else {
-        let mut attempts = Vec::new();
-        for path in &args.history {
-            attempts.extend(flashtix_server::history::read(path).map_err(Failure::usage)?);
-        }
-        Some(attempts)
+        Some(flashtix_server::history::read_all(&args.history).map_err(Failure::usage)?)
     };
     let services = Services::connect(&args.connections).await?;
     flashtix_server::db::migrate(&services.pool, &services.connections.namespace).await?;

@@ -10,8 +10,9 @@ use anyhow::{bail, Context};
 
 use super::document::{Judged, StormDocument};
 use super::engine::{Shard, Storm};
+use super::fairness;
 use super::record::Recorder;
-use super::report::{Summary, Threshold};
+use super::report::{self, Summary, Threshold};
 use super::Outputs;
 use crate::commands::{Failure, Outcome};
 use crate::say;
@@ -23,6 +24,10 @@ pub struct MergeArgs {
     documents: Vec<PathBuf>,
     #[command(flatten)]
     outputs: Outputs,
+    /// Every shard's `--history`: sell-out and fairness over all the
+    /// purchases, not one shard's share of them
+    #[arg(long = "history", value_name = "FILE", num_args = 1..)]
+    histories: Vec<PathBuf>,
     /// A service level the merged storm must meet, as `storm --threshold`
     /// takes it (repeatable); exit 3 if one is missed
     #[arg(long = "threshold", value_name = "EXPR")]
@@ -53,6 +58,14 @@ pub fn run(args: MergeArgs) -> Outcome {
     summary.print();
     let mut document = summary.document();
     document.merged_from = Some(args.documents.len());
+    if !args.histories.is_empty() {
+        let history =
+            flashtix_server::history::read_all(&args.histories).map_err(Failure::usage)?;
+        document.fairness = fairness::of(&history, merged.storm.started_at);
+        if !document.fairness.is_empty() {
+            say!("{}", report::fairness_table(&document.fairness));
+        }
+    }
     let mut missed = false;
     for threshold in &thresholds {
         let (value, met) = threshold.judge(&summary);
