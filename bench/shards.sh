@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One seeded storm against one sale (every role in one process), sent once
 # by one process and once by two shard processes (`--shard 0/2`, `1/2`, one
-# `--start-at`), the sale reset between; then `check` with both shards'
-# histories. Prints each run's sent rate, lateness and outcomes.
+# `--start-at`), the sale reset between; then `merge` of the two shards'
+# documents and histories, and `check` with both histories. Prints each
+# run's sent rate, lateness and outcomes, and the merge's.
 #   bench/shards.sh    # RATE=8000 BUYERS=40000 TICKETS=20000 PORT=18094
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,11 @@ for path in sys.argv[1:]:
           f"behind {s['behind_sends']} of {d['sends']} sends, "
           f"p99 from intended {d['latency_from_intended_all_ms']['p99']:.1f} ms, "
           f"accepted {o['accepted']}, sold_out {o['sold_out']}, errors {o['error'] + o['timeout'] + o['connect_error']}")
+    shown = lambda value, spec: "-" if value is None else format(value, spec)
+    for f in d.get("fairness", []):
+        print(f"    event {f['event_id']}: {f['first_arrivals_won']} of the first {f['winners']} "
+              f"arrivals won, rank correlation {shown(f['rank_correlation'], '+.2f')}, "
+              f"sold out at {shown(f['sold_out_seconds'], '.2f')} s")
 PY
 }
 
@@ -48,6 +54,10 @@ for shard in 0 1; do
 done
 wait %2 %3
 summary "$work/shard0.json" "$work/shard1.json"
+echo "merged:"
+$flashtix merge "$work/shard0.json" "$work/shard1.json" \
+  --history "$work/shard0.jsonl" "$work/shard1.jsonl" --json "$work/merged.json" >"$work/merge.log"
+summary "$work/merged.json"
 for _ in $(seq 60); do
   $flashtix check --history "$work/shard0.jsonl" "$work/shard1.jsonl" >"$work/check.log" 2>&1 && break
   grep -q UNKNOWN "$work/check.log" || break

@@ -7,7 +7,9 @@ other and with the sale:
   - every role of the server runs in exactly one Deployment;
   - every ConfigMap, Secret and volume claim a pod refers to is defined;
   - the storm is an Indexed Job whose completions and parallelism are the
-    SHARDS its shards are told, and it writes where the merge reads;
+    SHARDS its shards are told, each shard told its index and the common
+    start, and it writes its documents and histories where the merge
+    reads them;
   - the kustomization lists files that exist.
 
 With --self-test, it first breaks copies of the manifests in each of those
@@ -127,7 +129,39 @@ def problems(resources, directory):
         for needed in ("--shard", "$JOB_COMPLETION_INDEX", "--start-at", "--json", "--history"):
             if needed not in command:
                 found.append(f"{name}: the storm's command lacks {needed}")
+        merges = [(n, r) for n, r in by_kind.get("Job", []) if r["metadata"]["name"] == "flashtix-merge"]
+        if len(merges) != 1:
+            found.append("no Job flashtix-merge")
+        for merge_name, merge in merges:
+            written = results_dir(job)
+            read = results_dir(merge)
+            if written is None or read is None or written != read:
+                found.append(
+                    f"{merge_name}: the merge reads {read and read[1]} of claim {read and read[0]}, "
+                    f"the storm writes to {written and written[1]} of claim {written and written[0]}"
+                )
+                continue
+            merge_command = " ".join(merge["spec"]["template"]["spec"]["containers"][0].get("args", []))
+            for pattern in (f"{written[1]}/shard*.json", f"{written[1]}/shard*.jsonl"):
+                if pattern not in merge_command:
+                    found.append(f"{merge_name}: the merge does not read {pattern}")
+            if f"{written[1]}/shard$JOB_COMPLETION_INDEX.json" not in command:
+                found.append(f"{name}: the storm does not write {written[1]}/shardI.json")
     return found
+
+
+def results_dir(job):
+    """(claim, mount path) of a Job's first container's volume from a claim."""
+    spec = job["spec"]["template"]["spec"]
+    claims = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"]
+        for v in spec.get("volumes", [])
+        if "persistentVolumeClaim" in v
+    }
+    for mount in spec["containers"][0].get("volumeMounts", []):
+        if mount["name"] in claims:
+            return claims[mount["name"]], mount["mountPath"]
+    return None
 
 
 def breaks(resources):
@@ -135,6 +169,10 @@ def breaks(resources):
     def broken(what, said, change):
         copied = copy.deepcopy(resources)
         change({(r["kind"], r["metadata"]["name"]): r for _, r in copied if "metadata" in r})
+        if "kustomization" in what:
+            for _, r in copied:
+                if r["kind"] == "Kustomization":
+                    r["resources"].append("gone.yaml")
         return what, said, copied
 
     def set_in(key, path, value):
@@ -147,6 +185,7 @@ def breaks(resources):
 
     api = ("Deployment", "flashtix-api")
     storm = ("Job", "flashtix-storm")
+    merge = ("Job", "flashtix-merge")
     return [
         broken("a count that is not a number", "spec.replicas: 'two' is not of type 'integer'",
                set_in(api, ["spec", "replicas"], "two")),
@@ -166,6 +205,25 @@ def breaks(resources):
                       "nope")),
         broken("a pod port the Service does not reach", "which the pods do not open",
                set_in(api, ["spec", "template", "spec", "containers", 0, "ports", 0, "name"], "web")),
+        broken("a missing ConfigMap", "no ConfigMap nope",
+               set_in(storm, ["spec", "template", "spec", "containers", 0, "envFrom", 0, "configMapRef", "name"],
+                      "nope")),
+        broken("a missing volume claim", "no PersistentVolumeClaim nope",
+               set_in(storm, ["spec", "template", "spec", "volumes", 0, "persistentVolumeClaim", "claimName"],
+                      "nope")),
+        broken("a role the server does not have", "payment is not a role of the server",
+               set_in(("Deployment", "flashtix-payments"),
+                      ["spec", "template", "spec", "containers", 0, "env", 0, "value"], "payment")),
+        broken("shards not told their common start", "lacks --start-at",
+               set_in(storm, ["spec", "template", "spec", "containers", 0, "args", 0],
+                      "exec flashtix storm --shard \"$JOB_COMPLETION_INDEX/$SHARDS\" --json /results/x --history /results/y")),
+        broken("a merge reading elsewhere", "the merge reads /data",
+               set_in(merge, ["spec", "template", "spec", "containers", 0, "volumeMounts", 0, "mountPath"], "/data")),
+        broken("a merge without the histories", "does not read /results/shard*.jsonl",
+               set_in(merge, ["spec", "template", "spec", "containers", 0, "args", 0],
+                      "flashtix merge /results/shard*.json --json /results/storm.json")),
+        broken("a kustomization listing a missing file", "lists gone.yaml, which does not exist",
+               lambda resources: None),
     ]
 
 

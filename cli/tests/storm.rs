@@ -173,28 +173,24 @@ fn certificates(dir: &std::path::Path) {
 async fn an_https_target_is_sent_to_when_its_certificate_is_trusted_and_not_otherwise() {
     let sale = Sale::new().await;
     certificates(&sale.dir);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     // OpenSSL's own test server: a status page over TLS, one connection at
-    // a time; it says ACCEPT once it listens.
+    // a time, on a port it picks and names once it listens.
     let mut server = std::process::Command::new("openssl")
         .current_dir(&sale.dir)
         .args(["s_server", "-www", "-cert", "leaf.pem", "-key", "leaf.key"])
-        .args(["-accept", &format!("127.0.0.1:{port}")])
+        .args(["-accept", "127.0.0.1:0"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("openssl s_server starts");
-    let mut said = std::io::BufReader::new(server.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("ACCEPT") {
-        line.clear();
-        let read = std::io::BufRead::read_line(&mut said, &mut line).unwrap();
-        assert!(read > 0, "s_server ended before it listened");
-    }
+    let said = std::io::BufReader::new(server.stdout.take().unwrap());
+    let server = KillOnDrop(server);
+    // Its output is read to the end of the test: a closed pipe would kill it.
+    let mut said = std::io::BufRead::lines(said).map_while(Result::ok);
+    let port = said
+        .by_ref()
+        .find_map(|line| Some(line.strip_prefix("ACCEPT 127.0.0.1:")?.trim().to_owned()))
+        .expect("s_server says where it listens");
     let url = format!("https://127.0.0.1:{port}/");
     let ca = sale.dir.join("ca.pem").display().to_string();
     let storm_with = |trust: &[&str]| {
@@ -249,8 +245,18 @@ async fn an_https_target_is_sent_to_when_its_certificate_is_trusted_and_not_othe
         "{}",
         stderr(&not_pem)
     );
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
+    drop(said);
+}
+
+/// A child process that is killed when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

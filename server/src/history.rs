@@ -61,6 +61,11 @@ impl Outcome {
         Self::ConnectError,
     ];
 
+    /// The outcome of this [`Self::name`].
+    pub fn named(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|outcome| outcome.name() == name)
+    }
+
     /// The name the history, the tables and the JSON use.
     pub fn name(self) -> &'static str {
         match self {

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use flashtix_server::history::Outcome;
 use flashtix_server::invariants::Report;
+use flashtix_server::orders::request::not_null;
 use flashtix_server::seating::ZoneMap;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -57,7 +58,8 @@ pub struct StormDocument {
     /// it did not within the limit).
     #[serde(
         default,
-        deserialize_with = "present",
+        // A key that is there is `Some`, even as null (not settled).
+        deserialize_with = "not_null",
         skip_serializing_if = "Option::is_none"
     )]
     pub settle_seconds: Option<Option<f64>>,
@@ -66,15 +68,6 @@ pub struct StormDocument {
     pub thresholds: Vec<Judged>,
     /// The histograms and counts, losslessly (for `flashtix merge`).
     pub measures: Recorded,
-}
-
-/// A key that is present (even as null) is `Some`.
-fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    T::deserialize(deserializer).map(Some)
 }
 
 impl StormDocument {

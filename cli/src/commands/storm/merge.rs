@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use super::document::{Judged, StormDocument};
+use super::document::StormDocument;
 use super::engine::{Shard, Storm};
 use super::fairness;
 use super::record::Recorder;
@@ -53,7 +53,7 @@ pub fn run(args: MergeArgs) -> Outcome {
     if let Some(warning) = shards_missing(&documents).map_err(Failure::usage)? {
         eprintln!("merge: {warning}");
     }
-    let merged = merge(documents)?;
+    let merged = merge(documents).map_err(Failure::usage)?;
     let summary = Summary::new(&merged.storm, merged.model, merged.target_rate, merged.raw);
     summary.print();
     let mut document = summary.document();
@@ -66,22 +66,7 @@ pub fn run(args: MergeArgs) -> Outcome {
             say!("{}", report::fairness_table(&document.fairness));
         }
     }
-    let mut missed = false;
-    for threshold in &thresholds {
-        let (value, met) = threshold.judge(&summary);
-        say!(
-            "threshold {}: {} ({})",
-            threshold.text,
-            if met { "met" } else { "MISSED" },
-            threshold.show(value)
-        );
-        missed |= !met;
-        document.thresholds.push(Judged {
-            threshold: threshold.text.clone(),
-            value,
-            met,
-        });
-    }
+    let missed = super::judge(&thresholds, &summary, &mut document);
     let title = format!("flashtix storm, {} merged", args.documents.len());
     args.outputs.write(&title, &summary, &document)?;
     Ok(if missed {
@@ -96,6 +81,15 @@ pub fn run(args: MergeArgs) -> Outcome {
 fn shards_missing(documents: &[StormDocument]) -> anyhow::Result<Option<String>> {
     let shards: Vec<Shard> = documents.iter().filter_map(|d| d.shard).collect();
     let Some(first) = shards.first() else {
+        // Whole storms: one given twice is the same start.
+        let mut starts: Vec<_> = documents.iter().map(|d| d.started_at).collect();
+        starts.sort();
+        if let Some(twice) = starts.windows(2).find(|pair| pair[0] == pair[1]) {
+            bail!(
+                "two documents of the storm that began at {}: it is given twice",
+                twice[0]
+            );
+        }
         return Ok(None);
     };
     if shards.len() != documents.len() {
@@ -108,6 +102,14 @@ fn shards_missing(documents: &[StormDocument]) -> anyhow::Result<Option<String>>
             first.count,
             other.index,
             other.count
+        );
+    }
+    let began = documents[0].started_at;
+    if let Some(other) = documents.iter().find(|d| d.started_at != began) {
+        bail!(
+            "the shards began at {began} and at {}: shards of one storm share its --start-at \
+             (a shard of an earlier run?)",
+            other.started_at
         );
     }
     let mut seen = vec![false; first.count as usize];
@@ -148,18 +150,46 @@ fn merge(documents: Vec<StormDocument>) -> anyhow::Result<Merged> {
         .map(|d| d.started_at)
         .min()
         .context("no document")?;
-    let mut models: Vec<String> = documents.iter().map(|d| d.model.clone()).collect();
-    models.dedup();
+    let mut models: Vec<String> = Vec::new();
+    for document in &documents {
+        if !models.contains(&document.model) {
+            models.push(document.model.clone());
+        }
+    }
+    // How long each ran, and when it ended.
+    let spans = documents
+        .iter()
+        .map(|d| {
+            let took = Duration::try_from_secs_f64(d.elapsed_seconds).ok();
+            let ended = took
+                .and_then(|took| chrono::TimeDelta::from_std(took).ok())
+                .and_then(|took| d.started_at.checked_add_signed(took));
+            took.zip(ended)
+                .with_context(|| format!("elapsed_seconds {} is no duration", d.elapsed_seconds))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // One storm: each began before the first to end had ended.
+    let first_end = spans
+        .iter()
+        .map(|(_, ended)| *ended)
+        .min()
+        .context("no document")?;
+    if let Some(late) = documents.iter().find(|d| d.started_at > first_end) {
+        bail!(
+            "a storm began at {} after another had ended at {first_end}: not one storm",
+            late.started_at
+        );
+    }
     // Each shard asked for its share; together they asked for the sum.
     let target_rate = documents.iter().map(|d| d.rates.target).sum();
     let raw = documents.iter().all(|d| d.raw);
     let mut recorder = Recorder::default();
     let mut elapsed = Duration::ZERO;
-    for document in documents {
+    for (document, (took, _)) in documents.into_iter().zip(spans) {
         let later = (document.started_at - started_at)
             .to_std()
             .unwrap_or_default();
-        elapsed = elapsed.max(later + Duration::from_secs_f64(document.elapsed_seconds.max(0.0)));
+        elapsed = elapsed.max(later + took);
         recorder.merge(&Recorder::from_recorded(document.measures, later)?);
     }
     Ok(Merged {
@@ -296,5 +326,29 @@ mod tests {
             document(shard(1, 2), 0, &some),
         ];
         assert_eq!(shards_missing(&whole).unwrap(), None);
+
+        let stale = [
+            document(shard(0, 2), 0, &some),
+            document(shard(1, 2), 60_000, &some),
+        ];
+        let error = shards_missing(&stale).unwrap_err().to_string();
+        assert!(error.contains("share its --start-at"), "{error}");
+        let again = [document(None, 0, &some), document(None, 0, &some)];
+        let error = shards_missing(&again).unwrap_err().to_string();
+        assert!(error.contains("given twice"), "{error}");
+        let apart = vec![document(None, 0, &some), document(None, 5_000, &some)];
+        let error = merge(apart).err().unwrap().to_string();
+        assert!(error.contains("not one storm"), "{error}");
+    }
+
+    #[test]
+    fn a_document_naming_an_impossible_shard_is_refused_when_read() {
+        let mut text = serde_json::to_value(document(shard(0, 2), 0, &[])).unwrap();
+        text["shard"] = serde_json::json!({"index": 2, "count": 2});
+        assert!(serde_json::from_value::<StormDocument>(text.clone()).is_err());
+        text["shard"] = serde_json::json!({"index": 0, "count": u64::MAX});
+        assert!(serde_json::from_value::<StormDocument>(text.clone()).is_err());
+        text["shard"] = serde_json::json!({"index": 1, "count": 2});
+        assert!(serde_json::from_value::<StormDocument>(text).is_ok());
     }
 }

@@ -331,10 +331,7 @@ impl<'de> Deserialize<'de> for Hdr {
 }
 
 fn outcome_named(name: &str) -> anyhow::Result<Outcome> {
-    Outcome::ALL
-        .into_iter()
-        .find(|o| o.name() == name)
-        .with_context(|| format!("{name:?} is not an outcome"))
+    Outcome::named(name).with_context(|| format!("{name:?} is not an outcome"))
 }
 
 fn from_micros(micros: u64) -> Duration {

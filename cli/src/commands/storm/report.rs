@@ -513,7 +513,7 @@ impl Threshold {
             "completed_rate" => Metric::Rate(Rate::Completed),
             other => match other
                 .strip_suffix("_rate")
-                .and_then(|o| Outcome::ALL.into_iter().find(|x| x.name() == o))
+                .and_then(Outcome::named)
             {
                 Some(outcome) => Metric::Rate(Rate::Outcome(outcome)),
                 None => bail!(
