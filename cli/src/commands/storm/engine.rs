@@ -59,10 +59,11 @@ pub struct RawRequest {
     pub body: Option<Vec<u8>>,
 }
 
+/// How the storm sends: when, how many, where, how long it waits. What each
+/// send is ([`Work`]) comes apart: it needs the sale's events.
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub model: Model,
-    pub work: Work,
     /// The server's base URL (`Raw`: the whole URL).
     pub target: String,
     /// At most this many purchases.
@@ -231,10 +232,13 @@ pub struct Storm {
 
 /// Runs the plan to its end: every purchase sent and answered (or timed out).
 pub async fn run(
-    plan: Plan,
+    plan: &Plan,
+    work: Work,
     progress: Arc<Progress>,
     history: HistorySink,
 ) -> anyhow::Result<Storm> {
+    let plan = Arc::new(plan.clone());
+    let work = Arc::new(work);
     let lanes = plan.lanes.max(1);
     let per_lane = plan.in_flight_cap().div_ceil(lanes).max(1);
     let barrier = Arc::new(Barrier::new(lanes + 1));
@@ -256,6 +260,7 @@ pub async fn run(
             step: lanes as u64 * plan.shard.count,
             lanes: lanes as u64,
             plan: plan.clone(),
+            work: work.clone(),
             client,
             slots: slots.clone(),
             progress: progress.clone(),
@@ -311,7 +316,8 @@ struct Lane {
     step: u64,
     /// Lanes of this process (a closed model's share of the concurrency).
     lanes: u64,
-    plan: Plan,
+    plan: Arc<Plan>,
+    work: Arc<Work>,
     client: Client,
     slots: Arc<Semaphore>,
     progress: Arc<Progress>,
@@ -330,7 +336,7 @@ impl Lane {
     /// Opens up to `connections` keep-alive connections before the clock
     /// starts, so a spike measures the sale, not TCP handshakes.
     async fn warm(&self, connections: usize) {
-        let url = match self.plan.work {
+        let url = match *self.work {
             Work::Buy { .. } => format!("{}/health", self.plan.target),
             Work::Raw(_) => self.plan.target.clone(),
         };
@@ -450,7 +456,8 @@ impl Lane {
         slot: OwnedSemaphorePermit,
     ) -> impl std::future::Future<Output = Vec<Done>> + use<> {
         let client = self.client.clone();
-        let plan = self.plan.clone();
+        let target = self.plan.target.clone();
+        let work = self.work.clone();
         let attempts = self.attempts.clone();
         let keep_history = self.history.is_some();
         let slots = self.slots.clone();
@@ -458,15 +465,16 @@ impl Lane {
             let mut slot = slot;
             let context = Context {
                 client,
-                target: plan.target,
+                target,
                 start,
                 due,
                 attempts,
                 keep_history,
             };
-            match plan.work {
-                Work::Raw(request) => vec![context.raw(&request).await],
+            match &*work {
+                Work::Raw(request) => vec![context.raw(request).await],
                 Work::Buy { buyers, retries } => {
+                    let retries = *retries;
                     let purchase = buyers.purchase(number);
                     let mut done = if purchase.duplicated {
                         let (first, second) = tokio::join!(

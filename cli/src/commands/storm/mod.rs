@@ -111,26 +111,20 @@ pub struct StormArgs {
 /// The storm, checked once: the flags laid over the scenario, the defaults
 /// filled in, every value in range. Everything after reads this.
 pub struct StormPlan {
-    model: Model,
+    /// How the engine sends: the model, where, how many, how long, the
+    /// shard and its start. `sending.target` is the sale's base URL, or the
+    /// `--raw` URL.
+    sending: engine::Plan,
     /// The model as the tables name it.
     model_label: String,
     /// The peak rate the schedule asks for, if it asks for one.
     target_rate: Option<f64>,
-    purchases: Option<u64>,
-    duration: Option<Duration>,
-    timeout: Duration,
     settle: Duration,
     thresholds: Vec<Threshold>,
-    /// Where requests go: the sale's base URL, or the `--raw` URL.
-    target: String,
     /// What each send does, before the events are known.
     sends: Sends,
     /// Settle and check after the storm.
     check: bool,
-    lanes: usize,
-    shard: Shard,
-    start_at: Option<chrono::DateTime<chrono::Utc>>,
-    tls: Tls,
     /// For the requests around the storm (the seat maps).
     client: reqwest::Client,
     /// Where the results go.
@@ -262,22 +256,24 @@ impl StormPlan {
             // A shard cannot check the sale alone: the other shards' orders
             // are not in its history.
             check: !args.no_check && matches!(sends, Sends::Buy(_)) && shard == Shard::WHOLE,
-            model,
+            sending: engine::Plan {
+                model,
+                target,
+                purchases,
+                duration: options.duration,
+                timeout,
+                lanes: args
+                    .lanes
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+                shard,
+                start_at: args.start_at,
+                tls,
+            },
             model_label,
             target_rate,
-            purchases,
-            duration: options.duration,
-            timeout,
             settle: options.settle.unwrap_or(Duration::from_secs(60)),
             thresholds,
-            target,
             sends,
-            lanes: args
-                .lanes
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
-            shard,
-            start_at: args.start_at,
-            tls,
             client,
             history: args.history.clone(),
             outputs: args.outputs.clone(),
@@ -306,7 +302,7 @@ impl StormPlan {
         } else {
             buying.events.clone()
         };
-        let seated = seats::fetch(&self.client, &self.target, &events)
+        let seated = seats::fetch(&self.client, &self.sending.target, &events)
             .await
             .map_err(Failure::unreachable)?;
         let seated_events = seated.keys().copied().collect();
@@ -458,13 +454,13 @@ pub async fn run_scenario(args: StormArgs, scenario: Scenario) -> Outcome {
     );
     summary.print();
     let mut document = summary.document();
-    if plan.shard != Shard::WHOLE {
-        document.shard = Some(plan.shard);
+    if plan.sending.shard != Shard::WHOLE {
+        document.shard = Some(plan.sending.shard);
     }
     if !seated_events.is_empty() {
         // The zones' figures are the report's, not the verdict's: a sale that
         // cannot show its seat maps right now is still checked.
-        let zones = seats::maps_after_storm(&plan.client, &plan.target, &seated_events)
+        let zones = seats::maps_after_storm(&plan.client, &plan.sending.target, &seated_events)
             .await
             .and_then(|maps| report::seating(&storm.recorder, &maps));
         match zones {
@@ -492,7 +488,7 @@ pub async fn run_scenario(args: StormArgs, scenario: Scenario) -> Outcome {
         _ => None,
     };
     let missed = judge(&plan.thresholds, &summary, &mut document);
-    let title = format!("flashtix storm against {}", plan.target);
+    let title = format!("flashtix storm against {}", plan.sending.target);
     plan.outputs.write(&title, &summary, &document)?;
     Ok(match verdict {
         Some(Verdict::Fail) => ExitCode::from(1),
@@ -510,27 +506,18 @@ async fn fire(plan: &StormPlan, work: Work) -> Result<Storm, Failure> {
         }
         None => (None, None),
     };
-    let engine_plan = engine::Plan {
-        model: plan.model.clone(),
-        work,
-        target: plan.target.clone(),
-        purchases: plan.purchases,
-        duration: plan.duration,
-        timeout: plan.timeout,
-        lanes: plan.lanes,
-        shard: plan.shard,
-        start_at: plan.start_at,
-        tls: plan.tls.clone(),
-    };
-    match plan.shard {
-        Shard::WHOLE => eprintln!("storm: {} against {}", plan.model_label, plan.target),
+    match plan.sending.shard {
+        Shard::WHOLE => eprintln!(
+            "storm: {} against {}",
+            plan.model_label, plan.sending.target
+        ),
         Shard { index, count } => eprintln!(
             "storm: shard {index}/{count} of {} against {}; no settle or check here (they \
              need every shard's history: `flashtix check --history` with them all)",
-            plan.model_label, plan.target
+            plan.model_label, plan.sending.target
         ),
     }
-    if let Some(at) = plan.start_at.filter(|at| *at > chrono::Utc::now()) {
+    if let Some(at) = plan.sending.start_at.filter(|at| *at > chrono::Utc::now()) {
         eprintln!("storm: the schedule begins at {at}");
     }
     let progress = Arc::new(Progress::default());
@@ -538,11 +525,11 @@ async fn fire(plan: &StormPlan, work: Work) -> Result<Storm, Failure> {
     let ticker = tokio::spawn(show_progress(
         bar.clone(),
         progress.clone(),
-        plan.purchases.is_some(),
+        plan.sending.purchases.is_some(),
     ));
-    let storm = engine::run(engine_plan, progress.clone(), history).await?;
+    let storm = engine::run(&plan.sending, work, progress.clone(), history).await?;
     ticker.abort();
-    let end = if plan.purchases.is_some() {
+    let end = if plan.sending.purchases.is_some() {
         progress.sent.load(Relaxed)
     } else {
         storm.elapsed.as_secs()
@@ -708,8 +695,8 @@ async fn settle(services: &Services, limit: Duration) -> anyhow::Result<Option<D
 /// of all (or seconds of the duration), the send rate over the last moment,
 /// outcomes so far and the p99 from the intended send so far.
 fn progress_bar(plan: &StormPlan) -> ProgressBar {
-    let (length, unit) = match (plan.purchases, plan.duration) {
-        (Some(purchases), _) => (plan.shard.share_of(purchases), "purchases"),
+    let (length, unit) = match (plan.sending.purchases, plan.sending.duration) {
+        (Some(purchases), _) => (plan.sending.shard.share_of(purchases), "purchases"),
         (None, Some(duration)) => (duration.as_secs().max(1), "s"),
         (None, None) => (0, ""),
     };
