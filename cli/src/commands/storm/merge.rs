@@ -8,7 +8,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use super::document::StormDocument;
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use super::document::{StormDocument, ZoneSales};
 use super::engine::{Shard, Storm};
 use super::fairness;
 use super::record::Recorder;
@@ -58,6 +62,10 @@ pub fn run(args: MergeArgs) -> Outcome {
     summary.print();
     let mut document = summary.document();
     document.merged_from = Some(args.documents.len());
+    if !merged.seating.is_empty() {
+        say!("{}", report::seating_table(&merged.seating));
+    }
+    document.seating = merged.seating;
     if !args.histories.is_empty() {
         let history =
             flashtix_server::history::read_all(&args.histories).map_err(Failure::usage)?;
@@ -140,6 +148,7 @@ struct Merged {
     model: String,
     target_rate: Option<f64>,
     raw: bool,
+    seating: Vec<ZoneSales>,
 }
 
 /// Adds the documents' measures, each moved to the earliest start: the
@@ -183,6 +192,8 @@ fn merge(documents: Vec<StormDocument>) -> anyhow::Result<Merged> {
     // Each shard asked for its share; together they asked for the sum.
     let target_rate = documents.iter().map(|d| d.rates.target).sum();
     let raw = documents.iter().all(|d| d.raw);
+    let ends: Vec<_> = spans.iter().map(|(_, ended)| *ended).collect();
+    let seating = seating(&documents, &ends, started_at);
     let mut recorder = Recorder::default();
     let mut elapsed = Duration::ZERO;
     for (document, (took, _)) in documents.into_iter().zip(spans) {
@@ -201,7 +212,68 @@ fn merge(documents: Vec<StormDocument>) -> anyhow::Result<Merged> {
         model: models.join("; "),
         target_rate,
         raw,
+        seating,
     })
+}
+
+/// The zones after the storm: the seat maps of the document that ended
+/// last (the sale's latest state), with every document's sales in them,
+/// their times moved to the common start. A zone sold out when its last
+/// sale that any document saw was accepted.
+fn seating(
+    documents: &[StormDocument],
+    ends: &[DateTime<Utc>],
+    started_at: DateTime<Utc>,
+) -> Vec<ZoneSales> {
+    let Some(last) = (0..documents.len()).max_by_key(|i| ends[*i]) else {
+        return Vec::new();
+    };
+    let mut zones: Vec<ZoneSales> = documents[last]
+        .seating
+        .iter()
+        .map(|zone| ZoneSales {
+            event_id: zone.event_id,
+            zone: zone.zone.clone(),
+            orders_in_storm: 0,
+            tickets_in_storm: 0,
+            sold_out_seconds: None,
+            sold_at_seconds: BTreeMap::new(),
+        })
+        .collect();
+    for document in documents {
+        let later = (document.started_at - started_at)
+            .to_std()
+            .unwrap_or_default()
+            .as_secs_f64();
+        for theirs in &document.seating {
+            let Some(zone) = zones
+                .iter_mut()
+                .find(|z| z.event_id == theirs.event_id && z.zone.name == theirs.zone.name)
+            else {
+                continue;
+            };
+            zone.orders_in_storm += theirs.orders_in_storm;
+            zone.tickets_in_storm += theirs.tickets_in_storm;
+            let sold_at = theirs
+                .sold_at_seconds
+                .iter()
+                .map(|(seat, at)| (seat.clone(), at + later));
+            zone.sold_at_seconds.extend(sold_at);
+            zone.sold_out_seconds = theirs
+                .sold_out_seconds
+                .into_iter()
+                .chain(theirs.sold_at_seconds.values().copied())
+                .map(|at| at + later)
+                .chain(zone.sold_out_seconds)
+                .reduce(f64::max);
+        }
+    }
+    for zone in &mut zones {
+        if zone.zone.available > 0 || zone.orders_in_storm == 0 {
+            zone.sold_out_seconds = None;
+        }
+    }
+    zones
 }
 
 #[cfg(test)]
@@ -339,6 +411,51 @@ mod tests {
         let apart = vec![document(None, 0, &some), document(None, 5_000, &some)];
         let error = merge(apart).err().unwrap().to_string();
         assert!(error.contains("not one storm"), "{error}");
+    }
+
+    fn zone(available: i64, sold_at: &[(&str, f64)], sold_out: Option<f64>) -> ZoneSales {
+        ZoneSales {
+            event_id: 1,
+            zone: flashtix_server::seating::ZoneMap {
+                name: "A".into(),
+                kind: "reserved".into(),
+                price_cents: 100,
+                capacity: 3,
+                available,
+                held: 0,
+                sold: 3 - available,
+                returning: 0,
+                rows: vec!["s".repeat((3 - available) as usize) + &".".repeat(available as usize)],
+            },
+            orders_in_storm: sold_at.len() as u64,
+            tickets_in_storm: sold_at.len() as u64,
+            sold_out_seconds: sold_out,
+            sold_at_seconds: sold_at.iter().map(|(s, at)| (s.to_string(), *at)).collect(),
+        }
+    }
+
+    #[test]
+    fn the_seat_maps_are_the_last_to_end_with_every_shards_sales_on_one_clock() {
+        let some = [(Answer::Accepted, 0, 1)];
+        // The first saw two seats go; the second, half a second later on,
+        // the last, and the zone sold out.
+        let mut early = document(None, 0, &some);
+        early.seating = vec![zone(1, &[("A-1-1", 0.5), ("A-1-2", 1.0)], None)];
+        let mut late = document(None, 500, &some);
+        late.seating = vec![zone(0, &[("A-1-3", 2.0)], Some(2.0))];
+        let merged = merge(vec![early, late]).unwrap();
+        let [zone] = &merged.seating[..] else {
+            panic!("one zone: {:?}", merged.seating);
+        };
+        assert_eq!(zone.zone.available, 0, "the sale as the last to end saw it");
+        assert_eq!((zone.orders_in_storm, zone.tickets_in_storm), (3, 3));
+        let sold_at: Vec<(&str, f64)> = zone
+            .sold_at_seconds
+            .iter()
+            .map(|(seat, at)| (seat.as_str(), *at))
+            .collect();
+        assert_eq!(sold_at, [("A-1-1", 0.5), ("A-1-2", 1.0), ("A-1-3", 2.5)]);
+        assert_eq!(zone.sold_out_seconds, Some(2.5));
     }
 
     #[test]
