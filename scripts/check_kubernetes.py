@@ -18,6 +18,7 @@ ways and fails unless every break is caught.
 
 import copy
 import pathlib
+import shlex
 import sys
 
 import kubernetes_validate
@@ -126,9 +127,12 @@ def problems(resources, directory):
                 f"{spec.get('parallelism')} must both be SHARDS ({shards}): every shard at once"
             )
         command = " ".join(spec["template"]["spec"]["containers"][0].get("args", []))
-        for needed in ("--shard", "$JOB_COMPLETION_INDEX", "--start-at", "--json", "--history"):
-            if needed not in command:
+        words = shlex.split(command)
+        for needed in ("--shard", "--start-at", "--json", "--history"):
+            if needed not in words:
                 found.append(f"{name}: the storm's command lacks {needed}")
+        if value_of(words, "--shard") != "$JOB_COMPLETION_INDEX/$SHARDS":
+            found.append(f"{name}: the storm's --shard is not $JOB_COMPLETION_INDEX/$SHARDS")
         merges = [(n, r) for n, r in by_kind.get("Job", []) if r["metadata"]["name"] == "flashtix-merge"]
         if len(merges) != 1:
             found.append("no Job flashtix-merge")
@@ -141,13 +145,25 @@ def problems(resources, directory):
                     f"the storm writes to {written and written[1]} of claim {written and written[0]}"
                 )
                 continue
-            merge_command = " ".join(merge["spec"]["template"]["spec"]["containers"][0].get("args", []))
-            for pattern in (f"{written[1]}/shard*.json", f"{written[1]}/shard*.jsonl"):
-                if pattern not in merge_command:
-                    found.append(f"{merge_name}: the merge does not read {pattern}")
-            if f"{written[1]}/shard$JOB_COMPLETION_INDEX.json" not in command:
-                found.append(f"{name}: the storm does not write {written[1]}/shardI.json")
+            directory = written[1]
+            for flag, suffix in (("--json", "json"), ("--history", "jsonl")):
+                wanted = f"{directory}/shard$JOB_COMPLETION_INDEX.{suffix}"
+                if value_of(words, flag) != wanted:
+                    found.append(f"{name}: the storm's {flag} is {value_of(words, flag)}, not {wanted}")
+            merge_words = shlex.split(
+                " ".join(merge["spec"]["template"]["spec"]["containers"][0].get("args", []))
+            )
+            documents = merge_words[merge_words.index("merge") + 1] if "merge" in merge_words else None
+            if documents != f"{directory}/shard*.json":
+                found.append(f"{merge_name}: the merge reads documents {documents}, not {directory}/shard*.json")
+            if value_of(merge_words, "--history") != f"{directory}/shard*.jsonl":
+                found.append(f"{merge_name}: the merge does not read {directory}/shard*.jsonl")
     return found
+
+
+def value_of(words, flag):
+    """The word after the first `flag` in `words`, if any."""
+    return words[words.index(flag) + 1] if flag in words[:-1] else None
 
 
 def results_dir(job):
@@ -167,12 +183,11 @@ def results_dir(job):
 def breaks(resources):
     """Copies of the manifests, each broken one way, named."""
     def broken(what, said, change):
+        """`change` gets the resources by (kind, name), and the Kustomization."""
         copied = copy.deepcopy(resources)
-        change({(r["kind"], r["metadata"]["name"]): r for _, r in copied if "metadata" in r})
-        if "kustomization" in what:
-            for _, r in copied:
-                if r["kind"] == "Kustomization":
-                    r["resources"].append("gone.yaml")
+        named = {(r["kind"], r["metadata"]["name"]): r for _, r in copied if "metadata" in r}
+        named["Kustomization"] = next(r for _, r in copied if r["kind"] == "Kustomization")
+        change(named)
         return what, said, copied
 
     def set_in(key, path, value):
@@ -186,6 +201,9 @@ def breaks(resources):
     api = ("Deployment", "flashtix-api")
     storm = ("Job", "flashtix-storm")
     merge = ("Job", "flashtix-merge")
+    by_name = {(r["kind"], r["metadata"]["name"]): r for _, r in resources if "metadata" in r}
+    storm_args = by_name[storm]["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    merge_args = by_name[merge]["spec"]["template"]["spec"]["containers"][0]["args"][0]
     return [
         broken("a count that is not a number", "spec.replicas: 'two' is not of type 'integer'",
                set_in(api, ["spec", "replicas"], "two")),
@@ -223,7 +241,18 @@ def breaks(resources):
                set_in(merge, ["spec", "template", "spec", "containers", 0, "args", 0],
                       "flashtix merge /results/shard*.json --json /results/storm.json")),
         broken("a kustomization listing a missing file", "lists gone.yaml, which does not exist",
-               lambda resources: None),
+               lambda resources: resources["Kustomization"]["resources"].append("gone.yaml")),
+        broken("documents written elsewhere", "the storm's --json is /tmp/shard.json",
+               set_in(storm, ["spec", "template", "spec", "containers", 0, "args", 0],
+                      storm_args.replace('--json "/results/shard$JOB_COMPLETION_INDEX.json"',
+                                         "--json /tmp/shard.json"))),
+        broken("histories written elsewhere", "the storm's --history is /tmp/h.jsonl",
+               set_in(storm, ["spec", "template", "spec", "containers", 0, "args", 0],
+                      storm_args.replace('--history "/results/shard$JOB_COMPLETION_INDEX.jsonl"',
+                                         "--history /tmp/h.jsonl"))),
+        broken("a merge of the histories as documents", "the merge reads documents /results/shard*.jsonl",
+               set_in(merge, ["spec", "template", "spec", "containers", 0, "args", 0],
+                      merge_args.replace("merge /results/shard*.json ", "merge /results/shard*.jsonl "))),
     ]
 
 

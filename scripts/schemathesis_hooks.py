@@ -107,6 +107,15 @@ def self_test():
         before_call(None, case, {})
         refused_requests_change_nothing(None, Refused(), case)
     print("self-test: nothing changed, nothing caught")
+    # A snapshot is its own request's: another request is not judged by it.
+    before_call(None, Case(), {})
+    REDIS.set(f"{NAMESPACE}:self-test", 1)
+    try:
+        if refused_requests_change_nothing(None, Refused(), Case()) is not None:
+            return 1
+    finally:
+        REDIS.delete(f"{NAMESPACE}:self-test")
+    print("self-test: another request's snapshot is not used")
     return 0
 
 

@@ -185,7 +185,8 @@ async fn an_https_target_is_sent_to_when_its_certificate_is_trusted_and_not_othe
         .expect("openssl s_server starts");
     let said = std::io::BufReader::new(server.stdout.take().unwrap());
     let server = KillOnDrop(server);
-    // Its output is read to the end of the test: a closed pipe would kill it.
+    // Its output stays open to the end of the test: a closed pipe would
+    // kill it.
     let mut said = std::io::BufRead::lines(said).map_while(Result::ok);
     let port = said
         .by_ref()
@@ -741,6 +742,7 @@ async fn a_storm_with_no_end_or_bad_flags_exits_2() {
             "unknown measure",
         ),
         (vec!["--buyers", "5", "--quantity", "0"], "not a quantity"),
+        (vec!["--buyers", "5", "--shard", "0/2"], "--start-at <TIME>"),
     ] {
         let mut args = vec!["storm", "--event", "1"];
         args.extend(flags);

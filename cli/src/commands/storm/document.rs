@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use flashtix_server::history::Outcome;
 use flashtix_server::invariants::Report;
-use flashtix_server::orders::request::not_null;
 use flashtix_server::seating::ZoneMap;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -58,8 +57,7 @@ pub struct StormDocument {
     /// it did not within the limit).
     #[serde(
         default,
-        // A key that is there is `Some`, even as null (not settled).
-        deserialize_with = "not_null",
+        deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
     pub settle_seconds: Option<Option<f64>>,
@@ -68,6 +66,15 @@ pub struct StormDocument {
     pub thresholds: Vec<Judged>,
     /// The histograms and counts, losslessly (for `flashtix merge`).
     pub measures: Recorded,
+}
+
+/// A key that is there is `Some`, even as null (here: not settled).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 impl StormDocument {

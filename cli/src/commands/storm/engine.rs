@@ -237,8 +237,6 @@ pub async fn run(
     progress: Arc<Progress>,
     history: HistorySink,
 ) -> anyhow::Result<Storm> {
-    let plan = Arc::new(plan.clone());
-    let work = Arc::new(work);
     let lanes = plan.lanes.max(1);
     let per_lane = plan.in_flight_cap().div_ceil(lanes).max(1);
     let barrier = Arc::new(Barrier::new(lanes + 1));
@@ -259,8 +257,10 @@ pub async fn run(
             number: plan.shard.index + lane as u64 * plan.shard.count,
             step: lanes as u64 * plan.shard.count,
             lanes: lanes as u64,
-            plan: plan.clone(),
-            work: work.clone(),
+            // Each lane its own: nothing on the hot path is shared but the
+            // slots and the counters.
+            plan: Arc::new(plan.clone()),
+            work: Arc::new(work.clone()),
             client,
             slots: slots.clone(),
             progress: progress.clone(),

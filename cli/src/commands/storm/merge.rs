@@ -169,12 +169,21 @@ fn merge(documents: Vec<StormDocument>) -> anyhow::Result<Merged> {
     let spans = documents
         .iter()
         .map(|d| {
-            let took = Duration::try_from_secs_f64(d.elapsed_seconds).ok();
+            // A storm's answers fill its seconds: it ran no longer.
+            let answered = d.measures.seconds.len() as f64 + 2.0;
+            let took = Duration::try_from_secs_f64(d.elapsed_seconds)
+                .ok()
+                .filter(|_| d.elapsed_seconds <= answered);
             let ended = took
                 .and_then(|took| chrono::TimeDelta::from_std(took).ok())
                 .and_then(|took| d.started_at.checked_add_signed(took));
-            took.zip(ended)
-                .with_context(|| format!("elapsed_seconds {} is no duration", d.elapsed_seconds))
+            took.zip(ended).with_context(|| {
+                format!(
+                    "elapsed_seconds {} is no duration, or longer than its {} seconds",
+                    d.elapsed_seconds,
+                    d.measures.seconds.len()
+                )
+            })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     // One storm: each began before the first to end had ended.
@@ -217,7 +226,8 @@ fn merge(documents: Vec<StormDocument>) -> anyhow::Result<Merged> {
 }
 
 /// The zones after the storm: the seat maps of the document that ended
-/// last (the sale's latest state), with every document's sales in them,
+/// last among those that read them (the sale's latest state), with every
+/// document's sales in them,
 /// their times moved to the common start. A zone sold out when its last
 /// sale that any document saw was accepted.
 fn seating(
@@ -225,7 +235,10 @@ fn seating(
     ends: &[DateTime<Utc>],
     started_at: DateTime<Utc>,
 ) -> Vec<ZoneSales> {
-    let Some(last) = (0..documents.len()).max_by_key(|i| ends[*i]) else {
+    let Some(last) = (0..documents.len())
+        .filter(|i| !documents[*i].seating.is_empty())
+        .max_by_key(|i| ends[*i])
+    else {
         return Vec::new();
     };
     let mut zones: Vec<ZoneSales> = documents[last]
@@ -319,11 +332,8 @@ mod tests {
         let one: Vec<_> = (0..300)
             .map(|n| (Answer::SoldOut, n * 4 + 2, 40 + n % 90))
             .collect();
-        let merged = merge(vec![
-            document(shard(0, 2), 0, &zero),
-            document(shard(1, 2), 1000, &one),
-        ])
-        .unwrap();
+        // Storms begun a second apart (shards would share their start).
+        let merged = merge(vec![document(None, 0, &zero), document(None, 1000, &one)]).unwrap();
 
         // The same attempts recorded by one recorder, the second shard's a
         // second later (it began a second after the first).
@@ -411,6 +421,12 @@ mod tests {
         let apart = vec![document(None, 0, &some), document(None, 5_000, &some)];
         let error = merge(apart).err().unwrap().to_string();
         assert!(error.contains("not one storm"), "{error}");
+        // Ages long, a second of answers: no storm ran so, and a gap that
+        // long would be a second of memory each.
+        let mut endless = document(None, 0, &some);
+        endless.elapsed_seconds = 1e12;
+        let error = merge(vec![endless]).err().unwrap().to_string();
+        assert!(error.contains("longer than its 1 seconds"), "{error}");
     }
 
     fn zone(available: i64, sold_at: &[(&str, f64)], sold_out: Option<f64>) -> ZoneSales {

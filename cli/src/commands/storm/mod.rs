@@ -98,8 +98,8 @@ pub struct StormArgs {
     lanes: Option<usize>,
     /// Send only shard I of N of the storm: the purchases whose number is I
     /// modulo N, at the times the whole storm would (run N shards, on as many
-    /// machines, with one --seed and --start-at)
-    #[arg(long, value_name = "I/N", value_parser = Shard::parse)]
+    /// machines, with one --seed and one --start-at)
+    #[arg(long, value_name = "I/N", value_parser = Shard::parse, requires = "start_at")]
     shard: Option<Shard>,
     /// Begin the schedule at this moment (RFC 3339, like
     /// 2026-12-01T18:00:00Z), so that shards on several machines begin
