@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Row};
 
-use crate::orders::request::not_null;
+use crate::orders::request::{has_control, not_null};
 use crate::seating::{self, Plan, PlanSpec};
 
 /// `POST /events` body, as sent.
@@ -57,7 +57,7 @@ impl NewEvent {
         let name = raw.name.trim().to_owned();
         // No control characters: Postgres cannot store a NUL, and the rest
         // are no part of a name.
-        if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        if name.is_empty() || name.chars().count() > 200 || has_control(&name) {
             return Err("name must be 1 to 200 printable characters".into());
         }
         let in_range = |value: i64, low: i64, high: i64, what: &str| {

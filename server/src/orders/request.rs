@@ -191,7 +191,9 @@ pub fn decode_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Req
     })
 }
 
-fn has_control(text: &str) -> bool {
+/// Whether `text` holds a control character (none belongs in a name, a key
+/// or an id; Postgres cannot even store a NUL).
+pub fn has_control(text: &str) -> bool {
     text.chars().any(char::is_control)
 }
 
