@@ -11,6 +11,7 @@ use flashtix_server::history::Outcome;
 use hdrhistogram::Histogram;
 
 use super::document::{Percentiles, SecondRow, StormDocument};
+use super::report::{fairness_cells, FAIRNESS_HEADER};
 
 /// A stretch of the storm to shade on the time charts (a drill's fault).
 pub use flashtix_chaos::windows::Window;
@@ -276,27 +277,17 @@ impl Page<'_> {
         }
         html += "</table>";
         if !doc.fairness.is_empty() {
-            html += "<h2>Sell-out and fairness (from the history)</h2><table><tr><th>event</th>\
-                     <th>purchases</th><th>won</th><th>of the first arrivals, won</th>\
-                     <th>arrival→win rank correlation</th><th>sold out at (s)</th>\
-                     <th>won/s while stock lasted</th></tr>";
-            let number = |value: Option<f64>, decimals: usize| {
-                value.map_or("-".to_owned(), |x| format!("{x:.decimals$}"))
-            };
+            html += "<h2>Sell-out and fairness (from the history)</h2><table><tr>";
+            for name in FAIRNESS_HEADER {
+                let _ = write!(html, "<th>{}</th>", escape(name));
+            }
+            html += "</tr>";
             for event in &doc.fairness {
-                let _ = write!(
-                    html,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} of {}</td><td>{}</td>\
-                     <td>{}</td><td>{}</td></tr>",
-                    event.event_id,
-                    event.purchases,
-                    event.winners,
-                    event.first_arrivals_won,
-                    event.winners,
-                    number(event.rank_correlation, 2),
-                    number(event.sold_out_seconds, 2),
-                    number(event.accepted_per_second_while_stock_lasted, 0),
-                );
+                html += "<tr>";
+                for cell in fairness_cells(event) {
+                    let _ = write!(html, "<td>{}</td>", escape(&cell));
+                }
+                html += "</tr>";
             }
             html += "</table>";
         }
@@ -509,7 +500,8 @@ pub(super) fn escape(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::commands::storm::engine::Storm;
-    use crate::commands::storm::record::{Measured, Recorder};
+    use crate::commands::storm::fairness::EventFairness;
+    use crate::commands::storm::record::Recorder;
     use crate::commands::storm::report::Summary;
     use flashtix_server::invariants::{Finding, Report, Verdict};
     use std::time::Duration;
@@ -531,14 +523,7 @@ mod tests {
         .enumerate()
         {
             let at = Duration::from_millis(300 * n as u64);
-            recorder.sent(at, Duration::ZERO, Duration::ZERO);
-            recorder.answered(&Measured {
-                outcome,
-                intended: at,
-                sent: at,
-                finished: at + Duration::from_millis(2),
-                sold: None,
-            });
+            recorder.sent_on_time(outcome, at, Duration::from_millis(2));
         }
         let storm = Storm {
             recorder,
@@ -547,6 +532,15 @@ mod tests {
         };
         let summary = Summary::new(&storm, "open, 10/s <constant>".into(), Some(10.0), false);
         let mut document = summary.document();
+        document.fairness = vec![EventFairness {
+            event_id: 1,
+            purchases: 7,
+            winners: 3,
+            first_arrivals_won: 3,
+            rank_correlation: Some(1.0),
+            sold_out_seconds: Some(0.61),
+            accepted_per_second_while_stock_lasted: None,
+        }];
         document.check = Some(Report {
             verdict: Verdict::Pass,
             findings: vec![Finding {
@@ -587,6 +581,11 @@ mod tests {
             "absent outcomes stay out of the legend"
         );
         assert!(page.contains("class=\"PASS\""));
+        assert!(
+            page.contains("<td>3 of the first 3</td><td>+1.00</td><td>0.61 s</td><td>-</td>"),
+            "the fairness row as the terminal shows it"
+        );
+        assert!(page.contains("<th>arrival→win rank correlation</th>"));
         let bucketed: u64 = page
             .split(" ms: ")
             .skip(1)

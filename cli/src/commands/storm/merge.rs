@@ -292,7 +292,6 @@ fn seating(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commands::storm::record::Measured;
     use flashtix_server::history::Outcome as Answer;
 
     /// A shard's document, written and read back as JSON text: `answers`
@@ -369,15 +368,11 @@ mod tests {
     }
 
     fn record(recorder: &mut Recorder, outcome: Answer, at_ms: u64, service_ms: u64) {
-        let at = Duration::from_millis(at_ms);
-        recorder.sent(at, Duration::ZERO, Duration::ZERO);
-        recorder.answered(&Measured {
-            outcome,
-            intended: at,
-            sent: at,
-            finished: at + Duration::from_millis(service_ms),
-            sold: None,
-        });
+        let (at, took) = (
+            Duration::from_millis(at_ms),
+            Duration::from_millis(service_ms),
+        );
+        recorder.sent_on_time(outcome, at, took);
     }
 
     #[test]

@@ -334,10 +334,6 @@ fn outcome_named(name: &str) -> anyhow::Result<Outcome> {
     Outcome::named(name).with_context(|| format!("{name:?} is not an outcome"))
 }
 
-fn from_micros(micros: u64) -> Duration {
-    Duration::from_micros(micros)
-}
-
 impl From<&Recorder> for Recorded {
     fn from(recorder: &Recorder) -> Self {
         let named = |counts: &[u64; CLASSES]| {
@@ -389,9 +385,11 @@ impl Recorder {
             sends: recorded.sends,
             late_sends: recorded.late_sends,
             slot_waits: recorded.slot_waits,
-            first_send: recorded.first_send_us.map(|us| from_micros(us) + later),
-            last_send: from_micros(recorded.last_send_us) + later,
-            last_answer: from_micros(recorded.last_answer_us) + later,
+            first_send: recorded
+                .first_send_us
+                .map(|us| Duration::from_micros(us) + later),
+            last_send: Duration::from_micros(recorded.last_send_us) + later,
+            last_answer: Duration::from_micros(recorded.last_answer_us) + later,
             ..Recorder::default()
         };
         recorder
@@ -416,6 +414,22 @@ impl Recorder {
             recorder.seconds.push(second);
         }
         Ok(recorder)
+    }
+}
+
+#[cfg(test)]
+impl Recorder {
+    /// For tests: one attempt sent on time at `at` (since the start) and
+    /// answered `outcome` after `took`.
+    pub fn sent_on_time(&mut self, outcome: Outcome, at: Duration, took: Duration) {
+        self.sent(at, Duration::ZERO, Duration::ZERO);
+        self.answered(&Measured {
+            outcome,
+            intended: at,
+            sent: at,
+            finished: at + took,
+            sold: None,
+        });
     }
 }
 

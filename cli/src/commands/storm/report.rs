@@ -363,36 +363,45 @@ pub fn seconds_csv(seconds: &[SecondRow]) -> String {
     text
 }
 
+/// The columns of the sell-out and fairness table.
+pub const FAIRNESS_HEADER: [&str; 7] = [
+    "event",
+    "purchases",
+    "won",
+    "first arrivals that won",
+    "arrival→win rank correlation",
+    "sold out at",
+    "won/s while stock lasted",
+];
+
+/// One event's row of the sell-out and fairness table, as the terminal and
+/// the report show it.
+pub fn fairness_cells(event: &EventFairness) -> [String; 7] {
+    [
+        event.event_id.to_string(),
+        event.purchases.to_string(),
+        event.winners.to_string(),
+        format!(
+            "{} of the first {}",
+            event.first_arrivals_won, event.winners
+        ),
+        event
+            .rank_correlation
+            .map_or("-".into(), |r| format!("{r:+.2}")),
+        event
+            .sold_out_seconds
+            .map_or("-".into(), |s| format!("{s:.2} s")),
+        event
+            .accepted_per_second_while_stock_lasted
+            .map_or("-".into(), |r| format!("{r:.0}")),
+    ]
+}
+
 /// Each event's sell-out and fairness figures as a table.
 pub fn fairness_table(events: &[EventFairness]) -> Table {
-    let mut table = table(&[
-        "event",
-        "purchases",
-        "won",
-        "first arrivals that won",
-        "arrival→win rank correlation",
-        "sold out at",
-        "won/s while stock lasted",
-    ]);
+    let mut table = table(&FAIRNESS_HEADER);
     for event in events {
-        table.add_row(vec![
-            event.event_id.to_string(),
-            event.purchases.to_string(),
-            event.winners.to_string(),
-            format!(
-                "{} of the first {}",
-                event.first_arrivals_won, event.winners
-            ),
-            event
-                .rank_correlation
-                .map_or("-".into(), |r| format!("{r:+.2}")),
-            event
-                .sold_out_seconds
-                .map_or("-".into(), |s| format!("{s:.2} s")),
-            event
-                .accepted_per_second_while_stock_lasted
-                .map_or("-".into(), |r| format!("{r:.0}")),
-        ]);
+        table.add_row(fairness_cells(event));
     }
     table
 }
