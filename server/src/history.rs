@@ -1,7 +1,8 @@
 //! The client's ledger of a storm: one JSON object a line, one line per attempt
 //! (a buy request sent, retried or duplicated). `flashtix storm --history FILE`
 //! writes it; `flashtix check --history FILE` proves from it that no accepted
-//! order was lost and no order appeared that nobody asked for.
+//! order was lost and no order appeared, while it was written, that nobody
+//! asked for.
 //!
 //! ```json
 //! {"attempt": 17, "event_id": 1, "user_id": "u-17", "idempotency_key": "k-17",

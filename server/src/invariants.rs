@@ -350,8 +350,15 @@ async fn no_duplicate_order(pool: &PgPool, event: Option<i64>) -> anyhow::Result
 }
 
 /// Invariant 4: every order the API answered for exists (for that buyer and
-/// key); every order in the database was asked for by someone in the history. Attempts that
-/// got no answer are "unknown": reported as found or not, never as errors.
+/// key); every order made while the history was being written was asked for
+/// by someone in it. Attempts that got no answer are "unknown": reported as
+/// found or not, never as errors.
+///
+/// A history proves only what it could have seen: an order made before its
+/// first send or after its last answer is another client's — a buyer at the
+/// sale before the storm began — and is counted apart, not judged; so is one
+/// made within [`CLOCK_SLACK_MS`] of either, where the database's clock and
+/// the client's cannot tell.
 async fn no_lost_order(
     pool: &PgPool,
     history: &[Attempt],
@@ -362,19 +369,22 @@ async fn no_lost_order(
         .filter(|a| event.is_none_or(|only| only == a.event_id))
         .collect();
     let events = events_of(&history);
-    let orders: Vec<(Uuid, String, String, Option<Vec<String>>)> = sqlx::query_as(
-        "SELECT id, user_id, idempotency_key, seats FROM orders WHERE event_id = ANY($1)",
+    // id, user, key, seats, when it was written.
+    type Stored = (Uuid, String, String, Option<Vec<String>>, DateTime<Utc>);
+    let orders: Vec<Stored> = sqlx::query_as(
+        "SELECT id, user_id, idempotency_key, seats, created_at FROM orders
+         WHERE event_id = ANY($1) ORDER BY created_at, id",
     )
     .bind(&events)
     .fetch_all(pool)
     .await?;
     let by_id: HashMap<Uuid, (&str, &str)> = orders
         .iter()
-        .map(|(id, user, key, _)| (*id, (user.as_str(), key.as_str())))
+        .map(|(id, user, key, _, _)| (*id, (user.as_str(), key.as_str())))
         .collect();
     let seats_of: HashMap<Uuid, &Vec<String>> = orders
         .iter()
-        .filter_map(|(id, _, _, seats)| Some((*id, seats.as_ref()?)))
+        .filter_map(|(id, _, _, seats, _)| Some((*id, seats.as_ref()?)))
         .collect();
     let existing: HashSet<(&str, &str)> = by_id.values().copied().collect();
     let asked: HashSet<(&str, &str)> = history
@@ -413,11 +423,27 @@ async fn no_lost_order(
             }
         }
     }
-    for (id, user, key, _) in &orders {
-        if !asked.contains(&(user.as_str(), key.as_str())) {
-            offenders.push(format!(
-                "order {id}: user {user:?} key {key:?} never asked for it"
-            ));
+    let span = Span::of(&history);
+    let mut outside = Vec::new();
+    for (id, user, key, _, created_at) in &orders {
+        if asked.contains(&(user.as_str(), key.as_str())) {
+            continue;
+        }
+        match span.place(*created_at) {
+            Place::During => offenders.push(format!(
+                "order {id}: user {user:?} key {key:?} made at {}, while the history was \
+                 written, and nobody in it asked for it (another client buying from the same \
+                 sale? give every client's history)",
+                created_at.format("%H:%M:%S%.3f")
+            )),
+            Place::Before(by) => outside.push(format!(
+                "order {id} (user {user:?} key {key:?}, {})",
+                relative(by, "the first send", "before", "after")
+            )),
+            Place::After(by) => outside.push(format!(
+                "order {id} (user {user:?} key {key:?}, {})",
+                relative(by, "the last answer", "after", "before")
+            )),
         }
     }
     // Keys that never got a definite answer: their order may exist or not.
@@ -439,7 +465,8 @@ async fn no_lost_order(
         NO_LOST_ORDER,
         answered.len() as u64,
         offenders,
-        "every answered order exists, with the seats its answer named; every order was asked for",
+        "every answered order exists, with the seats its answer named; every order made \
+         meanwhile was asked for",
         "orders lost or invented",
     );
     result.detail.push_str(&format!(
@@ -447,7 +474,83 @@ async fn no_lost_order(
         history.len(),
         unknown.len() - found
     ));
+    if !outside.is_empty() {
+        result.detail.push_str(&format!(
+            "; {} made outside the history (not judged: it could not have seen them): {}",
+            match outside.len() {
+                1 => "1 order".to_owned(),
+                n => format!("{n} orders"),
+            },
+            outside[..outside.len().min(OUTSIDE_EXAMPLES)].join(", ")
+        ));
+        if outside.len() > OUTSIDE_EXAMPLES {
+            result.detail.push_str(", …");
+        }
+    }
     Ok(result)
+}
+
+/// How many orders made outside a history "no lost order" names.
+const OUTSIDE_EXAMPLES: usize = 3;
+
+/// When a history was written: from its first send to its last answer.
+struct Span {
+    first_send: Option<DateTime<Utc>>,
+    last_answer: Option<DateTime<Utc>>,
+}
+
+/// Where a moment of the database's clock falls against a [`Span`] of the
+/// client's. The two clocks are taken to agree within [`CLOCK_SLACK_MS`], and
+/// a moment is placed inside only when it is inside however they disagree:
+/// "invented" must be certain.
+enum Place {
+    /// Before the first send by this much, or less than the slack after it
+    /// (negative).
+    Before(chrono::Duration),
+    During,
+    /// After the last answer by this much, or less than the slack before it
+    /// (negative).
+    After(chrono::Duration),
+}
+
+impl Span {
+    fn of(history: &[&Attempt]) -> Self {
+        Self {
+            first_send: history.iter().map(|a| a.sent_at).min(),
+            last_answer: history.iter().map(|a| a.finished_at).max(),
+        }
+    }
+
+    fn place(&self, moment: DateTime<Utc>) -> Place {
+        let slack = chrono::Duration::milliseconds(CLOCK_SLACK_MS);
+        match (self.first_send, self.last_answer) {
+            (Some(first), _) if moment < first + slack => Place::Before(first - moment),
+            (_, Some(last)) if moment > last - slack => Place::After(moment - last),
+            _ => Place::During,
+        }
+    }
+}
+
+/// A moment `by` from an edge of a history, as people read it: `0.250 s
+/// before the first send`, or, on the other side within the clocks' slack,
+/// `0.040 s after the first send (within the clocks' 100 ms)`.
+fn relative(by: chrono::Duration, edge: &str, outward: &str, inward: &str) -> String {
+    let seconds = |duration: chrono::Duration| {
+        let seconds = duration.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
+        match seconds {
+            s if s < 1.0 => format!("{s:.3} s"),
+            s if s < 60.0 => format!("{s:.1} s"),
+            s => format!("{s:.0} s"),
+        }
+    };
+    if by >= chrono::Duration::zero() {
+        format!("{} {outward} {edge}", seconds(by))
+    } else {
+        format!(
+            "{} {inward} {edge} (within the clocks' {CLOCK_SLACK_MS} ms)",
+            seconds(-by)
+        )
+    }
 }
 
 /// The events the attempts were made on, each once.

@@ -1,7 +1,7 @@
 //! "No lost order" from a client's history: answered orders exist, stored
 //! orders were asked for, unknown outcomes are resolved, not blamed.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use flashtix_server::history::{Attempt, Outcome};
 use flashtix_server::invariants::{self, Verdict, NO_LOST_ORDER, SEAT_TAKEN_WAS_TRUE};
 use reqwest::StatusCode;
@@ -79,7 +79,11 @@ async fn the_history_proves_no_order_was_lost_or_invented() {
     // Two requests whose answers never came back: one made an order, one not.
     let late = app.order(event, "slow", "k-slow", 1).await;
     assert_eq!(late.status, StatusCode::CONFLICT, "sold out by now");
-    history.push(attempt(event, 30, "slow", "k-slow", Outcome::Timeout, None));
+    let slow = attempt(event, 30, "slow", "k-slow", Outcome::Timeout, None);
+    history.push(Attempt {
+        finished_at: slow.sent_at + chrono::Duration::seconds(3),
+        ..slow
+    });
     let extra = app.create_event(5, 4).await;
     let made = app.order(extra, "lucky", "k-lucky", 1).await;
     assert_eq!(made.status, StatusCode::ACCEPTED);
@@ -115,17 +119,10 @@ async fn the_history_proves_no_order_was_lost_or_invented() {
         .execute(&app.pool)
         .await
         .unwrap();
-    let invented = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO orders (id, event_id, user_id, idempotency_key, fingerprint, quantity,
-                             amount_cents, expires_at)
-         VALUES ($1, $2, 'ghost', 'k-ghost', 'x', 1, 0, now() + interval '1 hour')",
-    )
-    .bind(invented)
-    .bind(event)
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    // Made while the history was written, by nobody in it.
+    let first_send = history.iter().map(|a| a.sent_at).min().unwrap();
+    let meanwhile = first_send + chrono::Duration::seconds(1);
+    let invented = insert_order(&app, event, "ghost", meanwhile).await;
 
     let broken = lost_order_finding(&app, &history).await;
     assert_eq!(broken.verdict, Verdict::Fail);
@@ -136,8 +133,102 @@ async fn the_history_proves_no_order_was_lost_or_invented() {
         "{named}"
     );
     assert!(
-        named.contains(&format!("order {invented}: user \"ghost\"")),
+        named.contains(&format!(
+            "order {invented}: user \"ghost\" key \"k-ghost\" made at"
+        )) && named.contains("nobody in it asked for it"),
         "{named}"
+    );
+}
+
+/// Inserts an order of `user` (key `k-USER`) as if committed at `created_at`.
+async fn insert_order(app: &TestApp, event: i64, user: &str, created_at: DateTime<Utc>) -> Uuid {
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO orders (id, event_id, user_id, idempotency_key, fingerprint, quantity,
+                             amount_cents, expires_at, created_at)
+         VALUES ($1, $2, $3, 'k-' || $3, 'x', 1, 0, now() + interval '1 hour', $4)",
+    )
+    .bind(id)
+    .bind(event)
+    .bind(user)
+    .bind(created_at)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_does_not_judge_orders_made_outside_it() {
+    let app = spawn_app().await;
+    let event = app.create_event(20, 4).await;
+    let buyers = distinct_buyers(5);
+    let sent_at = Utc::now();
+    let answers = app.storm(event, buyers.clone()).await;
+    let mut history: Vec<Attempt> = buyers
+        .iter()
+        .zip(&answers)
+        .enumerate()
+        .map(|(n, ((user, key, _), answer))| Attempt {
+            sent_at,
+            ..from_answer(event, n as u64, user, key, answer)
+        })
+        .collect();
+    // A request that waited 3 s for nothing: the history spans 3 s.
+    let second = chrono::Duration::seconds(1);
+    history.push(Attempt {
+        sent_at,
+        finished_at: sent_at + second * 3,
+        ..attempt(event, 5, "slow", "k-slow", Outcome::Timeout, None)
+    });
+    let last_answer = sent_at + second * 3;
+    // A buyer at the sale long before the storm began (the README's alice),
+    // one a moment after its first send, by a database clock that may be
+    // that much behind the client's, and one after the storm ended.
+    let early = insert_order(&app, event, "early", sent_at - second * 90).await;
+    let edge = sent_at + chrono::Duration::milliseconds(40);
+    let edge = insert_order(&app, event, "edge", edge).await;
+    let late = insert_order(&app, event, "late", last_answer + second * 2).await;
+
+    let finding = lost_order_finding(&app, &history).await;
+    assert_eq!(finding.verdict, Verdict::Pass, "{finding:?}");
+    assert_eq!(finding.checked, 5);
+    let detail = &finding.detail;
+    assert!(
+        detail.contains("; 3 orders made outside the history (not judged"),
+        "{detail}"
+    );
+    for (order, said) in [
+        (early, "user \"early\" key \"k-early\", 90 s before the first send)"),
+        (
+            edge,
+            "user \"edge\" key \"k-edge\", 0.040 s after the first send (within the clocks' 100 ms))",
+        ),
+        (late, "user \"late\" key \"k-late\", 2.0 s after the last answer)"),
+    ] {
+        assert!(detail.contains(&format!("order {order} ({said}")), "{detail}");
+    }
+
+    // The same order made well inside the span is invented: nobody in the
+    // history asked for it.
+    sqlx::query("UPDATE orders SET created_at = $2 WHERE id = $1")
+        .bind(early)
+        .bind(sent_at + second)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let finding = lost_order_finding(&app, &history).await;
+    assert_eq!(finding.verdict, Verdict::Fail, "{finding:?}");
+    assert_eq!(finding.offending, 1);
+    assert!(
+        finding.examples[0].starts_with(&format!("order {early}: user \"early\"")),
+        "{finding:?}"
+    );
+    assert!(
+        finding
+            .detail
+            .contains("; 2 orders made outside the history"),
+        "{finding:?}"
     );
 }
 
