@@ -104,6 +104,31 @@ async fn output(command: &mut Command, what: &str) -> io::Result<String> {
     }
 }
 
+/// A Compose failure to fetch an image, with what to do about it: where no
+/// registry can be reached, the images can be built on this machine.
+fn explain_image_fetch(error: io::Error, env_file: Option<&Path>) -> io::Error {
+    let said = error.to_string().to_lowercase();
+    let fetching = ["pull", "registry", "failed to resolve", "no such host"]
+        .iter()
+        .any(|sign| said.contains(sign));
+    if !fetching {
+        return error;
+    }
+    let next = match env_file {
+        None => "build the images on this machine instead with `scripts/offline-images` \
+                 (as root, with dockerd running), then add `--env-file docker/offline.env`"
+            .to_owned(),
+        Some(file) => format!(
+            "{} names images that are not here: build them first with \
+             `scripts/offline-images` (as root, with dockerd running)",
+            file.display()
+        ),
+    };
+    io::Error::other(format!(
+        "{error}\n\nDocker could not fetch an image (no registry reachable from here?): {next}"
+    ))
+}
+
 /// Whether a Docker engine answers.
 pub async fn engine_answers() -> bool {
     matches!(
@@ -130,18 +155,28 @@ impl Compose {
         env_file: Option<PathBuf>,
         env: Vec<(String, String)>,
     ) -> io::Result<Self> {
-        let v2 = Command::new("docker")
-            .args(["compose", "version"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await
-            .is_ok_and(|s| s.success());
-        let program = if v2 {
-            vec!["docker".into(), "compose".into()]
-        } else {
-            vec!["docker-compose".into()]
+        let answers = |program: &'static [&'static str]| async move {
+            Command::new(program[0])
+                .args(&program[1..])
+                .arg("version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .await
+                .is_ok_and(|s| s.success())
         };
+        let program: &[&str] = if answers(&["docker", "compose"]).await {
+            &["docker", "compose"]
+        } else if answers(&["docker-compose"]).await {
+            &["docker-compose"]
+        } else {
+            return Err(io::Error::other(
+                "Docker Compose is not installed: neither `docker compose` (v2) nor \
+                 `docker-compose` (v1) runs here; install one (Debian: apt-get install \
+                 docker-compose)",
+            ));
+        };
+        let program = program.iter().map(|part| part.to_string()).collect();
         Ok(Self {
             program,
             project: project.to_owned(),
@@ -169,7 +204,9 @@ impl Compose {
     /// Runs a Compose command; its stdout.
     pub async fn run(&self, args: &[&str]) -> io::Result<String> {
         let (mut command, what) = self.command(args);
-        output(&mut command, &what).await
+        output(&mut command, &what)
+            .await
+            .map_err(|error| explain_image_fetch(error, self.env_file.as_deref()))
     }
 
     /// The container of `service` (there is one per service), running or not.

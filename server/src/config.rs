@@ -180,6 +180,18 @@ pub struct Connections {
     pub namespace: Namespace,
 }
 
+/// Where a service's URL points, `host:port`, without its user or password:
+/// for messages a person reads (a URL may carry a secret).
+pub fn address(url: &str) -> &str {
+    let Some((_, rest)) = url.split_once("://") else {
+        return "(an address given in another form)";
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host)
+}
+
 /// Validated server settings; the rest of the code trusts them.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -267,6 +279,26 @@ pub fn database_is_local(database_url: &str) -> anyhow::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_never_shows_credentials() {
+        for (url, shown) in [
+            (
+                "postgres://postgres@127.0.0.1:5432/postgres",
+                "127.0.0.1:5432",
+            ),
+            (
+                "postgres://u:s3cret@db.example:6432/sale?sslmode=require",
+                "db.example:6432",
+            ),
+            ("amqp://guest:p@ss@rabbit:5672/%2f", "rabbit:5672"),
+            ("redis://127.0.0.1:6379", "127.0.0.1:6379"),
+            ("redis://:pw@cache#frag", "cache"),
+        ] {
+            assert_eq!(address(url), shown, "{url}");
+        }
+        assert!(!address("host=db password=s3cret").contains("s3cret"));
+    }
 
     #[test]
     fn namespaces_are_safe_identifiers() {

@@ -91,14 +91,14 @@ impl Services {
         sqlx::query("SELECT 1")
             .execute(&pool)
             .await
-            .context("cannot reach Postgres")
+            .with_context(|| unreachable("Postgres", &connections.database_url, "--database-url"))
             .map_err(Failure::unreachable)?;
         let gate = Gate::connect(&connections.redis_url, connections.namespace.clone())
             .context("invalid Redis URL")
             .map_err(Failure::usage)?;
         gate.ping()
             .await
-            .context("cannot reach Redis")
+            .with_context(|| unreachable("Redis", &connections.redis_url, "--redis-url"))
             .map_err(Failure::unreachable)?;
         Ok(Self {
             connections,
@@ -106,6 +106,15 @@ impl Services {
             gate,
         })
     }
+}
+
+/// What to say when `service` does not answer at `url`, and what to do next.
+fn unreachable(service: &str, url: &str, flag: &str) -> String {
+    format!(
+        "cannot reach {service} at {}: is it running? `flashtix up` starts Postgres, Redis \
+         and RabbitMQ where they are missing; or point {flag} at yours",
+        flashtix_server::config::address(url)
+    )
 }
 
 pub type Outcome = Result<ExitCode, Failure>;

@@ -158,6 +158,13 @@ struct DockerStack {
 /// Brings the whole stack up (building the flashtix image if it is missing)
 /// and waits until every container is healthy.
 async fn start_docker(args: &UpArgs, ports: Ports) -> anyhow::Result<DockerStack> {
+    if !docker::engine_answers().await {
+        bail!(
+            "no Docker engine answers (`docker info` failed): start one (`dockerd` as root, \
+             or Docker Desktop), or use `--driver local` to run Postgres, Redis and RabbitMQ \
+             from the binaries installed here"
+        );
+    }
     let compose = compose(args, Some(ports)).await?;
     let mut up = vec!["up", "-d"];
     if args.grafana {

@@ -196,11 +196,15 @@ pub async fn maps(
     let mut maps = BTreeMap::new();
     for &event in events {
         let url = format!("{target}/events/{event}/seats");
-        let response = client
-            .get(&url)
-            .send()
-            .await
-            .with_context(|| format!("reading the seat map at {url}"))?;
+        let response = match client.get(&url).send().await {
+            Err(error) if error.is_connect() => {
+                return Err(anyhow::Error::new(error).context(format!(
+                    "nothing answers at {target}: is the sale running? Start it with \
+                     `flashtix serve`, or point --target at it"
+                )))
+            }
+            sent => sent.with_context(|| format!("reading the seat map at {url}"))?,
+        };
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             continue;
         }
