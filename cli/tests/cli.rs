@@ -220,17 +220,111 @@ async fn bad_flags_exit_2_and_unreachable_services_exit_4() {
         stderr(&bad_tickets)
     );
 
+    // Each says where it looked (never with the password) and what to do.
     let unreachable = sale.run(&[
         "check",
         "--database-url",
-        "postgres://postgres@127.0.0.1:1/none",
+        "postgres://postgres:s3cret@127.0.0.1:1/none",
     ]);
     assert_eq!(unreachable.status.code(), Some(4));
+    let said = stderr(&unreachable);
     assert!(
-        stderr(&unreachable).contains("cannot reach Postgres"),
-        "{}",
-        stderr(&unreachable)
+        said.contains("cannot reach Postgres at 127.0.0.1:1: is it running? `flashtix up`"),
+        "{said}"
     );
+    assert!(!said.contains("s3cret"), "{said}");
+    let no_redis = sale.run(&["check", "--redis-url", "redis://:s3cret@127.0.0.1:1"]);
+    assert_eq!(no_redis.status.code(), Some(4));
+    let said = stderr(&no_redis);
+    assert!(said.contains("cannot reach Redis at 127.0.0.1:1"), "{said}");
+    assert!(!said.contains("s3cret"), "{said}");
+    let no_sale = sale.run(&[
+        "storm",
+        "--target",
+        "http://127.0.0.1:1",
+        "--event",
+        "1",
+        "--buyers",
+        "1",
+        "--no-check",
+    ]);
+    assert_eq!(no_sale.status.code(), Some(4));
+    let said = stderr(&no_sale);
+    assert!(
+        said.contains("nothing answers at http://127.0.0.1:1: is the sale running?"),
+        "{said}"
+    );
+}
+
+/// `flashtix up --driver docker` with a stand-in `docker` first on the PATH:
+/// a shell script that answers each Docker command as told.
+fn up_with_docker(sale: &Sale, script: &str, flags: &[&str]) -> std::process::Output {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = sale.dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let docker = bin.join("docker");
+    std::fs::write(&docker, format!("#!/bin/sh\n{script}\n")).unwrap();
+    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let compose_file = concat!(env!("CARGO_MANIFEST_DIR"), "/../docker-compose.yml");
+    std::process::Command::new(env!("CARGO_BIN_EXE_flashtix"))
+        .args(["up", "--driver", "docker", "--compose-file", compose_file])
+        .args(flags)
+        .env("PATH", path)
+        .output()
+        .expect("flashtix runs")
+}
+
+#[tokio::test]
+async fn up_with_docker_says_what_to_do_when_docker_cannot() {
+    let sale = Sale::new().await;
+    let no_engine = up_with_docker(
+        &sale,
+        "echo 'Cannot connect to the Docker daemon' >&2; exit 1",
+        &[],
+    );
+    assert_eq!(no_engine.status.code(), Some(4));
+    let said = stderr(&no_engine);
+    assert!(
+        said.contains("no Docker engine answers") && said.contains("--driver local"),
+        "{said}"
+    );
+
+    // An engine, Compose v2, and no registry: the pull fails as Docker says.
+    let no_registry = r#"case "$1 $2" in
+  "info "*|"compose version") exit 0 ;;
+esac
+echo 'Error response from daemon: Get "https://registry-1.docker.io/v2/": dial tcp: lookup registry-1.docker.io: no such host' >&2
+exit 1"#;
+    let pull = up_with_docker(&sale, no_registry, &[]);
+    assert_eq!(pull.status.code(), Some(4));
+    let said = stderr(&pull);
+    assert!(
+        said.contains("registry-1.docker.io"),
+        "Docker's own words: {said}"
+    );
+    assert!(
+        said.contains("build the images on this machine instead with `scripts/offline-images`")
+            && said.contains("then add `--env-file docker/offline.env`"),
+        "{said}"
+    );
+    let offline = up_with_docker(&sale, no_registry, &["--env-file", "docker/offline.env"]);
+    let said = stderr(&offline);
+    assert!(
+        said.contains("docker/offline.env names images that are not here: build them first"),
+        "{said}"
+    );
+
+    // Any other failure is Docker's alone.
+    let other = up_with_docker(
+        &sale,
+        r#"case "$1 $2" in "info "*|"compose version") exit 0 ;; esac
+echo 'port is already allocated' >&2; exit 1"#,
+        &[],
+    );
+    let said = stderr(&other);
+    assert!(said.contains("port is already allocated"), "{said}");
+    assert!(!said.contains("offline-images"), "{said}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
