@@ -1,5 +1,5 @@
 //! `flashtix`: the operator's CLI. Parses flags, runs one command, exits with the
-//! code DESIGN §6 gives: 0 all held, 1 an invariant failed, 2 usage or config,
+//! code the README gives: 0 all held, 1 an invariant failed, 2 usage or config,
 //! 3 a storm's threshold missed, 4 services unreachable.
 
 mod commands;

@@ -240,7 +240,7 @@ pub async fn signalled() {
 }
 
 /// Runs a server process from its flags: what `flashtix-server` and
-/// `flashtix serve` both do. Exit codes as DESIGN §6: 2 config, 4 unreachable.
+/// `flashtix serve` both do. Exit codes as the CLI's: 2 config, 4 unreachable.
 pub async fn serve(args: &ServerArgs) -> ExitCode {
     let settings = match args.resolve() {
         Ok(settings) => settings,

@@ -1,4 +1,4 @@
-//! The HTTP API (DESIGN §5): routes, shared state, and the checks every body
+//! The HTTP API (the README's API table): routes, shared state, and the checks every body
 //! goes through before a handler sees it.
 
 mod error;

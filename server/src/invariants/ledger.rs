@@ -1,0 +1,386 @@
+//! The invariants judged against a client's ledger (`check --history`, see
+//! [`crate::history`]): what each buyer was told, held to the database and to
+//! itself. "No lost order" (every answered order exists, every order made
+//! meanwhile was asked for), "no lie to a client" (a key's answers agree) and
+//! "seat taken was true" (every seat told taken was held then).
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{
+    finding, Finding, CLOCK_SLACK_MS, NO_LIE_TO_CLIENT, NO_LOST_ORDER, SEAT_TAKEN_WAS_TRUE,
+};
+use crate::history::{Attempt, Outcome};
+
+/// Invariant 4: every order the API answered for exists (for that buyer and
+/// key); every order made while the history was being written was asked for
+/// by someone in it. Attempts that got no answer are "unknown": reported as
+/// found or not, never as errors.
+///
+/// A history proves only what it could have seen: an order made before its
+/// first send or after its last answer is another client's — a buyer at the
+/// sale before the storm began — and is counted apart, not judged; so is one
+/// made within [`CLOCK_SLACK_MS`] of either, where the database's clock and
+/// the client's cannot tell.
+pub(super) async fn no_lost_order(
+    pool: &PgPool,
+    history: &[Attempt],
+    event: Option<i64>,
+) -> anyhow::Result<Finding> {
+    let history: Vec<&Attempt> = history
+        .iter()
+        .filter(|a| event.is_none_or(|only| only == a.event_id))
+        .collect();
+    let events = events_of(&history);
+    // id, user, key, seats, when it was written.
+    type Stored = (Uuid, String, String, Option<Vec<String>>, DateTime<Utc>);
+    let orders: Vec<Stored> = sqlx::query_as(
+        "SELECT id, user_id, idempotency_key, seats, created_at FROM orders
+         WHERE event_id = ANY($1) ORDER BY created_at, id",
+    )
+    .bind(&events)
+    .fetch_all(pool)
+    .await?;
+    let by_id: HashMap<Uuid, (&str, &str)> = orders
+        .iter()
+        .map(|(id, user, key, _, _)| (*id, (user.as_str(), key.as_str())))
+        .collect();
+    let seats_of: HashMap<Uuid, &Vec<String>> = orders
+        .iter()
+        .filter_map(|(id, _, _, seats, _)| Some((*id, seats.as_ref()?)))
+        .collect();
+    let existing: HashSet<(&str, &str)> = by_id.values().copied().collect();
+    let asked: HashSet<(&str, &str)> = history
+        .iter()
+        .map(|a| (a.user_id.as_str(), a.idempotency_key.as_str()))
+        .collect();
+
+    let mut offenders = Vec::new();
+    let mut answered = HashSet::new();
+    for attempt in &history {
+        let Some(order_id) = attempt.order_id else {
+            continue;
+        };
+        answered.insert(order_id);
+        let pair = (attempt.user_id.as_str(), attempt.idempotency_key.as_str());
+        match by_id.get(&order_id) {
+            None => offenders.push(format!(
+                "order {order_id}: answered to user {:?} key {:?}, not in the database",
+                pair.0, pair.1
+            )),
+            Some(owner) if *owner != pair => offenders.push(format!(
+                "order {order_id}: answered to user {:?} key {:?}, belongs to user {:?} key {:?}",
+                pair.0, pair.1, owner.0, owner.1
+            )),
+            Some(_) => {
+                if let Some(told) = &attempt.seats {
+                    let held = seats_of.get(&order_id).map(|s| sorted(s));
+                    if held.as_ref() != Some(&sorted(told)) {
+                        offenders.push(format!(
+                            "order {order_id}: the answer named seats {}, the order holds {}",
+                            told.join(" "),
+                            held.map_or("none".into(), |s| s.join(" "))
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let span = Span::of(&history);
+    let mut outside = Vec::new();
+    for (id, user, key, _, created_at) in &orders {
+        if asked.contains(&(user.as_str(), key.as_str())) {
+            continue;
+        }
+        match span.place(*created_at) {
+            Place::During => offenders.push(format!(
+                "order {id}: user {user:?} key {key:?} made at {}, while the history was \
+                 written, and nobody in it asked for it (another client buying from the same \
+                 sale? give every client's history)",
+                created_at.format("%H:%M:%S%.3f")
+            )),
+            Place::Before(by) => outside.push(format!(
+                "order {id} (user {user:?} key {key:?}, {})",
+                relative(by, "the first send", "before", "after")
+            )),
+            Place::After(by) => outside.push(format!(
+                "order {id} (user {user:?} key {key:?}, {})",
+                relative(by, "the last answer", "after", "before")
+            )),
+        }
+    }
+    // Keys that never got a definite answer: their order may exist or not.
+    let mut definite = HashSet::new();
+    for attempt in &history {
+        if attempt.outcome.is_definite() {
+            definite.insert((attempt.user_id.as_str(), attempt.idempotency_key.as_str()));
+        }
+    }
+    let unknown: Vec<&(&str, &str)> = asked
+        .iter()
+        .filter(|pair| !definite.contains(*pair))
+        .collect();
+    let found = unknown
+        .iter()
+        .filter(|pair| existing.contains(**pair))
+        .count();
+    let mut result = finding(
+        NO_LOST_ORDER,
+        answered.len() as u64,
+        offenders,
+        "every answered order exists, with the seats its answer named; every order made \
+         meanwhile was asked for",
+        "orders lost or invented",
+    );
+    result.detail.push_str(&format!(
+        "; {} attempts; unknown outcomes: {found} became orders, {} did not",
+        history.len(),
+        unknown.len() - found
+    ));
+    if !outside.is_empty() {
+        result.detail.push_str(&format!(
+            "; {} made outside the history (not judged: it could not have seen them): {}",
+            match outside.len() {
+                1 => "1 order".to_owned(),
+                n => format!("{n} orders"),
+            },
+            outside[..outside.len().min(OUTSIDE_EXAMPLES)].join(", ")
+        ));
+        if outside.len() > OUTSIDE_EXAMPLES {
+            result.detail.push_str(", …");
+        }
+    }
+    Ok(result)
+}
+
+/// How many orders made outside a history "no lost order" names.
+const OUTSIDE_EXAMPLES: usize = 3;
+
+/// When a history was written: from its first send to its last answer.
+struct Span {
+    first_send: Option<DateTime<Utc>>,
+    last_answer: Option<DateTime<Utc>>,
+}
+
+/// Where a moment of the database's clock falls against a [`Span`] of the
+/// client's. The two clocks are taken to agree within [`CLOCK_SLACK_MS`], and
+/// a moment is placed inside only when it is inside however they disagree:
+/// "invented" must be certain.
+enum Place {
+    /// Before the first send by this much, or less than the slack after it
+    /// (negative).
+    Before(chrono::Duration),
+    During,
+    /// After the last answer by this much, or less than the slack before it
+    /// (negative).
+    After(chrono::Duration),
+}
+
+impl Span {
+    fn of(history: &[&Attempt]) -> Self {
+        Self {
+            first_send: history.iter().map(|a| a.sent_at).min(),
+            last_answer: history.iter().map(|a| a.finished_at).max(),
+        }
+    }
+
+    fn place(&self, moment: DateTime<Utc>) -> Place {
+        let slack = chrono::Duration::milliseconds(CLOCK_SLACK_MS);
+        match (self.first_send, self.last_answer) {
+            (Some(first), _) if moment < first + slack => Place::Before(first - moment),
+            (_, Some(last)) if moment > last - slack => Place::After(moment - last),
+            _ => Place::During,
+        }
+    }
+}
+
+/// A moment `by` from an edge of a history, as people read it: `0.250 s
+/// before the first send`, or, on the other side within the clocks' slack,
+/// `0.040 s after the first send (within the clocks' 100 ms)`.
+fn relative(by: chrono::Duration, edge: &str, outward: &str, inward: &str) -> String {
+    let seconds = |duration: chrono::Duration| {
+        let seconds = duration.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
+        match seconds {
+            s if s < 1.0 => format!("{s:.3} s"),
+            s if s < 60.0 => format!("{s:.1} s"),
+            s => format!("{s:.0} s"),
+        }
+    };
+    if by >= chrono::Duration::zero() {
+        format!("{} {outward} {edge}", seconds(by))
+    } else {
+        format!(
+            "{} {inward} {edge} (within the clocks' {CLOCK_SLACK_MS} ms)",
+            seconds(-by)
+        )
+    }
+}
+
+/// The events the attempts were made on, each once.
+fn events_of(attempts: &[&Attempt]) -> Vec<i64> {
+    let mut events: Vec<i64> = attempts.iter().map(|a| a.event_id).collect();
+    events.sort_unstable();
+    events.dedup();
+    events
+}
+
+fn sorted(seats: &[String]) -> Vec<&str> {
+    let mut sorted: Vec<&str> = seats.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    sorted
+}
+
+/// Invariant 4, the answers: every definite answer a client got for a key
+/// agrees with every other, judged on the client's own clock alone (the
+/// history's `sent_at` and `finished_at`), so no clock of the server's is
+/// trusted:
+/// - every `202` for a key (first or replayed) names one and the same order;
+/// - a refusal (`sold_out`, `seat_taken`, `limit_exceeded`) for a key sent after a `202`
+///   for that key had arrived is a lie: the order provably existed when the
+///   refused request left the client. (A refusal sent before, or while, the
+///   accepted one was in flight is not: that order may not have been
+///   committed yet.)
+///
+/// Unknown outcomes (`in_progress`, timeouts, errors) are resolved against the
+/// database by "no lost order".
+pub fn no_lie_to_client(history: &[Attempt], event: Option<i64>) -> Finding {
+    let mut keys: HashMap<(&str, &str), Vec<&Attempt>> = HashMap::new();
+    for attempt in history {
+        if event.is_none_or(|only| only == attempt.event_id) {
+            keys.entry((&attempt.user_id, &attempt.idempotency_key))
+                .or_default()
+                .push(attempt);
+        }
+    }
+    let mut offenders = Vec::new();
+    for ((user, key), attempts) in &keys {
+        let accepted: Vec<&&Attempt> = attempts.iter().filter(|a| a.order_id.is_some()).collect();
+        let mut named: Vec<Uuid> = accepted.iter().filter_map(|a| a.order_id).collect();
+        named.sort_unstable();
+        named.dedup();
+        if named.len() > 1 {
+            offenders.push(format!(
+                "user {user:?} key {key:?}: told of {} different orders ({})",
+                named.len(),
+                named
+                    .iter()
+                    .map(Uuid::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        let Some(first_known) = accepted.iter().map(|a| a.finished_at).min() else {
+            continue;
+        };
+        for refused in attempts.iter().filter(|a| a.outcome.is_refusal()) {
+            if refused.sent_at > first_known {
+                offenders.push(format!(
+                    "user {user:?} key {key:?}: told {} at {} though its order {} had been \
+                     confirmed to it at {}",
+                    refused.outcome.name(),
+                    refused.sent_at.format("%H:%M:%S%.3f"),
+                    named.first().map(Uuid::to_string).unwrap_or_default(),
+                    first_known.format("%H:%M:%S%.3f"),
+                ));
+            }
+        }
+    }
+    offenders.sort();
+    finding(
+        NO_LIE_TO_CLIENT,
+        keys.len() as u64,
+        offenders,
+        "every key's answers agree: one order per key, no refusal after its order was confirmed",
+        "clients were told things that contradict each other",
+    )
+}
+
+/// Invariant 4, the seats: every seat a `seat_taken` answer named was held,
+/// sold, or not yet back on sale at some moment while the request was in
+/// flight. A seat is unavailable from the start of the transaction that
+/// wrote an order naming it (`created_at`) until the seats of that order are
+/// back on sale (`seats_back_at`, once it ended unpaid), or for good. Judged
+/// on the client's `sent_at` and `finished_at` against the database's times,
+/// which are taken to agree within [`CLOCK_SLACK_MS`]. An answer that named
+/// no seats (a history written before answers recorded them) is not judged.
+pub(super) async fn seat_taken_was_true(
+    pool: &PgPool,
+    history: &[Attempt],
+    event: Option<i64>,
+) -> anyhow::Result<Finding> {
+    let refused: Vec<&Attempt> = history
+        .iter()
+        .filter(|a| a.outcome == Outcome::SeatTaken)
+        .filter(|a| event.is_none_or(|only| only == a.event_id))
+        .collect();
+    let events = events_of(&refused);
+    // From when an order held a seat until when it was back on sale (never,
+    // while the order lives).
+    type Span = (DateTime<Utc>, Option<DateTime<Utc>>);
+    type SeatSpan = (i64, String, DateTime<Utc>, Option<DateTime<Utc>>);
+    let spans: Vec<SeatSpan> = sqlx::query_as(
+        "SELECT o.event_id, seat, o.created_at,
+                CASE WHEN o.status IN ('CANCELLED', 'EXPIRED')
+                     THEN coalesce(o.seats_back_at, o.updated_at + seat_return_delay()) END
+         FROM orders o, unnest(o.seats) AS seat
+         WHERE o.event_id = ANY($1) AND o.seats IS NOT NULL",
+    )
+    .bind(&events)
+    .fetch_all(pool)
+    .await?;
+    let mut unavailable: HashMap<(i64, &str), Vec<Span>> = HashMap::new();
+    for (event_id, seat, from, until) in &spans {
+        unavailable
+            .entry((*event_id, seat.as_str()))
+            .or_default()
+            .push((*from, *until));
+    }
+    let slack = chrono::Duration::milliseconds(CLOCK_SLACK_MS);
+    let (mut judged, mut unnamed) = (0u64, 0usize);
+    let mut offenders = Vec::new();
+    for attempt in &refused {
+        let Some(seats) = &attempt.seats else {
+            unnamed += 1;
+            continue;
+        };
+        judged += 1;
+        for seat in seats {
+            let taken = unavailable
+                .get(&(attempt.event_id, seat.as_str()))
+                .into_iter()
+                .flatten()
+                .any(|(from, until)| {
+                    *from - slack <= attempt.finished_at
+                        && until.is_none_or(|until| until + slack >= attempt.sent_at)
+                });
+            if !taken {
+                offenders.push(format!(
+                    "event {} user {:?} key {:?}: told seat {seat} was taken between {} and {}, \
+                     when no order held it and none had just let it go",
+                    attempt.event_id,
+                    attempt.user_id,
+                    attempt.idempotency_key,
+                    attempt.sent_at.format("%H:%M:%S%.3f"),
+                    attempt.finished_at.format("%H:%M:%S%.3f"),
+                ));
+            }
+        }
+    }
+    offenders.sort();
+    let mut result = finding(
+        SEAT_TAKEN_WAS_TRUE,
+        judged,
+        offenders,
+        "every seat a buyer was told was taken was held, sold or on its way back then",
+        "buyers were told a seat was taken while it was for sale",
+    );
+    if unnamed > 0 {
+        result.detail.push_str(&format!(
+            "; {unnamed} seat_taken answers named no seats and were not judged"
+        ));
+    }
+    Ok(result)
+}
