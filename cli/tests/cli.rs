@@ -254,6 +254,17 @@ async fn bad_flags_exit_2_and_unreachable_services_exit_4() {
         said.contains("nothing answers at http://127.0.0.1:1: is the sale running?"),
         "{said}"
     );
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bind = taken.local_addr().unwrap().to_string();
+    let second_server = sale.run(&["serve", "--bind", &bind, "--role", "api"]);
+    assert_eq!(second_server.status.code(), Some(4));
+    let said = stderr(&second_server);
+    assert!(
+        said.contains(&format!(
+            "listening on {bind} (--bind): is another server there, an earlier `flashtix serve`?"
+        )),
+        "{said}"
+    );
 }
 
 /// `flashtix up --driver docker` with a stand-in `docker` first on the PATH:

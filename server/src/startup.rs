@@ -51,15 +51,25 @@ impl Application {
         )?;
         crate::db::migrate(&pool, &connections.namespace)
             .await
-            .context("preparing the database")?;
+            .with_context(|| {
+                format!(
+                    "preparing the database at {} (is Postgres running? `flashtix up` \
+                     starts it where it is missing)",
+                    crate::config::address(&connections.database_url)
+                )
+            })?;
         crate::known_bad::weaken_schema(&pool)
             .await
             .context("weakening the schema of a known-bad server")?;
         let gate = Gate::connect(&connections.redis_url, connections.namespace.clone())
             .context("invalid Redis URL")?;
-        let listener = TcpListener::bind(settings.bind)
-            .await
-            .with_context(|| format!("binding {}", settings.bind))?;
+        let listener = TcpListener::bind(settings.bind).await.with_context(|| {
+            format!(
+                "listening on {} (--bind): is another server there, an earlier \
+                     `flashtix serve`? Stop it, or choose another address",
+                settings.bind
+            )
+        })?;
         let metrics = Arc::new(Metrics::default());
         let catalogue = Catalogue::new(pool.clone());
         let writer_pool = crate::db::pool(
