@@ -11,7 +11,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{
-    finding, Finding, CLOCK_SLACK_MS, NO_LIE_TO_CLIENT, NO_LOST_ORDER, SEAT_TAKEN_WAS_TRUE,
+    finding, Finding, Verdict, CLOCK_SLACK_MS, EXAMPLES, NO_LIE_TO_CLIENT, NO_LOST_ORDER,
+    SEAT_TAKEN_WAS_TRUE,
 };
 use crate::history::{Attempt, Outcome};
 
@@ -22,9 +23,9 @@ use crate::history::{Attempt, Outcome};
 ///
 /// A history proves only what it could have seen: an order made before its
 /// first send or after its last answer is another client's — a buyer at the
-/// sale before the storm began — and is counted apart, not judged; so is one
-/// made within [`CLOCK_SLACK_MS`] of either, where the database's clock and
-/// the client's cannot tell.
+/// sale before the storm began — and is counted apart, not judged. One made
+/// within [`CLOCK_SLACK_MS`] of either end, where the database's clock and
+/// the client's cannot tell which side it fell, is UNKNOWN.
 pub(super) async fn no_lost_order(
     pool: &PgPool,
     history: &[Attempt],
@@ -90,7 +91,7 @@ pub(super) async fn no_lost_order(
         }
     }
     let span = Span::of(&history);
-    let mut outside = Vec::new();
+    let (mut outside, mut at_an_edge) = (Vec::new(), Vec::new());
     for (id, user, key, _, created_at) in &orders {
         if asked.contains(&(user.as_str(), key.as_str())) {
             continue;
@@ -102,13 +103,18 @@ pub(super) async fn no_lost_order(
                  sale? give every client's history)",
                 created_at.format("%H:%M:%S%.3f")
             )),
+            Place::Edge { from, edge } => at_an_edge.push(format!(
+                "order {id}: user {user:?} key {key:?} made {} {edge}, nobody in the history \
+                 asked for it, and the clocks may disagree by {CLOCK_SLACK_MS} ms",
+                from_edge(from)
+            )),
             Place::Before(by) => outside.push(format!(
-                "order {id} (user {user:?} key {key:?}, {})",
-                relative(by, "the first send", "before", "after")
+                "order {id} (user {user:?} key {key:?}, {} before the first send)",
+                seconds(by)
             )),
             Place::After(by) => outside.push(format!(
-                "order {id} (user {user:?} key {key:?}, {})",
-                relative(by, "the last answer", "after", "before")
+                "order {id} (user {user:?} key {key:?}, {} after the last answer)",
+                seconds(by)
             )),
         }
     }
@@ -127,14 +133,27 @@ pub(super) async fn no_lost_order(
         .iter()
         .filter(|pair| existing.contains(**pair))
         .count();
-    let mut result = finding(
-        NO_LOST_ORDER,
-        answered.len() as u64,
-        offenders,
-        "every answered order exists, with the seats its answer named; every order made \
-         meanwhile was asked for",
-        "orders lost or invented",
-    );
+    let mut result = if offenders.is_empty() && !at_an_edge.is_empty() {
+        Finding {
+            invariant: NO_LOST_ORDER.into(),
+            verdict: Verdict::Unknown,
+            checked: answered.len() as u64,
+            offending: at_an_edge.len() as u64,
+            detail: "orders nobody in the history asked for, made too near its first send \
+                     or last answer to tell whether it could have seen them"
+                .into(),
+            examples: at_an_edge.into_iter().take(EXAMPLES).collect(),
+        }
+    } else {
+        finding(
+            NO_LOST_ORDER,
+            answered.len() as u64,
+            offenders,
+            "every answered order exists, with the seats its answer named; every order made \
+             meanwhile was asked for",
+            "orders lost or invented",
+        )
+    };
     result.detail.push_str(&format!(
         "; {} attempts; unknown outcomes: {found} became orders, {} did not",
         history.len(),
@@ -166,16 +185,18 @@ struct Span {
 }
 
 /// Where a moment of the database's clock falls against a [`Span`] of the
-/// client's. The two clocks are taken to agree within [`CLOCK_SLACK_MS`], and
-/// a moment is placed inside only when it is inside however they disagree:
-/// "invented" must be certain.
+/// client's, the two taken to agree within [`CLOCK_SLACK_MS`].
 enum Place {
-    /// Before the first send by this much, or less than the slack after it
-    /// (negative).
+    /// Before the first send, by this much and more than the slack.
     Before(chrono::Duration),
+    /// Within the slack of an edge: the clocks cannot tell which side.
+    Edge {
+        /// From the edge to the moment (negative: before it).
+        from: chrono::Duration,
+        edge: &'static str,
+    },
     During,
-    /// After the last answer by this much, or less than the slack before it
-    /// (negative).
+    /// After the last answer, by this much and more than the slack.
     After(chrono::Duration),
 }
 
@@ -189,33 +210,45 @@ impl Span {
 
     fn place(&self, moment: DateTime<Utc>) -> Place {
         let slack = chrono::Duration::milliseconds(CLOCK_SLACK_MS);
-        match (self.first_send, self.last_answer) {
-            (Some(first), _) if moment < first + slack => Place::Before(first - moment),
-            (_, Some(last)) if moment > last - slack => Place::After(moment - last),
-            _ => Place::During,
+        let (Some(first), Some(last)) = (self.first_send, self.last_answer) else {
+            return Place::During;
+        };
+        if moment < first - slack {
+            Place::Before(first - moment)
+        } else if moment > last + slack {
+            Place::After(moment - last)
+        } else if moment < first + slack {
+            Place::Edge {
+                from: moment - first,
+                edge: "the first send",
+            }
+        } else if moment > last - slack {
+            Place::Edge {
+                from: moment - last,
+                edge: "the last answer",
+            }
+        } else {
+            Place::During
         }
     }
 }
 
-/// A moment `by` from an edge of a history, as people read it: `0.250 s
-/// before the first send`, or, on the other side within the clocks' slack,
-/// `0.040 s after the first send (within the clocks' 100 ms)`.
-fn relative(by: chrono::Duration, edge: &str, outward: &str, inward: &str) -> String {
-    let seconds = |duration: chrono::Duration| {
-        let seconds = duration.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
-        match seconds {
-            s if s < 1.0 => format!("{s:.3} s"),
-            s if s < 60.0 => format!("{s:.1} s"),
-            s => format!("{s:.0} s"),
-        }
-    };
-    if by >= chrono::Duration::zero() {
-        format!("{} {outward} {edge}", seconds(by))
+/// A duration as people read it: `0.250 s`, `12.3 s`, `95 s`.
+fn seconds(duration: chrono::Duration) -> String {
+    let seconds = duration.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
+    match seconds {
+        s if s < 1.0 => format!("{s:.3} s"),
+        s if s < 60.0 => format!("{s:.1} s"),
+        s => format!("{s:.0} s"),
+    }
+}
+
+/// `0.040 s after` or `0.040 s before`, of a signed duration.
+fn from_edge(from: chrono::Duration) -> String {
+    if from < chrono::Duration::zero() {
+        format!("{} before", seconds(-from))
     } else {
-        format!(
-            "{} {inward} {edge} (within the clocks' {CLOCK_SLACK_MS} ms)",
-            seconds(-by)
-        )
+        format!("{} after", seconds(from))
     }
 }
 
