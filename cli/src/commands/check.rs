@@ -2,11 +2,15 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
 
 use flashtix_server::broker::Topology;
 use flashtix_server::config::ConnectionArgs;
 use flashtix_server::invariants::{self, Verdict};
 use flashtix_server::reconcile::{self, Repair};
+use indicatif::ProgressBar;
 
 use super::{Failure, Outcome, Services};
 use crate::{output, say};
@@ -30,6 +34,11 @@ pub struct CheckArgs {
     /// lost; several files (the shards of one storm) are read as one
     #[arg(long, num_args = 1..)]
     history: Vec<PathBuf>,
+    /// First wait, up to this long, until no order is PENDING (as a storm
+    /// does after it): right after a buy its payment is still moving, and
+    /// the check would say UNKNOWN
+    #[arg(long, value_parser = flashtix_server::duration::parse, value_name = "DURATION")]
+    settle: Option<Duration>,
 }
 
 pub async fn run(args: CheckArgs) -> Outcome {
@@ -68,6 +77,10 @@ pub async fn run(args: CheckArgs) -> Outcome {
             }
         }
     }
+    if let Some(limit) = args.settle {
+        let settled_in = settle(&services, args.event, limit).await?;
+        say_settled(settled_in, limit, None);
+    }
     let report = prove(&services, history.as_deref(), args.event).await?;
     print_report(&report);
     if let Some(path) = &args.json {
@@ -78,6 +91,58 @@ pub async fn run(args: CheckArgs) -> Outcome {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Waits until no order (of `event`, or of the sale) is PENDING; returns how
+/// long that took, or `None` when the limit came first.
+pub async fn settle(
+    services: &Services,
+    event: Option<i64>,
+    limit: Duration,
+) -> anyhow::Result<Option<Duration>> {
+    let started = tokio::time::Instant::now();
+    let spinner = ProgressBar::new_spinner();
+    loop {
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM orders
+             WHERE status = 'PENDING' AND ($1::int8 IS NULL OR event_id = $1)",
+        )
+        .bind(event)
+        .fetch_one(&services.pool)
+        .await
+        .context("counting pending orders")?;
+        if pending == 0 {
+            spinner.finish_and_clear();
+            return Ok(Some(started.elapsed()));
+        }
+        if started.elapsed() >= limit {
+            spinner.finish_and_clear();
+            return Ok(None);
+        }
+        spinner.set_message(format!(
+            "settling: {pending} orders PENDING after {:.1} s (limit {limit:?})",
+            started.elapsed().as_secs_f64()
+        ));
+        spinner.tick();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Says how [`settle`] went, counted from the end of `what` (a storm), or
+/// from the start of the wait.
+pub fn say_settled(settled_in: Option<Duration>, limit: Duration, what: Option<&str>) {
+    match (settled_in, what) {
+        (Some(took), Some(what)) => say!(
+            "settled: every order terminal {:.2} s after {what}",
+            took.as_secs_f64()
+        ),
+        (Some(took), None) => say!(
+            "settled: every order terminal after {:.2} s",
+            took.as_secs_f64()
+        ),
+        (None, Some(what)) => say!("not settled: orders still PENDING {limit:?} after {what}"),
+        (None, None) => say!("not settled: orders still PENDING after {limit:?}"),
+    }
 }
 
 /// Runs every invariant against the sale's services (the queues through a

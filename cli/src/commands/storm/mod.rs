@@ -550,14 +550,8 @@ async fn settle_and_check(
     history: Option<&[Attempt]>,
     document: &mut StormDocument,
 ) -> Result<Verdict, Failure> {
-    let settled_in = settle(services, plan.settle).await?;
-    match settled_in {
-        Some(took) => say!(
-            "settled: every order terminal {:.2} s after the storm",
-            took.as_secs_f64()
-        ),
-        None => say!("not settled: orders still PENDING after {:?}", plan.settle),
-    }
+    let settled_in = check::settle(services, None, plan.settle).await?;
+    check::say_settled(settled_in, plan.settle, Some("the storm"));
     document.settle_seconds = Some(settled_in.map(|d| d.as_secs_f64()));
     let report = check::prove(services, history, None).await?;
     check::print_report(&report);
@@ -661,34 +655,6 @@ async fn history_writer(
         Ok(())
     });
     Ok((sink, writer))
-}
-
-/// Waits until no order is PENDING; returns how long that took, or `None`
-/// when the limit came first.
-async fn settle(services: &Services, limit: Duration) -> anyhow::Result<Option<Duration>> {
-    let started = tokio::time::Instant::now();
-    let spinner = ProgressBar::new_spinner();
-    loop {
-        let pending: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'PENDING'")
-                .fetch_one(&services.pool)
-                .await
-                .context("counting pending orders")?;
-        if pending == 0 {
-            spinner.finish_and_clear();
-            return Ok(Some(started.elapsed()));
-        }
-        if started.elapsed() >= limit {
-            spinner.finish_and_clear();
-            return Ok(None);
-        }
-        spinner.set_message(format!(
-            "settling: {pending} orders PENDING after {:.1} s (limit {limit:?})",
-            started.elapsed().as_secs_f64()
-        ));
-        spinner.tick();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// The live bar on a terminal (indicatif hides it elsewhere): purchases sent
