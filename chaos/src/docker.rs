@@ -105,27 +105,32 @@ async fn output(command: &mut Command, what: &str) -> io::Result<String> {
 }
 
 /// A Compose failure to fetch an image, with what to do about it: where no
-/// registry can be reached, the images can be built on this machine.
-fn explain_image_fetch(error: io::Error, env_file: Option<&Path>) -> io::Error {
-    let said = error.to_string().to_lowercase();
-    let fetching = ["pull", "registry", "failed to resolve", "no such host"]
-        .iter()
-        .any(|sign| said.contains(sign));
+/// registry can be reached, the images can be built on this machine. Only
+/// the last lines are read: Compose prints progress (`Pulled`) before the
+/// error that stopped it.
+fn explain_image_fetch(error: io::Error) -> io::Error {
+    const SIGNS: [&str; 7] = [
+        "pull access denied",
+        "failed to resolve",
+        "no such host",
+        "manifest unknown",
+        "toomanyrequests",
+        "error pulling image",
+        "registry-1.docker.io",
+    ];
+    let said = error.to_string();
+    let last: Vec<&str> = said.lines().rev().take(3).collect();
+    let fetching = last.iter().any(|line| {
+        let line = line.to_lowercase();
+        SIGNS.iter().any(|sign| line.contains(sign))
+    });
     if !fetching {
         return error;
     }
-    let next = match env_file {
-        None => "build the images on this machine instead with `scripts/offline-images` \
-                 (as root, with dockerd running), then add `--env-file docker/offline.env`"
-            .to_owned(),
-        Some(file) => format!(
-            "{} names images that are not here: build them first with \
-             `scripts/offline-images` (as root, with dockerd running)",
-            file.display()
-        ),
-    };
     io::Error::other(format!(
-        "{error}\n\nDocker could not fetch an image (no registry reachable from here?): {next}"
+        "{said}\n\nDocker could not fetch an image (no registry reachable from here?): build \
+         the images on this machine with `scripts/offline-images` (as root, with dockerd \
+         running) and use them with `--env-file docker/offline.env`"
     ))
 }
 
@@ -206,7 +211,7 @@ impl Compose {
         let (mut command, what) = self.command(args);
         output(&mut command, &what)
             .await
-            .map_err(|error| explain_image_fetch(error, self.env_file.as_deref()))
+            .map_err(explain_image_fetch)
     }
 
     /// The container of `service` (there is one per service), running or not.

@@ -186,10 +186,9 @@ pub fn address(url: &str) -> &str {
     let Some((_, rest)) = url.split_once("://") else {
         return "(an address given in another form)";
     };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
-    authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host)
+    // After the last `@` first: a password may hold `/` or `?` unencoded.
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    host.split(['/', '?', '#']).next().unwrap_or(host)
 }
 
 /// Validated server settings; the rest of the code trusts them.
@@ -294,6 +293,7 @@ mod tests {
             ("amqp://guest:p@ss@rabbit:5672/%2f", "rabbit:5672"),
             ("redis://127.0.0.1:6379", "127.0.0.1:6379"),
             ("redis://:pw@cache#frag", "cache"),
+            ("postgres://u:12/34?5@db:5432/sale", "db:5432"),
         ] {
             assert_eq!(address(url), shown, "{url}");
         }

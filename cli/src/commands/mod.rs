@@ -109,7 +109,7 @@ impl Services {
 }
 
 /// What to say when `service` does not answer at `url`, and what to do next.
-fn unreachable(service: &str, url: &str, flag: &str) -> String {
+pub fn unreachable(service: &str, url: &str, flag: &str) -> String {
     format!(
         "cannot reach {service} at {}: is it running? `flashtix up` starts Postgres, Redis \
          and RabbitMQ where they are missing; or point {flag} at yours",

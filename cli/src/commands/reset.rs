@@ -156,7 +156,9 @@ pub async fn seed(
     let services = Services::connect(connections).await?;
     let broker = flashtix_server::broker::connect(&services.connections.amqp_url)
         .await
-        .context("cannot reach RabbitMQ")
+        .with_context(|| {
+            super::unreachable("RabbitMQ", &services.connections.amqp_url, "--amqp-url")
+        })
         .map_err(Failure::unreachable)?;
     let events = sale::reset(
         &services.pool,
