@@ -472,3 +472,44 @@ async fn completions_and_manual_pages_are_made_from_the_commands() {
     );
     assert!(!pages.join("flashtix-help.1").exists(), "no page for help");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_settle_waits_for_payments_and_says_when_they_do_not_come() {
+    let sale = Sale::new().await;
+    let (events, _) = sale.reset(&["--tickets", "10"]);
+    let event = events[0]["id"].to_string();
+    // The API alone: an order is taken and nobody pays for it.
+    let api = sale.serve("api");
+    let buy = sale
+        .run_in_background(&[
+            "storm",
+            "--target",
+            &api.url,
+            "--buyers",
+            "1",
+            "--event",
+            &event,
+            "--no-check",
+        ])
+        .await;
+    assert_exit(&buy, 0);
+    let unpaid = sale.run(&["check", "--settle", "300ms"]);
+    assert_exit(&unpaid, 0);
+    let said = stdout(&unpaid);
+    assert!(
+        said.contains("not settled: orders still PENDING after 300ms"),
+        "{said}"
+    );
+
+    // With the workers, the wait ends when the order is paid, and the sale is
+    // proved then.
+    let workers = sale.serve("relay,payments,orders");
+    let paid = sale.run_in_background(&["check", "--settle", "30s"]).await;
+    assert_all_held(&paid);
+    assert!(
+        stdout(&paid).contains("settled: every order terminal after"),
+        "{}",
+        stdout(&paid)
+    );
+    drop((api, workers));
+}
