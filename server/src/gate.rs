@@ -368,11 +368,12 @@ impl Gate {
         })
     }
 
-    /// Gives a hold back: the user's count and the idempotency key always, the
-    /// stock (after [`RETURN_DELAY`]) only if `return_stock` (not when Postgres found the stock was not
-    /// there: then Redis was too high and keeping the tickets brings it closer).
-    /// Returns whether this call released it (false: already gone).
-    pub async fn release(&self, hold: &Hold, return_stock: bool) -> RedisResult<bool> {
+    /// Gives a hold back: the user's count and the idempotency key always, and
+    /// `tickets` of its quantity to the stock (after [`RETURN_DELAY`]): all of
+    /// them, but for a hold Postgres refused for want of stock (see
+    /// `orders::writer`). Returns whether this call released it (false:
+    /// already gone).
+    pub async fn release(&self, hold: &Hold, tickets: i32) -> RedisResult<bool> {
         let mut invocation = self.scripts.release.prepare_invoke();
         for key in self.event_keys(hold.event_id).of_holds() {
             invocation.key(key);
@@ -383,7 +384,7 @@ impl Gate {
             .arg(&hold.user_id)
             .arg(hold.key_field())
             .arg(hold.order_id.to_string())
-            .arg(if return_stock { "1" } else { "0" });
+            .arg(tickets.clamp(0, hold.quantity));
         let released: i64 = invocation.invoke_async(&mut self.redis.clone()).await?;
         Ok(released == 1)
     }

@@ -332,7 +332,7 @@ pub async fn reclaim_stale_holds(pool: &PgPool, gate: &Gate, event_id: i64) -> a
         .partition(|hold| committed.contains(&hold.order_id));
     gate.confirm(event_id, &found).await?;
     for hold in &lost {
-        gate.release(hold, true).await?;
+        gate.release(hold, hold.quantity).await?;
         tracing::info!(event_id, order_id = %hold.order_id, "released a hold whose order never reached Postgres");
     }
     Ok((found.len() + lost.len()) as u64)

@@ -1,9 +1,9 @@
 -- KEYS: stock buyers keys holds seq returning
--- ARGV: hold_member quantity user_id key_field order_id return_stock
+-- ARGV: hold_member quantity user_id key_field order_id tickets_back
 local now = mature(KEYS[1], KEYS[6])
 if redis.call('ZREM', KEYS[4], ARGV[1]) == 0 then return 0 end
-if ARGV[6] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then
-  give_back(KEYS[6], now, ARGV[5], ARGV[2])
+if tonumber(ARGV[6]) > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
+  give_back(KEYS[6], now, ARGV[5], ARGV[6])
 end
 if redis.call('HINCRBY', KEYS[2], ARGV[3], -tonumber(ARGV[2])) <= 0 then
   redis.call('HDEL', KEYS[2], ARGV[3])

@@ -74,6 +74,10 @@ struct Ticket {
 
 enum Decision {
     Verdict(Verdict),
+    /// Fewer tickets were left than it asked for: `left` of them.
+    SoldOut {
+        left: i64,
+    },
     /// Same (user, key) as an earlier ticket in the batch: settle it next batch,
     /// when the first one's order is visible.
     Defer,
@@ -226,12 +230,25 @@ impl Settler {
                 self.seat_board
                     .learn(event_id, owned_seats.iter().map(String::as_str), seen_at);
                 for (ticket, decision) in batch.into_iter().zip(decisions) {
-                    let verdict = match decision {
+                    let quantity = ticket.hold.quantity;
+                    // How many of its tickets Redis gets back if it was admitted.
+                    let (verdict, tickets_back) = match decision {
                         Decision::Defer => {
                             deferred.push(ticket);
                             continue;
                         }
-                        Decision::Verdict(verdict) => verdict,
+                        Decision::Verdict(verdict) => (verdict, quantity),
+                        // Redis's stock is Postgres's available less the
+                        // holds it admitted and has not heard the end of (this
+                        // one among them), plus its drift; it is never below
+                        // zero, so the drift was at least the quantity less
+                        // what was left. Keeping that much brings Redis
+                        // closer; keeping it all could leave Redis below
+                        // Postgres, turning buyers away from tickets that are
+                        // there.
+                        Decision::SoldOut { left } => {
+                            (Verdict::SoldOut, left.clamp(0, i64::from(quantity)) as i32)
+                        }
                     };
                     if matches!(verdict, Verdict::EventNotFound) {
                         self.catalogue.forget(event_id);
@@ -245,10 +262,7 @@ impl Settler {
                             confirmed.push(ticket.hold.clone());
                             let _ = ticket.reply.send(verdict);
                         }
-                        // Redis admitted what Postgres did not have: Redis was too
-                        // high, so its stock is not given back.
-                        Verdict::SoldOut => releases.push((ticket, verdict, false)),
-                        other => releases.push((ticket, other, true)),
+                        other => releases.push((ticket, other, tickets_back)),
                     }
                 }
             }
@@ -286,8 +300,8 @@ impl Settler {
             if let Err(error) = gate.confirm(event_id, &confirmed).await {
                 tracing::warn!(event_id, error = %error, "confirming holds failed; the reconciler will");
             }
-            for (ticket, verdict, return_stock) in releases {
-                if let Err(error) = gate.release(&ticket.hold, return_stock).await {
+            for (ticket, verdict, tickets_back) in releases {
+                if let Err(error) = gate.release(&ticket.hold, tickets_back).await {
                     tracing::warn!(event_id, order_id = %ticket.hold.order_id, error = %error, "releasing a hold failed; the reconciler will");
                 }
                 let _ = ticket.reply.send(verdict);
@@ -300,11 +314,12 @@ impl Settler {
         &self,
         batch: Vec<Ticket>,
         verdict: Verdict,
-        releases: &mut Vec<(Ticket, Verdict, bool)>,
+        releases: &mut Vec<(Ticket, Verdict, i32)>,
     ) {
         for ticket in batch {
             if ticket.admitted {
-                releases.push((ticket, verdict.clone(), true));
+                let tickets_back = ticket.hold.quantity;
+                releases.push((ticket, verdict.clone(), tickets_back));
             } else {
                 let _ = ticket.reply.send(verdict.clone());
             }
@@ -380,7 +395,7 @@ impl Settler {
                     }
                 }
                 if quantity > stock {
-                    return Decision::Verdict(Verdict::SoldOut);
+                    return Decision::SoldOut { left: stock };
                 }
                 let user_held = held.entry(hold.user_id.clone()).or_default();
                 if *user_held + quantity > i64::from(ticket.terms.max_per_user) {
