@@ -513,3 +513,85 @@ async fn check_settle_waits_for_payments_and_says_when_they_do_not_come() {
     );
     drop((api, workers));
 }
+
+#[tokio::test]
+async fn check_refuses_to_prove_nothing_and_changes_nothing() {
+    let sale = Sale::new().await;
+    let pool = sale.pool().await;
+    let schema_exists = || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+        )
+        .bind(&sale.namespace)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+
+    let empty = sale.run(&["check"]);
+    assert_exit(&empty, 2);
+    assert!(
+        stderr(&empty).contains(&format!(
+            "nothing to check: the namespace {} holds no sale",
+            sale.namespace
+        )),
+        "{}",
+        stderr(&empty)
+    );
+    assert!(!schema_exists().await, "check made the sale's schema");
+
+    let (events, _) = sale.reset(&["--events", "2"]);
+    let ids: Vec<String> = events.iter().map(|e| e["id"].to_string()).collect();
+    let missing = sale.run(&["check", "--event", "999"]);
+    assert_exit(&missing, 2);
+    assert!(
+        stderr(&missing).contains(&format!(
+            "has no event 999 (its events: {})",
+            ids.join(", ")
+        )),
+        "{}",
+        stderr(&missing)
+    );
+    assert_all_held(&sale.run(&["check", "--event", &ids[1]]));
+
+    // A sale made by an older build: check does not bring it up to date.
+    let execute = |sql: &'static str| {
+        let pool = pool.clone();
+        async move { sqlx::query(sql).execute(&pool).await.unwrap() }
+    };
+    execute(
+        "CREATE TABLE newest_migration AS SELECT * FROM _sqlx_migrations
+         WHERE version = (SELECT max(version) FROM _sqlx_migrations)",
+    )
+    .await;
+    execute("DELETE FROM _sqlx_migrations WHERE version IN (SELECT version FROM newest_migration)")
+        .await;
+    let older = sale.run(&["check"]);
+    assert_exit(&older, 2);
+    assert!(
+        stderr(&older).contains("was made by an older flashtix"),
+        "{}",
+        stderr(&older)
+    );
+    let newest_applied: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE version IN (SELECT version FROM newest_migration)")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(newest_applied, 0, "check migrated the sale");
+    execute("INSERT INTO _sqlx_migrations SELECT * FROM newest_migration").await;
+    execute("DROP TABLE newest_migration").await;
+    assert_all_held(&sale.run(&["check"]));
+
+    sqlx::query("TRUNCATE events CASCADE")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let no_events = sale.run(&["check"]);
+    assert_exit(&no_events, 2);
+    assert!(
+        stderr(&no_events).contains("has no events (seed them with `flashtix reset`)"),
+        "{}",
+        stderr(&no_events)
+    );
+}

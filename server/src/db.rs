@@ -148,6 +148,46 @@ pub async fn migrate(pool: &PgPool, namespace: &Namespace) -> anyhow::Result<()>
     Ok(())
 }
 
+/// What a namespace's schema is, to a process that must not change it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    /// No sale was ever made in it.
+    Missing,
+    /// Made by an older build: migrations up to this version only.
+    Behind(i64),
+    /// Made by a newer build: it has migrations this one does not know.
+    Ahead(i64),
+    Current,
+}
+
+/// Reads, without changing anything, whether the namespace holds a sale of
+/// this build's schema (the migrations it has applied against those this
+/// build carries).
+pub async fn schema(pool: &PgPool, namespace: &Namespace) -> anyhow::Result<Schema> {
+    let made: bool = sqlx::query_scalar(
+        "SELECT to_regclass(format('%I._sqlx_migrations', $1::text)) IS NOT NULL",
+    )
+    .bind(namespace.as_str())
+    .fetch_one(pool)
+    .await
+    .context("looking for the namespace's schema")?;
+    let applied: Option<i64> = if made {
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await
+            .context("reading the namespace's migrations")?
+    } else {
+        None
+    };
+    let known = MIGRATIONS.iter().map(|&(version, _, _)| version).max();
+    Ok(match (applied, known) {
+        (None, _) => Schema::Missing,
+        (Some(applied), Some(known)) if applied < known => Schema::Behind(applied),
+        (Some(applied), Some(known)) if applied > known => Schema::Ahead(applied),
+        _ => Schema::Current,
+    })
+}
+
 fn migrator() -> Migrator {
     let migrations = MIGRATIONS
         .iter()

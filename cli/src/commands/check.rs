@@ -8,6 +8,7 @@ use anyhow::Context;
 
 use flashtix_server::broker::Topology;
 use flashtix_server::config::ConnectionArgs;
+use flashtix_server::db::Schema;
 use flashtix_server::invariants::{self, Verdict};
 use flashtix_server::reconcile::{self, Repair};
 use indicatif::ProgressBar;
@@ -48,7 +49,7 @@ pub async fn run(args: CheckArgs) -> Outcome {
         Some(flashtix_server::history::read_all(&args.history).map_err(Failure::usage)?)
     };
     let services = Services::connect(&args.connections).await?;
-    flashtix_server::db::migrate(&services.pool, &services.connections.namespace).await?;
+    something_to_check(&services, args.event).await?;
     if args.repair {
         let events = match args.event {
             Some(id) => vec![id],
@@ -91,6 +92,64 @@ pub async fn run(args: CheckArgs) -> Outcome {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Refuses, without changing anything, to check a namespace that holds no
+/// sale of this build's schema, or an event it does not have: a PASS over
+/// nothing would prove nothing.
+async fn something_to_check(services: &Services, event: Option<i64>) -> Result<(), Failure> {
+    let namespace = &services.connections.namespace;
+    let nothing = |why: String| Failure::usage(anyhow::anyhow!("nothing to check: {why}"));
+    match flashtix_server::db::schema(&services.pool, namespace).await? {
+        Schema::Current => {}
+        Schema::Missing => {
+            return Err(nothing(format!(
+                "the namespace {namespace} holds no sale (seed one with `flashtix reset`, \
+                 or name the sale's with --namespace)"
+            )))
+        }
+        Schema::Behind(version) => {
+            return Err(nothing(format!(
+                "the sale in namespace {namespace} was made by an older flashtix (its schema \
+                 is at migration {version}); start this version's `flashtix serve` on it once \
+                 to bring it up to date, then check again"
+            )))
+        }
+        Schema::Ahead(version) => {
+            return Err(nothing(format!(
+                "the sale in namespace {namespace} was made by a newer flashtix (migration \
+                 {version}); check it with that version"
+            )))
+        }
+    }
+    let events: Vec<i64> = sqlx::query_scalar("SELECT id FROM events ORDER BY id")
+        .fetch_all(&services.pool)
+        .await
+        .context("listing the sale's events")?;
+    match event {
+        None if events.is_empty() => Err(nothing(format!(
+            "the namespace {namespace} has no events (seed them with `flashtix reset`)"
+        ))),
+        Some(id) if !events.contains(&id) => Err(nothing(format!(
+            "the namespace {namespace} has no event {id} (its events: {})",
+            shown(&events)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Event ids as a short list: `1, 2, 3` or `1, 2, 3, … (40 in all)`.
+fn shown(events: &[i64]) -> String {
+    const SHOWN: usize = 10;
+    let mut list: Vec<String> = events.iter().take(SHOWN).map(i64::to_string).collect();
+    if events.len() > SHOWN {
+        list.push(format!("… ({} in all)", events.len()));
+    }
+    if list.is_empty() {
+        "none".into()
+    } else {
+        list.join(", ")
+    }
 }
 
 /// Waits until no order (of `event`, or of the sale) is PENDING; returns how
