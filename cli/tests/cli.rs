@@ -474,36 +474,65 @@ async fn completions_and_manual_pages_are_made_from_the_commands() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn check_settle_waits_for_payments_and_says_when_they_do_not_come() {
+async fn an_unsettled_sale_is_unknown_and_exits_5_and_check_settle_waits_for_it() {
     let sale = Sale::new().await;
     let (events, _) = sale.reset(&["--tickets", "10"]);
     let event = events[0]["id"].to_string();
-    // The API alone: an order is taken and nobody pays for it.
-    let api = sale.serve("api");
-    let buy = sale
+    // Orders taken and published, and nobody to pay for them.
+    let api = sale.serve("api,relay");
+    let (document, _) = sale.json("storm.json");
+    let storm = sale
         .run_in_background(&[
-            "storm",
-            "--target",
-            &api.url,
-            "--buyers",
-            "1",
-            "--event",
-            &event,
-            "--no-check",
+            "storm", "--target", &api.url, "--buyers", "2", "--event", &event, "--settle", "300ms",
+            "--json", &document,
         ])
         .await;
-    assert_exit(&buy, 0);
+    assert_exit(&storm, 5);
+    assert!(
+        stdout(&storm).contains("UNKNOWN: nothing failed, but not everything could be judged"),
+        "{}",
+        stdout(&storm)
+    );
+    let report = &sale.json("storm.json").1["check"];
+    assert_eq!(report["verdict"], "UNKNOWN", "{report:#}");
+    let settled = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["invariant"] == "settled")
+        .unwrap_or_else(|| panic!("no settled finding: {report:#}"));
+    assert_eq!(
+        (&settled["verdict"], &settled["offending"]),
+        (&serde_json::json!("UNKNOWN"), &serde_json::json!(2)),
+        "{settled:#}"
+    );
+
+    // Published and never processed: check cannot prove the queues drained.
+    let pool = sale.pool().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        > 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay published nothing"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let unpaid = sale.run(&["check", "--settle", "300ms"]);
-    assert_exit(&unpaid, 0);
+    assert_exit(&unpaid, 5);
     let said = stdout(&unpaid);
     assert!(
         said.contains("not settled: orders still PENDING after 300ms"),
         "{said}"
     );
 
-    // With the workers, the wait ends when the order is paid, and the sale is
-    // proved then.
-    let workers = sale.serve("relay,payments,orders");
+    // With the workers, the wait ends when the orders are paid, and the sale
+    // is proved then.
+    let workers = sale.serve("payments,orders");
     let paid = sale.run_in_background(&["check", "--settle", "30s"]).await;
     assert_all_held(&paid);
     assert!(

@@ -72,6 +72,12 @@ impl Report {
     pub fn finding(&self, invariant: &str) -> Option<&Finding> {
         self.findings.iter().find(|f| f.invariant == invariant)
     }
+
+    /// Adds a finding; the verdict is the worst of all.
+    pub fn add(&mut self, finding: Finding) {
+        self.verdict = self.verdict.max(finding.verdict);
+        self.findings.push(finding);
+    }
 }
 
 pub const NO_OVERSELL: &str = "no_oversell";
@@ -85,6 +91,9 @@ pub const ONE_OWNER_PER_SEAT: &str = "one_owner_per_seat";
 pub const REDIS_AGREES: &str = "redis_agrees";
 pub const NOTHING_STUCK: &str = "nothing_stuck";
 pub const QUEUES_DRAINED: &str = "queues_drained";
+/// Not an invariant of the sale but of a run: every order reached an end
+/// within the wait a storm gives it (UNKNOWN otherwise).
+pub const SETTLED: &str = "settled";
 
 /// How long past its hold a PENDING order may stay before it counts as stuck:
 /// the sweeper runs every second or so.

@@ -490,8 +490,9 @@ pub async fn run_scenario(args: StormArgs, scenario: Scenario) -> Outcome {
     let missed = judge(&plan.thresholds, &summary, &mut document);
     let title = format!("flashtix storm against {}", plan.sending.target);
     plan.outputs.write(&title, &summary, &document)?;
+    // What the sale did first, then how fast: FAIL, UNKNOWN, a missed threshold.
     Ok(match verdict {
-        Some(Verdict::Fail) => ExitCode::from(1),
+        Some(verdict @ (Verdict::Fail | Verdict::Unknown)) => check::exit_code(verdict),
         _ if missed => ExitCode::from(3),
         _ => ExitCode::SUCCESS,
     })
@@ -553,7 +554,10 @@ async fn settle_and_check(
     let settled_in = check::settle(services, None, plan.settle).await?;
     check::say_settled(settled_in, plan.settle, Some("the storm"));
     document.settle_seconds = Some(settled_in.map(|d| d.as_secs_f64()));
-    let report = check::prove(services, history, None).await?;
+    let mut report = check::prove(services, history, None).await?;
+    if settled_in.is_none() {
+        report.add(check::unsettled(services, plan.settle, "the storm").await?);
+    }
     check::print_report(&report);
     let verdict = report.verdict;
     document.check = Some(report);
