@@ -1,0 +1,85 @@
+//! Money: every settled order paid exactly its amount if confirmed, nothing
+//! otherwise, and our payments agree with the provider's ledger.
+
+use sqlx::PgPool;
+
+use super::{
+    finding, with_consumers, Finding, Verdict, CONSUMER_OF_TOPIC, EXAMPLES, NO_DOUBLE_CHARGE,
+};
+use crate::messages::OUTBOX_ENTRIES;
+
+/// Invariant 2: per settled order, money captured minus refunded equals the
+/// amount if CONFIRMED and 0 otherwise; at most one capture; our payments agree with the
+/// provider's ledger. (PENDING orders are still on their way.)
+///
+/// An order whose money is wrong while one of its messages is still unhandled
+/// (a late capture whose refund has not run yet, a charge not yet recorded) is
+/// in flight: UNKNOWN until the message is handled, FAIL only after.
+pub(super) async fn no_double_charge(pool: &PgPool, event: Option<i64>) -> anyhow::Result<Finding> {
+    let checked: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM orders WHERE status <> 'PENDING' AND ($1::int8 IS NULL OR event_id = $1)",
+    )
+    .bind(event)
+    .fetch_one(pool)
+    .await?;
+    let sql = format!(
+        "WITH settled AS (
+            SELECT id, status, amount_cents FROM orders
+            WHERE status <> 'PENDING' AND ($1::int8 IS NULL OR event_id = $1)
+         ), ours AS (
+            SELECT order_id,
+                   count(*) FILTER (WHERE kind = 'CAPTURE' AND outcome = 'SUCCEEDED') AS captures,
+                   COALESCE(sum(amount_cents) FILTER (WHERE kind = 'CAPTURE' AND outcome = 'SUCCEEDED'), 0)
+                 - COALESCE(sum(amount_cents) FILTER (WHERE kind = 'REFUND' AND outcome = 'SUCCEEDED'), 0)
+                   AS net,
+                   COALESCE(sum(amount_cents) FILTER (WHERE outcome = 'SUCCEEDED'), 0) AS moved
+            FROM payments GROUP BY order_id
+         ), books AS (
+            SELECT order_id, COALESCE(sum(amount_cents) FILTER (WHERE outcome = 'SUCCEEDED'), 0) AS moved
+            FROM provider_ledger GROUP BY order_id
+         ), unhandled AS (
+            SELECT DISTINCT (e.entry->>'order_id')::uuid AS order_id
+            FROM outbox m
+            CROSS JOIN jsonb_array_elements({OUTBOX_ENTRIES}) AS e(entry)
+            WHERE NOT EXISTS (
+                SELECT 1 FROM processed_messages p
+                WHERE p.message_id = m.message_id
+                  AND p.consumer = {CONSUMER_OF_TOPIC})
+         )
+         SELECT format('order %s (%s, %s cents): captured %s time(s), net %s cents; provider moved %s, we recorded %s',
+                       s.id, s.status, s.amount_cents, COALESCE(o.captures, 0), COALESCE(o.net, 0),
+                       COALESCE(b.moved, 0), COALESCE(o.moved, 0)),
+                s.id IN (SELECT order_id FROM unhandled)
+         FROM settled s LEFT JOIN ours o ON o.order_id = s.id LEFT JOIN books b ON b.order_id = s.id
+         WHERE COALESCE(o.captures, 0) > 1
+            OR COALESCE(o.net, 0) <> CASE WHEN s.status = 'CONFIRMED' THEN s.amount_cents ELSE 0 END
+            OR COALESCE(b.moved, 0) <> COALESCE(o.moved, 0)
+         ORDER BY s.id"
+    );
+    let wrong = sqlx::query_as(&sql).bind(event);
+    let wrong: Vec<(String, bool)> = with_consumers(wrong).fetch_all(pool).await?;
+    let (in_flight, wrong): (Vec<_>, Vec<_>) =
+        wrong.into_iter().partition(|(_, unhandled)| *unhandled);
+    let wrong: Vec<String> = wrong.into_iter().map(|(offence, _)| offence).collect();
+    if wrong.is_empty() && !in_flight.is_empty() {
+        return Ok(Finding {
+            invariant: NO_DOUBLE_CHARGE.into(),
+            verdict: Verdict::Unknown,
+            checked: checked as u64,
+            offending: in_flight.len() as u64,
+            detail: "money still moving: these orders have payment messages not yet handled".into(),
+            examples: in_flight
+                .into_iter()
+                .map(|(offence, _)| offence)
+                .take(EXAMPLES)
+                .collect(),
+        });
+    }
+    Ok(finding(
+        NO_DOUBLE_CHARGE,
+        checked as u64,
+        wrong,
+        "every settled order paid exactly its amount if confirmed, nothing otherwise",
+        "money moved wrongly",
+    ))
+}
