@@ -384,7 +384,7 @@ impl Gate {
             .arg(&hold.user_id)
             .arg(hold.key_field())
             .arg(hold.order_id.to_string())
-            .arg(tickets.clamp(0, hold.quantity));
+            .arg(tickets.min(hold.quantity).max(0));
         let released: i64 = invocation.invoke_async(&mut self.redis.clone()).await?;
         Ok(released == 1)
     }

@@ -419,6 +419,17 @@ impl Settler {
                 Decision::Verdict(verdict)
             })
             .collect();
+        // What the batch leaves is the closest bound for every refusal in it:
+        // acceptances after a refusal only lower the stock.
+        let decisions = decisions
+            .into_iter()
+            .map(|decision| match decision {
+                Decision::SoldOut { left } => Decision::SoldOut {
+                    left: left.min(stock),
+                },
+                other => other,
+            })
+            .collect();
         let mut owned_seats = places.map(|p| p.owned).unwrap_or_default();
         if accepted.is_empty() {
             return Ok(Committed {
