@@ -79,7 +79,7 @@ sql "SELECT format('settle throughput: %s orders/s (%s s from the first order to
 sql "SELECT format('settle lag: %s s from the last order accepted to the last settled',
         round(extract(epoch FROM max(updated_at) - max(created_at))::numeric, 2))
      FROM orders"
-$flashtix check | tail -n 1
+$flashtix check --settle 30s | tail -n 1
 kill "${servers[@]}"; wait "${servers[@]}" 2>/dev/null || true; servers=()
 
 echo "#### 2. the saga alone: the sale taken first, then the workers start"
@@ -94,4 +94,4 @@ sql "SELECT format('saga throughput: %s orders/s (%s s from the workers starting
         round(count(*) / extract(epoch FROM max(updated_at) - to_timestamp($started)))::int,
         round(extract(epoch FROM max(updated_at) - to_timestamp($started))::numeric, 2))
      FROM orders"
-$flashtix check | tail -n 1
+$flashtix check --settle 30s | tail -n 1

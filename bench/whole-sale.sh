@@ -73,7 +73,7 @@ print(m[0] + m[1])' "$(tail -n 1 "$work/wrk-times")")
   # With every role the sale must also prove itself (the API alone leaves its
   # orders for a saga that is not running).
   if [ "$roles" != api ]; then
-    $flashtix check --event "$event" >"$work/check" 2>&1 ||
+    $flashtix check --settle 30s --event "$event" >"$work/check" 2>&1 ||
       { cat "$work/check"; echo "check failed" >&2; exit 1; }
     echo "check: PASS"
   fi

@@ -526,7 +526,7 @@ async fn an_unsettled_sale_is_unknown_and_exits_5_and_check_settle_waits_for_it(
     assert_exit(&unpaid, 5);
     let said = stdout(&unpaid);
     assert!(
-        said.contains("not settled: orders still PENDING after 300ms"),
+        said.contains("not settled: 2 orders still PENDING after 300ms"),
         "{said}"
     );
 

@@ -78,11 +78,14 @@ pub async fn run(args: CheckArgs) -> Outcome {
             }
         }
     }
-    if let Some(limit) = args.settle {
-        let settled_in = settle(&services, args.event, limit).await?;
-        say_settled(settled_in, limit, None);
-    }
-    let report = prove(&services, history.as_deref(), args.event).await?;
+    let report = match args.settle {
+        Some(limit) => {
+            settle_and_prove(&services, history.as_deref(), args.event, limit, None)
+                .await?
+                .1
+        }
+        None => prove(&services, history.as_deref(), args.event).await?,
+    };
     print_report(&report);
     if let Some(path) = &args.json {
         output::write_json(path, &report)?;
@@ -97,34 +100,6 @@ pub fn exit_code(verdict: Verdict) -> ExitCode {
         Verdict::Pass => 0,
         Verdict::Fail => 1,
         Verdict::Unknown => 5,
-    })
-}
-
-/// The finding of a sale that did not settle within `limit`: its PENDING
-/// orders' outcomes are not known yet, so neither is the sale's.
-pub async fn unsettled(
-    services: &Services,
-    limit: Duration,
-    after: &str,
-) -> anyhow::Result<invariants::Finding> {
-    let (orders, pending): (i64, i64) =
-        sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE status = 'PENDING') FROM orders")
-            .fetch_one(&services.pool)
-            .await
-            .context("counting pending orders")?;
-    Ok(invariants::Finding {
-        invariant: invariants::SETTLED.into(),
-        verdict: if pending == 0 {
-            Verdict::Pass
-        } else {
-            Verdict::Unknown
-        },
-        checked: orders as u64,
-        offending: pending as u64,
-        detail: format!(
-            "{pending} orders still PENDING {limit:?} after {after}: how they end is not known yet"
-        ),
-        examples: Vec::new(),
     })
 }
 
@@ -186,13 +161,51 @@ fn shown(events: &[i64]) -> String {
     }
 }
 
-/// Waits until no order (of `event`, or of the sale) is PENDING; returns how
-/// long that took, or `None` when the limit came first.
-pub async fn settle(
+/// How a wait for the sale to settle ended.
+#[derive(Debug, Clone, Copy)]
+pub enum Settled {
+    /// No order was PENDING any more, this long after the wait began.
+    After(Duration),
+    /// The limit came first, with this many orders PENDING.
+    Pending(i64),
+}
+
+/// Waits, up to `limit`, until no order (of `event`, or of the sale) is
+/// PENDING, and says how it went (`after`: what it waited after, if
+/// anything). Then proves the sale, and proves it again while it says
+/// UNKNOWN until `limit` from the start has passed: the last messages are
+/// recorded as processed, and the last tickets come back to Redis, a moment
+/// after the orders end. A sale still unsettled at the limit gets a
+/// `settled` finding, UNKNOWN.
+pub async fn settle_and_prove(
+    services: &Services,
+    history: Option<&[flashtix_server::history::Attempt]>,
+    event: Option<i64>,
+    limit: Duration,
+    after: Option<&str>,
+) -> anyhow::Result<(Settled, invariants::Report)> {
+    let started = tokio::time::Instant::now();
+    let settled = settle(services, event, limit).await?;
+    say_settled(settled, limit, after);
+    loop {
+        let mut report = prove(services, history, event).await?;
+        if let Settled::Pending(pending) = settled {
+            report.add(unsettled(services, event, pending, limit, after).await?);
+            return Ok((settled, report));
+        }
+        if report.verdict != Verdict::Unknown || started.elapsed() >= limit {
+            return Ok((settled, report));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Waits until no order (of `event`, or of the sale) is PENDING, or `limit`.
+async fn settle(
     services: &Services,
     event: Option<i64>,
     limit: Duration,
-) -> anyhow::Result<Option<Duration>> {
+) -> anyhow::Result<Settled> {
     let started = tokio::time::Instant::now();
     let spinner = ProgressBar::new_spinner();
     loop {
@@ -206,11 +219,11 @@ pub async fn settle(
         .context("counting pending orders")?;
         if pending == 0 {
             spinner.finish_and_clear();
-            return Ok(Some(started.elapsed()));
+            return Ok(Settled::After(started.elapsed()));
         }
         if started.elapsed() >= limit {
             spinner.finish_and_clear();
-            return Ok(None);
+            return Ok(Settled::Pending(pending));
         }
         spinner.set_message(format!(
             "settling: {pending} orders PENDING after {:.1} s (limit {limit:?})",
@@ -221,21 +234,53 @@ pub async fn settle(
     }
 }
 
-/// Says how [`settle`] went, counted from the end of `what` (a storm), or
+/// Says how [`settle`] went, counted from the end of `after` (a storm), or
 /// from the start of the wait.
-pub fn say_settled(settled_in: Option<Duration>, limit: Duration, what: Option<&str>) {
-    match (settled_in, what) {
-        (Some(took), Some(what)) => say!(
-            "settled: every order terminal {:.2} s after {what}",
+fn say_settled(settled: Settled, limit: Duration, after: Option<&str>) {
+    match (settled, after) {
+        (Settled::After(took), Some(after)) => say!(
+            "settled: every order terminal {:.2} s after {after}",
             took.as_secs_f64()
         ),
-        (Some(took), None) => say!(
+        (Settled::After(took), None) => say!(
             "settled: every order terminal after {:.2} s",
             took.as_secs_f64()
         ),
-        (None, Some(what)) => say!("not settled: orders still PENDING {limit:?} after {what}"),
-        (None, None) => say!("not settled: orders still PENDING after {limit:?}"),
+        (Settled::Pending(pending), Some(after)) => {
+            say!("not settled: {pending} orders still PENDING {limit:?} after {after}")
+        }
+        (Settled::Pending(pending), None) => {
+            say!("not settled: {pending} orders still PENDING after {limit:?}")
+        }
     }
+}
+
+/// The finding of a sale that did not settle within `limit`: `pending` of
+/// its orders had not ended, so how the sale ends is not known yet.
+async fn unsettled(
+    services: &Services,
+    event: Option<i64>,
+    pending: i64,
+    limit: Duration,
+    after: Option<&str>,
+) -> anyhow::Result<invariants::Finding> {
+    let orders: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM orders WHERE $1::int8 IS NULL OR event_id = $1")
+            .bind(event)
+            .fetch_one(&services.pool)
+            .await
+            .context("counting orders")?;
+    let after = after.map_or(String::new(), |after| format!(" after {after}"));
+    Ok(invariants::Finding {
+        invariant: invariants::SETTLED.into(),
+        verdict: Verdict::Unknown,
+        checked: orders as u64,
+        offending: pending as u64,
+        detail: format!(
+            "{pending} orders still PENDING {limit:?}{after}: how they end is not known yet"
+        ),
+        examples: Vec::new(),
+    })
 }
 
 /// Runs every invariant against the sale's services (the queues through a

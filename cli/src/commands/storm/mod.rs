@@ -551,13 +551,12 @@ async fn settle_and_check(
     history: Option<&[Attempt]>,
     document: &mut StormDocument,
 ) -> Result<Verdict, Failure> {
-    let settled_in = check::settle(services, None, plan.settle).await?;
-    check::say_settled(settled_in, plan.settle, Some("the storm"));
-    document.settle_seconds = Some(settled_in.map(|d| d.as_secs_f64()));
-    let mut report = check::prove(services, history, None).await?;
-    if settled_in.is_none() {
-        report.add(check::unsettled(services, plan.settle, "the storm").await?);
-    }
+    let (settled, report) =
+        check::settle_and_prove(services, history, None, plan.settle, Some("the storm")).await?;
+    document.settle_seconds = Some(match settled {
+        check::Settled::After(took) => Some(took.as_secs_f64()),
+        check::Settled::Pending(_) => None,
+    });
     check::print_report(&report);
     let verdict = report.verdict;
     document.check = Some(report);
