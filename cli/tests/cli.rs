@@ -624,3 +624,25 @@ async fn check_refuses_to_prove_nothing_and_changes_nothing() {
         stderr(&no_events)
     );
 }
+
+#[tokio::test]
+async fn check_repair_reports_the_drift_it_found_and_what_it_repaired() {
+    let sale = Sale::new().await;
+    let (events, _) = sale.reset(&["--tickets", "100"]);
+    let event = events[0]["id"].as_i64().unwrap();
+    let namespace = flashtix_server::config::Namespace::parse(&sale.namespace).unwrap();
+    let gate = flashtix_server::gate::Gate::connect(&common::test_redis_url(), namespace).unwrap();
+    gate.force_stock(event, 150).await.unwrap();
+
+    let repair = sale.run(&["check", "--repair"]);
+    assert_exit(&repair, 1);
+    let said = stdout(&repair);
+    assert!(said.contains("FAIL: an invariant was broken"), "{said}");
+    assert!(
+        said.contains(&format!(
+            "repaired: event {event}: Redis stock corrected from 150 to 100"
+        )),
+        "{said}"
+    );
+    assert_all_held(&sale.run(&["check"]));
+}

@@ -23,9 +23,10 @@ pub struct CheckArgs {
     /// Check only this event
     #[arg(long)]
     event: Option<i64>,
-    /// First repair Redis from Postgres when nothing is in flight: a stock that
-    /// drifted is corrected; an event whose buyers' counts or idempotency
-    /// entries differ is rebuilt
+    /// After judging, repair Redis from Postgres when nothing is in flight: a
+    /// stock that drifted is corrected; an event whose buyers' counts or
+    /// idempotency entries differ is rebuilt. The drift found stays a FAIL in
+    /// the report, with what was repaired
     #[arg(long)]
     repair: bool,
     /// Also write the report as JSON to this file
@@ -50,35 +51,7 @@ pub async fn run(args: CheckArgs) -> Outcome {
     };
     let services = Services::connect(&args.connections).await?;
     something_to_check(&services, args.event).await?;
-    if args.repair {
-        let events = match args.event {
-            Some(id) => vec![id],
-            None => flashtix_server::events::gated_ids(&services.pool)
-                .await
-                .map_err(anyhow::Error::from)?,
-        };
-        for event_id in events {
-            let stock = reconcile::repair_drift(&services.pool, &services.gate, event_id).await?;
-            let entries = match stock {
-                Repair::InSync => {
-                    reconcile::rebuild_drifted_entries(&services.pool, &services.gate, event_id)
-                        .await?
-                }
-                other => other,
-            };
-            match entries {
-                Repair::Repaired { from, to } => {
-                    say!("event {event_id}: Redis stock corrected from {from} to {to}")
-                }
-                Repair::Rebuilt { reason } => {
-                    say!("event {event_id}: Redis rebuilt from Postgres ({reason})")
-                }
-                Repair::Busy => say!("event {event_id}: orders in flight, not repaired"),
-                Repair::InSync | Repair::Unseeded | Repair::Gone => {}
-            }
-        }
-    }
-    let report = match args.settle {
+    let mut report = match args.settle {
         Some(limit) => {
             settle_and_prove(&services, history.as_deref(), args.event, limit, None)
                 .await?
@@ -86,11 +59,55 @@ pub async fn run(args: CheckArgs) -> Outcome {
         }
         None => prove(&services, history.as_deref(), args.event).await?,
     };
+    if args.repair {
+        // Judged first: the drift found is the report's, with what was done.
+        let repaired = repair(&services, args.event).await?;
+        let drift = report
+            .findings
+            .iter_mut()
+            .find(|f| f.invariant == invariants::REDIS_AGREES);
+        if let (false, Some(drift)) = (repaired.is_empty(), drift) {
+            drift
+                .detail
+                .push_str(&format!("; repaired: {}", repaired.join("; ")));
+        }
+    }
     print_report(&report);
     if let Some(path) = &args.json {
         output::write_json(path, &report)?;
     }
     Ok(exit_code(report.verdict))
+}
+
+/// Corrects Redis where it drifted from Postgres and nothing is in flight:
+/// the stock, or an event's buyers' counts and keys rebuilt whole. Returns
+/// what it did, an entry per event.
+async fn repair(services: &Services, event: Option<i64>) -> anyhow::Result<Vec<String>> {
+    let events = match event {
+        Some(id) => vec![id],
+        None => flashtix_server::events::gated_ids(&services.pool).await?,
+    };
+    let mut repaired = Vec::new();
+    for event_id in events {
+        let stock = reconcile::repair_drift(&services.pool, &services.gate, event_id).await?;
+        let entries = match stock {
+            Repair::InSync => {
+                reconcile::rebuild_drifted_entries(&services.pool, &services.gate, event_id).await?
+            }
+            other => other,
+        };
+        match entries {
+            Repair::Repaired { from, to } => repaired.push(format!(
+                "event {event_id}: Redis stock corrected from {from} to {to}"
+            )),
+            Repair::Rebuilt { reason } => repaired.push(format!(
+                "event {event_id}: Redis rebuilt from Postgres ({reason})"
+            )),
+            Repair::Busy => say!("event {event_id}: orders in flight, not repaired"),
+            Repair::InSync | Repair::Unseeded | Repair::Gone => {}
+        }
+    }
+    Ok(repaired)
 }
 
 /// How a verdict ends the command: 0 PASS, 1 FAIL, 5 UNKNOWN (a job runner
