@@ -557,6 +557,13 @@ async fn check_refuses_to_prove_nothing_and_changes_nothing() {
         .unwrap()
     };
 
+    let storm = sale.run(&["storm", "--buyers", "1"]);
+    assert_exit(&storm, 2);
+    assert!(
+        stderr(&storm).contains("nothing to check: the namespace"),
+        "{}",
+        stderr(&storm)
+    );
     let empty = sale.run(&["check"]);
     assert_exit(&empty, 2);
     assert!(

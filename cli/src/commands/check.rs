@@ -123,7 +123,7 @@ pub fn exit_code(verdict: Verdict) -> ExitCode {
 /// Refuses, without changing anything, to check a namespace that holds no
 /// sale of this build's schema, or an event it does not have: a PASS over
 /// nothing would prove nothing.
-async fn something_to_check(services: &Services, event: Option<i64>) -> Result<(), Failure> {
+pub async fn something_to_check(services: &Services, event: Option<i64>) -> Result<(), Failure> {
     let namespace = &services.connections.namespace;
     let nothing = |why: String| Failure::usage(anyhow::anyhow!("nothing to check: {why}"));
     match flashtix_server::db::schema(&services.pool, namespace).await? {

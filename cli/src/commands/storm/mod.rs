@@ -435,7 +435,10 @@ pub async fn run_scenario(args: StormArgs, scenario: Scenario) -> Outcome {
         reset::print_seeded(&namespace, &events);
     }
     let services = if plan.needs_services() {
-        Some(Services::connect(&args.connections).await?)
+        let services = Services::connect(&args.connections).await?;
+        // A storm at a namespace without a sale has nothing to buy or prove.
+        check::something_to_check(&services, None).await?;
+        Some(services)
     } else {
         None
     };
