@@ -589,6 +589,13 @@ async fn check_refuses_to_prove_nothing_and_changes_nothing() {
         stderr(&missing)
     );
     assert_all_held(&sale.run(&["check", "--event", &ids[1]]));
+    let storm = sale.run(&["storm", "--buyers", "1", "--event", "999"]);
+    assert_exit(&storm, 2);
+    assert!(
+        stderr(&storm).contains("has no event 999"),
+        "{}",
+        stderr(&storm)
+    );
 
     // A sale made by an older build: check does not bring it up to date.
     let execute = |sql: &'static str| {

@@ -436,8 +436,14 @@ pub async fn run_scenario(args: StormArgs, scenario: Scenario) -> Outcome {
     }
     let services = if plan.needs_services() {
         let services = Services::connect(&args.connections).await?;
-        // A storm at a namespace without a sale has nothing to buy or prove.
-        check::something_to_check(&services, None).await?;
+        if plan.check {
+            // A sale the storm could not prove is refused before any send.
+            let named = match &plan.sends {
+                Sends::Buy(buying) => buying.events.as_slice(),
+                Sends::Raw(_) => &[],
+            };
+            check::something_to_check(&services, named).await?;
+        }
         Some(services)
     } else {
         None
