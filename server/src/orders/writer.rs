@@ -74,20 +74,19 @@ struct Ticket {
 
 enum Decision {
     Verdict(Verdict),
-    /// Fewer tickets were left than it asked for: `left` of them.
-    SoldOut {
-        left: i64,
-    },
+    /// Fewer tickets were left than it asked for.
+    SoldOut,
     /// Same (user, key) as an earlier ticket in the batch: settle it next batch,
     /// when the first one's order is visible.
     Defer,
 }
 
-/// A batch's decisions, and the seats it saw owned by an order: named seats
-/// read owned under the lock, and the seats it bought.
+/// A batch's decisions, the seats it saw owned by an order (named seats read
+/// owned under the lock, and the seats it bought), and the tickets it left.
 struct Committed {
     decisions: Vec<Decision>,
     owned_seats: Vec<String>,
+    left: i64,
 }
 
 enum WriteError {
@@ -226,6 +225,7 @@ impl Settler {
             Ok(Committed {
                 decisions,
                 owned_seats,
+                left,
             }) => {
                 self.seat_board
                     .learn(event_id, owned_seats.iter().map(String::as_str), seen_at);
@@ -242,11 +242,12 @@ impl Settler {
                         // holds it admitted and has not heard the end of (this
                         // one among them), plus its drift; it is never below
                         // zero, so the drift was at least the quantity less
-                        // what was left. Keeping that much brings Redis
+                        // what was left (the batch's acceptances after it
+                        // only lower that). Keeping that much brings Redis
                         // closer; keeping it all could leave Redis below
                         // Postgres, turning buyers away from tickets that are
                         // there.
-                        Decision::SoldOut { left } => {
+                        Decision::SoldOut => {
                             (Verdict::SoldOut, left.clamp(0, i64::from(quantity)) as i32)
                         }
                     };
@@ -345,6 +346,7 @@ impl Settler {
                     .map(|_| Decision::Verdict(Verdict::EventNotFound))
                     .collect(),
                 owned_seats: Vec::new(),
+                left: 0,
             });
         };
 
@@ -395,7 +397,7 @@ impl Settler {
                     }
                 }
                 if quantity > stock {
-                    return Decision::SoldOut { left: stock };
+                    return Decision::SoldOut;
                 }
                 let user_held = held.entry(hold.user_id.clone()).or_default();
                 if *user_held + quantity > i64::from(ticket.terms.max_per_user) {
@@ -419,22 +421,12 @@ impl Settler {
                 Decision::Verdict(verdict)
             })
             .collect();
-        // What the batch leaves is the closest bound for every refusal in it:
-        // acceptances after a refusal only lower the stock.
-        let decisions = decisions
-            .into_iter()
-            .map(|decision| match decision {
-                Decision::SoldOut { left } => Decision::SoldOut {
-                    left: left.min(stock),
-                },
-                other => other,
-            })
-            .collect();
         let mut owned_seats = places.map(|p| p.owned).unwrap_or_default();
         if accepted.is_empty() {
             return Ok(Committed {
                 decisions,
                 owned_seats,
+                left: stock,
             });
         }
 
@@ -452,6 +444,7 @@ impl Settler {
         Ok(Committed {
             decisions,
             owned_seats,
+            left: stock,
         })
     }
 }
