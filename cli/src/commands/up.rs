@@ -68,6 +68,14 @@ pub async fn run(args: UpArgs) -> Outcome {
     let ports = parse_ports(&args.ports).map_err(Failure::usage)?;
     let driver = match args.driver.as_str() {
         "local" => Driver::Local,
+        // Asked for by name: say so if there is no engine (`auto` asked already).
+        "docker" if !docker::engine_answers().await => {
+            return Err(Failure::unreachable(anyhow!(
+                "no Docker engine answers (`docker info` failed): start one (`dockerd` as \
+                 root, or Docker Desktop), or use `--driver local` to run Postgres, Redis and \
+                 RabbitMQ from the binaries installed here"
+            )))
+        }
         "docker" => Driver::Docker,
         _ if all_answer(Ports::STANDARD).await => Driver::Reused,
         _ if docker::engine_answers().await => Driver::Docker,
@@ -158,13 +166,6 @@ struct DockerStack {
 /// Brings the whole stack up (building the flashtix image if it is missing)
 /// and waits until every container is healthy.
 async fn start_docker(args: &UpArgs, ports: Ports) -> anyhow::Result<DockerStack> {
-    if !docker::engine_answers().await {
-        bail!(
-            "no Docker engine answers (`docker info` failed): start one (`dockerd` as root, \
-             or Docker Desktop), or use `--driver local` to run Postgres, Redis and RabbitMQ \
-             from the binaries installed here"
-        );
-    }
     let compose = compose(args, Some(ports)).await?;
     let mut up = vec!["up", "-d"];
     if args.grafana {
