@@ -1,6 +1,7 @@
 //! `flashtix`: the operator's CLI. Parses flags, runs one command, exits with the
 //! code the README gives: 0 all held, 1 an invariant failed, 2 usage or config,
-//! 3 a storm's threshold missed, 4 services unreachable.
+//! 3 a storm's threshold missed, 4 services unreachable, 5 not everything could
+//! be judged (UNKNOWN).
 
 mod commands;
 mod output;

@@ -178,11 +178,7 @@ fn shown(events: &[i64]) -> String {
     if events.len() > SHOWN {
         list.push(format!("… ({} in all)", events.len()));
     }
-    if list.is_empty() {
-        "none".into()
-    } else {
-        list.join(", ")
-    }
+    list.join(", ")
 }
 
 /// How a wait for the sale to settle ended.
