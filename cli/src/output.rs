@@ -109,7 +109,7 @@ pub fn report_table(report: &Report) -> Table {
             detail.push_str(example);
         }
         table.add_row(vec![
-            Cell::new(&f.invariant),
+            Cell::new(f.invariant.name()),
             verdict_cell(f.verdict),
             Cell::new(f.checked),
             Cell::new(f.offending),

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::{assert_exit, stdout};
+use flashtix_server::invariants::{Invariant, Report};
 use serde_json::Value;
 
 /// The catalogue, from the repository.
@@ -176,11 +177,11 @@ fn drills_of_the_catalogue_pass_on_the_real_server() {
         seated["outcomes"]["seat_taken"].as_u64().unwrap() > 0,
         "{seated}"
     );
-    let findings = seated["check"]["findings"].as_array().unwrap();
+    let report: Report = serde_json::from_value(seated["check"].clone()).unwrap();
     assert!(
-        findings
-            .iter()
-            .any(|f| f["invariant"] == "one_owner_per_seat" && f["checked"].as_u64() > Some(0)),
+        report
+            .finding(Invariant::OneOwnerPerSeat)
+            .is_some_and(|f| f.checked > 0),
         "{seated}"
     );
 }

@@ -5,6 +5,7 @@
 mod common;
 
 use common::{assert_all_held, assert_exit, stderr, stdout, Sale};
+use flashtix_server::invariants::{Invariant, Report, Verdict};
 use uuid::Uuid;
 
 #[tokio::test]
@@ -96,26 +97,16 @@ async fn check_names_what_a_corrupted_sale_broke() {
         "{table}"
     );
     let (_, report) = sale.json("report.json");
-    let finding = |name: &str| {
-        report["findings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|f| f["invariant"] == name)
-            .cloned()
-            .unwrap()
-    };
-    assert_eq!(finding("no_oversell")["verdict"], "FAIL");
-    let over_limit = finding("per_user_limit");
-    assert_eq!(over_limit["verdict"], "FAIL");
-    assert!(over_limit["examples"][0]
-        .as_str()
-        .unwrap()
-        .contains(&intruder.to_string()));
-    assert_eq!(finding("no_duplicate_order")["verdict"], "PASS");
+    let report: Report = serde_json::from_value(report).unwrap();
+    let verdict = |invariant| report.finding(invariant).unwrap().verdict;
+    assert_eq!(verdict(Invariant::NoOversell), Verdict::Fail);
+    let over_limit = report.finding(Invariant::PerUserLimit).unwrap();
+    assert_eq!(over_limit.verdict, Verdict::Fail);
+    assert!(over_limit.examples[0].contains(&intruder.to_string()));
+    assert_eq!(verdict(Invariant::NoDuplicateOrder), Verdict::Pass);
     assert_eq!(
-        finding("redis_agrees")["verdict"],
-        "FAIL",
+        verdict(Invariant::RedisAgrees),
+        Verdict::Fail,
         "Redis still says 10"
     );
 }
@@ -493,18 +484,16 @@ async fn an_unsettled_sale_is_unknown_and_exits_5_and_check_settle_waits_for_it(
         "{}",
         stdout(&storm)
     );
-    let report = &sale.json("storm.json").1["check"];
-    assert_eq!(report["verdict"], "UNKNOWN", "{report:#}");
-    let settled = report["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["invariant"] == "settled")
-        .unwrap_or_else(|| panic!("no settled finding: {report:#}"));
+    let report: Report =
+        serde_json::from_value(sale.json("storm.json").1["check"].clone()).unwrap();
+    assert_eq!(report.verdict, Verdict::Unknown, "{report:#?}");
+    let settled = report
+        .finding(Invariant::Settled)
+        .unwrap_or_else(|| panic!("no settled finding: {report:#?}"));
     assert_eq!(
-        (&settled["verdict"], &settled["offending"]),
-        (&serde_json::json!("UNKNOWN"), &serde_json::json!(2)),
-        "{settled:#}"
+        (settled.verdict, settled.offending),
+        (Verdict::Unknown, 2),
+        "{settled:#?}"
     );
 
     // Published and never processed: check cannot prove the queues drained.

@@ -11,6 +11,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Sale, Server};
+use flashtix_server::invariants::{Finding, Invariant, Report, Verdict};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::BasicProperties;
 use serde_json::{json, Value};
@@ -126,16 +127,22 @@ impl Run {
     }
 }
 
-fn verdict_of<'a>(report: &'a Value, invariant: &str) -> &'a Value {
-    report["findings"]
-        .as_array()
-        .and_then(|findings| findings.iter().find(|f| f["invariant"] == invariant))
+/// The finding on `invariant` of a report as `--json` prints it.
+fn finding_of(report: &Value, invariant: Invariant) -> Finding {
+    let parsed: Report = serde_json::from_value(report.clone())
+        .unwrap_or_else(|error| panic!("not a report ({error}): {report:#}"));
+    parsed
+        .finding(invariant)
+        .cloned()
         .unwrap_or_else(|| panic!("no {invariant} in {report:#}"))
 }
 
-fn assert_fails(report: &Value, invariant: &str) {
-    let finding = verdict_of(report, invariant);
-    assert_eq!(finding["verdict"], "FAIL", "{report:#}");
+fn assert_fails(report: &Value, invariant: Invariant) {
+    assert_eq!(
+        finding_of(report, invariant).verdict,
+        Verdict::Fail,
+        "{report:#}"
+    );
     assert_eq!(report["verdict"], "FAIL");
 }
 
@@ -146,7 +153,7 @@ fn assert_passes(report: &Value) {
 /// The same storm on a server making `bug` and on the real one: `invariant`
 /// FAILs on the bad sale, and the real sale passes every check. Returns the
 /// real sale.
-async fn caught_by(setup: Setup, bug: &str, storm: &str, invariant: &str) -> Run {
+async fn caught_by(setup: Setup, bug: &str, storm: &str, invariant: Invariant) -> Run {
     let (bad, good) = tokio::join!(setup.storm(Some(bug), storm), setup.storm(None, storm));
     assert_fails(&bad.judged().await, invariant);
     assert_passes(&good.judged().await);
@@ -171,8 +178,10 @@ async fn a_server_that_ignores_the_lua_result_fails_redis_agrees() {
     let (bad, refused) = bad;
     assert_eq!(refused, 100, "the third buy of each buyer is refused");
     let report = bad.judged().await;
-    assert_fails(&report, "redis_agrees");
-    let drift = verdict_of(&report, "redis_agrees")["examples"].to_string();
+    assert_fails(&report, Invariant::RedisAgrees);
+    let drift = finding_of(&report, Invariant::RedisAgrees)
+        .examples
+        .join("\n");
     assert!(drift.contains("(drift +100)"), "{report:#}");
 
     let (good, refused) = good;
@@ -221,7 +230,13 @@ async fn a_server_that_skips_the_redis_compensation_fails_redis_agrees() {
         serve: &["--reconcile-ms", "0", "--payment-failure-rate", "0.3"],
     };
     let storm = "--rate 300 --buyers 300";
-    caught_by(setup, "redis-compensation-skipped", storm, "redis_agrees").await;
+    caught_by(
+        setup,
+        "redis-compensation-skipped",
+        storm,
+        Invariant::RedisAgrees,
+    )
+    .await;
 }
 
 /// A sweeper that expires paid orders hands their tickets back while the
@@ -234,7 +249,13 @@ async fn a_sweeper_that_expires_paid_orders_fails_no_double_charge() {
         serve: &["--sweep-ms", "100"],
     };
     let storm = "--rate 200 --buyers 400";
-    caught_by(setup, "expiry-gives-back-paid", storm, "no_double_charge").await;
+    caught_by(
+        setup,
+        "expiry-gives-back-paid",
+        storm,
+        Invariant::NoDoubleCharge,
+    )
+    .await;
 }
 
 /// Payments take longer than the hold, so every order expires before its
@@ -251,7 +272,7 @@ async fn a_late_payment_kept_fails_no_double_charge() {
         setup,
         "late-payment-not-refunded",
         storm,
-        "no_double_charge",
+        Invariant::NoDoubleCharge,
     )
     .await;
 }
@@ -267,7 +288,13 @@ async fn a_replay_answered_sold_out_fails_no_lie_to_client() {
         serve: &[],
     };
     let storm = "--rate 300 --buyers 600 --revisit 0.5";
-    let good = caught_by(setup, "replay-answered-sold-out", storm, "no_lie_to_client").await;
+    let good = caught_by(
+        setup,
+        "replay-answered-sold-out",
+        storm,
+        Invariant::NoLieToClient,
+    )
+    .await;
     assert!(good.outcome("replayed") > 0, "{:#}", good.storm);
 }
 
@@ -287,7 +314,7 @@ async fn a_server_that_releases_stock_twice_never_settles_or_fails_no_oversell()
         setup.storm(None, storm)
     );
     assert!(!checked.settled(), "{:#}", checked.storm);
-    assert_fails(&unchecked.judged().await, "no_oversell");
+    assert_fails(&unchecked.judged().await, Invariant::NoOversell);
     assert!(good.settled(), "{:#}", good.storm);
     assert_passes(&good.judged().await);
 }
@@ -307,8 +334,10 @@ async fn a_check_then_insert_idempotency_fails_no_duplicate_order() {
     );
     let (bad, _) = bad;
     let report = bad.judged().await;
-    assert_fails(&report, "no_duplicate_order");
-    let examples = verdict_of(&report, "no_duplicate_order")["examples"].to_string();
+    assert_fails(&report, Invariant::NoDuplicateOrder);
+    let examples = finding_of(&report, Invariant::NoDuplicateOrder)
+        .examples
+        .join("\n");
     assert!(examples.contains(": 2 orders ("), "{report:#}");
 
     let (good, accepted) = good;
@@ -370,12 +399,10 @@ async fn a_worker_that_never_acks_is_never_proven() {
         setup.storm(Some("never-ack"), storm),
         setup.storm(None, storm)
     );
-    let unproven = verdict_of(&bad.storm["check"], "queues_drained");
-    assert_eq!(unproven["verdict"], "UNKNOWN", "{:#}", bad.storm);
+    let unproven = finding_of(&bad.storm["check"], Invariant::QueuesDrained);
+    assert_eq!(unproven.verdict, Verdict::Unknown, "{:#}", bad.storm);
     assert!(
-        unproven["examples"]
-            .to_string()
-            .contains("not processed by"),
+        unproven.examples.join("\n").contains("not processed by"),
         "{:#}",
         bad.storm
     );
@@ -497,8 +524,10 @@ async fn a_seat_check_outside_the_lock_fails_one_owner_per_seat() {
     let (bad, sold) = bad;
     assert!(sold > 4, "more orders than seats: {sold}");
     let report = bad.judged().await;
-    assert_fails(&report, "one_owner_per_seat");
-    let examples = verdict_of(&report, "one_owner_per_seat")["examples"].to_string();
+    assert_fails(&report, Invariant::OneOwnerPerSeat);
+    let examples = finding_of(&report, Invariant::OneOwnerPerSeat)
+        .examples
+        .join("\n");
     assert!(examples.contains("live orders"), "{report:#}");
 
     let (good, sold) = good;
@@ -521,10 +550,16 @@ async fn seats_back_on_sale_at_once_fail_seat_taken_was_true() {
         serve: &["--payment-failure-rate", "1", "--relay-ms", "20"],
     };
     let storm = "--rate 300 --buyers 1800 --seat-retry 0";
-    let good = caught_by(setup, "seats-back-at-once", storm, "seat_taken_was_true").await;
-    let judged = verdict_of(&good.judged().await, "seat_taken_was_true")["checked"].clone();
+    let good = caught_by(
+        setup,
+        "seats-back-at-once",
+        storm,
+        Invariant::SeatTakenWasTrue,
+    )
+    .await;
+    let judged = finding_of(&good.judged().await, Invariant::SeatTakenWasTrue).checked;
     assert!(
-        judged.as_u64().is_some_and(|n| n > 0),
+        judged > 0,
         "the real sale had seat_taken answers to judge: {judged}"
     );
 }

@@ -9,7 +9,7 @@ use anyhow::Context;
 use flashtix_server::broker::Topology;
 use flashtix_server::config::ConnectionArgs;
 use flashtix_server::db::Schema;
-use flashtix_server::invariants::{self, Verdict};
+use flashtix_server::invariants::{self, Invariant, Verdict};
 use flashtix_server::reconcile::{self, Repair};
 use indicatif::ProgressBar;
 
@@ -65,7 +65,7 @@ pub async fn run(args: CheckArgs) -> Outcome {
         let drift = report
             .findings
             .iter_mut()
-            .find(|f| f.invariant == invariants::REDIS_AGREES);
+            .find(|f| f.invariant == Invariant::RedisAgrees);
         if let (false, Some(drift)) = (repaired.is_empty(), drift) {
             // A repair only happens when nothing is in flight and Redis held
             // still: what it corrected was drift, whatever the judging saw.
@@ -237,16 +237,16 @@ const AFTER_SETTLING: Duration = Duration::from_secs(5);
 /// other (a history's order at its edge, a broker that cannot be asked)
 /// waiting does not change.
 fn clears_with_time(report: &invariants::Report) -> bool {
-    const IN_MOTION: [&str; 3] = [
-        invariants::QUEUES_DRAINED,
-        invariants::NO_DOUBLE_CHARGE,
-        invariants::REDIS_AGREES,
+    const IN_MOTION: [Invariant; 3] = [
+        Invariant::QueuesDrained,
+        Invariant::NoDoubleCharge,
+        Invariant::RedisAgrees,
     ];
     report
         .findings
         .iter()
         .filter(|f| f.verdict == Verdict::Unknown)
-        .all(|f| IN_MOTION.contains(&f.invariant.as_str()))
+        .all(|f| IN_MOTION.contains(&f.invariant))
 }
 
 /// Waits until no order (of `event`, or of the sale) is PENDING, or `limit`.
@@ -321,7 +321,7 @@ async fn unsettled(
             .context("counting orders")?;
     let after = after.map_or(String::new(), |after| format!(" after {after}"));
     Ok(invariants::Finding {
-        invariant: invariants::SETTLED.into(),
+        invariant: Invariant::Settled,
         verdict: Verdict::Unknown,
         checked: orders as u64,
         offending: pending as u64,
@@ -363,17 +363,17 @@ pub fn print_report(report: &invariants::Report) {
 mod tests {
     use super::*;
 
-    fn report(unknown: &[&str]) -> invariants::Report {
-        let finding = |invariant: &str, verdict| invariants::Finding {
-            invariant: invariant.into(),
+    fn report(unknown: &[Invariant]) -> invariants::Report {
+        let finding = |invariant, verdict| invariants::Finding {
+            invariant,
             verdict,
             checked: 1,
             offending: 0,
             detail: String::new(),
             examples: Vec::new(),
         };
-        let mut findings = vec![finding(invariants::NO_OVERSELL, Verdict::Pass)];
-        findings.extend(unknown.iter().map(|name| finding(name, Verdict::Unknown)));
+        let mut findings = vec![finding(Invariant::NoOversell, Verdict::Pass)];
+        findings.extend(unknown.iter().map(|name| finding(*name, Verdict::Unknown)));
         invariants::Report {
             verdict: if unknown.is_empty() {
                 Verdict::Pass
@@ -388,14 +388,14 @@ mod tests {
     fn only_what_is_in_motion_is_waited_for() {
         assert!(clears_with_time(&report(&[])));
         assert!(clears_with_time(&report(&[
-            invariants::QUEUES_DRAINED,
-            invariants::REDIS_AGREES,
-            invariants::NO_DOUBLE_CHARGE,
+            Invariant::QueuesDrained,
+            Invariant::RedisAgrees,
+            Invariant::NoDoubleCharge,
         ])));
-        assert!(!clears_with_time(&report(&[invariants::NO_LOST_ORDER])));
+        assert!(!clears_with_time(&report(&[Invariant::NoLostOrder])));
         assert!(!clears_with_time(&report(&[
-            invariants::QUEUES_DRAINED,
-            invariants::SETTLED,
+            Invariant::QueuesDrained,
+            Invariant::Settled,
         ])));
     }
 }

@@ -10,11 +10,12 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{
-    finding, Finding, Verdict, CLOCK_SLACK_MS, EXAMPLES, NO_LIE_TO_CLIENT, NO_LOST_ORDER,
-    SEAT_TAKEN_WAS_TRUE,
-};
+use super::report::{finding, Finding, Invariant, Verdict, EXAMPLES};
 use crate::history::{Attempt, Outcome};
+
+/// How far apart the storm's clock and the database's may be, for
+/// `seat_taken_was_true`.
+pub const CLOCK_SLACK_MS: i64 = 100;
 
 /// Invariant 4: every order the API answered for exists (for that buyer and
 /// key); every order made while the history was being written was asked for
@@ -135,7 +136,7 @@ pub(super) async fn no_lost_order(
         .count();
     let mut result = if offenders.is_empty() && !at_an_edge.is_empty() {
         Finding {
-            invariant: NO_LOST_ORDER.into(),
+            invariant: Invariant::NoLostOrder,
             verdict: Verdict::Unknown,
             checked: answered.len() as u64,
             offending: at_an_edge.len() as u64,
@@ -146,7 +147,7 @@ pub(super) async fn no_lost_order(
         }
     } else {
         finding(
-            NO_LOST_ORDER,
+            Invariant::NoLostOrder,
             answered.len() as u64,
             offenders,
             "every answered order exists, with the seats its answer named; every order made \
@@ -323,7 +324,7 @@ pub fn no_lie_to_client(history: &[Attempt], event: Option<i64>) -> Finding {
     }
     offenders.sort();
     finding(
-        NO_LIE_TO_CLIENT,
+        Invariant::NoLieToClient,
         keys.len() as u64,
         offenders,
         "every key's answers agree: one order per key, no refusal after its order was confirmed",
@@ -404,7 +405,7 @@ pub(super) async fn seat_taken_was_true(
     }
     offenders.sort();
     let mut result = finding(
-        SEAT_TAKEN_WAS_TRUE,
+        Invariant::SeatTakenWasTrue,
         judged,
         offenders,
         "every seat a buyer was told was taken was held, sold or on its way back then",

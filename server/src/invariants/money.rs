@@ -3,9 +3,8 @@
 
 use sqlx::PgPool;
 
-use super::{
-    finding, with_consumers, Finding, Verdict, CONSUMER_OF_TOPIC, EXAMPLES, NO_DOUBLE_CHARGE,
-};
+use super::messages::{with_consumers, CONSUMER_OF_TOPIC};
+use super::report::{finding, Finding, Invariant, Verdict, EXAMPLES};
 use crate::messages::OUTBOX_ENTRIES;
 
 /// Invariant 2: per settled order, money captured minus refunded equals the
@@ -63,7 +62,7 @@ pub(super) async fn no_double_charge(pool: &PgPool, event: Option<i64>) -> anyho
     let wrong: Vec<String> = wrong.into_iter().map(|(offence, _)| offence).collect();
     if wrong.is_empty() && !in_flight.is_empty() {
         return Ok(Finding {
-            invariant: NO_DOUBLE_CHARGE.into(),
+            invariant: Invariant::NoDoubleCharge,
             verdict: Verdict::Unknown,
             checked: checked as u64,
             offending: in_flight.len() as u64,
@@ -76,7 +75,7 @@ pub(super) async fn no_double_charge(pool: &PgPool, event: Option<i64>) -> anyho
         });
     }
     Ok(finding(
-        NO_DOUBLE_CHARGE,
+        Invariant::NoDoubleCharge,
         checked as u64,
         wrong,
         "every settled order paid exactly its amount if confirmed, nothing otherwise",

@@ -3,7 +3,7 @@
 
 use sqlx::PgPool;
 
-use super::{finding, Finding, NO_DUPLICATE_ORDER, NO_OVERSELL, PER_USER_LIMIT};
+use super::report::{finding, Finding, Invariant};
 
 /// Invariant 1: available ≥ 0 and available + pending + sold = total, per
 /// event, where pending and sold are summed from the orders themselves (and must
@@ -38,7 +38,7 @@ pub(super) async fn no_oversell(pool: &PgPool, event: Option<i64>) -> anyhow::Re
         )
         .collect();
     Ok(finding(
-        NO_OVERSELL,
+        Invariant::NoOversell,
         rows.len() as u64,
         offenders,
         "every ticket is available, pending or sold, once",
@@ -93,7 +93,7 @@ pub(super) async fn no_duplicate_order(
         );
     }
     Ok(finding(
-        NO_DUPLICATE_ORDER,
+        Invariant::NoDuplicateOrder,
         checked as u64,
         offenders,
         "one order per (user, idempotency key), guarded by a unique constraint",
@@ -128,7 +128,7 @@ pub(super) async fn per_user_limit(pool: &PgPool, event: Option<i64>) -> anyhow:
         })
         .collect();
     Ok(finding(
-        PER_USER_LIMIT,
+        Invariant::PerUserLimit,
         checked as u64,
         offenders,
         "no buyer above the event's per-user limit",

@@ -3,10 +3,17 @@
 
 use sqlx::PgPool;
 
-use super::{
-    about_event, finding, with_consumers, Finding, Queues, Verdict, CONSUMER_OF_TOPIC, EXAMPLES,
-    EXPIRY_GRACE_SECONDS, NOTHING_STUCK, QUEUES_DRAINED,
-};
+use super::messages::{about_event, with_consumers, CONSUMER_OF_TOPIC};
+use super::report::{finding, Finding, Invariant, Verdict, EXAMPLES};
+use crate::broker::Topology;
+
+/// How long past its hold a PENDING order may stay before it counts as stuck:
+/// the sweeper runs every second or so.
+pub const EXPIRY_GRACE_SECONDS: i64 = 30;
+
+/// Where the sale's queues are, for the queue invariant; `Err` says why they
+/// could not be reached (the finding is then UNKNOWN).
+pub type Queues<'a> = Result<(&'a lapin::Connection, &'a Topology), String>;
 
 /// 5 (the part without the saga's consumers). No PENDING order past its hold
 /// plus a grace period, and no stock return or outbox message left waiting that
@@ -44,7 +51,7 @@ pub(super) async fn nothing_stuck(pool: &PgPool, event: Option<i64>) -> anyhow::
     .fetch_all(pool)
     .await?;
     Ok(finding(
-        NOTHING_STUCK,
+        Invariant::NothingStuck,
         checked as u64,
         stuck,
         "no order held past its hold, no ticket or message waiting",
@@ -96,7 +103,7 @@ pub(super) async fn queues_drained(
     }
     if dead.is_empty() && !unjudged.is_empty() {
         return Ok(Finding {
-            invariant: QUEUES_DRAINED.into(),
+            invariant: Invariant::QueuesDrained,
             verdict: Verdict::Unknown,
             checked,
             offending: unjudged.len() as u64,
@@ -107,7 +114,7 @@ pub(super) async fn queues_drained(
         });
     }
     Ok(finding(
-        QUEUES_DRAINED,
+        Invariant::QueuesDrained,
         checked,
         dead,
         "every published message processed by its consumer, nothing dead-lettered",

@@ -2,7 +2,7 @@
 
 use sqlx::PgPool;
 
-use super::{finding, Finding, Verdict, EXAMPLES, REDIS_AGREES};
+use super::report::{finding, Finding, Invariant, Verdict, EXAMPLES};
 use crate::gate::Gate;
 
 /// 6. Redis agrees with Postgres once quiet: stock, each buyer's tickets held,
@@ -55,7 +55,7 @@ pub(super) async fn redis_agrees(
     }
     if drifted.is_empty() && !unjudged.is_empty() {
         return Ok(Finding {
-            invariant: REDIS_AGREES.into(),
+            invariant: Invariant::RedisAgrees,
             verdict: Verdict::Unknown,
             checked: events.len() as u64,
             offending: unjudged.len() as u64,
@@ -64,7 +64,7 @@ pub(super) async fn redis_agrees(
         });
     }
     Ok(finding(
-        REDIS_AGREES,
+        Invariant::RedisAgrees,
         events.len() as u64,
         drifted,
         "Redis stock, buyers' ticket counts and idempotency entries equal Postgres's",

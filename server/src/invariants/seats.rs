@@ -2,7 +2,7 @@
 
 use sqlx::PgPool;
 
-use super::{finding, Finding, ONE_OWNER_PER_SEAT};
+use super::report::{finding, Finding, Invariant};
 
 /// Seating: no seat named by two live (PENDING or CONFIRMED) orders; each
 /// live order's seats held by it and by nothing else in the seat rows, each
@@ -60,7 +60,7 @@ pub(super) async fn one_owner_per_seat(
     .fetch_all(pool)
     .await?;
     Ok(finding(
-        ONE_OWNER_PER_SEAT,
+        Invariant::OneOwnerPerSeat,
         checked as u64,
         offenders,
         "every seat has at most one live order, the one that names it; no zone over capacity",

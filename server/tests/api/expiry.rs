@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use flashtix_server::config::Role;
 use flashtix_server::gate::{Restock, StockReturn};
-use flashtix_server::invariants::{Verdict, NOTHING_STUCK};
+use flashtix_server::invariants::{Invariant, Verdict};
 use flashtix_server::reconcile::restock_pending;
 use reqwest::StatusCode;
 
@@ -125,7 +125,7 @@ async fn check_reports_orders_held_past_their_hold_until_a_sweeper_runs() {
         .await
         .unwrap();
     let report = app.check().await;
-    let stuck = report.finding(NOTHING_STUCK).unwrap();
+    let stuck = report.finding(Invariant::NothingStuck).unwrap();
     assert_eq!(stuck.verdict, Verdict::Fail, "{report:#?}");
     assert!(stuck.examples[0].contains(answer.order_id()), "{stuck:?}");
 

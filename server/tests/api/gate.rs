@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use flashtix_server::gate::clock_ms;
 use flashtix_server::gate::{Admission, Hold};
-use flashtix_server::invariants::{Verdict, REDIS_AGREES};
+use flashtix_server::invariants::{Invariant, Verdict};
 use flashtix_server::reconcile::{reconcile_once, repair_drift, Repair, Reseed};
 use redis::AsyncCommands;
 use reqwest::StatusCode;
@@ -181,7 +181,7 @@ async fn postgres_refuses_what_an_inflated_redis_admits() {
     assert_eq!(app.event(event).await.available_tickets, 0);
     // Redis admitted all 120: its stock is 30 where Postgres has 0.
     let report = app.check().await;
-    let drift = report.finding(REDIS_AGREES).unwrap();
+    let drift = report.finding(Invariant::RedisAgrees).unwrap();
     assert_eq!(drift.verdict, Verdict::Fail, "{report:#?}");
     assert!(drift.examples[0].contains("Redis stock 30"), "{drift:?}");
     assert_eq!(

@@ -12,7 +12,7 @@ use std::time::Duration;
 use flashtix_server::config::{AdminToken, Connections, Namespace, Role, Settings};
 use flashtix_server::events::Event;
 use flashtix_server::gate::Gate;
-use flashtix_server::invariants::{self, Report, Verdict};
+use flashtix_server::invariants::{self, Invariant, Report, Verdict};
 use flashtix_server::startup::Application;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -25,7 +25,7 @@ pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 /// Invariants documented as only eventually true: Redis may drift from
 /// Postgres (by design it is never the truth) until the reconciler repairs it.
-const EVENTUALLY_TRUE: &[&str] = &[invariants::REDIS_AGREES];
+const EVENTUALLY_TRUE: &[Invariant] = &[Invariant::RedisAgrees];
 
 pub struct TestApp {
     pub namespace: Namespace,
@@ -377,7 +377,7 @@ impl TestApp {
                 .findings
                 .iter()
                 .filter(|f| f.verdict == Verdict::Fail)
-                .filter(|f| !EVENTUALLY_TRUE.contains(&f.invariant.as_str()))
+                .filter(|f| !EVENTUALLY_TRUE.contains(&f.invariant))
                 .collect();
             assert!(failed.is_empty(), "check failed: {failed:#?}");
             match report.verdict {

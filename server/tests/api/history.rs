@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use flashtix_server::history::{Attempt, Outcome};
-use flashtix_server::invariants::{self, Verdict, NO_LOST_ORDER, SEAT_TAKEN_WAS_TRUE};
+use flashtix_server::invariants::{self, Invariant, Verdict};
 use reqwest::StatusCode;
 use uuid::Uuid;
 
@@ -44,13 +44,13 @@ fn from_answer(event_id: i64, number: u64, user: &str, key: &str, answer: &Answe
 }
 
 async fn lost_order_finding(app: &TestApp, history: &[Attempt]) -> invariants::Finding {
-    history_finding(app, history, NO_LOST_ORDER).await
+    history_finding(app, history, Invariant::NoLostOrder).await
 }
 
 async fn history_finding(
     app: &TestApp,
     history: &[Attempt],
-    invariant: &str,
+    invariant: Invariant,
 ) -> invariants::Finding {
     let report = invariants::check(
         &app.pool,
@@ -429,7 +429,7 @@ async fn a_seat_told_taken_while_it_was_for_sale_fails_the_history() {
         });
     }
     assert_eq!(history[1].outcome, Outcome::SeatTaken, "{:?}", history[1]);
-    let truthful = history_finding(&app, &history, SEAT_TAKEN_WAS_TRUE).await;
+    let truthful = history_finding(&app, &history, Invariant::SeatTakenWasTrue).await;
     assert_eq!(
         (truthful.verdict, truthful.checked),
         (Verdict::Pass, 1),
@@ -457,7 +457,7 @@ async fn a_seat_told_taken_while_it_was_for_sale_fails_the_history() {
         told(4, "erin", Some(&["A-1-4"]), 0),
         told(5, "frank", None, 0),
     ]);
-    let lied = history_finding(&app, &history, SEAT_TAKEN_WAS_TRUE).await;
+    let lied = history_finding(&app, &history, Invariant::SeatTakenWasTrue).await;
     assert_eq!(lied.verdict, Verdict::Fail, "{lied:?}");
     assert_eq!(lied.examples.len(), 2, "{lied:?}");
     assert!(

@@ -1,10 +1,7 @@
 //! Each invariant `check` proves, seen FAIL on a state broken on purpose (and
 //! PASS on the real one first): a checker never seen failing proves nothing.
 
-use flashtix_server::invariants::{
-    self, Finding, Verdict, NOTHING_STUCK, NO_DUPLICATE_ORDER, ONE_OWNER_PER_SEAT, QUEUES_DRAINED,
-    REDIS_AGREES,
-};
+use flashtix_server::invariants::{self, Finding, Invariant, Verdict};
 use flashtix_server::reconcile::{rebuild_drifted_entries, repair_drift, Repair};
 use redis::AsyncCommands;
 use reqwest::StatusCode;
@@ -14,7 +11,7 @@ use crate::helpers::{eventually, spawn_app, spawn_app_with, TestApp};
 
 /// One finding of `check` for one event, with the queues "not used" unless
 /// the test reaches them.
-async fn finding(app: &TestApp, invariant: &str, event: Option<i64>) -> Finding {
+async fn finding(app: &TestApp, invariant: Invariant, event: Option<i64>) -> Finding {
     let report = invariants::check(&app.pool, &app.gate, Err("not asked".into()), None, event)
         .await
         .unwrap();
@@ -22,7 +19,7 @@ async fn finding(app: &TestApp, invariant: &str, event: Option<i64>) -> Finding 
 }
 
 /// The same, once it can be judged (Redis quiet, messages processed).
-async fn judged(app: &TestApp, invariant: &str, event: Option<i64>) -> Finding {
+async fn judged(app: &TestApp, invariant: Invariant, event: Option<i64>) -> Finding {
     eventually(std::time::Duration::from_secs(10), || async {
         let found = finding(app, invariant, event).await;
         match found.verdict {
@@ -42,7 +39,9 @@ async fn no_duplicate_order_fails_without_its_constraint_and_on_a_second_order()
         StatusCode::ACCEPTED
     );
     assert_eq!(
-        finding(&app, NO_DUPLICATE_ORDER, None).await.verdict,
+        finding(&app, Invariant::NoDuplicateOrder, None)
+            .await
+            .verdict,
         Verdict::Pass
     );
 
@@ -50,7 +49,7 @@ async fn no_duplicate_order_fails_without_its_constraint_and_on_a_second_order()
         .execute(&app.pool)
         .await
         .unwrap();
-    let unguarded = finding(&app, NO_DUPLICATE_ORDER, None).await;
+    let unguarded = finding(&app, Invariant::NoDuplicateOrder, None).await;
     assert_eq!(unguarded.verdict, Verdict::Fail);
     assert!(unguarded.examples[0].contains("missing"), "{unguarded:?}");
 
@@ -64,7 +63,7 @@ async fn no_duplicate_order_fails_without_its_constraint_and_on_a_second_order()
     .execute(&app.pool)
     .await
     .unwrap();
-    let doubled = finding(&app, NO_DUPLICATE_ORDER, None).await;
+    let doubled = finding(&app, Invariant::NoDuplicateOrder, None).await;
     assert_eq!(doubled.offending, 2, "{doubled:?}");
     assert!(doubled.examples[1].contains("user \"ann\" key \"k\": 2 orders"));
 }
@@ -94,7 +93,7 @@ async fn queues_drained_passes_only_on_proof_from_the_database() {
     let event = app.create_event(10, 4).await;
     let order = app.order(event, "bea", "k", 1).await;
     // No relay runs in this app: the outbox row of the order is unpublished.
-    let broker_down = finding(&app, QUEUES_DRAINED, None).await;
+    let broker_down = finding(&app, Invariant::QueuesDrained, None).await;
     assert_eq!(broker_down.verdict, Verdict::Unknown, "{broker_down:?}");
     assert!(broker_down.examples[0].contains("not reachable"));
 
@@ -105,7 +104,7 @@ async fn queues_drained_passes_only_on_proof_from_the_database() {
         .await
         .unwrap();
     let young = published(&app, order.order_id(), 1).await;
-    let in_flight = finding(&app, QUEUES_DRAINED, None).await;
+    let in_flight = finding(&app, Invariant::QueuesDrained, None).await;
     assert_eq!(in_flight.verdict, Verdict::Unknown);
     assert!(in_flight
         .examples
@@ -116,7 +115,7 @@ async fn queues_drained_passes_only_on_proof_from_the_database() {
     // message may be held through an outage, so it keeps the verdict from
     // PASS, named, but is not FAIL (dead letters are: see the saga tests).
     let old = published(&app, order.order_id(), 60).await;
-    let unproven = finding(&app, QUEUES_DRAINED, Some(event)).await;
+    let unproven = finding(&app, Invariant::QueuesDrained, Some(event)).await;
     assert_eq!(unproven.verdict, Verdict::Unknown, "{unproven:?}");
     assert!(unproven
         .examples
@@ -125,7 +124,7 @@ async fn queues_drained_passes_only_on_proof_from_the_database() {
             && e.contains("not processed by payments")));
     // Another event's check does not see them: only the broker is unknown.
     let other = app.create_event(10, 4).await;
-    let elsewhere = finding(&app, QUEUES_DRAINED, Some(other)).await;
+    let elsewhere = finding(&app, Invariant::QueuesDrained, Some(other)).await;
     assert_eq!(elsewhere.offending, 1, "{elsewhere:?}");
 }
 
@@ -136,7 +135,9 @@ async fn nothing_stuck_for_one_event_sees_its_payment_results() {
     let order = app.order(event, "cal", "k", 1).await;
     // The order's own order.created row is young; nothing is stuck yet.
     assert_eq!(
-        finding(&app, NOTHING_STUCK, Some(event)).await.verdict,
+        finding(&app, Invariant::NothingStuck, Some(event))
+            .await
+            .verdict,
         Verdict::Pass
     );
 
@@ -155,7 +156,7 @@ async fn nothing_stuck_for_one_event_sees_its_payment_results() {
     .execute(&app.pool)
     .await
     .unwrap();
-    let stuck = finding(&app, NOTHING_STUCK, Some(event)).await;
+    let stuck = finding(&app, Invariant::NothingStuck, Some(event)).await;
     assert_eq!(stuck.verdict, Verdict::Fail, "{stuck:?}");
     assert!(stuck.examples[0].contains("(payment.result): unpublished"));
 }
@@ -171,7 +172,9 @@ async fn redis_agrees_fails_on_a_buyer_or_key_redis_got_wrong_and_the_repair_reb
         assert_eq!(placed.status, StatusCode::ACCEPTED);
     }
     assert_eq!(
-        judged(&app, REDIS_AGREES, Some(event)).await.verdict,
+        judged(&app, Invariant::RedisAgrees, Some(event))
+            .await
+            .verdict,
         Verdict::Pass
     );
 
@@ -184,7 +187,7 @@ async fn redis_agrees_fails_on_a_buyer_or_key_redis_got_wrong_and_the_repair_reb
         .await
         .unwrap();
 
-    let drift = judged(&app, REDIS_AGREES, Some(event)).await;
+    let drift = judged(&app, Invariant::RedisAgrees, Some(event)).await;
     assert_eq!(drift.verdict, Verdict::Fail, "{drift:?}");
     let examples = drift.examples.join("\n");
     for expected in [
@@ -205,7 +208,9 @@ async fn redis_agrees_fails_on_a_buyer_or_key_redis_got_wrong_and_the_repair_reb
         }
     );
     assert_eq!(
-        judged(&app, REDIS_AGREES, Some(event)).await.verdict,
+        judged(&app, Invariant::RedisAgrees, Some(event))
+            .await
+            .verdict,
         Verdict::Pass
     );
     // Rebuilt, the keys answer as before: bob's retry is his order again.
@@ -230,7 +235,7 @@ async fn a_missing_key_with_the_tickets_in_balance_is_rebuilt_by_the_reconciler(
         .hdel(app.redis_key(event, "keys"), "bob\nk2")
         .await
         .unwrap();
-    let drift = judged(&app, REDIS_AGREES, Some(event)).await;
+    let drift = judged(&app, Invariant::RedisAgrees, Some(event)).await;
     assert_eq!(drift.verdict, Verdict::Fail, "{drift:?}");
 
     let repaired = repair_drift(&app.pool, &app.gate, event).await.unwrap();
@@ -241,7 +246,9 @@ async fn a_missing_key_with_the_tickets_in_balance_is_rebuilt_by_the_reconciler(
         }
     );
     assert_eq!(
-        judged(&app, REDIS_AGREES, Some(event)).await.verdict,
+        judged(&app, Invariant::RedisAgrees, Some(event))
+            .await
+            .verdict,
         Verdict::Pass
     );
 }
@@ -256,7 +263,9 @@ async fn a_key_drift_the_totals_miss_is_seen_by_check_and_rebuilt_on_demand() {
     let placed = app.order(event, "bob", "k2", 1).await;
     assert_eq!(placed.status, StatusCode::ACCEPTED);
     assert_eq!(
-        judged(&app, REDIS_AGREES, Some(event)).await.verdict,
+        judged(&app, Invariant::RedisAgrees, Some(event))
+            .await
+            .verdict,
         Verdict::Pass
     );
     let mut redis = app.redis().await;
@@ -269,7 +278,7 @@ async fn a_key_drift_the_totals_miss_is_seen_by_check_and_rebuilt_on_demand() {
 
     let pass = repair_drift(&app.pool, &app.gate, event).await.unwrap();
     assert_eq!(pass, Repair::InSync, "the totals agree");
-    let drift = judged(&app, REDIS_AGREES, Some(event)).await;
+    let drift = judged(&app, Invariant::RedisAgrees, Some(event)).await;
     assert_eq!(drift.verdict, Verdict::Fail, "{drift:?}");
     assert_eq!(drift.offending, 2, "{drift:?}");
 
@@ -281,7 +290,9 @@ async fn a_key_drift_the_totals_miss_is_seen_by_check_and_rebuilt_on_demand() {
         "{rebuilt:?}"
     );
     assert_eq!(
-        judged(&app, REDIS_AGREES, Some(event)).await.verdict,
+        judged(&app, Invariant::RedisAgrees, Some(event))
+            .await
+            .verdict,
         Verdict::Pass
     );
 }
@@ -294,7 +305,7 @@ async fn repaired(app: &TestApp, sql: &str, value: &str) {
         .execute(&app.pool)
         .await
         .unwrap();
-    let again = finding(app, ONE_OWNER_PER_SEAT, None).await;
+    let again = finding(app, Invariant::OneOwnerPerSeat, None).await;
     assert_eq!(again.verdict, Verdict::Pass, "{again:?}");
 }
 
@@ -323,7 +334,7 @@ async fn one_owner_per_seat_fails_on_a_seat_sold_twice_and_on_seat_rows_that_dis
         )
         .await;
     assert_eq!(bob.status, StatusCode::ACCEPTED);
-    let sound = finding(&app, ONE_OWNER_PER_SEAT, None).await;
+    let sound = finding(&app, Invariant::OneOwnerPerSeat, None).await;
     assert_eq!(sound.verdict, Verdict::Pass, "{sound:?}");
     assert_eq!(sound.checked, 4, "every seat row looked at");
 
@@ -354,7 +365,7 @@ async fn one_owner_per_seat_fails_on_a_seat_sold_twice_and_on_seat_rows_that_dis
 
     // A writer that skipped the seat rows: a second live order on A-1-2.
     let twice = insert_order(Some(vec!["A-1-2"]), None).await;
-    let sold_twice = finding(&app, ONE_OWNER_PER_SEAT, None).await;
+    let sold_twice = finding(&app, Invariant::OneOwnerPerSeat, None).await;
     assert_eq!(sold_twice.verdict, Verdict::Fail);
     let said = sold_twice.examples.join("\n");
     assert!(
@@ -376,7 +387,7 @@ async fn one_owner_per_seat_fails_on_a_seat_sold_twice_and_on_seat_rows_that_dis
 
     // A seat row freed while its order still holds it.
     broken("UPDATE seats SET order_id = NULL WHERE seat_id = 'A-1-1'").await;
-    let freed = finding(&app, ONE_OWNER_PER_SEAT, None).await;
+    let freed = finding(&app, Invariant::OneOwnerPerSeat, None).await;
     assert!(
         freed
             .examples
@@ -398,14 +409,14 @@ async fn one_owner_per_seat_fails_on_a_seat_sold_twice_and_on_seat_rows_that_dis
         .execute(&app.pool)
         .await
         .unwrap();
-    let kept = finding(&app, ONE_OWNER_PER_SEAT, None).await;
+    let kept = finding(&app, Invariant::OneOwnerPerSeat, None).await;
     assert_eq!(kept.offending, 2, "both its seats: {kept:?}");
     assert!(kept.examples[0].contains("a CANCELLED order"), "{kept:?}");
     broken("UPDATE seats SET order_id = NULL").await;
 
     // Standing sold past the zone's capacity.
     insert_order(None, Some("GA")).await;
-    let over = finding(&app, ONE_OWNER_PER_SEAT, None).await;
+    let over = finding(&app, Invariant::OneOwnerPerSeat, None).await;
     assert_eq!(over.verdict, Verdict::Fail);
     assert!(
         over.examples[0].contains("zone GA: 3 live tickets over its capacity of 2"),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use flashtix_chaos::proxy::{Fault, Proxy};
 use flashtix_server::broker::{self, Topology, DELIVERY_LIMIT};
 use flashtix_server::config::Role;
-use flashtix_server::invariants::{Finding, Verdict, NO_DOUBLE_CHARGE, QUEUES_DRAINED};
+use flashtix_server::invariants::{Finding, Invariant, Verdict};
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
@@ -214,7 +214,7 @@ async fn a_payment_too_late_for_its_hold_is_refunded() {
     assert_eq!((stock.available_tickets, stock.sold_tickets), (5, 0));
     let report = app.check_passes_within(Duration::from_secs(30)).await;
     assert_eq!(
-        report.finding(NO_DOUBLE_CHARGE).unwrap().verdict,
+        report.finding(Invariant::NoDoubleCharge).unwrap().verdict,
         Verdict::Pass
     );
     app.drop_queues().await;
@@ -473,7 +473,7 @@ async fn check_judges_a_late_capture_only_once_its_result_was_handled() {
         }
     };
     let verdict = |report: flashtix_server::invariants::Report| {
-        report.finding(NO_DOUBLE_CHARGE).unwrap().verdict
+        report.finding(Invariant::NoDoubleCharge).unwrap().verdict
     };
     // What the sweeper and a slow provider leave behind: the order expired,
     // the provider captured it anyway, the payment worker recorded the capture
@@ -527,13 +527,13 @@ async fn assert_provider_never_asked(app: &TestApp, order_id: uuid::Uuid) {
 async fn check_fails_only_on_dead_letters(app: &TestApp, dead: u32) -> Finding {
     until_dead_letters(app, "order.created", dead).await;
     let report = app.check().await;
-    let queues = report.finding(QUEUES_DRAINED).unwrap().clone();
+    let queues = report.finding(Invariant::QueuesDrained).unwrap().clone();
     assert_eq!(queues.verdict, Verdict::Fail, "{report:#?}");
     assert!(
         report
             .findings
             .iter()
-            .filter(|f| f.invariant != QUEUES_DRAINED)
+            .filter(|f| f.invariant != Invariant::QueuesDrained)
             .all(|f| f.verdict != Verdict::Fail),
         "{report:#?}"
     );
@@ -600,7 +600,7 @@ async fn an_order_we_do_not_have_is_dead_lettered_and_charges_nobody() {
     until_dead_letters(&app, "order.created", 1).await;
     let again = app.check().await;
     assert_eq!(
-        again.finding(QUEUES_DRAINED).unwrap().examples,
+        again.finding(Invariant::QueuesDrained).unwrap().examples,
         queues.examples
     );
     app.drop_queues().await;

@@ -300,7 +300,7 @@ impl Page<'_> {
                 let _ = write!(
                     html,
                     "<tr><td>{}</td><td class=\"{verdict}\">{verdict}</td><td>{}</td><td>{}</td><td style=\"text-align:left\">{}</td></tr>",
-                    escape(&f.invariant),
+                    escape(f.invariant.name()),
                     f.checked,
                     f.offending,
                     escape(&f.detail)
@@ -503,7 +503,7 @@ mod tests {
     use crate::commands::storm::fairness::EventFairness;
     use crate::commands::storm::record::Recorder;
     use crate::commands::storm::report::Summary;
-    use flashtix_server::invariants::{Finding, Report, Verdict};
+    use flashtix_server::invariants::{Finding, Invariant, Report, Verdict};
     use std::time::Duration;
 
     #[test]
@@ -544,7 +544,7 @@ mod tests {
         document.check = Some(Report {
             verdict: Verdict::Pass,
             findings: vec![Finding {
-                invariant: "no_oversell".into(),
+                invariant: Invariant::NoOversell,
                 verdict: Verdict::Pass,
                 checked: 1,
                 offending: 0,
