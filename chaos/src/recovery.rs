@@ -161,6 +161,9 @@ mod tests {
             status: None,
             order_id: None,
             seats: None,
+            asked_seats: None,
+            asked_zone: None,
+            amount_cents: None,
         }
     }
 

@@ -14,13 +14,16 @@
 //! `outcome` is one of `accepted`, `replayed`, `sold_out` (also a zone's,
 //! `zone_sold_out`), `seat_taken`, `limit_exceeded`,
 //! `rejected` (other 4xx), `in_progress` (`409 request_in_progress`), `error`
-//! (5xx), `timeout`, `connect_error`; `status` is absent when no answer came,
+//! (5xx), `unreadable` (a 2xx whose body could not be read as an order),
+//! `timeout`, `connect_error`; `status` is absent when no answer came,
 //! `order_id` present for `accepted` and `replayed`, and `seats` when the
 //! answer named seats (the order's, or the ones `seat_taken` said were gone).
-//! An attempt without a
-//! definite answer (`in_progress`, `error`, `timeout`, `connect_error`) is
-//! "unknown": its order may or may not exist, and `check` says which, without
-//! calling it an error.
+//! What the request asked for, past a count, is there too: `asked_seats`
+//! (the seats it named) or `asked_zone`; and what a `202` said it costs,
+//! `amount_cents`. An attempt without a
+//! definite answer (`in_progress`, `error`, `unreadable`, `timeout`,
+//! `connect_error`) is "unknown": its order may or may not exist, and `check`
+//! says which, without calling it an error.
 
 use std::io::BufRead;
 use std::path::Path;
@@ -44,12 +47,14 @@ pub enum Outcome {
     /// being worked on. Says nothing about the order.
     InProgress,
     Error,
+    /// A 2xx whose body could not be read as an order: it may be one, or not.
+    Unreadable,
     Timeout,
     ConnectError,
 }
 
 impl Outcome {
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Accepted,
         Self::Replayed,
         Self::SoldOut,
@@ -58,6 +63,7 @@ impl Outcome {
         Self::Rejected,
         Self::InProgress,
         Self::Error,
+        Self::Unreadable,
         Self::Timeout,
         Self::ConnectError,
     ];
@@ -78,6 +84,7 @@ impl Outcome {
             Self::Rejected => "rejected",
             Self::InProgress => "in_progress",
             Self::Error => "error",
+            Self::Unreadable => "unreadable",
             Self::Timeout => "timeout",
             Self::ConnectError => "connect_error",
         }
@@ -92,7 +99,16 @@ impl Outcome {
     pub fn is_definite(self) -> bool {
         !matches!(
             self,
-            Self::InProgress | Self::Error | Self::Timeout | Self::ConnectError
+            Self::InProgress | Self::Error | Self::Unreadable | Self::Timeout | Self::ConnectError
+        )
+    }
+
+    /// No answer the client could use: an error, a timeout, a body it could
+    /// not read. (`in_progress` is an answer: try later.)
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            Self::Error | Self::Unreadable | Self::Timeout | Self::ConnectError
         )
     }
 
@@ -121,6 +137,16 @@ pub struct Attempt {
     /// `seat_taken` answer said were gone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seats: Option<Vec<String>>,
+    /// The seats the request named, if it named seats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asked_seats: Option<Vec<String>>,
+    /// The zone the request asked for (the server picking the places), if it
+    /// named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asked_zone: Option<String>,
+    /// What an `accepted` or `replayed` answer said the order costs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_cents: Option<i64>,
 }
 
 /// Reads several history files as one (the shards of one storm).

@@ -29,6 +29,9 @@ fn attempt(
         status: None,
         order_id,
         seats: None,
+        asked_seats: None,
+        asked_zone: None,
+        amount_cents: None,
     }
 }
 

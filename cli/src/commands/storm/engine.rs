@@ -432,9 +432,7 @@ impl Lane {
             let counter = match outcome {
                 Outcome::Accepted => Some(&self.progress.accepted),
                 Outcome::SoldOut => Some(&self.progress.sold_out),
-                Outcome::Error | Outcome::Timeout | Outcome::ConnectError => {
-                    Some(&self.progress.failed)
-                }
+                failure if failure.is_failure() => Some(&self.progress.failed),
                 _ => None,
             };
             if let Some(counter) = counter {
@@ -586,6 +584,7 @@ impl Context {
                 retry_after,
                 seats,
                 zone,
+                amount_cents,
             } = self.place(purchase).await;
             let attempt = self.keep_history.then(|| Attempt {
                 attempt: self.attempts.fetch_add(1, Relaxed),
@@ -599,6 +598,9 @@ impl Context {
                 status,
                 order_id,
                 seats: seats.clone(),
+                asked_seats: purchase.want.seats().map(<[String]>::to_vec),
+                asked_zone: purchase.want.asked_zone().map(str::to_owned),
+                amount_cents,
             });
             let mut measured = self.measured(outcome, sent);
             // Places on a seated event: its seats' zone, or its standing zone.
@@ -639,6 +641,7 @@ impl Context {
             retry_after: None,
             seats: None,
             zone: None,
+            amount_cents: None,
         };
         let response = match answer {
             Ok(response) => response,
@@ -664,6 +667,11 @@ impl Context {
         } else {
             classify_status(status, body["error"]["code"].as_str())
         };
+        let order_id = body["order_id"].as_str().and_then(|id| id.parse().ok());
+        // A success that names no order says nothing about it.
+        if matches!(outcome, Outcome::Accepted | Outcome::Replayed) && order_id.is_none() {
+            return unanswered(Outcome::Unreadable, Some(status.as_u16()));
+        }
         // The seats an order holds, or the seats a refusal said were gone.
         let seats = match outcome {
             Outcome::SeatTaken => body["error"]["seats"].take(),
@@ -672,10 +680,11 @@ impl Context {
         Answer {
             outcome,
             status: Some(status.as_u16()),
-            order_id: body["order_id"].as_str().and_then(|id| id.parse().ok()),
+            order_id,
             retry_after,
             seats: serde_json::from_value(seats).ok(),
             zone: body["zone"].as_str().map(str::to_owned),
+            amount_cents: body["amount_cents"].as_i64(),
         }
     }
 
@@ -701,6 +710,8 @@ struct Answer {
     seats: Option<Vec<String>>,
     /// The general-admission zone of an accepted order on a seated event.
     zone: Option<String>,
+    /// What an accepted order costs, as the answer said.
+    amount_cents: Option<i64>,
 }
 
 fn classify_status(status: StatusCode, code: Option<&str>) -> Outcome {

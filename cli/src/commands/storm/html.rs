@@ -53,6 +53,7 @@ fn color(outcome: Outcome) -> &'static str {
         Outcome::Rejected => "#8d6e63",
         Outcome::InProgress => "#90a4ae",
         Outcome::Error => "#c62828",
+        Outcome::Unreadable => "#795548",
         Outcome::Timeout => "#ef6c00",
         Outcome::ConnectError => "#ad1457",
     }

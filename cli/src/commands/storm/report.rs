@@ -73,12 +73,13 @@ impl<'a> Summary<'a> {
         self.storm.recorder.count(outcome) as f64 / self.seconds()
     }
 
-    /// Errors, timeouts and connection errors, as a share of all attempts.
+    /// Errors, unreadable answers, timeouts and connection errors, as a share of all attempts.
     pub fn error_share(&self) -> f64 {
         let recorder = &self.storm.recorder;
-        let failed: u64 = [Outcome::Error, Outcome::Timeout, Outcome::ConnectError]
-            .iter()
-            .map(|o| recorder.count(*o))
+        let failed: u64 = Outcome::ALL
+            .into_iter()
+            .filter(|o| o.is_failure())
+            .map(|o| recorder.count(o))
             .sum();
         failed as f64 / recorder.answers().max(1) as f64
     }

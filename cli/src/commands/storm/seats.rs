@@ -43,6 +43,22 @@ impl Want {
         fields
     }
 
+    /// The seats it names, if it names seats.
+    pub fn seats(&self) -> Option<&[String]> {
+        match self {
+            Self::Seats(seats) => Some(seats),
+            _ => None,
+        }
+    }
+
+    /// The zone it asks for (the server picking the places), if it names one.
+    pub fn asked_zone(&self) -> Option<&str> {
+        match self {
+            Self::Zone(zone) => Some(zone),
+            _ => None,
+        }
+    }
+
     /// The zone a choice is in.
     pub fn zone(&self) -> Option<&str> {
         match self {
