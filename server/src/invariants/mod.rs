@@ -12,6 +12,7 @@ use sqlx::PgPool;
 use crate::gate::Gate;
 use crate::history::Attempt;
 
+mod answers;
 mod ledger;
 mod messages;
 mod money;
@@ -21,6 +22,7 @@ mod redis_agrees;
 mod report;
 mod seats;
 
+use answers::answers_match_orders;
 pub use ledger::no_lie_to_client;
 pub use ledger::CLOCK_SLACK_MS;
 use ledger::{no_lost_order, seat_taken_was_true};
@@ -54,7 +56,8 @@ pub async fn check(
     if let Some(history) = history {
         findings.insert(3, no_lost_order(pool, history, event).await?);
         findings.insert(4, no_lie_to_client(history, event));
-        findings.insert(5, seat_taken_was_true(pool, history, event).await?);
+        findings.insert(5, answers_match_orders(pool, history, event).await?);
+        findings.insert(6, seat_taken_was_true(pool, history, event).await?);
     }
     Ok(Report::of(findings))
 }

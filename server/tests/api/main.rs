@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod answers;
 mod expiry;
 mod gate;
 mod history;
