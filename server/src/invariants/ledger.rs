@@ -323,8 +323,10 @@ pub fn no_lie_to_client(history: &[Attempt], event: Option<i64>) -> Finding {
 /// wrote an order naming it (`created_at`) until the seats of that order are
 /// back on sale (`seats_back_at`, once it ended unpaid), or for good. Judged
 /// on the client's `sent_at` and `finished_at` against the database's times,
-/// which are taken to agree within [`CLOCK_SLACK_MS`]. An answer that named
-/// no seats (a history written before answers recorded them) is not judged.
+/// which are taken to agree within [`CLOCK_SLACK_MS`]. A seat named that the
+/// request did not ask for is a lie; an answer that named no seats is judged
+/// on the seats asked for (one of them was gone), or not at all if the
+/// history recorded neither.
 pub(super) async fn seat_taken_was_true(
     pool: &PgPool,
     history: &[Attempt],
@@ -361,32 +363,58 @@ pub(super) async fn seat_taken_was_true(
     let (mut judged, mut unnamed) = (0u64, 0usize);
     let mut offenders = Vec::new();
     for attempt in &refused {
-        let Some(seats) = &attempt.seats else {
-            unnamed += 1;
-            continue;
-        };
-        judged += 1;
-        for seat in seats {
-            let taken = unavailable
-                .get(&(attempt.event_id, seat.as_str()))
+        let taken = |seat: &str| {
+            unavailable
+                .get(&(attempt.event_id, seat))
                 .into_iter()
                 .flatten()
                 .any(|(from, until)| {
                     *from - slack <= attempt.finished_at
                         && until.is_none_or(|until| until + slack >= attempt.sent_at)
-                });
-            if !taken {
-                offenders.push(format!(
-                    "event {} user {:?} key {:?}: told seat {seat} was taken between {} and {}, \
-                     when no order held it and none had just let it go",
-                    attempt.event_id,
-                    attempt.user_id,
-                    attempt.idempotency_key,
-                    attempt.sent_at.format("%H:%M:%S%.3f"),
-                    attempt.finished_at.format("%H:%M:%S%.3f"),
-                ));
+                })
+        };
+        let who = format!(
+            "event {} user {:?} key {:?}",
+            attempt.event_id, attempt.user_id, attempt.idempotency_key
+        );
+        let flight = format!(
+            "between {} and {}",
+            attempt.sent_at.format("%H:%M:%S%.3f"),
+            attempt.finished_at.format("%H:%M:%S%.3f"),
+        );
+        match (&attempt.seats, &attempt.asked_seats) {
+            (None, None) => {
+                unnamed += 1;
+                continue;
+            }
+            // Judged on the seats it asked for: one of them was gone.
+            (None, Some(asked)) => {
+                if !asked.iter().any(|seat| taken(seat)) {
+                    offenders.push(format!(
+                        "{who}: told a seat of {} was taken {flight}, when no order held any \
+                         of them and none had just let one go",
+                        asked.join(" ")
+                    ));
+                }
+            }
+            (Some(named), asked) => {
+                for seat in named {
+                    if asked.as_ref().is_some_and(|asked| !asked.contains(seat)) {
+                        offenders.push(format!(
+                            "{who}: told seat {seat} was taken, a seat it did not ask for \
+                             (it asked for {})",
+                            asked.as_deref().unwrap_or_default().join(" ")
+                        ));
+                    } else if !taken(seat) {
+                        offenders.push(format!(
+                            "{who}: told seat {seat} was taken {flight}, when no order held it \
+                             and none had just let it go"
+                        ));
+                    }
+                }
             }
         }
+        judged += 1;
     }
     offenders.sort();
     let mut result = finding(

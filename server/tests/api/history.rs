@@ -413,15 +413,34 @@ async fn a_seat_told_taken_while_it_was_for_sale_fails_the_history() {
             ..attempt(event, number, user, "k", Outcome::SeatTaken, None)
         }
     };
+    let asked = |told: Attempt, seats: &[&str]| Attempt {
+        asked_seats: Some(seats.iter().map(|s| s.to_string()).collect()),
+        ..told
+    };
     history.extend([
         told(2, "carol", Some(&["A-1-1"]), 3_000),
         told(3, "dave", Some(&["A-1-1"]), 6_000),
         told(4, "erin", Some(&["A-1-4"]), 0),
         told(5, "frank", None, 0),
+        // Judged on what it asked for when the answer named nothing.
+        asked(told(6, "gus", None, 3_000), &["A-1-1", "A-1-2"]),
+        asked(told(7, "hal", None, 0), &["A-1-5", "A-1-6"]),
+        // Named a seat it never asked for, though that seat was taken.
+        asked(told(8, "ivy", Some(&["A-1-1"]), 0), &["A-1-3"]),
     ]);
     let lied = history_finding(&app, &history, Invariant::SeatTakenWasTrue).await;
     assert_eq!(lied.verdict, Verdict::Fail, "{lied:?}");
-    assert_eq!(lied.examples.len(), 2, "{lied:?}");
+    assert_eq!(lied.examples.len(), 4, "{lied:?}");
+    assert!(
+        lied.examples[2].contains("user \"hal\" key \"k\": told a seat of A-1-5 A-1-6 was taken"),
+        "no seat it asked for was held: {lied:?}"
+    );
+    assert!(
+        lied.examples[3].contains(
+            "user \"ivy\" key \"k\": told seat A-1-1 was taken, a seat it did not ask for"
+        ),
+        "{lied:?}"
+    );
     assert!(
         lied.examples[0].contains("user \"dave\" key \"k\": told seat A-1-1 was taken"),
         "past the return delay: {lied:?}"
