@@ -26,7 +26,7 @@ use answers::answers_match_orders;
 pub use ledger::no_lie_to_client;
 pub use ledger::CLOCK_SLACK_MS;
 use ledger::{no_lost_order, seat_taken_was_true};
-use money::no_double_charge;
+use money::{charges_match_orders, no_double_charge};
 use orders::{no_duplicate_order, no_oversell, per_user_limit};
 use queues::{nothing_stuck, queues_drained};
 pub use queues::{Queues, EXPIRY_GRACE_SECONDS};
@@ -47,6 +47,7 @@ pub async fn check(
         no_oversell(pool, event).await?,
         no_duplicate_order(pool, event).await?,
         no_double_charge(pool, event).await?,
+        charges_match_orders(pool, event).await?,
         per_user_limit(pool, event).await?,
         one_owner_per_seat(pool, event).await?,
         nothing_stuck(pool, event).await?,
@@ -54,10 +55,14 @@ pub async fn check(
         redis_agrees(pool, gate, event).await?,
     ];
     if let Some(history) = history {
-        findings.insert(3, no_lost_order(pool, history, event).await?);
-        findings.insert(4, no_lie_to_client(history, event));
-        findings.insert(5, answers_match_orders(pool, history, event).await?);
-        findings.insert(6, seat_taken_was_true(pool, history, event).await?);
+        // After the money, before the limit: what clients were told.
+        let told = [
+            no_lost_order(pool, history, event).await?,
+            no_lie_to_client(history, event),
+            answers_match_orders(pool, history, event).await?,
+            seat_taken_was_true(pool, history, event).await?,
+        ];
+        findings.splice(4..4, told);
     }
     Ok(Report::of(findings))
 }

@@ -82,3 +82,73 @@ pub(super) async fn no_double_charge(pool: &PgPool, event: Option<i64>) -> anyho
         "money moved wrongly",
     ))
 }
+
+/// Money's books: every order's `amount_cents` is its price (quantity × the
+/// event's price, quantity × its zone's, or the sum of its seats' zones'
+/// prices); every charge or refund the provider recorded is for an order we
+/// have; no refund, ours or the provider's, without a successful capture
+/// before it. A provider entry for an order we do not have names no event,
+/// so it is judged whatever `--event` says.
+pub(super) async fn charges_match_orders(
+    pool: &PgPool,
+    event: Option<i64>,
+) -> anyhow::Result<Finding> {
+    let checked: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM orders WHERE $1::int8 IS NULL OR event_id = $1")
+            .bind(event)
+            .fetch_one(pool)
+            .await?;
+    let wrong: Vec<String> = sqlx::query_scalar(
+        "WITH mine AS (
+            SELECT o.* FROM orders o WHERE $1::int8 IS NULL OR o.event_id = $1
+         ), priced AS (
+            SELECT o.id, o.amount_cents, o.quantity,
+                   CASE WHEN o.seats IS NOT NULL THEN
+                            (SELECT sum(z.price_cents) FROM unnest(o.seats) AS seat
+                             JOIN seats s ON s.event_id = o.event_id AND s.seat_id = seat
+                             JOIN zones z ON z.event_id = s.event_id AND z.name = s.zone)
+                        WHEN o.zone IS NOT NULL THEN
+                            o.quantity * (SELECT z.price_cents FROM zones z
+                                          WHERE z.event_id = o.event_id AND z.name = o.zone)
+                        ELSE o.quantity * e.price_cents
+                   END AS price
+            FROM mine o JOIN events e ON e.id = o.event_id
+         )
+         SELECT format('order %s: %s cents for %s ticket(s) priced %s cents', id, amount_cents,
+                       quantity, coalesce(price::text, 'at no known price'))
+         FROM priced WHERE amount_cents IS DISTINCT FROM price
+         UNION ALL
+         SELECT format('provider %s of %s cents (%s) for order %s, which we do not have',
+                       lower(p.kind), p.amount_cents, lower(p.outcome), p.order_id)
+         FROM provider_ledger p WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = p.order_id)
+         UNION ALL
+         SELECT format('order %s: %s refunded %s cents without a capture', r.order_id, r.book,
+                       r.amount_cents)
+         FROM (SELECT 'the provider' AS book, order_id, kind, outcome, amount_cents
+               FROM provider_ledger
+               UNION ALL
+               SELECT 'we', order_id, kind, outcome, amount_cents FROM payments) AS r
+         WHERE r.kind = 'REFUND' AND r.outcome = 'SUCCEEDED'
+           AND ($1::int8 IS NULL OR r.order_id IN (SELECT id FROM mine))
+           AND NOT EXISTS (
+               SELECT 1 FROM provider_ledger c
+               WHERE c.order_id = r.order_id AND c.kind = 'CAPTURE' AND c.outcome = 'SUCCEEDED'
+                 AND r.book = 'the provider'
+               UNION ALL
+               SELECT 1 FROM payments c
+               WHERE c.order_id = r.order_id AND c.kind = 'CAPTURE' AND c.outcome = 'SUCCEEDED'
+                 AND r.book = 'we')
+         ORDER BY 1",
+    )
+    .bind(event)
+    .fetch_all(pool)
+    .await?;
+    Ok(finding(
+        Invariant::ChargesMatchOrders,
+        checked as u64,
+        wrong,
+        "every order costs its price; every charge is for an order we have; no refund \
+         without a capture",
+        "money was asked for the wrong amount or for no order",
+    ))
+}

@@ -1,6 +1,7 @@
 //! Each invariant `check` proves, seen FAIL on a state broken on purpose (and
 //! PASS on the real one first): a checker never seen failing proves nothing.
 
+use flashtix_server::config::Role;
 use flashtix_server::invariants::{self, Finding, Invariant, Verdict};
 use flashtix_server::reconcile::{rebuild_drifted_entries, repair_drift, Repair};
 use redis::AsyncCommands;
@@ -422,4 +423,87 @@ async fn one_owner_per_seat_fails_on_a_seat_sold_twice_and_on_seat_rows_that_dis
         over.examples[0].contains("zone GA: 3 live tickets over its capacity of 2"),
         "{over:?}"
     );
+}
+
+/// Orders bought by count, by zone and by seat cost their price; an amount
+/// off by a cent, a provider charge for an order we do not have, and a
+/// refund without a capture each FAIL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn charges_match_orders_fails_on_a_wrong_amount_a_stray_charge_and_a_refund_without_a_capture(
+) {
+    // No payment worker: no capture races the forged refund.
+    let app = spawn_app_with(|settings| {
+        settings.roles = vec![Role::Api, Role::Sweeper, Role::Relay, Role::Orders]
+    })
+    .await;
+    let counted = app.create_event(10, 4).await;
+    let seated = app
+        .create_seated_event(serde_json::json!("A:1x6@700,GA:10@300"), 4)
+        .await;
+    let mut orders = Vec::new();
+    for (event, user, what) in [
+        (counted, "ann", serde_json::json!({"quantity": 2})),
+        (
+            seated,
+            "bob",
+            serde_json::json!({"seats": ["A-1-1", "A-1-2"]}),
+        ),
+        (
+            seated,
+            "cat",
+            serde_json::json!({"zone": "GA", "quantity": 3}),
+        ),
+    ] {
+        let answer = app.buy(event, user, "k", what).await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "{:?}", answer.body);
+        orders.push(answer.order_id().parse::<Uuid>().unwrap());
+    }
+    let real = finding(&app, Invariant::ChargesMatchOrders, None).await;
+    assert_eq!((real.verdict, real.checked), (Verdict::Pass, 3), "{real:?}");
+
+    let run = |sql: &'static str, id: Uuid| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query(sql).bind(id).execute(&pool).await.unwrap();
+        }
+    };
+    run(
+        "UPDATE orders SET amount_cents = amount_cents + 1 WHERE id = $1",
+        orders[1],
+    )
+    .await;
+    let stray = Uuid::now_v7();
+    run(
+        "INSERT INTO provider_ledger (order_id, kind, outcome, amount_cents)
+         VALUES ($1, 'CAPTURE', 'SUCCEEDED', 500)",
+        stray,
+    )
+    .await;
+    run(
+        "INSERT INTO payments (id, order_id, kind, outcome, amount_cents)
+         VALUES (gen_random_uuid(), $1, 'REFUND', 'SUCCEEDED', 900)",
+        orders[2],
+    )
+    .await;
+    let broken = finding(&app, Invariant::ChargesMatchOrders, None).await;
+    assert_eq!(broken.verdict, Verdict::Fail, "{broken:?}");
+    let examples = broken.examples.join("\n");
+    for says in [
+        format!(
+            "order {}: 1401 cents for 2 ticket(s) priced 1400 cents",
+            orders[1]
+        ),
+        format!(
+            "provider capture of 500 cents (succeeded) for order {stray}, which we do not have"
+        ),
+        format!(
+            "order {}: we refunded 900 cents without a capture",
+            orders[2]
+        ),
+    ] {
+        assert!(examples.contains(&says), "expected {says:?} in {broken:?}");
+    }
+    // The counted event's order is fine; the stray charge names no event.
+    let counted_only = finding(&app, Invariant::ChargesMatchOrders, Some(counted)).await;
+    assert_eq!(counted_only.offending, 1, "{counted_only:?}");
 }
