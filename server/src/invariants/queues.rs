@@ -66,7 +66,9 @@ pub(super) async fn nothing_stuck(pool: &PgPool, event: Option<i64>) -> anyhow::
 /// UNKNOWN, however old: a worker may be holding it through an outage (which
 /// dead-letters nothing, by design), and the broker cannot tell held from
 /// lost. Dead letters are FAIL, with the count per queue. A broker that cannot
-/// be asked makes the finding UNKNOWN, never PASS.
+/// be asked, or that lacks a queue of a sale that published messages (not the
+/// sale's broker, or one that lost its queues), makes the finding UNKNOWN,
+/// never PASS: "no dead letters" there would be a count of nothing.
 pub(super) async fn queues_drained(
     pool: &PgPool,
     queues: Queues<'_>,
@@ -81,8 +83,18 @@ pub(super) async fn queues_drained(
                 let read =
                     crate::broker::within("reading a queue's depth", depth(connection, &queue));
                 match read.await {
-                    Ok(0) => {}
-                    Ok(messages) if queue.ends_with(".dead") => {
+                    // Nothing published, nothing to deliver: a queue never
+                    // declared has missed nothing.
+                    Ok(None) if checked == 0 => {}
+                    Ok(None) => unjudged.insert(
+                        0,
+                        format!(
+                            "{queue} does not exist, though the sale published {checked} \
+                             message(s): not the sale's broker, or its queues were lost"
+                        ),
+                    ),
+                    Ok(Some(0)) => {}
+                    Ok(Some(messages)) if queue.ends_with(".dead") => {
                         let peek = crate::broker::within(
                             "reading dead letters",
                             peek(connection, &queue, EXAMPLES),
@@ -95,7 +107,9 @@ pub(super) async fn queues_drained(
                         };
                         dead.insert(0, format!("{queue}: {messages} dead letter(s){which}"))
                     }
-                    Ok(messages) => unjudged.push(format!("{queue}: {messages} message(s) queued")),
+                    Ok(Some(messages)) => {
+                        unjudged.push(format!("{queue}: {messages} message(s) queued"))
+                    }
                     Err(error) => unjudged.insert(0, format!("could not read {queue}: {error:#}")),
                 }
             }
@@ -207,9 +221,9 @@ async fn peek(
     Ok(letters)
 }
 
-/// Messages ready in a queue; 0 for a queue never declared (nothing was
-/// published to it). Any other answer of the broker's is an error.
-async fn depth(connection: &lapin::Connection, queue: &str) -> lapin::Result<u32> {
+/// Messages ready in a queue; `None` for a queue that does not exist. Any
+/// other answer of the broker's is an error.
+async fn depth(connection: &lapin::Connection, queue: &str) -> lapin::Result<Option<u32>> {
     use lapin::options::QueueDeclareOptions;
     use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
     // A passive declare of a missing queue closes the channel: one per queue.
@@ -222,12 +236,12 @@ async fn depth(connection: &lapin::Connection, queue: &str) -> lapin::Result<u32
         .queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
         .await
     {
-        Ok(declared) => Ok(declared.message_count()),
+        Ok(declared) => Ok(Some(declared.message_count())),
         Err(error) => match error.kind() {
             lapin::ErrorKind::ProtocolError(amqp)
                 if *amqp.kind() == AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND) =>
             {
-                Ok(0)
+                Ok(None)
             }
             _ => Err(error),
         },

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use flashtix_chaos::proxy::{Fault, Proxy};
 use flashtix_server::broker::{self, Topology, DELIVERY_LIMIT};
-use flashtix_server::config::Role;
+use flashtix_server::config::{Namespace, Role};
 use flashtix_server::invariants::{Finding, Invariant, Verdict};
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
@@ -124,6 +124,29 @@ async fn a_thousand_orders_all_settle_with_one_capture_each() {
         1000
     );
     app.check_passes_within(Duration::from_secs(20)).await;
+
+    // The same sale judged on a broker without its queues (another sale's,
+    // or one that lost them): no dead letters there proves nothing.
+    let foreign = Topology::new(Namespace::parse(&format!("{}x", app.namespace)).unwrap());
+    let connection = broker::connect(&test_amqp_url()).await.unwrap();
+    let report = flashtix_server::invariants::check(
+        &app.pool,
+        &app.gate,
+        Ok((&connection, &foreign)),
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    let queues = report.finding(Invariant::QueuesDrained).unwrap();
+    assert_eq!(queues.verdict, Verdict::Unknown, "{queues:?}");
+    assert!(
+        queues
+            .examples
+            .iter()
+            .any(|e| e.contains("x.order.created does not exist, though the sale published")),
+        "{queues:?}"
+    );
     app.drop_queues().await;
 }
 
