@@ -659,6 +659,15 @@ impl Sale {
         let service = service(target);
         let id = self.containers[service].lock().await;
         let before = State::of(&id).await?;
+        // `docker stop` of a stopped container succeeds: a fault on nothing
+        // would pass for a drill survived.
+        if matches!(action, Action::Kill | Action::Stop | Action::Pause) && !before.running {
+            return Err(io::Error::other(format!(
+                "{} is not running: there is nothing to {}",
+                target.name(),
+                action.name()
+            )));
+        }
         let grace = grace();
         let verb = match action {
             Action::Kill => vec!["kill", "-s", "KILL"],

@@ -14,6 +14,8 @@
 //! target = "payments"
 //! action = "kill"
 //! duration = "3s"        # then it is started again
+//! # until-storm-ends = true  # a lasting fault without a duration, on purpose:
+//! #                          # it has no recovery to measure
 //! [limits]
 //! recover = "15s"
 //! ```
@@ -128,6 +130,10 @@ pub struct FaultSpec {
     pub delay: Option<String>,
     pub jitter: Option<String>,
     pub bytes_per_second: Option<u64>,
+    /// It lasts to the storm's end on purpose: no request comes after it, so
+    /// the drill measures no recovery for it and says that is fine.
+    #[serde(default)]
+    pub until_storm_ends: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -175,6 +181,18 @@ pub struct Fault {
     pub delay: Duration,
     pub jitter: Duration,
     pub bytes_per_second: u64,
+    /// Declared to last to the storm's end (see [`FaultSpec::until_storm_ends`]).
+    pub until_storm_ends: bool,
+}
+
+impl Fault {
+    /// It lasts until it is undone (a process down or paused, a network
+    /// fault), as opposed to one that is over once done (a flush, a
+    /// restart, a republish).
+    pub fn lasts(&self) -> bool {
+        matches!(self.action, Action::Kill | Action::Stop | Action::Pause)
+            || self.action.is_network()
+    }
 }
 
 impl DrillFile {
@@ -215,7 +233,16 @@ impl DrillFile {
             if fault.action == Action::Latency && fault.delay.is_none() {
                 return Err(format!("{name}: latency needs a delay"));
             }
-            window(&fault.at).map_err(|e| format!("{name}: at: {e}"))?;
+            let (_, latest) = window(&fault.at).map_err(|e| format!("{name}: at: {e}"))?;
+            if let Some(sending) = storm_span(&file.storm) {
+                if latest >= sending {
+                    return Err(format!(
+                        "{name}: at {} may fall after the storm stops sending (at {:?}): \
+                         the fault might never happen; move it earlier or make the storm longer",
+                        fault.at, sending
+                    ));
+                }
+            }
             for (key, value) in [
                 ("duration", &fault.duration),
                 ("delay", &fault.delay),
@@ -260,11 +287,34 @@ impl DrillFile {
                     delay: parse(&spec.delay).unwrap_or_default(),
                     jitter: parse(&spec.jitter).unwrap_or_default(),
                     bytes_per_second: spec.bytes_per_second.unwrap_or(0),
+                    until_storm_ends: spec.until_storm_ends,
                 }
             })
             .collect();
         faults.sort_by_key(|f| f.at);
         faults
+    }
+}
+
+/// How long the storm of a `[storm]` table sends, where the table says:
+/// its `duration`, or its `buyers` at its constant `rate`, or its `spike`
+/// window (the shorter, when it says more than one). `None` when it cannot
+/// be told from the table (a ramp, a closed model without a duration).
+pub fn storm_span(storm: &toml::Table) -> Option<Duration> {
+    let number = |key: &str| {
+        storm
+            .get(key)
+            .and_then(|v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64)))
+    };
+    let time = |key: &str| storm.get(key)?.as_str().and_then(|v| duration(v).ok());
+    let by_buyers = match (number("buyers"), number("rate"), time("spike")) {
+        (Some(buyers), Some(rate), _) if rate > 0.0 => Some(Duration::from_secs_f64(buyers / rate)),
+        (Some(_), _, Some(spike)) => Some(spike),
+        _ => None,
+    };
+    match (time("duration"), by_buyers) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -373,6 +423,17 @@ mod tests {
             (
                 "description = \"x\"\n[[fault]]\nat = \"1s\"\ntarget = \"redis\"\naction = \"latency\"",
                 "latency needs a delay",
+            ),
+            (
+                "description = \"x\"\n[storm]\nrate = 100.0\nbuyers = 500\n\
+                 [[fault]]\nat = \"1s\"\ntarget = \"api\"\naction = \"kill\"\n\
+                 [[fault]]\nat = \"4s..6s\"\ntarget = \"redis\"\naction = \"flush\"",
+                "fault 2 (flush redis): at 4s..6s may fall after the storm stops sending (at 5s)",
+            ),
+            (
+                "description = \"x\"\n[storm]\nduration = \"2s\"\nrate = 100.0\nbuyers = 5000\n\
+                 [[fault]]\nat = \"2s\"\ntarget = \"api\"\naction = \"kill\"",
+                "after the storm stops sending (at 2s)",
             ),
         ] {
             let error = DrillFile::parse(text).unwrap_err();

@@ -63,6 +63,17 @@ impl Driver {
                     None => sale.process(target).expect("every target is a process"),
                 };
                 let mut process = process.lock().await;
+                // A fault on a process that is not there would break nothing
+                // and pass for a drill survived.
+                if matches!(action, Action::Kill | Action::Stop | Action::Pause)
+                    && !process.is_alive()
+                {
+                    return Err(io::Error::other(format!(
+                        "{} is not running: there is nothing to {}",
+                        target.name(),
+                        action.name()
+                    )));
+                }
                 match action {
                     Action::Kill => process.kill().await,
                     Action::Stop => process.stop(STOP_GRACE).await.map(drop),
@@ -214,13 +225,20 @@ async fn flush_redis(port: u16) -> io::Result<()> {
 }
 
 /// Every message already published goes out again (same message id): each
-/// consumer sees it twice.
+/// consumer sees it twice. Nothing published yet is an error: the drill
+/// would prove nothing about duplicates.
 async fn republish(pool: &PgPool, namespace: &str) -> io::Result<()> {
-    sqlx::query(&format!(
+    let republished = sqlx::query(&format!(
         "UPDATE {namespace}.outbox SET published_at = NULL WHERE published_at IS NOT NULL"
     ))
     .execute(pool)
     .await
-    .map(drop)
-    .map_err(io::Error::other)
+    .map_err(io::Error::other)?
+    .rows_affected();
+    if republished == 0 {
+        return Err(io::Error::other(
+            "nothing to republish: no message had been published yet",
+        ));
+    }
+    Ok(())
 }

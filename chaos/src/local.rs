@@ -135,6 +135,14 @@ impl Process {
         self.running.is_some()
     }
 
+    /// Started here and not exited since (by itself or by a signal of
+    /// someone else's).
+    pub fn is_alive(&mut self) -> bool {
+        self.running
+            .as_mut()
+            .is_some_and(|running| matches!(running.child.try_wait(), Ok(None)))
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.running.as_ref().and_then(|r| r.child.id())
     }

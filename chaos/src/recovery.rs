@@ -31,7 +31,10 @@ pub struct FaultReport {
     pub outcomes: BTreeMap<String, u64>,
     /// Of them, answered 5xx, timed out or not connected.
     pub errors: u64,
-    /// Seconds after the window until a definite answer came back.
+    /// Requests sent after the window: none, and recovery cannot be measured.
+    pub requests_after: u64,
+    /// Seconds after the window until a definite answer to a request sent
+    /// after it came back.
     pub served: Option<f64>,
     /// Seconds after the window until no order waited over [`DRAINED_AGE`].
     pub drained: Option<f64>,
@@ -62,18 +65,14 @@ pub fn measure(
         }
     }
     // Buyers served again: the first definite answer to a request sent after
-    // the window. No request after it (the storm had ended): nothing to wait for.
+    // the window. No request after it (the storm had ended): not measured.
     let sent_after: Vec<&Attempt> = attempts.iter().filter(|a| at(a.sent_at) >= to).collect();
-    let served = if sent_after.is_empty() {
-        Some(0.0)
-    } else {
-        sent_after
-            .iter()
-            .filter(|a| a.outcome.is_definite())
-            .map(|a| at(a.finished_at))
-            .min_by(f64::total_cmp)
-            .map(after)
-    };
+    let served = sent_after
+        .iter()
+        .filter(|a| a.outcome.is_definite())
+        .map(|a| at(a.finished_at))
+        .min_by(f64::total_cmp)
+        .map(after);
     let drained = samples
         .iter()
         .map(|(t, age)| (at(*t), age))
@@ -89,6 +88,7 @@ pub fn measure(
         to,
         outcomes,
         errors,
+        requests_after: sent_after.len() as u64,
         served,
         drained,
         recovered,
@@ -192,6 +192,33 @@ mod tests {
             report.served,
             Some(1.5),
             "served at the replay, not at 2.2 s"
+        );
+    }
+
+    /// Only requests sent after the window tell of recovery: an answer to
+    /// one sent inside it, however late it came, does not; and with none
+    /// sent after (a fault that lasted to the storm's end) there is no
+    /// recovery figure at all, not an instant one.
+    #[test]
+    fn recovery_is_measured_only_from_requests_sent_after_the_window() {
+        let drained = [(at(5.5), Some(0.0))];
+        let slow_inside = [
+            attempt(1.5, 5.2, Outcome::Accepted),
+            attempt(5.4, 5.6, Outcome::Accepted),
+        ];
+        let report = measure(&window(1.0, 5.0), at(0.0), &slow_inside, &drained);
+        assert_eq!(report.requests_after, 1);
+        assert_eq!(
+            report.served.map(|s| (s * 10.0).round()),
+            Some(6.0),
+            "at 5.6 s"
+        );
+
+        let to_the_end = [attempt(1.5, 1.6, Outcome::Accepted)];
+        let report = measure(&window(1.0, 5.0), at(0.0), &to_the_end, &drained);
+        assert_eq!(
+            (report.requests_after, report.served, report.recovered),
+            (0, None, None)
         );
     }
 

@@ -156,20 +156,24 @@ pub async fn run(run: &Run<'_>, stack: &Stack) -> io::Result<DrillReport> {
     if let Err(why) = storm.ran {
         reasons.push(why);
     }
-    let mut reports = Vec::new();
-    for window in &storm.windows {
-        let report = recovery::measure(window, storm.zero, &attempts, &samples);
-        match report.recovered {
-            Some(r) if r <= recover_limit.as_secs_f64() => {}
-            Some(r) => reasons.push(format!(
-                "{}: recovered after {r:.1} s, over the limit of {:.0} s",
-                window.label,
-                recover_limit.as_secs_f64()
-            )),
-            None => reasons.push(format!("{}: never recovered", window.label)),
-        }
-        reports.push(report);
-    }
+    // Faults that last to the storm's end on purpose: nothing to recover from.
+    let to_the_end: Vec<String> = run
+        .drill
+        .timeline(run.seed)
+        .iter()
+        .filter(|fault| fault.until_storm_ends)
+        .map(faults::describe)
+        .collect();
+    let reports: Vec<FaultReport> = storm
+        .windows
+        .iter()
+        .map(|window| recovery::measure(window, storm.zero, &attempts, &samples))
+        .collect();
+    reasons.extend(
+        reports
+            .iter()
+            .filter_map(|report| recovery_fault(report, &to_the_end, recover_limit)),
+    );
     if settled.is_none() {
         reasons.push(format!(
             "orders still PENDING {:.0} s after the storm",
@@ -304,6 +308,11 @@ async fn apply(
         failed("", e);
     }
     let Some(until) = fault.until else {
+        // A lasting fault without a duration is undone only by the heal
+        // after the storm: its window runs to the storm's end.
+        if fault.lasts() {
+            let _ = storm_over.wait_for(|over| *over).await;
+        }
         recorder.shut(window);
         return;
     };
@@ -315,6 +324,27 @@ async fn apply(
         failed("ending it: ", e);
     }
     recorder.shut(window);
+}
+
+/// What is wrong with how the sale came back from one fault, if anything:
+/// too slowly, never, or never measured (no request after it, and the drill
+/// did not say the fault was to last to the storm's end).
+fn recovery_fault(report: &FaultReport, to_the_end: &[String], limit: Duration) -> Option<String> {
+    let label = &report.fault;
+    match report.recovered {
+        None if report.requests_after == 0 && to_the_end.contains(label) => None,
+        None if report.requests_after == 0 => Some(format!(
+            "{label}: lasted to the storm's end, so no request came after it and its \
+             recovery was never measured (give it a duration, or declare \
+             until-storm-ends = true if that is the point)"
+        )),
+        None => Some(format!("{label}: never recovered")),
+        Some(r) if r <= limit.as_secs_f64() => None,
+        Some(r) => Some(format!(
+            "{label}: recovered after {r:.1} s, over the limit of {:.0} s",
+            limit.as_secs_f64()
+        )),
+    }
 }
 
 /// Why `check` failed the sale: each finding that did not pass.
@@ -374,5 +404,34 @@ mod tests {
         };
         assert_eq!(recover_limit(&one_limit, true), Duration::from_secs(20));
         assert_eq!(recover_limit(&Limits::default(), true), DEFAULT_RECOVER);
+    }
+
+    fn report(fault: &str, requests_after: u64, recovered: Option<f64>) -> FaultReport {
+        FaultReport {
+            fault: fault.into(),
+            from: 1.0,
+            to: 4.0,
+            outcomes: BTreeMap::new(),
+            errors: 0,
+            requests_after,
+            served: recovered,
+            drained: recovered,
+            recovered,
+        }
+    }
+
+    #[test]
+    fn a_fault_without_a_recovery_figure_fails_the_drill_unless_it_was_meant_to_last() {
+        let limit = Duration::from_secs(10);
+        let declared = ["latency 200ms postgres".to_owned()];
+        let verdict = |r: FaultReport| recovery_fault(&r, &declared, limit);
+        assert_eq!(verdict(report("kill api", 50, Some(2.0))), None);
+        assert!(verdict(report("kill api", 50, Some(12.0)))
+            .is_some_and(|why| why.contains("recovered after 12.0 s, over the limit of 10 s")));
+        assert!(verdict(report("kill api", 50, None))
+            .is_some_and(|why| why.contains("kill api: never recovered")));
+        assert!(verdict(report("blackhole redis", 0, None))
+            .is_some_and(|why| why.contains("lasted to the storm's end")));
+        assert_eq!(verdict(report("latency 200ms postgres", 0, None)), None);
     }
 }

@@ -232,9 +232,52 @@ fn a_relay_that_publishes_after_commit_fails_the_rabbitmq_kill_drill() {
     assert_bug_leaves_orders_pending(
         "publish-before-commit",
         "relay-ms = 20",
-        "[[fault]]\nat = \"1s\"\ntarget = \"rabbitmq\"\naction = \"latency\"\ndelay = \"200ms\"\nduration = \"7s\"\n\
+        "[[fault]]\nat = \"1s\"\ntarget = \"rabbitmq\"\naction = \"latency\"\ndelay = \"200ms\"\nduration = \"6s\"\n\
          [[fault]]\nat = \"4s\"\ntarget = \"rabbitmq\"\naction = \"kill\"\nduration = \"1s\"",
     );
+}
+
+/// A drill proves its faults happened: a pause of a process already down
+/// and a republish with nothing published fail it, and so does a fault that
+/// lasts to the storm's end, whose recovery no request could show, unless
+/// the file says it is meant to (the relay's kill here). A fault that might
+/// fall after the storm stops sending is refused before anything runs.
+#[test]
+fn a_drill_fails_on_faults_that_did_nothing_or_could_not_be_measured() {
+    let fault = |at: &str, target: &str, action: &str, rest: &str| {
+        format!("[[fault]]\nat = \"{at}\"\ntarget = \"{target}\"\naction = \"{action}\"\n{rest}\n")
+    };
+    let late = short_drill("late", "", &fault("7s..9s", "redis", "flush", ""));
+    let json = temp("late.json");
+    let (refused, reports) = chaos(&["run", late.to_str().unwrap()], None, &json);
+    assert_exit(&refused, 2);
+    assert!(reports.is_empty());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("fault 1 (flush redis): at 7s..9s may fall after the storm stops sending"),
+        "{refused:?}"
+    );
+
+    let faults = [
+        fault("0s", "relay", "kill", "until-storm-ends = true"),
+        fault("3s", "rabbitmq", "republish", ""),
+        fault("4s", "relay", "pause", "duration = \"1s\""),
+        fault("5s", "redis", "blackhole", ""),
+    ]
+    .concat();
+    let drill = short_drill("hollow", "", &faults);
+    let json = temp("hollow.json");
+    let (run, reports) = chaos(&["run", drill.to_str().unwrap()], None, &json);
+    assert_exit(&run, 1);
+    let why = reasons(&reports[0]);
+    for says in [
+        "republish rabbitmq: nothing to republish: no message had been published yet",
+        "pause relay: relay is not running: there is nothing to pause",
+        "blackhole redis: lasted to the storm's end",
+    ] {
+        assert!(why.contains(says), "expected {says:?} in {why}");
+    }
+    assert!(!why.contains("kill relay"), "declared to last: {why}");
 }
 
 fn free_port() -> u16 {
