@@ -280,6 +280,36 @@ fn a_drill_fails_on_faults_that_did_nothing_or_could_not_be_measured() {
     assert!(!why.contains("kill relay"), "declared to last: {why}");
 }
 
+/// Postgres answers 2 s late for 5 s: first tries time out (after 3 s) and
+/// their retries wait, for longer than a retry waits, on orders still being
+/// written. A server that calls such a
+/// retry `sold_out` (the first try's order then commits) fails the drill on
+/// what the history shows it told buyers; the real server, answering
+/// `request_in_progress`, passes.
+#[test]
+fn a_retry_told_sold_out_while_its_first_try_commits_fails_the_drill() {
+    let bug = "refusal-after-timeout";
+    let drill = short_drill(
+        bug,
+        "",
+        "[[fault]]\nat = \"1s\"\ntarget = \"postgres\"\naction = \"latency\"\n\
+         delay = \"2s\"\nduration = \"5s\"",
+    );
+    let drill = drill.to_str().unwrap();
+    let json = temp(&format!("{bug}.json"));
+    let (bad, reports) = chaos(&["run", drill], Some(bug), &json);
+    assert_exit(&bad, 1);
+    assert!(
+        reasons(&reports[0]).contains("answers_match_orders FAIL"),
+        "{}",
+        reasons(&reports[0])
+    );
+
+    let (good, reports) = chaos(&["run", drill], None, &json);
+    assert_exit(&good, 0);
+    assert_eq!(reports[0]["verdict"], "PASS", "{}", reasons(&reports[0]));
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

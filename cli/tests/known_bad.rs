@@ -592,3 +592,39 @@ async fn four_seats_for_four_hundred(bugs: Option<&str>) -> (Run, usize) {
     }
     (Run::unstormed(sale, server), sold)
 }
+
+/// Every order a cent dearer than its price, by count and by seat: the
+/// answers agree with the orders, so only the price itself can tell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_amount_off_by_one_fails_charges_match_orders() {
+    let setup = Setup {
+        reset: &["--seating", "A:10x20@5000,GA:400@2000"],
+        serve: &[],
+    };
+    let storm = "--rate 200 --buyers 300 --quantity 1:70,2:30";
+    caught_by(
+        setup,
+        "amount-off-by-one",
+        storm,
+        Invariant::ChargesMatchOrders,
+    )
+    .await;
+}
+
+/// Each 202 names a seat beside the one its order holds: the database is
+/// right, and only the history shows what buyers were told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_seat_in_the_answer_fails_answers_match_orders() {
+    let setup = Setup {
+        reset: &["--seating", "A:10x20@5000"],
+        serve: &[],
+    };
+    let storm = "--rate 200 --buyers 300";
+    caught_by(
+        setup,
+        "wrong-seat-in-answer",
+        storm,
+        Invariant::AnswersMatchOrders,
+    )
+    .await;
+}

@@ -41,7 +41,14 @@
 //!   order for the seat was on its way buys it too;
 //! - `seats-back-at-once`: a seat freed by an unpaid order is on sale again at
 //!   once, while the taken-seat board still answers "taken" for it from
-//!   memory (for as long as the real server keeps freed seats off sale).
+//!   memory (for as long as the real server keeps freed seats off sale);
+//! - `amount-off-by-one`: every order costs a cent more than its price, and
+//!   its answer says so;
+//! - `wrong-seat-in-answer`: a `202` names the seat beside the first one the
+//!   order holds;
+//! - `refusal-after-timeout`: a retry that waited its fill for the first
+//!   try's order (still being written) is told `sold_out` instead of
+//!   `request_in_progress`, and the first try's order commits after.
 
 use sqlx::PgPool;
 
@@ -63,10 +70,13 @@ pub enum Bug {
     PoisonWedge,
     SeatCheckOutsideLock,
     SeatsBackAtOnce,
+    AmountOffByOne,
+    WrongSeatInAnswer,
+    RefusalAfterTimeout,
 }
 
 impl Bug {
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 18] = [
         Self::AckBeforeCommit,
         Self::PublishBeforeCommit,
         Self::ReleaseStockTwice,
@@ -82,6 +92,9 @@ impl Bug {
         Self::PoisonWedge,
         Self::SeatCheckOutsideLock,
         Self::SeatsBackAtOnce,
+        Self::AmountOffByOne,
+        Self::WrongSeatInAnswer,
+        Self::RefusalAfterTimeout,
     ];
 
     /// Its name in `FLASHTIX_KNOWN_BAD`.
@@ -102,6 +115,9 @@ impl Bug {
             Self::PoisonWedge => "poison-wedge",
             Self::SeatCheckOutsideLock => "seat-check-outside-lock",
             Self::SeatsBackAtOnce => "seats-back-at-once",
+            Self::AmountOffByOne => "amount-off-by-one",
+            Self::WrongSeatInAnswer => "wrong-seat-in-answer",
+            Self::RefusalAfterTimeout => "refusal-after-timeout",
         }
     }
 }

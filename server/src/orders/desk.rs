@@ -449,9 +449,12 @@ impl Desk {
         {
             Verdict::Accepted {
                 amount_cents,
-                seats,
+                mut seats,
                 zone,
-            } => Ok(Placed::Accepted(
+            } => Ok(Placed::Accepted({
+                if known_bad::has(Bug::WrongSeatInAnswer) {
+                    misname_first_seat(&mut seats);
+                }
                 Receipt::pending(
                     order_id,
                     terms.event_id,
@@ -459,8 +462,8 @@ impl Desk {
                     quantity.into(),
                     amount_cents,
                 )
-                .with_places(seats, zone),
-            )),
+                .with_places(seats, zone)
+            })),
             Verdict::SeatTaken(seats) => Err(PlaceError::SeatTaken(seats)),
             Verdict::Existing(order) if order.fingerprint == fingerprint => {
                 Ok(Placed::Replayed(order.receipt()))
@@ -500,6 +503,9 @@ impl Desk {
                 return Ok(None);
             }
             if Instant::now() + pause > deadline {
+                if known_bad::has(Bug::RefusalAfterTimeout) {
+                    return Err(PlaceError::SoldOut);
+                }
                 return Err(PlaceError::InProgress);
             }
             tokio::time::sleep(pause).await;
@@ -593,6 +599,16 @@ fn choose(request: &PlaceOrder, plan: Option<&Plan>) -> Result<Choice, PlaceErro
 
 fn unavailable(error: impl Into<anyhow::Error>) -> PlaceError {
     PlaceError::Unavailable(error.into())
+}
+
+/// The known-bad `wrong-seat-in-answer`: the first seat named is the one
+/// beside it.
+fn misname_first_seat(seats: &mut Option<Vec<String>>) {
+    if let Some(first) = seats.as_mut().and_then(|seats| seats.first_mut()) {
+        if let Some((zone, row, number)) = crate::seating::parse_seat(first) {
+            *first = crate::seating::seat_id(zone, row, number + 1);
+        }
+    }
 }
 
 #[cfg(test)]
