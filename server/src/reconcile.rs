@@ -26,7 +26,7 @@ use anyhow::Context;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::gate::{clock_ms, Gate, Ledger, Observation, Restock, Snapshot, StockReturn};
+use crate::gate::{clock_ms, Gate, Hold, Ledger, Observation, Restock, Snapshot, StockReturn};
 use crate::metrics::Metrics;
 use crate::stop::Stop;
 
@@ -323,8 +323,7 @@ pub async fn reclaim_stale_holds(pool: &PgPool, gate: &Gate, event_id: i64) -> a
     if stale.is_empty() {
         return Ok(0);
     }
-    let ids: Vec<Uuid> = stale.iter().map(|hold| hold.order_id).collect();
-    let committed = fence_lost_holds(pool, event_id, &ids)
+    let committed = fence_lost_holds(pool, event_id, &stale)
         .await
         .context("looking up stale holds")?;
     let (found, lost): (Vec<_>, Vec<_>) = stale
@@ -340,7 +339,8 @@ pub async fn reclaim_stale_holds(pool: &PgPool, gate: &Gate, event_id: i64) -> a
 
 /// Under the event's row lock: which of these holds' orders committed; the
 /// others are recorded as released, so no batch can commit them later.
-async fn fence_lost_holds(pool: &PgPool, event_id: i64, ids: &[Uuid]) -> sqlx::Result<Vec<Uuid>> {
+async fn fence_lost_holds(pool: &PgPool, event_id: i64, holds: &[Hold]) -> sqlx::Result<Vec<Uuid>> {
+    let ids: Vec<Uuid> = holds.iter().map(|hold| hold.order_id).collect();
     let mut tx = pool.begin().await?;
     // A batch stuck for longer fails this pass; the next tick tries again.
     sqlx::query("SET LOCAL lock_timeout = '2s'")
@@ -351,19 +351,14 @@ async fn fence_lost_holds(pool: &PgPool, event_id: i64, ids: &[Uuid]) -> sqlx::R
         .execute(&mut *tx)
         .await?;
     let committed: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM orders WHERE id = ANY($1)")
-        .bind(ids)
+        .bind(&ids)
         .fetch_all(&mut *tx)
         .await?;
-    sqlx::query(
-        "INSERT INTO released_holds (order_id, event_id)
-         SELECT id, $2 FROM unnest($1::uuid[]) AS h(id)
-         WHERE id <> ALL($3) ON CONFLICT DO NOTHING",
-    )
-    .bind(ids)
-    .bind(event_id)
-    .bind(&committed)
-    .execute(&mut *tx)
-    .await?;
+    let lost: Vec<&Hold> = holds
+        .iter()
+        .filter(|hold| !committed.contains(&hold.order_id))
+        .collect();
+    record_released(&mut *tx, event_id, &lost).await?;
     tx.commit().await?;
     Ok(committed)
 }
@@ -400,12 +395,48 @@ pub async fn restock_pending(pool: &PgPool, gate: &Gate) -> anyhow::Result<u64> 
             handled.push(order_id);
         }
     }
-    sqlx::query("DELETE FROM stock_returns WHERE order_id = ANY($1)")
-        .bind(&handled)
-        .execute(pool)
-        .await
-        .context("forgetting applied stock returns")?;
+    // When the tickets were back in Redis: `check` judges refusals by it.
+    sqlx::query(
+        "WITH applied AS (DELETE FROM stock_returns WHERE order_id = ANY($1) RETURNING order_id)
+         UPDATE orders SET returned_at = now() WHERE id IN (SELECT order_id FROM applied)",
+    )
+    .bind(&handled)
+    .execute(pool)
+    .await
+    .context("forgetting applied stock returns")?;
     Ok(handled.len() as u64)
+}
+
+/// Records holds given back without an order (`released_holds`: what the
+/// order writer refuses to commit, and what `check` counts as spoken for
+/// until then). The time of release is the statement's; a hold recorded
+/// twice keeps its first record.
+pub async fn record_released(
+    db: impl sqlx::PgExecutor<'_>,
+    event_id: i64,
+    holds: &[&Hold],
+) -> sqlx::Result<()> {
+    if holds.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = holds.iter().map(|h| h.order_id).collect();
+    let users: Vec<&str> = holds.iter().map(|h| h.user_id.as_str()).collect();
+    let keys: Vec<&str> = holds.iter().map(|h| h.idempotency_key.as_str()).collect();
+    let quantities: Vec<i32> = holds.iter().map(|h| h.quantity).collect();
+    sqlx::query(
+        "INSERT INTO released_holds (order_id, event_id, user_id, idempotency_key, quantity)
+         SELECT id, $2, u, k, q FROM unnest($1::uuid[], $3::text[], $4::text[], $5::int4[])
+                AS h(id, u, k, q)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(event_id)
+    .bind(&users)
+    .bind(&keys)
+    .bind(&quantities)
+    .execute(db)
+    .await
+    .map(drop)
 }
 
 /// One pass over every event. One event's failure (its row lock held past

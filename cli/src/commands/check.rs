@@ -41,6 +41,11 @@ pub struct CheckArgs {
     /// the check would say UNKNOWN
     #[arg(long, value_parser = flashtix_server::duration::parse, value_name = "DURATION")]
     settle: Option<Duration>,
+    /// With --history: how far apart the clients' clocks and the database's
+    /// may be; no answer is judged on a moment closer than this
+    #[arg(long, value_parser = flashtix_server::duration::parse, value_name = "DURATION",
+          default_value = "100ms")]
+    clock_slack: Duration,
 }
 
 pub async fn run(args: CheckArgs) -> Outcome {
@@ -51,13 +56,24 @@ pub async fn run(args: CheckArgs) -> Outcome {
     };
     let services = Services::connect(&args.connections).await?;
     something_to_check(&services, args.event.as_slice()).await?;
+    let history = history.as_deref().map(|attempts| {
+        say!(
+            "judging {} attempts; clocks taken to agree within {} ms (--clock-slack)",
+            attempts.len(),
+            args.clock_slack.as_millis()
+        );
+        invariants::History {
+            attempts,
+            clock_slack: args.clock_slack,
+        }
+    });
     let mut report = match args.settle {
         Some(limit) => {
-            settle_and_prove(&services, history.as_deref(), args.event, limit, None)
+            settle_and_prove(&services, history, args.event, limit, None)
                 .await?
                 .1
         }
-        None => prove(&services, history.as_deref(), args.event).await?,
+        None => prove(&services, history, args.event).await?,
     };
     if args.repair {
         // Judged first: the drift found is the report's, with what was done.
@@ -199,7 +215,7 @@ pub enum Settled {
 /// `settled` finding, UNKNOWN.
 pub async fn settle_and_prove(
     services: &Services,
-    history: Option<&[flashtix_server::history::Attempt]>,
+    history: Option<invariants::History<'_>>,
     event: Option<i64>,
     limit: Duration,
     after: Option<&str>,
@@ -336,7 +352,7 @@ async fn unsettled(
 /// connection of its own, UNKNOWN when RabbitMQ does not answer).
 pub async fn prove(
     services: &Services,
-    history: Option<&[flashtix_server::history::Attempt]>,
+    history: Option<invariants::History<'_>>,
     event: Option<i64>,
 ) -> anyhow::Result<invariants::Report> {
     let topology = Topology::new(services.connections.namespace.clone());

@@ -8,7 +8,7 @@
 //!
 //! The client's clock (`sent_at`, `finished_at`) and the database's
 //! (`created_at`, the start of the transaction that wrote the order) are
-//! taken to agree within [`CLOCK_SLACK_MS`].
+//! taken to agree within the clock slack.
 
 use std::collections::HashMap;
 
@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
-use super::ledger::{events_of, sorted, CLOCK_SLACK_MS};
+use super::ledger::{events_of, sorted};
 use super::report::{finding, Finding, Invariant};
 use crate::history::{Attempt, Outcome};
 use crate::seating::zone_of;
@@ -40,6 +40,7 @@ pub(super) async fn answers_match_orders(
     pool: &PgPool,
     history: &[Attempt],
     event: Option<i64>,
+    slack: chrono::Duration,
 ) -> anyhow::Result<Finding> {
     let history: Vec<&Attempt> = history
         .iter()
@@ -98,7 +99,7 @@ pub(super) async fn answers_match_orders(
         let who = format!("user {:?} key {:?}", key.0, key.1);
         if attempt.outcome.is_refusal() {
             judged += 1;
-            if let Some(lie) = refused_an_order(attempt, order) {
+            if let Some(lie) = refused_an_order(attempt, order, slack) {
                 offenders.push(format!("{who}: {lie}"));
             }
             continue;
@@ -107,7 +108,7 @@ pub(super) async fn answers_match_orders(
             continue; // Another order, or none: "no lost order" judges that.
         }
         judged += 1;
-        let wrong = told_wrong(attempt, order)
+        let wrong = told_wrong(attempt, order, slack)
             .into_iter()
             .chain(shared_seats(attempt, order, &holders));
         offenders.extend(wrong.map(|what| format!("{who}: order {}: {what}", order.id)));
@@ -127,8 +128,7 @@ pub(super) async fn answers_match_orders(
 
 /// A refusal sent after the key's order existed, by more than the clocks
 /// may disagree.
-fn refused_an_order(attempt: &Attempt, order: &Stored) -> Option<String> {
-    let slack = chrono::Duration::milliseconds(CLOCK_SLACK_MS);
+fn refused_an_order(attempt: &Attempt, order: &Stored, slack: chrono::Duration) -> Option<String> {
     (attempt.sent_at > order.created_at + slack).then(|| {
         format!(
             "told {} at {} though its order {} had existed since {}",
@@ -141,8 +141,7 @@ fn refused_an_order(attempt: &Attempt, order: &Stored) -> Option<String> {
 }
 
 /// What a `202` said that the stored order contradicts.
-fn told_wrong(attempt: &Attempt, order: &Stored) -> Vec<String> {
-    let slack = chrono::Duration::milliseconds(CLOCK_SLACK_MS);
+fn told_wrong(attempt: &Attempt, order: &Stored, slack: chrono::Duration) -> Vec<String> {
     let mut wrong = Vec::new();
     if let Some(told) = &attempt.seats {
         if order.seats.as_deref().map(sorted) != Some(sorted(told)) {

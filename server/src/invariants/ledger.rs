@@ -13,9 +13,7 @@ use uuid::Uuid;
 use super::report::{finding, Finding, Invariant, Verdict, EXAMPLES};
 use crate::history::{Attempt, Outcome};
 
-/// How far apart the storm's clock and the database's may be, for
-/// `seat_taken_was_true`.
-pub const CLOCK_SLACK_MS: i64 = 100;
+
 
 /// Invariant 4: every order the API answered for exists (for that buyer and
 /// key); every order made while the history was being written was asked for
@@ -25,12 +23,13 @@ pub const CLOCK_SLACK_MS: i64 = 100;
 /// A history proves only what it could have seen: an order made before its
 /// first send or after its last answer is another client's — a buyer at the
 /// sale before the storm began — and is counted apart, not judged. One made
-/// within [`CLOCK_SLACK_MS`] of either end, where the database's clock and
+/// within the clock slack of either end, where the database's clock and
 /// the client's cannot tell which side it fell, is UNKNOWN.
 pub(super) async fn no_lost_order(
     pool: &PgPool,
     history: &[Attempt],
     event: Option<i64>,
+    slack: chrono::Duration,
 ) -> anyhow::Result<Finding> {
     let history: Vec<&Attempt> = history
         .iter()
@@ -77,7 +76,7 @@ pub(super) async fn no_lost_order(
             Some(_) => {}
         }
     }
-    let span = Span::of(&history);
+    let span = Span::of(&history, slack);
     let (mut outside, mut at_an_edge) = (Vec::new(), Vec::new());
     for (id, user, key, _, created_at) in &orders {
         if asked.contains(&(user.as_str(), key.as_str())) {
@@ -92,8 +91,9 @@ pub(super) async fn no_lost_order(
             )),
             Place::Edge { from, edge } => at_an_edge.push(format!(
                 "order {id}: user {user:?} key {key:?} made {} {edge}, nobody in the history \
-                 asked for it, and the clocks may disagree by {CLOCK_SLACK_MS} ms",
-                from_edge(from)
+                 asked for it, and the clocks may disagree by {} ms",
+                from_edge(from),
+                slack.num_milliseconds()
             )),
             Place::Before(by) => outside.push(format!(
                 "order {id} (user {user:?} key {key:?}, {} before the first send)",
@@ -168,10 +168,12 @@ const OUTSIDE_EXAMPLES: usize = 3;
 struct Span {
     first_send: Option<DateTime<Utc>>,
     last_answer: Option<DateTime<Utc>>,
+    /// How far apart the client's clock and the database's may be.
+    slack: chrono::Duration,
 }
 
 /// Where a moment of the database's clock falls against a [`Span`] of the
-/// client's, the two taken to agree within [`CLOCK_SLACK_MS`].
+/// client's, the two taken to agree within the clock slack.
 enum Place {
     /// Before the first send, by this much and more than the slack.
     Before(chrono::Duration),
@@ -187,15 +189,16 @@ enum Place {
 }
 
 impl Span {
-    fn of(history: &[&Attempt]) -> Self {
+    fn of(history: &[&Attempt], slack: chrono::Duration) -> Self {
         Self {
             first_send: history.iter().map(|a| a.sent_at).min(),
             last_answer: history.iter().map(|a| a.finished_at).max(),
+            slack,
         }
     }
 
     fn place(&self, moment: DateTime<Utc>) -> Place {
-        let slack = chrono::Duration::milliseconds(CLOCK_SLACK_MS);
+        let slack = self.slack;
         let (Some(first), Some(last)) = (self.first_send, self.last_answer) else {
             return Place::During;
         };
@@ -323,7 +326,7 @@ pub fn no_lie_to_client(history: &[Attempt], event: Option<i64>) -> Finding {
 /// wrote an order naming it (`created_at`) until the seats of that order are
 /// back on sale (`seats_back_at`, once it ended unpaid), or for good. Judged
 /// on the client's `sent_at` and `finished_at` against the database's times,
-/// which are taken to agree within [`CLOCK_SLACK_MS`]. A seat named that the
+/// which are taken to agree within the clock slack. A seat named that the
 /// request did not ask for is a lie; an answer that named no seats is judged
 /// on the seats asked for (one of them was gone), or not at all if the
 /// history recorded neither.
@@ -331,6 +334,7 @@ pub(super) async fn seat_taken_was_true(
     pool: &PgPool,
     history: &[Attempt],
     event: Option<i64>,
+    slack: chrono::Duration,
 ) -> anyhow::Result<Finding> {
     let refused: Vec<&Attempt> = history
         .iter()
@@ -359,7 +363,6 @@ pub(super) async fn seat_taken_was_true(
             .or_default()
             .push((*from, *until));
     }
-    let slack = chrono::Duration::milliseconds(CLOCK_SLACK_MS);
     let (mut judged, mut unnamed) = (0u64, 0usize);
     let mut offenders = Vec::new();
     for attempt in &refused {

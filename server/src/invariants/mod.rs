@@ -19,28 +19,51 @@ mod money;
 mod orders;
 mod queues;
 mod redis_agrees;
+mod refusals;
 mod report;
 mod seats;
 
 use answers::answers_match_orders;
 pub use ledger::no_lie_to_client;
-pub use ledger::CLOCK_SLACK_MS;
 use ledger::{no_lost_order, seat_taken_was_true};
 use money::{charges_match_orders, no_double_charge};
 use orders::{no_duplicate_order, no_oversell, per_user_limit};
 use queues::{nothing_stuck, queues_drained};
 pub use queues::{Queues, EXPIRY_GRACE_SECONDS};
 use redis_agrees::redis_agrees;
+use refusals::refusals_were_true;
 pub use report::{Finding, Invariant, Report, Verdict};
 use seats::one_owner_per_seat;
 
-/// Runs every invariant, for one event or all; with a storm's history (see
-/// [`crate::history`]) also "no lost order".
+/// How far apart a client's clock and the database's are taken to be, by
+/// default: the history checks judge no moment closer than this.
+pub const DEFAULT_CLOCK_SLACK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A client's history (see [`crate::history`]) and how far its clock and
+/// the database's may disagree.
+#[derive(Debug, Clone, Copy)]
+pub struct History<'a> {
+    pub attempts: &'a [Attempt],
+    pub clock_slack: std::time::Duration,
+}
+
+impl<'a> History<'a> {
+    /// The attempts, with [`DEFAULT_CLOCK_SLACK`].
+    pub fn new(attempts: &'a [Attempt]) -> Self {
+        Self {
+            attempts,
+            clock_slack: DEFAULT_CLOCK_SLACK,
+        }
+    }
+}
+
+/// Runs every invariant, for one event or all; with a storm's history also
+/// those judging what its clients were told.
 pub async fn check(
     pool: &PgPool,
     gate: &Gate,
     queues: Queues<'_>,
-    history: Option<&[Attempt]>,
+    history: Option<History<'_>>,
     event: Option<i64>,
 ) -> anyhow::Result<Report> {
     let mut findings = vec![
@@ -54,13 +77,19 @@ pub async fn check(
         queues_drained(pool, queues, event).await?,
         redis_agrees(pool, gate, event).await?,
     ];
-    if let Some(history) = history {
+    if let Some(History {
+        attempts,
+        clock_slack,
+    }) = history
+    {
+        let slack = chrono::Duration::from_std(clock_slack)?;
         // After the money, before the limit: what clients were told.
         let told = [
-            no_lost_order(pool, history, event).await?,
-            no_lie_to_client(history, event),
-            answers_match_orders(pool, history, event).await?,
-            seat_taken_was_true(pool, history, event).await?,
+            no_lost_order(pool, attempts, event, slack).await?,
+            no_lie_to_client(attempts, event),
+            answers_match_orders(pool, attempts, event, slack).await?,
+            refusals_were_true(pool, attempts, event, slack).await?,
+            seat_taken_was_true(pool, attempts, event, slack).await?,
         ];
         findings.splice(4..4, told);
     }

@@ -297,16 +297,24 @@ impl Settler {
         // Redis follow-ups run beside the next batch. Refused requests are answered
         // only once their hold is released, so a retry finds Redis already updated.
         let gate = self.gate.clone();
+        let pool = self.pool.clone();
         tokio::spawn(async move {
             if let Err(error) = gate.confirm(event_id, &confirmed).await {
                 tracing::warn!(event_id, error = %error, "confirming holds failed; the reconciler will");
             }
+            let mut released = Vec::with_capacity(releases.len());
             for (ticket, verdict, tickets_back) in releases {
-                if let Err(error) = gate.release(&ticket.hold, tickets_back).await {
-                    tracing::warn!(event_id, order_id = %ticket.hold.order_id, error = %error, "releasing a hold failed; the reconciler will");
+                match gate.release(&ticket.hold, tickets_back).await {
+                    // Not there any more: the reconciler gave it back and recorded it.
+                    Ok(false) => {}
+                    Ok(true) => released.push(ticket.hold.clone()),
+                    Err(error) => {
+                        tracing::warn!(event_id, order_id = %ticket.hold.order_id, error = %error, "releasing a hold failed; the reconciler will")
+                    }
                 }
                 let _ = ticket.reply.send(verdict);
             }
+            record_released(&pool, event_id, &released).await;
         });
         deferred
     }
@@ -449,6 +457,36 @@ impl Settler {
             owned_seats,
             left: stock,
         })
+    }
+}
+
+/// How long the writer keeps trying to record holds it gave back (Postgres
+/// may be what failed their batch).
+const RECORD_RELEASED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Records the holds a batch gave back without an order, for `check` to know
+/// their tickets were spoken for until then; tries again while Postgres is
+/// away, for [`RECORD_RELEASED_FOR`]. Nothing waits on it: it only informs
+/// the timeline.
+async fn record_released(pool: &PgPool, event_id: i64, holds: &[Hold]) {
+    if holds.is_empty() {
+        return;
+    }
+    let holds: Vec<&Hold> = holds.iter().collect();
+    let deadline = Instant::now() + RECORD_RELEASED_FOR;
+    let mut pause = std::time::Duration::from_millis(100);
+    loop {
+        match crate::reconcile::record_released(pool, event_id, &holds).await {
+            Ok(()) => return,
+            Err(error) if Instant::now() + pause > deadline => {
+                tracing::warn!(event_id, holds = holds.len(), error = %error, "could not record released holds; check may call refusals of their time untrue");
+                return;
+            }
+            Err(_) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
     }
 }
 

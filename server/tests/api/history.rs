@@ -59,7 +59,7 @@ pub(crate) async fn history_finding(
         &app.pool,
         &app.gate,
         Err("not used".into()),
-        Some(history),
+        Some(invariants::History::new(history)),
         None,
     )
     .await

@@ -560,6 +560,7 @@ async fn settle_and_check(
     history: Option<&[Attempt]>,
     document: &mut StormDocument,
 ) -> Result<Verdict, Failure> {
+    let history = history.map(flashtix_server::invariants::History::new);
     let (settled, report) =
         check::settle_and_prove(services, history, None, plan.settle, Some("the storm")).await?;
     document.settle_seconds = Some(match settled {

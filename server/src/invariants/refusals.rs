@@ -1,0 +1,324 @@
+//! "Refusals were true": every `sold_out` (an event's or a zone's) and every
+//! `limit_exceeded` a buyer was told was true at some moment while the
+//! request was in flight, judged against the sale's timeline in Postgres.
+//!
+//! A ticket is spoken for from the moment Redis admitted its hold (an
+//! order's id, or a released hold's, is a UUIDv7 stamped then) until it is
+//! for sale again:
+//! - an order that ended unpaid: once its stock return reached Redis
+//!   (`orders.returned_at`) and matured there ([`RETURN_DELAY`]); on a seated
+//!   event, which Redis does not gate, once its status changed and its seats
+//!   were back on sale (`seats_back_at`);
+//! - a hold given back without an order (`released_holds`: Postgres refused
+//!   it, its batch failed, or the reconciler found it lost): once it was
+//!   given back and matured;
+//! - a live order: not yet.
+//!
+//! Each end leans late, so what is caught is a refusal while enough was for
+//! sale for the whole flight: the request's own holds aside, at every moment
+//! from `sent_at` to `finished_at` (widened by the clock slack) more than
+//! the quantity asked for was free (in the event, or in the zone asked for),
+//! or the buyer held few enough that the quantity was within the limit.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use super::ledger::events_of;
+use super::report::{finding, Finding, Invariant};
+use crate::gate::RETURN_DELAY;
+use crate::history::{Attempt, Outcome};
+use crate::seating::zone_of;
+
+/// Tickets spoken for over a stretch of time: from `from` until `until`
+/// (`None`: still).
+#[derive(Debug, Clone)]
+struct Hold {
+    user_id: String,
+    key: String,
+    /// Its zone (general admission) or its seats' zone, on a seated event.
+    zone: Option<String>,
+    tickets: i64,
+    from: DateTime<Utc>,
+    until: Option<DateTime<Utc>>,
+}
+
+impl Hold {
+    fn live_at(&self, t: DateTime<Utc>) -> bool {
+        self.from <= t && self.until.is_none_or(|until| t < until)
+    }
+}
+
+/// How many tickets a set of holds speaks for, moment by moment: the level
+/// after each change, in time order.
+#[derive(Debug, Default)]
+struct Timeline {
+    steps: Vec<(DateTime<Utc>, i64)>,
+}
+
+impl Timeline {
+    fn of<'a>(holds: impl Iterator<Item = &'a Hold>) -> Self {
+        let mut changes: Vec<(DateTime<Utc>, i64)> = Vec::new();
+        for hold in holds {
+            changes.push((hold.from, hold.tickets));
+            if let Some(until) = hold.until {
+                changes.push((until, -hold.tickets));
+            }
+        }
+        changes.sort_by_key(|(at, _)| *at);
+        let mut level = 0;
+        let steps = changes
+            .into_iter()
+            .map(|(at, change)| {
+                level += change;
+                (at, level)
+            })
+            .collect();
+        Self { steps }
+    }
+
+    /// The most spoken for at any moment of `[from, to]`, less what `own`
+    /// held at that moment.
+    fn peak(&self, from: DateTime<Utc>, to: DateTime<Utc>, own: &[&Hold]) -> i64 {
+        let first_after = self.steps.partition_point(|(at, _)| *at <= from);
+        let level_at_start = first_after
+            .checked_sub(1)
+            .map_or(0, |i| self.steps[i].1);
+        let others = |t: DateTime<Utc>, level: i64| {
+            level
+                - own
+                    .iter()
+                    .filter(|hold| hold.live_at(t))
+                    .map(|hold| hold.tickets)
+                    .sum::<i64>()
+        };
+        let mut peak = others(from, level_at_start);
+        for (at, level) in self.steps[first_after..]
+            .iter()
+            .take_while(|(at, _)| *at <= to)
+        {
+            peak = peak.max(others(*at, *level));
+        }
+        peak
+    }
+}
+
+/// What one event sells and to whom.
+struct Event {
+    total: i64,
+    max_per_user: i64,
+    /// Places per zone (seated events).
+    zones: HashMap<String, i64>,
+    holds: Vec<Hold>,
+}
+
+pub(super) async fn refusals_were_true(
+    pool: &PgPool,
+    history: &[Attempt],
+    event: Option<i64>,
+    slack: chrono::Duration,
+) -> anyhow::Result<Finding> {
+    let refused: Vec<&Attempt> = history
+        .iter()
+        .filter(|a| matches!(a.outcome, Outcome::SoldOut | Outcome::LimitExceeded))
+        .filter(|a| event.is_none_or(|only| only == a.event_id))
+        .collect();
+    let events = read_events(pool, &events_of(&refused)).await?;
+
+    // Each event's timeline, its zones' and its buyers'.
+    let mut stock: HashMap<i64, Timeline> = HashMap::new();
+    let mut zones: HashMap<(i64, &str), Timeline> = HashMap::new();
+    let mut buyers: HashMap<(i64, &str), Timeline> = HashMap::new();
+    for (id, sale) in &events {
+        stock.insert(*id, Timeline::of(sale.holds.iter()));
+        for zone in sale.zones.keys() {
+            let holds = sale.holds.iter().filter(|h| h.zone.as_ref() == Some(zone));
+            zones.insert((*id, zone.as_str()), Timeline::of(holds));
+        }
+        let mut by_user: HashMap<&str, Vec<&Hold>> = HashMap::new();
+        for hold in &sale.holds {
+            by_user.entry(&hold.user_id).or_default().push(hold);
+        }
+        for (user, holds) in by_user {
+            buyers.insert((*id, user), Timeline::of(holds.into_iter()));
+        }
+    }
+
+    let empty = Timeline::default();
+    let mut offenders = Vec::new();
+    for attempt in &refused {
+        let Some(sale) = events.get(&attempt.event_id) else {
+            continue;
+        };
+        let (from, to) = (attempt.sent_at - slack, attempt.finished_at + slack);
+        let own: Vec<&Hold> = sale
+            .holds
+            .iter()
+            .filter(|h| h.user_id == attempt.user_id && h.key == attempt.idempotency_key)
+            .collect();
+        let asked = attempt.quantity;
+        let who = format!(
+            "event {} user {:?} key {:?}",
+            attempt.event_id, attempt.user_id, attempt.idempotency_key
+        );
+        let flight = format!(
+            "between {} and {}",
+            attempt.sent_at.format("%H:%M:%S%.3f"),
+            attempt.finished_at.format("%H:%M:%S%.3f")
+        );
+        match attempt.outcome {
+            Outcome::SoldOut => {
+                let free = sale.total - stock[&attempt.event_id].peak(from, to, &own);
+                let zone_free = asked_zone(attempt).and_then(|zone| {
+                    let places = sale.zones.get(zone)?;
+                    Some(places - zones[&(attempt.event_id, zone)].peak(from, to, &own))
+                });
+                let least_free = zone_free.map_or(free, |zone_free| zone_free.min(free));
+                if least_free >= asked {
+                    offenders.push(format!(
+                        "{who}: told sold_out for {asked} {flight}, when at least {least_free} \
+                         {} for sale the whole time",
+                        if least_free == 1 { "was" } else { "were" }
+                    ));
+                }
+            }
+            Outcome::LimitExceeded => {
+                let held = buyers
+                    .get(&(attempt.event_id, attempt.user_id.as_str()))
+                    .unwrap_or(&empty)
+                    .peak(from, to, &own);
+                if held + asked <= sale.max_per_user {
+                    offenders.push(format!(
+                        "{who}: told limit_exceeded for {asked} {flight}, holding at most {held} \
+                         of the {} allowed",
+                        sale.max_per_user
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    offenders.sort();
+    let mut result = finding(
+        Invariant::RefusalsWereTrue,
+        refused.len() as u64,
+        offenders,
+        "every sold_out and limit_exceeded was true at some moment while it was in flight",
+        "buyers were refused while what they asked for was there for them",
+    );
+    result.detail.push_str(&format!(
+        "; clocks taken to agree within {} ms",
+        slack.num_milliseconds()
+    ));
+    Ok(result)
+}
+
+/// The zone a refusal's request asked for: named, or its seats'.
+fn asked_zone(attempt: &Attempt) -> Option<&str> {
+    attempt
+        .asked_zone
+        .as_deref()
+        .or_else(|| zone_of(attempt.asked_seats.as_ref()?.first()?))
+}
+
+/// When Redis admitted a hold, from its UUIDv7 id (the desk stamps it then);
+/// `fallback` for an id of another kind.
+fn admitted_at(id: Uuid, fallback: DateTime<Utc>) -> DateTime<Utc> {
+    id.get_timestamp()
+        .and_then(|stamp| {
+            let (seconds, nanos) = stamp.to_unix();
+            DateTime::from_timestamp(seconds as i64, nanos)
+        })
+        .map_or(fallback, |at| at.min(fallback))
+}
+
+/// The events' sizes, limits, zones and every hold on them.
+async fn read_events(pool: &PgPool, ids: &[i64]) -> anyhow::Result<HashMap<i64, Event>> {
+    let mut events: HashMap<i64, Event> = sqlx::query(
+        "SELECT id, total_tickets, max_per_user FROM events WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|row| {
+        Ok((
+            row.try_get("id")?,
+            Event {
+                total: i64::from(row.try_get::<i32, _>("total_tickets")?),
+                max_per_user: i64::from(row.try_get::<i32, _>("max_per_user")?),
+                zones: HashMap::new(),
+                holds: Vec::new(),
+            },
+        ))
+    })
+    .collect::<sqlx::Result<_>>()?;
+    for row in sqlx::query("SELECT event_id, name, capacity FROM zones WHERE event_id = ANY($1)")
+        .bind(ids)
+        .fetch_all(pool)
+        .await?
+    {
+        if let Some(event) = events.get_mut(&row.try_get("event_id")?) {
+            let capacity: i32 = row.try_get("capacity")?;
+            event
+                .zones
+                .insert(row.try_get("name")?, i64::from(capacity));
+        }
+    }
+    let return_delay = chrono::Duration::from_std(RETURN_DELAY)?;
+    for row in sqlx::query(
+        "SELECT id, event_id, user_id, idempotency_key, quantity, zone, seats, created_at,
+                CASE WHEN status IN ('CANCELLED', 'EXPIRED') THEN
+                     CASE WHEN seats IS NOT NULL OR zone IS NOT NULL
+                               OR EXISTS (SELECT 1 FROM zones z WHERE z.event_id = o.event_id)
+                          THEN greatest(updated_at, seats_back_at)
+                          ELSE returned_at + $2 END
+                END AS until
+         FROM orders o WHERE event_id = ANY($1)",
+    )
+    .bind(ids)
+    .bind(return_delay)
+    .fetch_all(pool)
+    .await?
+    {
+        let Some(event) = events.get_mut(&row.try_get("event_id")?) else {
+            continue;
+        };
+        let seats: Option<Vec<String>> = row.try_get("seats")?;
+        let zone: Option<String> = row.try_get("zone")?;
+        let zone = zone.or_else(|| Some(zone_of(seats.as_ref()?.first()?)?.to_owned()));
+        let created_at: DateTime<Utc> = row.try_get("created_at")?;
+        event.holds.push(Hold {
+            user_id: row.try_get("user_id")?,
+            key: row.try_get("idempotency_key")?,
+            zone,
+            tickets: i64::from(row.try_get::<i32, _>("quantity")?),
+            from: admitted_at(row.try_get("id")?, created_at),
+            until: row.try_get("until")?,
+        });
+    }
+    for row in sqlx::query(
+        "SELECT order_id, event_id, user_id, idempotency_key, quantity, released_at
+         FROM released_holds WHERE event_id = ANY($1) AND quantity IS NOT NULL",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?
+    {
+        let Some(event) = events.get_mut(&row.try_get("event_id")?) else {
+            continue;
+        };
+        let released_at: DateTime<Utc> = row.try_get("released_at")?;
+        event.holds.push(Hold {
+            user_id: row.try_get("user_id")?,
+            key: row.try_get("idempotency_key")?,
+            zone: None,
+            tickets: i64::from(row.try_get::<i32, _>("quantity")?),
+            from: admitted_at(row.try_get("order_id")?, released_at),
+            until: Some(released_at + return_delay),
+        });
+    }
+    Ok(events)
+}
