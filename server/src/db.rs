@@ -40,7 +40,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "seat returns",
         include_str!("../migrations/0007_seat_returns.sql"),
     ),
-    (8, "timeline", include_str!("../migrations/0008_timeline.sql")),
+    (
+        8,
+        "timeline",
+        include_str!("../migrations/0008_timeline.sql"),
+    ),
 ];
 
 /// What a pool's connections are for.

@@ -13,8 +13,6 @@ use uuid::Uuid;
 use super::report::{finding, Finding, Invariant, Verdict, EXAMPLES};
 use crate::history::{Attempt, Outcome};
 
-
-
 /// Invariant 4: every order the API answered for exists (for that buyer and
 /// key); every order made while the history was being written was asked for
 /// by someone in it. Attempts that got no answer are "unknown": reported as

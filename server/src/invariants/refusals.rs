@@ -83,9 +83,7 @@ impl Timeline {
     /// held at that moment.
     fn peak(&self, from: DateTime<Utc>, to: DateTime<Utc>, own: &[&Hold]) -> i64 {
         let first_after = self.steps.partition_point(|(at, _)| *at <= from);
-        let level_at_start = first_after
-            .checked_sub(1)
-            .map_or(0, |i| self.steps[i].1);
+        let level_at_start = first_after.checked_sub(1).map_or(0, |i| self.steps[i].1);
         let others = |t: DateTime<Utc>, level: i64| {
             level
                 - own
@@ -236,25 +234,24 @@ fn admitted_at(id: Uuid, fallback: DateTime<Utc>) -> DateTime<Utc> {
 
 /// The events' sizes, limits, zones and every hold on them.
 async fn read_events(pool: &PgPool, ids: &[i64]) -> anyhow::Result<HashMap<i64, Event>> {
-    let mut events: HashMap<i64, Event> = sqlx::query(
-        "SELECT id, total_tickets, max_per_user FROM events WHERE id = ANY($1)",
-    )
-    .bind(ids)
-    .fetch_all(pool)
-    .await?
-    .iter()
-    .map(|row| {
-        Ok((
-            row.try_get("id")?,
-            Event {
-                total: i64::from(row.try_get::<i32, _>("total_tickets")?),
-                max_per_user: i64::from(row.try_get::<i32, _>("max_per_user")?),
-                zones: HashMap::new(),
-                holds: Vec::new(),
-            },
-        ))
-    })
-    .collect::<sqlx::Result<_>>()?;
+    let mut events: HashMap<i64, Event> =
+        sqlx::query("SELECT id, total_tickets, max_per_user FROM events WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("id")?,
+                    Event {
+                        total: i64::from(row.try_get::<i32, _>("total_tickets")?),
+                        max_per_user: i64::from(row.try_get::<i32, _>("max_per_user")?),
+                        zones: HashMap::new(),
+                        holds: Vec::new(),
+                    },
+                ))
+            })
+            .collect::<sqlx::Result<_>>()?;
     for row in sqlx::query("SELECT event_id, name, capacity FROM zones WHERE event_id = ANY($1)")
         .bind(ids)
         .fetch_all(pool)

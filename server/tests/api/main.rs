@@ -13,6 +13,7 @@ mod openapi;
 mod orders;
 mod outbox;
 mod provider;
+mod refusals;
 mod saga;
 mod seating;
 mod shutdown;
