@@ -628,3 +628,93 @@ async fn a_wrong_seat_in_the_answer_fails_answers_match_orders() {
     )
     .await;
 }
+
+/// Buyers whose first order was declined buy again once its tickets are
+/// back. The real server sells to them; one that counts cancelled orders
+/// toward the limit refuses them while they hold nothing, and the history
+/// the test keeps (as a client would) shows it. The reconciler runs at its
+/// default pace: the lie stays in what the buyers were told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_counting_cancelled_orders_fails_refusals_were_true() {
+    let setup = Setup {
+        reset: &["--tickets", "100", "--max-per-user", "2"],
+        serve: &["--payment-failure-rate", "1"],
+    };
+    let (bad, good) = tokio::join!(
+        buy_again_after_a_decline(setup, Some("limit-counts-cancelled")),
+        buy_again_after_a_decline(setup, None)
+    );
+    assert_fails(&bad.judged().await, Invariant::RefusalsWereTrue);
+    assert_passes(&good.judged().await);
+}
+
+/// Ten buyers take two tickets each; every payment is declined. Once each
+/// order's tickets are back for sale, each buyer asks for two more under a
+/// new key. Returns the run, its history written as a storm would.
+async fn buy_again_after_a_decline(setup: Setup, bugs: Option<&str>) -> Run {
+    let (sale, event, server) = setup.open(bugs).await;
+    let client = reqwest::Client::new();
+    let buy = |user: String, key: &'static str| {
+        let request = client
+            .post(format!("{}/orders", server.url))
+            .header("Idempotency-Key", key)
+            .json(&json!({"event_id": event, "user_id": user, "quantity": 2}));
+        async move {
+            let sent_at = chrono::Utc::now();
+            let response = request.send().await.expect("the server answers");
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or_default();
+            let outcome = match (status, body["error"]["code"].as_str()) {
+                (202, _) => "accepted",
+                (_, Some("limit_exceeded")) => "limit_exceeded",
+                (_, Some("sold_out")) => "sold_out",
+                _ => panic!("unexpected answer {status}: {body}"),
+            };
+            let mut line = json!({
+                "attempt": 0, "event_id": event, "user_id": user, "idempotency_key": key,
+                "quantity": 2, "sent_at": sent_at, "finished_at": chrono::Utc::now(),
+                "outcome": outcome, "status": status,
+            });
+            if let Some(id) = body["order_id"].as_str() {
+                line["order_id"] = id.into();
+            }
+            line.to_string()
+        }
+    };
+    let buyers: Vec<String> = (0..10).map(|n| format!("buyer-{n}")).collect();
+    let mut lines = Vec::new();
+    for user in &buyers {
+        lines.push(buy(user.clone(), "first").await);
+    }
+    // Declined, cancelled, and the tickets back in Redis and matured.
+    let pool = sale.pool().await;
+    let deadline = Instant::now() + JUDGEABLE_WITHIN;
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM orders
+             WHERE returned_at IS NULL OR now() < returned_at + interval '700 milliseconds'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if waiting == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{waiting} orders never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for user in &buyers {
+        lines.push(buy(user.clone(), "again").await);
+    }
+    let history = sale.dir.join("history.jsonl");
+    std::fs::write(&history, lines.join("\n") + "\n").unwrap();
+    Run {
+        sale,
+        _server: server,
+        history: Some(history.display().to_string()),
+        storm: json!({}),
+    }
+}

@@ -48,7 +48,9 @@
 //!   order holds;
 //! - `refusal-after-timeout`: a retry that waited its fill for the first
 //!   try's order (still being written) is told `sold_out` instead of
-//!   `request_in_progress`, and the first try's order commits after.
+//!   `request_in_progress`, and the first try's order commits after;
+//! - `limit-counts-cancelled`: the order writer counts a buyer's cancelled
+//!   orders toward the per-user limit, and refuses buyers who hold nothing.
 
 use sqlx::PgPool;
 
@@ -73,10 +75,11 @@ pub enum Bug {
     AmountOffByOne,
     WrongSeatInAnswer,
     RefusalAfterTimeout,
+    LimitCountsCancelled,
 }
 
 impl Bug {
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 19] = [
         Self::AckBeforeCommit,
         Self::PublishBeforeCommit,
         Self::ReleaseStockTwice,
@@ -95,6 +98,7 @@ impl Bug {
         Self::AmountOffByOne,
         Self::WrongSeatInAnswer,
         Self::RefusalAfterTimeout,
+        Self::LimitCountsCancelled,
     ];
 
     /// Its name in `FLASHTIX_KNOWN_BAD`.
@@ -118,6 +122,7 @@ impl Bug {
             Self::AmountOffByOne => "amount-off-by-one",
             Self::WrongSeatInAnswer => "wrong-seat-in-answer",
             Self::RefusalAfterTimeout => "refusal-after-timeout",
+            Self::LimitCountsCancelled => "limit-counts-cancelled",
         }
     }
 }

@@ -515,6 +515,12 @@ async fn read_buyers(
     keys: &[&str],
     ids: &[Uuid],
 ) -> sqlx::Result<Buyers> {
+    // A known-bad server counts what the buyer's cancelled orders held too.
+    let holding = if known_bad::has(Bug::LimitCountsCancelled) {
+        "'PENDING', 'CONFIRMED', 'CANCELLED'"
+    } else {
+        "'PENDING', 'CONFIRMED'"
+    };
     let rows = sqlx::query(&format!(
         "SELECT 'order' AS kind, {ORDER_COLUMNS}, NULL::int8 AS held
          FROM unnest($2::text[], $3::text[]) AS r(user_id, idempotency_key)
@@ -526,7 +532,7 @@ async fn read_buyers(
          SELECT 'held', NULL, NULL, NULL, b.user_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                 NULL, NULL, (SELECT sum(quantity)::int8 FROM orders o
                  WHERE o.event_id = $1 AND o.user_id = b.user_id
-                   AND o.status IN ('PENDING', 'CONFIRMED'))
+                   AND o.status IN ({holding}))
          FROM (SELECT DISTINCT user_id FROM unnest($2::text[]) AS u(user_id)) AS b
          UNION ALL
          SELECT 'released', r.order_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
