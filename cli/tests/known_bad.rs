@@ -648,45 +648,78 @@ async fn a_limit_counting_cancelled_orders_fails_refusals_were_true() {
     assert_passes(&good.judged().await);
 }
 
+/// A client that keeps a history as a storm would: each buy it sends, what
+/// it asked for, when, and what it was told.
+struct Client {
+    http: reqwest::Client,
+    url: String,
+    lines: Vec<String>,
+}
+
+impl Client {
+    fn of(server: &Server) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            url: server.url.clone(),
+            lines: Vec::new(),
+        }
+    }
+
+    /// Buys `quantity` and returns the outcome's name in the history.
+    async fn buy(&mut self, event: i64, user: &str, key: &str, quantity: i64) -> &'static str {
+        let sent_at = chrono::Utc::now();
+        let response = self
+            .http
+            .post(format!("{}/orders", self.url))
+            .header("Idempotency-Key", key)
+            .json(&json!({"event_id": event, "user_id": user, "quantity": quantity}))
+            .send()
+            .await
+            .expect("the server answers");
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or_default();
+        let outcome = match (status, body["error"]["code"].as_str()) {
+            (202, _) => "accepted",
+            (_, Some("limit_exceeded")) => "limit_exceeded",
+            (_, Some("sold_out")) => "sold_out",
+            _ => panic!("unexpected answer {status}: {body}"),
+        };
+        let mut line = json!({
+            "attempt": self.lines.len(), "event_id": event, "user_id": user,
+            "idempotency_key": key, "quantity": quantity, "sent_at": sent_at,
+            "finished_at": chrono::Utc::now(), "outcome": outcome, "status": status,
+        });
+        if let Some(id) = body["order_id"].as_str() {
+            line["order_id"] = id.into();
+        }
+        self.lines.push(line.to_string());
+        outcome
+    }
+
+    /// The run of `sale`, with this client's history.
+    fn run(self, sale: Sale, server: Server) -> Run {
+        let history = sale.dir.join("history.jsonl");
+        std::fs::write(&history, self.lines.join("\n") + "\n").unwrap();
+        Run {
+            sale,
+            _server: server,
+            history: Some(history.display().to_string()),
+            storm: json!({}),
+        }
+    }
+}
+
 /// Ten buyers take two tickets each; every payment is declined. Once each
 /// order's tickets are back for sale, each buyer asks for two more under a
-/// new key. Returns the run, its history written as a storm would.
+/// new key. Returns the run, with the buyers' history.
 async fn buy_again_after_a_decline(setup: Setup, bugs: Option<&str>) -> Run {
     let (sale, event, server) = setup.open(bugs).await;
-    let client = reqwest::Client::new();
-    let buy = |user: String, key: &'static str| {
-        let request = client
-            .post(format!("{}/orders", server.url))
-            .header("Idempotency-Key", key)
-            .json(&json!({"event_id": event, "user_id": user, "quantity": 2}));
-        async move {
-            let sent_at = chrono::Utc::now();
-            let response = request.send().await.expect("the server answers");
-            let status = response.status().as_u16();
-            let body: Value = response.json().await.unwrap_or_default();
-            let outcome = match (status, body["error"]["code"].as_str()) {
-                (202, _) => "accepted",
-                (_, Some("limit_exceeded")) => "limit_exceeded",
-                (_, Some("sold_out")) => "sold_out",
-                _ => panic!("unexpected answer {status}: {body}"),
-            };
-            let mut line = json!({
-                "attempt": 0, "event_id": event, "user_id": user, "idempotency_key": key,
-                "quantity": 2, "sent_at": sent_at, "finished_at": chrono::Utc::now(),
-                "outcome": outcome, "status": status,
-            });
-            if let Some(id) = body["order_id"].as_str() {
-                line["order_id"] = id.into();
-            }
-            line.to_string()
-        }
-    };
+    let mut client = Client::of(&server);
     let buyers: Vec<String> = (0..10).map(|n| format!("buyer-{n}")).collect();
-    let mut lines = Vec::new();
     for user in &buyers {
-        lines.push(buy(user.clone(), "first").await);
+        client.buy(event, user, "first", 2).await;
     }
-    // Declined, cancelled, and the tickets back in Redis and matured.
+    // Declined, cancelled, and the tickets back in Redis.
     let pool = sale.pool().await;
     let deadline = Instant::now() + JUDGEABLE_WITHIN;
     loop {
@@ -707,14 +740,59 @@ async fn buy_again_after_a_decline(setup: Setup, bugs: Option<&str>) -> Run {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for user in &buyers {
-        lines.push(buy(user.clone(), "again").await);
+        client.buy(event, user, "again", 2).await;
     }
-    let history = sale.dir.join("history.jsonl");
-    std::fs::write(&history, lines.join("\n") + "\n").unwrap();
-    Run {
-        sale,
-        _server: server,
-        history: Some(history.display().to_string()),
-        storm: json!({}),
+    client.run(sale, server)
+}
+
+/// Redis one ticket too high (as after a sale by a server that could not
+/// reach it), then a request for every ticket Redis shows: Postgres refuses
+/// it. A server that gives Redis nothing back leaves it nine too low, and
+/// the buyers who come next are told `sold_out` while nine tickets remain,
+/// until the reconciler (at its default pace) puts Redis right. The real
+/// server gives back the nine and sells them. Eight events, one after the
+/// other: each lie lasts until the reconciler's next tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_keeps_refused_stock_fails_refusals_were_true() {
+    let setup = Setup {
+        reset: &["--events", "8", "--tickets", "10", "--max-per-user", "10"],
+        serve: &[],
+    };
+    let (bad, good) = tokio::join!(
+        buy_after_a_refusal(setup, Some("redis-keeps-refused-stock")),
+        buy_after_a_refusal(setup, None)
+    );
+    assert_fails(&bad.judged().await, Invariant::RefusalsWereTrue);
+    assert_passes(&good.judged().await);
+}
+
+async fn buy_after_a_refusal(setup: Setup, bugs: Option<&str>) -> Run {
+    let (sale, _, server) = setup.open(bugs).await;
+    let events = sale.json("events.json").1;
+    let namespace = flashtix_server::config::Namespace::parse(&sale.namespace).unwrap();
+    let gate = flashtix_server::gate::Gate::connect(&common::test_redis_url(), namespace).unwrap();
+    let mut client = Client::of(&server);
+    for event in events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+    {
+        // Keys are a buyer's across events: each event gets its own.
+        let key = |name: &str| format!("{name}-{event}");
+        assert_eq!(client.buy(event, "ann", &key("first"), 1).await, "accepted");
+        // A ticket sold where Redis never heard of it: Redis 10, Postgres 9.
+        gate.force_stock(event, 10).await.unwrap();
+        assert_eq!(client.buy(event, "cy", &key("all"), 10).await, "sold_out");
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        for buyer in 0.. {
+            if Instant::now() > deadline {
+                break;
+            }
+            client
+                .buy(event, &format!("next-{buyer}"), &key("one"), 1)
+                .await;
+        }
     }
+    client.run(sale, server)
 }

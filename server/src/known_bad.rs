@@ -50,7 +50,12 @@
 //!   try's order (still being written) is told `sold_out` instead of
 //!   `request_in_progress`, and the first try's order commits after;
 //! - `limit-counts-cancelled`: the order writer counts a buyer's cancelled
-//!   orders toward the per-user limit, and refuses buyers who hold nothing.
+//!   orders toward the per-user limit, and refuses buyers who hold nothing;
+//! - `redis-keeps-refused-stock`: a request Redis admitted and Postgres
+//!   refused for want of stock gives Redis nothing back, on the reasoning
+//!   that Redis was too high; when it was too high by less than the
+//!   request, Redis is left too low and buyers are told `sold_out` while
+//!   tickets remain.
 
 use sqlx::PgPool;
 
@@ -76,10 +81,11 @@ pub enum Bug {
     WrongSeatInAnswer,
     RefusalAfterTimeout,
     LimitCountsCancelled,
+    RedisKeepsRefusedStock,
 }
 
 impl Bug {
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 20] = [
         Self::AckBeforeCommit,
         Self::PublishBeforeCommit,
         Self::ReleaseStockTwice,
@@ -99,6 +105,7 @@ impl Bug {
         Self::WrongSeatInAnswer,
         Self::RefusalAfterTimeout,
         Self::LimitCountsCancelled,
+        Self::RedisKeepsRefusedStock,
     ];
 
     /// Its name in `FLASHTIX_KNOWN_BAD`.
@@ -123,6 +130,7 @@ impl Bug {
             Self::WrongSeatInAnswer => "wrong-seat-in-answer",
             Self::RefusalAfterTimeout => "refusal-after-timeout",
             Self::LimitCountsCancelled => "limit-counts-cancelled",
+            Self::RedisKeepsRefusedStock => "redis-keeps-refused-stock",
         }
     }
 }

@@ -6,13 +6,19 @@
 //! order's id, or a released hold's, is a UUIDv7 stamped then) until it is
 //! for sale again:
 //! - an order that ended unpaid: once its stock return reached Redis
-//!   (`orders.returned_at`) and matured there ([`RETURN_DELAY`]); on a seated
-//!   event, which Redis does not gate, once its status changed and its seats
-//!   were back on sale (`seats_back_at`);
+//!   (`orders.returned_at`); on a seated event, which Redis does not gate,
+//!   once its status changed and its seats were back on sale
+//!   (`seats_back_at`);
 //! - a hold given back without an order (`released_holds`: Postgres refused
 //!   it, its batch failed, or the reconciler found it lost): once it was
-//!   given back and matured;
+//!   given back;
 //! - a live order: not yet.
+//!
+//! Given-back tickets count a further [`SOLD_OUT_TTL`]: a process that saw
+//! the event sold out just before may answer so from memory that long
+//! (tickets given back wait longer than that in Redis before they sell, and
+//! a buyer short of tickets that are on their way is told to wait, not
+//! refused).
 //!
 //! Each end leans late, so what is caught is a refusal while enough was for
 //! sale for the whole flight: the request's own holds aside, at every moment
@@ -28,7 +34,7 @@ use uuid::Uuid;
 
 use super::ledger::events_of;
 use super::report::{finding, Finding, Invariant};
-use crate::gate::RETURN_DELAY;
+use crate::gate::SOLD_OUT_TTL;
 use crate::history::{Attempt, Outcome};
 use crate::seating::zone_of;
 
@@ -264,7 +270,7 @@ async fn read_events(pool: &PgPool, ids: &[i64]) -> anyhow::Result<HashMap<i64, 
                 .insert(row.try_get("name")?, i64::from(capacity));
         }
     }
-    let return_delay = chrono::Duration::from_std(RETURN_DELAY)?;
+    let remembered = chrono::Duration::from_std(SOLD_OUT_TTL)?;
     for row in sqlx::query(
         "SELECT id, event_id, user_id, idempotency_key, quantity, zone, seats, created_at,
                 CASE WHEN status IN ('CANCELLED', 'EXPIRED') THEN
@@ -276,7 +282,7 @@ async fn read_events(pool: &PgPool, ids: &[i64]) -> anyhow::Result<HashMap<i64, 
          FROM orders o WHERE event_id = ANY($1)",
     )
     .bind(ids)
-    .bind(return_delay)
+    .bind(remembered)
     .fetch_all(pool)
     .await?
     {
@@ -314,7 +320,7 @@ async fn read_events(pool: &PgPool, ids: &[i64]) -> anyhow::Result<HashMap<i64, 
             zone: None,
             tickets: i64::from(row.try_get::<i32, _>("quantity")?),
             from: admitted_at(row.try_get("order_id")?, released_at),
-            until: Some(released_at + return_delay),
+            until: Some(released_at + remembered),
         });
     }
     Ok(events)

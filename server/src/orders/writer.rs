@@ -247,6 +247,9 @@ impl Settler {
                         // closer; keeping it all could leave Redis below
                         // Postgres, turning buyers away from tickets that are
                         // there.
+                        Decision::SoldOut if known_bad::has(Bug::RedisKeepsRefusedStock) => {
+                            (Verdict::SoldOut, 0)
+                        }
                         Decision::SoldOut => {
                             (Verdict::SoldOut, left.clamp(0, i64::from(quantity)) as i32)
                         }
