@@ -5,12 +5,20 @@
 #   2. sold-out answers/s, against GET /health with the same connections.
 # Uses its own namespace (bench_orders) on the local Postgres and Redis.
 #   bench/order-path.sh   # DURATION=10s CONNECTIONS=64 BIG_CONNECTIONS=256 PORT=18090
+# FLASHTIX=path measures that binary instead of building this tree's (to
+# compare two builds on the same stretch of the machine).
 set -euo pipefail
+[ -n "${FLASHTIX:-}" ] && FLASHTIX=$(realpath -m "$FLASHTIX")
 cd "$(dirname "$0")/.."
 
 . bench/common.sh
 bench_setup bench_orders 18090
-release_build
+if [ -n "${FLASHTIX:-}" ]; then
+  [ -x "$FLASHTIX" ] || { echo "FLASHTIX=$FLASHTIX is not an executable" >&2; exit 2; }
+  flashtix=$FLASHTIX
+else
+  release_build
+fi
 
 $flashtix reset --tickets 100000000 --max-per-user 4 --json /tmp/flashtix-bench-events.json >/dev/null
 big_event=$(python3 -c 'import json; print(json.load(open("/tmp/flashtix-bench-events.json"))[0]["id"])')
