@@ -156,13 +156,19 @@ pub async fn run(run: &Run<'_>, stack: &Stack) -> io::Result<DrillReport> {
     if let Err(why) = storm.ran {
         reasons.push(why);
     }
-    // Faults that last to the storm's end on purpose: nothing to recover from.
-    let to_the_end: Vec<String> = run
-        .drill
-        .timeline(run.seed)
+    // Faults that last to the storm's end on purpose: nothing to recover
+    // from. Windows are known by their labels: a label counts as declared
+    // only if every fault under it is.
+    let timeline = run.drill.timeline(run.seed);
+    let to_the_end: Vec<String> = timeline
         .iter()
-        .filter(|fault| fault.until_storm_ends)
         .map(faults::describe)
+        .filter(|label| {
+            timeline
+                .iter()
+                .filter(|fault| faults::describe(fault) == *label)
+                .all(|fault| fault.until_storm_ends)
+        })
         .collect();
     let reports: Vec<FaultReport> = storm
         .windows

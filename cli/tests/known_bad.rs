@@ -750,12 +750,14 @@ async fn buy_again_after_a_decline(setup: Setup, bugs: Option<&str>) -> Run {
 /// it. A server that gives Redis nothing back leaves it nine too low, and
 /// the buyers who come next are told `sold_out` while nine tickets remain,
 /// until the reconciler (at its default pace) puts Redis right. The real
-/// server gives back the nine and sells them. Eight events, one after the
-/// other: each lie lasts until the reconciler's next tick.
+/// server gives back the nine and sells them. Sixteen events, one after the
+/// other: a lie is seen only when the reconciler's next tick (once a second)
+/// comes more than the return delay after the refusal, as on about four
+/// events in ten.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_that_keeps_refused_stock_fails_refusals_were_true() {
     let setup = Setup {
-        reset: &["--events", "8", "--tickets", "10", "--max-per-user", "10"],
+        reset: &["--events", "16", "--tickets", "10", "--max-per-user", "10"],
         serve: &[],
     };
     let (bad, good) = tokio::join!(
@@ -784,7 +786,7 @@ async fn buy_after_a_refusal(setup: Setup, bugs: Option<&str>) -> Run {
         // A ticket sold where Redis never heard of it: Redis 10, Postgres 9.
         gate.force_stock(event, 10).await.unwrap();
         assert_eq!(client.buy(event, "cy", &key("all"), 10).await, "sold_out");
-        let deadline = Instant::now() + Duration::from_millis(1500);
+        let deadline = Instant::now() + Duration::from_millis(1200);
         for buyer in 0.. {
             if Instant::now() > deadline {
                 break;

@@ -330,10 +330,21 @@ pub async fn reclaim_stale_holds(pool: &PgPool, gate: &Gate, event_id: i64) -> a
         .into_iter()
         .partition(|hold| committed.contains(&hold.order_id));
     gate.confirm(event_id, &found).await?;
+    let mut released = Vec::with_capacity(lost.len());
     for hold in &lost {
         gate.release(hold, hold.quantity).await?;
+        released.push(hold.order_id);
         tracing::info!(event_id, order_id = %hold.order_id, "released a hold whose order never reached Postgres");
     }
+    // Recorded before the release (the fence), dated after it: until now
+    // its tickets were spoken for.
+    sqlx::query(
+        "UPDATE released_holds SET released_at = clock_timestamp() WHERE order_id = ANY($1)",
+    )
+    .bind(&released)
+    .execute(pool)
+    .await
+    .context("dating released holds")?;
     Ok((found.len() + lost.len()) as u64)
 }
 

@@ -44,7 +44,7 @@ pub struct CheckArgs {
     /// With --history: how far apart the clients' clocks and the database's
     /// may be; no answer is judged on a moment closer than this
     #[arg(long, value_parser = flashtix_server::duration::parse, value_name = "DURATION",
-          default_value = "100ms")]
+          default_value = "100ms", requires = "history")]
     clock_slack: Duration,
 }
 

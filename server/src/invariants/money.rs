@@ -87,7 +87,7 @@ pub(super) async fn no_double_charge(pool: &PgPool, event: Option<i64>) -> anyho
 /// event's price, quantity × its zone's, or the sum of its seats' zones'
 /// prices); every charge or refund the provider recorded is for an order we
 /// have; no refund, ours or the provider's, without a successful capture
-/// before it. A provider entry for an order we do not have names no event,
+/// in the same books. A provider entry for an order we do not have names no event,
 /// so it is judged whatever `--event` says.
 pub(super) async fn charges_match_orders(
     pool: &PgPool,

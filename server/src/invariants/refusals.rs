@@ -14,11 +14,10 @@
 //!   given back;
 //! - a live order: not yet.
 //!
-//! Given-back tickets count a further [`SOLD_OUT_TTL`]: a process that saw
-//! the event sold out just before may answer so from memory that long
-//! (tickets given back wait longer than that in Redis before they sell, and
-//! a buyer short of tickets that are on their way is told to wait, not
-//! refused).
+//! Given-back tickets count a further [`RETURN_DELAY`]: Redis holds them that
+//! long before it sells them again (a buyer short of tickets on their way is
+//! told to wait for them, or, after the desk's last round, `sold_out`), and
+//! a process that saw the event sold out may say so from memory for less.
 //!
 //! Each end leans late, so what is caught is a refusal while enough was for
 //! sale for the whole flight: the request's own holds aside, at every moment
@@ -34,7 +33,7 @@ use uuid::Uuid;
 
 use super::ledger::events_of;
 use super::report::{finding, Finding, Invariant};
-use crate::gate::SOLD_OUT_TTL;
+use crate::gate::RETURN_DELAY;
 use crate::history::{Attempt, Outcome};
 use crate::seating::zone_of;
 
@@ -44,7 +43,8 @@ use crate::seating::zone_of;
 struct Hold {
     user_id: String,
     key: String,
-    /// Its zone (general admission) or its seats' zone, on a seated event.
+    /// Its zone (general admission) or its seats' zone, on a seated event
+    /// (an order on seats of several zones is a hold in each).
     zone: Option<String>,
     tickets: i64,
     from: DateTime<Utc>,
@@ -152,10 +152,13 @@ pub(super) async fn refusals_were_true(
 
     let empty = Timeline::default();
     let mut offenders = Vec::new();
+    let mut judged = 0u64;
     for attempt in &refused {
+        // An event the database does not have: "no lost order" says so.
         let Some(sale) = events.get(&attempt.event_id) else {
             continue;
         };
+        judged += 1;
         let (from, to) = (attempt.sent_at - slack, attempt.finished_at + slack);
         let own: Vec<&Hold> = sale
             .holds
@@ -207,7 +210,7 @@ pub(super) async fn refusals_were_true(
     offenders.sort();
     let mut result = finding(
         Invariant::RefusalsWereTrue,
-        refused.len() as u64,
+        judged,
         offenders,
         "every sold_out and limit_exceeded was true at some moment while it was in flight",
         "buyers were refused while what they asked for was there for them",
@@ -270,7 +273,7 @@ async fn read_events(pool: &PgPool, ids: &[i64]) -> anyhow::Result<HashMap<i64, 
                 .insert(row.try_get("name")?, i64::from(capacity));
         }
     }
-    let remembered = chrono::Duration::from_std(SOLD_OUT_TTL)?;
+    let return_delay = chrono::Duration::from_std(RETURN_DELAY)?;
     for row in sqlx::query(
         "SELECT id, event_id, user_id, idempotency_key, quantity, zone, seats, created_at,
                 CASE WHEN status IN ('CANCELLED', 'EXPIRED') THEN
@@ -282,7 +285,7 @@ async fn read_events(pool: &PgPool, ids: &[i64]) -> anyhow::Result<HashMap<i64, 
          FROM orders o WHERE event_id = ANY($1)",
     )
     .bind(ids)
-    .bind(remembered)
+    .bind(return_delay)
     .fetch_all(pool)
     .await?
     {
@@ -291,16 +294,35 @@ async fn read_events(pool: &PgPool, ids: &[i64]) -> anyhow::Result<HashMap<i64, 
         };
         let seats: Option<Vec<String>> = row.try_get("seats")?;
         let zone: Option<String> = row.try_get("zone")?;
-        let zone = zone.or_else(|| Some(zone_of(seats.as_ref()?.first()?)?.to_owned()));
+        // Its places by zone: a standing zone, its seats' zones, or none.
+        let mut places: Vec<(Option<String>, i64)> = Vec::new();
+        match (zone, seats) {
+            (_, Some(seats)) => {
+                for seat in &seats {
+                    let zone = zone_of(seat).map(str::to_owned);
+                    match places.iter_mut().find(|(z, _)| *z == zone) {
+                        Some((_, count)) => *count += 1,
+                        None => places.push((zone, 1)),
+                    }
+                }
+            }
+            (zone, None) => places.push((zone, i64::from(row.try_get::<i32, _>("quantity")?))),
+        }
         let created_at: DateTime<Utc> = row.try_get("created_at")?;
-        event.holds.push(Hold {
-            user_id: row.try_get("user_id")?,
-            key: row.try_get("idempotency_key")?,
-            zone,
-            tickets: i64::from(row.try_get::<i32, _>("quantity")?),
-            from: admitted_at(row.try_get("id")?, created_at),
-            until: row.try_get("until")?,
-        });
+        let (user_id, key): (String, String) =
+            (row.try_get("user_id")?, row.try_get("idempotency_key")?);
+        let from = admitted_at(row.try_get("id")?, created_at);
+        let until: Option<DateTime<Utc>> = row.try_get("until")?;
+        for (zone, tickets) in places {
+            event.holds.push(Hold {
+                user_id: user_id.clone(),
+                key: key.clone(),
+                zone,
+                tickets,
+                from,
+                until,
+            });
+        }
     }
     for row in sqlx::query(
         "SELECT order_id, event_id, user_id, idempotency_key, quantity, released_at
@@ -320,7 +342,7 @@ async fn read_events(pool: &PgPool, ids: &[i64]) -> anyhow::Result<HashMap<i64, 
             zone: None,
             tickets: i64::from(row.try_get::<i32, _>("quantity")?),
             from: admitted_at(row.try_get("order_id")?, released_at),
-            until: Some(released_at + remembered),
+            until: Some(released_at + return_delay),
         });
     }
     Ok(events)

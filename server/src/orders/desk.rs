@@ -314,7 +314,7 @@ impl Desk {
         let fingerprint = request.fingerprint();
         // The answer if the rounds run out: what the last one waited for.
         let mut gave_up = PlaceError::InProgress;
-        for _ in 0..ROUNDS {
+        for round in 1..=ROUNDS {
             let hold = request.hold();
             let admission = self
                 .gate
@@ -356,9 +356,13 @@ impl Desk {
                 Ok(Admission::Returning { after }) => {
                     // Every ticket it waits for may go to someone quicker:
                     // then none is free for this buyer. (Not "in progress":
-                    // nothing works on this request any more.)
+                    // nothing works on this request any more.) After the
+                    // last round it is not waited for: the answer is what
+                    // Redis said then, not a guess once the tickets are back.
                     gave_up = PlaceError::SoldOut;
-                    tokio::time::sleep(after).await;
+                    if round < ROUNDS {
+                        tokio::time::sleep(after).await;
+                    }
                 }
                 Ok(Admission::Unseeded) => {
                     gave_up = PlaceError::InProgress;

@@ -305,16 +305,15 @@ impl Settler {
             if let Err(error) = gate.confirm(event_id, &confirmed).await {
                 tracing::warn!(event_id, error = %error, "confirming holds failed; the reconciler will");
             }
+            // Every hold given back, or no longer there to give back (the
+            // reconciler's, whose own record wins; or lost with Redis's
+            // data), is recorded: its tickets were spoken for until now.
             let mut released = Vec::with_capacity(releases.len());
             for (ticket, verdict, tickets_back) in releases {
-                match gate.release(&ticket.hold, tickets_back).await {
-                    // Not there any more: the reconciler gave it back and recorded it.
-                    Ok(false) => {}
-                    Ok(true) => released.push(ticket.hold.clone()),
-                    Err(error) => {
-                        tracing::warn!(event_id, order_id = %ticket.hold.order_id, error = %error, "releasing a hold failed; the reconciler will")
-                    }
+                if let Err(error) = gate.release(&ticket.hold, tickets_back).await {
+                    tracing::warn!(event_id, order_id = %ticket.hold.order_id, error = %error, "releasing a hold failed; the reconciler will");
                 }
+                released.push(ticket.hold.clone());
                 let _ = ticket.reply.send(verdict);
             }
             record_released(&pool, event_id, &released).await;

@@ -362,6 +362,15 @@ async fn a_reseed_overlapping_a_cancellation_leaves_the_buyer_free_to_buy_again(
         .await
         .unwrap();
 
+    // The timeline has when her tickets were back in Redis.
+    let returned: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT returned_at FROM orders WHERE id = $1::uuid")
+            .bind(first.order_id())
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(returned.is_some(), "a stock return applied leaves its time");
+
     // Her ticket was given back, so her limit of one is free again.
     let again = app.order(event, "una", "second", 1).await;
     assert_eq!(
@@ -505,4 +514,85 @@ async fn an_event_the_reconciler_cannot_lock_does_not_stop_the_others() {
     })
     .await;
     lock.rollback().await.unwrap();
+}
+
+/// A hold given back without an order is on the sale's timeline, with whose
+/// it was and how many tickets it held, dated after it was given back:
+/// whether the reconciler found it lost or Postgres refused it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_given_back_without_an_order_are_recorded() {
+    let app = spawn_app_with(|settings| settings.reconcile_every = None).await;
+    let event = app.create_event(10, 4).await;
+    let released = |id: Uuid| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_as::<
+                _,
+                (
+                    Option<String>,
+                    Option<String>,
+                    Option<i32>,
+                    chrono::DateTime<chrono::Utc>,
+                ),
+            >(
+                "SELECT user_id, idempotency_key, quantity, released_at FROM released_holds
+                 WHERE order_id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+        }
+    };
+
+    // A hold an hour old whose order never reached Postgres.
+    let lost = Hold {
+        order_id: Uuid::now_v7(),
+        event_id: event,
+        user_id: "lou".into(),
+        idempotency_key: "lost".into(),
+        quantity: 2,
+    };
+    let admitted = app
+        .gate
+        .reserve(&lost, 4, "fingerprint", clock_ms() - 3_600_000)
+        .await
+        .unwrap();
+    assert!(matches!(admitted, Admission::Reserved), "{admitted:?}");
+    let before = chrono::Utc::now();
+    let reclaimed = flashtix_server::reconcile::reclaim_stale_holds(&app.pool, &app.gate, event)
+        .await
+        .unwrap();
+    assert_eq!(reclaimed, 1);
+    let (user, key, quantity, at) = released(lost.order_id).await.expect("recorded");
+    assert_eq!(
+        (user.as_deref(), key.as_deref(), quantity),
+        (Some("lou"), Some("lost"), Some(2))
+    );
+    assert!(
+        at >= before,
+        "dated after the release began: {at} < {before}"
+    );
+
+    // Redis one too high: Postgres refuses a request for all it shows.
+    let other = app.create_event(5, 10).await;
+    app.gate.force_stock(other, 6).await.unwrap();
+    let refused = app.order(other, "cy", "all", 6).await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::CONFLICT, "sold_out")
+    );
+    let recorded: (String, String, i32) = eventually(Duration::from_secs(10), || async {
+        sqlx::query_as(
+            "SELECT user_id, idempotency_key, quantity FROM released_holds
+             WHERE event_id = $1 AND quantity IS NOT NULL",
+        )
+        .bind(other)
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap()
+        .ok_or_else(|| "not recorded yet".to_owned())
+    })
+    .await;
+    assert_eq!(recorded, ("cy".into(), "all".into(), 6));
 }
