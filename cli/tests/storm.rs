@@ -721,6 +721,44 @@ async fn a_server_that_accepts_orders_it_never_wrote_fails_the_storm() {
     assert!(printed.contains("no_lost_order"), "{printed}");
 }
 
+/// A `202` whose body names no order (cut short, or not JSON) says nothing
+/// about the order: the storm records it as `unreadable`, an unknown
+/// outcome it retries under the same key, never as an acceptance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_success_without_an_order_is_an_unknown_outcome() {
+    let sale = Sale::new().await;
+    let (events, _) = sale.reset(&["--tickets", "10"]);
+    let event = events[0]["id"].to_string();
+    let garbled = Router::new()
+        .route(
+            "/orders",
+            post(|| async { (StatusCode::ACCEPTED, "{\"order_id\": \"not") }),
+        )
+        .route("/health", get(|| async { "ok" }));
+    let url = fake_server(garbled).await;
+    let history_file = sale.dir.join("history.jsonl").display().to_string();
+    let (json_file, _) = sale.json("storm.json");
+    let args = format!(
+        "--target {url} --event {event} --rate 100 --buyers 5 --retries 1 \
+         --history {history_file} --json {json_file} --no-check"
+    );
+    let run = storm(&sale, &args).await;
+    assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
+    let outcomes = &sale.json("storm.json").1["outcomes"];
+    assert_eq!(
+        outcomes["unreadable"], 10,
+        "5 buyers, each tried twice: {outcomes}"
+    );
+    assert_eq!(outcomes["accepted"], 0, "{outcomes}");
+    let attempts = history(&history_file);
+    assert!(
+        attempts.iter().all(|a| a["outcome"] == "unreadable"
+            && a["status"] == 202
+            && a.get("order_id").is_none()),
+        "{attempts:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_storm_with_no_end_or_bad_flags_exits_2() {
     let sale = Sale::new().await;

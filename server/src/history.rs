@@ -149,6 +149,31 @@ pub struct Attempt {
     pub amount_cents: Option<i64>,
 }
 
+impl Attempt {
+    /// Whether it was made on `event` (every event: `None`).
+    pub fn on(&self, event: Option<i64>) -> bool {
+        event.is_none_or(|only| only == self.event_id)
+    }
+
+    /// Whose it was, as reports name it: `event 1 user "ann" key "k-1"`.
+    pub fn who(&self) -> String {
+        format!(
+            "event {} user {:?} key {:?}",
+            self.event_id, self.user_id, self.idempotency_key
+        )
+    }
+
+    /// When it was in flight, on the client's clock: `between 14:00:00.000
+    /// and 14:00:00.004`.
+    pub fn flight(&self) -> String {
+        format!(
+            "between {} and {}",
+            self.sent_at.format("%H:%M:%S%.3f"),
+            self.finished_at.format("%H:%M:%S%.3f")
+        )
+    }
+}
+
 /// Reads several history files as one (the shards of one storm).
 pub fn read_all(paths: &[impl AsRef<Path>]) -> anyhow::Result<Vec<Attempt>> {
     let mut attempts = Vec::new();

@@ -42,10 +42,7 @@ pub(super) async fn answers_match_orders(
     event: Option<i64>,
     slack: chrono::Duration,
 ) -> anyhow::Result<Finding> {
-    let history: Vec<&Attempt> = history
-        .iter()
-        .filter(|a| event.is_none_or(|only| only == a.event_id))
-        .collect();
+    let history: Vec<&Attempt> = history.iter().filter(|a| a.on(event)).collect();
     let rows = sqlx::query(
         "SELECT id, event_id, user_id, idempotency_key, quantity, amount_cents, seats, zone,
                 created_at,

@@ -29,10 +29,7 @@ pub(super) async fn no_lost_order(
     event: Option<i64>,
     slack: chrono::Duration,
 ) -> anyhow::Result<Finding> {
-    let history: Vec<&Attempt> = history
-        .iter()
-        .filter(|a| event.is_none_or(|only| only == a.event_id))
-        .collect();
+    let history: Vec<&Attempt> = history.iter().filter(|a| a.on(event)).collect();
     let events = events_of(&history);
     // id, user, key, seats, when it was written.
     type Stored = (Uuid, String, String, Option<Vec<String>>, DateTime<Utc>);
@@ -269,7 +266,7 @@ pub(super) fn sorted(seats: &[String]) -> Vec<&str> {
 pub fn no_lie_to_client(history: &[Attempt], event: Option<i64>) -> Finding {
     let mut keys: HashMap<(&str, &str), Vec<&Attempt>> = HashMap::new();
     for attempt in history {
-        if event.is_none_or(|only| only == attempt.event_id) {
+        if attempt.on(event) {
             keys.entry((&attempt.user_id, &attempt.idempotency_key))
                 .or_default()
                 .push(attempt);
@@ -337,7 +334,7 @@ pub(super) async fn seat_taken_was_true(
     let refused: Vec<&Attempt> = history
         .iter()
         .filter(|a| a.outcome == Outcome::SeatTaken)
-        .filter(|a| event.is_none_or(|only| only == a.event_id))
+        .filter(|a| a.on(event))
         .collect();
     let events = events_of(&refused);
     // From when an order held a seat until when it was back on sale (never,
@@ -374,15 +371,7 @@ pub(super) async fn seat_taken_was_true(
                         && until.is_none_or(|until| until + slack >= attempt.sent_at)
                 })
         };
-        let who = format!(
-            "event {} user {:?} key {:?}",
-            attempt.event_id, attempt.user_id, attempt.idempotency_key
-        );
-        let flight = format!(
-            "between {} and {}",
-            attempt.sent_at.format("%H:%M:%S%.3f"),
-            attempt.finished_at.format("%H:%M:%S%.3f"),
-        );
+        let (who, flight) = (attempt.who(), attempt.flight());
         match (&attempt.seats, &attempt.asked_seats) {
             (None, None) => {
                 unnamed += 1;

@@ -127,7 +127,7 @@ pub(super) async fn refusals_were_true(
     let refused: Vec<&Attempt> = history
         .iter()
         .filter(|a| matches!(a.outcome, Outcome::SoldOut | Outcome::LimitExceeded))
-        .filter(|a| event.is_none_or(|only| only == a.event_id))
+        .filter(|a| a.on(event))
         .collect();
     let events = read_events(pool, &events_of(&refused)).await?;
 
@@ -166,15 +166,7 @@ pub(super) async fn refusals_were_true(
             .filter(|h| h.user_id == attempt.user_id && h.key == attempt.idempotency_key)
             .collect();
         let asked = attempt.quantity;
-        let who = format!(
-            "event {} user {:?} key {:?}",
-            attempt.event_id, attempt.user_id, attempt.idempotency_key
-        );
-        let flight = format!(
-            "between {} and {}",
-            attempt.sent_at.format("%H:%M:%S%.3f"),
-            attempt.finished_at.format("%H:%M:%S%.3f")
-        );
+        let (who, flight) = (attempt.who(), attempt.flight());
         match attempt.outcome {
             Outcome::SoldOut => {
                 let free = sale.total - stock[&attempt.event_id].peak(from, to, &own);

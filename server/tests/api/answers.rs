@@ -10,7 +10,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::helpers::{spawn_app, Answer, TestApp};
-use crate::history::{attempt, history_finding};
+use crate::history::{assert_history_fails, attempt, history_finding};
 
 /// The attempt a storm would write for `answer` to a request for `what`.
 fn told(event: i64, user: &str, what: &serde_json::Value, answer: &Answer) -> Attempt {
@@ -40,12 +40,7 @@ async fn judged(app: &TestApp, history: &[Attempt]) -> Finding {
 }
 
 async fn assert_fails(app: &TestApp, history: &[Attempt], says: &str) {
-    let finding = judged(app, history).await;
-    assert_eq!(finding.verdict, Verdict::Fail, "{finding:?}");
-    assert!(
-        finding.examples.iter().any(|e| e.contains(says)),
-        "expected {says:?} in {finding:?}"
-    );
+    assert_history_fails(app, history, Invariant::AnswersMatchOrders, says).await;
 }
 
 /// Seats named, a zone asked for: the real answers PASS; an answer with the

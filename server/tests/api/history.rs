@@ -67,6 +67,21 @@ pub(crate) async fn history_finding(
     report.finding(invariant).unwrap().clone()
 }
 
+/// `invariant` FAILs on `history`, one of its examples saying `says`.
+pub(crate) async fn assert_history_fails(
+    app: &TestApp,
+    history: &[Attempt],
+    invariant: Invariant,
+    says: &str,
+) {
+    let finding = history_finding(app, history, invariant).await;
+    assert_eq!(finding.verdict, Verdict::Fail, "{finding:?}");
+    assert!(
+        finding.examples.iter().any(|e| e.contains(says)),
+        "expected {says:?} in {finding:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_history_proves_no_order_was_lost_or_invented() {
     let app = spawn_app().await;

@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use uuid::Uuid;
 
 use crate::helpers::{spawn_app, TestApp};
-use crate::history::{attempt, history_finding};
+use crate::history::{assert_history_fails, attempt, history_finding};
 
 /// Sends one order of `quantity` and writes its attempt as a storm would.
 async fn asked(app: &TestApp, event: i64, user: &str, key: &str, quantity: i64) -> Attempt {
@@ -55,12 +55,7 @@ async fn judged(app: &TestApp, history: &[Attempt]) -> Finding {
 }
 
 async fn assert_fails(app: &TestApp, history: &[Attempt], says: &str) {
-    let finding = judged(app, history).await;
-    assert_eq!(finding.verdict, Verdict::Fail, "{finding:?}");
-    assert!(
-        finding.examples.iter().any(|e| e.contains(says)),
-        "expected {says:?} in {finding:?}"
-    );
+    assert_history_fails(app, history, Invariant::RefusalsWereTrue, says).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,4 +170,57 @@ async fn what_was_spoken_for_counts_until_it_was_for_sale_again() {
         "user \"cy\" key \"forged\": told sold_out for 2",
     )
     .await;
+}
+
+/// A zone's refusal is held to the zone: sold out when its places were
+/// gone (PASS), a lie while they were all free (FAIL), on standing and on
+/// reserved zones alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zone_refusal_is_held_to_the_zone() {
+    let app = spawn_app().await;
+    let event = app
+        .create_seated_event(serde_json::json!("A:1x6@100,GA:4@50"), 10)
+        .await;
+    let zone_request = |user: &'static str, zone: &'static str, quantity: i64| {
+        let app = &app;
+        async move {
+            let sent_at = Utc::now();
+            let answer = app
+                .buy(
+                    event,
+                    user,
+                    "k",
+                    serde_json::json!({"zone": zone, "quantity": quantity}),
+                )
+                .await;
+            let outcome = match (answer.status, answer.code()) {
+                (StatusCode::ACCEPTED, _) => Outcome::Accepted,
+                (_, "zone_sold_out" | "sold_out") => Outcome::SoldOut,
+                (status, code) => panic!("unexpected answer {status} {code}"),
+            };
+            Attempt {
+                quantity,
+                sent_at,
+                finished_at: Utc::now(),
+                asked_zone: Some(zone.into()),
+                ..attempt(event, 0, user, "k", outcome, answer.order_id().parse().ok())
+            }
+        }
+    };
+    let before = Utc::now() - Duration::seconds(2);
+    let history = vec![
+        zone_request("ann", "GA", 4).await,
+        zone_request("bob", "GA", 1).await,
+    ];
+    assert_eq!(history[1].outcome, Outcome::SoldOut, "{history:?}");
+    let real = judged(&app, &history).await;
+    assert_eq!((real.verdict, real.checked), (Verdict::Pass, 1), "{real:?}");
+
+    for (zone, quantity) in [("GA", 1), ("A", 2)] {
+        let lie = Attempt {
+            asked_zone: Some(zone.into()),
+            ..forged(event, "cat", Outcome::SoldOut, quantity, before)
+        };
+        assert_fails(&app, &[lie], "user \"cat\" key \"forged\": told sold_out").await;
+    }
 }
