@@ -130,8 +130,10 @@ pub struct FaultSpec {
     pub delay: Option<String>,
     pub jitter: Option<String>,
     pub bytes_per_second: Option<u64>,
-    /// It lasts to the storm's end on purpose: no request comes after it, so
-    /// the drill measures no recovery for it and says that is fine.
+    /// It may last to the storm's end, on purpose (a fault without a
+    /// duration, or a process slower to come back than the storm is long):
+    /// when no request comes after it, the drill measures no recovery for it
+    /// and says that is fine.
     #[serde(default)]
     pub until_storm_ends: bool,
 }
