@@ -1,0 +1,217 @@
+//! One lane: its own share of the purchases, its own connections and its
+//! own recorder, sending each at its intended time.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flashtix_server::history::{Attempt, Outcome};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use reqwest::Client;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use super::super::record::{Measured, Recorder};
+use super::purchase::{Context, REVISIT_AFTER};
+use super::{HistorySink, Model, Plan, Progress, Work};
+
+pub(super) struct Lane {
+    /// The next purchase this lane sends, and how far apart its purchases are.
+    pub(super) number: u64,
+    pub(super) step: u64,
+    /// Lanes of this process (a closed model's share of the concurrency).
+    pub(super) lanes: u64,
+    pub(super) plan: Arc<Plan>,
+    pub(super) work: Arc<Work>,
+    pub(super) client: Client,
+    pub(super) slots: Arc<Semaphore>,
+    pub(super) progress: Arc<Progress>,
+    pub(super) history: HistorySink,
+    pub(super) attempts: Arc<AtomicU64>,
+    pub(super) recorder: Recorder,
+}
+
+/// One attempt's result, for the recorder and the history.
+pub(super) struct Done {
+    pub(super) measured: Measured,
+    pub(super) attempt: Option<Attempt>,
+}
+
+impl Lane {
+    /// Opens up to `connections` keep-alive connections before the clock
+    /// starts, so a spike measures the sale, not TCP handshakes.
+    pub(super) async fn warm(&self, connections: usize) {
+        let url = match *self.work {
+            Work::Buy { .. } => format!("{}/health", self.plan.target),
+            Work::Raw(_) => self.plan.target.clone(),
+        };
+        let connections = connections.min(256);
+        let warming: FuturesUnordered<_> = (0..connections)
+            .map(|_| self.client.get(&url).send())
+            .collect();
+        warming.for_each(|_| async {}).await;
+    }
+
+    pub(super) async fn storm(mut self, start: Instant) -> Recorder {
+        let mut inflight = FuturesUnordered::new();
+        let mut number = self.number;
+        while let Some(due) = self.due(number, start, inflight.len()) {
+            let due = match due {
+                Some(due) => due,
+                // Closed model, lane full: wait for one to end.
+                None => {
+                    let done = inflight.next().await.expect("the lane is full");
+                    self.record(done).await;
+                    continue;
+                }
+            };
+            // Answers are recorded while waiting for the send's time and a slot.
+            while Instant::now() < due {
+                tokio::select! {
+                    biased;
+                    Some(done) = inflight.next() => self.record(done).await,
+                    () = tokio::time::sleep_until(due) => {}
+                }
+            }
+            let ready = Instant::now();
+            let slot = loop {
+                tokio::select! {
+                    biased;
+                    slot = self.slots.clone().acquire_owned() => break slot.expect("never closed"),
+                    Some(done) = inflight.next() => self.record(done).await,
+                }
+            };
+            let sent = Instant::now();
+            match self.plan.model {
+                Model::Open { .. } => self.recorder.sent(sent - start, sent - due, sent - ready),
+                // No schedule to be late for: each send waits for an answer.
+                Model::Closed { .. } => {
+                    self.recorder
+                        .sent(sent - start, Duration::ZERO, Duration::ZERO)
+                }
+            }
+            self.progress.sent.fetch_add(1, Relaxed);
+            inflight.push(self.job(number, start, due, slot));
+            number += self.step;
+        }
+        while let Some(done) = inflight.next().await {
+            self.record(done).await;
+        }
+        self.recorder
+    }
+
+    /// When send `number` is due: `None` when the storm is over for this lane;
+    /// `Some(None)` when a closed lane is full and must wait for an answer.
+    fn due(&self, number: u64, start: Instant, inflight: usize) -> Option<Option<Instant>> {
+        if self.plan.purchases.is_some_and(|limit| number >= limit) {
+            return None;
+        }
+        let (due, offset) = match &self.plan.model {
+            Model::Open { schedule, .. } => {
+                let offset = schedule.intended(number);
+                (start + offset, offset)
+            }
+            Model::Closed { concurrency } => {
+                let share = concurrency.div_ceil(self.lanes as usize);
+                if inflight >= share {
+                    return Some(None);
+                }
+                let now = Instant::now();
+                (now, now - start)
+            }
+        };
+        if self.plan.duration.is_some_and(|limit| offset >= limit) {
+            return None;
+        }
+        Some(Some(due))
+    }
+
+    async fn record(&mut self, done: Vec<Done>) {
+        for done in done {
+            let outcome = done.measured.outcome;
+            self.recorder.answered(&done.measured);
+            self.progress.answered.fetch_add(1, Relaxed);
+            let measured = &done.measured;
+            let waited = measured.finished.saturating_sub(measured.intended);
+            self.progress.latency.record(waited);
+            let counter = match outcome {
+                Outcome::Accepted => Some(&self.progress.accepted),
+                Outcome::SoldOut => Some(&self.progress.sold_out),
+                failure if failure.is_failure() => Some(&self.progress.failed),
+                _ => None,
+            };
+            if let Some(counter) = counter {
+                counter.fetch_add(1, Relaxed);
+            }
+            if let (Some(sink), Some(attempt)) = (&self.history, done.attempt) {
+                // The writer only stops when the storm is over.
+                let _ = sink.send(attempt).await;
+            }
+        }
+    }
+
+    /// One purchase (or one raw request), with its duplicate and retries.
+    fn job(
+        &self,
+        number: u64,
+        start: Instant,
+        due: Instant,
+        slot: OwnedSemaphorePermit,
+    ) -> impl std::future::Future<Output = Vec<Done>> + use<> {
+        let client = self.client.clone();
+        let target = self.plan.target.clone();
+        let work = self.work.clone();
+        let attempts = self.attempts.clone();
+        let keep_history = self.history.is_some();
+        let slots = self.slots.clone();
+        async move {
+            let mut slot = slot;
+            let context = Context {
+                client,
+                target,
+                start,
+                due,
+                attempts,
+                keep_history,
+            };
+            match &*work {
+                Work::Raw(request) => vec![context.raw(request).await],
+                Work::Buy { buyers, retries } => {
+                    let retries = *retries;
+                    let purchase = buyers.purchase(number);
+                    let mut done = if purchase.duplicated {
+                        let (first, second) = tokio::join!(
+                            context.buy(&purchase, retries),
+                            context.buy(&purchase, retries)
+                        );
+                        first.into_iter().chain(second).collect()
+                    } else {
+                        context.buy(&purchase, retries).await
+                    };
+                    let lost_seats = done
+                        .iter()
+                        .any(|d| d.measured.outcome == Outcome::SeatTaken)
+                        && !done.iter().any(|d| {
+                            matches!(d.measured.outcome, Outcome::Accepted | Outcome::Replayed)
+                        });
+                    if let Some(fallback) = purchase
+                        .fallback()
+                        .filter(|_| lost_seats && purchase.falls_back)
+                    {
+                        done.extend(context.buy(&fallback, retries).await);
+                    }
+                    let answered = done.iter().any(|d| d.measured.outcome.is_definite());
+                    if purchase.revisits && answered {
+                        // The buyer is away meanwhile: the slot is free for others.
+                        drop(slot);
+                        tokio::time::sleep(REVISIT_AFTER).await;
+                        slot = slots.acquire_owned().await.expect("never closed");
+                        done.extend(context.revisit(&purchase, retries).await);
+                    }
+                    drop(slot);
+                    done
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Sends the storm. The sends are split over lanes (one task each, purchase
+//! `i` to lane `i mod lanes`); a lane keeps its own requests in flight, its
+//! own HTTP connections and its own [`Recorder`], and sleeps until each send's
+//! intended time. Nothing on the hot path is shared but a semaphore (the
+//! `--max-inflight` cap) and the progress counters.
+//!
+//! Open model: sends follow the schedule whatever the server does; a send that
+//! waits for a free slot goes out late, and the wait counts in its latency
+//! from the intended time. Closed model: each lane keeps its share of
+//! `--concurrency` requests in flight, each sent when the one before it ended
+//! (latency is service time only).
+
+mod classify;
+mod lane;
+mod progress;
+mod purchase;
+mod shard;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use flashtix_server::history::Attempt;
+use reqwest::Client;
+use tokio::sync::{mpsc, Barrier, Semaphore};
+use tokio::time::Instant;
+
+use super::record::Recorder;
+use super::workload::{Buyers, Schedule};
+use lane::Lane;
+pub use progress::Progress;
+pub use shard::Shard;
+
+#[derive(Debug, Clone)]
+pub enum Model {
+    Open {
+        schedule: Schedule,
+        max_inflight: usize,
+    },
+    Closed {
+        concurrency: usize,
+    },
+}
+
+/// What each send does.
+#[derive(Debug, Clone)]
+pub enum Work {
+    /// `POST /orders` for each purchase, under its idempotency key.
+    Buy {
+        buyers: Buyers,
+        /// Tries again after a timeout, a connection error or a 5xx.
+        retries: u32,
+    },
+    /// A plain request, no buy semantics: 2xx counts as accepted.
+    Raw(Arc<RawRequest>),
+}
+
+/// What each `--raw` send is, besides its URL.
+#[derive(Debug)]
+pub struct RawRequest {
+    pub method: reqwest::Method,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Option<Vec<u8>>,
+}
+
+/// How the storm sends: when, how many, where, how long it waits. What each
+/// send is ([`Work`]) comes apart: it needs the sale's events.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub model: Model,
+    /// The server's base URL (`Raw`: the whole URL).
+    pub target: String,
+    /// At most this many purchases.
+    pub purchases: Option<u64>,
+    /// No send intended after this.
+    pub duration: Option<Duration>,
+    pub timeout: Duration,
+    pub lanes: usize,
+    /// This process's share of the purchases.
+    pub shard: Shard,
+    /// When the storm's schedule begins (every shard's alike); `None`: as
+    /// soon as the connections are warm.
+    pub start_at: Option<DateTime<Utc>>,
+    pub tls: Tls,
+}
+
+/// Whom an HTTPS target may be: anyone Mozilla's roots vouch for, anyone
+/// the extra roots do, or, `insecure`, anyone at all.
+#[derive(Debug, Clone, Default)]
+pub struct Tls {
+    pub roots: Vec<reqwest::Certificate>,
+    pub insecure: bool,
+}
+
+impl Tls {
+    /// `builder`, trusting what this trusts.
+    pub fn apply(&self, builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+        self.roots
+            .iter()
+            .fold(builder, |builder, root| {
+                builder.add_root_certificate(root.clone())
+            })
+            .danger_accept_invalid_certs(self.insecure)
+    }
+}
+
+impl Plan {
+    pub(super) fn in_flight_cap(&self) -> usize {
+        match self.model {
+            Model::Open { max_inflight, .. } => max_inflight,
+            Model::Closed { concurrency } => concurrency,
+        }
+    }
+}
+
+/// Where the history lines go, if anywhere.
+pub type HistorySink = Option<mpsc::Sender<Attempt>>;
+
+pub struct Storm {
+    pub recorder: Recorder,
+    pub started_at: DateTime<Utc>,
+    pub elapsed: Duration,
+}
+
+/// Runs the plan to its end: every purchase sent and answered (or timed out).
+pub async fn run(
+    plan: &Plan,
+    work: Work,
+    progress: Arc<Progress>,
+    history: HistorySink,
+) -> anyhow::Result<Storm> {
+    let lanes = plan.lanes.max(1);
+    let per_lane = plan.in_flight_cap().div_ceil(lanes).max(1);
+    let barrier = Arc::new(Barrier::new(lanes + 1));
+    let slots = Arc::new(Semaphore::new(plan.in_flight_cap().max(1)));
+    let attempts = Arc::new(AtomicU64::new(0));
+    let (start_tx, start_rx) = tokio::sync::watch::channel(None::<Instant>);
+    let mut handles = Vec::new();
+    for lane in 0..lanes {
+        let client = plan
+            .tls
+            .apply(Client::builder())
+            .http1_only()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(per_lane)
+            .timeout(plan.timeout)
+            .build()?;
+        let lane = Lane {
+            number: plan.shard.index + lane as u64 * plan.shard.count,
+            step: lanes as u64 * plan.shard.count,
+            lanes: lanes as u64,
+            // Each lane its own: nothing on the hot path is shared but the
+            // slots and the counters.
+            plan: Arc::new(plan.clone()),
+            work: Arc::new(work.clone()),
+            client,
+            slots: slots.clone(),
+            progress: progress.clone(),
+            history: history.clone(),
+            attempts: attempts.clone(),
+            recorder: Recorder::default(),
+        };
+        let barrier = barrier.clone();
+        let mut start_rx = start_rx.clone();
+        handles.push(tokio::spawn(async move {
+            lane.warm(per_lane).await;
+            barrier.wait().await;
+            let start = start_rx
+                .wait_for(Option::is_some)
+                .await
+                .ok()
+                .and_then(|start| *start)
+                .expect("the start is sent once every lane is warm");
+            tokio::time::sleep_until(start).await;
+            lane.storm(start).await
+        }));
+    }
+    drop(history);
+    barrier.wait().await;
+    let (start, started_at) = match plan.start_at {
+        // Anchored to the common moment: a shard that comes late sends late,
+        // and its latency from the intended send says so.
+        Some(at) => {
+            let (now, wall) = (Instant::now(), Utc::now());
+            let start = match (at - wall).to_std() {
+                Ok(ahead) => now + ahead,
+                Err(_) => now - (wall - at).to_std().unwrap_or_default(),
+            };
+            (start, at)
+        }
+        None => (Instant::now(), Utc::now()),
+    };
+    start_tx.send_replace(Some(start));
+    let mut recorder = Recorder::default();
+    for handle in handles {
+        recorder.merge(&handle.await?);
+    }
+    Ok(Storm {
+        recorder,
+        started_at,
+        elapsed: start.elapsed(),
+    })
+}

@@ -1,0 +1,223 @@
+//! One send: a purchase (with its duplicate, retries, fallback and revisit)
+//! or one raw request, timed and classified.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use flashtix_server::history::{Attempt, Outcome};
+use flashtix_server::seating::zone_of;
+use reqwest::{Client, StatusCode};
+use serde_json::Value;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::super::record::{Measured, Sold};
+use super::super::workload::Purchase;
+use super::classify::{classify_error, classify_status};
+use super::lane::Done;
+use super::RawRequest;
+
+/// What one job needs to send and time its attempts.
+pub(super) struct Context {
+    pub(super) client: Client,
+    pub(super) target: String,
+    pub(super) start: Instant,
+    pub(super) due: Instant,
+    pub(super) attempts: Arc<AtomicU64>,
+    pub(super) keep_history: bool,
+}
+
+/// The first pause before a retry; it doubles up to [`RETRY_PAUSE_MAX`].
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+const RETRY_PAUSE_MAX: Duration = Duration::from_secs(2);
+/// How long after its answer a revisiting buyer asks again.
+pub(super) const REVISIT_AFTER: Duration = Duration::from_secs(1);
+
+impl Context {
+    pub(super) async fn raw(&self, request: &RawRequest) -> Done {
+        let mut builder = self
+            .client
+            .request(request.method.clone(), &self.target)
+            .headers(request.headers.clone());
+        if let Some(body) = &request.body {
+            builder = builder.body(body.clone());
+        }
+        let sent = Instant::now();
+        let answer = builder.send().await;
+        let outcome = match answer {
+            Ok(response) => {
+                let status = response.status();
+                let _ = response.bytes().await;
+                classify_status(status, None)
+            }
+            Err(error) => classify_error(&error),
+        };
+        Done {
+            measured: self.measured(outcome, sent),
+            attempt: None,
+        }
+    }
+
+    /// Asks again for a purchase already answered (the caller waited
+    /// [`REVISIT_AFTER`]); measured from now, as a send of its own.
+    pub(super) async fn revisit(&self, purchase: &Purchase, retries: u32) -> Vec<Done> {
+        let again = Context {
+            client: self.client.clone(),
+            target: self.target.clone(),
+            start: self.start,
+            due: Instant::now(),
+            attempts: self.attempts.clone(),
+            keep_history: self.keep_history,
+        };
+        again.buy(purchase, retries).await
+    }
+
+    /// Buys, trying again with the same key after an answer that says nothing.
+    pub(super) async fn buy(&self, purchase: &Purchase, retries: u32) -> Vec<Done> {
+        let mut done = Vec::new();
+        let mut pause = RETRY_PAUSE;
+        for try_number in 0..=retries {
+            if try_number > 0 {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RETRY_PAUSE_MAX);
+            }
+            let sent = Instant::now();
+            let sent_at = Utc::now();
+            let Answer {
+                outcome,
+                status,
+                order_id,
+                retry_after,
+                seats,
+                zone,
+                amount_cents,
+            } = self.place(purchase).await;
+            let attempt = self.keep_history.then(|| Attempt {
+                attempt: self.attempts.fetch_add(1, Relaxed),
+                event_id: purchase.event_id,
+                user_id: purchase.user_id.clone(),
+                idempotency_key: purchase.idempotency_key.clone(),
+                quantity: purchase.quantity,
+                sent_at,
+                finished_at: Utc::now(),
+                outcome,
+                status,
+                order_id,
+                seats: seats.clone(),
+                asked_seats: purchase.want.seats().map(<[String]>::to_vec),
+                asked_zone: purchase.want.asked_zone().map(str::to_owned),
+                amount_cents,
+            });
+            let mut measured = self.measured(outcome, sent);
+            // Places on a seated event: its seats' zone, or its standing zone.
+            let zone = zone.or_else(|| Some(zone_of(seats.as_ref()?.first()?)?.to_owned()));
+            if let (Outcome::Accepted, Some(zone)) = (outcome, zone) {
+                measured.sold = Some(Sold {
+                    event_id: purchase.event_id,
+                    zone,
+                    tickets: purchase.quantity as u64,
+                    seats: seats.unwrap_or_default(),
+                });
+            }
+            done.push(Done { measured, attempt });
+            if outcome.is_definite() {
+                break;
+            }
+            // A polite client waits as long as the server asked.
+            pause = pause.max(retry_after.unwrap_or_default());
+        }
+        done
+    }
+
+    async fn place(&self, purchase: &Purchase) -> Answer {
+        let mut body = purchase.want.fields(purchase.quantity);
+        body.insert("event_id".into(), purchase.event_id.into());
+        body.insert("user_id".into(), purchase.user_id.clone().into());
+        let answer = self
+            .client
+            .post(format!("{}/orders", self.target))
+            .header("Idempotency-Key", &purchase.idempotency_key)
+            .json(&body)
+            .send()
+            .await;
+        let unanswered = |outcome, status| Answer {
+            outcome,
+            status,
+            order_id: None,
+            retry_after: None,
+            seats: None,
+            zone: None,
+            amount_cents: None,
+        };
+        let response = match answer {
+            Ok(response) => response,
+            Err(error) => return unanswered(classify_error(&error), None),
+        };
+        let status = response.status();
+        let replayed = response.headers().contains_key("idempotent-replayed");
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok()?.parse().ok())
+            .map(Duration::from_secs);
+        let mut body: Value = match response.json().await {
+            Ok(body) => body,
+            // The status came, the body did not: the answer is unknown.
+            Err(error) if error.is_timeout() => {
+                return unanswered(Outcome::Timeout, Some(status.as_u16()))
+            }
+            Err(_) => Value::Null,
+        };
+        let outcome = if status == StatusCode::ACCEPTED && replayed {
+            Outcome::Replayed
+        } else {
+            classify_status(status, body["error"]["code"].as_str())
+        };
+        let order_id = body["order_id"].as_str().and_then(|id| id.parse().ok());
+        // A success that names no order says nothing about it.
+        if matches!(outcome, Outcome::Accepted | Outcome::Replayed) && order_id.is_none() {
+            return unanswered(Outcome::Unreadable, Some(status.as_u16()));
+        }
+        // The seats an order holds, or the seats a refusal said were gone.
+        let seats = match outcome {
+            Outcome::SeatTaken => body["error"]["seats"].take(),
+            _ => body["seats"].take(),
+        };
+        Answer {
+            outcome,
+            status: Some(status.as_u16()),
+            order_id,
+            retry_after,
+            seats: serde_json::from_value(seats).ok(),
+            zone: body["zone"].as_str().map(str::to_owned),
+            amount_cents: body["amount_cents"].as_i64(),
+        }
+    }
+
+    fn measured(&self, outcome: Outcome, sent: Instant) -> Measured {
+        Measured {
+            outcome,
+            intended: self.due - self.start,
+            sent: sent - self.start,
+            finished: self.start.elapsed().max(sent - self.start),
+            sold: None,
+        }
+    }
+}
+
+/// What one buy request was told.
+struct Answer {
+    outcome: Outcome,
+    status: Option<u16>,
+    order_id: Option<Uuid>,
+    /// The server's `Retry-After`, if it sent one.
+    retry_after: Option<Duration>,
+    /// The seats an accepted order holds, or a `seat_taken` said were gone.
+    seats: Option<Vec<String>>,
+    /// The general-admission zone of an accepted order on a seated event.
+    zone: Option<String>,
+    /// What an accepted order costs, as the answer said.
+    amount_cents: Option<i64>,
+}
