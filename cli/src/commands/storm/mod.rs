@@ -352,16 +352,16 @@ fn raw_request(args: &StormArgs) -> anyhow::Result<RawRequest> {
         headers.append(name, value);
     }
     let body = match args.body.as_deref() {
-        Some(text) => Some(match text.strip_prefix('@') {
+        Some(text) => match text.strip_prefix('@') {
             Some(path) => std::fs::read(path).with_context(|| format!("--body: reading {path}"))?,
             None => text.as_bytes().to_vec(),
-        }),
-        None => None,
+        },
+        None => Vec::new(),
     };
     Ok(RawRequest {
         method,
         headers,
-        body,
+        body: body.into(),
     })
 }
 

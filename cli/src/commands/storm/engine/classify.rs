@@ -1,7 +1,9 @@
 //! What an answer (or its absence) says about a request's outcome.
 
 use flashtix_server::history::Outcome;
-use reqwest::StatusCode;
+use hyper::StatusCode;
+
+use super::http::Failure;
 
 pub fn classify_status(status: StatusCode, code: Option<&str>) -> Outcome {
     match (status.as_u16(), code) {
@@ -15,14 +17,12 @@ pub fn classify_status(status: StatusCode, code: Option<&str>) -> Outcome {
     }
 }
 
-pub fn classify_error(error: &reqwest::Error) -> Outcome {
-    if error.is_timeout() {
-        Outcome::Timeout
-    } else if error.is_connect() {
-        Outcome::ConnectError
-    } else {
+pub fn classify_failure(failure: Failure) -> Outcome {
+    match failure {
+        Failure::Timeout => Outcome::Timeout,
+        Failure::Connect => Outcome::ConnectError,
         // The request may have reached the server: its outcome is unknown.
-        Outcome::Error
+        Failure::Broken => Outcome::Error,
     }
 }
 

@@ -1,18 +1,18 @@
 //! One lane: its own share of the purchases, its own connections and its
 //! own recorder, sending each at its intended time.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use flashtix_server::history::{Attempt, Outcome};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use reqwest::Client;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::super::record::{Measured, Recorder};
-use super::purchase::{Context, REVISIT_AFTER};
+use super::http::Endpoint;
+use super::purchase::{Context, Sender, REVISIT_AFTER};
 use super::{HistorySink, Model, Plan, Progress, Work};
 
 pub(super) struct Lane {
@@ -23,11 +23,10 @@ pub(super) struct Lane {
     pub(super) lanes: u64,
     pub(super) plan: Arc<Plan>,
     pub(super) work: Arc<Work>,
-    pub(super) client: Client,
+    pub(super) sender: Arc<Sender>,
     pub(super) slots: Arc<Semaphore>,
     pub(super) progress: Arc<Progress>,
     pub(super) history: HistorySink,
-    pub(super) attempts: Arc<AtomicU64>,
     pub(super) recorder: Recorder,
 }
 
@@ -41,15 +40,16 @@ impl Lane {
     /// Opens up to `connections` keep-alive connections before the clock
     /// starts, so a spike measures the sale, not TCP handshakes.
     pub(super) async fn warm(&self, connections: usize) {
-        let url = match *self.work {
-            Work::Buy { .. } => format!("{}/health", self.plan.target),
-            Work::Raw(_) => self.plan.target.clone(),
+        let probe = match *self.work {
+            Work::Buy { .. } => Endpoint::parse(&format!("{}/health", self.plan.target)),
+            Work::Raw(_) => Endpoint::parse(&self.plan.target),
         };
-        let connections = connections.min(256);
-        let warming: FuturesUnordered<_> = (0..connections)
-            .map(|_| self.client.get(&url).send())
-            .collect();
-        warming.for_each(|_| async {}).await;
+        if let Ok(probe) = probe {
+            self.sender
+                .transport
+                .warm(connections.min(256), &probe)
+                .await;
+        }
     }
 
     pub(super) async fn storm(mut self, start: Instant) -> Recorder {
@@ -158,22 +158,12 @@ impl Lane {
         due: Instant,
         slot: OwnedSemaphorePermit,
     ) -> impl std::future::Future<Output = Vec<Done>> + use<> {
-        let client = self.client.clone();
-        let target = self.plan.target.clone();
+        let sender = self.sender.clone();
         let work = self.work.clone();
-        let attempts = self.attempts.clone();
-        let keep_history = self.history.is_some();
         let slots = self.slots.clone();
         async move {
             let mut slot = slot;
-            let context = Context {
-                client,
-                target,
-                start,
-                due,
-                attempts,
-                keep_history,
-            };
+            let context = Context { sender, start, due };
             match &*work {
                 Work::Raw(request) => vec![context.raw(request).await],
                 Work::Buy { buyers, retries } => {

@@ -11,6 +11,7 @@
 //! (latency is service time only).
 
 mod classify;
+mod http;
 mod lane;
 mod progress;
 mod purchase;
@@ -22,14 +23,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use flashtix_server::history::Attempt;
-use reqwest::Client;
 use tokio::sync::{mpsc, Barrier, Semaphore};
 use tokio::time::Instant;
 
 use super::record::Recorder;
 use super::workload::{Buyers, Schedule};
+use http::{Endpoint, Transport};
 use lane::Lane;
 pub use progress::Progress;
+use purchase::Sender;
 pub use shard::Shard;
 
 #[derive(Debug, Clone)]
@@ -59,9 +61,10 @@ pub enum Work {
 /// What each `--raw` send is, besides its URL.
 #[derive(Debug)]
 pub struct RawRequest {
-    pub method: reqwest::Method,
-    pub headers: reqwest::header::HeaderMap,
-    pub body: Option<Vec<u8>>,
+    pub method: hyper::Method,
+    pub headers: hyper::HeaderMap,
+    /// Empty: none. Shared by every send, never copied.
+    pub body: bytes::Bytes,
 }
 
 /// How the storm sends: when, how many, where, how long it waits. What each
@@ -138,14 +141,17 @@ pub async fn run(
     let (start_tx, start_rx) = tokio::sync::watch::channel(None::<Instant>);
     let mut handles = Vec::new();
     for lane in 0..lanes {
-        let client = plan
-            .tls
-            .apply(Client::builder())
-            .http1_only()
-            .tcp_nodelay(true)
-            .pool_max_idle_per_host(per_lane)
-            .timeout(plan.timeout)
-            .build()?;
+        let endpoint = match &work {
+            Work::Buy { .. } => format!("{}/orders", plan.target),
+            Work::Raw(_) => plan.target.clone(),
+        };
+        let endpoint = Endpoint::parse(&endpoint)?;
+        let sender = Arc::new(Sender {
+            transport: Transport::new(&endpoint, &plan.tls, plan.timeout, per_lane)?,
+            endpoint,
+            attempts: attempts.clone(),
+            keep_history: history.is_some(),
+        });
         let lane = Lane {
             number: plan.shard.index + lane as u64 * plan.shard.count,
             step: lanes as u64 * plan.shard.count,
@@ -154,11 +160,10 @@ pub async fn run(
             // slots and the counters.
             plan: Arc::new(plan.clone()),
             work: Arc::new(work.clone()),
-            client,
+            sender,
             slots: slots.clone(),
             progress: progress.clone(),
             history: history.clone(),
-            attempts: attempts.clone(),
             recorder: Recorder::default(),
         };
         let barrier = barrier.clone();

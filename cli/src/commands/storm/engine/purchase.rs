@@ -5,28 +5,38 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use chrono::Utc;
 use flashtix_server::history::{Attempt, Outcome};
 use flashtix_server::seating::zone_of;
-use reqwest::{Client, StatusCode};
+use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Method, StatusCode};
 use serde_json::Value;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::super::record::{Measured, Sold};
 use super::super::workload::Purchase;
-use super::classify::{classify_error, classify_status};
+use super::classify::{classify_failure, classify_status};
+use super::http::{Endpoint, Failed, Transport};
 use super::lane::Done;
 use super::RawRequest;
 
-/// What one job needs to send and time its attempts.
-pub(super) struct Context {
-    pub(super) client: Client,
-    pub(super) target: String,
-    pub(super) start: Instant,
-    pub(super) due: Instant,
+/// What a lane's sends share: the way to the target, where orders go, and
+/// the attempts' numbering.
+pub(super) struct Sender {
+    pub(super) transport: Transport,
+    /// `POST /orders` (buying), or the raw URL.
+    pub(super) endpoint: Endpoint,
     pub(super) attempts: Arc<AtomicU64>,
     pub(super) keep_history: bool,
+}
+
+/// What one job needs to send and time its attempts.
+pub(super) struct Context {
+    pub(super) sender: Arc<Sender>,
+    pub(super) start: Instant,
+    pub(super) due: Instant,
 }
 
 /// The first pause before a retry; it doubles up to [`RETRY_PAUSE_MAX`].
@@ -37,22 +47,20 @@ pub(super) const REVISIT_AFTER: Duration = Duration::from_secs(1);
 
 impl Context {
     pub(super) async fn raw(&self, request: &RawRequest) -> Done {
-        let mut builder = self
-            .client
-            .request(request.method.clone(), &self.target)
-            .headers(request.headers.clone());
-        if let Some(body) = &request.body {
-            builder = builder.body(body.clone());
-        }
         let sent = Instant::now();
-        let answer = builder.send().await;
+        let answer = self
+            .sender
+            .transport
+            .send(
+                &request.method,
+                &self.sender.endpoint,
+                request.headers.clone(),
+                request.body.clone(),
+            )
+            .await;
         let outcome = match answer {
-            Ok(response) => {
-                let status = response.status();
-                let _ = response.bytes().await;
-                classify_status(status, None)
-            }
-            Err(error) => classify_error(&error),
+            Ok(reply) => classify_status(reply.status, None),
+            Err(Failed { failure, .. }) => classify_failure(failure),
         };
         Done {
             measured: self.measured(outcome, sent),
@@ -64,12 +72,9 @@ impl Context {
     /// [`REVISIT_AFTER`]); measured from now, as a send of its own.
     pub(super) async fn revisit(&self, purchase: &Purchase, retries: u32) -> Vec<Done> {
         let again = Context {
-            client: self.client.clone(),
-            target: self.target.clone(),
+            sender: self.sender.clone(),
             start: self.start,
             due: Instant::now(),
-            attempts: self.attempts.clone(),
-            keep_history: self.keep_history,
         };
         again.buy(purchase, retries).await
     }
@@ -94,8 +99,8 @@ impl Context {
                 zone,
                 amount_cents,
             } = self.place(purchase).await;
-            let attempt = self.keep_history.then(|| Attempt {
-                attempt: self.attempts.fetch_add(1, Relaxed),
+            let attempt = self.sender.keep_history.then(|| Attempt {
+                attempt: self.sender.attempts.fetch_add(1, Relaxed),
                 event_id: purchase.event_id,
                 user_id: purchase.user_id.clone(),
                 idempotency_key: purchase.idempotency_key.clone(),
@@ -135,41 +140,46 @@ impl Context {
         let mut body = purchase.want.fields(purchase.quantity);
         body.insert("event_id".into(), purchase.event_id.into());
         body.insert("user_id".into(), purchase.user_id.clone().into());
-        let answer = self
-            .client
-            .post(format!("{}/orders", self.target))
-            .header("Idempotency-Key", &purchase.idempotency_key)
-            .json(&body)
-            .send()
-            .await;
-        let unanswered = |outcome, status| Answer {
+        let body = serde_json::to_vec(&body).expect("a map of JSON values serializes");
+        let mut headers = HeaderMap::with_capacity(2);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let unanswered = |outcome, status: Option<StatusCode>| Answer {
             outcome,
-            status,
+            status: status.map(|status| status.as_u16()),
             order_id: None,
             retry_after: None,
             seats: None,
             zone: None,
             amount_cents: None,
         };
-        let response = match answer {
-            Ok(response) => response,
-            Err(error) => return unanswered(classify_error(&error), None),
+        let key = HeaderValue::from_str(&purchase.idempotency_key)
+            .expect("the storm's keys are plain ASCII");
+        headers.insert("idempotency-key", key);
+        let answer = self
+            .sender
+            .transport
+            .send(
+                &Method::POST,
+                &self.sender.endpoint,
+                headers,
+                Bytes::from(body),
+            )
+            .await;
+        let reply = match answer {
+            Ok(reply) => reply,
+            Err(Failed { failure, status }) => {
+                return unanswered(classify_failure(failure), status)
+            }
         };
-        let status = response.status();
-        let replayed = response.headers().contains_key("idempotent-replayed");
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
+        let status = reply.status;
+        let replayed = reply.headers.contains_key("idempotent-replayed");
+        let retry_after = reply
+            .headers
+            .get(RETRY_AFTER)
             .and_then(|value| value.to_str().ok()?.parse().ok())
             .map(Duration::from_secs);
-        let mut body: Value = match response.json().await {
-            Ok(body) => body,
-            // The status came, the body did not: the answer is unknown.
-            Err(error) if error.is_timeout() => {
-                return unanswered(Outcome::Timeout, Some(status.as_u16()))
-            }
-            Err(_) => Value::Null,
-        };
+        // A body that is not JSON says nothing but its status.
+        let mut body: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
         let outcome = if status == StatusCode::ACCEPTED && replayed {
             Outcome::Replayed
         } else {
@@ -178,7 +188,7 @@ impl Context {
         let order_id = body["order_id"].as_str().and_then(|id| id.parse().ok());
         // A success that names no order says nothing about it.
         if matches!(outcome, Outcome::Accepted | Outcome::Replayed) && order_id.is_none() {
-            return unanswered(Outcome::Unreadable, Some(status.as_u16()));
+            return unanswered(Outcome::Unreadable, Some(status));
         }
         // The seats an order holds, or the seats a refusal said were gone.
         let seats = match outcome {
