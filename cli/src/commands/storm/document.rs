@@ -100,7 +100,8 @@ pub struct ScheduleKept {
     /// Sends `behind_after_ms` or more late.
     pub behind_sends: u64,
     pub behind_after_ms: u64,
-    /// Of those, sends that had waited for a `--max-inflight` slot.
+    /// Of those, sends in a stretch of late sends in which one had waited
+    /// for a `--max-inflight` slot: late because the answers were slow.
     pub slot_waits: u64,
     /// What the tables said, when the schedule was not kept.
     pub warning: Option<String>,

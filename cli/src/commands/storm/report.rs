@@ -111,8 +111,8 @@ impl<'a> Summary<'a> {
         let behind = self.behind_sends();
         let cause = if recorder.slot_waits > 0 {
             format!(
-                "{} sends waited for one of the --max-inflight open requests to end \
-                 (the answers were slow; raise it to keep sending), the rest for this machine",
+                "{} were late while all --max-inflight requests were open (the answers were \
+                 slow; raise it to keep sending), the rest for this machine",
                 recorder.slot_waits
             )
         } else {
@@ -640,8 +640,10 @@ mod tests {
         let capped = storm_with(200, 150);
         let summary = Summary::new(&capped, "open".into(), Some(1000.0), false);
         let warning = summary.schedule_warning().unwrap();
+        // The 50 late sends after the 150 that waited are of the same
+        // stretch: queued behind them, late for the same slots.
         assert!(
-            warning.contains("150 sends waited for one of the --max-inflight"),
+            warning.contains("200 were late while all --max-inflight requests were open"),
             "{warning}"
         );
     }
