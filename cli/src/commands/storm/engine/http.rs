@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::stream::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{HeaderMap, HeaderValue, HOST};
@@ -82,6 +82,9 @@ impl From<Failure> for Failed {
 
 type Connection = SendRequest<Full<Bytes>>;
 
+/// How many connections are opened at a time before the storm.
+const WARM_AT_ONCE: usize = 128;
+
 /// One lane's way to the target.
 pub struct Transport {
     timeout: Duration,
@@ -137,16 +140,23 @@ impl Transport {
         Ok(Self { timeout, way })
     }
 
-    /// Opens up to `connections` connections before the clock starts, so a
-    /// spike measures the sale, not TCP handshakes. `probe` is asked once
-    /// per connection where reqwest opens them (https).
+    /// Opens up to `connections` connections before the clock starts, each
+    /// asked `probe` once (so the server has taken it on too): a spike
+    /// measures the sale, not TCP handshakes.
     pub async fn warm(&self, connections: usize, probe: &Endpoint) {
-        let warming: FuturesUnordered<_> = (0..connections)
+        let warming = futures_util::stream::iter(0..connections)
             .map(|_| async move {
                 match &self.way {
                     Way::Plain { .. } => {
-                        if let Ok(connection) = self.connect().await {
-                            self.give_back(connection);
+                        let Ok(mut connection) = self.connect().await else {
+                            return;
+                        };
+                        let request =
+                            self.request(&Method::GET, probe, HeaderMap::new(), Bytes::new());
+                        if let Ok(response) = connection.send_request(request).await {
+                            if response.into_body().collect().await.is_ok() {
+                                self.give_back(connection);
+                            }
                         }
                     }
                     Way::Tls(_) => {
@@ -156,8 +166,27 @@ impl Transport {
                     }
                 }
             })
-            .collect();
+            // Not all at once: the server's listen queue would drop some.
+            .buffer_unordered(WARM_AT_ONCE);
         warming.for_each(|()| async {}).await;
+    }
+
+    /// A request for a plain connection.
+    fn request(
+        &self,
+        method: &Method,
+        to: &Endpoint,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Request<Full<Bytes>> {
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = to.path.clone();
+        *request.headers_mut() = headers;
+        if let Way::Plain { host, .. } = &self.way {
+            request.headers_mut().insert(HOST, host.clone());
+        }
+        request
     }
 
     /// Sends one request and reads its answer whole, within the timeout.
@@ -170,12 +199,8 @@ impl Transport {
     ) -> Result<Reply, Failed> {
         let deadline = Instant::now() + self.timeout;
         match &self.way {
-            Way::Plain { host, .. } => {
-                let mut request = Request::new(Full::new(body));
-                *request.method_mut() = method.clone();
-                *request.uri_mut() = to.path.clone();
-                *request.headers_mut() = headers;
-                request.headers_mut().insert(HOST, host.clone());
+            Way::Plain { .. } => {
+                let request = self.request(method, to, headers, body);
                 let (connection, response) = timeout_at(deadline, self.exchange(request))
                     .await
                     .map_err(|_| Failure::Timeout)??;

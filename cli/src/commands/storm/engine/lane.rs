@@ -45,16 +45,15 @@ impl Lane {
             Work::Raw(_) => Endpoint::parse(&self.plan.target),
         };
         if let Ok(probe) = probe {
-            self.sender
-                .transport
-                .warm(connections.min(256), &probe)
-                .await;
+            self.sender.transport.warm(connections, &probe).await;
         }
     }
 
     pub(super) async fn storm(mut self, start: Instant) -> Recorder {
         let mut inflight = FuturesUnordered::new();
         let mut number = self.number;
+        let pause = tokio::time::sleep_until(start);
+        tokio::pin!(pause);
         while let Some(due) = self.due(number, start, inflight.len()) {
             let due = match due {
                 Some(due) => due,
@@ -65,21 +64,29 @@ impl Lane {
                     continue;
                 }
             };
-            // Answers are recorded while waiting for the send's time and a slot.
-            while Instant::now() < due {
-                tokio::select! {
-                    biased;
-                    Some(done) = inflight.next() => self.record(done).await,
-                    () = tokio::time::sleep_until(due) => {}
+            // Answers are recorded while waiting for the send's time and a
+            // slot. Sends already due go at once, together; one timer serves
+            // every wait.
+            if Instant::now() < due {
+                pause.as_mut().reset(due);
+                loop {
+                    tokio::select! {
+                        biased;
+                        Some(done) = inflight.next() => self.record(done).await,
+                        () = &mut pause => break,
+                    }
                 }
             }
             let ready = Instant::now();
-            let slot = loop {
-                tokio::select! {
-                    biased;
-                    slot = self.slots.clone().acquire_owned() => break slot.expect("never closed"),
-                    Some(done) = inflight.next() => self.record(done).await,
-                }
+            let slot = match self.slots.clone().try_acquire_owned() {
+                Ok(slot) => slot,
+                Err(_) => loop {
+                    tokio::select! {
+                        biased;
+                        slot = self.slots.clone().acquire_owned() => break slot.expect("never closed"),
+                        Some(done) = inflight.next() => self.record(done).await,
+                    }
+                },
             };
             let sent = Instant::now();
             match self.plan.model {

@@ -1,8 +1,11 @@
-//! Sends the storm. The sends are split over lanes (one task each, purchase
-//! `i` to lane `i mod lanes`); a lane keeps its own requests in flight, its
-//! own HTTP connections and its own [`Recorder`], and sleeps until each send's
-//! intended time. Nothing on the hot path is shared but a semaphore (the
-//! `--max-inflight` cap) and the progress counters.
+//! Sends the storm. The sends are split over lanes (purchase `i` to lane
+//! `i mod lanes`). A lane is a thread with a runtime of its own; it keeps its
+//! own requests in flight, its own HTTP connections and its own
+//! [`Recorder`], and sleeps until each send's intended time. Each lane has
+//! its share of the `--max-inflight` cap (or of the closed model's
+//! concurrency), and opens that many connections before the clock starts:
+//! no connection is opened mid-storm unless the server closed one. Nothing
+//! on the hot path is shared between lanes but the progress counters.
 //!
 //! Open model: sends follow the schedule whatever the server does; a send that
 //! waits for a free slot goes out late, and the wait counts in its latency
@@ -21,6 +24,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use chrono::{DateTime, Utc};
 use flashtix_server::history::Attempt;
 use tokio::sync::{mpsc, Barrier, Semaphore};
@@ -136,10 +140,11 @@ pub async fn run(
     let lanes = plan.lanes.max(1);
     let per_lane = plan.in_flight_cap().div_ceil(lanes).max(1);
     let barrier = Arc::new(Barrier::new(lanes + 1));
-    let slots = Arc::new(Semaphore::new(plan.in_flight_cap().max(1)));
     let attempts = Arc::new(AtomicU64::new(0));
     let (start_tx, start_rx) = tokio::sync::watch::channel(None::<Instant>);
-    let mut handles = Vec::new();
+    // Every lane is made before any starts: nothing is left waiting for a
+    // lane that could not be made.
+    let mut made = Vec::new();
     for lane in 0..lanes {
         let endpoint = match &work {
             Work::Buy { .. } => format!("{}/orders", plan.target),
@@ -152,34 +157,50 @@ pub async fn run(
             attempts: attempts.clone(),
             keep_history: history.is_some(),
         });
-        let lane = Lane {
+        made.push(Lane {
             number: plan.shard.index + lane as u64 * plan.shard.count,
             step: lanes as u64 * plan.shard.count,
             lanes: lanes as u64,
             // Each lane its own: nothing on the hot path is shared but the
-            // slots and the counters.
+            // counters. A lane's share of the requests in flight is its
+            // share of the connections: it never needs another.
             plan: Arc::new(plan.clone()),
             work: Arc::new(work.clone()),
             sender,
-            slots: slots.clone(),
+            slots: Arc::new(Semaphore::new(per_lane)),
             progress: progress.clone(),
             history: history.clone(),
             recorder: Recorder::default(),
-        };
+        });
+    }
+    let mut handles = Vec::new();
+    for (number, lane) in made.into_iter().enumerate() {
         let barrier = barrier.clone();
         let mut start_rx = start_rx.clone();
-        handles.push(tokio::spawn(async move {
-            lane.warm(per_lane).await;
-            barrier.wait().await;
-            let start = start_rx
-                .wait_for(Option::is_some)
-                .await
-                .ok()
-                .and_then(|start| *start)
-                .expect("the start is sent once every lane is warm");
-            tokio::time::sleep_until(start).await;
-            lane.storm(start).await
-        }));
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        handles.push(done_rx);
+        // A lane is a thread with a runtime of its own: its connections'
+        // tasks run beside it, and a send wakes nothing on another core.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name(format!("storm-lane-{number}"))
+            .spawn(move || {
+                let recorder = runtime.block_on(async move {
+                    lane.warm(per_lane).await;
+                    barrier.wait().await;
+                    let start = start_rx
+                        .wait_for(Option::is_some)
+                        .await
+                        .ok()
+                        .and_then(|start| *start)
+                        .expect("the start is sent once every lane is warm");
+                    tokio::time::sleep_until(start).await;
+                    lane.storm(start).await
+                });
+                let _ = done_tx.send(recorder);
+            })?;
     }
     drop(history);
     barrier.wait().await;
@@ -199,7 +220,10 @@ pub async fn run(
     start_tx.send_replace(Some(start));
     let mut recorder = Recorder::default();
     for handle in handles {
-        recorder.merge(&handle.await?);
+        let lane = handle
+            .await
+            .context("a storm lane stopped before its end")?;
+        recorder.merge(&lane);
     }
     Ok(Storm {
         recorder,
