@@ -26,8 +26,6 @@ use flashtix_server::config::ConnectionArgs;
 use flashtix_server::history::Attempt;
 use flashtix_server::invariants::Verdict;
 use indicatif::{ProgressBar, ProgressStyle};
-use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
 
 pub use options::StormOptions;
 pub use scenario::Scenario;
@@ -511,7 +509,7 @@ pub async fn run_scenario(args: StormArgs, scenario: Scenario) -> Outcome {
 async fn fire(plan: &StormPlan, work: Work) -> Result<Storm, Failure> {
     let (history, writer) = match &plan.history {
         Some(path) => {
-            let (sink, writer) = history_writer(path.clone()).await.map_err(Failure::usage)?;
+            let (sink, writer) = engine::journal::create(path).map_err(Failure::usage)?;
             (Some(sink), Some(writer))
         }
         None => (None, None),
@@ -547,7 +545,7 @@ async fn fire(plan: &StormPlan, work: Work) -> Result<Storm, Failure> {
     update(&bar, &progress, end, "");
     bar.abandon();
     if let Some(writer) = writer {
-        writer.await.context("the history writer stopped")??;
+        writer.finish().await?;
     }
     Ok(storm)
 }
@@ -644,30 +642,6 @@ async fn every_event(services: &Services) -> Result<Vec<i64>, Failure> {
         )));
     }
     Ok(ids)
-}
-
-/// Writes history lines as the lanes send them; ends when every lane has.
-async fn history_writer(
-    path: PathBuf,
-) -> anyhow::Result<(
-    mpsc::Sender<Attempt>,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-)> {
-    let file = tokio::fs::File::create(&path)
-        .await
-        .with_context(|| format!("creating {}", path.display()))?;
-    let (sink, mut lines) = mpsc::channel::<Attempt>(65_536);
-    let writer = tokio::spawn(async move {
-        let mut out = tokio::io::BufWriter::new(file);
-        while let Some(attempt) = lines.recv().await {
-            let mut line = serde_json::to_vec(&attempt)?;
-            line.push(b'\n');
-            out.write_all(&line).await?;
-        }
-        out.flush().await?;
-        Ok(())
-    });
-    Ok((sink, writer))
 }
 
 /// The live bar on a terminal (indicatif hides it elsewhere): purchases sent

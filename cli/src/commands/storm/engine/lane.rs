@@ -12,8 +12,9 @@ use tokio::time::Instant;
 
 use super::super::record::{Measured, Recorder};
 use super::http::Endpoint;
+use super::journal::Batch;
 use super::purchase::{Context, Sender, REVISIT_AFTER};
-use super::{HistorySink, Model, Plan, Progress, Work};
+use super::{Model, Plan, Progress, Work};
 
 pub(super) struct Lane {
     /// The next purchase this lane sends, and how far apart its purchases are.
@@ -26,7 +27,7 @@ pub(super) struct Lane {
     pub(super) sender: Arc<Sender>,
     pub(super) slots: Arc<Semaphore>,
     pub(super) progress: Arc<Progress>,
-    pub(super) history: HistorySink,
+    pub(super) history: Option<Batch>,
     pub(super) recorder: Recorder,
 }
 
@@ -60,7 +61,7 @@ impl Lane {
                 // Closed model, lane full: wait for one to end.
                 None => {
                     let done = inflight.next().await.expect("the lane is full");
-                    self.record(done).await;
+                    self.record(done);
                     continue;
                 }
             };
@@ -72,7 +73,7 @@ impl Lane {
                 loop {
                     tokio::select! {
                         biased;
-                        Some(done) = inflight.next() => self.record(done).await,
+                        Some(done) = inflight.next() => self.record(done),
                         () = &mut pause => break,
                     }
                 }
@@ -84,7 +85,7 @@ impl Lane {
                     tokio::select! {
                         biased;
                         slot = self.slots.clone().acquire_owned() => break slot.expect("never closed"),
-                        Some(done) = inflight.next() => self.record(done).await,
+                        Some(done) = inflight.next() => self.record(done),
                     }
                 },
             };
@@ -102,7 +103,7 @@ impl Lane {
             number += self.step;
         }
         while let Some(done) = inflight.next().await {
-            self.record(done).await;
+            self.record(done);
         }
         self.recorder
     }
@@ -133,7 +134,7 @@ impl Lane {
         Some(Some(due))
     }
 
-    async fn record(&mut self, done: Vec<Done>) {
+    fn record(&mut self, done: Vec<Done>) {
         for done in done {
             let outcome = done.measured.outcome;
             self.recorder.answered(&done.measured);
@@ -150,9 +151,8 @@ impl Lane {
             if let Some(counter) = counter {
                 counter.fetch_add(1, Relaxed);
             }
-            if let (Some(sink), Some(attempt)) = (&self.history, done.attempt) {
-                // The writer only stops when the storm is over.
-                let _ = sink.send(attempt).await;
+            if let (Some(history), Some(attempt)) = (&mut self.history, done.attempt) {
+                history.push(attempt);
             }
         }
     }

@@ -15,6 +15,7 @@
 
 mod classify;
 mod http;
+pub mod journal;
 mod lane;
 mod progress;
 mod purchase;
@@ -26,8 +27,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use flashtix_server::history::Attempt;
-use tokio::sync::{mpsc, Barrier, Semaphore};
+use tokio::sync::{Barrier, Semaphore};
 use tokio::time::Instant;
 
 use super::record::Recorder;
@@ -121,9 +121,6 @@ impl Plan {
     }
 }
 
-/// Where the history lines go, if anywhere.
-pub type HistorySink = Option<mpsc::Sender<Attempt>>;
-
 pub struct Storm {
     pub recorder: Recorder,
     pub started_at: DateTime<Utc>,
@@ -135,7 +132,7 @@ pub async fn run(
     plan: &Plan,
     work: Work,
     progress: Arc<Progress>,
-    history: HistorySink,
+    history: Option<journal::Sink>,
 ) -> anyhow::Result<Storm> {
     let lanes = plan.lanes.max(1);
     let per_lane = plan.in_flight_cap().div_ceil(lanes).max(1);
@@ -169,7 +166,7 @@ pub async fn run(
             sender,
             slots: Arc::new(Semaphore::new(per_lane)),
             progress: progress.clone(),
-            history: history.clone(),
+            history: history.clone().map(journal::Batch::new),
             recorder: Recorder::default(),
         });
     }
