@@ -25,24 +25,6 @@ pub enum Want {
 }
 
 impl Want {
-    /// The order body's fields past the event and the user.
-    pub fn fields(&self, quantity: i64) -> serde_json::Map<String, Value> {
-        let mut fields = serde_json::Map::new();
-        match self {
-            Self::Count => {
-                fields.insert("quantity".into(), quantity.into());
-            }
-            Self::Zone(zone) => {
-                fields.insert("zone".into(), zone.clone().into());
-                fields.insert("quantity".into(), quantity.into());
-            }
-            Self::Seats(seats) => {
-                fields.insert("seats".into(), seats.clone().into());
-            }
-        }
-        fields
-    }
-
     /// The seats it names, if it names seats.
     pub fn seats(&self) -> Option<&[String]> {
         match self {
@@ -302,6 +284,5 @@ mod tests {
             SeatedEvent::from_map(&json!({"zones": [{"name": "S", "rows": ["..."]}]})).unwrap();
         assert_eq!(plan.choose(1, 1, 4), Want::Zone("S".into()));
         assert_eq!(zone_of("GA-2-10"), Some("GA"));
-        assert_eq!(Want::Zone("S".into()).fields(4)["quantity"], 4);
     }
 }

@@ -137,10 +137,7 @@ impl Context {
     }
 
     async fn place(&self, purchase: &Purchase) -> Answer {
-        let mut body = purchase.want.fields(purchase.quantity);
-        body.insert("event_id".into(), purchase.event_id.into());
-        body.insert("user_id".into(), purchase.user_id.clone().into());
-        let body = serde_json::to_vec(&body).expect("a map of JSON values serializes");
+        let body = serde_json::to_vec(&OrderBody::of(purchase)).expect("the body serializes");
         let mut headers = HeaderMap::with_capacity(2);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let unanswered = |outcome, status: Option<StatusCode>| Answer {
@@ -178,22 +175,23 @@ impl Context {
             .get(RETRY_AFTER)
             .and_then(|value| value.to_str().ok()?.parse().ok())
             .map(Duration::from_secs);
-        // A body that is not JSON says nothing but its status.
-        let mut body: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+        // A body that is not the JSON of an answer says nothing but its status.
+        let said: Said = serde_json::from_slice(&reply.body).unwrap_or_default();
+        let mut error = said.error;
         let outcome = if status == StatusCode::ACCEPTED && replayed {
             Outcome::Replayed
         } else {
-            classify_status(status, body["error"]["code"].as_str())
+            classify_status(status, error["code"].as_str())
         };
-        let order_id = body["order_id"].as_str().and_then(|id| id.parse().ok());
+        let order_id = said.order_id.as_str().and_then(|id| id.parse().ok());
         // A success that names no order says nothing about it.
         if matches!(outcome, Outcome::Accepted | Outcome::Replayed) && order_id.is_none() {
             return unanswered(Outcome::Unreadable, Some(status));
         }
         // The seats an order holds, or the seats a refusal said were gone.
         let seats = match outcome {
-            Outcome::SeatTaken => body["error"]["seats"].take(),
-            _ => body["seats"].take(),
+            Outcome::SeatTaken => error["seats"].take(),
+            _ => said.seats,
         };
         Answer {
             outcome,
@@ -201,8 +199,8 @@ impl Context {
             order_id,
             retry_after,
             seats: serde_json::from_value(seats).ok(),
-            zone: body["zone"].as_str().map(str::to_owned),
-            amount_cents: body["amount_cents"].as_i64(),
+            zone: said.zone.as_str().map(str::to_owned),
+            amount_cents: said.amount_cents.as_i64(),
         }
     }
 
@@ -215,6 +213,45 @@ impl Context {
             sold: None,
         }
     }
+}
+
+/// What `POST /orders` is sent: the purchase's event and buyer, and what
+/// it wants (a quantity, a quantity in a zone, or seats).
+#[derive(serde::Serialize)]
+struct OrderBody<'a> {
+    event_id: i64,
+    user_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quantity: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    zone: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seats: Option<&'a [String]>,
+}
+
+impl<'a> OrderBody<'a> {
+    fn of(purchase: &'a Purchase) -> Self {
+        let seats = purchase.want.seats();
+        Self {
+            event_id: purchase.event_id,
+            user_id: &purchase.user_id,
+            quantity: seats.is_none().then_some(purchase.quantity),
+            zone: purchase.want.asked_zone(),
+            seats,
+        }
+    }
+}
+
+/// The fields of an answer the storm reads (any other is skipped unread);
+/// each is taken as whatever JSON it is, and judged when it is used.
+#[derive(Default, serde::Deserialize)]
+#[serde(default)]
+struct Said {
+    order_id: Value,
+    seats: Value,
+    zone: Value,
+    amount_cents: Value,
+    error: Value,
 }
 
 /// What one buy request was told.
@@ -230,4 +267,58 @@ struct Answer {
     zone: Option<String>,
     /// What an accepted order costs, as the answer said.
     amount_cents: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::storm::seats::Want;
+
+    fn purchase(want: Want) -> Purchase {
+        Purchase {
+            number: 7,
+            event_id: 3,
+            user_id: "buyer-1-7".into(),
+            idempotency_key: "storm-1-7".into(),
+            quantity: 2,
+            duplicated: false,
+            revisits: false,
+            want,
+            falls_back: false,
+        }
+    }
+
+    #[test]
+    fn an_order_body_names_what_the_purchase_wants_and_nothing_else() {
+        let body = |want| serde_json::to_value(OrderBody::of(&purchase(want))).unwrap();
+        assert_eq!(
+            body(Want::Count),
+            serde_json::json!({"event_id": 3, "user_id": "buyer-1-7", "quantity": 2})
+        );
+        assert_eq!(
+            body(Want::Zone("S".into())),
+            serde_json::json!({"event_id": 3, "user_id": "buyer-1-7", "quantity": 2, "zone": "S"})
+        );
+        assert_eq!(
+            body(Want::Seats(vec!["A-1-3".into(), "A-1-4".into()])),
+            serde_json::json!({"event_id": 3, "user_id": "buyer-1-7", "seats": ["A-1-3", "A-1-4"]})
+        );
+    }
+
+    #[test]
+    fn an_answer_is_read_field_by_field_whatever_else_it_holds() {
+        let said: Said = serde_json::from_slice(
+            br#"{"order_id": "0190c3a4-0000-7000-8000-000000000001", "status": "pending",
+                 "seats": ["A-1-3"], "amount_cents": 5000, "extra": {"deep": [1, 2]}}"#,
+        )
+        .unwrap();
+        assert!(said.order_id.as_str().unwrap().parse::<Uuid>().is_ok());
+        assert_eq!(said.seats, serde_json::json!(["A-1-3"]));
+        assert_eq!(said.amount_cents.as_i64(), Some(5000));
+        let refused: Said =
+            serde_json::from_slice(br#"{"error": {"code": "sold_out", "message": "gone"}}"#)
+                .unwrap();
+        assert_eq!(refused.error["code"].as_str(), Some("sold_out"));
+        assert!(refused.order_id.is_null());
+    }
 }
