@@ -105,6 +105,16 @@ async fn json_to_stdout_is_the_results_alone_and_the_tables_go_to_stderr() {
     let results: Value = serde_json::from_slice(&run.stdout).expect("stdout is one JSON document");
     assert_eq!(results["outcomes"]["accepted"], 100, "{results:#}");
     assert!(stderr(&run).contains("completed/s"), "{}", stderr(&run));
+    // What the storm itself cost, said both ways.
+    let cpu = results["generator_cpu_seconds"]
+        .as_f64()
+        .expect("the storm's CPU");
+    assert!(cpu > 0.0, "{results:#}");
+    assert!(
+        stderr(&run).contains("storm's own CPU while sending"),
+        "{}",
+        stderr(&run)
+    );
 }
 
 /// Runs `openssl` with `args` in `dir`; panics with its stderr if it fails.

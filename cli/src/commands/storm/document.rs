@@ -39,6 +39,10 @@ pub struct StormDocument {
     pub lateness_ms: Percentiles,
     pub schedule: ScheduleKept,
     pub attempts: u64,
+    /// The storm process's CPU time (user and system) from the start to the
+    /// last answer; of merged documents, the sum (absent if one lacks it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator_cpu_seconds: Option<f64>,
     /// Attempts by outcome, every outcome named.
     pub outcomes: BTreeMap<String, u64>,
     /// Per outcome that happened.

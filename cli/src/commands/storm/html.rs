@@ -530,6 +530,7 @@ mod tests {
             recorder,
             started_at: chrono::Utc::now(),
             elapsed: Duration::from_secs(2),
+            cpu: None,
         };
         let summary = Summary::new(&storm, "open, 10/s <constant>".into(), Some(10.0), false);
         let mut document = summary.document();

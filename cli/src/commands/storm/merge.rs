@@ -205,6 +205,10 @@ fn merge(documents: Vec<StormDocument>) -> anyhow::Result<Merged> {
     let seating = seating(&documents, &ends, started_at);
     let mut recorder = Recorder::default();
     let mut elapsed = Duration::ZERO;
+    let cpu = documents
+        .iter()
+        .map(|d| d.generator_cpu_seconds.map(Duration::from_secs_f64))
+        .sum::<Option<Duration>>();
     for (document, (took, _)) in documents.into_iter().zip(spans) {
         let later = (document.started_at - started_at)
             .to_std()
@@ -217,6 +221,7 @@ fn merge(documents: Vec<StormDocument>) -> anyhow::Result<Merged> {
             recorder,
             started_at,
             elapsed,
+            cpu,
         },
         model: models.join("; "),
         target_rate,
@@ -313,6 +318,7 @@ mod tests {
                 .unwrap()
                 + chrono::TimeDelta::milliseconds(late_ms),
             elapsed: Duration::from_secs(3),
+            cpu: None,
         };
         let mut document = Summary::new(&storm, "open".into(), Some(100.0), false).document();
         document.shard = shard;

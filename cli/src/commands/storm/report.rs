@@ -101,6 +101,19 @@ impl<'a> Summary<'a> {
         self.behind_sends() as f64 <= BEHIND_SHARE * self.storm.recorder.sends as f64
     }
 
+    /// What the storm itself cost this machine while it ran: its CPU time,
+    /// and per attempt (the sale, on the same machine, had the rest).
+    pub fn generator_cpu(&self) -> Option<String> {
+        let cpu = self.storm.cpu?;
+        let attempts = self.storm.recorder.answers().max(1);
+        Some(format!(
+            "storm's own CPU while sending: {:.2} s ({:.1} µs per attempt, {:.0}% of one core)",
+            cpu.as_secs_f64(),
+            cpu.as_secs_f64() * 1e6 / attempts as f64,
+            cpu.as_secs_f64() * 100.0 / self.storm.elapsed.as_secs_f64().max(1e-3),
+        ))
+    }
+
     /// What to tell the operator when the storm fell behind its schedule:
     /// how many sends, how late, and why (a slot, or this machine).
     pub fn schedule_warning(&self) -> Option<String> {
@@ -140,6 +153,9 @@ impl<'a> Summary<'a> {
         say!("{}", self.rates_table());
         if let Some(warning) = self.schedule_warning() {
             say!("{warning}");
+        }
+        if let Some(cpu) = self.generator_cpu() {
+            say!("{cpu}");
         }
         say!("{}", self.outcomes_table());
         say!("{}", self.latency_table());
@@ -280,6 +296,7 @@ impl<'a> Summary<'a> {
                 warning: self.schedule_warning(),
             },
             attempts: recorder.answers(),
+            generator_cpu_seconds: self.storm.cpu.map(|cpu| cpu.as_secs_f64()),
             outcomes: named(&|o| recorder.count(o)),
             latency_from_intended_ms: per_class(|class| &class.from_intended),
             service_time_ms: per_class(|class| &class.service),
@@ -615,6 +632,7 @@ mod tests {
             recorder,
             started_at: chrono::Utc::now(),
             elapsed: Duration::from_secs(1),
+            cpu: Some(Duration::from_millis(30)),
         }
     }
 

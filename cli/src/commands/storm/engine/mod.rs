@@ -125,6 +125,19 @@ pub struct Storm {
     pub recorder: Recorder,
     pub started_at: DateTime<Utc>,
     pub elapsed: Duration,
+    /// The CPU time (user and system, every thread) this process spent from
+    /// the start to the last answer; of merged storms, the sum.
+    pub cpu: Option<Duration>,
+}
+
+/// The CPU time this process has used so far, if the system says.
+fn cpu_used() -> Option<Duration> {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let usage = getrusage(UsageWho::RUSAGE_SELF).ok()?;
+    let micros = |time: nix::sys::time::TimeVal| {
+        Duration::from_secs(time.tv_sec() as u64) + Duration::from_micros(time.tv_usec() as u64)
+    };
+    Some(micros(usage.user_time()) + micros(usage.system_time()))
 }
 
 /// Runs the plan to its end: every purchase sent and answered (or timed out).
@@ -214,6 +227,7 @@ pub async fn run(
         }
         None => (Instant::now(), Utc::now()),
     };
+    let cpu_before = cpu_used();
     start_tx.send_replace(Some(start));
     let mut recorder = Recorder::default();
     for handle in handles {
@@ -222,9 +236,13 @@ pub async fn run(
             .context("a storm lane stopped before its end")?;
         recorder.merge(&lane);
     }
+    let cpu = cpu_used()
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
     Ok(Storm {
         recorder,
         started_at,
         elapsed: start.elapsed(),
+        cpu,
     })
 }
