@@ -117,27 +117,20 @@ impl ZoneSales {
     }
 }
 
-/// A run of consecutive sends, each [`BEHIND_AFTER`] or more late.
-#[derive(Clone, Copy, Default)]
-struct BehindWindow {
-    sends: u64,
-    /// Whether a send of the window waited for a free slot.
-    slots_bound: bool,
-}
-
 #[derive(Clone)]
 pub struct Recorder {
     pub classes: Vec<ClassStats>,
     /// How far behind its intended time each send went out.
     pub lateness: Histogram<u64>,
     pub late_sends: u64,
-    /// Sends [`BEHIND_AFTER`] or more late in a window of lateness in which
-    /// some send waited over [`LATE_AFTER`] for one of the `--max-inflight`
-    /// open requests to end: the whole window is the slots' doing (the sends
-    /// queued behind the one that waited went late for it too).
+    /// Sends [`BEHIND_AFTER`] or more late in a window of lateness, from the
+    /// first in it that waited over [`LATE_AFTER`] for one of the
+    /// `--max-inflight` open requests to end: the sends queued behind that
+    /// one went late for the same slots, though they found one free.
     pub slot_waits: u64,
-    /// The lane's current window of lateness (not merged: a lane's own).
-    behind: BehindWindow,
+    /// Whether a send of the lane's current window of lateness (a run of
+    /// sends each [`BEHIND_AFTER`] or more late) has waited for a slot yet.
+    slots_bound: bool,
     pub sends: u64,
     /// When the first and the last send went out, since the start.
     pub first_send: Option<Duration>,
@@ -157,7 +150,7 @@ impl Default for Recorder {
             lateness: histogram(3),
             late_sends: 0,
             slot_waits: 0,
-            behind: BehindWindow::default(),
+            slots_bound: false,
             sends: 0,
             first_send: None,
             last_send: Duration::ZERO,
@@ -181,18 +174,10 @@ impl Recorder {
             self.late_sends += 1;
         }
         if late < BEHIND_AFTER {
-            self.behind = BehindWindow::default();
+            self.slots_bound = false;
         } else {
-            let window = &mut self.behind;
-            window.sends += 1;
-            if !window.slots_bound && slot_wait > LATE_AFTER {
-                window.slots_bound = true;
-                // The sends before it in this window: late for the same queue.
-                self.slot_waits += window.sends - 1;
-            }
-            if window.slots_bound {
-                self.slot_waits += 1;
-            }
+            self.slots_bound |= slot_wait > LATE_AFTER;
+            self.slot_waits += u64::from(self.slots_bound);
         }
         self.second(at).sent += 1;
     }
@@ -490,17 +475,18 @@ mod tests {
     fn a_window_of_lateness_with_a_slot_wait_is_the_slots_doing_all_through() {
         let ms = Duration::from_millis;
         let mut lane = Recorder::default();
-        // A window: late for the machine, then a slot wait, then queued behind it.
+        // A window: late for the machine, then a slot wait, then queued
+        // behind it (a free slot found, late all the same).
         lane.sent(ms(100), ms(20), Duration::ZERO);
         lane.sent(ms(101), ms(30), ms(15));
         lane.sent(ms(102), ms(25), Duration::ZERO);
-        // On time: the window closes.
-        lane.sent(ms(200), ms(1), Duration::ZERO);
-        // A window with no slot wait: this machine's.
+        // Late, but under the behind line: the window closes.
+        lane.sent(ms(200), ms(5), Duration::ZERO);
+        // A window with no slot wait (1 ms is not a wait): this machine's.
         lane.sent(ms(300), ms(40), Duration::ZERO);
         lane.sent(ms(301), ms(40), ms(1));
-        assert_eq!(lane.slot_waits, 3);
-        assert_eq!(lane.late_sends, 5);
+        assert_eq!(lane.slot_waits, 2);
+        assert_eq!(lane.late_sends, 6);
     }
 
     #[test]
