@@ -270,14 +270,52 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// The closed model's concurrency is a cap however many lanes send: 3 over 2
+/// lanes is 2 and 1, not 2 and 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_storm_keeps_exactly_its_concurrency_in_flight() {
+    let (open, most) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let app = Router::new().route(
+        "/",
+        get({
+            let (open, most) = (open.clone(), most.clone());
+            move || async move {
+                let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                // Long enough for every lane to fill its share meanwhile.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                open.fetch_sub(1, Ordering::SeqCst);
+                "ok"
+            }
+        }),
+    );
+    let url = fake_server(app).await;
+    let sale = Sale::new().await;
+    let run = storm(
+        &sale,
+        &format!("--raw {url} --concurrency 3 --lanes 2 --buyers 60 --json -"),
+    )
+    .await;
+    assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
+    let results: Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(results["outcomes"]["accepted"], 60, "{results:#}");
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        3,
+        "at most 3 at once, and 3 reached"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_requests_carry_their_method_headers_and_body() {
-    // 200 only for a POST with the header and the body asked for.
+    // 200 only for a POST with the headers and the body asked for (a
+    // `Host` given is sent as given).
     let app = Router::new().route(
         "/",
         post(|headers: axum::http::HeaderMap, body: String| async move {
-            let token = headers.get("x-token").and_then(|v| v.to_str().ok());
-            if token == Some("a b") && body == "{\"ping\": 1}" {
+            let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+            let (token, host) = (header("x-token"), header("host"));
+            if token == Some("a b") && host == Some("sale.example") && body == "{\"ping\": 1}" {
                 StatusCode::OK
             } else {
                 StatusCode::BAD_REQUEST
@@ -307,7 +345,15 @@ async fn raw_requests_carry_their_method_headers_and_body() {
         sale.run_in_background(&args).await
     };
 
-    let asked = run(storm_of(&["--header", "X-Token: a b", "--body", &body])).await;
+    let asked = run(storm_of(&[
+        "--header",
+        "X-Token: a b",
+        "--header",
+        "Host: sale.example",
+        "--body",
+        &body,
+    ]))
+    .await;
     assert_eq!(outcomes(&asked)["accepted"], 20);
     let bare = run(storm_of(&["--body", &body])).await;
     assert_eq!(

@@ -142,33 +142,38 @@ impl Transport {
 
     /// Opens up to `connections` connections before the clock starts, each
     /// asked `probe` once (so the server has taken it on too): a spike
-    /// measures the sale, not TCP handshakes.
+    /// measures the sale, not TCP handshakes. Each gets the storm's timeout;
+    /// one that does not make it is opened when a send needs it.
     pub async fn warm(&self, connections: usize, probe: &Endpoint) {
         let warming = futures_util::stream::iter(0..connections)
             .map(|_| async move {
-                match &self.way {
-                    Way::Plain { .. } => {
-                        let Ok(mut connection) = self.connect().await else {
-                            return;
-                        };
-                        let request =
-                            self.request(&Method::GET, probe, HeaderMap::new(), Bytes::new());
-                        if let Ok(response) = connection.send_request(request).await {
-                            if response.into_body().collect().await.is_ok() {
-                                self.give_back(connection);
-                            }
-                        }
-                    }
-                    Way::Tls(_) => {
-                        let _ = self
-                            .send(&Method::GET, probe, HeaderMap::new(), Bytes::new())
-                            .await;
-                    }
-                }
+                let deadline = Instant::now() + self.timeout;
+                let _ = timeout_at(deadline, self.warm_one(probe)).await;
             })
             // Not all at once: the server's listen queue would drop some.
             .buffer_unordered(WARM_AT_ONCE);
         warming.for_each(|()| async {}).await;
+    }
+
+    async fn warm_one(&self, probe: &Endpoint) {
+        match &self.way {
+            Way::Plain { .. } => {
+                let Ok(mut connection) = self.connect().await else {
+                    return;
+                };
+                let request = self.request(&Method::GET, probe, HeaderMap::new(), Bytes::new());
+                if let Ok(response) = connection.send_request(request).await {
+                    if response.into_body().collect().await.is_ok() {
+                        self.give_back(connection);
+                    }
+                }
+            }
+            Way::Tls(_) => {
+                let _ = self
+                    .send(&Method::GET, probe, HeaderMap::new(), Bytes::new())
+                    .await;
+            }
+        }
     }
 
     /// A request for a plain connection.
@@ -184,7 +189,11 @@ impl Transport {
         *request.uri_mut() = to.path.clone();
         *request.headers_mut() = headers;
         if let Way::Plain { host, .. } = &self.way {
-            request.headers_mut().insert(HOST, host.clone());
+            // A `Host` the user gave (`--header`) wins, as reqwest has it.
+            request
+                .headers_mut()
+                .entry(HOST)
+                .or_insert_with(|| host.clone());
         }
         request
     }

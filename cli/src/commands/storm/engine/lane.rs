@@ -20,8 +20,9 @@ pub(super) struct Lane {
     /// The next purchase this lane sends, and how far apart its purchases are.
     pub(super) number: u64,
     pub(super) step: u64,
-    /// Lanes of this process (a closed model's share of the concurrency).
-    pub(super) lanes: u64,
+    /// This lane's share of the requests in flight (of `--max-inflight`,
+    /// or of a closed model's concurrency).
+    pub(super) share: usize,
     pub(super) plan: Arc<Plan>,
     pub(super) work: Arc<Work>,
     pub(super) sender: Arc<Sender>,
@@ -40,13 +41,13 @@ pub(super) struct Done {
 impl Lane {
     /// Opens up to `connections` keep-alive connections before the clock
     /// starts, so a spike measures the sale, not TCP handshakes.
-    pub(super) async fn warm(&self, connections: usize) {
+    pub(super) async fn warm(&self) {
         let probe = match *self.work {
             Work::Buy { .. } => Endpoint::parse(&format!("{}/health", self.plan.target)),
             Work::Raw(_) => Endpoint::parse(&self.plan.target),
         };
         if let Ok(probe) = probe {
-            self.sender.transport.warm(connections, &probe).await;
+            self.sender.transport.warm(self.share, &probe).await;
         }
     }
 
@@ -119,9 +120,8 @@ impl Lane {
                 let offset = schedule.intended(number);
                 (start + offset, offset)
             }
-            Model::Closed { concurrency } => {
-                let share = concurrency.div_ceil(self.lanes as usize);
-                if inflight >= share {
+            Model::Closed { .. } => {
+                if inflight >= self.share {
                     return Some(None);
                 }
                 let now = Instant::now();

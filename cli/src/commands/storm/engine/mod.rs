@@ -4,7 +4,8 @@
 //! [`Recorder`], and sleeps until each send's intended time. Each lane has
 //! its share of the `--max-inflight` cap (or of the closed model's
 //! concurrency), and opens that many connections before the clock starts:
-//! no connection is opened mid-storm unless the server closed one. Nothing
+//! mid-storm, only a double click's second request, or a connection the
+//! server closed, opens one. Nothing
 //! on the hot path is shared between lanes but the progress counters.
 //!
 //! Open model: sends follow the schedule whatever the server does; a send that
@@ -147,8 +148,10 @@ pub async fn run(
     progress: Arc<Progress>,
     history: Option<journal::Sink>,
 ) -> anyhow::Result<Storm> {
-    let lanes = plan.lanes.max(1);
-    let per_lane = plan.in_flight_cap().div_ceil(lanes).max(1);
+    let cap = plan.in_flight_cap().max(1);
+    // No lane without a share of the cap; the shares add up to it exactly.
+    let lanes = plan.lanes.clamp(1, cap);
+    let share = |lane: usize| cap / lanes + usize::from(lane < cap % lanes);
     let barrier = Arc::new(Barrier::new(lanes + 1));
     let attempts = Arc::new(AtomicU64::new(0));
     let (start_tx, start_rx) = tokio::sync::watch::channel(None::<Instant>);
@@ -162,7 +165,8 @@ pub async fn run(
         };
         let endpoint = Endpoint::parse(&endpoint)?;
         let sender = Arc::new(Sender {
-            transport: Transport::new(&endpoint, &plan.tls, plan.timeout, per_lane)?,
+            // Room for a double click's second connection too.
+            transport: Transport::new(&endpoint, &plan.tls, plan.timeout, 2 * share(lane))?,
             endpoint,
             attempts: attempts.clone(),
             keep_history: history.is_some(),
@@ -170,14 +174,14 @@ pub async fn run(
         made.push(Lane {
             number: plan.shard.index + lane as u64 * plan.shard.count,
             step: lanes as u64 * plan.shard.count,
-            lanes: lanes as u64,
+            share: share(lane),
             // Each lane its own: nothing on the hot path is shared but the
             // counters. A lane's share of the requests in flight is its
             // share of the connections: it never needs another.
             plan: Arc::new(plan.clone()),
             work: Arc::new(work.clone()),
             sender,
-            slots: Arc::new(Semaphore::new(per_lane)),
+            slots: Arc::new(Semaphore::new(share(lane))),
             progress: progress.clone(),
             history: history.clone().map(journal::Batch::new),
             recorder: Recorder::default(),
@@ -198,7 +202,7 @@ pub async fn run(
             .name(format!("storm-lane-{number}"))
             .spawn(move || {
                 let recorder = runtime.block_on(async move {
-                    lane.warm(per_lane).await;
+                    lane.warm().await;
                     barrier.wait().await;
                     let start = start_rx
                         .wait_for(Option::is_some)
