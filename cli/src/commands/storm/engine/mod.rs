@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use tokio::sync::{Barrier, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::record::Recorder;
@@ -152,7 +152,8 @@ pub async fn run(
     // No lane without a share of the cap; the shares add up to it exactly.
     let lanes = plan.lanes.clamp(1, cap);
     let share = |lane: usize| cap / lanes + usize::from(lane < cap % lanes);
-    let barrier = Arc::new(Barrier::new(lanes + 1));
+    // Each lane says when it is warm; a lane that dies first closes it.
+    let (warm_tx, mut warm_rx) = tokio::sync::mpsc::channel::<()>(lanes);
     let attempts = Arc::new(AtomicU64::new(0));
     let (start_tx, start_rx) = tokio::sync::watch::channel(None::<Instant>);
     // Every lane is made before any starts: nothing is left waiting for a
@@ -189,7 +190,7 @@ pub async fn run(
     }
     let mut handles = Vec::new();
     for (number, lane) in made.into_iter().enumerate() {
-        let barrier = barrier.clone();
+        let warm_tx = warm_tx.clone();
         let mut start_rx = start_rx.clone();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         handles.push(done_rx);
@@ -203,21 +204,30 @@ pub async fn run(
             .spawn(move || {
                 let recorder = runtime.block_on(async move {
                     lane.warm().await;
-                    barrier.wait().await;
+                    let _ = warm_tx.send(()).await;
+                    drop(warm_tx);
+                    // No start: the storm was called off (another lane died).
                     let start = start_rx
                         .wait_for(Option::is_some)
                         .await
-                        .ok()
-                        .and_then(|start| *start)
-                        .expect("the start is sent once every lane is warm");
+                        .ok()?
+                        .as_ref()?
+                        .to_owned();
                     tokio::time::sleep_until(start).await;
-                    lane.storm(start).await
+                    Some(lane.storm(start).await)
                 });
-                let _ = done_tx.send(recorder);
+                if let Some(recorder) = recorder {
+                    let _ = done_tx.send(recorder);
+                }
             })?;
     }
-    drop(history);
-    barrier.wait().await;
+    drop((history, warm_tx));
+    for _ in 0..lanes {
+        warm_rx
+            .recv()
+            .await
+            .context("a storm lane stopped before the start")?;
+    }
     let (start, started_at) = match plan.start_at {
         // Anchored to the common moment: a shard that comes late sends late,
         // and its latency from the intended send says so.
