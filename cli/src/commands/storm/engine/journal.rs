@@ -34,13 +34,16 @@ pub fn create(path: &Path) -> anyhow::Result<(Sink, Writer)> {
         .name("storm-history".into())
         .spawn(move || {
             let mut out = BufWriter::with_capacity(1 << 20, file);
-            for batch in batches {
-                for attempt in batch {
-                    serde_json::to_writer(&mut out, &attempt)?;
-                    out.write_all(b"\n")?;
+            let write = || -> anyhow::Result<()> {
+                for batch in batches {
+                    for attempt in batch {
+                        serde_json::to_writer(&mut out, &attempt)?;
+                        out.write_all(b"\n")?;
+                    }
                 }
-            }
-            out.flush().with_context(|| format!("writing {shown}"))
+                Ok(out.flush()?)
+            };
+            write().with_context(|| format!("writing {shown}"))
         })?;
     Ok((Sink(sink), Writer(thread)))
 }
