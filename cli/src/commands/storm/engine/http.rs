@@ -92,14 +92,17 @@ pub struct Transport {
 }
 
 enum Way {
-    Plain {
-        addresses: Vec<SocketAddr>,
-        host: HeaderValue,
-        /// Connections between requests, at most `keep` of them.
-        idle: Mutex<Vec<Connection>>,
-        keep: usize,
-    },
+    Plain(Pool),
     Tls(reqwest::Client),
+}
+
+/// A plain target's keep-alive connections, driven directly.
+struct Pool {
+    addresses: Vec<SocketAddr>,
+    host: HeaderValue,
+    /// Connections between requests, at most `keep` of them.
+    idle: Mutex<Vec<Connection>>,
+    keep: usize,
 }
 
 impl Transport {
@@ -121,12 +124,12 @@ impl Transport {
                     Some(port) => format!("{host}:{port}"),
                     None => host.to_owned(),
                 };
-                Way::Plain {
+                Way::Plain(Pool {
                     addresses,
                     host: HeaderValue::from_str(&host).context("the host is not a header value")?,
                     idle: Mutex::new(Vec::with_capacity(keep)),
                     keep,
-                }
+                })
             }
             "https" => Way::Tls(
                 tls.apply(reqwest::Client::builder())
@@ -148,54 +151,21 @@ impl Transport {
         let warming = futures_util::stream::iter(0..connections)
             .map(|_| async move {
                 let deadline = Instant::now() + self.timeout;
-                let _ = timeout_at(deadline, self.warm_one(probe)).await;
+                let warmed = async {
+                    match &self.way {
+                        Way::Plain(pool) => pool.warm_one(probe).await,
+                        Way::Tls(_) => {
+                            let _ = self
+                                .send(&Method::GET, probe, HeaderMap::new(), Bytes::new())
+                                .await;
+                        }
+                    }
+                };
+                let _ = timeout_at(deadline, warmed).await;
             })
             // Not all at once: the server's listen queue would drop some.
             .buffer_unordered(WARM_AT_ONCE);
         warming.for_each(|()| async {}).await;
-    }
-
-    async fn warm_one(&self, probe: &Endpoint) {
-        match &self.way {
-            Way::Plain { .. } => {
-                let Ok(mut connection) = self.connect().await else {
-                    return;
-                };
-                let request = self.request(&Method::GET, probe, HeaderMap::new(), Bytes::new());
-                if let Ok(response) = connection.send_request(request).await {
-                    if response.into_body().collect().await.is_ok() {
-                        self.give_back(connection);
-                    }
-                }
-            }
-            Way::Tls(_) => {
-                let _ = self
-                    .send(&Method::GET, probe, HeaderMap::new(), Bytes::new())
-                    .await;
-            }
-        }
-    }
-
-    /// A request for a plain connection.
-    fn request(
-        &self,
-        method: &Method,
-        to: &Endpoint,
-        headers: HeaderMap,
-        body: Bytes,
-    ) -> Request<Full<Bytes>> {
-        let mut request = Request::new(Full::new(body));
-        *request.method_mut() = method.clone();
-        *request.uri_mut() = to.path.clone();
-        *request.headers_mut() = headers;
-        if let Way::Plain { host, .. } = &self.way {
-            // A `Host` the user gave (`--header`) wins, as reqwest has it.
-            request
-                .headers_mut()
-                .entry(HOST)
-                .or_insert_with(|| host.clone());
-        }
-        request
     }
 
     /// Sends one request and reads its answer whole, within the timeout.
@@ -208,27 +178,9 @@ impl Transport {
     ) -> Result<Reply, Failed> {
         let deadline = Instant::now() + self.timeout;
         match &self.way {
-            Way::Plain { .. } => {
-                let request = self.request(method, to, headers, body);
-                let (connection, response) = timeout_at(deadline, self.exchange(request))
-                    .await
-                    .map_err(|_| Failure::Timeout)??;
-                let (head, body) = response.into_parts();
-                let failed = |failure| Failed {
-                    failure,
-                    status: Some(head.status),
-                };
-                let body = timeout_at(deadline, body.collect())
-                    .await
-                    .map_err(|_| failed(Failure::Timeout))?
-                    .map_err(|_| failed(Failure::Broken))?
-                    .to_bytes();
-                self.give_back(connection);
-                Ok(Reply {
-                    status: head.status,
-                    headers: head.headers,
-                    body,
-                })
+            Way::Plain(pool) => {
+                let request = pool.request(method, to, headers, body);
+                pool.send(request, deadline).await
             }
             Way::Tls(client) => {
                 let sent = client
@@ -254,6 +206,70 @@ impl Transport {
                     headers,
                     body,
                 })
+            }
+        }
+    }
+}
+
+impl Pool {
+    /// A request as it goes on one of these connections.
+    fn request(
+        &self,
+        method: &Method,
+        to: &Endpoint,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Request<Full<Bytes>> {
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = to.path.clone();
+        *request.headers_mut() = headers;
+        // A `Host` the user gave (`--header`) wins, as reqwest has it.
+        request
+            .headers_mut()
+            .entry(HOST)
+            .or_insert_with(|| self.host.clone());
+        request
+    }
+
+    /// Sends `request` and reads its answer whole, by `deadline`; the
+    /// connection comes back to the idle ones once the body is read.
+    async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+        deadline: Instant,
+    ) -> Result<Reply, Failed> {
+        let (connection, response) = timeout_at(deadline, self.exchange(request))
+            .await
+            .map_err(|_| Failure::Timeout)??;
+        let (head, body) = response.into_parts();
+        let failed = |failure| Failed {
+            failure,
+            status: Some(head.status),
+        };
+        let body = timeout_at(deadline, body.collect())
+            .await
+            .map_err(|_| failed(Failure::Timeout))?
+            .map_err(|_| failed(Failure::Broken))?
+            .to_bytes();
+        self.give_back(connection);
+        Ok(Reply {
+            status: head.status,
+            headers: head.headers,
+            body,
+        })
+    }
+
+    /// Opens one more connection and asks `probe` on it, so that the server
+    /// has taken it on; kept if the answer came whole.
+    async fn warm_one(&self, probe: &Endpoint) {
+        let Ok(mut connection) = self.connect().await else {
+            return;
+        };
+        let request = self.request(&Method::GET, probe, HeaderMap::new(), Bytes::new());
+        if let Ok(response) = connection.send_request(request).await {
+            if response.into_body().collect().await.is_ok() {
+                self.give_back(connection);
             }
         }
     }
@@ -286,11 +302,8 @@ impl Transport {
     /// An idle connection ready for a request, if one is still open. (One
     /// whose last answer was just read may take a moment to be ready.)
     async fn ready_idle(&self) -> Option<Connection> {
-        let Way::Plain { idle, .. } = &self.way else {
-            return None;
-        };
         loop {
-            let mut connection = idle.lock().expect("never poisoned").pop()?;
+            let mut connection = self.idle.lock().expect("never poisoned").pop()?;
             if connection.ready().await.is_ok() {
                 return Some(connection);
             }
@@ -298,19 +311,14 @@ impl Transport {
     }
 
     fn give_back(&self, connection: Connection) {
-        if let Way::Plain { idle, keep, .. } = &self.way {
-            let mut idle = idle.lock().expect("never poisoned");
-            if idle.len() < *keep && !connection.is_closed() {
-                idle.push(connection);
-            }
+        let mut idle = self.idle.lock().expect("never poisoned");
+        if idle.len() < self.keep && !connection.is_closed() {
+            idle.push(connection);
         }
     }
 
     async fn connect(&self) -> Result<Connection, Failure> {
-        let Way::Plain { addresses, .. } = &self.way else {
-            unreachable!("reqwest opens its own connections");
-        };
-        let stream = TcpStream::connect(&addresses[..])
+        let stream = TcpStream::connect(&self.addresses[..])
             .await
             .map_err(|_| Failure::Connect)?;
         stream.set_nodelay(true).map_err(|_| Failure::Connect)?;

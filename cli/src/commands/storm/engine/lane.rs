@@ -39,7 +39,7 @@ pub(super) struct Done {
 }
 
 impl Lane {
-    /// Opens up to `connections` keep-alive connections before the clock
+    /// Opens the lane's share of keep-alive connections before the clock
     /// starts, so a spike measures the sale, not TCP handshakes.
     pub(super) async fn warm(&self) {
         let probe = match *self.work {

@@ -158,12 +158,12 @@ pub async fn run(
     let (start_tx, start_rx) = tokio::sync::watch::channel(None::<Instant>);
     // Every lane is made before any starts: nothing is left waiting for a
     // lane that could not be made.
+    let endpoint = match &work {
+        Work::Buy { .. } => format!("{}/orders", plan.target),
+        Work::Raw(_) => plan.target.clone(),
+    };
     let mut made = Vec::new();
     for lane in 0..lanes {
-        let endpoint = match &work {
-            Work::Buy { .. } => format!("{}/orders", plan.target),
-            Work::Raw(_) => plan.target.clone(),
-        };
         let endpoint = Endpoint::parse(&endpoint)?;
         let sender = Arc::new(Sender {
             // Room for a double click's second connection too.
@@ -177,8 +177,7 @@ pub async fn run(
             step: lanes as u64 * plan.shard.count,
             share: share(lane),
             // Each lane its own: nothing on the hot path is shared but the
-            // counters. A lane's share of the requests in flight is its
-            // share of the connections: it never needs another.
+            // counters.
             plan: Arc::new(plan.clone()),
             work: Arc::new(work.clone()),
             sender,
