@@ -25,7 +25,7 @@
 
 use std::time::Duration;
 
-use flashtix_server::duration::parse as duration;
+use flashtix_model::duration::parse as duration;
 use serde::Deserialize;
 
 /// What a drill can break.
@@ -273,7 +273,7 @@ impl DrillFile {
             .iter()
             .map(|spec| {
                 let (from, to) = window(&spec.at).expect("checked by parse");
-                pick = splitmix(pick);
+                pick = flashtix_model::rng::next(pick);
                 let share = (pick >> 11) as f64 / (1u64 << 53) as f64;
                 let at = from + (to - from).mul_f64(share);
                 let parse = |value: &Option<String>| {
@@ -332,14 +332,6 @@ fn window(text: &str) -> Result<(Duration, Duration), String> {
         }
         None => duration(text).map(|at| (at, at)),
     }
-}
-
-/// The next number of a seeded sequence (splitmix64's mix of `state`).
-pub(crate) fn splitmix(state: u64) -> u64 {
-    let mut z = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

@@ -273,7 +273,7 @@ impl Jitter {
         if most.is_zero() {
             return Duration::ZERO;
         }
-        self.0 = crate::drill::splitmix(self.0);
+        self.0 = flashtix_model::rng::next(self.0);
         most.mul_f64((self.0 >> 11) as f64 / (1u64 << 53) as f64)
     }
 }

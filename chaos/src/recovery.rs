@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use flashtix_server::history::Attempt;
+use flashtix_model::history::Attempt;
 use serde::Serialize;
 use sqlx::PgPool;
 
@@ -140,7 +140,7 @@ impl Backlog {
 
 #[cfg(test)]
 mod tests {
-    use flashtix_server::history::Outcome;
+    use flashtix_model::history::Outcome;
 
     use super::*;
 

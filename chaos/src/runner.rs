@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use flashtix_server::history::{self, Attempt};
-use flashtix_server::invariants::{Report, Verdict};
+use flashtix_model::history::{self, Attempt};
+use flashtix_model::report::{Report, Verdict};
 use serde::Serialize;
 use sqlx::postgres::PgPoolOptions;
 
@@ -387,7 +387,7 @@ fn recover_limit(limits: &Limits, in_docker: bool) -> Duration {
 
 fn limit(text: &Option<String>, default: Duration) -> Duration {
     text.as_deref()
-        .and_then(|t| flashtix_server::duration::parse(t).ok())
+        .and_then(|t| flashtix_model::duration::parse(t).ok())
         .unwrap_or(default)
 }
 

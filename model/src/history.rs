@@ -28,73 +28,32 @@
 use std::io::BufRead;
 use std::path::Path;
 
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Accepted,
-    Replayed,
-    SoldOut,
-    /// `409 seat_taken`: a seat it named was gone.
-    SeatTaken,
-    LimitExceeded,
-    Rejected,
-    /// `409 request_in_progress`: another request with the key was still
-    /// being worked on. Says nothing about the order.
-    InProgress,
-    Error,
-    /// A 2xx whose body could not be read as an order: it may be one, or not.
-    Unreadable,
-    Timeout,
-    ConnectError,
+crate::named! {
+    /// What one attempt came to, as the client saw it.
+    pub enum Outcome("an attempt's outcome") {
+        Accepted = "accepted",
+        Replayed = "replayed",
+        SoldOut = "sold_out",
+        /// `409 seat_taken`: a seat it named was gone.
+        SeatTaken = "seat_taken",
+        LimitExceeded = "limit_exceeded",
+        Rejected = "rejected",
+        /// `409 request_in_progress`: another request with the key was still
+        /// being worked on. Says nothing about the order.
+        InProgress = "in_progress",
+        Error = "error",
+        /// A 2xx whose body could not be read as an order: it may be one, or not.
+        Unreadable = "unreadable",
+        Timeout = "timeout",
+        ConnectError = "connect_error",
+    }
 }
 
 impl Outcome {
-    pub const ALL: [Self; 11] = [
-        Self::Accepted,
-        Self::Replayed,
-        Self::SoldOut,
-        Self::SeatTaken,
-        Self::LimitExceeded,
-        Self::Rejected,
-        Self::InProgress,
-        Self::Error,
-        Self::Unreadable,
-        Self::Timeout,
-        Self::ConnectError,
-    ];
-
-    /// The outcome of this [`Self::name`].
-    pub fn named(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|outcome| outcome.name() == name)
-    }
-
-    /// The name the history, the tables and the JSON use.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Accepted => "accepted",
-            Self::Replayed => "replayed",
-            Self::SoldOut => "sold_out",
-            Self::SeatTaken => "seat_taken",
-            Self::LimitExceeded => "limit_exceeded",
-            Self::Rejected => "rejected",
-            Self::InProgress => "in_progress",
-            Self::Error => "error",
-            Self::Unreadable => "unreadable",
-            Self::Timeout => "timeout",
-            Self::ConnectError => "connect_error",
-        }
-    }
-
-    /// Its place in [`Self::ALL`].
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
     /// The server answered, and the answer says whether an order exists.
     pub fn is_definite(self) -> bool {
         !matches!(
@@ -174,8 +133,24 @@ impl Attempt {
     }
 }
 
+/// A history file that could not be read, naming the file (and the line).
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("reading {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: not a history line: {source}")]
+    NotALine {
+        path: String,
+        line: usize,
+        source: serde_json::Error,
+    },
+}
+
 /// Reads several history files as one (the shards of one storm).
-pub fn read_all(paths: &[impl AsRef<Path>]) -> anyhow::Result<Vec<Attempt>> {
+pub fn read_all(paths: &[impl AsRef<Path>]) -> Result<Vec<Attempt>, ReadError> {
     let mut attempts = Vec::new();
     for path in paths {
         attempts.extend(read(path.as_ref())?);
@@ -184,16 +159,23 @@ pub fn read_all(paths: &[impl AsRef<Path>]) -> anyhow::Result<Vec<Attempt>> {
 }
 
 /// Reads a history file; a line that is not an attempt is an error naming it.
-pub fn read(path: &Path) -> anyhow::Result<Vec<Attempt>> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+pub fn read(path: &Path) -> Result<Vec<Attempt>, ReadError> {
+    let io = |source| ReadError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
     let mut attempts = Vec::new();
     for (number, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("reading {}", path.display()))?;
+        let line = line.map_err(io)?;
         if line.trim().is_empty() {
             continue;
         }
-        let attempt = serde_json::from_str(&line)
-            .with_context(|| format!("{}:{}: not a history line", path.display(), number + 1))?;
+        let attempt = serde_json::from_str(&line).map_err(|source| ReadError::NotALine {
+            path: path.display().to_string(),
+            line: number + 1,
+            source,
+        })?;
         attempts.push(attempt);
     }
     Ok(attempts)

@@ -6,81 +6,37 @@ use serde::{Deserialize, Serialize};
 /// How many offending ids a finding names.
 pub const EXAMPLES: usize = 5;
 
-/// Every invariant `check` proves, by the name reports print
-/// (`docs/INVARIANTS.md` says what each one means).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Invariant {
-    NoOversell,
-    NoDuplicateOrder,
-    NoDoubleCharge,
-    ChargesMatchOrders,
-    NoLostOrder,
-    NoLieToClient,
-    AnswersMatchOrders,
-    RefusalsWereTrue,
-    SeatTakenWasTrue,
-    PerUserLimit,
-    OneOwnerPerSeat,
-    RedisAgrees,
-    NothingStuck,
-    QueuesDrained,
-    /// Not an invariant of the sale but of a run: every order reached an end
-    /// within the wait a storm gives it (UNKNOWN otherwise).
-    Settled,
-}
-
-impl Invariant {
-    /// As reports and the JSON name it: `no_oversell`, `redis_agrees`, …
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::NoOversell => "no_oversell",
-            Self::NoDuplicateOrder => "no_duplicate_order",
-            Self::NoDoubleCharge => "no_double_charge",
-            Self::ChargesMatchOrders => "charges_match_orders",
-            Self::NoLostOrder => "no_lost_order",
-            Self::NoLieToClient => "no_lie_to_client",
-            Self::AnswersMatchOrders => "answers_match_orders",
-            Self::RefusalsWereTrue => "refusals_were_true",
-            Self::SeatTakenWasTrue => "seat_taken_was_true",
-            Self::PerUserLimit => "per_user_limit",
-            Self::OneOwnerPerSeat => "one_owner_per_seat",
-            Self::RedisAgrees => "redis_agrees",
-            Self::NothingStuck => "nothing_stuck",
-            Self::QueuesDrained => "queues_drained",
-            Self::Settled => "settled",
-        }
+crate::named! {
+    /// Every invariant `check` proves, by the name reports print
+    /// (`docs/INVARIANTS.md` says what each one means).
+    pub enum Invariant("an invariant") {
+        NoOversell = "no_oversell",
+        NoDuplicateOrder = "no_duplicate_order",
+        NoDoubleCharge = "no_double_charge",
+        ChargesMatchOrders = "charges_match_orders",
+        NoLostOrder = "no_lost_order",
+        NoLieToClient = "no_lie_to_client",
+        AnswersMatchOrders = "answers_match_orders",
+        RefusalsWereTrue = "refusals_were_true",
+        SeatTakenWasTrue = "seat_taken_was_true",
+        PerUserLimit = "per_user_limit",
+        OneOwnerPerSeat = "one_owner_per_seat",
+        RedisAgrees = "redis_agrees",
+        NothingStuck = "nothing_stuck",
+        QueuesDrained = "queues_drained",
+        /// Not an invariant of the sale but of a run: every order reached an end
+        /// within the wait a storm gives it (UNKNOWN otherwise).
+        Settled = "settled",
     }
 }
 
-impl std::fmt::Display for Invariant {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Verdict {
-    Pass,
-    Unknown,
-    Fail,
-}
-
-impl Verdict {
-    /// As reports print it: `PASS`, `UNKNOWN`, `FAIL`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Pass => "PASS",
-            Self::Unknown => "UNKNOWN",
-            Self::Fail => "FAIL",
-        }
-    }
-}
-
-impl std::fmt::Display for Verdict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+crate::named! {
+    /// A check's answer, worst last: FAIL beats UNKNOWN beats PASS.
+    #[derive(PartialOrd, Ord)]
+    pub enum Verdict("a verdict") {
+        Pass = "PASS",
+        Unknown = "UNKNOWN",
+        Fail = "FAIL",
     }
 }
 

@@ -2,63 +2,36 @@
 //! column (its CHECK lists the same four words), of the API's answers and of
 //! the saga's decisions.
 
-use std::fmt;
-use std::str::FromStr;
+crate::named! {
+    /// An order's status. PENDING until it is paid (CONFIRMED), declined
+    /// (CANCELLED) or past its hold unpaid (EXPIRED); those three are final.
+    pub enum OrderStatus("an order status") {
+        Pending = "PENDING",
+        Confirmed = "CONFIRMED",
+        Cancelled = "CANCELLED",
+        Expired = "EXPIRED",
+    }
+}
 
-use serde::{Deserialize, Serialize};
-
-/// An order's status. PENDING until it is paid (CONFIRMED), declined
-/// (CANCELLED) or past its hold unpaid (EXPIRED); those three are final.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum OrderStatus {
-    Pending,
-    Confirmed,
-    Cancelled,
-    Expired,
+/// The statuses that hold tickets, as SQL writes the list, for
+/// `status IN holds_tickets!()`; built into queries with `concat!`. A test
+/// holds it to [`OrderStatus::holds_tickets`].
+#[macro_export]
+macro_rules! holds_tickets {
+    () => {
+        "('PENDING', 'CONFIRMED')"
+    };
 }
 
 impl OrderStatus {
     /// Its word in the database and the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "PENDING",
-            Self::Confirmed => "CONFIRMED",
-            Self::Cancelled => "CANCELLED",
-            Self::Expired => "EXPIRED",
-        }
+    pub const fn as_str(self) -> &'static str {
+        self.name()
     }
 
     /// Whether the order holds its tickets (pending or sold).
     pub fn holds_tickets(self) -> bool {
         matches!(self, Self::Pending | Self::Confirmed)
-    }
-}
-
-impl fmt::Display for OrderStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A word that is not an order status.
-#[derive(Debug, thiserror::Error)]
-#[error("{0:?} is not an order status")]
-pub struct UnknownStatus(String);
-
-impl FromStr for OrderStatus {
-    type Err = UnknownStatus;
-
-    fn from_str(word: &str) -> Result<Self, Self::Err> {
-        [
-            Self::Pending,
-            Self::Confirmed,
-            Self::Cancelled,
-            Self::Expired,
-        ]
-        .into_iter()
-        .find(|status| status.as_str() == word)
-        .ok_or_else(|| UnknownStatus(word.to_owned()))
     }
 }
 
@@ -80,5 +53,15 @@ mod tests {
         }
         assert!("pending".parse::<OrderStatus>().is_err());
         assert!("PAID".parse::<OrderStatus>().is_err());
+    }
+
+    #[test]
+    fn the_sql_list_of_holding_statuses_is_the_one_the_type_gives() {
+        let holding: Vec<String> = OrderStatus::ALL
+            .iter()
+            .filter(|status| status.holds_tickets())
+            .map(|status| format!("'{status}'"))
+            .collect();
+        assert_eq!(crate::holds_tickets!(), format!("({})", holding.join(", ")));
     }
 }

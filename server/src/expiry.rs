@@ -10,6 +10,7 @@
 //! check (`PENDING` only) makes a second expiry impossible anyway. Redis gets the
 //! tickets after the commit ([`crate::reconcile::restock_pending`]), once.
 
+use flashtix_model::holds_tickets;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +30,7 @@ pub async fn expire_due(pool: &PgPool) -> sqlx::Result<u64> {
     // The real sweeper takes PENDING orders only; a known-bad one takes paid
     // ones too (their tickets move from sold back to available).
     let swept = if known_bad::has(Bug::ExpiryGivesBackPaid) {
-        "status IN ('PENDING', 'CONFIRMED')"
+        concat!("status IN ", holds_tickets!(), "")
     } else {
         "status = 'PENDING'"
     };

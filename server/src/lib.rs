@@ -19,11 +19,11 @@ pub mod broker;
 pub mod config;
 pub mod consumer;
 pub mod db;
-pub mod duration;
+
 pub mod events;
 pub mod expiry;
 pub mod gate;
-pub mod history;
+
 pub mod http;
 pub mod invariants;
 pub mod known_bad;

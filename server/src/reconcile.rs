@@ -19,6 +19,7 @@
 //!    while Redis was away never reached them); if they do not, the event is
 //!    forgotten in Redis under the same sequence guard and reseeded from Postgres.
 
+use flashtix_model::holds_tickets;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
@@ -116,10 +117,12 @@ pub async fn snapshot(pool: &PgPool, event_id: i64) -> sqlx::Result<Option<Snaps
     let Some(available) = available else {
         return Ok(None);
     };
-    let buyers = sqlx::query_as::<_, (String, i64)>(
+    let buyers = sqlx::query_as::<_, (String, i64)>(concat!(
         "SELECT user_id, sum(quantity)::int8 FROM orders
-         WHERE event_id = $1 AND status IN ('PENDING', 'CONFIRMED') GROUP BY user_id",
-    )
+         WHERE event_id = $1 AND status IN ",
+        holds_tickets!(),
+        " GROUP BY user_id"
+    ))
     .bind(event_id)
     .fetch_all(&mut *tx)
     .await?;

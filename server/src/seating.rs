@@ -10,6 +10,7 @@
 //!   "blocked": ["B-1-1"]}, {"name": "GA", "price_cents": 3000, "capacity": 2000}]}`
 //!   (`rows` is either a count, with `seats_per_row`, or each row's length).
 
+use flashtix_model::holds_tickets;
 use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
@@ -563,13 +564,15 @@ pub async fn seat_map(pool: &PgPool, event_id: i64) -> sqlx::Result<Option<Vec<Z
     .bind(event_id)
     .fetch_all(&mut *tx)
     .await?;
-    let standing: Vec<(String, i64, i64)> = sqlx::query_as(
+    let standing: Vec<(String, i64, i64)> = sqlx::query_as(concat!(
         "SELECT zone, COALESCE(sum(quantity) FILTER (WHERE status = 'PENDING'), 0)::int8,
                 COALESCE(sum(quantity) FILTER (WHERE status = 'CONFIRMED'), 0)::int8
          FROM orders WHERE event_id = $1 AND zone IS NOT NULL
-           AND status IN ('PENDING', 'CONFIRMED')
-         GROUP BY zone",
-    )
+           AND status IN ",
+        holds_tickets!(),
+        "
+         GROUP BY zone"
+    ))
     .bind(event_id)
     .fetch_all(&mut *tx)
     .await?;

@@ -26,8 +26,9 @@ use crate::gate::Gate;
 use crate::known_bad::{self, Bug};
 use crate::messages::{Outcome, PaymentResult, PAYMENT_RESULT};
 use crate::metrics::Metrics;
-use crate::orders::{OrderStatus, UnknownStatus};
+use crate::orders::OrderStatus;
 use crate::payments::provider::Provider;
+use flashtix_model::names::UnknownName;
 
 pub struct OrderWorker {
     pool: PgPool,
@@ -86,7 +87,7 @@ impl OrderWorker {
         for (id, status, event_id, quantity, age, refunded) in rows {
             let status: OrderStatus = status
                 .parse()
-                .map_err(|error: UnknownStatus| sqlx::Error::Decode(error.into()))?;
+                .map_err(|error: UnknownName| sqlx::Error::Decode(error.into()))?;
             orders.insert(id, (status, event_id, quantity, age, refunded));
         }
         let mut ages = Vec::new();

@@ -39,11 +39,11 @@ pub struct CheckArgs {
     /// First wait, up to this long, until no order is PENDING (as a storm
     /// does after it): right after a buy its payment is still moving, and
     /// the check would say UNKNOWN
-    #[arg(long, value_parser = flashtix_server::duration::parse, value_name = "DURATION")]
+    #[arg(long, value_parser = flashtix_model::duration::parse, value_name = "DURATION")]
     settle: Option<Duration>,
     /// With --history: how far apart the clients' clocks and the database's
     /// may be; no answer is judged on a moment closer than this
-    #[arg(long, value_parser = flashtix_server::duration::parse, value_name = "DURATION",
+    #[arg(long, value_parser = flashtix_model::duration::parse, value_name = "DURATION",
           default_value = "100ms", requires = "history")]
     clock_slack: Duration,
 }
@@ -52,7 +52,10 @@ pub async fn run(args: CheckArgs) -> Outcome {
     let history = if args.history.is_empty() {
         None
     } else {
-        Some(flashtix_server::history::read_all(&args.history).map_err(Failure::usage)?)
+        Some(
+            flashtix_model::history::read_all(&args.history)
+                .map_err(|e| Failure::usage(e.into()))?,
+        )
     };
     let services = Services::connect(&args.connections).await?;
     something_to_check(&services, args.event.as_slice()).await?;

@@ -1,9 +1,11 @@
 //! The one place where failures become HTTP answers:
-//! `{"error": {"code": "snake_case", "message": "human text"}}`.
+//! `{"error": {"code": "snake_case", "message": "human text"}}`, and where
+//! each error code gets its HTTP status ([`status_of`]).
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use flashtix_model::ErrorCode;
 use serde_json::json;
 
 use crate::orders::request::RequestError;
@@ -12,7 +14,7 @@ use crate::orders::PlaceError;
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     /// Seconds, for `Retry-After`.
     pub retry_after: Option<u32>,
@@ -22,8 +24,34 @@ pub struct ApiError {
     pub zone: Option<String>,
 }
 
+/// The HTTP status each error code is answered with.
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    use ErrorCode::*;
+    match code {
+        EventNotFound | NotFound => StatusCode::NOT_FOUND,
+        MalformedJson | BadRequest => StatusCode::BAD_REQUEST,
+        InvalidRequest | MissingIdempotencyKey | UnknownSeat | SeatBlocked => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        IdempotencyKeyReused | RequestInProgress | SoldOut | ZoneSoldOut | SeatTaken
+        | LimitExceeded => StatusCode::CONFLICT,
+        Unavailable | NotReady => StatusCode::SERVICE_UNAVAILABLE,
+        Unauthorized => StatusCode::UNAUTHORIZED,
+        MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+    }
+}
+
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An answer with `code`'s status.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::with_status(status_of(code), code, message)
+    }
+
+    /// An answer whose status is not `code`'s own: a rejection of the HTTP
+    /// layer that carries its own status.
+    pub fn with_status(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -40,7 +68,7 @@ impl ApiError {
     }
 
     pub fn not_found(what: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", what)
+        Self::new(ErrorCode::NotFound, what)
     }
 
     pub fn unavailable(error: &anyhow::Error) -> Self {
@@ -50,8 +78,7 @@ impl ApiError {
             "request failed: dependency unavailable"
         );
         Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
+            ErrorCode::Unavailable,
             "the sale is temporarily unavailable; retry shortly",
         )
         .retry_after(1)
@@ -60,7 +87,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut body = json!({"error": {"code": self.code.name(), "message": self.message}});
         if !self.seats.is_empty() {
             body["error"]["seats"] = json!(self.seats);
         }
@@ -79,20 +106,12 @@ impl IntoResponse for ApiError {
 
 impl From<RequestError> for ApiError {
     fn from(error: RequestError) -> Self {
-        let message = error.to_string();
-        match error {
-            RequestError::MalformedJson(_) => {
-                Self::new(StatusCode::BAD_REQUEST, "malformed_json", message)
-            }
-            RequestError::Invalid(_) => {
-                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
-            }
-            RequestError::MissingIdempotencyKey => Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "missing_idempotency_key",
-                message,
-            ),
-        }
+        let code = match error {
+            RequestError::MalformedJson(_) => ErrorCode::MalformedJson,
+            RequestError::Invalid(_) => ErrorCode::InvalidRequest,
+            RequestError::MissingIdempotencyKey => ErrorCode::MissingIdempotencyKey,
+        };
+        Self::new(code, error.to_string())
     }
 }
 
@@ -101,13 +120,54 @@ impl From<PlaceError> for ApiError {
         if let PlaceError::Unavailable(cause) = &error {
             return Self::unavailable(cause);
         }
+        let code = error.code();
         Self {
-            status: error.status(),
-            code: error.code(),
+            status: status_of(code),
+            code,
             message: error.to_string(),
             retry_after: error.retry_after(),
             seats: error.seats().to_vec(),
             zone: error.zone().map(str::to_owned),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each answer the OpenAPI document lists names its codes as
+    /// "(`error.code`: `a`, `b`)"; every one must be a code, answered with
+    /// that status.
+    #[test]
+    fn the_documented_codes_are_codes_answered_with_the_documented_status() {
+        let document: serde_json::Value =
+            serde_json::from_str(super::super::openapi::DOCUMENT).unwrap();
+        let mut named = 0;
+        for operation in document["paths"].as_object().unwrap().values() {
+            for method in operation.as_object().unwrap().values() {
+                let Some(responses) = method["responses"].as_object() else {
+                    continue;
+                };
+                for (status, response) in responses {
+                    let description = response["description"].as_str().unwrap_or_default();
+                    let Some((_, codes)) = description.split_once("`error.code`: ") else {
+                        continue;
+                    };
+                    let codes = codes.split(')').next().unwrap();
+                    for code in codes.split(", ") {
+                        let name = code.trim_matches('`');
+                        let code = ErrorCode::named(name)
+                            .unwrap_or_else(|| panic!("{name:?} is not an error code"));
+                        assert_eq!(status_of(code).as_str(), status, "{name}");
+                        named += 1;
+                    }
+                }
+            }
+        }
+        assert!(
+            named >= 15,
+            "only {named} codes found: the pattern no longer matches"
+        );
     }
 }

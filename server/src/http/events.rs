@@ -1,5 +1,6 @@
 //! `POST /events` (admin), `GET /events/{id}` and `GET /events/{id}/seats`.
 
+use flashtix_model::ErrorCode;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -23,9 +24,8 @@ pub async fn create(
     authorize(&state, &headers)?;
     let body = json_body(&headers, body)?;
     let request: NewEventRequest = decode_json(&body)?;
-    let event = NewEvent::parse(request).map_err(|message| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
-    })?;
+    let event = NewEvent::parse(request)
+        .map_err(|message| ApiError::new(ErrorCode::InvalidRequest, message))?;
     let created = crate::sale::open(&state.pool, &state.gate, &event)
         .await
         .map_err(|error| ApiError::unavailable(&error))?;
@@ -87,8 +87,7 @@ pub async fn seats(
 }
 
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let unauthorized =
-        |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
+    let unauthorized = |message: &str| ApiError::new(ErrorCode::Unauthorized, message);
     let Some(token) = &state.admin_token else {
         return Err(unauthorized(
             "admin calls are disabled: start the server with --admin-token or FLASHTIX_ADMIN_TOKEN",

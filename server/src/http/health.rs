@@ -1,6 +1,8 @@
 //! `GET /health` (the process answers), `GET /ready` (its dependencies answer:
 //! Postgres and Redis always, RabbitMQ for roles that use it) and `GET /metrics`.
 
+use super::error::status_of;
+use flashtix_model::ErrorCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,10 +61,10 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
             .into_response()
     } else {
         let body = json!({
-            "error": {"code": "not_ready", "message": "a dependency is unreachable"},
+            "error": {"code": ErrorCode::NotReady.name(), "message": "a dependency is unreachable"},
             "checks": checks,
         });
-        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        (status_of(ErrorCode::NotReady), Json(body)).into_response()
     }
 }
 

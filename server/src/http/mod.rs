@@ -7,6 +7,7 @@ mod health;
 mod openapi;
 mod orders;
 
+use flashtix_model::ErrorCode;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -63,8 +64,7 @@ pub fn router(state: AppState, serves_api: bool) -> Router {
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "this route does not take that method",
             )
         })
@@ -100,17 +100,15 @@ fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
     if !is_json {
         return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "send the body as JSON with Content-Type: application/json",
         ));
     }
     body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             format!("the body is larger than {BODY_LIMIT} bytes"),
         ),
-        status => ApiError::new(status, "bad_request", rejection.body_text()),
+        status => ApiError::with_status(status, ErrorCode::BadRequest, rejection.body_text()),
     })
 }

@@ -1,5 +1,6 @@
 //! `POST /orders` and `GET /orders/{id}`.
 
+use flashtix_model::ErrorCode;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -29,8 +30,7 @@ pub async fn place(
         // Any printable text (UTF-8), not only ASCII: `to_str` would refuse "clé".
         Some(value) => Some(std::str::from_utf8(value.as_bytes()).map_err(|_| {
             ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "Idempotency-Key must be UTF-8 text",
             )
         })?),

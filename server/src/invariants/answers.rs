@@ -17,9 +17,9 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::ledger::{events_of, sorted};
-use super::report::{finding, Finding, Invariant};
-use crate::history::{Attempt, Outcome};
 use crate::seating::zone_of;
+use flashtix_model::history::{Attempt, Outcome};
+use flashtix_model::report::{finding, Finding, Invariant};
 
 /// An order as `check` reads it for judging answers.
 struct Stored {

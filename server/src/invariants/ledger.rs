@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::report::{finding, Finding, Invariant, Verdict, EXAMPLES};
-use crate::history::{Attempt, Outcome};
+use flashtix_model::history::{Attempt, Outcome};
+use flashtix_model::report::{finding, Finding, Invariant, Verdict, EXAMPLES};
 
 /// Invariant 4: every order the API answered for exists (for that buyer and
 /// key); every order made while the history was being written was asked for

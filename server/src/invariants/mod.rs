@@ -10,7 +10,7 @@
 use sqlx::PgPool;
 
 use crate::gate::Gate;
-use crate::history::Attempt;
+use flashtix_model::history::Attempt;
 
 mod answers;
 mod ledger;
@@ -20,10 +20,11 @@ mod orders;
 mod queues;
 mod redis_agrees;
 mod refusals;
-mod report;
+
 mod seats;
 
 use answers::answers_match_orders;
+pub use flashtix_model::report::{Finding, Invariant, Report, Verdict};
 pub use ledger::no_lie_to_client;
 use ledger::{no_lost_order, seat_taken_was_true};
 use money::{charges_match_orders, no_double_charge};
@@ -32,7 +33,6 @@ use queues::{nothing_stuck, queues_drained};
 pub use queues::{Queues, EXPIRY_GRACE_SECONDS};
 use redis_agrees::redis_agrees;
 use refusals::refusals_were_true;
-pub use report::{Finding, Invariant, Report, Verdict};
 use seats::one_owner_per_seat;
 
 /// How far apart a client's clock and the database's are taken to be, by

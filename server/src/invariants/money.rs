@@ -4,8 +4,8 @@
 use sqlx::PgPool;
 
 use super::messages::{with_consumers, CONSUMER_OF_TOPIC};
-use super::report::{finding, Finding, Invariant, Verdict, EXAMPLES};
 use crate::messages::OUTBOX_ENTRIES;
+use flashtix_model::report::{finding, Finding, Invariant, Verdict, EXAMPLES};
 
 /// Invariant 2: per settled order, money captured minus refunded equals the
 /// amount if CONFIRMED and 0 otherwise; at most one capture; our payments agree with the

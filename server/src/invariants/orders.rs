@@ -1,9 +1,10 @@
 //! What the orders add up to: no ticket sold twice or lost (stock against
 //! orders), one order per idempotency key, no buyer past the per-user limit.
 
+use flashtix_model::holds_tickets;
 use sqlx::PgPool;
 
-use super::report::{finding, Finding, Invariant};
+use flashtix_model::report::{finding, Finding, Invariant};
 
 /// Invariant 1: available ≥ 0 and available + pending + sold = total, per
 /// event, where pending and sold are summed from the orders themselves (and must
@@ -109,15 +110,17 @@ pub(super) async fn per_user_limit(pool: &PgPool, event: Option<i64>) -> anyhow:
     .bind(event)
     .fetch_one(pool)
     .await?;
-    let over: Vec<(i64, String, i64, i32, String)> = sqlx::query_as(
+    let over: Vec<(i64, String, i64, i32, String)> = sqlx::query_as(concat!(
         "SELECT o.event_id, o.user_id, sum(o.quantity)::int8, e.max_per_user,
                 string_agg(o.id::text, ', ' ORDER BY o.id)
          FROM orders o JOIN events e ON e.id = o.event_id
-         WHERE o.status IN ('PENDING', 'CONFIRMED') AND ($1::int8 IS NULL OR o.event_id = $1)
+         WHERE o.status IN ",
+        holds_tickets!(),
+        " AND ($1::int8 IS NULL OR o.event_id = $1)
          GROUP BY o.event_id, o.user_id, e.max_per_user
          HAVING sum(o.quantity) > e.max_per_user
-         ORDER BY o.event_id, o.user_id",
-    )
+         ORDER BY o.event_id, o.user_id"
+    ))
     .bind(event)
     .fetch_all(pool)
     .await?;

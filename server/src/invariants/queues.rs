@@ -4,8 +4,8 @@
 use sqlx::PgPool;
 
 use super::messages::{about_event, with_consumers, CONSUMER_OF_TOPIC};
-use super::report::{finding, Finding, Invariant, Verdict, EXAMPLES};
 use crate::broker::Topology;
+use flashtix_model::report::{finding, Finding, Invariant, Verdict, EXAMPLES};
 
 /// How long past its hold a PENDING order may stay before it counts as stuck:
 /// the sweeper runs every second or so.

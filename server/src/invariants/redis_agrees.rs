@@ -2,8 +2,8 @@
 
 use sqlx::PgPool;
 
-use super::report::{finding, Finding, Invariant, Verdict, EXAMPLES};
 use crate::gate::Gate;
+use flashtix_model::report::{finding, Finding, Invariant, Verdict, EXAMPLES};
 
 /// 6. Redis agrees with Postgres once quiet: stock, each buyer's tickets held,
 ///    each idempotency entry.

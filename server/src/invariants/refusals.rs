@@ -32,10 +32,10 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::ledger::events_of;
-use super::report::{finding, Finding, Invariant};
 use crate::gate::RETURN_DELAY;
-use crate::history::{Attempt, Outcome};
 use crate::seating::zone_of;
+use flashtix_model::history::{Attempt, Outcome};
+use flashtix_model::report::{finding, Finding, Invariant};
 
 /// Tickets spoken for over a stretch of time: from `from` until `until`
 /// (`None`: still).

@@ -1,8 +1,9 @@
 //! Seats: one live owner per seat, and no zone past its capacity.
 
+use flashtix_model::holds_tickets;
 use sqlx::PgPool;
 
-use super::report::{finding, Finding, Invariant};
+use flashtix_model::report::{finding, Finding, Invariant};
 
 /// Seating: no seat named by two live (PENDING or CONFIRMED) orders; each
 /// live order's seats held by it and by nothing else in the seat rows, each
@@ -17,10 +18,12 @@ pub(super) async fn one_owner_per_seat(
             .bind(event)
             .fetch_one(pool)
             .await?;
-    let offenders: Vec<String> = sqlx::query_scalar(
+    let offenders: Vec<String> = sqlx::query_scalar(concat!(
         "WITH live AS (
             SELECT o.id, o.event_id, o.quantity, o.seats, o.zone FROM orders o
-            WHERE o.status IN ('PENDING', 'CONFIRMED') AND ($1::int8 IS NULL OR o.event_id = $1)
+            WHERE o.status IN ",
+        holds_tickets!(),
+        " AND ($1::int8 IS NULL OR o.event_id = $1)
          ), named AS (
             SELECT l.id, l.event_id, seat FROM live l, unnest(l.seats) AS seat
          )
@@ -44,7 +47,9 @@ pub(super) async fn one_owner_per_seat(
                                    END)
          FROM seats s LEFT JOIN orders o ON o.id = s.order_id
          WHERE s.order_id IS NOT NULL AND ($1::int8 IS NULL OR s.event_id = $1)
-           AND (o.id IS NULL OR s.blocked OR o.status NOT IN ('PENDING', 'CONFIRMED')
+           AND (o.id IS NULL OR s.blocked OR o.status NOT IN ",
+        holds_tickets!(),
+        "
                 OR NOT s.seat_id = ANY(coalesce(o.seats, '{}')))
          UNION ALL
          SELECT format('order %s: quantity %s for %s seats', id, quantity, cardinality(seats))
@@ -54,8 +59,8 @@ pub(super) async fn one_owner_per_seat(
                        z.event_id, z.name, sum(l.quantity), z.capacity)
          FROM live l JOIN zones z ON z.event_id = l.event_id AND z.name = l.zone
          GROUP BY z.event_id, z.name, z.capacity HAVING sum(l.quantity) > z.capacity
-         LIMIT 1000",
-    )
+         LIMIT 1000"
+    ))
     .bind(event)
     .fetch_all(pool)
     .await?;

@@ -1,9 +1,9 @@
 //! The desk: takes one buy request through the gate and the writer and answers.
 
+use flashtix_model::ErrorCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use sqlx::PgPool;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -87,38 +87,20 @@ impl Placed {
 }
 
 impl PlaceError {
-    /// The HTTP status it is answered with.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Self::EventNotFound(_) => StatusCode::NOT_FOUND,
-            Self::AboveLimit { .. }
-            | Self::UnknownSeats(_)
-            | Self::BlockedSeats(_)
-            | Self::WrongChoice(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::SoldOut
-            | Self::ZoneSoldOut(_)
-            | Self::SeatTaken(_)
-            | Self::LimitExceeded { .. }
-            | Self::KeyReused
-            | Self::InProgress => StatusCode::CONFLICT,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-
     /// Its `error.code` in the answer.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::EventNotFound(_) => "event_not_found",
-            Self::AboveLimit { .. } | Self::WrongChoice(_) => "invalid_request",
-            Self::SoldOut => "sold_out",
-            Self::ZoneSoldOut(_) => "zone_sold_out",
-            Self::SeatTaken(_) => "seat_taken",
-            Self::UnknownSeats(_) => "unknown_seat",
-            Self::BlockedSeats(_) => "seat_blocked",
-            Self::LimitExceeded { .. } => "limit_exceeded",
-            Self::KeyReused => "idempotency_key_reused",
-            Self::InProgress => "request_in_progress",
-            Self::Unavailable(_) => "unavailable",
+            Self::EventNotFound(_) => ErrorCode::EventNotFound,
+            Self::AboveLimit { .. } | Self::WrongChoice(_) => ErrorCode::InvalidRequest,
+            Self::SoldOut => ErrorCode::SoldOut,
+            Self::ZoneSoldOut(_) => ErrorCode::ZoneSoldOut,
+            Self::SeatTaken(_) => ErrorCode::SeatTaken,
+            Self::UnknownSeats(_) => ErrorCode::UnknownSeat,
+            Self::BlockedSeats(_) => ErrorCode::SeatBlocked,
+            Self::LimitExceeded { .. } => ErrorCode::LimitExceeded,
+            Self::KeyReused => ErrorCode::IdempotencyKeyReused,
+            Self::InProgress => ErrorCode::RequestInProgress,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
         }
     }
 
@@ -135,7 +117,7 @@ impl PlaceError {
             Self::SoldOut
             | Self::SeatTaken(_)
             | Self::LimitExceeded { .. }
-            | Self::Unavailable(_) => self.code(),
+            | Self::Unavailable(_) => self.code().name(),
             // Counted with the event's own: both say "no places for this".
             Self::ZoneSoldOut(_) => "sold_out",
             Self::EventNotFound(_)

@@ -29,7 +29,7 @@ pub mod lookup;
 pub mod request;
 pub mod seat_board;
 pub mod sold_out;
-mod status;
+
 pub mod writer;
 
 use chrono::{DateTime, Utc};
@@ -39,7 +39,8 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 pub use desk::{Desk, PlaceError, Placed};
-pub use status::{OrderStatus, UnknownStatus};
+use flashtix_model::names::UnknownName;
+pub use flashtix_model::OrderStatus;
 
 /// An order as stored.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -129,7 +130,7 @@ impl Order {
             status: row
                 .try_get::<&str, _>("status")?
                 .parse()
-                .map_err(|error: UnknownStatus| sqlx::Error::ColumnDecode {
+                .map_err(|error: UnknownName| sqlx::Error::ColumnDecode {
                     index: "status".into(),
                     source: error.into(),
                 })?,

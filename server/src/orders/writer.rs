@@ -12,6 +12,7 @@
 //! orders) and the idempotency key (a unique constraint; the insert's
 //! `ON CONFLICT DO NOTHING` count proves no other transaction won a race).
 
+use flashtix_model::holds_tickets;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -519,9 +520,9 @@ async fn read_buyers(
 ) -> sqlx::Result<Buyers> {
     // A known-bad server counts what the buyer's cancelled orders held too.
     let holding = if known_bad::has(Bug::LimitCountsCancelled) {
-        "'PENDING', 'CONFIRMED', 'CANCELLED'"
+        "('PENDING', 'CONFIRMED', 'CANCELLED')"
     } else {
-        "'PENDING', 'CONFIRMED'"
+        holds_tickets!()
     };
     let rows = sqlx::query(&format!(
         "SELECT 'order' AS kind, {ORDER_COLUMNS}, NULL::int8 AS held
@@ -534,7 +535,7 @@ async fn read_buyers(
          SELECT 'held', NULL, NULL, NULL, b.user_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                 NULL, NULL, (SELECT sum(quantity)::int8 FROM orders o
                  WHERE o.event_id = $1 AND o.user_id = b.user_id
-                   AND o.status IN ({holding}))
+                   AND o.status IN {holding})
          FROM (SELECT DISTINCT user_id FROM unnest($2::text[]) AS u(user_id)) AS b
          UNION ALL
          SELECT 'released', r.order_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
@@ -812,11 +813,13 @@ impl Places {
         }
         let mut left_in_zone = HashMap::new();
         if !general.is_empty() {
-            let live: Vec<(String, i64)> = sqlx::query_as(
+            let live: Vec<(String, i64)> = sqlx::query_as(concat!(
                 "SELECT zone, sum(quantity)::int8 FROM orders
-                 WHERE event_id = $1 AND zone = ANY($2) AND status IN ('PENDING', 'CONFIRMED')
-                 GROUP BY zone",
-            )
+                 WHERE event_id = $1 AND zone = ANY($2) AND status IN ",
+                holds_tickets!(),
+                "
+                 GROUP BY zone"
+            ))
             .bind(event_id)
             .bind(&general)
             .fetch_all(&mut *tx)

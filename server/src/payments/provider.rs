@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub use crate::messages::Outcome;
+use flashtix_model::rng;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -188,11 +189,8 @@ impl Provider {
 /// A number in [0, 1) fixed by (seed, order, purpose): splitmix64 over them.
 fn unit(seed: u64, order_id: Uuid, purpose: u64) -> f64 {
     let (high, low) = order_id.as_u64_pair();
-    let mut x = seed ^ high ^ low.rotate_left(32) ^ purpose.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^= x >> 31;
-    (x >> 11) as f64 / (1u64 << 53) as f64
+    let mixed = seed ^ high ^ low.rotate_left(32) ^ purpose.wrapping_mul(rng::GOLDEN);
+    rng::unit(rng::finalize(mixed))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! a forged history or a forged database, and passing on the real answers.
 
 use chrono::{Duration, Utc};
-use flashtix_server::history::{Attempt, Outcome};
+use flashtix_model::history::{Attempt, Outcome};
 use flashtix_server::invariants::{Finding, Invariant, Verdict};
 use reqwest::StatusCode;
 use serde_json::json;

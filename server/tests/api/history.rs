@@ -2,7 +2,7 @@
 //! orders were asked for, unknown outcomes are resolved, not blamed.
 
 use chrono::{DateTime, Utc};
-use flashtix_server::history::{Attempt, Outcome};
+use flashtix_model::history::{Attempt, Outcome};
 use flashtix_server::invariants::{self, Invariant, Verdict};
 use reqwest::StatusCode;
 use uuid::Uuid;

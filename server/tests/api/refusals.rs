@@ -6,7 +6,7 @@
 //! is seen to count.
 
 use chrono::{Duration, Utc};
-use flashtix_server::history::{Attempt, Outcome};
+use flashtix_model::history::{Attempt, Outcome};
 use flashtix_server::invariants::{Finding, Invariant, Verdict};
 use reqwest::StatusCode;
 use uuid::Uuid;

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use flashtix_server::history::Outcome;
+use flashtix_model::history::Outcome;
 use flashtix_server::invariants::Report;
 use flashtix_server::seating::ZoneMap;
 use hdrhistogram::Histogram;

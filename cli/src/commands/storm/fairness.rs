@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use flashtix_server::history::{Attempt, Outcome};
+use flashtix_model::history::{Attempt, Outcome};
 use serde::{Deserialize, Serialize};
 
 /// One event's figures.

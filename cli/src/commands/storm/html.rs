@@ -7,7 +7,7 @@
 
 use std::fmt::Write;
 
-use flashtix_server::history::Outcome;
+use flashtix_model::history::Outcome;
 use hdrhistogram::Histogram;
 
 use super::document::{Percentiles, SecondRow, StormDocument};

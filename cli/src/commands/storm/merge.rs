@@ -67,8 +67,8 @@ pub fn run(args: MergeArgs) -> Outcome {
     }
     document.seating = merged.seating;
     if !args.histories.is_empty() {
-        let history =
-            flashtix_server::history::read_all(&args.histories).map_err(Failure::usage)?;
+        let history = flashtix_model::history::read_all(&args.histories)
+            .map_err(|e| Failure::usage(e.into()))?;
         document.fairness = fairness::of(&history, merged.storm.started_at);
         if !document.fairness.is_empty() {
             say!("{}", report::fairness_table(&document.fairness));
@@ -297,7 +297,7 @@ fn seating(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flashtix_server::history::Outcome as Answer;
+    use flashtix_model::history::Outcome as Answer;
 
     /// A shard's document, written and read back as JSON text: `answers`
     /// as (outcome, send ms, service ms) after a start `late_ms` after

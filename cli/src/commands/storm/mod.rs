@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use flashtix_model::history::Attempt;
 use flashtix_server::config::ConnectionArgs;
-use flashtix_server::history::Attempt;
 use flashtix_server::invariants::Verdict;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -449,7 +449,7 @@ pub async fn run_scenario(args: StormArgs, scenario: Scenario) -> Outcome {
     let (work, seated_events) = plan.work(services.as_ref()).await?;
     let storm = fire(&plan, work).await?;
     let history = match &plan.history {
-        Some(path) => Some(flashtix_server::history::read(path)?),
+        Some(path) => Some(flashtix_model::history::read(path).map_err(anyhow::Error::from)?),
         None => None,
     };
 

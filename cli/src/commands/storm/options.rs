@@ -22,7 +22,7 @@ pub struct StormOptions {
     /// Open model: every buyer (--buyers) within this window; 0 fires them all at
     /// once, after the connections are warm
     #[arg(long, group = "model", value_name = "WINDOW", value_parser = duration)]
-    #[serde(deserialize_with = "flashtix_server::duration::deserialize_option")]
+    #[serde(deserialize_with = "flashtix_model::duration::deserialize_option")]
     pub spike: Option<Duration>,
     /// Closed model: this many requests in flight, each sent when one ends
     /// (measures service time only)
@@ -30,7 +30,7 @@ pub struct StormOptions {
     pub concurrency: Option<usize>,
     /// Stop sending after this long (like 30s, 1m30s)
     #[arg(long, value_parser = duration)]
-    #[serde(deserialize_with = "flashtix_server::duration::deserialize_option")]
+    #[serde(deserialize_with = "flashtix_model::duration::deserialize_option")]
     pub duration: Option<Duration>,
     /// Stop after this many purchases
     #[arg(long)]
@@ -67,11 +67,11 @@ pub struct StormOptions {
     pub retries: Option<u32>,
     /// How long an attempt may take before it counts as a timeout [default: 10s]
     #[arg(long, value_parser = duration)]
-    #[serde(deserialize_with = "flashtix_server::duration::deserialize_option")]
+    #[serde(deserialize_with = "flashtix_model::duration::deserialize_option")]
     pub timeout: Option<Duration>,
     /// How long to wait, after the storm, for every order to settle [default: 60s]
     #[arg(long, value_parser = duration)]
-    #[serde(deserialize_with = "flashtix_server::duration::deserialize_option")]
+    #[serde(deserialize_with = "flashtix_model::duration::deserialize_option")]
     pub settle: Option<Duration>,
     /// A service level to meet, like 'p99<50ms', 'accepted_rate>5000',
     /// 'error_rate<0.1%' (repeatable); a miss exits 3
@@ -81,7 +81,7 @@ pub struct StormOptions {
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
-    flashtix_server::duration::parse(text)
+    flashtix_model::duration::parse(text)
 }
 
 impl StormOptions {

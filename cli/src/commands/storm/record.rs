@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use base64::Engine;
-use flashtix_server::history::Outcome;
+use flashtix_model::history::Outcome;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};

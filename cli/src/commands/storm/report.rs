@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context};
 use comfy_table::Table;
-use flashtix_server::history::Outcome;
+use flashtix_model::history::Outcome;
 use flashtix_server::seating::zone_of;
 use flashtix_server::seating::ZoneMap;
 use hdrhistogram::Histogram;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use flashtix_model::rng;
 
 use super::seats::{SeatedEvent, Want};
 
@@ -72,7 +73,7 @@ impl Schedule {
             }
             Ok(rate)
         };
-        let over = flashtix_server::duration::parse(over)
+        let over = flashtix_model::duration::parse(over)
             .map_err(anyhow::Error::msg)
             .context("--ramp")?;
         if over.is_zero() {
@@ -214,17 +215,14 @@ impl Buyers {
 
 /// A number in [0, 1) fixed by (seed, number, purpose).
 pub fn unit(seed: u64, number: u64, purpose: u64) -> f64 {
-    (mix(seed, number, purpose) >> 11) as f64 / (1u64 << 53) as f64
+    rng::unit(mix(seed, number, purpose))
 }
 
 /// splitmix64 over the three.
 fn mix(seed: u64, number: u64, purpose: u64) -> u64 {
-    let mut x = seed
-        ^ number.wrapping_mul(0xD1B5_4A32_D192_ED03)
-        ^ purpose.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
+    rng::finalize(
+        seed ^ number.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ purpose.wrapping_mul(rng::GOLDEN),
+    )
 }
 
 #[cfg(test)]

@@ -1,17 +1,19 @@
 //! What an answer (or its absence) says about a request's outcome.
 
-use flashtix_server::history::Outcome;
+use flashtix_model::{ErrorCode, Outcome};
 use hyper::StatusCode;
 
 use super::http::Failure;
 
+/// The outcome of an answer with this status and `error.code` (a code the
+/// API does not have counts as none).
 pub fn classify_status(status: StatusCode, code: Option<&str>) -> Outcome {
-    match (status.as_u16(), code) {
+    match (status.as_u16(), code.and_then(ErrorCode::named)) {
         (200..=299, _) => Outcome::Accepted,
-        (409, Some("sold_out" | "zone_sold_out")) => Outcome::SoldOut,
-        (409, Some("seat_taken")) => Outcome::SeatTaken,
-        (409, Some("limit_exceeded")) => Outcome::LimitExceeded,
-        (409, Some("request_in_progress")) => Outcome::InProgress,
+        (409, Some(ErrorCode::SoldOut | ErrorCode::ZoneSoldOut)) => Outcome::SoldOut,
+        (409, Some(ErrorCode::SeatTaken)) => Outcome::SeatTaken,
+        (409, Some(ErrorCode::LimitExceeded)) => Outcome::LimitExceeded,
+        (409, Some(ErrorCode::RequestInProgress)) => Outcome::InProgress,
         (500..=599, _) => Outcome::Error,
         _ => Outcome::Rejected,
     }
@@ -41,6 +43,7 @@ mod tests {
             (conflict, Some("limit_exceeded"), Outcome::LimitExceeded),
             (conflict, Some("request_in_progress"), Outcome::InProgress),
             (conflict, Some("idempotency_key_reused"), Outcome::Rejected),
+            (conflict, Some("no_such_code"), Outcome::Rejected),
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Some("unavailable"),

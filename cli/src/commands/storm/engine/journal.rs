@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use flashtix_server::history::Attempt;
+use flashtix_model::history::Attempt;
 
 /// A lane hands its attempts over this many at a time,
 const BATCH: usize = 512;
@@ -103,7 +103,7 @@ impl Drop for Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flashtix_server::history::Outcome;
+    use flashtix_model::history::Outcome;
 
     fn attempt(number: u64) -> Attempt {
         Attempt {
@@ -144,7 +144,7 @@ mod tests {
             lane.join().unwrap();
         }
         writer.finish().await.unwrap();
-        let read = flashtix_server::history::read(&path).unwrap();
+        let read = flashtix_model::history::read(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         let mut numbers: Vec<u64> = read.iter().map(|a| a.attempt).collect();
         numbers.sort_unstable();
