@@ -42,7 +42,7 @@ enum Command {
     /// A whole flash sale on this machine: serve, reset, storm, settle, check
     Demo(commands::demo::DemoArgs),
     /// Run the sale server in this process
-    Serve(flashtix_server::config::ServerArgs),
+    Serve(flashtix_server::runtime::config::ServerArgs),
     /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell)
     Completions(commands::docs::CompletionsArgs),
     /// Print the manual page, or write one per command with --dir
@@ -62,7 +62,7 @@ async fn main() -> ExitCode {
     let json = flags.try_get_one::<PathBuf>("json").ok().flatten();
     output::json_goes_to(json.map(PathBuf::as_path));
     let quiet = !matches!(cli.command, Command::Serve(_));
-    flashtix_server::telemetry::init(if quiet { "warn" } else { "info" });
+    flashtix_server::runtime::telemetry::init(if quiet { "warn" } else { "info" });
     let outcome = match cli.command {
         Command::Reset(args) => commands::reset::run(args).await,
         Command::Check(args) => commands::check::run(args).await,

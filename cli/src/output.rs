@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use anyhow::Context;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, Color, ContentArrangement, Table};
-use flashtix_server::events::Event;
+use flashtix_server::catalogue::events::Event;
 use flashtix_server::invariants::{Report, Verdict};
 
 static JSON_ON_STDOUT: AtomicBool = AtomicBool::new(false);

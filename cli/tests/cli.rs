@@ -130,14 +130,14 @@ async fn postgres_refuses_to_lose_or_make_a_ticket() {
 
 #[tokio::test]
 async fn reset_purges_the_namespace_queues() {
-    use flashtix_server::broker::{self, Topology};
+    use flashtix_server::saga::broker::{self, Topology};
     use lapin::options::{BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions};
     use lapin::types::FieldTable;
 
     let sale = Sale::new().await;
     sale.reset(&[]);
     let topology =
-        Topology::new(flashtix_server::config::Namespace::parse(&sale.namespace).unwrap());
+        Topology::new(flashtix_server::runtime::config::Namespace::parse(&sale.namespace).unwrap());
     let queue = topology.queue("order.created");
     let amqp_url = std::env::var("FLASHTIX_TEST_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
@@ -633,7 +633,7 @@ async fn check_repair_reports_the_drift_it_found_and_what_it_repaired() {
     let sale = Sale::new().await;
     let (events, _) = sale.reset(&["--tickets", "100"]);
     let event = events[0]["id"].as_i64().unwrap();
-    let namespace = flashtix_server::config::Namespace::parse(&sale.namespace).unwrap();
+    let namespace = flashtix_server::runtime::config::Namespace::parse(&sale.namespace).unwrap();
     let gate = flashtix_server::gate::Gate::connect(&common::test_redis_url(), namespace).unwrap();
     gate.force_stock(event, 150).await.unwrap();
 

@@ -482,9 +482,9 @@ async fn a_poison_message_that_wedges_the_worker_never_settles() {
 
 /// Publishes `order.created` for `order_id`, an order the sale never took.
 async fn publish_order_created(sale: &Sale, order_id: uuid::Uuid) {
-    let namespace = flashtix_server::config::Namespace::parse(&sale.namespace).unwrap();
-    let topology = flashtix_server::broker::Topology::new(namespace);
-    let connection = flashtix_server::broker::connect(&common::test_amqp_url())
+    let namespace = flashtix_server::runtime::config::Namespace::parse(&sale.namespace).unwrap();
+    let topology = flashtix_server::saga::broker::Topology::new(namespace);
+    let connection = flashtix_server::saga::broker::connect(&common::test_amqp_url())
         .await
         .unwrap();
     topology.declare(&connection).await.unwrap();
@@ -771,7 +771,7 @@ async fn a_redis_that_keeps_refused_stock_fails_refusals_were_true() {
 async fn buy_after_a_refusal(setup: Setup, bugs: Option<&str>) -> Run {
     let (sale, _, server) = setup.open(bugs).await;
     let events = sale.json("events.json").1;
-    let namespace = flashtix_server::config::Namespace::parse(&sale.namespace).unwrap();
+    let namespace = flashtix_server::runtime::config::Namespace::parse(&sale.namespace).unwrap();
     let gate = flashtix_server::gate::Gate::connect(&common::test_redis_url(), namespace).unwrap();
     let mut client = Client::of(&server);
     for event in events

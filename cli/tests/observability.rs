@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use flashtix_chaos::docker::ROLES;
-use flashtix_server::metrics::Metrics;
+use flashtix_server::runtime::metrics::Metrics;
 use serde_json::Value;
 
 fn repo(path: &str) -> String {

@@ -22,7 +22,7 @@
 //! - `seeding`: the lock held while the event is reseeded from Postgres.
 //!
 //! A hold left behind by a crash between Redis and Postgres is found by the
-//! reconciler (`crate::reconcile`) once it is older than the grace period.
+//! reconciler (`crate::gate::reconcile`) once it is older than the grace period.
 //!
 //! **Stock only goes up after [`RETURN_DELAY`].** Released tickets, upward
 //! corrections and reseeds wait in `returning`; every script first moves the due
@@ -42,9 +42,10 @@ use redis::aio::ConnectionManagerConfig;
 use redis::{AsyncCommands, RedisResult, Script};
 use uuid::Uuid;
 
-use crate::config::Namespace;
+use crate::runtime::config::Namespace;
 
 mod link;
+pub mod reconcile;
 
 use link::Link;
 

@@ -1,41 +1,26 @@
-//! flashtix-server: the flash sale.
+//! flashtix-server: the flash sale. Its folders follow an order's way
+//! through it (`docs/ARCHITECTURE.md` draws the map):
 //!
+//! - [`http`]: the API, and the one place failures become HTTP answers;
 //! - [`orders`]: taking buy requests (the desk, the batching writer);
-//! - [`gate`]: the Redis admission gate;
-//! - [`reconcile`]: repairing Redis from Postgres;
-//! - [`expiry`]: expiring unpaid orders (role `sweeper`);
-//! - [`outbox`]: publishing the outbox to RabbitMQ (role `relay`), on the
-//!   topology of [`broker`];
-//! - [`payments`]: charging orders through the provider (role `payments`);
-//! - [`settlement`]: confirming, cancelling or refunding orders (role `orders`);
-//! - [`consumer`]: how both consume their queues;
-//! - [`events`]: what is on sale; [`seating`]: its zones and seats;
+//! - [`gate`]: the Redis admission gate, and repairing it from Postgres;
+//! - [`saga`]: after the commit: the outbox relayed to RabbitMQ, payments,
+//!   settlement, expiry of unpaid holds;
+//! - [`catalogue`]: what is on sale: events, their zones and seats;
 //! - [`sale`]: resetting and seeding a sale;
+//! - [`input`]: what every body a client sends is held to;
 //! - [`invariants`]: what must always hold, for `flashtix check` and the tests;
-//! - [`http`]: the API; [`startup`]: building and running a process;
-//! - [`config`], [`db`], [`duration`], [`metrics`], [`telemetry`]: plumbing.
+//! - [`runtime`]: configuration, the database pool, metrics, logs, stopping;
+//! - [`startup`]: building and running a process of any role.
 
-pub mod broker;
-pub mod config;
-pub mod consumer;
-pub mod db;
-
-pub mod events;
-pub mod expiry;
+pub mod catalogue;
 pub mod gate;
-
 pub mod http;
+pub mod input;
 pub mod invariants;
 pub mod known_bad;
-pub mod messages;
-pub mod metrics;
 pub mod orders;
-pub mod outbox;
-pub mod payments;
-pub mod reconcile;
+pub mod runtime;
+pub mod saga;
 pub mod sale;
-pub mod seating;
-pub mod settlement;
 pub mod startup;
-pub mod stop;
-pub mod telemetry;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use flashtix_server::config::ServerArgs;
+use flashtix_server::runtime::config::ServerArgs;
 
 /// Storms allocate small buffers by the thousand a second; mimalloc serves
 /// them for less CPU than the system allocator.
@@ -20,7 +20,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    flashtix_server::telemetry::init("info");
+    flashtix_server::runtime::telemetry::init("info");
     let cli = Cli::parse();
     flashtix_server::startup::serve(&cli.server).await
 }

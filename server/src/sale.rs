@@ -4,10 +4,10 @@
 use anyhow::Context;
 use sqlx::PgPool;
 
-use crate::broker::Topology;
-use crate::config::Namespace;
-use crate::events::{self, Event, NewEvent};
+use crate::catalogue::events::{self, Event, NewEvent};
 use crate::gate::Gate;
+use crate::runtime::config::Namespace;
+use crate::saga::broker::Topology;
 
 /// What to seed.
 #[derive(Debug, Clone)]
@@ -27,7 +27,7 @@ pub async fn reset(
     namespace: &Namespace,
     spec: &SaleSpec,
 ) -> anyhow::Result<Vec<Event>> {
-    crate::db::migrate(pool, namespace).await?;
+    crate::runtime::db::migrate(pool, namespace).await?;
     sqlx::query(
         "TRUNCATE released_holds, stock_returns, processed_messages, provider_ledger, payments, outbox, \
          seats, zones, orders, events",
@@ -38,7 +38,7 @@ pub async fn reset(
     gate.wipe()
         .await
         .context("wiping the namespace's Redis keys")?;
-    crate::broker::within(
+    crate::saga::broker::within(
         "purging the namespace's queues",
         Topology::new(namespace.clone()).purge(broker),
     )

@@ -12,17 +12,17 @@ use anyhow::Context;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
-use crate::broker::Topology;
-use crate::config::{Role, ServerArgs, Settings};
-use crate::db::Purpose;
-use crate::events::Catalogue;
+use crate::catalogue::events::Catalogue;
 use crate::gate::Gate;
 use crate::http::{router, AppState};
-use crate::metrics::Metrics;
 use crate::orders::Desk;
-use crate::payments::provider::Provider;
-use crate::payments::PaymentWorker;
-use crate::settlement::OrderWorker;
+use crate::runtime::config::{Role, ServerArgs, Settings};
+use crate::runtime::db::Purpose;
+use crate::runtime::metrics::Metrics;
+use crate::saga::broker::Topology;
+use crate::saga::payments::provider::Provider;
+use crate::saga::payments::PaymentWorker;
+use crate::saga::settlement::OrderWorker;
 
 /// Connections of the order writer: one per event selling at the same moment
 /// is enough, since each event's batches run one after another.
@@ -43,19 +43,19 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let connections = &settings.connections;
-        let pool = crate::db::pool(
+        let pool = crate::runtime::db::pool(
             &connections.database_url,
             &connections.namespace,
             settings.db_pool,
             Purpose::General,
         )?;
-        crate::db::migrate(&pool, &connections.namespace)
+        crate::runtime::db::migrate(&pool, &connections.namespace)
             .await
             .with_context(|| {
                 format!(
                     "preparing the database at {} (is Postgres running? `flashtix up` \
                      starts it where it is missing)",
-                    crate::config::address(&connections.database_url)
+                    crate::runtime::config::address(&connections.database_url)
                 )
             })?;
         crate::known_bad::weaken_schema(&pool)
@@ -72,7 +72,7 @@ impl Application {
         })?;
         let metrics = Arc::new(Metrics::default());
         let catalogue = Catalogue::new(pool.clone());
-        let writer_pool = crate::db::pool(
+        let writer_pool = crate::runtime::db::pool(
             &connections.database_url,
             &connections.namespace,
             WRITER_POOL,
@@ -121,12 +121,12 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let state = self.state;
-        let (stop_request, stop) = crate::stop::channel();
+        let (stop_request, stop) = crate::runtime::stop::channel();
         let mut background = Vec::new();
         let serves_api = self.settings.runs(Role::Api);
         if serves_api {
             if let Some(every) = self.settings.reconcile_every {
-                background.push(tokio::spawn(crate::reconcile::run(
+                background.push(tokio::spawn(crate::gate::reconcile::run(
                     state.pool.clone(),
                     state.gate.clone(),
                     Arc::clone(&state.metrics),
@@ -136,7 +136,7 @@ impl Application {
             }
         }
         if self.settings.runs(Role::Sweeper) {
-            background.push(tokio::spawn(crate::expiry::run(
+            background.push(tokio::spawn(crate::saga::expiry::run(
                 state.pool.clone(),
                 state.gate.clone(),
                 Arc::clone(&state.metrics),
@@ -145,14 +145,14 @@ impl Application {
             )));
         }
         let connections = &self.settings.connections;
-        let saga_pool = crate::db::pool(
+        let saga_pool = crate::runtime::db::pool(
             &connections.database_url,
             &connections.namespace,
             SAGA_POOL,
             Purpose::Saga,
         )?;
         if self.settings.runs(Role::Relay) {
-            background.push(tokio::spawn(crate::outbox::run(
+            background.push(tokio::spawn(crate::saga::outbox::run(
                 saga_pool.clone(),
                 connections.amqp_url.clone(),
                 Topology::new(connections.namespace.clone()),
@@ -164,7 +164,7 @@ impl Application {
         let topology = Topology::new(connections.namespace.clone());
         if self.settings.runs(Role::Payments) {
             let provider = Provider::new(saga_pool.clone(), self.settings.provider);
-            background.push(tokio::spawn(crate::consumer::run(
+            background.push(tokio::spawn(crate::saga::consumer::run(
                 Arc::new(PaymentWorker::new(
                     saga_pool.clone(),
                     provider,
@@ -179,7 +179,7 @@ impl Application {
         }
         if self.settings.runs(Role::Orders) {
             let provider = Provider::new(saga_pool.clone(), self.settings.provider);
-            background.push(tokio::spawn(crate::consumer::run(
+            background.push(tokio::spawn(crate::saga::consumer::run(
                 Arc::new(OrderWorker::new(
                     saga_pool.clone(),
                     state.gate.clone(),

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use flashtix_server::broker::Topology;
-use flashtix_server::config::ConnectionArgs;
-use flashtix_server::db::Schema;
+use flashtix_server::gate::reconcile::{self, Repair};
 use flashtix_server::invariants::{self, Invariant, Verdict};
-use flashtix_server::reconcile::{self, Repair};
+use flashtix_server::runtime::config::ConnectionArgs;
+use flashtix_server::runtime::db::Schema;
+use flashtix_server::saga::broker::Topology;
 use indicatif::ProgressBar;
 
 use super::{Failure, Outcome, Services};
@@ -109,7 +109,7 @@ pub async fn run(args: CheckArgs) -> Outcome {
 async fn repair(services: &Services, event: Option<i64>) -> anyhow::Result<Vec<String>> {
     let events = match event {
         Some(id) => vec![id],
-        None => flashtix_server::events::gated_ids(&services.pool).await?,
+        None => flashtix_server::catalogue::events::gated_ids(&services.pool).await?,
     };
     let mut repaired = Vec::new();
     for event_id in events {
@@ -150,7 +150,7 @@ pub fn exit_code(verdict: Verdict) -> ExitCode {
 pub async fn something_to_check(services: &Services, named: &[i64]) -> Result<(), Failure> {
     let namespace = &services.connections.namespace;
     let nothing = |why: String| Failure::usage(anyhow::anyhow!("nothing to check: {why}"));
-    match flashtix_server::db::schema(&services.pool, namespace).await? {
+    match flashtix_server::runtime::db::schema(&services.pool, namespace).await? {
         Schema::Current => {}
         Schema::Missing => {
             return Err(nothing(format!(
@@ -359,7 +359,7 @@ pub async fn prove(
     event: Option<i64>,
 ) -> anyhow::Result<invariants::Report> {
     let topology = Topology::new(services.connections.namespace.clone());
-    let broker = flashtix_server::broker::connect(&services.connections.amqp_url).await;
+    let broker = flashtix_server::saga::broker::connect(&services.connections.amqp_url).await;
     let queues = match &broker {
         Ok(connection) => Ok((connection, &topology)),
         Err(error) => Err(error.to_string()),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use flashtix_chaos::local::{Process, Ready, Recipe};
-use flashtix_server::config::ConnectionArgs;
+use flashtix_server::runtime::config::ConnectionArgs;
 
 use super::storm::{Scenario, StormArgs};
 use super::{reset, Failure, Outcome, Services};

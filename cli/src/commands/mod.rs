@@ -12,8 +12,8 @@ pub mod up;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use flashtix_server::config::{ConnectionArgs, Connections};
 use flashtix_server::gate::Gate;
+use flashtix_server::runtime::config::{ConnectionArgs, Connections};
 use sqlx::PgPool;
 
 /// Parses `flags` as if typed after a command whose arguments are `T`: how one
@@ -81,11 +81,11 @@ pub struct Services {
 impl Services {
     pub async fn connect(args: &ConnectionArgs) -> Result<Self, Failure> {
         let connections = args.resolve().map_err(Failure::usage)?;
-        let pool = flashtix_server::db::pool(
+        let pool = flashtix_server::runtime::db::pool(
             &connections.database_url,
             &connections.namespace,
             4,
-            flashtix_server::db::Purpose::General,
+            flashtix_server::runtime::db::Purpose::General,
         )
         .map_err(Failure::usage)?;
         sqlx::query("SELECT 1")
@@ -113,7 +113,7 @@ pub fn unreachable(service: &str, url: &str, flag: &str) -> String {
     format!(
         "cannot reach {service} at {}: is it running? `flashtix up` starts Postgres, Redis \
          and RabbitMQ where they are missing; or point {flag} at yours",
-        flashtix_server::config::address(url)
+        flashtix_server::runtime::config::address(url)
     )
 }
 

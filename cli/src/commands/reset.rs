@@ -4,10 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Context};
-use flashtix_server::config::{database_is_local, ConnectionArgs, Namespace};
-use flashtix_server::events::{Event, NewEvent, NewEventRequest};
+use flashtix_server::catalogue::events::{Event, NewEvent, NewEventRequest};
+use flashtix_server::catalogue::seating::PlanSpec;
+use flashtix_server::runtime::config::{database_is_local, ConnectionArgs, Namespace};
 use flashtix_server::sale::{self, SaleSpec};
-use flashtix_server::seating::PlanSpec;
 
 use super::{Failure, Outcome, Services};
 use crate::{output, say};
@@ -154,7 +154,7 @@ pub async fn seed(
         )));
     }
     let services = Services::connect(connections).await?;
-    let broker = flashtix_server::broker::connect(&services.connections.amqp_url)
+    let broker = flashtix_server::saga::broker::connect(&services.connections.amqp_url)
         .await
         .with_context(|| {
             super::unreachable("RabbitMQ", &services.connections.amqp_url, "--amqp-url")

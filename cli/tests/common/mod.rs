@@ -62,10 +62,10 @@ impl Drop for Queues {
 /// Deletes every queue of the namespace, each call bounded in time (a broker
 /// that stops answering must not hang the test that is ending).
 async fn delete_queues(namespace: &str) -> anyhow::Result<()> {
-    use flashtix_server::broker::within;
-    let namespace = flashtix_server::config::Namespace::parse(namespace)?;
-    let topology = flashtix_server::broker::Topology::new(namespace);
-    let connection = flashtix_server::broker::connect(&test_amqp_url()).await?;
+    use flashtix_server::saga::broker::within;
+    let namespace = flashtix_server::runtime::config::Namespace::parse(namespace)?;
+    let topology = flashtix_server::saga::broker::Topology::new(namespace);
+    let connection = flashtix_server::saga::broker::connect(&test_amqp_url()).await?;
     let channel = within("opening a channel", connection.create_channel()).await?;
     let mut first_error = None;
     for queue in topology.queues() {
@@ -84,7 +84,7 @@ async fn delete_queues(namespace: &str) -> anyhow::Result<()> {
 
 impl Sale {
     pub async fn new() -> Self {
-        flashtix_server::db::create_database_if_missing(&test_database_url())
+        flashtix_server::runtime::db::create_database_if_missing(&test_database_url())
             .await
             .expect("Postgres must be reachable for the tests");
         let namespace = format!("c{}", Uuid::now_v7().simple());
@@ -191,11 +191,11 @@ impl Sale {
     }
 
     pub async fn pool(&self) -> PgPool {
-        flashtix_server::db::pool(
+        flashtix_server::runtime::db::pool(
             &test_database_url(),
-            &flashtix_server::config::Namespace::parse(&self.namespace).unwrap(),
+            &flashtix_server::runtime::config::Namespace::parse(&self.namespace).unwrap(),
             2,
-            flashtix_server::db::Purpose::General,
+            flashtix_server::runtime::db::Purpose::General,
         )
         .unwrap()
     }

@@ -12,9 +12,9 @@ use axum::Json;
 use serde_json::json;
 
 use super::{json_body, ApiError, AppState};
-use crate::events::{NewEvent, NewEventRequest};
+use crate::catalogue::events::{NewEvent, NewEventRequest};
+use crate::catalogue::seating;
 use crate::orders::request::decode_json;
-use crate::seating;
 
 pub async fn create(
     State(state): State<Arc<AppState>>,
@@ -44,7 +44,7 @@ pub async fn show(
 ) -> Result<Response, ApiError> {
     let not_found = || ApiError::not_found(format!("no event with id {id:?}"));
     let event_id: i64 = id.parse().map_err(|_| not_found())?;
-    let event = crate::events::fetch(&state.pool, event_id)
+    let event = crate::catalogue::events::fetch(&state.pool, event_id)
         .await
         .map_err(|error| ApiError::unavailable(&error.into()))?
         .ok_or_else(not_found)?;
@@ -60,7 +60,7 @@ pub async fn seats(
     let not_found = || ApiError::not_found(format!("no event with id {id:?}"));
     let event_id: i64 = id.parse().map_err(|_| not_found())?;
     let unavailable = |error: sqlx::Error| ApiError::unavailable(&error.into());
-    let event = crate::events::fetch(&state.pool, event_id)
+    let event = crate::catalogue::events::fetch(&state.pool, event_id)
         .await
         .map_err(unavailable)?
         .ok_or_else(not_found)?;

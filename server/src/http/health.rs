@@ -13,7 +13,8 @@ use axum::Json;
 use serde_json::json;
 
 use super::AppState;
-use crate::{metrics, outbox};
+use crate::runtime::metrics;
+use crate::saga::outbox;
 
 /// How long `/ready` waits for each dependency.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -35,7 +36,7 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
         let url = state.amqp_url.as_deref()?;
         Some(
             probe(async {
-                let connection = crate::broker::connect(url)
+                let connection = crate::saga::broker::connect(url)
                     .await
                     .map_err(|e| e.to_string())?;
                 let _ = connection.close(200, "ready check".into()).await;

@@ -22,11 +22,11 @@ use sqlx::PgPool;
 
 pub use error::ApiError;
 
-use crate::config::AdminToken;
-use crate::events::Catalogue;
+use crate::catalogue::events::Catalogue;
 use crate::gate::Gate;
-use crate::metrics::Metrics;
 use crate::orders::Desk;
+use crate::runtime::config::AdminToken;
+use crate::runtime::metrics::Metrics;
 
 /// The largest body accepted; an order is well under 1 KiB.
 const BODY_LIMIT: usize = 64 * 1024;

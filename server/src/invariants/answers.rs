@@ -17,7 +17,7 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::ledger::{events_of, sorted};
-use crate::seating::zone_of;
+use crate::catalogue::seating::zone_of;
 use flashtix_model::history::{Attempt, Outcome};
 use flashtix_model::report::{finding, Finding, Invariant};
 

@@ -1,10 +1,10 @@
 //! SQL shared by the checks that read the outbox: which event a message is
 //! about, and which consumer should have processed it.
 
-use crate::consumer::Handler;
-use crate::messages::OUTBOX_ENTRIES;
-use crate::payments::PaymentWorker;
-use crate::settlement::OrderWorker;
+use crate::saga::consumer::Handler;
+use crate::saga::messages::OUTBOX_ENTRIES;
+use crate::saga::payments::PaymentWorker;
+use crate::saga::settlement::OrderWorker;
 
 /// SQL: whether the outbox message `m` names an order of event `$1` (every
 /// message is a batch of entries, one per order).

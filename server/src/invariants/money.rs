@@ -4,7 +4,7 @@
 use sqlx::PgPool;
 
 use super::messages::{with_consumers, CONSUMER_OF_TOPIC};
-use crate::messages::OUTBOX_ENTRIES;
+use crate::saga::messages::OUTBOX_ENTRIES;
 use flashtix_model::report::{finding, Finding, Invariant, Verdict, EXAMPLES};
 
 /// Invariant 2: per settled order, money captured minus refunded equals the

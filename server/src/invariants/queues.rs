@@ -4,7 +4,7 @@
 use sqlx::PgPool;
 
 use super::messages::{about_event, with_consumers, CONSUMER_OF_TOPIC};
-use crate::broker::Topology;
+use crate::saga::broker::Topology;
 use flashtix_model::report::{finding, Finding, Invariant, Verdict, EXAMPLES};
 
 /// How long past its hold a PENDING order may stay before it counts as stuck:
@@ -80,8 +80,10 @@ pub(super) async fn queues_drained(
         Err(why) => unjudged.insert(0, format!("RabbitMQ not reachable: {why}")),
         Ok((connection, topology)) => {
             for queue in topology.queues() {
-                let read =
-                    crate::broker::within("reading a queue's depth", depth(connection, &queue));
+                let read = crate::saga::broker::within(
+                    "reading a queue's depth",
+                    depth(connection, &queue),
+                );
                 match read.await {
                     // Nothing published, nothing to deliver: a queue never
                     // declared has missed nothing.
@@ -95,7 +97,7 @@ pub(super) async fn queues_drained(
                     ),
                     Ok(Some(0)) => {}
                     Ok(Some(messages)) if queue.ends_with(".dead") => {
-                        let peek = crate::broker::within(
+                        let peek = crate::saga::broker::within(
                             "reading dead letters",
                             peek(connection, &queue, EXAMPLES),
                         );

@@ -12,7 +12,7 @@ pub(super) async fn redis_agrees(
     gate: &Gate,
     event: Option<i64>,
 ) -> anyhow::Result<Finding> {
-    let events = crate::events::gated_ids(pool).await?;
+    let events = crate::catalogue::events::gated_ids(pool).await?;
     let events: Vec<i64> = events
         .into_iter()
         .filter(|id| event.is_none_or(|only| only == *id))
@@ -24,7 +24,7 @@ pub(super) async fn redis_agrees(
         // order, a confirmation, a return), the two reads are not comparable.
         // Postgres is read in one snapshot: stock, buyers, keys and returns.
         let before = gate.observe(id).await?;
-        let snapshot = crate::reconcile::snapshot(pool, id)
+        let snapshot = crate::gate::reconcile::snapshot(pool, id)
             .await?
             .unwrap_or_default();
         let (available, returns) = (snapshot.available, snapshot.returned.len());
@@ -49,7 +49,7 @@ pub(super) async fn redis_agrees(
                         stock - available
                     ));
                 }
-                drifted.extend(crate::reconcile::ledger_drift(id, &snapshot, &ledger));
+                drifted.extend(crate::gate::reconcile::ledger_drift(id, &snapshot, &ledger));
             }
         }
     }

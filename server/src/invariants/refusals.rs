@@ -32,8 +32,8 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::ledger::events_of;
+use crate::catalogue::seating::zone_of;
 use crate::gate::RETURN_DELAY;
-use crate::seating::zone_of;
 use flashtix_model::history::{Attempt, Outcome};
 use flashtix_model::report::{finding, Finding, Invariant};
 

@@ -14,12 +14,12 @@ use super::seat_board::SeatBoard;
 use super::sold_out::SoldOutBoard;
 use super::writer::{Verdict, Writer};
 use super::{Order, Receipt};
-use crate::events::{Catalogue, Terms};
+use crate::catalogue::events::{Catalogue, Terms};
+use crate::catalogue::seating::{Choice, Plan};
+use crate::gate::reconcile::Reseed;
 use crate::gate::{clock_ms, key_field, Admission, Gate, Hold};
 use crate::known_bad::{self, Bug};
-use crate::metrics::Metrics;
-use crate::reconcile::Reseed;
-use crate::seating::{Choice, Plan};
+use crate::runtime::metrics::Metrics;
 
 /// How long a replay waits for the first request with its key to finish.
 const REPLAY_WAIT: Duration = Duration::from_secs(2);
@@ -502,7 +502,7 @@ impl Desk {
     /// Rebuilds the event's Redis keys from Postgres, or waits while another
     /// request or process does.
     async fn reseed(&self, event_id: i64) -> Result<(), PlaceError> {
-        match crate::reconcile::reseed(&self.pool, &self.gate, event_id)
+        match crate::gate::reconcile::reseed(&self.pool, &self.gate, event_id)
             .await
             .map_err(unavailable)?
         {
@@ -591,8 +591,8 @@ fn unavailable(error: impl Into<anyhow::Error>) -> PlaceError {
 /// beside it.
 fn misname_first_seat(seats: &mut Option<Vec<String>>) {
     if let Some(first) = seats.as_mut().and_then(|seats| seats.first_mut()) {
-        if let Some((zone, row, number)) = crate::seating::parse_seat(first) {
-            *first = crate::seating::seat_id(zone, row, number + 1);
+        if let Some((zone, row, number)) = crate::catalogue::seating::parse_seat(first) {
+            *first = crate::catalogue::seating::seat_id(zone, row, number + 1);
         }
     }
 }

@@ -21,7 +21,7 @@
 //!    key that has an order gets its order back, whatever Redis said.
 //!
 //! A crash between steps 2 and 3 leaves a hold in Redis with no order; the
-//! reconciler ([`crate::reconcile`]) finds holds older than a few seconds, looks
+//! reconciler ([`crate::gate::reconcile`]) finds holds older than a few seconds, looks
 //! each order up in Postgres, and confirms or releases it.
 
 mod desk;

@@ -6,8 +6,9 @@ use serde::Deserialize;
 
 use uuid::Uuid;
 
+use crate::catalogue::seating::Choice;
 use crate::gate::Hold;
-use crate::seating::Choice;
+use crate::input::{has_control, not_null};
 
 /// A request that passed every check that needs no database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,17 +170,6 @@ fn check_seats(seats: Vec<String>) -> Result<Vec<String>, RequestError> {
     Ok(seats)
 }
 
-/// For an optional field of a body: left out is `None`, and `null` is
-/// refused like any other value of the wrong type (the API documents no
-/// nulls, so a null is a mistake, not a way of leaving a field out).
-pub fn not_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    T::deserialize(deserializer).map(Some)
-}
-
 /// Decodes a JSON body, telling bad JSON (400) from JSON of the wrong shape (422).
 pub fn decode_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, RequestError> {
     serde_json::from_slice(body).map_err(|error| {
@@ -189,12 +179,6 @@ pub fn decode_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Req
             RequestError::MalformedJson(error.to_string())
         }
     })
-}
-
-/// Whether `text` holds a control character (none belongs in a name, a key
-/// or an id; Postgres cannot even store a NUL).
-pub fn has_control(text: &str) -> bool {
-    text.chars().any(char::is_control)
 }
 
 #[cfg(test)]

@@ -23,12 +23,12 @@ use uuid::Uuid;
 
 use super::seat_board::SeatBoard;
 use super::{Order, ORDER_COLUMNS};
-use crate::events::{Catalogue, Terms};
+use crate::catalogue::events::{Catalogue, Terms};
+use crate::catalogue::seating::{best_available, parse_seat, Choice, Plan, ZoneKind, SEAT_FREE};
 use crate::gate::{Gate, Hold};
 use crate::known_bad::{self, Bug};
-use crate::messages::ORDER_CREATED;
-use crate::metrics::Metrics;
-use crate::seating::{best_available, parse_seat, Choice, Plan, ZoneKind, SEAT_FREE};
+use crate::runtime::metrics::Metrics;
+use crate::saga::messages::ORDER_CREATED;
 
 /// The most reservations settled in one transaction.
 pub const MAX_BATCH: usize = 1024;
@@ -122,7 +122,7 @@ struct Settler {
 }
 
 impl Writer {
-    /// `pool` should be the writer's own ([`crate::db::Purpose::OrderWriter`]).
+    /// `pool` should be the writer's own ([`crate::runtime::db::Purpose::OrderWriter`]).
     pub fn new(
         pool: PgPool,
         gate: Gate,
@@ -479,7 +479,7 @@ async fn record_released(pool: &PgPool, event_id: i64, holds: &[Hold]) {
     let deadline = Instant::now() + RECORD_RELEASED_FOR;
     let mut pause = std::time::Duration::from_millis(100);
     loop {
-        match crate::reconcile::record_released(pool, event_id, &holds).await {
+        match crate::gate::reconcile::record_released(pool, event_id, &holds).await {
             Ok(()) => return,
             Err(error) if Instant::now() + pause > deadline => {
                 tracing::warn!(event_id, holds = holds.len(), error = %error, "could not record released holds; check may call refusals of their time untrue");

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flashtix_server::gate::clock_ms;
+use flashtix_server::gate::reconcile::{reconcile_once, repair_drift, Repair, Reseed};
 use flashtix_server::gate::{Admission, Hold};
 use flashtix_server::invariants::{Invariant, Verdict};
-use flashtix_server::reconcile::{reconcile_once, repair_drift, Repair, Reseed};
 use redis::AsyncCommands;
 use reqwest::StatusCode;
 use tokio::sync::Notify;
@@ -318,7 +318,7 @@ async fn with_redis_gone_postgres_alone_sells_exactly_the_stock() {
 async fn a_reseed_overlapping_a_cancellation_leaves_the_buyer_free_to_buy_again() {
     // No reconciler or sweeper: the test plays their steps in the bad order.
     let app = spawn_app_with(|settings| {
-        settings.roles = vec![flashtix_server::config::Role::Api];
+        settings.roles = vec![flashtix_server::runtime::config::Role::Api];
         settings.reconcile_every = None;
     })
     .await;
@@ -327,7 +327,7 @@ async fn a_reseed_overlapping_a_cancellation_leaves_the_buyer_free_to_buy_again(
     assert_eq!(first.status, StatusCode::ACCEPTED);
 
     // A reseed reads Postgres while the order is still live...
-    let snapshot = flashtix_server::reconcile::snapshot(&app.pool, event)
+    let snapshot = flashtix_server::gate::reconcile::snapshot(&app.pool, event)
         .await
         .unwrap()
         .unwrap();
@@ -353,12 +353,12 @@ async fn a_reseed_overlapping_a_cancellation_leaves_the_buyer_free_to_buy_again(
     .unwrap();
     tx.commit().await.unwrap();
     app.gate.wipe().await.unwrap();
-    flashtix_server::reconcile::restock_pending(&app.pool, &app.gate)
+    flashtix_server::gate::reconcile::restock_pending(&app.pool, &app.gate)
         .await
         .unwrap();
     let lock = app.gate.lock_seeding(event).await.unwrap().unwrap();
     app.gate.seed(lock, &snapshot).await.unwrap();
-    flashtix_server::reconcile::restock_pending(&app.pool, &app.gate)
+    flashtix_server::gate::reconcile::restock_pending(&app.pool, &app.gate)
         .await
         .unwrap();
 
@@ -463,7 +463,7 @@ async fn a_batch_slower_than_the_hold_grace_never_commits_behind_a_released_hold
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reseed_of_an_event_seeded_meanwhile_writes_nothing() {
     let app = spawn_app_with(|settings| {
-        settings.roles = vec![flashtix_server::config::Role::Api];
+        settings.roles = vec![flashtix_server::runtime::config::Role::Api];
         settings.reconcile_every = None;
     })
     .await;
@@ -476,7 +476,7 @@ async fn a_reseed_of_an_event_seeded_meanwhile_writes_nothing() {
     let buyers = app.redis_key(event, "buyers");
     let () = redis.hset(&buyers, "una", 0).await.unwrap();
 
-    let reseeded = flashtix_server::reconcile::reseed(&app.pool, &app.gate, event)
+    let reseeded = flashtix_server::gate::reconcile::reseed(&app.pool, &app.gate, event)
         .await
         .unwrap();
 
@@ -502,7 +502,7 @@ async fn an_event_the_reconciler_cannot_lock_does_not_stop_the_others() {
         .await
         .unwrap();
 
-    let metrics = flashtix_server::metrics::Metrics::default();
+    let metrics = flashtix_server::runtime::metrics::Metrics::default();
     let pass = reconcile_once(&app.pool, &app.gate, &metrics).await;
 
     assert!(pass.is_err(), "the stuck event's error is reported");
@@ -560,9 +560,10 @@ async fn holds_given_back_without_an_order_are_recorded() {
         .unwrap();
     assert!(matches!(admitted, Admission::Reserved), "{admitted:?}");
     let before = chrono::Utc::now();
-    let reclaimed = flashtix_server::reconcile::reclaim_stale_holds(&app.pool, &app.gate, event)
-        .await
-        .unwrap();
+    let reclaimed =
+        flashtix_server::gate::reconcile::reclaim_stale_holds(&app.pool, &app.gate, event)
+            .await
+            .unwrap();
     assert_eq!(reclaimed, 1);
     let (user, key, quantity, at) = released(lost.order_id).await.expect("recorded");
     assert_eq!(

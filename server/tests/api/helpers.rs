@@ -9,10 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use flashtix_server::config::{AdminToken, Connections, Namespace, Role, Settings};
-use flashtix_server::events::Event;
+use flashtix_server::catalogue::events::Event;
 use flashtix_server::gate::Gate;
 use flashtix_server::invariants::{self, Invariant, Report, Verdict};
+use flashtix_server::runtime::config::{AdminToken, Connections, Namespace, Role, Settings};
 use flashtix_server::startup::Application;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -104,7 +104,7 @@ pub fn test_redis_url() -> String {
 async fn ensure_test_database(url: &str) {
     static READY: OnceLock<()> = OnceLock::new();
     if READY.get().is_none() {
-        flashtix_server::db::create_database_if_missing(url)
+        flashtix_server::runtime::db::create_database_if_missing(url)
             .await
             .expect("Postgres must be reachable for the tests");
         let _ = READY.set(());
@@ -121,7 +121,7 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     if std::env::var("TEST_LOG").is_ok() {
-        flashtix_server::telemetry::init("info");
+        flashtix_server::runtime::telemetry::init("info");
     }
     let watchdog = Watchdog::start();
     let database_url = test_database_url();
@@ -299,11 +299,11 @@ impl TestApp {
 
     /// Deletes the namespace's queues (the broker is shared by every test).
     pub async fn drop_queues(&self) {
-        let connection = flashtix_server::broker::connect(&test_amqp_url())
+        let connection = flashtix_server::saga::broker::connect(&test_amqp_url())
             .await
             .expect("RabbitMQ");
         let channel = connection.create_channel().await.expect("channel");
-        for queue in flashtix_server::broker::Topology::new(self.namespace.clone()).queues() {
+        for queue in flashtix_server::saga::broker::Topology::new(self.namespace.clone()).queues() {
             let _ = channel
                 .queue_delete(
                     queue.as_str().into(),
@@ -355,8 +355,8 @@ impl TestApp {
     }
 
     pub async fn check(&self) -> Report {
-        let topology = flashtix_server::broker::Topology::new(self.namespace.clone());
-        let connection = flashtix_server::broker::connect(&test_amqp_url()).await;
+        let topology = flashtix_server::saga::broker::Topology::new(self.namespace.clone());
+        let connection = flashtix_server::saga::broker::connect(&test_amqp_url()).await;
         let queues = match &connection {
             Ok(connection) => Ok((connection, &topology)),
             Err(error) => Err(error.to_string()),

@@ -4,9 +4,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use flashtix_server::broker::{self, Topology};
-use flashtix_server::config::Role;
-use flashtix_server::outbox::MESSAGES_HEADER;
+use flashtix_server::runtime::config::Role;
+use flashtix_server::saga::broker::{self, Topology};
+use flashtix_server::saga::outbox::MESSAGES_HEADER;
 use lapin::options::{BasicAckOptions, BasicGetOptions};
 use lapin::types::AMQPValue;
 use reqwest::StatusCode;
@@ -29,7 +29,9 @@ struct Published {
 /// Polls until the outbox has nothing left to publish.
 async fn until_outbox_drained(app: &TestApp, limit: Duration) {
     eventually(limit, || async {
-        let waiting = flashtix_server::outbox::depth(&app.pool).await.unwrap();
+        let waiting = flashtix_server::saga::outbox::depth(&app.pool)
+            .await
+            .unwrap();
         match waiting {
             0 => Ok(()),
             _ => Err(format!("{waiting} outbox rows unpublished")),
@@ -163,7 +165,9 @@ async fn orders_wait_in_the_outbox_while_rabbitmq_is_unreachable() {
     .unwrap();
     assert_eq!(orders, 40, "every order waits in the outbox");
     assert_eq!(
-        flashtix_server::outbox::depth(&app.pool).await.unwrap(),
+        flashtix_server::saga::outbox::depth(&app.pool)
+            .await
+            .unwrap(),
         waiting
     );
     assert_eq!(app.metric("flashtix_outbox_depth").await, waiting as u64);

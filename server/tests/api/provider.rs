@@ -1,6 +1,7 @@
 //! The simulated payment provider under concurrent calls for the same orders.
 
-use flashtix_server::payments::provider::{Outcome, Provider, ProviderSettings};
+use flashtix_server::runtime::config::ProviderSettings;
+use flashtix_server::saga::payments::provider::{Outcome, Provider};
 use uuid::Uuid;
 
 use crate::helpers::spawn_app;

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use flashtix_chaos::proxy::{Fault, Proxy};
-use flashtix_server::broker::{self, Topology, DELIVERY_LIMIT};
-use flashtix_server::config::{Namespace, Role};
 use flashtix_server::invariants::{Finding, Invariant, Verdict};
+use flashtix_server::runtime::config::{Namespace, Role};
+use flashtix_server::saga::broker::{self, Topology, DELIVERY_LIMIT};
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
@@ -339,7 +339,7 @@ async fn a_sale_whose_payments_process_is_stopped(
     exit
 }
 
-fn without_payments() -> impl FnOnce(&mut flashtix_server::config::Settings) {
+fn without_payments() -> impl FnOnce(&mut flashtix_server::runtime::config::Settings) {
     |settings| settings.roles = vec![Role::Api, Role::Sweeper, Role::Relay, Role::Orders]
 }
 
@@ -702,7 +702,10 @@ async fn copies_of_one_message_in_one_batch_are_handled_once() {
     let answers = app.storm(event, distinct_buyers(50)).await;
     assert_eq!(count(&answers, StatusCode::ACCEPTED, ""), 50);
     eventually(Duration::from_secs(20), || async {
-        match flashtix_server::outbox::depth(&app.pool).await.unwrap() {
+        match flashtix_server::saga::outbox::depth(&app.pool)
+            .await
+            .unwrap()
+        {
             0 => Ok(()),
             depth => Err(format!("{depth} messages not yet published")),
         }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flashtix_server::config::Namespace;
+use flashtix_server::runtime::config::Namespace;
 use reqwest::StatusCode;
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -125,7 +125,7 @@ async fn sigterm_ends_the_relays_pause_between_passes() {
 
 /// The real binary with `args`, on a namespace of its own.
 async fn fresh_server(args: &[&str]) -> (Namespace, Child, String) {
-    flashtix_server::db::create_database_if_missing(&test_database_url())
+    flashtix_server::runtime::db::create_database_if_missing(&test_database_url())
         .await
         .unwrap();
     let namespace = new_namespace();
@@ -152,11 +152,11 @@ async fn exited(mut server: Child) -> ExitStatus {
 
 /// A pool on the server's sale.
 fn sale_pool(namespace: &Namespace) -> PgPool {
-    flashtix_server::db::pool(
+    flashtix_server::runtime::db::pool(
         &test_database_url(),
         namespace,
         2,
-        flashtix_server::db::Purpose::General,
+        flashtix_server::runtime::db::Purpose::General,
     )
     .unwrap()
 }

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use flashtix_model::history::Outcome;
+use flashtix_server::catalogue::seating::ZoneMap;
 use flashtix_server::invariants::Report;
-use flashtix_server::seating::ZoneMap;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 

@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use flashtix_model::history::Attempt;
-use flashtix_server::config::ConnectionArgs;
 use flashtix_server::invariants::Verdict;
+use flashtix_server::runtime::config::ConnectionArgs;
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub use options::StormOptions;
@@ -633,7 +633,7 @@ impl Outputs {
 
 /// Every event of the sale, for a storm that names none.
 async fn every_event(services: &Services) -> Result<Vec<i64>, Failure> {
-    let ids = flashtix_server::events::ids(&services.pool)
+    let ids = flashtix_server::catalogue::events::ids(&services.pool)
         .await
         .context("listing the sale's events")?;
     if ids.is_empty() {

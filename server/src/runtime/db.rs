@@ -9,41 +9,45 @@ use anyhow::Context;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use crate::config::Namespace;
+use crate::runtime::config::Namespace;
 
 /// The files under `server/migrations`, in order.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "sale", include_str!("../migrations/0001_sale.sql")),
+    (1, "sale", include_str!("../../migrations/0001_sale.sql")),
     (
         2,
         "payments",
-        include_str!("../migrations/0002_payments.sql"),
+        include_str!("../../migrations/0002_payments.sql"),
     ),
     (
         3,
         "stock returns",
-        include_str!("../migrations/0003_stock_returns.sql"),
+        include_str!("../../migrations/0003_stock_returns.sql"),
     ),
     (
         4,
         "released holds",
-        include_str!("../migrations/0004_released_holds.sql"),
+        include_str!("../../migrations/0004_released_holds.sql"),
     ),
     (
         5,
         "payments once per order",
-        include_str!("../migrations/0005_payments_once_per_order.sql"),
+        include_str!("../../migrations/0005_payments_once_per_order.sql"),
     ),
-    (6, "seating", include_str!("../migrations/0006_seating.sql")),
+    (
+        6,
+        "seating",
+        include_str!("../../migrations/0006_seating.sql"),
+    ),
     (
         7,
         "seat returns",
-        include_str!("../migrations/0007_seat_returns.sql"),
+        include_str!("../../migrations/0007_seat_returns.sql"),
     ),
     (
         8,
         "timeline",
-        include_str!("../migrations/0008_timeline.sql"),
+        include_str!("../../migrations/0008_timeline.sql"),
     ),
 ];
 

@@ -1,6 +1,6 @@
 //! Consuming a queue: manual acks, only after the handler's effects committed.
 //!
-//! A message is a batch of entries, one per order (see [`crate::messages`]).
+//! A message is a batch of entries, one per order (see [`crate::saga::messages`]).
 //! Every entry waiting (the deliveries already here, up to the prefetch count)
 //! goes to the handler at once, so it can settle them in one transaction; one
 //! per message capped the saga near 1,400 messages/s per worker.
@@ -44,10 +44,10 @@ use serde::de::DeserializeOwned;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::broker::{close, within, Reconnect, Topology};
 use crate::known_bad::{self, Bug};
-use crate::metrics::Metrics;
-use crate::stop::Stop;
+use crate::runtime::metrics::Metrics;
+use crate::runtime::stop::Stop;
+use crate::saga::broker::{close, within, Reconnect, Topology};
 pub use letter::REASON_HEADER;
 use letter::{Fate, Letter};
 

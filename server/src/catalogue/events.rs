@@ -10,8 +10,8 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Row};
 
-use crate::orders::request::{has_control, not_null};
-use crate::seating::{self, Plan, PlanSpec};
+use crate::catalogue::seating::{self, Plan, PlanSpec};
+use crate::input::{has_control, not_null};
 
 /// `POST /events` body, as sent.
 #[derive(Debug, Deserialize)]

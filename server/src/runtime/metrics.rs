@@ -250,7 +250,7 @@ impl Metrics {
     }
 
     /// A message handled by `consumer`, labelled by how (see
-    /// [`crate::consumer::Handled::label`]).
+    /// [`crate::saga::consumer::Handled::label`]).
     pub fn message_handled(&self, consumer: &'static str, outcome: &'static str) {
         self.messages
             .get_or_create(&Message { consumer, outcome })

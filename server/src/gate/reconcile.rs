@@ -28,8 +28,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::gate::{clock_ms, Gate, Hold, Ledger, Observation, Restock, Snapshot, StockReturn};
-use crate::metrics::Metrics;
-use crate::stop::Stop;
+use crate::runtime::metrics::Metrics;
+use crate::runtime::stop::Stop;
 
 /// How old a hold must be before the reconciler decides its fate. Far above a
 /// batch commit (milliseconds), so it does not race a live request.
@@ -459,7 +459,7 @@ pub async fn record_released(
 pub async fn reconcile_once(pool: &PgPool, gate: &Gate, metrics: &Metrics) -> anyhow::Result<()> {
     metrics.stock_returned(restock_pending(pool, gate).await?);
     let mut failed = None;
-    for event_id in crate::events::gated_ids(pool).await? {
+    for event_id in crate::catalogue::events::gated_ids(pool).await? {
         if let Err(error) = reconcile_event(pool, gate, metrics, event_id).await {
             failed.get_or_insert(error.context(format!("event {event_id}")));
         }

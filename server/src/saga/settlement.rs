@@ -20,15 +20,15 @@ use std::time::Duration;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::consumer::{answers, Handled, Handler};
-use crate::events;
+use crate::catalogue::events;
 use crate::gate::Gate;
 use crate::known_bad::{self, Bug};
-use crate::messages::{Outcome, PaymentResult, PAYMENT_RESULT};
-use crate::metrics::Metrics;
-use crate::orders::OrderStatus;
-use crate::payments::provider::Provider;
+use crate::runtime::metrics::Metrics;
+use crate::saga::consumer::{answers, Handled, Handler};
+use crate::saga::messages::{Outcome, PaymentResult, PAYMENT_RESULT};
+use crate::saga::payments::provider::Provider;
 use flashtix_model::names::UnknownName;
+use flashtix_model::OrderStatus;
 
 pub struct OrderWorker {
     pool: PgPool,
@@ -248,7 +248,7 @@ impl Handler for OrderWorker {
                     // The tickets are back in Postgres; give them to Redis now
                     // (the reconciler would, a tick later).
                     if let Err(error) =
-                        crate::reconcile::restock_pending(&self.pool, &self.gate).await
+                        crate::gate::reconcile::restock_pending(&self.pool, &self.gate).await
                     {
                         tracing::debug!(
                             error = format!("{error:#}"),

@@ -20,10 +20,10 @@ use std::sync::Arc;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::consumer::{answers, Handled, Handler};
 use crate::known_bad::{self, Bug};
-use crate::messages::{OrderCreated, ORDER_CREATED, PAYMENT_RESULT};
-use crate::metrics::Metrics;
+use crate::runtime::metrics::Metrics;
+use crate::saga::consumer::{answers, Handled, Handler};
+use crate::saga::messages::{OrderCreated, ORDER_CREATED, PAYMENT_RESULT};
 use provider::{Outcome, Provider};
 
 pub struct PaymentWorker {

@@ -24,10 +24,10 @@ use lapin::{Channel, Confirmation};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::broker::{Reconnect, Topology};
-use crate::messages::OUTBOX_ENTRIES;
-use crate::metrics::Metrics;
-use crate::stop::Stop;
+use crate::runtime::metrics::Metrics;
+use crate::runtime::stop::Stop;
+use crate::saga::broker::{Reconnect, Topology};
+use crate::saga::messages::OUTBOX_ENTRIES;
 
 /// The most rows one pass publishes.
 pub const RELAY_BATCH: i64 = 500;
@@ -82,7 +82,7 @@ async fn relay(
     stop: &mut Stop,
 ) -> anyhow::Result<()> {
     let (connection, channel) = topology.open(amqp_url).await?;
-    crate::broker::within(
+    crate::saga::broker::within(
         "turning on publisher confirms",
         channel.confirm_select(ConfirmSelectOptions::default()),
     )
@@ -97,7 +97,7 @@ async fn relay(
             !stop.requested()
         };
         if !go_on {
-            crate::broker::close(&connection, &channel).await;
+            crate::saga::broker::close(&connection, &channel).await;
             return Ok(());
         }
     }
@@ -138,13 +138,13 @@ pub async fn publish_batch(
         tx.commit().await?;
         let exchange = topology.exchange();
         let published = publish_confirmed(channel, &exchange, &rows);
-        crate::broker::within("publishing an outbox batch", published).await?;
+        crate::saga::broker::within("publishing an outbox batch", published).await?;
         return Ok(rows.len() as u64);
     }
     // The rows stay locked until the broker confirms: a broker that stops
     // answering must fail the batch (rolled back, published again later), not
     // hold the locks forever.
-    crate::broker::within(
+    crate::saga::broker::within(
         "publishing an outbox batch",
         publish_confirmed(channel, &topology.exchange(), &rows),
     )
@@ -237,7 +237,8 @@ async fn publish_confirmed(channel: &Channel, exchange: &str, rows: &[Row]) -> a
         let first = message.message_ids[0];
         let body = message.body.as_bytes();
         let confirm =
-            crate::broker::publish(channel, exchange, message.topic, first, headers, body).await?;
+            crate::saga::broker::publish(channel, exchange, message.topic, first, headers, body)
+                .await?;
         confirms.push(confirm);
     }
     for (message, confirm) in messages.iter().zip(confirms) {

@@ -8,7 +8,7 @@
 //! Redis must get them back too. `FOR UPDATE SKIP LOCKED` lets several sweepers share the
 //! work without waiting on each other or expiring an order twice; the status
 //! check (`PENDING` only) makes a second expiry impossible anyway. Redis gets the
-//! tickets after the commit ([`crate::reconcile::restock_pending`]), once.
+//! tickets after the commit ([`crate::gate::reconcile::restock_pending`]), once.
 
 use flashtix_model::holds_tickets;
 use std::sync::Arc;
@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-use crate::events;
+use crate::catalogue::events;
 use crate::gate::Gate;
 use crate::known_bad::{self, Bug};
-use crate::metrics::Metrics;
-use crate::stop::Stop;
+use crate::runtime::metrics::Metrics;
+use crate::runtime::stop::Stop;
 
 /// The most orders one pass expires.
 pub const SWEEP_BATCH: i64 = 500;
@@ -86,7 +86,7 @@ pub async fn run(pool: PgPool, gate: Gate, metrics: Arc<Metrics>, every: Duratio
         let pass = async {
             let expired = expire_due(&pool).await?;
             metrics.orders_expired(expired);
-            let restocked = crate::reconcile::restock_pending(&pool, &gate).await?;
+            let restocked = crate::gate::reconcile::restock_pending(&pool, &gate).await?;
             metrics.stock_returned(restocked);
             anyhow::Ok(expired)
         };

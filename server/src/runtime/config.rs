@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use crate::payments::provider::ProviderSettings;
-
 /// Where the sale's services are, and which namespace of them is ours.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnectionArgs {
@@ -273,6 +271,29 @@ pub fn database_is_local(database_url: &str) -> anyhow::Result<bool> {
         sqlx::postgres::PgConnectOptions::from_str(database_url).context("invalid database URL")?;
     let host = options.get_host();
     Ok(host.starts_with('/') || matches!(host, "localhost" | "127.0.0.1" | "::1" | "[::1]"))
+}
+
+/// How the simulated payment provider behaves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProviderSettings {
+    /// Share of captures that are declined, 0.0 to 1.0.
+    pub failure_rate: f64,
+    /// Time each call takes.
+    pub latency: Duration,
+    /// Share of calls whose answer is lost (the work is still done), 0.0 to 1.0.
+    pub timeout_rate: f64,
+    pub seed: u64,
+}
+
+impl Default for ProviderSettings {
+    fn default() -> Self {
+        Self {
+            failure_rate: 0.0,
+            latency: Duration::ZERO,
+            timeout_rate: 0.0,
+            seed: 0,
+        }
+    }
 }
 
 #[cfg(test)]

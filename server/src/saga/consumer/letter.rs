@@ -10,8 +10,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::Handled;
-use crate::messages::Batch;
-use crate::outbox::MESSAGES_HEADER;
+use crate::saga::messages::Batch;
+use crate::saga::outbox::MESSAGES_HEADER;
 
 /// The header of a dead-lettered entry that says why it could not be handled.
 pub const REASON_HEADER: &str = "x-flashtix-reason";
@@ -197,7 +197,8 @@ pub async fn dead_letter(
             AMQPValue::LongString(LongString::from(reason.as_bytes().to_vec())),
         );
         let confirm =
-            crate::broker::publish(channel, exchange, topic, message_id, headers, &body).await?;
+            crate::saga::broker::publish(channel, exchange, topic, message_id, headers, &body)
+                .await?;
         confirms.push(confirm);
     }
     for confirm in confirms {

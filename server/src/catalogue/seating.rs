@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 
-use crate::orders::request::not_null;
+use crate::input::not_null;
 
 /// The most places (seats and standing) one plan may have.
 pub const MAX_PLACES: i64 = 200_000;

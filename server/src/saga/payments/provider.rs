@@ -9,34 +9,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-pub use crate::messages::Outcome;
+pub use crate::saga::messages::Outcome;
 use flashtix_model::rng;
+
+use crate::runtime::config::ProviderSettings;
 use sqlx::PgPool;
 use uuid::Uuid;
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ProviderSettings {
-    /// Share of captures that are declined, 0.0 to 1.0.
-    pub failure_rate: f64,
-    /// Time each call takes.
-    pub latency: Duration,
-    /// Share of calls whose answer is lost (the work is still done), 0.0 to 1.0.
-    pub timeout_rate: f64,
-    pub seed: u64,
-}
-
-impl Default for ProviderSettings {
-    fn default() -> Self {
-        Self {
-            failure_rate: 0.0,
-            latency: Duration::ZERO,
-            timeout_rate: 0.0,
-            seed: 0,
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {

@@ -23,9 +23,9 @@ use lapin::{
     BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind, PublisherConfirm,
 };
 
-use crate::config::Namespace;
-use crate::messages::TOPICS;
-use crate::stop::Stop;
+use crate::runtime::config::Namespace;
+use crate::runtime::stop::Stop;
+use crate::saga::messages::TOPICS;
 
 /// Deliveries of one message before it is dead-lettered.
 pub const DELIVERY_LIMIT: i64 = 5;
