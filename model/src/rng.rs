@@ -22,6 +22,17 @@ pub fn unit(bits: u64) -> f64 {
     (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// A number fixed by (seed, number, purpose): the `number`th draw for
+/// `purpose` in a run seeded with `seed`.
+pub const fn mix(seed: u64, number: u64, purpose: u64) -> u64 {
+    finalize(seed ^ number.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ purpose.wrapping_mul(GOLDEN))
+}
+
+/// [`mix`] as a number in [0, 1).
+pub fn draw(seed: u64, number: u64, purpose: u64) -> f64 {
+    unit(mix(seed, number, purpose))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,6 @@ mod options;
 mod record;
 mod report;
 mod scenario;
-mod seatmap;
 mod seats;
 mod workload;
 

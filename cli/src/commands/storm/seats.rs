@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use flashtix_server::catalogue::seating::zone_of;
 
-use super::workload::unit;
+use flashtix_model::rng::draw;
 
 /// What a purchase asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,7 +109,7 @@ impl SeatedEvent {
         let weights: Vec<f64> = (0..self.zones.len())
             .map(|i| 1.0 / (i + 1) as f64)
             .collect();
-        let mut point = unit(seed, number, ZONE) * weights.iter().sum::<f64>();
+        let mut point = draw(seed, number, ZONE) * weights.iter().sum::<f64>();
         let mut index = weights.len() - 1;
         for (i, weight) in weights.iter().enumerate() {
             if point < *weight {
@@ -123,7 +123,7 @@ impl SeatedEvent {
             return Want::Zone(zone.name.clone());
         }
         // The front first: the square of a uniform draw leans to 0.
-        let row = ((unit(seed, number, ROW).powi(2) * zone.rows.len() as f64) as usize)
+        let row = ((draw(seed, number, ROW).powi(2) * zone.rows.len() as f64) as usize)
             .min(zone.rows.len() - 1);
         let seats = &zone.rows[row];
         let wanted = quantity.max(1) as usize;
@@ -131,7 +131,7 @@ impl SeatedEvent {
             return Want::Zone(zone.name.clone());
         }
         // The middle of the row, give or take: three draws summed lean to the centre.
-        let spread: f64 = MIDDLE.iter().map(|&p| unit(seed, number, p)).sum::<f64>() - 1.5;
+        let spread: f64 = MIDDLE.iter().map(|&p| draw(seed, number, p)).sum::<f64>() - 1.5;
         let middle = seats.len() as f64 / 2.0 + spread * seats.len() as f64 / 3.0;
         let first = (middle - wanted as f64 / 2.0)
             .round()

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use flashtix_model::rng;
+use flashtix_model::rng::{draw, mix};
 
 use super::seats::{SeatedEvent, Want};
 
@@ -194,7 +194,7 @@ const FALLS_BACK: u64 = 10;
 impl Buyers {
     pub fn purchase(&self, number: u64) -> Purchase {
         let event_id = self.events[(mix(self.seed, number, 1) % self.events.len() as u64) as usize];
-        let quantity = self.quantities.pick(unit(self.seed, number, 2));
+        let quantity = self.quantities.pick(draw(self.seed, number, 2));
         let want = match self.seated.get(&event_id) {
             Some(plan) => plan.choose(self.seed, number, quantity),
             None => Want::Count,
@@ -205,24 +205,12 @@ impl Buyers {
             user_id: format!("buyer-{}-{number}", self.seed),
             idempotency_key: format!("storm-{}-{number}", self.seed),
             quantity,
-            duplicated: unit(self.seed, number, 3) < self.duplicates,
-            revisits: unit(self.seed, number, 4) < self.revisits,
+            duplicated: draw(self.seed, number, 3) < self.duplicates,
+            revisits: draw(self.seed, number, 4) < self.revisits,
             want,
-            falls_back: unit(self.seed, number, FALLS_BACK) < self.seat_retry,
+            falls_back: draw(self.seed, number, FALLS_BACK) < self.seat_retry,
         }
     }
-}
-
-/// A number in [0, 1) fixed by (seed, number, purpose).
-pub fn unit(seed: u64, number: u64, purpose: u64) -> f64 {
-    rng::unit(mix(seed, number, purpose))
-}
-
-/// splitmix64 over the three.
-fn mix(seed: u64, number: u64, purpose: u64) -> u64 {
-    rng::finalize(
-        seed ^ number.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ purpose.wrapping_mul(rng::GOLDEN),
-    )
 }
 
 #[cfg(test)]
@@ -296,7 +284,7 @@ mod tests {
         let quantities = Quantities::parse("1:70,2:20,4:10").unwrap();
         let mut counts = [0u32; 5];
         for number in 0..10_000 {
-            counts[quantities.pick(unit(9, number, 2)) as usize] += 1;
+            counts[quantities.pick(draw(9, number, 2)) as usize] += 1;
         }
         assert!((6_700..7_300).contains(&counts[1]), "{counts:?}");
         assert!((1_700..2_300).contains(&counts[2]), "{counts:?}");

@@ -5,15 +5,15 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flashtix_model::history::{Attempt, Outcome};
+use flashtix_model::history::Outcome;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::super::record::{Measured, Recorder};
+use super::super::record::Recorder;
 use super::http::Endpoint;
 use super::journal::Batch;
-use super::purchase::{Context, Sender, REVISIT_AFTER};
+use super::purchase::{Context, Done, Sender, REVISIT_AFTER};
 use super::{Model, Plan, Progress, Work};
 
 pub(super) struct Lane {
@@ -30,12 +30,6 @@ pub(super) struct Lane {
     pub(super) progress: Arc<Progress>,
     pub(super) history: Option<Batch>,
     pub(super) recorder: Recorder,
-}
-
-/// One attempt's result, for the recorder and the history.
-pub(super) struct Done {
-    pub(super) measured: Measured,
-    pub(super) attempt: Option<Attempt>,
 }
 
 impl Lane {

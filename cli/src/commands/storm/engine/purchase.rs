@@ -19,8 +19,13 @@ use super::super::record::{Measured, Sold};
 use super::super::workload::Purchase;
 use super::classify::{classify_failure, classify_status};
 use super::http::{Endpoint, Failed, Transport};
-use super::lane::Done;
 use super::RawRequest;
+
+/// One attempt's result, for the recorder and the history.
+pub(super) struct Done {
+    pub(super) measured: Measured,
+    pub(super) attempt: Option<Attempt>,
+}
 
 /// What a lane's sends share: the way to the target, where orders go, and
 /// the attempts' numbering.

@@ -6,8 +6,8 @@
 
 use std::fmt::Write;
 
-use super::document::ZoneSales;
-use super::html::escape;
+use super::super::document::ZoneSales;
+use super::escape;
 
 /// The colours of a seat sold at the start of the storm, halfway and at the
 /// end of the selling.

@@ -3,7 +3,7 @@
 //!
 //! Charts: throughput by outcome over time, latency (p50, p99) over time, and
 //! the latency distribution; on a seated sale, the seat maps
-//! ([`super::seatmap`]). Time windows (a drill's faults) can be shaded.
+//! ([`seatmap`]). Time windows (a drill's faults) can be shaded.
 
 use std::fmt::Write;
 
@@ -12,6 +12,8 @@ use hdrhistogram::Histogram;
 
 use super::document::{Percentiles, SecondRow, StormDocument};
 use super::report::{fairness_cells, FAIRNESS_HEADER};
+
+mod seatmap;
 
 /// A stretch of the storm to shade on the time charts (a drill's fault).
 pub use flashtix_chaos::windows::Window;
@@ -95,7 +97,7 @@ impl Page<'_> {
         html += "<div class=\"legend\"><span><i style=\"background:#c62828\"></i>from the intended send</span>\
                  <span><i style=\"background:#1565c0\"></i>service time (from the actual send)</span></div>";
         html += &self.distribution_chart();
-        html += &super::seatmap::section(&doc.seating);
+        html += &seatmap::section(&doc.seating);
         html += &self.tables();
         html += "</body></html>\n";
         html
