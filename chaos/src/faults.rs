@@ -9,118 +9,11 @@ use std::io;
 use std::path::PathBuf;
 
 use sqlx::PgPool;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-use crate::docker;
-use crate::drill::{Action, Fault, Target};
+use crate::drill::{Action, Fault};
+use crate::driver::Driver;
 use crate::proxy;
-use crate::stack::{Dependencies, Sale, STOP_GRACE};
-
-/// Who acts on the stack.
-#[derive(Clone)]
-pub enum Driver {
-    /// Processes started here, each behind a proxy of ours.
-    Local {
-        dependencies: Dependencies,
-        sale: Sale,
-    },
-    /// Containers of a Compose project.
-    Docker(docker::Sale),
-}
-
-impl Driver {
-    /// Where the storm buys.
-    pub fn front_url(&self) -> String {
-        match self {
-            Driver::Local { sale, .. } => sale.front_url(),
-            Driver::Docker(sale) => sale.front_url(),
-        }
-    }
-
-    /// Switches the network fault between the sale and `target` (for a role:
-    /// between the buyers and the API).
-    async fn network(&self, target: Target, fault: Option<proxy::Fault>) -> io::Result<()> {
-        match self {
-            Driver::Local { dependencies, sale } => {
-                match dependencies.process_and_proxy(target) {
-                    Some((_, proxy)) => proxy.set(fault),
-                    None => sale.front.set(fault),
-                }
-                Ok(())
-            }
-            Driver::Docker(sale) => sale.network(target, fault).await,
-        }
-    }
-
-    /// Does a process action (kill, stop, start, restart, pause, resume) to
-    /// `target`.
-    async fn process(&self, target: Target, action: Action) -> io::Result<()> {
-        match self {
-            Driver::Local { dependencies, sale } => {
-                let process = match dependencies.process_and_proxy(target) {
-                    Some((process, _)) => process,
-                    None => sale.process(target).expect("every target is a process"),
-                };
-                let mut process = process.lock().await;
-                // A fault on a process that is not there would break nothing
-                // and pass for a drill survived.
-                if matches!(action, Action::Kill | Action::Stop | Action::Pause)
-                    && !process.is_alive()
-                {
-                    return Err(io::Error::other(format!(
-                        "{} is not running: there is nothing to {}",
-                        target.name(),
-                        action.name()
-                    )));
-                }
-                match action {
-                    Action::Kill => process.kill().await,
-                    Action::Stop => process.stop(STOP_GRACE).await.map(drop),
-                    Action::Start => process.start().await.map(drop),
-                    Action::Restart => process.restart(STOP_GRACE).await.map(drop),
-                    Action::Pause => {
-                        process.pause();
-                        Ok(())
-                    }
-                    Action::Resume => {
-                        process.resume();
-                        Ok(())
-                    }
-                    other => unreachable!("{} is no process action", other.name()),
-                }
-            }
-            Driver::Docker(sale) => sale.process(target, action).await,
-        }
-    }
-
-    /// Redis loses every key.
-    async fn flush(&self) -> io::Result<()> {
-        match self {
-            Driver::Local { dependencies, .. } => flush_redis(dependencies.ports.redis).await,
-            Driver::Docker(sale) => sale.flush().await,
-        }
-    }
-
-    /// Everything running and every proxy faithful again.
-    pub async fn heal(&self) -> io::Result<()> {
-        match self {
-            Driver::Local { dependencies, sale } => {
-                dependencies.heal().await?;
-                sale.heal().await
-            }
-            Driver::Docker(sale) => sale.heal().await,
-        }
-    }
-
-    /// Stops the sale's roles (the dependencies stay for the next drill).
-    pub async fn stop_sale(&self) {
-        match self {
-            Driver::Local { sale, .. } => sale.stop().await,
-            Driver::Docker(sale) => sale.stop().await,
-        }
-    }
-}
 
 /// What one drill's faults act on.
 #[derive(Clone)]
@@ -208,19 +101,6 @@ async fn shell(command: &str, dir: &std::path::Path) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::other(format!("`{command}` exited {status}")))
-    }
-}
-
-/// Redis loses every key (FLUSHALL, spoken in RESP on its own port).
-async fn flush_redis(port: u16) -> io::Result<()> {
-    let mut redis = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    redis.write_all(b"*1\r\n$8\r\nFLUSHALL\r\n").await?;
-    let mut answer = String::new();
-    BufReader::new(redis).read_line(&mut answer).await?;
-    if answer.starts_with("+OK") {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!("FLUSHALL answered {answer:?}")))
     }
 }
 

@@ -21,9 +21,9 @@ use serde::Serialize;
 use sqlx::postgres::PgPoolOptions;
 
 use crate::drill::{DrillFile, Fault, Limits};
-use crate::faults::{self, Driver, Faults};
+use crate::driver::{Driver, Stack};
+use crate::faults::{self, Faults};
 use crate::recovery::{self, Backlog, FaultReport};
-use crate::stack::Stack;
 use crate::steps::{self, Operator};
 use crate::windows::{Recorder, Window};
 

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use flashtix_chaos::docker::ROLES;
+use flashtix_chaos::driver::docker::ROLES;
 use flashtix_server::runtime::metrics::Metrics;
 use serde_json::Value;
 

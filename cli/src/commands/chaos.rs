@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context};
-use flashtix_chaos::docker;
 use flashtix_chaos::drill::DrillFile;
+use flashtix_chaos::driver::docker;
+use flashtix_chaos::driver::{local::Dependencies, Stack};
 use flashtix_chaos::faults;
 use flashtix_chaos::runner::{self, DrillReport, Run};
-use flashtix_chaos::stack::{Dependencies, Stack};
 use flashtix_chaos::switchboard::{Route, Switchboard};
 use flashtix_server::startup::signalled;
 

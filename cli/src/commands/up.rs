@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use flashtix_chaos::docker::{self, Compose};
+use flashtix_chaos::driver::docker::{self, Compose};
 use flashtix_chaos::local;
 use flashtix_chaos::services::{self, answers, Dependency, Ports, Urls};
 

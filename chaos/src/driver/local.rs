@@ -11,78 +11,23 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::Mutex;
 
-use crate::docker;
 use crate::drill::Target;
-use crate::faults::Driver;
 use crate::local::{Process, Ready, Recipe};
 use crate::proxy::Proxy;
 use crate::services::{self, Dependency, Ports, Urls};
+
+use super::STOP_GRACE;
 
 const ANY_PORT: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
     std::net::Ipv4Addr::LOCALHOST,
     0,
 ));
 
-/// How long a stopped process may take to exit before it is killed.
-pub const STOP_GRACE: Duration = Duration::from_secs(15);
-
 /// A process several faults may act on at once, one action at a time.
 pub type Shared = Arc<Mutex<Process>>;
-
-/// What the drills of one run share: the dependencies, and how the sale is
-/// started on them.
-pub enum Stack {
-    /// Our own Postgres, Redis and RabbitMQ, the roles as processes here.
-    Local(Dependencies),
-    /// A Compose project: dependencies and roles in containers.
-    Docker(docker::Stack),
-}
-
-impl Stack {
-    /// Where the dependencies really are (for the operator's commands: reset,
-    /// storm, check), as this machine reaches them.
-    pub fn direct(&self) -> Urls {
-        match self {
-            Stack::Local(dependencies) => dependencies.direct(),
-            Stack::Docker(stack) => stack.direct(),
-        }
-    }
-
-    /// Starts every role of the sale in `namespace`, with `flags` given to
-    /// every `flashtix serve` (`flashtix`: the binary, for the local
-    /// driver); the driver that breaks and heals it.
-    pub async fn start_sale(
-        &self,
-        flashtix: &Path,
-        dir: &Path,
-        namespace: &str,
-        flags: &[String],
-    ) -> io::Result<Driver> {
-        match self {
-            Stack::Local(dependencies) => {
-                let urls = dependencies.proxied();
-                let sale = Sale::start(flashtix, dir, namespace, &urls, flags).await?;
-                Ok(Driver::Local {
-                    dependencies: dependencies.clone(),
-                    sale,
-                })
-            }
-            Stack::Docker(stack) => Ok(Driver::Docker(
-                stack.start_sale(dir, namespace, flags).await?,
-            )),
-        }
-    }
-
-    /// Stops every dependency.
-    pub async fn stop(&self) {
-        match self {
-            Stack::Local(dependencies) => dependencies.stop().await,
-            Stack::Docker(stack) => stack.stop().await,
-        }
-    }
-}
 
 /// The dependencies, shared by every drill of a run.
 #[derive(Clone)]
@@ -274,5 +219,18 @@ impl Sale {
         for (_, process) in &self.processes {
             let _ = process.lock().await.stop(STOP_GRACE).await;
         }
+    }
+}
+
+/// Redis loses every key (FLUSHALL, spoken in RESP on its own port).
+pub(super) async fn flush_redis(port: u16) -> io::Result<()> {
+    let mut redis = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    redis.write_all(b"*1\r\n$8\r\nFLUSHALL\r\n").await?;
+    let mut answer = String::new();
+    BufReader::new(redis).read_line(&mut answer).await?;
+    if answer.starts_with("+OK") {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!("FLUSHALL answered {answer:?}")))
     }
 }

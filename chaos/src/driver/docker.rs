@@ -28,10 +28,10 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
+use super::STOP_GRACE;
 use crate::drill::{Action, Target};
 use crate::proxy;
 use crate::services::{free_port, Dependency, Ports, Urls};
-use crate::stack::STOP_GRACE;
 use crate::switchboard;
 
 /// The sale's roles, one container each (the API twice), as

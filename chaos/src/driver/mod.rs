@@ -1,0 +1,183 @@
+//! Who breaks and heals the stack a drill runs on, one interface over two
+//! drivers: [`local`] (Postgres, Redis, RabbitMQ and the sale's roles as
+//! processes started here, each behind a fault proxy of ours) and [`docker`]
+//! (the Compose stack's containers and the proxies of its `faults`
+//! container).
+
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::drill::{Action, Target};
+use crate::proxy;
+use crate::services::Urls;
+
+pub mod docker;
+pub mod local;
+
+use local::{flush_redis, Dependencies, Sale};
+
+/// How long a stopped process may take to exit before it is killed.
+pub const STOP_GRACE: Duration = Duration::from_secs(15);
+
+/// What the drills of one run share: the dependencies, and how the sale is
+/// started on them.
+pub enum Stack {
+    /// Our own Postgres, Redis and RabbitMQ, the roles as processes here.
+    Local(Dependencies),
+    /// A Compose project: dependencies and roles in containers.
+    Docker(docker::Stack),
+}
+
+impl Stack {
+    /// Where the dependencies really are (for the operator's commands: reset,
+    /// storm, check), as this machine reaches them.
+    pub fn direct(&self) -> Urls {
+        match self {
+            Stack::Local(dependencies) => dependencies.direct(),
+            Stack::Docker(stack) => stack.direct(),
+        }
+    }
+
+    /// Starts every role of the sale in `namespace`, with `flags` given to
+    /// every `flashtix serve` (`flashtix`: the binary, for the local
+    /// driver); the driver that breaks and heals it.
+    pub async fn start_sale(
+        &self,
+        flashtix: &Path,
+        dir: &Path,
+        namespace: &str,
+        flags: &[String],
+    ) -> io::Result<Driver> {
+        match self {
+            Stack::Local(dependencies) => {
+                let urls = dependencies.proxied();
+                let sale = Sale::start(flashtix, dir, namespace, &urls, flags).await?;
+                Ok(Driver::Local {
+                    dependencies: dependencies.clone(),
+                    sale,
+                })
+            }
+            Stack::Docker(stack) => Ok(Driver::Docker(
+                stack.start_sale(dir, namespace, flags).await?,
+            )),
+        }
+    }
+
+    /// Stops every dependency.
+    pub async fn stop(&self) {
+        match self {
+            Stack::Local(dependencies) => dependencies.stop().await,
+            Stack::Docker(stack) => stack.stop().await,
+        }
+    }
+}
+
+/// Who acts on the stack.
+#[derive(Clone)]
+pub enum Driver {
+    /// Processes started here, each behind a proxy of ours.
+    Local {
+        dependencies: Dependencies,
+        sale: Sale,
+    },
+    /// Containers of a Compose project.
+    Docker(docker::Sale),
+}
+
+impl Driver {
+    /// Where the storm buys.
+    pub fn front_url(&self) -> String {
+        match self {
+            Driver::Local { sale, .. } => sale.front_url(),
+            Driver::Docker(sale) => sale.front_url(),
+        }
+    }
+
+    /// Switches the network fault between the sale and `target` (for a role:
+    /// between the buyers and the API).
+    pub(crate) async fn network(
+        &self,
+        target: Target,
+        fault: Option<proxy::Fault>,
+    ) -> io::Result<()> {
+        match self {
+            Driver::Local { dependencies, sale } => {
+                match dependencies.process_and_proxy(target) {
+                    Some((_, proxy)) => proxy.set(fault),
+                    None => sale.front.set(fault),
+                }
+                Ok(())
+            }
+            Driver::Docker(sale) => sale.network(target, fault).await,
+        }
+    }
+
+    /// Does a process action (kill, stop, start, restart, pause, resume) to
+    /// `target`.
+    pub(crate) async fn process(&self, target: Target, action: Action) -> io::Result<()> {
+        match self {
+            Driver::Local { dependencies, sale } => {
+                let process = match dependencies.process_and_proxy(target) {
+                    Some((process, _)) => process,
+                    None => sale.process(target).expect("every target is a process"),
+                };
+                let mut process = process.lock().await;
+                // A fault on a process that is not there would break nothing
+                // and pass for a drill survived.
+                if matches!(action, Action::Kill | Action::Stop | Action::Pause)
+                    && !process.is_alive()
+                {
+                    return Err(io::Error::other(format!(
+                        "{} is not running: there is nothing to {}",
+                        target.name(),
+                        action.name()
+                    )));
+                }
+                match action {
+                    Action::Kill => process.kill().await,
+                    Action::Stop => process.stop(STOP_GRACE).await.map(drop),
+                    Action::Start => process.start().await.map(drop),
+                    Action::Restart => process.restart(STOP_GRACE).await.map(drop),
+                    Action::Pause => {
+                        process.pause();
+                        Ok(())
+                    }
+                    Action::Resume => {
+                        process.resume();
+                        Ok(())
+                    }
+                    other => unreachable!("{} is no process action", other.name()),
+                }
+            }
+            Driver::Docker(sale) => sale.process(target, action).await,
+        }
+    }
+
+    /// Redis loses every key.
+    pub(crate) async fn flush(&self) -> io::Result<()> {
+        match self {
+            Driver::Local { dependencies, .. } => flush_redis(dependencies.ports.redis).await,
+            Driver::Docker(sale) => sale.flush().await,
+        }
+    }
+
+    /// Everything running and every proxy faithful again.
+    pub async fn heal(&self) -> io::Result<()> {
+        match self {
+            Driver::Local { dependencies, sale } => {
+                dependencies.heal().await?;
+                sale.heal().await
+            }
+            Driver::Docker(sale) => sale.heal().await,
+        }
+    }
+
+    /// Stops the sale's roles (the dependencies stay for the next drill).
+    pub async fn stop_sale(&self) {
+        match self {
+            Driver::Local { sale, .. } => sale.stop().await,
+            Driver::Docker(sale) => sale.stop().await,
+        }
+    }
+}
