@@ -1,0 +1,154 @@
+//! The order writer: one task per event that commits reservations in batches.
+//!
+//! One `UPDATE events` per order caps out near 2k orders/s here (the row lock and
+//! one commit per order). The writer takes every reservation waiting for its
+//! event (up to [`MAX_BATCH`]) and settles them in one transaction: one row lock,
+//! one stock update, one insert of all orders and of one outbox row announcing
+//! them all, one commit.
+//! While a batch commits, the next one gathers, so the batch grows with the load.
+//!
+//! Everything is decided under the event's row lock, which every writer of every
+//! process takes first: stock, the per-user limit (summed over the user's live
+//! orders) and the idempotency key (a unique constraint; the insert's
+//! `ON CONFLICT DO NOTHING` count proves no other transaction won a race).
+//!
+//! - [`settle`]: a lane's loop, and answering a batch once it is decided;
+//! - [`commit`]: the batch's transaction: deciding each ticket under the lock,
+//!   then one insert of everything;
+//! - [`buyers`]: what the batch's buyers already have;
+//! - [`places`]: the seats and zone places a batch on a seated event takes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
+
+use super::seat_board::SeatBoard;
+use super::Order;
+use crate::catalogue::events::{Catalogue, Terms};
+use crate::catalogue::seating::Choice;
+use crate::gate::{Gate, Hold};
+use crate::runtime::metrics::Metrics;
+
+mod buyers;
+mod commit;
+mod places;
+mod settle;
+
+/// The most reservations settled in one transaction.
+pub const MAX_BATCH: usize = 1024;
+/// Reservations waiting per event. When full, request handlers wait: the
+/// backpressure reaches the clients instead of growing memory.
+const LANE_CAPACITY: usize = 8192;
+
+/// What Postgres decided for one reservation.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    Accepted {
+        amount_cents: i64,
+        /// The seats it holds (named, or picked here for a zone).
+        seats: Option<Vec<String>>,
+        /// Its general-admission zone, on an event with a plan.
+        zone: Option<String>,
+    },
+    /// Named seats another order holds or bought.
+    SeatTaken(Vec<String>),
+    /// Not enough left in the zone asked for (the event may have more).
+    ZoneSoldOut,
+    /// The (user, key) already has an order: this one.
+    Existing(Order),
+    SoldOut,
+    LimitExceeded,
+    EventNotFound,
+    /// The database failed; nothing was written (or it is unknown and the
+    /// reconciler will find out).
+    Unavailable(String),
+}
+
+struct Ticket {
+    hold: Hold,
+    /// What it buys, checked against the plan (if the event has one).
+    choice: Choice,
+    fingerprint: String,
+    terms: Terms,
+    /// Admitted by Redis: there is a hold to confirm or release afterwards.
+    admitted: bool,
+    reply: oneshot::Sender<Verdict>,
+}
+
+/// Hands reservations to their event's lane. Dropping it closes the lanes.
+pub struct Writer {
+    settler: Arc<Settler>,
+    lanes: Mutex<HashMap<i64, mpsc::Sender<Ticket>>>,
+}
+
+/// What a lane needs to settle a batch.
+struct Settler {
+    pool: PgPool,
+    gate: Gate,
+    catalogue: Arc<Catalogue>,
+    metrics: Arc<Metrics>,
+    /// Learns the seats each batch saw owned.
+    seat_board: Arc<SeatBoard>,
+}
+
+impl Writer {
+    /// `pool` should be the writer's own ([`crate::runtime::db::Purpose::OrderWriter`]).
+    pub fn new(
+        pool: PgPool,
+        gate: Gate,
+        catalogue: Arc<Catalogue>,
+        metrics: Arc<Metrics>,
+        seat_board: Arc<SeatBoard>,
+    ) -> Self {
+        Self {
+            settler: Arc::new(Settler {
+                pool,
+                gate,
+                catalogue,
+                metrics,
+                seat_board,
+            }),
+            lanes: Mutex::default(),
+        }
+    }
+
+    /// Settles one reservation; returns when Postgres has decided.
+    pub async fn submit(
+        &self,
+        hold: Hold,
+        choice: Choice,
+        fingerprint: String,
+        terms: Terms,
+        admitted: bool,
+    ) -> Verdict {
+        let (reply, answer) = oneshot::channel();
+        let ticket = Ticket {
+            hold,
+            choice,
+            fingerprint,
+            terms,
+            admitted,
+            reply,
+        };
+        if self.lane(terms.event_id).send(ticket).await.is_err() {
+            return Verdict::Unavailable("order writer stopped".into());
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Verdict::Unavailable("order writer stopped".into()))
+    }
+
+    fn lane(&self, event_id: i64) -> mpsc::Sender<Ticket> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        lanes
+            .entry(event_id)
+            .or_insert_with(|| {
+                let (sender, receiver) = mpsc::channel(LANE_CAPACITY);
+                tokio::spawn(Arc::clone(&self.settler).run_lane(event_id, receiver));
+                sender
+            })
+            .clone()
+    }
+}
