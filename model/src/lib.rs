@@ -8,14 +8,18 @@
 //! - [`report`]: what a check found ([`Report`], [`Verdict`], [`Invariant`]);
 //! - [`duration`]: durations as an operator writes them;
 //! - [`rng`]: seeded, repeatable numbers (splitmix64);
+//! - [`seating`]: seating plans (zones, rows, seats) and the seat map;
+//! - [`input`]: what every body a client sends is held to;
 //! - [`names`]: the one way an enum gets its names.
 
 pub mod codes;
 pub mod duration;
 pub mod history;
+pub mod input;
 pub mod names;
 pub mod report;
 pub mod rng;
+pub mod seating;
 pub mod status;
 
 pub use codes::ErrorCode;

@@ -8,7 +8,6 @@
 //!   settlement, expiry of unpaid holds;
 //! - [`catalogue`]: what is on sale: events, their zones and seats;
 //! - [`sale`]: resetting and seeding a sale;
-//! - [`input`]: what every body a client sends is held to;
 //! - [`invariants`]: what must always hold, for `flashtix check` and the tests;
 //! - [`runtime`]: configuration, the database pool, metrics, logs, stopping;
 //! - [`startup`]: building and running a process of any role.
@@ -16,7 +15,6 @@
 pub mod catalogue;
 pub mod gate;
 pub mod http;
-pub mod input;
 pub mod invariants;
 pub mod known_bad;
 pub mod orders;

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Context};
+use flashtix_model::seating::PlanSpec;
 use flashtix_server::catalogue::events::{Event, NewEvent, NewEventRequest};
-use flashtix_server::catalogue::seating::PlanSpec;
 use flashtix_server::runtime::config::{database_is_local, ConnectionArgs, Namespace};
 use flashtix_server::sale::{self, SaleSpec};
 

@@ -10,8 +10,9 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Row};
 
-use crate::catalogue::seating::{self, Plan, PlanSpec};
-use crate::input::{has_control, not_null};
+use crate::catalogue::seating;
+use flashtix_model::input::{has_control, not_null};
+use flashtix_model::seating::{Plan, PlanSpec};
 
 /// `POST /events` body, as sent.
 #[derive(Debug, Deserialize)]

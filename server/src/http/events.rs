@@ -75,11 +75,11 @@ pub async fn seats(
     Ok(Json(json!({
         "event_id": event.id,
         "legend": {
-            seating::FREE.to_string(): "available",
-            seating::HELD.to_string(): "held",
-            seating::SOLD.to_string(): "sold",
-            seating::RETURNING.to_string(): "returning (freed by an unpaid order, on sale again 5 s after)",
-            seating::BLOCKED.to_string(): "blocked",
+            flashtix_model::seating::FREE.to_string(): "available",
+            flashtix_model::seating::HELD.to_string(): "held",
+            flashtix_model::seating::SOLD.to_string(): "sold",
+            flashtix_model::seating::RETURNING.to_string(): "returning (freed by an unpaid order, on sale again 5 s after)",
+            flashtix_model::seating::BLOCKED.to_string(): "blocked",
         },
         "zones": zones,
     }))

@@ -17,9 +17,9 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::ledger::{events_of, sorted};
-use crate::catalogue::seating::zone_of;
 use flashtix_model::history::{Attempt, Outcome};
 use flashtix_model::report::{finding, Finding, Invariant};
+use flashtix_model::seating::zone_of;
 
 /// An order as `check` reads it for judging answers.
 struct Stored {

@@ -32,10 +32,10 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::ledger::events_of;
-use crate::catalogue::seating::zone_of;
 use crate::gate::RETURN_DELAY;
 use flashtix_model::history::{Attempt, Outcome};
 use flashtix_model::report::{finding, Finding, Invariant};
+use flashtix_model::seating::zone_of;
 
 /// Tickets spoken for over a stretch of time: from `from` until `until`
 /// (`None`: still).

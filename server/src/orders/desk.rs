@@ -15,11 +15,11 @@ use super::sold_out::SoldOutBoard;
 use super::writer::{Verdict, Writer};
 use super::{Order, Receipt};
 use crate::catalogue::events::{Catalogue, Terms};
-use crate::catalogue::seating::{Choice, Plan};
 use crate::gate::reconcile::Reseed;
 use crate::gate::{clock_ms, key_field, Admission, Gate, Hold};
 use crate::known_bad::{self, Bug};
 use crate::runtime::metrics::Metrics;
+use flashtix_model::seating::{Choice, Plan};
 
 /// How long a replay waits for the first request with its key to finish.
 const REPLAY_WAIT: Duration = Duration::from_secs(2);
@@ -591,8 +591,8 @@ fn unavailable(error: impl Into<anyhow::Error>) -> PlaceError {
 /// beside it.
 fn misname_first_seat(seats: &mut Option<Vec<String>>) {
     if let Some(first) = seats.as_mut().and_then(|seats| seats.first_mut()) {
-        if let Some((zone, row, number)) = crate::catalogue::seating::parse_seat(first) {
-            *first = crate::catalogue::seating::seat_id(zone, row, number + 1);
+        if let Some((zone, row, number)) = flashtix_model::seating::parse_seat(first) {
+            *first = flashtix_model::seating::seat_id(zone, row, number + 1);
         }
     }
 }

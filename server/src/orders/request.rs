@@ -6,9 +6,9 @@ use serde::Deserialize;
 
 use uuid::Uuid;
 
-use crate::catalogue::seating::Choice;
 use crate::gate::Hold;
-use crate::input::{has_control, not_null};
+use flashtix_model::input::{has_control, not_null};
+use flashtix_model::seating::Choice;
 
 /// A request that passed every check that needs no database.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use flashtix_model::history::Outcome;
-use flashtix_server::catalogue::seating::ZoneMap;
+use flashtix_model::seating::ZoneMap;
 use flashtix_server::invariants::Report;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};

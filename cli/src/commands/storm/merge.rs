@@ -433,7 +433,7 @@ mod tests {
     fn zone(available: i64, sold_at: &[(&str, f64)], sold_out: Option<f64>) -> ZoneSales {
         ZoneSales {
             event_id: 1,
-            zone: flashtix_server::catalogue::seating::ZoneMap {
+            zone: flashtix_model::seating::ZoneMap {
                 name: "A".into(),
                 kind: "reserved".into(),
                 price_cents: 100,

@@ -4,8 +4,8 @@
 use anyhow::{bail, Context};
 use comfy_table::Table;
 use flashtix_model::history::Outcome;
-use flashtix_server::catalogue::seating::zone_of;
-use flashtix_server::catalogue::seating::ZoneMap;
+use flashtix_model::seating::zone_of;
+use flashtix_model::seating::ZoneMap;
 use hdrhistogram::Histogram;
 use serde_json::Value;
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use serde_json::Value;
 
-use flashtix_server::catalogue::seating::zone_of;
+use flashtix_model::seating::zone_of;
 
 use flashtix_model::rng::draw;
 

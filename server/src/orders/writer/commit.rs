@@ -10,9 +10,10 @@ use uuid::Uuid;
 use super::buyers::{read_buyers, Buyers};
 use super::places::{Bought, Places};
 use super::{Settler, Ticket, Verdict};
-use crate::catalogue::seating::{Choice, Plan, SEAT_FREE};
+use crate::catalogue::seating::SEAT_FREE;
 use crate::known_bad::{self, Bug};
 use crate::saga::messages::ORDER_CREATED;
+use flashtix_model::seating::{Choice, Plan};
 
 /// Attempts when a concurrent transaction took an idempotency key first.
 const CONFLICT_RETRIES: usize = 3;

@@ -27,9 +27,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::seat_board::SeatBoard;
 use super::Order;
 use crate::catalogue::events::{Catalogue, Terms};
-use crate::catalogue::seating::Choice;
 use crate::gate::{Gate, Hold};
 use crate::runtime::metrics::Metrics;
+use flashtix_model::seating::Choice;
 
 mod buyers;
 mod commit;

@@ -7,8 +7,9 @@ use std::collections::{HashMap, HashSet};
 use flashtix_model::holds_tickets;
 
 use super::{Ticket, Verdict};
-use crate::catalogue::seating::{best_available, parse_seat, Choice, Plan, ZoneKind, SEAT_FREE};
+use crate::catalogue::seating::SEAT_FREE;
 use crate::known_bad::{self, Bug};
+use flashtix_model::seating::{best_available, parse_seat, Choice, Plan, ZoneKind};
 
 /// What an accepted ticket bought.
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::Utc;
 use flashtix_model::history::{Attempt, Outcome};
-use flashtix_server::catalogue::seating::zone_of;
+use flashtix_model::seating::zone_of;
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, StatusCode};
 use serde_json::Value;

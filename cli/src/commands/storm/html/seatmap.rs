@@ -122,7 +122,7 @@ fn hex([r, g, b]: [u8; 3]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use flashtix_server::catalogue::seating::ZoneMap;
+    use flashtix_model::seating::ZoneMap;
 
     use super::*;
 
