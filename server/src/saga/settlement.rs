@@ -64,136 +64,19 @@ impl OrderWorker {
     }
 
     /// Settles a batch in one transaction: locks its orders (in id order, so
-    /// batches of several processes cannot deadlock), then its events (in id
-    /// order too), confirms or cancels the orders, and moves the events'
-    /// tickets once per event. (The refund is
-    /// looked up as a scalar subquery: see `PaymentWorker::known_orders`.)
+    /// batches of several processes cannot deadlock), decides each result,
+    /// then writes what was decided.
     async fn settle(&self, results: &[PaymentResult]) -> sqlx::Result<Vec<Settled>> {
         let mut tx = self.pool.begin().await?;
-        let mut order_ids: Vec<Uuid> = results.iter().map(|r| r.order_id).collect();
-        order_ids.sort();
-        order_ids.dedup();
-        let rows: Vec<(Uuid, String, i64, i32, f64, bool)> = sqlx::query_as(
-            "SELECT id, status, event_id, quantity,
-                    extract(epoch FROM now() - created_at)::float8,
-                    (SELECT true FROM payments p
-                     WHERE p.order_id = orders.id AND p.kind = 'REFUND') IS NOT NULL
-             FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-        )
-        .bind(&order_ids)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut orders = HashMap::with_capacity(rows.len());
-        for (id, status, event_id, quantity, age, refunded) in rows {
-            let status: OrderStatus = status
-                .parse()
-                .map_err(|error: UnknownName| sqlx::Error::Decode(error.into()))?;
-            orders.insert(id, (status, event_id, quantity, age, refunded));
-        }
-        let mut ages = Vec::new();
-
-        let mut confirmed = Vec::new();
-        let mut cancelled = Vec::new();
-        let mut moved: BTreeMap<i64, Moved> = BTreeMap::new();
-        let mut settled = Vec::with_capacity(results.len());
-        for result in results {
-            let Some((status, event_id, quantity, age, refunded)) =
-                orders.get_mut(&result.order_id)
-            else {
-                settled.push(Settled::Handled(Handled::Poison(format!(
-                    "payment.result for unknown order {}",
-                    result.order_id
-                ))));
-                continue;
-            };
-            let event = moved.entry(*event_id).or_default();
-            match (*status, result.outcome) {
-                (OrderStatus::Pending, Outcome::Succeeded) => {
-                    ages.push(*age);
-                    *status = OrderStatus::Confirmed;
-                    confirmed.push(result.order_id);
-                    event.from_pending += *quantity;
-                    event.to_sold += *quantity;
-                }
-                (OrderStatus::Pending, Outcome::Failed) => {
-                    ages.push(*age);
-                    *status = OrderStatus::Cancelled;
-                    cancelled.push(result.order_id);
-                    event.from_pending += *quantity;
-                    event.to_available += *quantity;
-                }
-                (OrderStatus::Expired | OrderStatus::Cancelled, Outcome::Succeeded)
-                    if !known_bad::has(Bug::LatePaymentNotRefunded) && !*refunded =>
-                {
-                    settled.push(Settled::NeedsRefund);
-                    continue;
-                }
-                // Settled (or refunded) by this result before: not asked
-                // again, so a held message only ever shrinks.
-                (OrderStatus::Expired | OrderStatus::Cancelled, Outcome::Succeeded)
-                | (OrderStatus::Confirmed, Outcome::Succeeded)
-                | (OrderStatus::Cancelled, Outcome::Failed) => {
-                    settled.push(Settled::Handled(Handled::Duplicate));
-                    continue;
-                }
-                // A failed payment for an order that ended anyway.
-                _ => {}
-            }
-            settled.push(Settled::Handled(Handled::Done));
-        }
-
-        if !cancelled.is_empty() {
-            // A cancelled seated order frees its seats under its event's row
-            // lock (migration 7's trigger, row by row). Take every event's
-            // lock first, in id order as the loop below does, so that batches
-            // of several events cannot deadlock.
-            let events: Vec<i64> = moved.keys().copied().collect();
-            sqlx::query("SELECT 1 FROM events WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-                .bind(&events)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query(&format!(
-            "WITH confirmed AS (
-                UPDATE orders SET status = 'CONFIRMED', updated_at = now() WHERE id = ANY($1)
-             ), cancelled AS (
-                UPDATE orders SET status = 'CANCELLED', updated_at = now() WHERE id = ANY($2)
-                RETURNING id, event_id, user_id, quantity
-             )
-             INSERT INTO stock_returns (order_id, event_id, user_id, quantity)
-             SELECT id, event_id, user_id, quantity FROM cancelled c
-             WHERE NOT $3 AND {}",
-            events::gated("c.event_id")
-        ))
-        .bind(&confirmed)
-        .bind(&cancelled)
-        .bind(known_bad::has(Bug::RedisCompensationSkipped))
-        .execute(&mut *tx)
-        .await?;
-        for (event_id, moved) in moved {
-            sqlx::query(
-                "UPDATE events SET available_tickets = available_tickets + $2,
-                                   pending_tickets = pending_tickets - $3,
-                                   sold_tickets = sold_tickets + $4
-                 WHERE id = $1",
-            )
-            .bind(event_id)
-            .bind(if known_bad::has(Bug::ReleaseStockTwice) {
-                moved.to_available * 2
-            } else {
-                moved.to_available
-            })
-            .bind(moved.from_pending)
-            .bind(moved.to_sold)
-            .execute(&mut *tx)
-            .await?;
-        }
+        let mut orders = lock_orders(&mut tx, results).await?;
+        let decided = Decided::of(results, &mut orders);
+        decided.write(&mut tx).await?;
         tx.commit().await?;
-        for age in ages {
+        for age in &decided.ages {
             self.metrics
                 .order_settled(Duration::from_secs_f64(age.max(0.0)));
         }
-        Ok(settled)
+        Ok(decided.settled)
     }
 
     /// Refunds a success that came too late, then records the refund (once
@@ -220,6 +103,174 @@ impl OrderWorker {
             Ok(_) => Handled::Duplicate,
             Err(error) => Handled::Retry(error.into()),
         }
+    }
+}
+
+/// An order of the batch, as read under its lock.
+struct Locked {
+    status: OrderStatus,
+    event_id: i64,
+    quantity: i32,
+    /// Seconds since it was placed.
+    age: f64,
+    /// A refund of it is recorded.
+    refunded: bool,
+}
+
+/// Locks the batch's orders, in id order. (The refund is looked up as a
+/// scalar subquery: see `PaymentWorker::known_orders`.)
+async fn lock_orders(
+    tx: &mut sqlx::PgConnection,
+    results: &[PaymentResult],
+) -> sqlx::Result<HashMap<Uuid, Locked>> {
+    let mut order_ids: Vec<Uuid> = results.iter().map(|r| r.order_id).collect();
+    order_ids.sort();
+    order_ids.dedup();
+    let rows: Vec<(Uuid, String, i64, i32, f64, bool)> = sqlx::query_as(
+        "SELECT id, status, event_id, quantity,
+                extract(epoch FROM now() - created_at)::float8,
+                (SELECT true FROM payments p
+                 WHERE p.order_id = orders.id AND p.kind = 'REFUND') IS NOT NULL
+         FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+    )
+    .bind(&order_ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut orders = HashMap::with_capacity(rows.len());
+    for (id, status, event_id, quantity, age, refunded) in rows {
+        let status: OrderStatus = status
+            .parse()
+            .map_err(|error: UnknownName| sqlx::Error::Decode(error.into()))?;
+        let order = Locked {
+            status,
+            event_id,
+            quantity,
+            age,
+            refunded,
+        };
+        orders.insert(id, order);
+    }
+    Ok(orders)
+}
+
+/// What a batch's results come to, decided before anything is written: the
+/// orders confirmed and cancelled, the tickets each event moves, and each
+/// result's fate.
+#[derive(Default)]
+struct Decided {
+    confirmed: Vec<Uuid>,
+    cancelled: Vec<Uuid>,
+    moved: BTreeMap<i64, Moved>,
+    /// Ages of the orders settled, for the metric.
+    ages: Vec<f64>,
+    /// One per result, in order.
+    settled: Vec<Settled>,
+}
+
+impl Decided {
+    /// Decides each result in turn; a result settles its order for the
+    /// results after it (two results for one order: the second is a
+    /// duplicate).
+    fn of(results: &[PaymentResult], orders: &mut HashMap<Uuid, Locked>) -> Self {
+        let mut decided = Self::default();
+        for result in results {
+            let settled = match orders.get_mut(&result.order_id) {
+                None => Settled::Handled(Handled::Poison(format!(
+                    "payment.result for unknown order {}",
+                    result.order_id
+                ))),
+                Some(order) => decided.decide(result, order),
+            };
+            decided.settled.push(settled);
+        }
+        decided
+    }
+
+    fn decide(&mut self, result: &PaymentResult, order: &mut Locked) -> Settled {
+        let event = self.moved.entry(order.event_id).or_default();
+        match (order.status, result.outcome) {
+            (OrderStatus::Pending, Outcome::Succeeded) => {
+                self.ages.push(order.age);
+                order.status = OrderStatus::Confirmed;
+                self.confirmed.push(result.order_id);
+                event.from_pending += order.quantity;
+                event.to_sold += order.quantity;
+            }
+            (OrderStatus::Pending, Outcome::Failed) => {
+                self.ages.push(order.age);
+                order.status = OrderStatus::Cancelled;
+                self.cancelled.push(result.order_id);
+                event.from_pending += order.quantity;
+                event.to_available += order.quantity;
+            }
+            (OrderStatus::Expired | OrderStatus::Cancelled, Outcome::Succeeded)
+                if !known_bad::has(Bug::LatePaymentNotRefunded) && !order.refunded =>
+            {
+                return Settled::NeedsRefund;
+            }
+            // Settled (or refunded) by this result before: not asked again,
+            // so a held message only ever shrinks.
+            (OrderStatus::Expired | OrderStatus::Cancelled, Outcome::Succeeded)
+            | (OrderStatus::Confirmed, Outcome::Succeeded)
+            | (OrderStatus::Cancelled, Outcome::Failed) => {
+                return Settled::Handled(Handled::Duplicate);
+            }
+            // A failed payment for an order that ended anyway.
+            _ => {}
+        }
+        Settled::Handled(Handled::Done)
+    }
+
+    /// Writes the decisions: the orders' new statuses, the stock returns of
+    /// the cancelled ones, and the tickets each event moves.
+    async fn write(&self, tx: &mut sqlx::PgConnection) -> sqlx::Result<()> {
+        if !self.cancelled.is_empty() {
+            // A cancelled seated order frees its seats under its event's row
+            // lock (migration 7's trigger, row by row). Take every event's
+            // lock first, in id order as the loop below does, so that batches
+            // of several events cannot deadlock.
+            let events: Vec<i64> = self.moved.keys().copied().collect();
+            sqlx::query("SELECT 1 FROM events WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+                .bind(&events)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(&format!(
+            "WITH confirmed AS (
+                UPDATE orders SET status = 'CONFIRMED', updated_at = now() WHERE id = ANY($1)
+             ), cancelled AS (
+                UPDATE orders SET status = 'CANCELLED', updated_at = now() WHERE id = ANY($2)
+                RETURNING id, event_id, user_id, quantity
+             )
+             INSERT INTO stock_returns (order_id, event_id, user_id, quantity)
+             SELECT id, event_id, user_id, quantity FROM cancelled c
+             WHERE NOT $3 AND {}",
+            events::gated("c.event_id")
+        ))
+        .bind(&self.confirmed)
+        .bind(&self.cancelled)
+        .bind(known_bad::has(Bug::RedisCompensationSkipped))
+        .execute(&mut *tx)
+        .await?;
+        for (event_id, moved) in &self.moved {
+            sqlx::query(
+                "UPDATE events SET available_tickets = available_tickets + $2,
+                                   pending_tickets = pending_tickets - $3,
+                                   sold_tickets = sold_tickets + $4
+                 WHERE id = $1",
+            )
+            .bind(event_id)
+            .bind(if known_bad::has(Bug::ReleaseStockTwice) {
+                moved.to_available * 2
+            } else {
+                moved.to_available
+            })
+            .bind(moved.from_pending)
+            .bind(moved.to_sold)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
     }
 }
 
@@ -264,5 +315,78 @@ impl Handler for OrderWorker {
             }
         }
         answers(handled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(order_id: Uuid, outcome: Outcome) -> PaymentResult {
+        PaymentResult {
+            order_id,
+            outcome,
+            amount_cents: 100,
+        }
+    }
+
+    fn pending(event_id: i64, quantity: i32) -> Locked {
+        Locked {
+            status: OrderStatus::Pending,
+            event_id,
+            quantity,
+            age: 1.0,
+            refunded: false,
+        }
+    }
+
+    fn fate(settled: &Settled) -> &'static str {
+        match settled {
+            Settled::NeedsRefund => "refund",
+            Settled::Handled(handled) => handled.label(),
+        }
+    }
+
+    #[test]
+    fn each_result_settles_its_order_once_and_moves_its_tickets() {
+        let (paid, declined, late, unknown) = (
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+        );
+        let mut orders = HashMap::from([
+            (paid, pending(1, 2)),
+            (declined, pending(1, 3)),
+            (
+                late,
+                Locked {
+                    status: OrderStatus::Expired,
+                    ..pending(2, 1)
+                },
+            ),
+        ]);
+        let results = [
+            result(paid, Outcome::Succeeded),
+            result(declined, Outcome::Failed),
+            result(late, Outcome::Succeeded),
+            result(paid, Outcome::Succeeded),
+            result(unknown, Outcome::Succeeded),
+        ];
+        let decided = Decided::of(&results, &mut orders);
+        let fates: Vec<&str> = decided.settled.iter().map(fate).collect();
+        let done = Handled::Done.label();
+        let duplicate = Handled::Duplicate.label();
+        let poison = Handled::Poison(String::new()).label();
+        assert_eq!(fates, [done, done, "refund", duplicate, poison]);
+        assert_eq!(decided.confirmed, [paid]);
+        assert_eq!(decided.cancelled, [declined]);
+        let moved = &decided.moved[&1];
+        assert_eq!(
+            (moved.from_pending, moved.to_sold, moved.to_available),
+            (5, 2, 3)
+        );
+        assert_eq!(orders[&paid].status, OrderStatus::Confirmed);
+        assert_eq!(decided.ages.len(), 2);
     }
 }
