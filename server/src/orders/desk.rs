@@ -1,6 +1,5 @@
 //! The desk: takes one buy request through the gate and the writer and answers.
 
-use flashtix_model::ErrorCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +8,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::lookup::KeyLookup;
+use super::placed::{PlaceError, Placed, ORDER_LABELS};
 use super::request::PlaceOrder;
 use super::seat_board::SeatBoard;
 use super::sold_out::SoldOutBoard;
@@ -30,121 +30,21 @@ const RESEED_WAIT: Duration = Duration::from_secs(3);
 /// needs are on their way back).
 const ROUNDS: usize = 4;
 
-#[derive(Debug)]
-pub enum Placed {
-    Accepted(Receipt),
-    Replayed(Receipt),
+/// An answer, and who gave it: Postgres (the writer, having read the key's
+/// orders in the same transaction) or the desk before it (from Redis or
+/// memory), whose refusals [`Desk::place`] checks against the key first.
+enum Answer {
+    Desk(Result<Placed, PlaceError>),
+    Postgres(Result<Placed, PlaceError>),
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum PlaceError {
-    #[error("event {0} does not exist")]
-    EventNotFound(i64),
-    #[error("quantity {quantity} is above this event's limit of {max} per buyer")]
-    AboveLimit { quantity: i32, max: i32 },
-    #[error("sold out: not enough tickets left for this order")]
-    SoldOut,
-    #[error("zone {0} has fewer places left than asked for (other zones may have more)")]
-    ZoneSoldOut(String),
-    #[error("this buyer already holds the most tickets this event allows ({max})")]
-    LimitExceeded { max: i32 },
-    #[error("this Idempotency-Key was already used for a different request")]
-    KeyReused,
-    #[error("a request with this Idempotency-Key is still being processed; retry shortly")]
-    InProgress,
-    #[error("the sale is temporarily unavailable; retry shortly")]
-    Unavailable(#[source] anyhow::Error),
-    #[error("already taken: {}", .0.join(", "))]
-    SeatTaken(Vec<String>),
-    #[error("this event has no such seat: {}", .0.join(", "))]
-    UnknownSeats(Vec<String>),
-    #[error("not for sale: {}", .0.join(", "))]
-    BlockedSeats(Vec<String>),
-    #[error("{0}")]
-    WrongChoice(String),
-}
-
-/// Every label [`Placed::label`] and [`PlaceError::label`] give, exported
-/// at zero from the start (a series that appears late loses its first rise).
-pub const ORDER_LABELS: [&str; 7] = [
-    "accepted",
-    "replayed",
-    "sold_out",
-    "seat_taken",
-    "limit_exceeded",
-    "rejected",
-    "unavailable",
-];
-
-impl Placed {
-    /// Its label on the `flashtix_orders_total` metric.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::Accepted(_) => "accepted",
-            Self::Replayed(_) => "replayed",
-        }
-    }
-}
-
-impl PlaceError {
-    /// Its `error.code` in the answer.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            Self::EventNotFound(_) => ErrorCode::EventNotFound,
-            Self::AboveLimit { .. } | Self::WrongChoice(_) => ErrorCode::InvalidRequest,
-            Self::SoldOut => ErrorCode::SoldOut,
-            Self::ZoneSoldOut(_) => ErrorCode::ZoneSoldOut,
-            Self::SeatTaken(_) => ErrorCode::SeatTaken,
-            Self::UnknownSeats(_) => ErrorCode::UnknownSeat,
-            Self::BlockedSeats(_) => ErrorCode::SeatBlocked,
-            Self::LimitExceeded { .. } => ErrorCode::LimitExceeded,
-            Self::KeyReused => ErrorCode::IdempotencyKeyReused,
-            Self::InProgress => ErrorCode::RequestInProgress,
-            Self::Unavailable(_) => ErrorCode::Unavailable,
-        }
-    }
-
-    /// Seconds a client should wait before asking again, when asking again
-    /// can change the answer.
-    pub fn retry_after(&self) -> Option<u32> {
-        matches!(self, Self::InProgress | Self::Unavailable(_)).then_some(1)
-    }
-
-    /// Its label on the `flashtix_orders_total` metric: the refusals an
-    /// operator watches by name, the other mistakes of a request together.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::SoldOut
-            | Self::SeatTaken(_)
-            | Self::LimitExceeded { .. }
-            | Self::Unavailable(_) => self.code().name(),
-            // Counted with the event's own: both say "no places for this".
-            Self::ZoneSoldOut(_) => "sold_out",
-            Self::EventNotFound(_)
-            | Self::AboveLimit { .. }
-            | Self::UnknownSeats(_)
-            | Self::BlockedSeats(_)
-            | Self::WrongChoice(_)
-            | Self::KeyReused
-            | Self::InProgress => "rejected",
-        }
-    }
-
-    /// The zone the refusal is about.
-    pub fn zone(&self) -> Option<&str> {
-        match self {
-            Self::ZoneSoldOut(zone) => Some(zone),
-            _ => None,
-        }
-    }
-
-    /// The seats the refusal is about.
-    pub fn seats(&self) -> &[String] {
-        match self {
-            Self::SeatTaken(seats) | Self::UnknownSeats(seats) | Self::BlockedSeats(seats) => seats,
-            _ => &[],
-        }
-    }
+/// Where the gate sends a request.
+enum Gated {
+    /// To the writer: admitted by Redis (a hold to settle afterwards), or
+    /// not asked because Redis did not answer.
+    Write { hold: Hold, admitted: bool },
+    /// The key has this order already.
+    Replayed(Placed),
 }
 
 /// Takes orders. Cheap to clone.
@@ -191,19 +91,18 @@ impl Desk {
     }
 
     pub async fn place(&self, request: PlaceOrder) -> Result<Placed, PlaceError> {
-        let mut by_postgres = false;
-        let result = match self.place_unrecorded(&request, &mut by_postgres).await {
+        let result = match self.place_unrecorded(&request).await {
             // Postgres refused having read the key's orders in the same
             // transaction: nothing to confirm.
-            Err(refusal) if by_postgres => Err(refusal),
-            Err(
+            Answer::Postgres(result) => result,
+            Answer::Desk(Err(
                 refusal @ (PlaceError::SoldOut
                 | PlaceError::SeatTaken(_)
                 | PlaceError::LimitExceeded { .. }),
-            ) if !known_bad::has(Bug::ReplayAnsweredSoldOut) => {
+            )) if !known_bad::has(Bug::ReplayAnsweredSoldOut) => {
                 self.confirm_refusal(&request, refusal).await
             }
-            other => other,
+            Answer::Desk(result) => result,
         };
         self.metrics.record_order(match &result {
             Ok(placed) => placed.label(),
@@ -235,13 +134,41 @@ impl Desk {
         }
     }
 
-    /// Takes the request through the gate and the writer; `by_postgres` is
-    /// set when the writer decided.
-    async fn place_unrecorded(
-        &self,
-        request: &PlaceOrder,
-        by_postgres: &mut bool,
-    ) -> Result<Placed, PlaceError> {
+    /// Takes the request through the gate and the writer.
+    async fn place_unrecorded(&self, request: &PlaceOrder) -> Answer {
+        let (terms, seated, choice) = match self.prepare(request).await {
+            Ok(prepared) => prepared,
+            Err(refusal) => return Answer::Desk(Err(refusal)),
+        };
+        let fingerprint = request.fingerprint();
+        if seated {
+            // A seated event's orders are decided by Postgres alone: Redis
+            // counts tickets, not seats, and a hold it gave for a seat
+            // Postgres then refuses would keep the ticket from a buyer whose
+            // seat is free until it came back.
+            return self
+                .write(request.hold(), &choice, fingerprint, terms, false)
+                .await;
+        }
+        let field = key_field(&request.user_id, &request.idempotency_key);
+        if self.sold_out.answers_sold_out(request.event_id, &field) {
+            self.metrics.sold_out_from_memory();
+            return Answer::Desk(Err(PlaceError::SoldOut));
+        }
+        match self.through_gate(request, &fingerprint, terms).await {
+            Ok(Gated::Write { hold, admitted }) => {
+                self.write(hold, &choice, fingerprint, terms, admitted)
+                    .await
+            }
+            Ok(Gated::Replayed(placed)) => Answer::Desk(Ok(placed)),
+            Err(refusal) => Answer::Desk(Err(refusal)),
+        }
+    }
+
+    /// What the desk checks before the gate: the event, the quantity, the
+    /// choice against the plan, and named seats seen taken a moment ago.
+    /// Returns the event's terms, whether it is seated, and the choice.
+    async fn prepare(&self, request: &PlaceOrder) -> Result<(Terms, bool, Choice), PlaceError> {
         let terms = self
             .catalogue
             .terms(request.event_id)
@@ -272,41 +199,32 @@ impl Desk {
                 return Err(PlaceError::SeatTaken(seats.clone()));
             }
         }
-        if plan.is_some() {
-            // A seated event's orders are decided by Postgres alone: Redis
-            // counts tickets, not seats, and a hold it gave for a seat
-            // Postgres then refuses would keep the ticket from a buyer whose
-            // seat is free until it came back.
-            return self
-                .write(
-                    request.hold(),
-                    &choice,
-                    request.fingerprint(),
-                    terms,
-                    false,
-                    by_postgres,
-                )
-                .await;
-        }
-        let field = key_field(&request.user_id, &request.idempotency_key);
-        if self.sold_out.answers_sold_out(request.event_id, &field) {
-            self.metrics.sold_out_from_memory();
-            return Err(PlaceError::SoldOut);
-        }
-        let fingerprint = request.fingerprint();
+        Ok((terms, plan.is_some(), choice))
+    }
+
+    /// Asks Redis to admit the request, in up to [`ROUNDS`] rounds: a key
+    /// whose first request is still being written, tickets on their way
+    /// back, or an event to reseed each take another round.
+    async fn through_gate(
+        &self,
+        request: &PlaceOrder,
+        fingerprint: &str,
+        terms: Terms,
+    ) -> Result<Gated, PlaceError> {
         // The answer if the rounds run out: what the last one waited for.
         let mut gave_up = PlaceError::InProgress;
         for round in 1..=ROUNDS {
             let hold = request.hold();
             let admission = self
                 .gate
-                .reserve(&hold, terms.max_per_user, &fingerprint, clock_ms())
+                .reserve(&hold, terms.max_per_user, fingerprint, clock_ms())
                 .await;
             match admission {
                 Ok(Admission::Reserved) => {
-                    return self
-                        .write(hold, &choice, fingerprint, terms, true, by_postgres)
-                        .await;
+                    return Ok(Gated::Write {
+                        hold,
+                        admitted: true,
+                    });
                 }
                 Ok(Admission::SoldOut { remaining }) => {
                     #[cfg(feature = "known-bad")]
@@ -331,7 +249,7 @@ impl Desk {
                         return Err(PlaceError::KeyReused);
                     }
                     if let Some(order) = self.await_first(&hold, order_id).await? {
-                        return Ok(Placed::Replayed(order.receipt()));
+                        return Ok(Gated::Replayed(Placed::Replayed(order.receipt())));
                     }
                     gave_up = PlaceError::InProgress;
                 }
@@ -354,9 +272,10 @@ impl Desk {
                     // Redis is only the fast path: Postgres decides alone.
                     self.metrics.redis_bypass();
                     tracing::debug!(error = %error, "redis unavailable; order goes to Postgres directly");
-                    return self
-                        .write(hold, &choice, fingerprint, terms, false, by_postgres)
-                        .await;
+                    return Ok(Gated::Write {
+                        hold,
+                        admitted: false,
+                    });
                 }
             }
         }
@@ -423,10 +342,23 @@ impl Desk {
         fingerprint: String,
         terms: Terms,
         admitted: bool,
-        by_postgres: &mut bool,
-    ) -> Result<Placed, PlaceError> {
+    ) -> Answer {
         // Whatever the writer answers, Postgres decided it.
-        *by_postgres = true;
+        Answer::Postgres(
+            self.written(hold, choice, fingerprint, terms, admitted)
+                .await,
+        )
+    }
+
+    /// The writer's verdict, as the desk answers it.
+    async fn written(
+        &self,
+        hold: Hold,
+        choice: &Choice,
+        fingerprint: String,
+        terms: Terms,
+        admitted: bool,
+    ) -> Result<Placed, PlaceError> {
         let (order_id, user_id, quantity) = (hold.order_id, hold.user_id.clone(), hold.quantity);
         match self
             .writer

@@ -26,6 +26,7 @@
 
 mod desk;
 pub mod lookup;
+mod placed;
 pub mod request;
 pub mod seat_board;
 pub mod sold_out;
@@ -38,9 +39,10 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
-pub use desk::{Desk, PlaceError, Placed};
+pub use desk::Desk;
 use flashtix_model::names::UnknownName;
 pub use flashtix_model::OrderStatus;
+pub use placed::{PlaceError, Placed};
 
 /// An order as stored.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
