@@ -13,6 +13,8 @@ use uuid::Uuid;
 use flashtix_model::history::{Attempt, Outcome};
 use flashtix_model::report::{finding, Finding, Invariant, Verdict, EXAMPLES};
 
+use crate::runtime::db::from_row;
+
 /// Invariant 4: every order the API answered for exists (for that buyer and
 /// key); every order made while the history was being written was asked for
 /// by someone in it. Attempts that got no answer are "unknown": reported as
@@ -30,29 +32,76 @@ pub(super) async fn no_lost_order(
     slack: chrono::Duration,
 ) -> anyhow::Result<Finding> {
     let history: Vec<&Attempt> = history.iter().filter(|a| a.on(event)).collect();
-    let events = events_of(&history);
-    // id, user, key, seats, when it was written.
-    type Stored = (Uuid, String, String, Option<Vec<String>>, DateTime<Utc>);
     let orders: Vec<Stored> = sqlx::query_as(
-        "SELECT id, user_id, idempotency_key, seats, created_at FROM orders
+        "SELECT id, user_id, idempotency_key, created_at FROM orders
          WHERE event_id = ANY($1) ORDER BY created_at, id",
     )
-    .bind(&events)
+    .bind(events_of(&history))
     .fetch_all(pool)
     .await?;
-    let by_id: HashMap<Uuid, (&str, &str)> = orders
-        .iter()
-        .map(|(id, user, key, _, _)| (*id, (user.as_str(), key.as_str())))
-        .collect();
-    let existing: HashSet<(&str, &str)> = by_id.values().copied().collect();
     let asked: HashSet<(&str, &str)> = history
         .iter()
         .map(|a| (a.user_id.as_str(), a.idempotency_key.as_str()))
         .collect();
+    let (mut offenders, answered) = answered_orders_missing(&history, &orders);
+    let unasked = Unasked::sort(&orders, &asked, &Span::of(&history, slack));
+    offenders.extend(unasked.during);
+    let mut result = if offenders.is_empty() && !unasked.at_an_edge.is_empty() {
+        Finding {
+            invariant: Invariant::NoLostOrder,
+            verdict: Verdict::Unknown,
+            checked: answered,
+            offending: unasked.at_an_edge.len() as u64,
+            detail: "orders nobody in the history asked for, made too near its first send \
+                     or last answer to tell whether it could have seen them"
+                .into(),
+            examples: unasked.at_an_edge.into_iter().take(EXAMPLES).collect(),
+        }
+    } else {
+        finding(
+            Invariant::NoLostOrder,
+            answered,
+            offenders,
+            "every answered order exists; every order made meanwhile was asked for",
+            "orders lost or invented",
+        )
+    };
+    result
+        .detail
+        .push_str(&unknown_outcomes(&history, &asked, &orders));
+    result.detail.push_str(&made_outside(&unasked.outside));
+    Ok(result)
+}
 
+/// An order as "no lost order" reads it.
+struct Stored {
+    id: Uuid,
+    user_id: String,
+    idempotency_key: String,
+    /// When it was written, on the database's clock.
+    created_at: DateTime<Utc>,
+}
+
+from_row!(Stored {
+    id,
+    user_id,
+    idempotency_key,
+    created_at
+});
+
+impl Stored {
+    fn pair(&self) -> (&str, &str) {
+        (&self.user_id, &self.idempotency_key)
+    }
+}
+
+/// Answers that named an order the database does not have, or has for
+/// another buyer; and how many orders were answered.
+fn answered_orders_missing(history: &[&Attempt], orders: &[Stored]) -> (Vec<String>, u64) {
+    let by_id: HashMap<Uuid, (&str, &str)> = orders.iter().map(|o| (o.id, o.pair())).collect();
     let mut offenders = Vec::new();
     let mut answered = HashSet::new();
-    for attempt in &history {
+    for attempt in history {
         let Some(order_id) = attempt.order_id else {
             continue;
         };
@@ -71,42 +120,71 @@ pub(super) async fn no_lost_order(
             Some(_) => {}
         }
     }
-    let span = Span::of(&history, slack);
-    let (mut outside, mut at_an_edge) = (Vec::new(), Vec::new());
-    for (id, user, key, _, created_at) in &orders {
-        if asked.contains(&(user.as_str(), key.as_str())) {
-            continue;
+    (offenders, answered.len() as u64)
+}
+
+/// The orders nobody in the history asked for, by when they were made.
+struct Unasked {
+    /// While the history was written: invented, or another client's.
+    during: Vec<String>,
+    /// Within the clock slack of its first send or last answer.
+    at_an_edge: Vec<String>,
+    /// Before or after it: not judged.
+    outside: Vec<String>,
+}
+
+impl Unasked {
+    fn sort(orders: &[Stored], asked: &HashSet<(&str, &str)>, span: &Span) -> Self {
+        let mut unasked = Self {
+            during: Vec::new(),
+            at_an_edge: Vec::new(),
+            outside: Vec::new(),
+        };
+        for order in orders {
+            if asked.contains(&order.pair()) {
+                continue;
+            }
+            let (id, user, key) = (order.id, &order.user_id, &order.idempotency_key);
+            match span.place(order.created_at) {
+                Place::During => unasked.during.push(format!(
+                    "order {id}: user {user:?} key {key:?} made at {}, while the history was \
+                     written, and nobody in it asked for it (another client buying from the same \
+                     sale? give every client's history)",
+                    order.created_at.format("%H:%M:%S%.3f")
+                )),
+                Place::Edge { from, edge } => unasked.at_an_edge.push(format!(
+                    "order {id}: user {user:?} key {key:?} made {} {edge}, nobody in the history \
+                     asked for it, and the clocks may disagree by {} ms",
+                    from_edge(from),
+                    span.slack.num_milliseconds()
+                )),
+                Place::Before(by) => unasked.outside.push(format!(
+                    "order {id} (user {user:?} key {key:?}, {} before the first send)",
+                    seconds(by)
+                )),
+                Place::After(by) => unasked.outside.push(format!(
+                    "order {id} (user {user:?} key {key:?}, {} after the last answer)",
+                    seconds(by)
+                )),
+            }
         }
-        match span.place(*created_at) {
-            Place::During => offenders.push(format!(
-                "order {id}: user {user:?} key {key:?} made at {}, while the history was \
-                 written, and nobody in it asked for it (another client buying from the same \
-                 sale? give every client's history)",
-                created_at.format("%H:%M:%S%.3f")
-            )),
-            Place::Edge { from, edge } => at_an_edge.push(format!(
-                "order {id}: user {user:?} key {key:?} made {} {edge}, nobody in the history \
-                 asked for it, and the clocks may disagree by {} ms",
-                from_edge(from),
-                slack.num_milliseconds()
-            )),
-            Place::Before(by) => outside.push(format!(
-                "order {id} (user {user:?} key {key:?}, {} before the first send)",
-                seconds(by)
-            )),
-            Place::After(by) => outside.push(format!(
-                "order {id} (user {user:?} key {key:?}, {} after the last answer)",
-                seconds(by)
-            )),
-        }
+        unasked
     }
-    // Keys that never got a definite answer: their order may exist or not.
-    let mut definite = HashSet::new();
-    for attempt in &history {
-        if attempt.outcome.is_definite() {
-            definite.insert((attempt.user_id.as_str(), attempt.idempotency_key.as_str()));
-        }
-    }
+}
+
+/// The keys that never got a definite answer, and how many of them became
+/// orders: `; 12 attempts; unknown outcomes: 2 became orders, 1 did not`.
+fn unknown_outcomes(
+    history: &[&Attempt],
+    asked: &HashSet<(&str, &str)>,
+    orders: &[Stored],
+) -> String {
+    let existing: HashSet<(&str, &str)> = orders.iter().map(Stored::pair).collect();
+    let definite: HashSet<(&str, &str)> = history
+        .iter()
+        .filter(|a| a.outcome.is_definite())
+        .map(|a| (a.user_id.as_str(), a.idempotency_key.as_str()))
+        .collect();
     let unknown: Vec<&(&str, &str)> = asked
         .iter()
         .filter(|pair| !definite.contains(*pair))
@@ -115,45 +193,30 @@ pub(super) async fn no_lost_order(
         .iter()
         .filter(|pair| existing.contains(**pair))
         .count();
-    let mut result = if offenders.is_empty() && !at_an_edge.is_empty() {
-        Finding {
-            invariant: Invariant::NoLostOrder,
-            verdict: Verdict::Unknown,
-            checked: answered.len() as u64,
-            offending: at_an_edge.len() as u64,
-            detail: "orders nobody in the history asked for, made too near its first send \
-                     or last answer to tell whether it could have seen them"
-                .into(),
-            examples: at_an_edge.into_iter().take(EXAMPLES).collect(),
-        }
-    } else {
-        finding(
-            Invariant::NoLostOrder,
-            answered.len() as u64,
-            offenders,
-            "every answered order exists; every order made meanwhile was asked for",
-            "orders lost or invented",
-        )
-    };
-    result.detail.push_str(&format!(
+    format!(
         "; {} attempts; unknown outcomes: {found} became orders, {} did not",
         history.len(),
         unknown.len() - found
-    ));
-    if !outside.is_empty() {
-        result.detail.push_str(&format!(
-            "; {} made outside the history (not judged: it could not have seen them): {}",
-            match outside.len() {
-                1 => "1 order".to_owned(),
-                n => format!("{n} orders"),
-            },
-            outside[..outside.len().min(OUTSIDE_EXAMPLES)].join(", ")
-        ));
-        if outside.len() > OUTSIDE_EXAMPLES {
-            result.detail.push_str(", …");
-        }
+    )
+}
+
+/// The orders made outside the history, a few by name.
+fn made_outside(outside: &[String]) -> String {
+    if outside.is_empty() {
+        return String::new();
     }
-    Ok(result)
+    let mut text = format!(
+        "; {} made outside the history (not judged: it could not have seen them): {}",
+        match outside.len() {
+            1 => "1 order".to_owned(),
+            n => format!("{n} orders"),
+        },
+        outside[..outside.len().min(OUTSIDE_EXAMPLES)].join(", ")
+    );
+    if outside.len() > OUTSIDE_EXAMPLES {
+        text.push_str(", …");
+    }
+    text
 }
 
 /// How many orders made outside a history "no lost order" names.

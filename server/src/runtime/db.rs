@@ -11,6 +11,23 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::runtime::config::Namespace;
 
+/// Reads rows into a struct by column name, one column a field:
+/// `from_row!(Stored { id, user_id })` is the `sqlx::FromRow` sqlx's derive
+/// would write, without compiling sqlx's macros.
+macro_rules! from_row {
+    ($row:ident { $($field:ident),+ $(,)? }) => {
+        impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for $row {
+            fn from_row(row: &'r sqlx::postgres::PgRow) -> sqlx::Result<Self> {
+                use sqlx::Row;
+                Ok(Self {
+                    $($field: row.try_get(stringify!($field))?),+
+                })
+            }
+        }
+    };
+}
+pub(crate) use from_row;
+
 /// The files under `server/migrations`, in order.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "sale", include_str!("../../migrations/0001_sale.sql")),
