@@ -13,10 +13,11 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::ledger::{events_of, sorted};
+use crate::runtime::db::from_row;
 use flashtix_model::history::{Attempt, Outcome};
 use flashtix_model::report::{finding, Finding, Invariant};
 use flashtix_model::seating::zone_of;
@@ -36,6 +37,19 @@ struct Stored {
     seats_back_at: Option<DateTime<Utc>>,
 }
 
+from_row!(Stored {
+    id,
+    event_id,
+    user_id,
+    idempotency_key,
+    quantity,
+    amount_cents,
+    seats,
+    zone,
+    created_at,
+    seats_back_at,
+});
+
 pub(super) async fn answers_match_orders(
     pool: &PgPool,
     history: &[Attempt],
@@ -43,7 +57,7 @@ pub(super) async fn answers_match_orders(
     slack: chrono::Duration,
 ) -> anyhow::Result<Finding> {
     let history: Vec<&Attempt> = history.iter().filter(|a| a.on(event)).collect();
-    let rows = sqlx::query(
+    let orders: Vec<Stored> = sqlx::query_as(
         "SELECT id, event_id, user_id, idempotency_key, quantity, amount_cents, seats, zone,
                 created_at,
                 CASE WHEN status IN ('CANCELLED', 'EXPIRED')
@@ -54,23 +68,6 @@ pub(super) async fn answers_match_orders(
     .bind(events_of(&history))
     .fetch_all(pool)
     .await?;
-    let orders = rows
-        .iter()
-        .map(|row| {
-            Ok(Stored {
-                id: row.try_get("id")?,
-                event_id: row.try_get("event_id")?,
-                user_id: row.try_get("user_id")?,
-                idempotency_key: row.try_get("idempotency_key")?,
-                quantity: row.try_get("quantity")?,
-                amount_cents: row.try_get("amount_cents")?,
-                seats: row.try_get("seats")?,
-                zone: row.try_get("zone")?,
-                created_at: row.try_get("created_at")?,
-                seats_back_at: row.try_get("seats_back_at")?,
-            })
-        })
-        .collect::<sqlx::Result<Vec<Stored>>>()?;
     let by_key: HashMap<(&str, &str), &Stored> = orders
         .iter()
         .map(|o| ((o.user_id.as_str(), o.idempotency_key.as_str()), o))

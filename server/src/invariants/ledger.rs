@@ -1,8 +1,8 @@
 //! The invariants judged against a client's ledger (`check --history`, see
-//! [`crate::history`]): what each buyer was told, held to the database and to
-//! itself. "No lost order" (every answered order exists, every order made
-//! meanwhile was asked for), "no lie to a client" (a key's answers agree) and
-//! "seat taken was true" (every seat told taken was held then).
+//! [`flashtix_model::history`]): what each buyer was told, held to the
+//! database and to itself. "No lost order" (every answered order exists,
+//! every order made meanwhile was asked for) and "no lie to a client" (a
+//! key's answers agree); "seat taken was true" is [`super::seat_taken`]'s.
 
 use std::collections::{HashMap, HashSet};
 
@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use flashtix_model::history::{Attempt, Outcome};
+use flashtix_model::history::Attempt;
 use flashtix_model::report::{finding, Finding, Invariant, Verdict, EXAMPLES};
 
 use crate::runtime::db::from_row;
@@ -376,111 +376,4 @@ pub fn no_lie_to_client(history: &[Attempt], event: Option<i64>) -> Finding {
         "every key's answers agree: one order per key, no refusal after its order was confirmed",
         "clients were told things that contradict each other",
     )
-}
-
-/// Invariant 4, the seats: every seat a `seat_taken` answer named was held,
-/// sold, or not yet back on sale at some moment while the request was in
-/// flight. A seat is unavailable from the start of the transaction that
-/// wrote an order naming it (`created_at`) until the seats of that order are
-/// back on sale (`seats_back_at`, once it ended unpaid), or for good. Judged
-/// on the client's `sent_at` and `finished_at` against the database's times,
-/// which are taken to agree within the clock slack. A seat named that the
-/// request did not ask for is a lie; an answer that named no seats is judged
-/// on the seats asked for (one of them was gone), or not at all if the
-/// history recorded neither.
-pub(super) async fn seat_taken_was_true(
-    pool: &PgPool,
-    history: &[Attempt],
-    event: Option<i64>,
-    slack: chrono::Duration,
-) -> anyhow::Result<Finding> {
-    let refused: Vec<&Attempt> = history
-        .iter()
-        .filter(|a| a.outcome == Outcome::SeatTaken)
-        .filter(|a| a.on(event))
-        .collect();
-    let events = events_of(&refused);
-    // From when an order held a seat until when it was back on sale (never,
-    // while the order lives).
-    type Span = (DateTime<Utc>, Option<DateTime<Utc>>);
-    type SeatSpan = (i64, String, DateTime<Utc>, Option<DateTime<Utc>>);
-    let spans: Vec<SeatSpan> = sqlx::query_as(
-        "SELECT o.event_id, seat, o.created_at,
-                CASE WHEN o.status IN ('CANCELLED', 'EXPIRED')
-                     THEN coalesce(o.seats_back_at, o.updated_at + seat_return_delay()) END
-         FROM orders o, unnest(o.seats) AS seat
-         WHERE o.event_id = ANY($1) AND o.seats IS NOT NULL",
-    )
-    .bind(&events)
-    .fetch_all(pool)
-    .await?;
-    let mut unavailable: HashMap<(i64, &str), Vec<Span>> = HashMap::new();
-    for (event_id, seat, from, until) in &spans {
-        unavailable
-            .entry((*event_id, seat.as_str()))
-            .or_default()
-            .push((*from, *until));
-    }
-    let (mut judged, mut unnamed) = (0u64, 0usize);
-    let mut offenders = Vec::new();
-    for attempt in &refused {
-        let taken = |seat: &str| {
-            unavailable
-                .get(&(attempt.event_id, seat))
-                .into_iter()
-                .flatten()
-                .any(|(from, until)| {
-                    *from - slack <= attempt.finished_at
-                        && until.is_none_or(|until| until + slack >= attempt.sent_at)
-                })
-        };
-        let (who, flight) = (attempt.who(), attempt.flight());
-        match (&attempt.seats, &attempt.asked_seats) {
-            (None, None) => {
-                unnamed += 1;
-                continue;
-            }
-            // Judged on the seats it asked for: one of them was gone.
-            (None, Some(asked)) => {
-                if !asked.iter().any(|seat| taken(seat)) {
-                    offenders.push(format!(
-                        "{who}: told a seat of {} was taken {flight}, when no order held any \
-                         of them and none had just let one go",
-                        asked.join(" ")
-                    ));
-                }
-            }
-            (Some(named), asked) => {
-                for seat in named {
-                    if asked.as_ref().is_some_and(|asked| !asked.contains(seat)) {
-                        offenders.push(format!(
-                            "{who}: told seat {seat} was taken, a seat it did not ask for \
-                             (it asked for {})",
-                            asked.as_deref().unwrap_or_default().join(" ")
-                        ));
-                    } else if !taken(seat) {
-                        offenders.push(format!(
-                            "{who}: told seat {seat} was taken {flight}, when no order held it \
-                             and none had just let it go"
-                        ));
-                    }
-                }
-            }
-        }
-        judged += 1;
-    }
-    offenders.sort();
-    let mut result = finding(
-        Invariant::SeatTakenWasTrue,
-        judged,
-        offenders,
-        "every seat a buyer was told was taken was held, sold or on its way back then",
-        "buyers were told a seat was taken while it was for sale",
-    );
-    if unnamed > 0 {
-        result.detail.push_str(&format!(
-            "; {unnamed} seat_taken answers named no seats and were not judged"
-        ));
-    }
-    Ok(result)
 }

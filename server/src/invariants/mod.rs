@@ -21,18 +21,20 @@ mod queues;
 mod redis_agrees;
 mod refusals;
 
+mod seat_taken;
 mod seats;
 
 use answers::answers_match_orders;
 pub use flashtix_model::report::{Finding, Invariant, Report, Verdict};
 pub use ledger::no_lie_to_client;
-use ledger::{no_lost_order, seat_taken_was_true};
+use ledger::no_lost_order;
 use money::{charges_match_orders, no_double_charge};
 use orders::{no_duplicate_order, no_oversell, per_user_limit};
 use queues::{nothing_stuck, queues_drained};
 pub use queues::{Queues, EXPIRY_GRACE_SECONDS};
 use redis_agrees::redis_agrees;
 use refusals::refusals_were_true;
+use seat_taken::seat_taken_was_true;
 use seats::one_owner_per_seat;
 
 /// How far apart a client's clock and the database's are taken to be, by

@@ -6,15 +6,67 @@ use sqlx::PgPool;
 
 use flashtix_model::report::{finding, Finding, Invariant};
 
+use crate::runtime::db::from_row;
+
+/// An event's stock as it counts it, and as its orders add up.
+struct Stock {
+    id: i64,
+    total: i64,
+    available: i64,
+    /// The event's own counters.
+    counted_pending: i64,
+    counted_sold: i64,
+    /// Summed from its orders.
+    pending: i64,
+    sold: i64,
+}
+
+from_row!(Stock {
+    id,
+    total,
+    available,
+    counted_pending,
+    counted_sold,
+    pending,
+    sold,
+});
+
+impl Stock {
+    /// What is wrong with it, if anything.
+    fn imbalance(&self) -> Option<String> {
+        let Self {
+            id,
+            total,
+            available,
+            counted_pending,
+            counted_sold,
+            pending,
+            sold,
+        } = *self;
+        let balanced = available >= 0 && available + pending + sold == total;
+        let counters_agree = counted_pending == pending && counted_sold == sold;
+        (!balanced || !counters_agree).then(|| {
+            format!(
+                "event {id}: available {available} + pending {pending} + sold {sold} = {} \
+                 of {total}; the event counts pending {counted_pending}, sold {counted_sold}",
+                available + pending + sold
+            )
+        })
+    }
+}
+
 /// Invariant 1: available ≥ 0 and available + pending + sold = total, per
 /// event, where pending and sold are summed from the orders themselves (and must
 /// also match the event's own counters).
 pub(super) async fn no_oversell(pool: &PgPool, event: Option<i64>) -> anyhow::Result<Finding> {
-    let rows: Vec<(i64, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
-        "SELECT e.id, e.total_tickets::int8, e.available_tickets::int8,
-                e.pending_tickets::int8, e.sold_tickets::int8,
-                COALESCE(sum(o.quantity) FILTER (WHERE o.status = 'PENDING'), 0)::int8,
+    let stocks: Vec<Stock> = sqlx::query_as(
+        "SELECT e.id, e.total_tickets::int8 AS total, e.available_tickets::int8 AS available,
+                e.pending_tickets::int8 AS counted_pending,
+                e.sold_tickets::int8 AS counted_sold,
+                COALESCE(sum(o.quantity) FILTER (WHERE o.status = 'PENDING'), 0)::int8
+                  AS pending,
                 COALESCE(sum(o.quantity) FILTER (WHERE o.status = 'CONFIRMED'), 0)::int8
+                  AS sold
          FROM events e LEFT JOIN orders o ON o.event_id = e.id
          WHERE $1::int8 IS NULL OR e.id = $1
          GROUP BY e.id ORDER BY e.id",
@@ -22,25 +74,10 @@ pub(super) async fn no_oversell(pool: &PgPool, event: Option<i64>) -> anyhow::Re
     .bind(event)
     .fetch_all(pool)
     .await?;
-    let offenders = rows
-        .iter()
-        .filter_map(
-            |&(id, total, available, counted_pending, counted_sold, pending, sold)| {
-                let balanced = available >= 0 && available + pending + sold == total;
-                let counters_agree = counted_pending == pending && counted_sold == sold;
-                (!balanced || !counters_agree).then(|| {
-                    format!(
-                        "event {id}: available {available} + pending {pending} + sold {sold} = {} \
-                     of {total}; the event counts pending {counted_pending}, sold {counted_sold}",
-                        available + pending + sold
-                    )
-                })
-            },
-        )
-        .collect();
+    let offenders = stocks.iter().filter_map(Stock::imbalance).collect();
     Ok(finding(
         Invariant::NoOversell,
-        rows.len() as u64,
+        stocks.len() as u64,
         offenders,
         "every ticket is available, pending or sold, once",
         "stock and orders disagree",

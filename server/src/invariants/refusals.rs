@@ -130,27 +130,7 @@ pub(super) async fn refusals_were_true(
         .filter(|a| a.on(event))
         .collect();
     let events = read_events(pool, &events_of(&refused)).await?;
-
-    // Each event's timeline, its zones' and its buyers'.
-    let mut stock: HashMap<i64, Timeline> = HashMap::new();
-    let mut zones: HashMap<(i64, &str), Timeline> = HashMap::new();
-    let mut buyers: HashMap<(i64, &str), Timeline> = HashMap::new();
-    for (id, sale) in &events {
-        stock.insert(*id, Timeline::of(sale.holds.iter()));
-        for zone in sale.zones.keys() {
-            let holds = sale.holds.iter().filter(|h| h.zone.as_ref() == Some(zone));
-            zones.insert((*id, zone.as_str()), Timeline::of(holds));
-        }
-        let mut by_user: HashMap<&str, Vec<&Hold>> = HashMap::new();
-        for hold in &sale.holds {
-            by_user.entry(&hold.user_id).or_default().push(hold);
-        }
-        for (user, holds) in by_user {
-            buyers.insert((*id, user), Timeline::of(holds.into_iter()));
-        }
-    }
-
-    let empty = Timeline::default();
+    let timelines = Timelines::of(&events);
     let mut offenders = Vec::new();
     let mut judged = 0u64;
     for attempt in &refused {
@@ -159,45 +139,7 @@ pub(super) async fn refusals_were_true(
             continue;
         };
         judged += 1;
-        let (from, to) = (attempt.sent_at - slack, attempt.finished_at + slack);
-        let own: Vec<&Hold> = sale
-            .holds
-            .iter()
-            .filter(|h| h.user_id == attempt.user_id && h.key == attempt.idempotency_key)
-            .collect();
-        let asked = attempt.quantity;
-        let (who, flight) = (attempt.who(), attempt.flight());
-        match attempt.outcome {
-            Outcome::SoldOut => {
-                let free = sale.total - stock[&attempt.event_id].peak(from, to, &own);
-                let zone_free = asked_zone(attempt).and_then(|zone| {
-                    let places = sale.zones.get(zone)?;
-                    Some(places - zones[&(attempt.event_id, zone)].peak(from, to, &own))
-                });
-                let least_free = zone_free.map_or(free, |zone_free| zone_free.min(free));
-                if least_free >= asked {
-                    offenders.push(format!(
-                        "{who}: told sold_out for {asked} {flight}, when at least {least_free} \
-                         {} for sale the whole time",
-                        if least_free == 1 { "was" } else { "were" }
-                    ));
-                }
-            }
-            Outcome::LimitExceeded => {
-                let held = buyers
-                    .get(&(attempt.event_id, attempt.user_id.as_str()))
-                    .unwrap_or(&empty)
-                    .peak(from, to, &own);
-                if held + asked <= sale.max_per_user {
-                    offenders.push(format!(
-                        "{who}: told limit_exceeded for {asked} {flight}, holding at most {held} \
-                         of the {} allowed",
-                        sale.max_per_user
-                    ));
-                }
-            }
-            _ => {}
-        }
+        offenders.extend(timelines.judge(attempt, sale, slack));
     }
     offenders.sort();
     let mut result = finding(
@@ -212,6 +154,82 @@ pub(super) async fn refusals_were_true(
         slack.num_milliseconds()
     ));
     Ok(result)
+}
+
+/// Each event's timeline, its zones' and its buyers'.
+#[derive(Default)]
+struct Timelines<'a> {
+    stock: HashMap<i64, Timeline>,
+    zones: HashMap<(i64, &'a str), Timeline>,
+    buyers: HashMap<(i64, &'a str), Timeline>,
+}
+
+impl<'a> Timelines<'a> {
+    fn of(events: &'a HashMap<i64, Event>) -> Self {
+        let mut timelines = Self::default();
+        for (id, sale) in events {
+            timelines.stock.insert(*id, Timeline::of(sale.holds.iter()));
+            for zone in sale.zones.keys() {
+                let holds = sale.holds.iter().filter(|h| h.zone.as_ref() == Some(zone));
+                timelines
+                    .zones
+                    .insert((*id, zone.as_str()), Timeline::of(holds));
+            }
+            let mut by_user: HashMap<&str, Vec<&Hold>> = HashMap::new();
+            for hold in &sale.holds {
+                by_user.entry(&hold.user_id).or_default().push(hold);
+            }
+            for (user, holds) in by_user {
+                timelines
+                    .buyers
+                    .insert((*id, user), Timeline::of(holds.into_iter()));
+            }
+        }
+        timelines
+    }
+
+    /// What was untrue in one refusal, if anything.
+    fn judge(&self, attempt: &Attempt, sale: &Event, slack: chrono::Duration) -> Option<String> {
+        let (from, to) = (attempt.sent_at - slack, attempt.finished_at + slack);
+        let own: Vec<&Hold> = sale
+            .holds
+            .iter()
+            .filter(|h| h.user_id == attempt.user_id && h.key == attempt.idempotency_key)
+            .collect();
+        let asked = attempt.quantity;
+        let (who, flight) = (attempt.who(), attempt.flight());
+        match attempt.outcome {
+            Outcome::SoldOut => {
+                let free = sale.total - self.stock[&attempt.event_id].peak(from, to, &own);
+                let zone_free = asked_zone(attempt).and_then(|zone| {
+                    let places = sale.zones.get(zone)?;
+                    Some(places - self.zones[&(attempt.event_id, zone)].peak(from, to, &own))
+                });
+                let least_free = zone_free.map_or(free, |zone_free| zone_free.min(free));
+                (least_free >= asked).then(|| {
+                    format!(
+                        "{who}: told sold_out for {asked} {flight}, when at least {least_free} \
+                         {} for sale the whole time",
+                        if least_free == 1 { "was" } else { "were" }
+                    )
+                })
+            }
+            Outcome::LimitExceeded => {
+                let held = self
+                    .buyers
+                    .get(&(attempt.event_id, attempt.user_id.as_str()))
+                    .map_or(0, |timeline| timeline.peak(from, to, &own));
+                (held + asked <= sale.max_per_user).then(|| {
+                    format!(
+                        "{who}: told limit_exceeded for {asked} {flight}, holding at most {held} \
+                         of the {} allowed",
+                        sale.max_per_user
+                    )
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The zone a refusal's request asked for: named, or its seats'.
@@ -266,7 +284,21 @@ async fn read_events(pool: &PgPool, ids: &[i64]) -> anyhow::Result<HashMap<i64, 
         }
     }
     let return_delay = chrono::Duration::from_std(RETURN_DELAY)?;
-    for row in sqlx::query(
+    read_order_holds(pool, ids, return_delay, &mut events).await?;
+    read_released_holds(pool, ids, return_delay, &mut events).await?;
+    Ok(events)
+}
+
+/// The holds of every order: from when Redis admitted it until its tickets
+/// were back on sale (never, while the order lives), one a zone it took
+/// places in.
+async fn read_order_holds(
+    pool: &PgPool,
+    ids: &[i64],
+    return_delay: chrono::Duration,
+    events: &mut HashMap<i64, Event>,
+) -> anyhow::Result<()> {
+    let rows = sqlx::query(
         "SELECT id, event_id, user_id, idempotency_key, quantity, zone, seats, created_at,
                 CASE WHEN status IN ('CANCELLED', 'EXPIRED') THEN
                      CASE WHEN seats IS NOT NULL OR zone IS NOT NULL
@@ -279,33 +311,20 @@ async fn read_events(pool: &PgPool, ids: &[i64]) -> anyhow::Result<HashMap<i64, 
     .bind(ids)
     .bind(return_delay)
     .fetch_all(pool)
-    .await?
-    {
+    .await?;
+    for row in rows {
         let Some(event) = events.get_mut(&row.try_get("event_id")?) else {
             continue;
         };
         let seats: Option<Vec<String>> = row.try_get("seats")?;
         let zone: Option<String> = row.try_get("zone")?;
-        // Its places by zone: a standing zone, its seats' zones, or none.
-        let mut places: Vec<(Option<String>, i64)> = Vec::new();
-        match (zone, seats) {
-            (_, Some(seats)) => {
-                for seat in &seats {
-                    let zone = zone_of(seat).map(str::to_owned);
-                    match places.iter_mut().find(|(z, _)| *z == zone) {
-                        Some((_, count)) => *count += 1,
-                        None => places.push((zone, 1)),
-                    }
-                }
-            }
-            (zone, None) => places.push((zone, i64::from(row.try_get::<i32, _>("quantity")?))),
-        }
+        let quantity = i64::from(row.try_get::<i32, _>("quantity")?);
         let created_at: DateTime<Utc> = row.try_get("created_at")?;
         let (user_id, key): (String, String) =
             (row.try_get("user_id")?, row.try_get("idempotency_key")?);
         let from = admitted_at(row.try_get("id")?, created_at);
         let until: Option<DateTime<Utc>> = row.try_get("until")?;
-        for (zone, tickets) in places {
+        for (zone, tickets) in places_by_zone(zone, seats, quantity) {
             event.holds.push(Hold {
                 user_id: user_id.clone(),
                 key: key.clone(),
@@ -316,14 +335,45 @@ async fn read_events(pool: &PgPool, ids: &[i64]) -> anyhow::Result<HashMap<i64, 
             });
         }
     }
-    for row in sqlx::query(
+    Ok(())
+}
+
+/// An order's places by zone: a standing zone, its seats' zones, or none.
+fn places_by_zone(
+    zone: Option<String>,
+    seats: Option<Vec<String>>,
+    quantity: i64,
+) -> Vec<(Option<String>, i64)> {
+    let Some(seats) = seats else {
+        return vec![(zone, quantity)];
+    };
+    let mut places: Vec<(Option<String>, i64)> = Vec::new();
+    for seat in &seats {
+        let zone = zone_of(seat).map(str::to_owned);
+        match places.iter_mut().find(|(z, _)| *z == zone) {
+            Some((_, count)) => *count += 1,
+            None => places.push((zone, 1)),
+        }
+    }
+    places
+}
+
+/// Holds Redis admitted that never became orders, until they were released
+/// (and their tickets back on sale).
+async fn read_released_holds(
+    pool: &PgPool,
+    ids: &[i64],
+    return_delay: chrono::Duration,
+    events: &mut HashMap<i64, Event>,
+) -> anyhow::Result<()> {
+    let rows = sqlx::query(
         "SELECT order_id, event_id, user_id, idempotency_key, quantity, released_at
          FROM released_holds WHERE event_id = ANY($1) AND quantity IS NOT NULL",
     )
     .bind(ids)
     .fetch_all(pool)
-    .await?
-    {
+    .await?;
+    for row in rows {
         let Some(event) = events.get_mut(&row.try_get("event_id")?) else {
             continue;
         };
@@ -337,5 +387,5 @@ async fn read_events(pool: &PgPool, ids: &[i64]) -> anyhow::Result<HashMap<i64, 
             until: Some(released_at + return_delay),
         });
     }
-    Ok(events)
+    Ok(())
 }
