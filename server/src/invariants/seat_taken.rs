@@ -61,10 +61,14 @@ pub(super) async fn seat_taken_was_true(
     Ok(result)
 }
 
+/// From when an order held a seat until it was back on sale (never, while
+/// the order lives).
+type Span = (DateTime<Utc>, Option<DateTime<Utc>>);
+
 /// When each seat was unavailable: from when an order held it until it was
 /// back on sale (never, while the order lives).
 struct Unavailable {
-    spans: HashMap<(i64, String), Vec<(DateTime<Utc>, Option<DateTime<Utc>>)>>,
+    spans: HashMap<(i64, String), Vec<Span>>,
     slack: chrono::Duration,
 }
 

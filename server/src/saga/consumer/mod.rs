@@ -148,28 +148,8 @@ async fn consume<H: Handler>(
     reconnect: &mut Reconnect,
     stop: &mut Stop,
 ) -> anyhow::Result<()> {
-    let (connection, channel) = topology.open(amqp_url).await?;
-    within(
-        "turning on publisher confirms (for dead letters)",
-        channel.confirm_select(ConfirmSelectOptions::default()),
-    )
-    .await?;
-    within(
-        "setting the prefetch",
-        channel.basic_qos(PREFETCH, BasicQosOptions::default()),
-    )
-    .await?;
     let tag = format!("flashtix-{}", H::NAME);
-    let mut consumer = within(
-        "starting to consume",
-        channel.basic_consume(
-            topology.queue(H::TOPIC).as_str().into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        ),
-    )
-    .await?;
+    let (connection, channel, mut consumer) = subscribe(amqp_url, topology, H::TOPIC, &tag).await?;
     reconnect.connected();
     // Messages that failed for a passing reason, waiting to be tried again.
     let mut waiting: Vec<Delivery> = Vec::new();
@@ -190,32 +170,9 @@ async fn consume<H: Handler>(
             take_arrived(&mut consumer, &mut batch)?;
             batch
         };
-        let mut letters: Vec<Letter<H::Entry>> = deliveries
-            .iter()
-            .map(|delivery| Letter::read(delivery, H::TOPIC))
-            .collect();
-        let entries = letters.iter_mut().flat_map(Letter::take_entries).collect();
-        if known_bad::has(Bug::AckBeforeCommit) {
-            for delivery in &deliveries {
-                settle("acknowledging", delivery.ack(BasicAckOptions::default())).await?;
-            }
-            handler.handle(entries).await;
+        let Some(fates) = handle::<H>(handler, &deliveries, metrics).await? else {
             continue;
-        }
-        let mut answers = handler.handle(entries).await.into_iter();
-        let fates: Vec<Fate> = letters
-            .into_iter()
-            .map(|letter| {
-                let (fate, labels) = letter::fate(letter, &mut answers);
-                for label in labels {
-                    metrics.message_handled(H::NAME, label);
-                }
-                fate
-            })
-            .collect();
-        if known_bad::has(Bug::NeverAck) {
-            continue;
-        }
+        };
         let fates = conclude::<H>(pool, &channel, topology, fates).await?;
         let failure = settle_batch(H::NAME, deliveries, fates, &mut waiting).await?;
         match failure {
@@ -240,6 +197,75 @@ async fn consume<H: Handler>(
     let _ = within("cancelling the consumer", cancel).await;
     close(&connection, &channel).await;
     Ok(())
+}
+
+/// A channel with publisher confirms (for dead letters) and the prefetch,
+/// consuming `topic`'s queue as `tag`.
+async fn subscribe(
+    amqp_url: &str,
+    topology: &Topology,
+    topic: &str,
+    tag: &str,
+) -> anyhow::Result<(lapin::Connection, Channel, lapin::Consumer)> {
+    let (connection, channel) = topology.open(amqp_url).await?;
+    within(
+        "turning on publisher confirms (for dead letters)",
+        channel.confirm_select(ConfirmSelectOptions::default()),
+    )
+    .await?;
+    within(
+        "setting the prefetch",
+        channel.basic_qos(PREFETCH, BasicQosOptions::default()),
+    )
+    .await?;
+    let consumer = within(
+        "starting to consume",
+        channel.basic_consume(
+            topology.queue(topic).as_str().into(),
+            tag.into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await?;
+    Ok((connection, channel, consumer))
+}
+
+/// Hands a batch's entries to the handler and works out each message's fate
+/// from its answers; `None` when a known-bad consumer has acknowledged
+/// them already, or never will.
+async fn handle<H: Handler>(
+    handler: &Arc<H>,
+    deliveries: &[Delivery],
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Option<Vec<Fate>>> {
+    let mut letters: Vec<Letter<H::Entry>> = deliveries
+        .iter()
+        .map(|delivery| Letter::read(delivery, H::TOPIC))
+        .collect();
+    let entries = letters.iter_mut().flat_map(Letter::take_entries).collect();
+    if known_bad::has(Bug::AckBeforeCommit) {
+        for delivery in deliveries {
+            settle("acknowledging", delivery.ack(BasicAckOptions::default())).await?;
+        }
+        handler.handle(entries).await;
+        return Ok(None);
+    }
+    let mut answers = handler.handle(entries).await.into_iter();
+    let fates: Vec<Fate> = letters
+        .into_iter()
+        .map(|letter| {
+            let (fate, labels) = letter::fate(letter, &mut answers);
+            for label in labels {
+                metrics.message_handled(H::NAME, label);
+            }
+            fate
+        })
+        .collect();
+    if known_bad::has(Bug::NeverAck) {
+        return Ok(None);
+    }
+    Ok(Some(fates))
 }
 
 /// Dead-letters the settled messages' poison entries, then records the
