@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
 use crate::catalogue::events::Catalogue;
 use crate::gate::Gate;
@@ -19,6 +20,7 @@ use crate::orders::Desk;
 use crate::runtime::config::{Role, ServerArgs, Settings};
 use crate::runtime::db::Purpose;
 use crate::runtime::metrics::Metrics;
+use crate::runtime::stop::Stop;
 use crate::saga::broker::Topology;
 use crate::saga::payments::provider::Provider;
 use crate::saga::payments::PaymentWorker;
@@ -122,77 +124,8 @@ impl Application {
     ) -> anyhow::Result<()> {
         let state = self.state;
         let (stop_request, stop) = crate::runtime::stop::channel();
-        let mut background = Vec::new();
         let serves_api = self.settings.runs(Role::Api);
-        if serves_api {
-            if let Some(every) = self.settings.reconcile_every {
-                background.push(tokio::spawn(crate::gate::reconcile::run(
-                    state.pool.clone(),
-                    state.gate.clone(),
-                    Arc::clone(&state.metrics),
-                    every,
-                    stop.clone(),
-                )));
-            }
-        }
-        if self.settings.runs(Role::Sweeper) {
-            background.push(tokio::spawn(crate::saga::expiry::run(
-                state.pool.clone(),
-                state.gate.clone(),
-                Arc::clone(&state.metrics),
-                self.settings.sweep_every,
-                stop.clone(),
-            )));
-        }
-        let connections = &self.settings.connections;
-        let saga_pool = crate::runtime::db::pool(
-            &connections.database_url,
-            &connections.namespace,
-            SAGA_POOL,
-            Purpose::Saga,
-        )?;
-        if self.settings.runs(Role::Relay) {
-            background.push(tokio::spawn(crate::saga::outbox::run(
-                saga_pool.clone(),
-                connections.amqp_url.clone(),
-                Topology::new(connections.namespace.clone()),
-                self.settings.relay_every,
-                Arc::clone(&state.metrics),
-                stop.clone(),
-            )));
-        }
-        let topology = Topology::new(connections.namespace.clone());
-        if self.settings.runs(Role::Payments) {
-            let provider = Provider::new(saga_pool.clone(), self.settings.provider);
-            background.push(tokio::spawn(crate::saga::consumer::run(
-                Arc::new(PaymentWorker::new(
-                    saga_pool.clone(),
-                    provider,
-                    Arc::clone(&state.metrics),
-                )),
-                saga_pool.clone(),
-                connections.amqp_url.clone(),
-                topology.clone(),
-                Arc::clone(&state.metrics),
-                stop.clone(),
-            )));
-        }
-        if self.settings.runs(Role::Orders) {
-            let provider = Provider::new(saga_pool.clone(), self.settings.provider);
-            background.push(tokio::spawn(crate::saga::consumer::run(
-                Arc::new(OrderWorker::new(
-                    saga_pool.clone(),
-                    state.gate.clone(),
-                    provider,
-                    Arc::clone(&state.metrics),
-                )),
-                saga_pool.clone(),
-                connections.amqp_url.clone(),
-                topology,
-                Arc::clone(&state.metrics),
-                stop,
-            )));
-        }
+        let mut background = start_background(&self.settings, &state, stop)?;
         // Small request/response pairs: send each at once rather than wait for more.
         let listener = self.listener.tap_io(|stream| {
             let _ = stream.set_nodelay(true);
@@ -201,23 +134,109 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await
             .context("serving HTTP");
-        // HTTP is drained; now the background loops finish the unit of work
-        // they are in (a batch of deliveries is handled and acknowledged, an
-        // outbox batch confirmed) and stop. Any still busy after the limit is
-        // cut off: its transaction rolls back and its messages are redelivered.
+        // HTTP is drained; now the background loops.
         stop_request.request();
-        let drained = async {
-            for task in &mut background {
-                let _ = task.await;
-            }
-        };
-        if tokio::time::timeout(DRAIN_LIMIT, drained).await.is_err() {
-            tracing::warn!("background work still busy after {DRAIN_LIMIT:?}; cutting it off");
-            for task in &background {
-                task.abort();
-            }
-        }
+        drain(&mut background).await;
         served
+    }
+}
+
+/// Starts the loops of every role this process runs besides the API: the
+/// reconciler (with the API), the sweeper, the relay, the payment and order
+/// workers. Each stops when `stop` is requested.
+fn start_background(
+    settings: &Settings,
+    state: &AppState,
+    stop: Stop,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let mut background = Vec::new();
+    if settings.runs(Role::Api) {
+        if let Some(every) = settings.reconcile_every {
+            background.push(tokio::spawn(crate::gate::reconcile::run(
+                state.pool.clone(),
+                state.gate.clone(),
+                Arc::clone(&state.metrics),
+                every,
+                stop.clone(),
+            )));
+        }
+    }
+    if settings.runs(Role::Sweeper) {
+        background.push(tokio::spawn(crate::saga::expiry::run(
+            state.pool.clone(),
+            state.gate.clone(),
+            Arc::clone(&state.metrics),
+            settings.sweep_every,
+            stop.clone(),
+        )));
+    }
+    let connections = &settings.connections;
+    let saga_pool = crate::runtime::db::pool(
+        &connections.database_url,
+        &connections.namespace,
+        SAGA_POOL,
+        Purpose::Saga,
+    )?;
+    if settings.runs(Role::Relay) {
+        background.push(tokio::spawn(crate::saga::outbox::run(
+            saga_pool.clone(),
+            connections.amqp_url.clone(),
+            Topology::new(connections.namespace.clone()),
+            settings.relay_every,
+            Arc::clone(&state.metrics),
+            stop.clone(),
+        )));
+    }
+    let topology = Topology::new(connections.namespace.clone());
+    if settings.runs(Role::Payments) {
+        let provider = Provider::new(saga_pool.clone(), settings.provider);
+        background.push(tokio::spawn(crate::saga::consumer::run(
+            Arc::new(PaymentWorker::new(
+                saga_pool.clone(),
+                provider,
+                Arc::clone(&state.metrics),
+            )),
+            saga_pool.clone(),
+            connections.amqp_url.clone(),
+            topology.clone(),
+            Arc::clone(&state.metrics),
+            stop.clone(),
+        )));
+    }
+    if settings.runs(Role::Orders) {
+        let provider = Provider::new(saga_pool.clone(), settings.provider);
+        background.push(tokio::spawn(crate::saga::consumer::run(
+            Arc::new(OrderWorker::new(
+                saga_pool.clone(),
+                state.gate.clone(),
+                provider,
+                Arc::clone(&state.metrics),
+            )),
+            saga_pool.clone(),
+            connections.amqp_url.clone(),
+            topology,
+            Arc::clone(&state.metrics),
+            stop,
+        )));
+    }
+    Ok(background)
+}
+
+/// Lets the background loops finish the unit of work they are in (a batch
+/// of deliveries is handled and acknowledged, an outbox batch confirmed);
+/// any still busy after [`DRAIN_LIMIT`] is cut off: its transaction rolls
+/// back and its messages are redelivered.
+async fn drain(background: &mut [JoinHandle<()>]) {
+    let drained = async {
+        for task in background.iter_mut() {
+            let _ = task.await;
+        }
+    };
+    if tokio::time::timeout(DRAIN_LIMIT, drained).await.is_err() {
+        tracing::warn!("background work still busy after {DRAIN_LIMIT:?}; cutting it off");
+        for task in background.iter() {
+            task.abort();
+        }
     }
 }
 

@@ -116,68 +116,121 @@ impl Handler for PaymentWorker {
     type Entry = OrderCreated;
 
     async fn handle(&self, orders: Vec<OrderCreated>) -> Vec<Handled> {
-        let mut handled: Vec<Option<Handled>> = Vec::with_capacity(orders.len());
-        // The first entry of each order is charged; a later copy (a
-        // republished message beside the first) gets the first one's answer,
-        // as a duplicate, or held with it.
+        let mut batch = Batch::sort(&orders);
+        // Only orders we have are charged: a message for any other (a queue
+        // kept across a reset, a database restored from a backup) can never
+        // succeed, and asking the provider would take money we cannot record.
+        let ids: Vec<Uuid> = batch
+            .valid
+            .iter()
+            .map(|(_, order)| order.order_id)
+            .collect();
+        let to_charge = match self.known_orders(&ids).await {
+            Ok(known) => batch.unpaid(&known),
+            Err(error) => {
+                for (index, _) in &batch.valid {
+                    batch.handled[*index] = Some(Handled::Retry(anyhow::anyhow!(
+                        "looking orders up: {error}"
+                    )));
+                }
+                return answers(batch.handled);
+            }
+        };
+        let charged = self.charge(&mut batch.handled, &to_charge).await;
+        self.record_charged(&mut batch.handled, &charged).await;
+        batch.answer_copies();
+        answers(batch.handled)
+    }
+}
+
+/// A batch of `order.created` entries, sorted: the first entry of each order
+/// is charged; a later copy (a republished message beside the first) gets
+/// the first one's answer, as a duplicate, or held with it.
+struct Batch<'a> {
+    /// Each entry's answer, once known.
+    handled: Vec<Option<Handled>>,
+    /// (copy, original) entry indexes.
+    copies: Vec<(usize, usize)>,
+    /// The first entry of each order, with its index.
+    valid: Vec<(usize, &'a OrderCreated)>,
+}
+
+impl<'a> Batch<'a> {
+    fn sort(orders: &'a [OrderCreated]) -> Self {
+        let mut batch = Self {
+            handled: Vec::with_capacity(orders.len()),
+            copies: Vec::new(),
+            valid: Vec::new(),
+        };
         let mut first = HashMap::new();
-        let mut copies = Vec::new();
-        let mut valid = Vec::new();
         for (index, order) in orders.iter().enumerate() {
             if order.amount_cents < 0 {
-                handled.push(Some(Handled::Poison(format!(
+                batch.handled.push(Some(Handled::Poison(format!(
                     "negative amount for order {}",
                     order.order_id
                 ))));
             } else if let Some(&original) = first.get(&order.order_id) {
-                handled.push(None);
-                copies.push((index, original));
+                batch.handled.push(None);
+                batch.copies.push((index, original));
             } else {
                 first.insert(order.order_id, index);
-                handled.push(None);
-                valid.push((index, order));
+                batch.handled.push(None);
+                batch.valid.push((index, order));
             }
         }
-        // Only orders we have are charged: a message for any other (a queue
-        // kept across a reset, a database restored from a backup) can never
-        // succeed, and asking the provider would take money we cannot record.
-        let ids: Vec<Uuid> = valid.iter().map(|(_, order)| order.order_id).collect();
-        let known = match self.known_orders(&ids).await {
-            Ok(known) => known,
-            Err(error) => {
-                for (index, _) in &valid {
-                    handled[*index] = Some(Handled::Retry(anyhow::anyhow!(
-                        "looking orders up: {error}"
-                    )));
-                }
-                return answers(handled);
-            }
-        };
-        let mut to_charge = Vec::with_capacity(valid.len());
-        for (index, order) in valid {
+        batch
+    }
+
+    /// The entries to charge, given which orders exist and whether each has
+    /// its capture recorded; the others are answered.
+    fn unpaid(&mut self, known: &HashMap<Uuid, bool>) -> Vec<(usize, &'a OrderCreated)> {
+        let mut to_charge = Vec::with_capacity(self.valid.len());
+        for (index, order) in std::mem::take(&mut self.valid) {
             match known.get(&order.order_id) {
                 // Recorded by an earlier try of this message, or by a copy of
                 // it: not asked again, so a held message only ever shrinks.
-                Some(true) => handled[index] = Some(Handled::Duplicate),
+                Some(true) => self.handled[index] = Some(Handled::Duplicate),
                 Some(false) => to_charge.push((index, order)),
                 None if known_bad::has(Bug::PoisonWedge) => to_charge.push((index, order)),
                 None => {
-                    handled[index] = Some(Handled::Poison(format!(
+                    self.handled[index] = Some(Handled::Poison(format!(
                         "order.created for unknown order {}",
                         order.order_id
                     )))
                 }
             }
         }
-        let valid = to_charge;
-        let asked: Vec<(Uuid, i64)> = valid
+        to_charge
+    }
+
+    /// Each copy answered as its original was.
+    fn answer_copies(&mut self) {
+        for &(copy, original) in &self.copies {
+            self.handled[copy] = Some(match &self.handled[original] {
+                Some(Handled::Retry(error)) => Handled::Retry(anyhow::anyhow!("{error:#}")),
+                Some(Handled::Poison(reason)) => Handled::Poison(reason.clone()),
+                _ => Handled::Duplicate,
+            });
+        }
+    }
+}
+
+impl PaymentWorker {
+    /// Asks the provider to capture each order; those it could not answer for
+    /// are retried.
+    async fn charge<'a>(
+        &self,
+        handled: &mut [Option<Handled>],
+        to_charge: &[(usize, &'a OrderCreated)],
+    ) -> Vec<(usize, &'a OrderCreated, Outcome)> {
+        let asked: Vec<(Uuid, i64)> = to_charge
             .iter()
             .map(|(_, order)| (order.order_id, order.amount_cents))
             .collect();
         let mut charged = Vec::new();
         match self.provider.capture(&asked).await {
             Ok(outcomes) => {
-                for ((index, order), outcome) in valid.iter().zip(outcomes) {
+                for ((index, order), outcome) in to_charge.iter().zip(outcomes) {
                     match outcome {
                         Ok(outcome) => charged.push((*index, *order, outcome)),
                         Err(error) => handled[*index] = Some(Handled::Retry(error.into())),
@@ -185,19 +238,29 @@ impl Handler for PaymentWorker {
                 }
             }
             Err(error) => {
-                for (index, _) in &valid {
+                for (index, _) in to_charge {
                     handled[*index] =
                         Some(Handled::Retry(anyhow::anyhow!("payment provider: {error}")));
                 }
             }
         }
+        charged
+    }
+
+    /// Records the captures: done if this try recorded it, a duplicate if
+    /// another had.
+    async fn record_charged(
+        &self,
+        handled: &mut [Option<Handled>],
+        charged: &[(usize, &OrderCreated, Outcome)],
+    ) {
         let entries: Vec<(&OrderCreated, Outcome)> = charged
             .iter()
             .map(|(_, order, outcome)| (*order, *outcome))
             .collect();
         match self.record(&entries).await {
             Ok(recorded) => {
-                for (index, order, _) in &charged {
+                for (index, order, _) in charged {
                     handled[*index] = Some(if recorded.contains(&order.order_id) {
                         Handled::Done
                     } else {
@@ -206,20 +269,12 @@ impl Handler for PaymentWorker {
                 }
             }
             Err(error) => {
-                for (index, ..) in &charged {
+                for (index, ..) in charged {
                     handled[*index] = Some(Handled::Retry(anyhow::anyhow!(
                         "recording payments: {error}"
                     )));
                 }
             }
         }
-        for (copy, original) in copies {
-            handled[copy] = Some(match &handled[original] {
-                Some(Handled::Retry(error)) => Handled::Retry(anyhow::anyhow!("{error:#}")),
-                Some(Handled::Poison(reason)) => Handled::Poison(reason.clone()),
-                _ => Handled::Duplicate,
-            });
-        }
-        answers(handled)
     }
 }
