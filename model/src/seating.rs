@@ -210,15 +210,7 @@ impl ZoneSpec {
                 "zone {name}: price_cents must be between 0 and 100000000"
             ));
         }
-        let in_range = |value: i64, low: i64, high: i64, what: &str| {
-            if (low..=high).contains(&value) {
-                Ok(value as i32)
-            } else {
-                Err(format!(
-                    "zone {name}: {what} must be between {low} and {high}, got {value}"
-                ))
-            }
-        };
+        let in_range = |value, low, high, what| in_range(name, value, low, high, what);
         let (kind, rows) = match (&self.rows, self.seats_per_row, self.capacity) {
             (None, None, Some(capacity)) => {
                 let capacity = in_range(capacity, 1, MAX_PLACES, "capacity")?;
@@ -258,20 +250,7 @@ impl ZoneSpec {
                 ))
             }
         };
-        let mut blocked = HashSet::new();
-        for seat in &self.blocked {
-            let at = parse_seat(seat).filter(|(zone, row, number)| {
-                zone == name && *row >= 1 && *row as usize <= rows.len() && *number >= 1 && {
-                    *number <= rows[*row as usize - 1]
-                }
-            });
-            if at.is_none() {
-                return Err(format!(
-                    "zone {name}: blocked seat {seat:?} is not in the zone"
-                ));
-            }
-            blocked.insert(seat.clone());
-        }
+        let blocked = self.check_blocked(&rows)?;
         let seats: i64 = rows.iter().map(|&r| i64::from(r)).sum();
         let capacity = in_range(
             seats - blocked.len() as i64,
@@ -287,6 +266,38 @@ impl ZoneSpec {
             blocked,
             capacity,
         })
+    }
+
+    /// The blocked seats, each checked to be a seat of the zone's `rows`.
+    fn check_blocked(&self, rows: &[i32]) -> Result<HashSet<String>, String> {
+        let name = &self.name;
+        let mut blocked = HashSet::new();
+        for seat in &self.blocked {
+            let at = parse_seat(seat).filter(|(zone, row, number)| {
+                zone == name && *row >= 1 && *row as usize <= rows.len() && *number >= 1 && {
+                    *number <= rows[*row as usize - 1]
+                }
+            });
+            if at.is_none() {
+                return Err(format!(
+                    "zone {name}: blocked seat {seat:?} is not in the zone"
+                ));
+            }
+            blocked.insert(seat.clone());
+        }
+        Ok(blocked)
+    }
+}
+
+/// `value`, if within `low..=high`; else why not, naming the zone and what
+/// the value is.
+fn in_range(zone: &str, value: i64, low: i64, high: i64, what: &str) -> Result<i32, String> {
+    if (low..=high).contains(&value) {
+        Ok(value as i32)
+    } else {
+        Err(format!(
+            "zone {zone}: {what} must be between {low} and {high}, got {value}"
+        ))
     }
 }
 

@@ -10,7 +10,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::{Metric, Registry, Unit};
 
 /// Upper bounds of the batch commit histogram, in seconds.
 const COMMIT_BUCKETS: [f64; 10] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0];
@@ -70,6 +70,8 @@ pub struct Metrics {
 }
 
 impl Default for Metrics {
+    // Long: a table, one entry per metric with its name and help, in the
+    // order they are exported; cut up, it would only be harder to scan.
     fn default() -> Self {
         let mut registry = Registry::with_prefix("flashtix");
         registry.register(
@@ -77,123 +79,125 @@ impl Default for Metrics {
             "The flashtix version serving",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
-        let counter = |registry: &mut Registry, name: &str, help: &str| {
-            let counter = Counter::default();
-            registry.register(name, help, counter.clone());
-            counter
-        };
-        let orders = Family::default();
-        registry.register("orders", "Buy requests by outcome", orders.clone());
-        let batched_orders = counter(
-            &mut registry,
-            "order_batch_orders",
-            "Reservations settled in batches",
-        );
-        let batch_seconds = Histogram::new(COMMIT_BUCKETS);
-        registry.register_with_unit(
-            "order_batch",
-            "Time to settle one order batch",
-            Unit::Seconds,
-            batch_seconds.clone(),
-        );
-        let settle_seconds = Histogram::new(SETTLE_BUCKETS);
-        registry.register_with_unit(
-            "order_settle",
-            "Time from an order's acceptance to CONFIRMED or CANCELLED",
-            Unit::Seconds,
-            settle_seconds.clone(),
-        );
-        let payments = Family::default();
-        registry.register(
-            "payments",
-            "Captures recorded, by outcome",
-            payments.clone(),
-        );
-        let redis_bypasses = counter(
-            &mut registry,
-            "redis_bypass",
-            "Orders sent straight to Postgres because Redis failed",
-        );
-        let sold_out_from_memory = counter(
-            &mut registry,
-            "sold_out_from_memory",
-            "Sold-out answers given without asking Redis",
-        );
-        let seat_taken_from_memory = counter(
-            &mut registry,
-            "seat_taken_from_memory",
-            "Seat-taken answers given without queueing for the event's lock",
-        );
-        let outbox_published = counter(
-            &mut registry,
-            "outbox_published",
-            "Outbox messages published to RabbitMQ and confirmed",
-        );
-        let messages = Family::default();
-        registry.register(
-            "messages",
-            "Messages handled by consumer and outcome",
-            messages.clone(),
-        );
-        let orders_expired = counter(
-            &mut registry,
-            "orders_expired",
-            "Unpaid orders expired by the sweeper",
-        );
-        let stock_returns = counter(
-            &mut registry,
-            "stock_returns_applied",
-            "Stock returns given back to Redis",
-        );
-        let reseeds = counter(
-            &mut registry,
-            "redis_reseeds",
-            "Events reseeded into Redis from Postgres",
-        );
-        let holds_reclaimed = counter(
-            &mut registry,
-            "holds_reclaimed",
-            "Stale Redis holds confirmed or released by the reconciler",
-        );
-        let stock_repairs = counter(
-            &mut registry,
-            "stock_repairs",
-            "Redis stock corrected to match Postgres",
-        );
-        let requests = Family::new_with_constructor(http_histogram as fn() -> Histogram);
-        registry.register_with_unit(
-            "http_request_duration",
-            "HTTP requests by route, method and status, from routing to the handler's answer (the body not yet sent)",
-            Unit::Seconds,
-            requests.clone(),
-        );
-        let outbox_depth = Gauge::default();
-        registry.register(
-            "outbox_depth",
-            "Outbox rows not yet confirmed by RabbitMQ, read from Postgres at each scrape",
-            outbox_depth.clone(),
-        );
+        let r = &mut registry;
         Self {
+            orders: register(r, "orders", "Buy requests by outcome", Family::default()),
+            batched_orders: register(
+                r,
+                "order_batch_orders",
+                "Reservations settled in batches",
+                Counter::default(),
+            ),
+            batch_seconds: register_seconds(
+                r,
+                "order_batch",
+                "Time to settle one order batch",
+                Histogram::new(COMMIT_BUCKETS),
+            ),
+            settle_seconds: register_seconds(
+                r,
+                "order_settle",
+                "Time from an order's acceptance to CONFIRMED or CANCELLED",
+                Histogram::new(SETTLE_BUCKETS),
+            ),
+            payments: register(
+                r,
+                "payments",
+                "Captures recorded, by outcome",
+                Family::default(),
+            ),
+            redis_bypasses: register(
+                r,
+                "redis_bypass",
+                "Orders sent straight to Postgres because Redis failed",
+                Counter::default(),
+            ),
+            sold_out_from_memory: register(
+                r,
+                "sold_out_from_memory",
+                "Sold-out answers given without asking Redis",
+                Counter::default(),
+            ),
+            seat_taken_from_memory: register(
+                r,
+                "seat_taken_from_memory",
+                "Seat-taken answers given without queueing for the event's lock",
+                Counter::default(),
+            ),
+            outbox_published: register(
+                r,
+                "outbox_published",
+                "Outbox messages published to RabbitMQ and confirmed",
+                Counter::default(),
+            ),
+            messages: register(
+                r,
+                "messages",
+                "Messages handled by consumer and outcome",
+                Family::default(),
+            ),
+            orders_expired: register(
+                r,
+                "orders_expired",
+                "Unpaid orders expired by the sweeper",
+                Counter::default(),
+            ),
+            stock_returns: register(
+                r,
+                "stock_returns_applied",
+                "Stock returns given back to Redis",
+                Counter::default(),
+            ),
+            reseeds: register(
+                r,
+                "redis_reseeds",
+                "Events reseeded into Redis from Postgres",
+                Counter::default(),
+            ),
+            holds_reclaimed: register(
+                r,
+                "holds_reclaimed",
+                "Stale Redis holds confirmed or released by the reconciler",
+                Counter::default(),
+            ),
+            stock_repairs: register(
+                r,
+                "stock_repairs",
+                "Redis stock corrected to match Postgres",
+                Counter::default(),
+            ),
+            requests: register_seconds(
+                r,
+                "http_request_duration",
+                "HTTP requests by route, method and status, from routing to the handler's answer (the body not yet sent)",
+                Family::new_with_constructor(http_histogram as fn() -> Histogram),
+            ),
+            outbox_depth: register(
+                r,
+                "outbox_depth",
+                "Outbox rows not yet confirmed by RabbitMQ, read from Postgres at each scrape",
+                Gauge::default(),
+            ),
             registry,
-            orders,
-            batched_orders,
-            batch_seconds,
-            settle_seconds,
-            payments,
-            redis_bypasses,
-            sold_out_from_memory,
-            seat_taken_from_memory,
-            reseeds,
-            holds_reclaimed,
-            stock_repairs,
-            orders_expired,
-            outbox_published,
-            messages,
-            stock_returns,
-            requests,
-            outbox_depth,
         }
     }
+}
+
+/// Registers `metric` under `name` and hands it back.
+fn register<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// [`register`], for a metric measured in seconds.
+fn register_seconds<M: Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register_with_unit(name, help, Unit::Seconds, metric.clone());
+    metric
 }
 
 impl Metrics {
