@@ -924,6 +924,10 @@ async fn a_bad_scenario_exits_2_and_says_what_is_wrong() {
             file("bad.toml", "[storm]\nbuyers = 5\nspike = \"soon\"\n"),
             "\"soon\" is not a duration",
         ),
+        (
+            file("quantity.toml", "[storm]\nbuyers = 5\nquantity = \"0\"\n"),
+            "not a quantity of 1 or more",
+        ),
     ] {
         let run = sale.run(&["storm", "--event", "1", "--scenario", &path]);
         assert_eq!(run.status.code(), Some(2), "{path}: {}", stderr(&run));

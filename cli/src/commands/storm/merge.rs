@@ -34,17 +34,12 @@ pub struct MergeArgs {
     histories: Vec<PathBuf>,
     /// A service level the merged storm must meet, as `storm --threshold`
     /// takes it (repeatable); exit 3 if one is missed
-    #[arg(long = "threshold", value_name = "EXPR")]
-    thresholds: Vec<String>,
+    #[arg(long = "threshold", value_name = "EXPR", value_parser = Threshold::parse)]
+    thresholds: Vec<Threshold>,
 }
 
 pub fn run(args: MergeArgs) -> Outcome {
-    let thresholds = args
-        .thresholds
-        .iter()
-        .map(|t| Threshold::parse(t))
-        .collect::<anyhow::Result<Vec<_>>>()
-        .map_err(Failure::usage)?;
+    let thresholds = args.thresholds;
     let mut documents = Vec::new();
     for path in &args.documents {
         let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()));

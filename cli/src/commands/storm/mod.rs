@@ -210,12 +210,8 @@ impl StormPlan {
         if timeout.is_zero() {
             bail!("--timeout must be above 0");
         }
-        let thresholds = options
-            .thresholds
-            .iter()
-            .map(|t| Threshold::parse(t))
-            .collect::<anyhow::Result<_>>()?;
-        let quantities = Quantities::parse(options.quantity.as_deref().unwrap_or("1"))?;
+        let thresholds = options.thresholds;
+        let quantities = options.quantity.unwrap_or_else(Quantities::one);
         let (target, sends) = match &args.raw {
             Some(url) => {
                 if args.reset {
@@ -372,8 +368,8 @@ fn model(options: &StormOptions) -> anyhow::Result<(Model, String, Option<f64>)>
         let label = format!("closed (service time), {concurrency} in flight");
         return Ok((Model::Closed { concurrency }, label, None));
     }
-    let schedule = if let Some(ramp) = &options.ramp {
-        Schedule::ramp(ramp)?
+    let schedule = if let Some(ramp) = options.ramp {
+        ramp
     } else if let Some(within) = options.spike {
         let buyers = options
             .buyers

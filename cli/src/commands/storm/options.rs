@@ -6,7 +6,10 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+
+use super::report::Threshold;
+use super::workload::{Quantities, Schedule};
 
 /// The storm's settings: `flashtix storm`'s flags, or a scenario's `[storm]`
 /// table under the same names.
@@ -17,8 +20,9 @@ pub struct StormOptions {
     #[arg(long, group = "model")]
     pub rate: Option<f64>,
     /// Open model: the rate moves from FROM to TO over DURATION (like 100:5000:10s)
-    #[arg(long, group = "model", value_name = "FROM:TO:DURATION")]
-    pub ramp: Option<String>,
+    #[arg(long, group = "model", value_name = "FROM:TO:DURATION", value_parser = Schedule::ramp)]
+    #[serde(deserialize_with = "parsed")]
+    pub ramp: Option<Schedule>,
     /// Open model: every buyer (--buyers) within this window; 0 fires them all at
     /// once, after the connections are warm
     #[arg(long, group = "model", value_name = "WINDOW", value_parser = duration)]
@@ -45,8 +49,9 @@ pub struct StormOptions {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Tickets per purchase: a number, or weights like 1:70,2:20,4:10 [default: 1]
-    #[arg(long)]
-    pub quantity: Option<String>,
+    #[arg(long, value_parser = Quantities::parse)]
+    #[serde(deserialize_with = "parsed")]
+    pub quantity: Option<Quantities>,
     /// Share of purchases sent twice at once with the same key (double
     /// clicks), 0 to 1 [default: 0]
     #[arg(long)]
@@ -75,13 +80,53 @@ pub struct StormOptions {
     pub settle: Option<Duration>,
     /// A service level to meet, like 'p99<50ms', 'accepted_rate>5000',
     /// 'error_rate<0.1%' (repeatable); a miss exits 3
-    #[arg(long = "threshold")]
-    #[serde(rename = "threshold")]
-    pub thresholds: Vec<String>,
+    #[arg(long = "threshold", value_parser = Threshold::parse)]
+    #[serde(rename = "threshold", deserialize_with = "parsed_list")]
+    pub thresholds: Vec<Threshold>,
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
     flashtix_model::duration::parse(text)
+}
+
+/// A setting written as text and read into its type where it comes in, by
+/// the same parser for the flag and the scenario file.
+pub trait Parse: Sized {
+    fn parse(text: &str) -> anyhow::Result<Self>;
+}
+
+impl Parse for Schedule {
+    fn parse(text: &str) -> anyhow::Result<Self> {
+        Schedule::ramp(text)
+    }
+}
+
+impl Parse for Quantities {
+    fn parse(text: &str) -> anyhow::Result<Self> {
+        Quantities::parse(text)
+    }
+}
+
+impl Parse for Threshold {
+    fn parse(text: &str) -> anyhow::Result<Self> {
+        Threshold::parse(text)
+    }
+}
+
+/// For serde: an optional setting written as text.
+fn parsed<'de, D: Deserializer<'de>, T: Parse>(from: D) -> Result<Option<T>, D::Error> {
+    let text = String::deserialize(from)?;
+    T::parse(&text)
+        .map(Some)
+        .map_err(|error| serde::de::Error::custom(format!("{error:#}")))
+}
+
+/// For serde: a list of settings written as text.
+fn parsed_list<'de, D: Deserializer<'de>, T: Parse>(from: D) -> Result<Vec<T>, D::Error> {
+    Vec::<String>::deserialize(from)?
+        .iter()
+        .map(|text| T::parse(text).map_err(|error| serde::de::Error::custom(format!("{error:#}"))))
+        .collect()
 }
 
 impl StormOptions {
@@ -105,7 +150,7 @@ impl StormOptions {
         let model = if self.models() > 0 { &self } else { &under };
         Self {
             rate: model.rate,
-            ramp: model.ramp.clone(),
+            ramp: model.ramp,
             spike: model.spike,
             concurrency: model.concurrency,
             duration: self.duration.or(under.duration),
@@ -151,7 +196,7 @@ mod tests {
         assert_eq!(options.duplicates, Some(0.3));
         assert_eq!(options.timeout, Some(Duration::from_secs(90)));
         assert_eq!(options.settle, Some(Duration::from_secs(3600)));
-        assert_eq!(options.thresholds, ["p99<1s"]);
+        assert_eq!(options.thresholds, [Threshold::parse("p99<1s").unwrap()]);
         assert_eq!(
             options.quantity, None,
             "said by neither: the default, later"

@@ -96,6 +96,14 @@ pub struct Quantities {
 }
 
 impl Quantities {
+    /// One ticket a purchase.
+    pub fn one() -> Self {
+        Self {
+            steps: vec![(1, 1)],
+            total: 1,
+        }
+    }
+
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let mut steps = Vec::new();
         let mut total = 0;
