@@ -148,17 +148,58 @@ pub async fn run(
     progress: Arc<Progress>,
     history: Option<journal::Sink>,
 ) -> anyhow::Result<Storm> {
-    let cap = plan.in_flight_cap().max(1);
-    // No lane without a share of the cap; the shares add up to it exactly.
-    let lanes = plan.lanes.clamp(1, cap);
-    let share = |lane: usize| cap / lanes + usize::from(lane < cap % lanes);
-    // Each lane says when it is warm; a lane that dies first closes it.
-    let (warm_tx, mut warm_rx) = tokio::sync::mpsc::channel::<()>(lanes);
-    let attempts = Arc::new(AtomicU64::new(0));
-    let (start_tx, start_rx) = tokio::sync::watch::channel(None::<Instant>);
     // Every lane is made before any starts: nothing is left waiting for a
     // lane that could not be made.
-    let endpoint = match &work {
+    let made = make_lanes(plan, &work, &progress, &history)?;
+    let lanes = made.len();
+    // Each lane says when it is warm; a lane that dies first closes it.
+    let (warm_tx, mut warm_rx) = tokio::sync::mpsc::channel::<()>(lanes);
+    let (start_tx, start_rx) = tokio::sync::watch::channel(None::<Instant>);
+    let mut handles = Vec::new();
+    for (number, lane) in made.into_iter().enumerate() {
+        handles.push(spawn_lane(number, lane, warm_tx.clone(), start_rx.clone())?);
+    }
+    drop((history, warm_tx));
+    for _ in 0..lanes {
+        warm_rx
+            .recv()
+            .await
+            .context("a storm lane stopped before the start")?;
+    }
+    let (start, started_at) = start_of(plan.start_at);
+    let cpu_before = cpu_used();
+    start_tx.send_replace(Some(start));
+    let mut recorder = Recorder::default();
+    for handle in handles {
+        let lane = handle
+            .await
+            .context("a storm lane stopped before its end")?;
+        recorder.merge(&lane);
+    }
+    let cpu = cpu_used()
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
+    Ok(Storm {
+        recorder,
+        started_at,
+        elapsed: start.elapsed(),
+        cpu,
+    })
+}
+
+/// The storm's lanes, the in-flight cap split over them exactly (no lane
+/// without a share), each with its own connections.
+fn make_lanes(
+    plan: &Plan,
+    work: &Work,
+    progress: &Arc<Progress>,
+    history: &Option<journal::Sink>,
+) -> anyhow::Result<Vec<Lane>> {
+    let cap = plan.in_flight_cap().max(1);
+    let lanes = plan.lanes.clamp(1, cap);
+    let share = |lane: usize| cap / lanes + usize::from(lane < cap % lanes);
+    let attempts = Arc::new(AtomicU64::new(0));
+    let endpoint = match work {
         Work::Buy { .. } => format!("{}/orders", plan.target),
         Work::Raw(_) => plan.target.clone(),
     };
@@ -187,49 +228,52 @@ pub async fn run(
             recorder: Recorder::default(),
         });
     }
-    let mut handles = Vec::new();
-    for (number, lane) in made.into_iter().enumerate() {
-        let warm_tx = warm_tx.clone();
-        let mut start_rx = start_rx.clone();
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        handles.push(done_rx);
-        // A lane is a thread with a runtime of its own: its connections'
-        // tasks run beside it, and a send wakes nothing on another core.
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        std::thread::Builder::new()
-            .name(format!("storm-lane-{number}"))
-            .spawn(move || {
-                let recorder = runtime.block_on(async move {
-                    lane.warm().await;
-                    let _ = warm_tx.send(()).await;
-                    drop(warm_tx);
-                    // No start: the storm was called off (another lane died).
-                    let start = start_rx
-                        .wait_for(Option::is_some)
-                        .await
-                        .ok()?
-                        .as_ref()?
-                        .to_owned();
-                    tokio::time::sleep_until(start).await;
-                    Some(lane.storm(start).await)
-                });
-                if let Some(recorder) = recorder {
-                    let _ = done_tx.send(recorder);
-                }
-            })?;
-    }
-    drop((history, warm_tx));
-    for _ in 0..lanes {
-        warm_rx
-            .recv()
-            .await
-            .context("a storm lane stopped before the start")?;
-    }
-    let (start, started_at) = match plan.start_at {
-        // Anchored to the common moment: a shard that comes late sends late,
-        // and its latency from the intended send says so.
+    Ok(made)
+}
+
+/// Starts a lane on a thread with a runtime of its own (its connections'
+/// tasks run beside it, and a send wakes nothing on another core): it warms
+/// up, says so, waits for the start and storms. Its recorder comes back
+/// through the receiver, unless the storm was called off.
+fn spawn_lane(
+    number: usize,
+    lane: Lane,
+    warm_tx: tokio::sync::mpsc::Sender<()>,
+    mut start_rx: tokio::sync::watch::Receiver<Option<Instant>>,
+) -> anyhow::Result<tokio::sync::oneshot::Receiver<Recorder>> {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name(format!("storm-lane-{number}"))
+        .spawn(move || {
+            let recorder = runtime.block_on(async move {
+                lane.warm().await;
+                let _ = warm_tx.send(()).await;
+                drop(warm_tx);
+                // No start: the storm was called off (another lane died).
+                let start = start_rx
+                    .wait_for(Option::is_some)
+                    .await
+                    .ok()?
+                    .as_ref()?
+                    .to_owned();
+                tokio::time::sleep_until(start).await;
+                Some(lane.storm(start).await)
+            });
+            if let Some(recorder) = recorder {
+                let _ = done_tx.send(recorder);
+            }
+        })?;
+    Ok(done_rx)
+}
+
+/// When the schedule begins, on the clock the lanes keep and on the wall.
+/// Anchored to `--start-at` if given: a shard that comes late sends late,
+/// and its latency from the intended send says so.
+fn start_of(start_at: Option<chrono::DateTime<Utc>>) -> (Instant, chrono::DateTime<Utc>) {
+    match start_at {
         Some(at) => {
             let (now, wall) = (Instant::now(), Utc::now());
             let start = match (at - wall).to_std() {
@@ -239,23 +283,5 @@ pub async fn run(
             (start, at)
         }
         None => (Instant::now(), Utc::now()),
-    };
-    let cpu_before = cpu_used();
-    start_tx.send_replace(Some(start));
-    let mut recorder = Recorder::default();
-    for handle in handles {
-        let lane = handle
-            .await
-            .context("a storm lane stopped before its end")?;
-        recorder.merge(&lane);
     }
-    let cpu = cpu_used()
-        .zip(cpu_before)
-        .map(|(after, before)| after.saturating_sub(before));
-    Ok(Storm {
-        recorder,
-        started_at,
-        elapsed: start.elapsed(),
-        cpu,
-    })
 }
