@@ -1,0 +1,410 @@
+//! The docker driver: the stack as Docker Compose runs it (`docker-compose.yml`,
+//! one container per dependency and per role), plus a `faults` container of
+//! fault proxies between the roles and their dependencies and in front of the
+//! API. Process faults are the Docker CLI's own verbs on a role's or a
+//! dependency's container (`docker kill`, `stop`, `start`, `restart`, `pause`,
+//! `unpause`); flushing Redis runs `redis-cli` inside its container; network
+//! faults switch the `faults` container's proxies.
+//!
+//! Every process fault is checked against Docker's own record: the
+//! container's state (`docker inspect`) before and after must show the fault
+//! took — a kill that left the container running fails the drill — and what it
+//! showed is written to the drill's `docker.log`.
+//!
+//! The host reaches the containers only through ports published on
+//! 127.0.0.1; the roles reach their dependencies by service name on the
+//! Compose network, through the `faults` container.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use super::STOP_GRACE;
+use crate::drill::{Action, Target};
+use crate::proxy;
+use crate::services::{free_port, Dependency, Ports, Urls};
+use crate::switchboard;
+
+mod cli;
+mod compose;
+mod health;
+
+pub use cli::{docker, engine_answers};
+pub use compose::Compose;
+pub use health::{confirm, ready, variable, wait_healthy, Health, State};
+
+/// The sale's roles, one container each (the API twice), as
+/// `docker-compose.yml` names them; the dependencies are named as
+/// [`Dependency::name`] says.
+pub const ROLES: [&str; 6] = ["api1", "api2", "relay", "payments", "orders", "sweeper"];
+/// The container of fault proxies the drills add.
+const FAULTS: &str = "faults";
+/// Inside the `faults` container: where it is switched.
+const CONTROL_PORT: u16 = 7000;
+/// The `faults` container's proxies: route, port, where it forwards. `front`
+/// stands in front of the API containers; the storm buys through it.
+const ROUTES: [(&str, u16, &str); 4] = [
+    ("postgres", 5432, "postgres:5432"),
+    ("redis", 6379, "redis:6379"),
+    ("rabbitmq", 5672, "rabbitmq:5672"),
+    ("front", 8080, "api1:8080,api2:8080"),
+];
+const FRONT_PORT: u16 = ROUTES[3].1;
+
+/// The Compose file's variables that publish the dependencies on `ports`.
+pub fn port_variables(ports: Ports) -> Vec<(String, String)> {
+    vec![
+        ("POSTGRES_PORT".to_owned(), ports.postgres.to_string()),
+        ("REDIS_PORT".to_owned(), ports.redis.to_string()),
+        ("RABBITMQ_PORT".to_owned(), ports.rabbitmq.to_string()),
+    ]
+}
+
+/// The Compose stack's dependencies at these addresses (`host:port`), with
+/// the credentials the Compose file gives them.
+pub fn urls(postgres: &str, redis: &str, rabbitmq: &str) -> Urls {
+    Urls {
+        database: format!("postgres://postgres:postgres@{postgres}/flashtix"),
+        redis: format!("redis://{redis}"),
+        amqp: format!("amqp://guest:guest@{rabbitmq}/%2f"),
+    }
+}
+
+/// `docker stop -t`'s grace.
+fn grace() -> String {
+    STOP_GRACE.as_secs().to_string()
+}
+
+/// The service a target names (for `api`, the first of the two).
+fn service(target: Target) -> &'static str {
+    match target {
+        Target::Api => "api1",
+        other => other.name(),
+    }
+}
+
+/// The dependencies and the `faults` container, shared by every drill of a
+/// run; each drill starts the roles afresh in its own namespace.
+pub struct Stack {
+    compose: Arc<Compose>,
+    /// The override Compose file the drills write: the `faults` container,
+    /// and the roles reaching their dependencies through it.
+    overlay: PathBuf,
+    /// Published on 127.0.0.1.
+    ports: Ports,
+    control: u16,
+    front: u16,
+}
+
+impl Stack {
+    /// Brings up the dependencies and the `faults` container of `compose_file`
+    /// as project `project`, on free ports of 127.0.0.1, and waits until they
+    /// are ready.
+    pub async fn start(
+        dir: &Path,
+        project: &str,
+        compose_file: &Path,
+        env_file: Option<PathBuf>,
+    ) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let ports = Ports::free()?;
+        let mut env = port_variables(ports);
+        env.push(("FLASHTIX_PORT".to_owned(), free_port()?.to_string()));
+        let overlay = dir.join("drill.compose.json");
+        let compose = Compose::new(
+            project,
+            vec![compose_file.to_path_buf(), overlay.clone()],
+            env_file,
+            env,
+        )
+        .await?;
+        let stack = Self {
+            compose: Arc::new(compose),
+            overlay,
+            ports,
+            control: free_port()?,
+            front: free_port()?,
+        };
+        stack.write_overlay("flashtix", &[])?;
+        let mut services: Vec<&str> = Dependency::ALL.iter().map(|d| d.name()).collect();
+        services.push(FAULTS);
+        let mut args = vec!["up", "-d", "--no-build"];
+        args.extend(&services);
+        let started = match stack.compose.run(&args).await {
+            Ok(_) => stack.compose.ready(&services).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = started {
+            // Nothing of a stack that did not come up is left behind.
+            stack.stop().await;
+            return Err(e);
+        }
+        Ok(stack)
+    }
+
+    /// The dependencies as the host reaches them.
+    pub fn direct(&self) -> Urls {
+        let at = |port: u16| format!("127.0.0.1:{port}");
+        urls(
+            &at(self.ports.postgres),
+            &at(self.ports.redis),
+            &at(self.ports.rabbitmq),
+        )
+    }
+
+    /// The override file: the `faults` container, and every role as a drill
+    /// runs it — `flashtix serve` with the drill's flags in its namespace,
+    /// through the proxies, never restarted by Docker (the drill decides).
+    fn write_overlay(&self, namespace: &str, flags: &[String]) -> io::Result<()> {
+        // Compose reads `$` as the start of a variable.
+        let literal = |text: &str| text.replace('$', "$$");
+        let mut command = vec!["flashtix".to_owned(), "serve".to_owned()];
+        command.extend(flags.iter().map(|f| literal(f)));
+        let mut environment = json!({
+            "FLASHTIX_NAMESPACE": namespace,
+            "FLASHTIX_ADMIN_TOKEN": "flashtix-chaos",
+            "RUST_LOG": "warn",
+        });
+        let through = |route: (&str, u16, &str)| format!("{FAULTS}:{}", route.1);
+        let proxied = urls(
+            &through(ROUTES[0]),
+            &through(ROUTES[1]),
+            &through(ROUTES[2]),
+        );
+        for (name, value) in proxied.env() {
+            environment[name] = json!(value);
+        }
+        // A known-bad variant asked of the drill reaches the roles.
+        if let Some(bad) = std::env::var("FLASHTIX_KNOWN_BAD")
+            .ok()
+            .filter(|b| !b.is_empty())
+        {
+            environment["FLASHTIX_KNOWN_BAD"] = json!(literal(&bad));
+        }
+        // Docker's healthchecks all but off: the driver runs them when it
+        // waits (see [`ready`]). Nothing restarts by itself: the drill decides.
+        let rarely = json!({"interval": "1h"});
+        let mut services = serde_json::Map::new();
+        for dependency in Dependency::ALL {
+            services.insert(
+                dependency.name().into(),
+                json!({"healthcheck": rarely, "restart": "no"}),
+            );
+        }
+        for role in ROLES {
+            services.insert(
+                role.into(),
+                json!({
+                    "command": command,
+                    "environment": environment,
+                    "restart": "no",
+                    "healthcheck": rarely,
+                }),
+            );
+        }
+        let routes = ROUTES.map(|(name, port, upstreams)| format!("{name}={port}={upstreams}"));
+        let mut proxy = vec!["flashtix", "chaos", "proxy", "--control"];
+        let control = format!("0.0.0.0:{CONTROL_PORT}");
+        proxy.push(&control);
+        for route in &routes {
+            proxy.extend(["--route", route]);
+        }
+        services.insert(
+            FAULTS.into(),
+            json!({
+                "image": "${FLASHTIX_IMAGE:-flashtix/flashtix:latest}",
+                "command": proxy,
+                "ports": [
+                    format!("127.0.0.1:{}:{CONTROL_PORT}", self.control),
+                    format!("127.0.0.1:{}:{FRONT_PORT}", self.front),
+                ],
+                "restart": "no",
+            }),
+        );
+        let file = json!({"version": "3.8", "services": services});
+        std::fs::write(&self.overlay, serde_json::to_vec_pretty(&file)?)
+    }
+
+    /// Starts every role afresh in `namespace` with `flags` for `flashtix
+    /// serve`, and waits until each is ready.
+    pub async fn start_sale(
+        &self,
+        dir: &Path,
+        namespace: &str,
+        flags: &[String],
+    ) -> io::Result<Sale> {
+        self.write_overlay(namespace, flags)?;
+        let mut args = vec!["up", "-d", "--no-build", "--no-deps", "--force-recreate"];
+        args.extend(ROLES);
+        self.compose.run(&args).await?;
+        self.compose.ready(&ROLES).await?;
+        // Every action of the drill is on these very containers: a kill,
+        // start or pause keeps a container's id.
+        let mut containers = BTreeMap::new();
+        for service in Dependency::ALL.iter().map(|d| d.name()).chain(ROLES) {
+            let id = self.compose.container(service).await?;
+            containers.insert(service, Arc::new(tokio::sync::Mutex::new(id)));
+        }
+        Ok(Sale {
+            compose: self.compose.clone(),
+            containers: Arc::new(containers),
+            control: SocketAddr::from(([127, 0, 0, 1], self.control)),
+            front: self.front,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Removes every container, network and volume of the project.
+    pub async fn stop(&self) {
+        let _ = self
+            .compose
+            .run(&["down", "-v", "--remove-orphans", "-t", &grace()])
+            .await;
+    }
+}
+
+/// One drill's sale under the docker driver.
+#[derive(Clone)]
+pub struct Sale {
+    compose: Arc<Compose>,
+    /// Each service's container, locked while an action is done to it (as
+    /// the local driver does one thing at a time to a process).
+    containers: Arc<BTreeMap<&'static str, Arc<tokio::sync::Mutex<String>>>>,
+    control: SocketAddr,
+    front: u16,
+    /// Where `docker.log` and the roles' logs go.
+    dir: PathBuf,
+}
+
+impl Sale {
+    pub fn front_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.front)
+    }
+
+    /// Switches the proxy between the roles and `target` (for a role:
+    /// between the buyers and the API).
+    pub async fn network(&self, target: Target, fault: Option<proxy::Fault>) -> io::Result<()> {
+        let route = if target.is_dependency() {
+            target.name()
+        } else {
+            "front"
+        };
+        switchboard::switch(self.control, route, fault).await
+    }
+
+    /// Does `action` to `target`'s container, and checks Docker's record
+    /// shows it took.
+    pub async fn process(&self, target: Target, action: Action) -> io::Result<()> {
+        let service = service(target);
+        let id = self.containers[service].lock().await;
+        let before = State::of(&id).await?;
+        // `docker stop` of a stopped container succeeds: a fault on nothing
+        // would pass for a drill survived.
+        if matches!(action, Action::Kill | Action::Stop | Action::Pause) && !before.running {
+            return Err(io::Error::other(format!(
+                "{} is not running: there is nothing to {}",
+                target.name(),
+                action.name()
+            )));
+        }
+        let grace = grace();
+        let verb = match action {
+            Action::Kill => vec!["kill", "-s", "KILL"],
+            Action::Stop => vec!["stop", "-t", &grace],
+            Action::Start if before.paused => vec!["unpause"],
+            Action::Start => vec!["start"],
+            Action::Restart => vec!["restart", "-t", &grace],
+            Action::Pause => vec!["pause"],
+            Action::Resume => vec!["unpause"],
+            other => unreachable!("{} is no process action", other.name()),
+        };
+        let idle =
+            matches!(action, Action::Start | Action::Resume) && before.running && !before.paused;
+        if !idle {
+            let mut args = verb.clone();
+            args.push(&id);
+            docker(&args).await?;
+        }
+        let after = State::of(&id).await?;
+        let seen = confirm(action, &before, &after);
+        self.witness(&format!(
+            "{} {service} ({}): {}{}",
+            action.name(),
+            &id[..12.min(id.len())],
+            if idle { "nothing to do, " } else { "" },
+            seen.as_ref().unwrap_or_else(|e| e)
+        ))
+        .await;
+        seen.map(drop).map_err(io::Error::other)
+    }
+
+    /// Redis loses every key: FLUSHALL by `redis-cli` inside its container.
+    pub async fn flush(&self) -> io::Result<()> {
+        let id = self.containers[Dependency::Redis.name()].lock().await;
+        let answer = docker(&["exec", &id, "redis-cli", "FLUSHALL"]).await?;
+        if answer.trim() == "OK" {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!("FLUSHALL answered {answer:?}")))
+        }
+    }
+
+    /// Every container running and unpaused, every proxy faithful, and
+    /// everything ready again.
+    pub async fn heal(&self) -> io::Result<()> {
+        for (route, _, _) in ROUTES {
+            switchboard::switch(self.control, route, None).await?;
+        }
+        for (service, id) in self.containers.iter() {
+            let id = id.lock().await;
+            let state = State::of(&id).await?;
+            if state.paused {
+                docker(&["unpause", &id]).await?;
+            } else if !state.running {
+                docker(&["start", &id]).await?;
+            }
+            ready(service, &id).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops the roles, their logs kept in the drill's directory.
+    pub async fn stop(&self) {
+        for role in ROLES {
+            let id = self.containers[role].lock().await;
+            let Ok(log) = std::fs::File::create(self.dir.join(format!("{role}.log"))) else {
+                continue;
+            };
+            let _ = Command::new("docker")
+                .args(["logs", &id])
+                .stdout(log.try_clone().map(Stdio::from).unwrap_or(Stdio::null()))
+                .stderr(log)
+                .status()
+                .await;
+        }
+        let grace = grace();
+        let mut args = vec!["stop", "-t", &grace];
+        args.extend(ROLES);
+        let _ = self.compose.run(&args).await;
+    }
+
+    /// Appends what Docker showed to the drill's `docker.log`.
+    async fn witness(&self, line: &str) {
+        let at = chrono::Utc::now().format("%H:%M:%S%.3f");
+        if let Ok(mut log) = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("docker.log"))
+            .await
+        {
+            let _ = log.write_all(format!("{at} {line}\n").as_bytes()).await;
+        }
+    }
+}
