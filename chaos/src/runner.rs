@@ -23,7 +23,7 @@ use sqlx::postgres::PgPoolOptions;
 use crate::drill::{DrillFile, Fault, Limits};
 use crate::driver::{Driver, Stack};
 use crate::faults::{self, Faults};
-use crate::recovery::{self, Backlog, FaultReport};
+use crate::recovery::{self, Backlog, FaultReport, Sample};
 use crate::steps::{self, Operator};
 use crate::windows::{Recorder, Window};
 
@@ -94,37 +94,8 @@ struct Storm {
 pub async fn run(run: &Run<'_>, stack: &Stack) -> io::Result<DrillReport> {
     let started = tokio::time::Instant::now();
     std::fs::create_dir_all(&run.dir)?;
-    let direct = stack.direct();
-    let mut env = direct.env();
-    env.push(("FLASHTIX_NAMESPACE".into(), run.namespace.clone()));
-    let operator = Operator {
-        flashtix: run.flashtix,
-        env,
-        dir: &run.dir,
-    };
-    operator
-        .reset(&run.drill.sale)
-        .await
-        .map_err(|e| io::Error::other(format!("{}: {e}", run.name)))?;
-    let driver = stack
-        .start_sale(
-            run.flashtix,
-            &run.dir,
-            &run.namespace,
-            &steps::flags(&run.drill.server),
-        )
-        .await?;
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .acquire_timeout(Duration::from_secs(1))
-        .connect_lazy(&direct.database)
-        .map_err(io::Error::other)?;
-    let faults = Faults {
-        driver,
-        pool: pool.clone(),
-        namespace: run.namespace.clone(),
-        dir: run.dir.clone(),
-    };
+    let (operator, faults) = start(run, stack).await?;
+    let pool = faults.pool.clone();
     let backlog = Backlog::watch(pool.clone(), &run.namespace);
     let history = run.dir.join("history.jsonl");
     let storm = storm(run, &operator, &faults, &history).await?;
@@ -140,46 +111,15 @@ pub async fn run(run: &Run<'_>, stack: &Stack) -> io::Result<DrillReport> {
     faults.driver.stop_sale().await;
     pool.close().await;
 
-    // What the storm saw, inside each window and after it.
-    let in_docker = matches!(faults.driver, Driver::Docker(_));
-    let recover_limit = recover_limit(&run.drill.limits, in_docker);
-    let mut reasons = storm.errors;
     // Without the history nothing about the buyers can be judged: no window
     // may pass for lack of attempts.
-    let attempts: Vec<Attempt> = match history::read(&history) {
-        Ok(attempts) => attempts,
-        Err(e) => {
-            reasons.push(format!("the storm's history: {e:#}"));
-            Vec::new()
-        }
+    let (attempts, unread) = match history::read(&history) {
+        Ok(attempts) => (attempts, None),
+        Err(e) => (Vec::new(), Some(format!("the storm's history: {e:#}"))),
     };
-    if let Err(why) = storm.ran {
-        reasons.push(why);
-    }
-    // Faults that last to the storm's end on purpose: nothing to recover
-    // from. Windows are known by their labels: a label counts as declared
-    // only if every fault under it is.
-    let timeline = run.drill.timeline(run.seed);
-    let to_the_end: Vec<String> = timeline
-        .iter()
-        .map(faults::describe)
-        .filter(|label| {
-            timeline
-                .iter()
-                .filter(|fault| faults::describe(fault) == *label)
-                .all(|fault| fault.until_storm_ends)
-        })
-        .collect();
-    let reports: Vec<FaultReport> = storm
-        .windows
-        .iter()
-        .map(|window| recovery::measure(window, storm.zero, &attempts, &samples))
-        .collect();
-    reasons.extend(
-        reports
-            .iter()
-            .filter_map(|report| recovery_fault(report, &to_the_end, recover_limit)),
-    );
+    // What the storm saw, inside each window and after it.
+    let in_docker = matches!(faults.driver, Driver::Docker(_));
+    let (mut reasons, reports) = judge_storm(run, storm, unread, &attempts, &samples, in_docker);
     if settled.is_none() {
         reasons.push(format!(
             "orders still PENDING {:.0} s after the storm",
@@ -209,6 +149,87 @@ pub async fn run(run: &Run<'_>, stack: &Stack) -> io::Result<DrillReport> {
         seconds: started.elapsed().as_secs_f64(),
         dir: run.dir.clone(),
     })
+}
+
+/// Resets the drill's sale and starts its roles: the operator who runs the
+/// commands, and the faults that break what was started.
+async fn start<'a>(run: &'a Run<'_>, stack: &Stack) -> io::Result<(Operator<'a>, Faults)> {
+    let direct = stack.direct();
+    let mut env = direct.env();
+    env.push(("FLASHTIX_NAMESPACE".into(), run.namespace.clone()));
+    let operator = Operator {
+        flashtix: run.flashtix,
+        env,
+        dir: &run.dir,
+    };
+    operator
+        .reset(&run.drill.sale)
+        .await
+        .map_err(|e| io::Error::other(format!("{}: {e}", run.name)))?;
+    let driver = stack
+        .start_sale(
+            run.flashtix,
+            &run.dir,
+            &run.namespace,
+            &steps::flags(&run.drill.server),
+        )
+        .await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(1))
+        .connect_lazy(&direct.database)
+        .map_err(io::Error::other)?;
+    let faults = Faults {
+        driver,
+        pool,
+        namespace: run.namespace.clone(),
+        dir: run.dir.clone(),
+    };
+    Ok((operator, faults))
+}
+
+/// What the storm says against the drill: faults not done or undone, a
+/// history that could not be read (`unread`), a storm that did not run to
+/// its end, and each window's recovery.
+fn judge_storm(
+    run: &Run<'_>,
+    storm: Storm,
+    unread: Option<String>,
+    attempts: &[Attempt],
+    samples: &[Sample],
+    in_docker: bool,
+) -> (Vec<String>, Vec<FaultReport>) {
+    let recover_limit = recover_limit(&run.drill.limits, in_docker);
+    let mut reasons = storm.errors;
+    reasons.extend(unread);
+    if let Err(why) = storm.ran {
+        reasons.push(why);
+    }
+    // Faults that last to the storm's end on purpose: nothing to recover
+    // from. Windows are known by their labels: a label counts as declared
+    // only if every fault under it is.
+    let timeline = run.drill.timeline(run.seed);
+    let to_the_end: Vec<String> = timeline
+        .iter()
+        .map(faults::describe)
+        .filter(|label| {
+            timeline
+                .iter()
+                .filter(|fault| faults::describe(fault) == *label)
+                .all(|fault| fault.until_storm_ends)
+        })
+        .collect();
+    let reports: Vec<FaultReport> = storm
+        .windows
+        .iter()
+        .map(|window| recovery::measure(window, storm.zero, attempts, samples))
+        .collect();
+    reasons.extend(
+        reports
+            .iter()
+            .filter_map(|report| recovery_fault(report, &to_the_end, recover_limit)),
+    );
+    (reasons, reports)
 }
 
 /// Fires the drill's storm and, once it has begun, each fault on its own task
