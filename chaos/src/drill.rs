@@ -28,81 +28,50 @@ use std::time::Duration;
 use flashtix_model::duration::parse as duration;
 use serde::Deserialize;
 
-/// What a drill can break.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Target {
-    Api,
-    Relay,
-    Payments,
-    Orders,
-    Sweeper,
-    Postgres,
-    Redis,
-    Rabbitmq,
+use crate::proxy;
+
+flashtix_model::named! {
+    /// What a drill can break.
+    pub enum Target("a drill target") {
+        Api = "api",
+        Relay = "relay",
+        Payments = "payments",
+        Orders = "orders",
+        Sweeper = "sweeper",
+        Postgres = "postgres",
+        Redis = "redis",
+        Rabbitmq = "rabbitmq",
+    }
 }
 
 impl Target {
-    /// Its name in drill files.
-    pub fn name(self) -> &'static str {
-        match self {
-            Target::Api => "api",
-            Target::Relay => "relay",
-            Target::Payments => "payments",
-            Target::Orders => "orders",
-            Target::Sweeper => "sweeper",
-            Target::Postgres => "postgres",
-            Target::Redis => "redis",
-            Target::Rabbitmq => "rabbitmq",
-        }
-    }
-
     pub fn is_dependency(self) -> bool {
         matches!(self, Target::Postgres | Target::Redis | Target::Rabbitmq)
     }
 }
 
-/// What a fault does to its target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    Kill,
-    Stop,
-    Start,
-    Restart,
-    Pause,
-    Resume,
-    /// Redis loses its data.
-    Flush,
-    /// Every message already published is published again (same id).
-    Republish,
-    Latency,
-    Blackhole,
-    Reset,
-    Bandwidth,
-    DropResponses,
+flashtix_model::named! {
+    /// What a fault does to its target.
+    pub enum Action("a fault action") {
+        Kill = "kill",
+        Stop = "stop",
+        Start = "start",
+        Restart = "restart",
+        Pause = "pause",
+        Resume = "resume",
+        /// Redis loses its data.
+        Flush = "flush",
+        /// Every message already published is published again (same id).
+        Republish = "republish",
+        Latency = "latency",
+        Blackhole = "blackhole",
+        Reset = "reset",
+        Bandwidth = "bandwidth",
+        DropResponses = "drop_responses",
+    }
 }
 
 impl Action {
-    /// Its name in drill files.
-    pub fn name(self) -> &'static str {
-        match self {
-            Action::Kill => "kill",
-            Action::Stop => "stop",
-            Action::Start => "start",
-            Action::Restart => "restart",
-            Action::Pause => "pause",
-            Action::Resume => "resume",
-            Action::Flush => "flush",
-            Action::Republish => "republish",
-            Action::Latency => "latency",
-            Action::Blackhole => "blackhole",
-            Action::Reset => "reset",
-            Action::Bandwidth => "bandwidth",
-            Action::DropResponses => "drop_responses",
-        }
-    }
-
     /// Network faults go through the proxy in front of the target.
     pub fn is_network(self) -> bool {
         matches!(
@@ -179,10 +148,10 @@ pub struct Fault {
     pub at: Duration,
     pub until: Option<Duration>,
     pub target: Target,
+    /// The action as the drill file names it.
     pub action: Action,
-    pub delay: Duration,
-    pub jitter: Duration,
-    pub bytes_per_second: u64,
+    /// What the action does, worked out once from it and its settings.
+    pub effect: Effect,
     /// Declared to last to the storm's end (see [`FaultSpec::until_storm_ends`]).
     pub until_storm_ends: bool,
 }
@@ -192,8 +161,57 @@ impl Fault {
     /// fault), as opposed to one that is over once done (a flush, a
     /// restart, a republish).
     pub fn lasts(&self) -> bool {
-        matches!(self.action, Action::Kill | Action::Stop | Action::Pause)
-            || self.action.is_network()
+        use ProcessAction::{Kill, Pause, Stop};
+        matches!(
+            self.effect,
+            Effect::Process(Kill | Stop | Pause) | Effect::Network(_)
+        )
+    }
+}
+
+flashtix_model::named! {
+    /// What a fault does to a process (or its container).
+    pub enum ProcessAction("a process action") {
+        Kill = "kill",
+        Stop = "stop",
+        Start = "start",
+        Restart = "restart",
+        Pause = "pause",
+        Resume = "resume",
+    }
+}
+
+/// What a fault does, worked out once: to a process, to the network in
+/// front of its target (a proxy fault), or to the data.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Effect {
+    Process(ProcessAction),
+    Network(proxy::Fault),
+    /// Redis loses its data.
+    Flush,
+    /// Every message already published is published again.
+    Republish,
+}
+
+impl Effect {
+    /// The effect of `action`, with a network fault's settings.
+    fn of(action: Action, delay: Duration, jitter: Duration, bytes_per_second: u64) -> Self {
+        use ProcessAction as P;
+        match action {
+            Action::Kill => Self::Process(P::Kill),
+            Action::Stop => Self::Process(P::Stop),
+            Action::Start => Self::Process(P::Start),
+            Action::Restart => Self::Process(P::Restart),
+            Action::Pause => Self::Process(P::Pause),
+            Action::Resume => Self::Process(P::Resume),
+            Action::Flush => Self::Flush,
+            Action::Republish => Self::Republish,
+            Action::Latency => Self::Network(proxy::Fault::Latency { delay, jitter }),
+            Action::Blackhole => Self::Network(proxy::Fault::Blackhole),
+            Action::Reset => Self::Network(proxy::Fault::Reset),
+            Action::Bandwidth => Self::Network(proxy::Fault::Bandwidth { bytes_per_second }),
+            Action::DropResponses => Self::Network(proxy::Fault::DropResponses),
+        }
     }
 }
 
@@ -286,9 +304,12 @@ impl DrillFile {
                     until: parse(&spec.duration).map(|d| at + d),
                     target: spec.target,
                     action: spec.action,
-                    delay: parse(&spec.delay).unwrap_or_default(),
-                    jitter: parse(&spec.jitter).unwrap_or_default(),
-                    bytes_per_second: spec.bytes_per_second.unwrap_or(0),
+                    effect: Effect::of(
+                        spec.action,
+                        parse(&spec.delay).unwrap_or_default(),
+                        parse(&spec.jitter).unwrap_or_default(),
+                        spec.bytes_per_second.unwrap_or(0),
+                    ),
                     until_storm_ends: spec.until_storm_ends,
                 }
             })
@@ -370,7 +391,10 @@ mod tests {
             (first[0].at, first[0].until),
             (Duration::from_millis(500), None)
         );
-        assert_eq!(first[0].delay, Duration::from_millis(200));
+        let Effect::Network(proxy::Fault::Latency { delay, .. }) = first[0].effect else {
+            panic!("a latency fault: {:?}", first[0].effect);
+        };
+        assert_eq!(delay, Duration::from_millis(200));
         let kill = &first[1];
         assert!((Duration::from_secs(1)..=Duration::from_secs(3)).contains(&kill.at));
         assert_eq!(kill.until, Some(kill.at + Duration::from_secs(3)));

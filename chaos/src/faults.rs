@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use sqlx::PgPool;
 use tokio::process::Command;
 
-use crate::drill::{Action, Fault};
+use crate::drill::{Effect, Fault, ProcessAction};
 use crate::driver::Driver;
 use crate::proxy;
 
@@ -32,26 +32,27 @@ impl Faults {
         if let Some(command) = command {
             return shell(command, &self.dir).await;
         }
-        if let Some(network) = network(fault) {
-            return self.driver.network(fault.target, Some(network)).await;
-        }
-        match fault.action {
-            Action::Flush => self.driver.flush().await,
-            Action::Republish => republish(&self.pool, &self.namespace).await,
-            action => self.driver.process(fault.target, action).await,
+        match fault.effect {
+            Effect::Network(network) => self.driver.network(fault.target, Some(network)).await,
+            Effect::Process(action) => self.driver.process(fault.target, action).await,
+            Effect::Flush => self.driver.flush().await,
+            Effect::Republish => republish(&self.pool, &self.namespace).await,
         }
     }
 
     /// Undoes a fault that has a duration: the network heals, a killed or
     /// stopped process starts again, a paused one resumes.
     pub async fn end(&self, fault: &Fault) -> io::Result<()> {
-        if network(fault).is_some() {
-            return self.driver.network(fault.target, None).await;
-        }
-        match fault.action {
-            Action::Kill | Action::Stop => self.driver.process(fault.target, Action::Start).await,
-            Action::Pause => self.driver.process(fault.target, Action::Resume).await,
-            _ => Ok(()),
+        let target = fault.target;
+        match fault.effect {
+            Effect::Network(_) => self.driver.network(target, None).await,
+            Effect::Process(ProcessAction::Kill | ProcessAction::Stop) => {
+                self.driver.process(target, ProcessAction::Start).await
+            }
+            Effect::Process(ProcessAction::Pause) => {
+                self.driver.process(target, ProcessAction::Resume).await
+            }
+            Effect::Process(_) | Effect::Flush | Effect::Republish => Ok(()),
         }
     }
 }
@@ -59,28 +60,15 @@ impl Faults {
 /// A fault in a few words: "kill payments", "latency 200ms postgres".
 pub fn describe(fault: &Fault) -> String {
     let target = fault.target.name();
-    match fault.action {
-        Action::Latency => format!("latency {:?} {target}", fault.delay),
-        Action::Bandwidth => format!("bandwidth {} B/s {target}", fault.bytes_per_second),
-        action => format!("{} {target}", action.name()),
+    match fault.effect {
+        Effect::Network(proxy::Fault::Latency { delay, .. }) => {
+            format!("latency {delay:?} {target}")
+        }
+        Effect::Network(proxy::Fault::Bandwidth { bytes_per_second }) => {
+            format!("bandwidth {bytes_per_second} B/s {target}")
+        }
+        _ => format!("{} {target}", fault.action.name()),
     }
-}
-
-/// The network fault an action switches on.
-fn network(fault: &Fault) -> Option<proxy::Fault> {
-    Some(match fault.action {
-        Action::Latency => proxy::Fault::Latency {
-            delay: fault.delay,
-            jitter: fault.jitter,
-        },
-        Action::Blackhole => proxy::Fault::Blackhole,
-        Action::Reset => proxy::Fault::Reset,
-        Action::Bandwidth => proxy::Fault::Bandwidth {
-            bytes_per_second: fault.bytes_per_second,
-        },
-        Action::DropResponses => proxy::Fault::DropResponses,
-        _ => return None,
-    })
 }
 
 /// Runs a drill's shell command in `dir`; what it prints goes to

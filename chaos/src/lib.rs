@@ -3,8 +3,8 @@
 //!
 //! - [`proxy`]: a TCP fault proxy to stand between the server and a dependency
 //!   (or a storm and the API), whose fault switches at runtime;
-//! - [`local`]: the local driver: processes started here, and the signals a
-//!   drill sends them;
+//! - [`process`]: processes started here (a recipe, a readiness probe), and
+//!   the signals a drill sends them;
 //! - [`switchboard`]: fault proxies in another process (the docker driver's
 //!   `faults` container), switched over a control port;
 //! - [`services`]: Postgres, Redis and RabbitMQ of our own, for `up` and for
@@ -23,7 +23,7 @@
 pub mod drill;
 pub mod driver;
 pub mod faults;
-pub mod local;
+pub mod process;
 pub mod proxy;
 pub mod recovery;
 pub mod runner;

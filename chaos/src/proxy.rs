@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 /// What the proxy does to the traffic.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Fault {
     /// Every chunk arrives this much later, plus up to `jitter` more.
@@ -87,7 +87,7 @@ impl Proxy {
     }
 
     pub fn fault(&self) -> Option<Fault> {
-        self.fault.borrow().clone()
+        *self.fault.borrow()
     }
 }
 
@@ -100,7 +100,7 @@ impl Drop for Proxy {
 type Faults = watch::Receiver<Option<Fault>>;
 
 fn current(faults: &Faults) -> Option<Fault> {
-    faults.borrow().clone()
+    *faults.borrow()
 }
 
 /// Closes with RST instead of FIN.

@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::local::{Ready, Recipe};
+use crate::process::{Ready, Recipe};
 
 /// One of the sale's dependencies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,7 +180,7 @@ async fn postgres(dir: &Path, port: u16, log: PathBuf) -> io::Result<Recipe> {
             ready_within: Duration::ZERO,
             user: Some("postgres".into()),
         };
-        let status = crate::local::run_to_end(&initdb).await?;
+        let status = crate::process::run_to_end(&initdb).await?;
         if !status.success() {
             return Err(io::Error::other(format!(
                 "initdb failed (log: {})",

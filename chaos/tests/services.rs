@@ -1,7 +1,7 @@
 //! Our own Postgres, Redis and RabbitMQ: started from the installed binaries on
 //! ports of our own, killed and started again, never the machine's.
 
-use flashtix_chaos::local::Process;
+use flashtix_chaos::process::Process;
 use flashtix_chaos::services::{answers, recipe, Dependency, Ports};
 
 #[tokio::test]

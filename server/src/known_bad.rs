@@ -59,79 +59,30 @@
 
 use sqlx::PgPool;
 
-/// A mistake a known-bad server makes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bug {
-    AckBeforeCommit,
-    PublishBeforeCommit,
-    ReleaseStockTwice,
-    NoStockCheck,
-    LuaResultIgnored,
-    RedisCompensationSkipped,
-    ExpiryGivesBackPaid,
-    AckOnFailure,
-    NeverAck,
-    LatePaymentNotRefunded,
-    ReplayAnsweredSoldOut,
-    CheckThenInsert,
-    PoisonWedge,
-    SeatCheckOutsideLock,
-    SeatsBackAtOnce,
-    AmountOffByOne,
-    WrongSeatInAnswer,
-    RefusalAfterTimeout,
-    LimitCountsCancelled,
-    RedisKeepsRefusedStock,
-}
-
-impl Bug {
-    pub const ALL: [Self; 20] = [
-        Self::AckBeforeCommit,
-        Self::PublishBeforeCommit,
-        Self::ReleaseStockTwice,
-        Self::NoStockCheck,
-        Self::LuaResultIgnored,
-        Self::RedisCompensationSkipped,
-        Self::ExpiryGivesBackPaid,
-        Self::AckOnFailure,
-        Self::NeverAck,
-        Self::LatePaymentNotRefunded,
-        Self::ReplayAnsweredSoldOut,
-        Self::CheckThenInsert,
-        Self::PoisonWedge,
-        Self::SeatCheckOutsideLock,
-        Self::SeatsBackAtOnce,
-        Self::AmountOffByOne,
-        Self::WrongSeatInAnswer,
-        Self::RefusalAfterTimeout,
-        Self::LimitCountsCancelled,
-        Self::RedisKeepsRefusedStock,
-    ];
-
-    /// Its name in `FLASHTIX_KNOWN_BAD`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::AckBeforeCommit => "ack-before-commit",
-            Self::PublishBeforeCommit => "publish-before-commit",
-            Self::ReleaseStockTwice => "release-stock-twice",
-            Self::NoStockCheck => "no-stock-check",
-            Self::LuaResultIgnored => "lua-result-ignored",
-            Self::RedisCompensationSkipped => "redis-compensation-skipped",
-            Self::ExpiryGivesBackPaid => "expiry-gives-back-paid",
-            Self::AckOnFailure => "ack-on-failure",
-            Self::NeverAck => "never-ack",
-            Self::LatePaymentNotRefunded => "late-payment-not-refunded",
-            Self::ReplayAnsweredSoldOut => "replay-answered-sold-out",
-            Self::CheckThenInsert => "check-then-insert",
-            Self::PoisonWedge => "poison-wedge",
-            Self::SeatCheckOutsideLock => "seat-check-outside-lock",
-            Self::SeatsBackAtOnce => "seats-back-at-once",
-            Self::AmountOffByOne => "amount-off-by-one",
-            Self::WrongSeatInAnswer => "wrong-seat-in-answer",
-            Self::RefusalAfterTimeout => "refusal-after-timeout",
-            Self::LimitCountsCancelled => "limit-counts-cancelled",
-            Self::RedisKeepsRefusedStock => "redis-keeps-refused-stock",
-        }
+flashtix_model::named! {
+    /// A mistake a known-bad server makes, by its name in
+    /// `FLASHTIX_KNOWN_BAD`.
+    pub enum Bug("a known mistake") {
+        AckBeforeCommit = "ack-before-commit",
+        PublishBeforeCommit = "publish-before-commit",
+        ReleaseStockTwice = "release-stock-twice",
+        NoStockCheck = "no-stock-check",
+        LuaResultIgnored = "lua-result-ignored",
+        RedisCompensationSkipped = "redis-compensation-skipped",
+        ExpiryGivesBackPaid = "expiry-gives-back-paid",
+        AckOnFailure = "ack-on-failure",
+        NeverAck = "never-ack",
+        LatePaymentNotRefunded = "late-payment-not-refunded",
+        ReplayAnsweredSoldOut = "replay-answered-sold-out",
+        CheckThenInsert = "check-then-insert",
+        PoisonWedge = "poison-wedge",
+        SeatCheckOutsideLock = "seat-check-outside-lock",
+        SeatsBackAtOnce = "seats-back-at-once",
+        AmountOffByOne = "amount-off-by-one",
+        WrongSeatInAnswer = "wrong-seat-in-answer",
+        RefusalAfterTimeout = "refusal-after-timeout",
+        LimitCountsCancelled = "limit-counts-cancelled",
+        RedisKeepsRefusedStock = "redis-keeps-refused-stock",
     }
 }
 

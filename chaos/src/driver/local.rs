@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::Mutex;
 
 use crate::drill::Target;
-use crate::local::{Process, Ready, Recipe};
+use crate::process::{Process, Ready, Recipe};
 use crate::proxy::Proxy;
 use crate::services::{self, Dependency, Ports, Urls};
 

@@ -8,7 +8,7 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::drill::{Action, Target};
+use crate::drill::{ProcessAction, Target};
 use crate::proxy;
 use crate::services::Urls;
 
@@ -115,7 +115,7 @@ impl Driver {
 
     /// Does a process action (kill, stop, start, restart, pause, resume) to
     /// `target`.
-    pub(crate) async fn process(&self, target: Target, action: Action) -> io::Result<()> {
+    pub(crate) async fn process(&self, target: Target, action: ProcessAction) -> io::Result<()> {
         match self {
             Driver::Local { dependencies, sale } => {
                 let process = match dependencies.process_and_proxy(target) {
@@ -125,8 +125,10 @@ impl Driver {
                 let mut process = process.lock().await;
                 // A fault on a process that is not there would break nothing
                 // and pass for a drill survived.
-                if matches!(action, Action::Kill | Action::Stop | Action::Pause)
-                    && !process.is_alive()
+                if matches!(
+                    action,
+                    ProcessAction::Kill | ProcessAction::Stop | ProcessAction::Pause
+                ) && !process.is_alive()
                 {
                     return Err(io::Error::other(format!(
                         "{} is not running: there is nothing to {}",
@@ -135,19 +137,18 @@ impl Driver {
                     )));
                 }
                 match action {
-                    Action::Kill => process.kill().await,
-                    Action::Stop => process.stop(STOP_GRACE).await.map(drop),
-                    Action::Start => process.start().await.map(drop),
-                    Action::Restart => process.restart(STOP_GRACE).await.map(drop),
-                    Action::Pause => {
+                    ProcessAction::Kill => process.kill().await,
+                    ProcessAction::Stop => process.stop(STOP_GRACE).await.map(drop),
+                    ProcessAction::Start => process.start().await.map(drop),
+                    ProcessAction::Restart => process.restart(STOP_GRACE).await.map(drop),
+                    ProcessAction::Pause => {
                         process.pause();
                         Ok(())
                     }
-                    Action::Resume => {
+                    ProcessAction::Resume => {
                         process.resume();
                         Ok(())
                     }
-                    other => unreachable!("{} is no process action", other.name()),
                 }
             }
             Driver::Docker(sale) => sale.process(target, action).await,

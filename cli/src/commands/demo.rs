@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use flashtix_chaos::local::{Process, Ready, Recipe};
+use flashtix_chaos::process::{Process, Ready, Recipe};
 use flashtix_server::runtime::config::ConnectionArgs;
 
 use super::storm::{Scenario, StormArgs};

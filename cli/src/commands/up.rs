@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use flashtix_chaos::driver::docker::{self, Compose};
-use flashtix_chaos::local;
+use flashtix_chaos::process;
 use flashtix_chaos::services::{self, answers, Dependency, Ports, Urls};
 
 use super::{Failure, Outcome};
@@ -241,7 +241,7 @@ async fn start_local(dir: &Path, ports: Ports, quiet: bool) -> anyhow::Result<()
         let recipe = services::recipe(dependency, &dir, port)
             .await
             .with_context(|| format!("preparing {}", dependency.name()))?;
-        let process = local::start_detached(dependency.name(), &recipe).await?;
+        let process = process::start_detached(dependency.name(), &recipe).await?;
         std::fs::write(pid_file(&dir, dependency), process.line())?;
     }
     Ok(())
@@ -266,11 +266,11 @@ async fn down(args: &UpArgs) -> Outcome {
             continue;
         };
         // One unreadable file stops nothing else from being stopped.
-        let Some(process) = local::Detached::parse(&text) else {
+        let Some(process) = process::Detached::parse(&text) else {
             unreadable.push(path.display().to_string());
             continue;
         };
-        if local::stop_detached(process, Duration::from_secs(30)).await {
+        if process::stop_detached(process, Duration::from_secs(30)).await {
             stopped.push(dependency.name());
         } else {
             eprintln!(

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::process::Command;
 
-use crate::drill::Action;
+use crate::drill::ProcessAction;
 
 use super::cli::docker;
 
@@ -161,15 +161,16 @@ impl State {
 
 /// What Docker's record shows an action did, from the container's state
 /// before and after it; an error when the record says it did not take.
-pub fn confirm(action: Action, before: &State, after: &State) -> Result<String, String> {
+pub fn confirm(action: ProcessAction, before: &State, after: &State) -> Result<String, String> {
     let took = match action {
-        Action::Kill => before.running && after.status == "exited" && after.exit_code == 137,
-        Action::Stop => before.running && after.status == "exited",
-        Action::Start => after.running && (before.running || after.started_at != before.started_at),
-        Action::Restart => after.running && after.started_at != before.started_at,
-        Action::Pause => after.paused,
-        Action::Resume => after.running && !after.paused,
-        other => return Err(format!("{} is no container action", other.name())),
+        ProcessAction::Kill => before.running && after.status == "exited" && after.exit_code == 137,
+        ProcessAction::Stop => before.running && after.status == "exited",
+        ProcessAction::Start => {
+            after.running && (before.running || after.started_at != before.started_at)
+        }
+        ProcessAction::Restart => after.running && after.started_at != before.started_at,
+        ProcessAction::Pause => after.paused,
+        ProcessAction::Resume => after.running && !after.paused,
     };
     let seen = match after.status.as_str() {
         "exited" => format!(
@@ -216,22 +217,22 @@ mod tests {
         let paused = state("paused", 0, "2026-11-29T10:00:00Z");
         let anew = state("running", 0, "2026-11-29T10:00:07Z");
 
-        assert!(confirm(Action::Kill, &running, &killed).is_ok());
-        assert!(confirm(Action::Kill, &running, &running).is_err());
+        assert!(confirm(ProcessAction::Kill, &running, &killed).is_ok());
+        assert!(confirm(ProcessAction::Kill, &running, &running).is_err());
         assert!(
-            confirm(Action::Kill, &running, &stopped).is_err(),
+            confirm(ProcessAction::Kill, &running, &stopped).is_err(),
             "137 or it was no SIGKILL"
         );
-        assert!(confirm(Action::Stop, &running, &stopped).is_ok());
-        assert!(confirm(Action::Pause, &running, &paused).is_ok());
-        assert!(confirm(Action::Pause, &running, &running).is_err());
-        assert!(confirm(Action::Resume, &paused, &running).is_ok());
-        assert!(confirm(Action::Resume, &paused, &paused).is_err());
-        assert!(confirm(Action::Restart, &running, &anew).is_ok());
-        assert!(confirm(Action::Restart, &running, &running).is_err());
-        assert!(confirm(Action::Start, &killed, &anew).is_ok());
-        assert!(confirm(Action::Start, &killed, &killed).is_err());
-        let said = confirm(Action::Kill, &running, &killed).unwrap();
+        assert!(confirm(ProcessAction::Stop, &running, &stopped).is_ok());
+        assert!(confirm(ProcessAction::Pause, &running, &paused).is_ok());
+        assert!(confirm(ProcessAction::Pause, &running, &running).is_err());
+        assert!(confirm(ProcessAction::Resume, &paused, &running).is_ok());
+        assert!(confirm(ProcessAction::Resume, &paused, &paused).is_err());
+        assert!(confirm(ProcessAction::Restart, &running, &anew).is_ok());
+        assert!(confirm(ProcessAction::Restart, &running, &running).is_err());
+        assert!(confirm(ProcessAction::Start, &killed, &anew).is_ok());
+        assert!(confirm(ProcessAction::Start, &killed, &killed).is_err());
+        let said = confirm(ProcessAction::Kill, &running, &killed).unwrap();
         assert!(said.contains("exit code 137"), "{said}");
     }
 

@@ -27,7 +27,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use super::STOP_GRACE;
-use crate::drill::{Action, Target};
+use crate::drill::{ProcessAction, Target};
 use crate::proxy;
 use crate::services::{free_port, Dependency, Ports, Urls};
 use crate::switchboard;
@@ -301,13 +301,17 @@ impl Sale {
 
     /// Does `action` to `target`'s container, and checks Docker's record
     /// shows it took.
-    pub async fn process(&self, target: Target, action: Action) -> io::Result<()> {
+    pub async fn process(&self, target: Target, action: ProcessAction) -> io::Result<()> {
         let service = service(target);
         let id = self.containers[service].lock().await;
         let before = State::of(&id).await?;
         // `docker stop` of a stopped container succeeds: a fault on nothing
         // would pass for a drill survived.
-        if matches!(action, Action::Kill | Action::Stop | Action::Pause) && !before.running {
+        let stops = matches!(
+            action,
+            ProcessAction::Kill | ProcessAction::Stop | ProcessAction::Pause
+        );
+        if stops && !before.running {
             return Err(io::Error::other(format!(
                 "{} is not running: there is nothing to {}",
                 target.name(),
@@ -316,17 +320,17 @@ impl Sale {
         }
         let grace = grace();
         let verb = match action {
-            Action::Kill => vec!["kill", "-s", "KILL"],
-            Action::Stop => vec!["stop", "-t", &grace],
-            Action::Start if before.paused => vec!["unpause"],
-            Action::Start => vec!["start"],
-            Action::Restart => vec!["restart", "-t", &grace],
-            Action::Pause => vec!["pause"],
-            Action::Resume => vec!["unpause"],
-            other => unreachable!("{} is no process action", other.name()),
+            ProcessAction::Kill => vec!["kill", "-s", "KILL"],
+            ProcessAction::Stop => vec!["stop", "-t", &grace],
+            ProcessAction::Start if before.paused => vec!["unpause"],
+            ProcessAction::Start => vec!["start"],
+            ProcessAction::Restart => vec!["restart", "-t", &grace],
+            ProcessAction::Pause => vec!["pause"],
+            ProcessAction::Resume => vec!["unpause"],
         };
-        let idle =
-            matches!(action, Action::Start | Action::Resume) && before.running && !before.paused;
+        let idle = matches!(action, ProcessAction::Start | ProcessAction::Resume)
+            && before.running
+            && !before.paused;
         if !idle {
             let mut args = verb.clone();
             args.push(&id);

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use flashtix_chaos::local::{Process, Ready, Recipe};
+use flashtix_chaos::process::{Process, Ready, Recipe};
 
 /// A shell that says it is ready, then idles; SIGTERM makes it exit 7.
 fn idler(name: &str) -> Process {
