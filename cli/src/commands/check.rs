@@ -8,6 +8,8 @@ use anyhow::Context;
 
 use flashtix_server::gate::reconcile::{self, Repair};
 use flashtix_server::invariants::{self, Invariant, Verdict};
+use flashtix_server::orders::settled::wait_settled;
+pub use flashtix_server::orders::settled::Settled;
 use flashtix_server::runtime::config::ConnectionArgs;
 use flashtix_server::runtime::db::Schema;
 use flashtix_server::saga::broker::Topology;
@@ -200,15 +202,6 @@ fn shown(events: &[i64]) -> String {
     list.join(", ")
 }
 
-/// How a wait for the sale to settle ended.
-#[derive(Debug, Clone, Copy)]
-pub enum Settled {
-    /// No order was PENDING any more, this long after the wait began.
-    After(Duration),
-    /// The limit came first, with this many orders PENDING.
-    Pending(i64),
-}
-
 /// Waits, up to `limit`, until no order (of `event`, or of the sale) is
 /// PENDING, and says how it went (`after`: what it waited after, if
 /// anything). Then proves the sale, and proves it again while it says
@@ -268,38 +261,25 @@ fn clears_with_time(report: &invariants::Report) -> bool {
         .all(|f| IN_MOTION.contains(&f.invariant))
 }
 
-/// Waits until no order (of `event`, or of the sale) is PENDING, or `limit`.
+/// Waits until no order (of `event`, or of the sale) is PENDING, or
+/// `limit`, with a spinner on a terminal.
 async fn settle(
     services: &Services,
     event: Option<i64>,
     limit: Duration,
 ) -> anyhow::Result<Settled> {
-    let started = tokio::time::Instant::now();
     let spinner = ProgressBar::new_spinner();
-    loop {
-        let pending: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM orders
-             WHERE status = 'PENDING' AND ($1::int8 IS NULL OR event_id = $1)",
-        )
-        .bind(event)
-        .fetch_one(&services.pool)
-        .await
-        .context("counting pending orders")?;
-        if pending == 0 {
-            spinner.finish_and_clear();
-            return Ok(Settled::After(started.elapsed()));
-        }
-        if started.elapsed() >= limit {
-            spinner.finish_and_clear();
-            return Ok(Settled::Pending(pending));
-        }
+    let settled = wait_settled(&services.pool, event, limit, |pending, waited| {
         spinner.set_message(format!(
             "settling: {pending} orders PENDING after {:.1} s (limit {limit:?})",
-            started.elapsed().as_secs_f64()
+            waited.as_secs_f64()
         ));
         spinner.tick();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
+    .context("counting pending orders");
+    spinner.finish_and_clear();
+    settled
 }
 
 /// Says how [`settle`] went, counted from the end of `after` (a storm), or

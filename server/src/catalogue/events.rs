@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Row};
 
 use crate::catalogue::seating;
+use crate::runtime::db::from_row;
 use flashtix_model::input::{has_control, not_null};
 use flashtix_model::seating::{Plan, PlanSpec};
 
@@ -141,6 +142,18 @@ pub struct Event {
     pub hold_seconds: i64,
 }
 
+from_row!(Event {
+    id,
+    name,
+    total_tickets,
+    available_tickets,
+    pending_tickets,
+    sold_tickets,
+    price_cents,
+    max_per_user,
+    hold_seconds,
+});
+
 /// What the order path needs to know about an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Terms {
@@ -192,27 +205,12 @@ pub async fn fetch(pool: &PgPool, id: i64) -> sqlx::Result<Option<Event>> {
 
 /// Every event (or just `only`), ordered by id.
 pub async fn fetch_some(pool: &PgPool, only: Option<i64>) -> sqlx::Result<Vec<Event>> {
-    let rows = sqlx::query(&format!(
+    sqlx::query_as(&format!(
         "SELECT {EVENT_COLUMNS} FROM events WHERE $1::int8 IS NULL OR id = $1 ORDER BY id"
     ))
     .bind(only)
     .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(Event {
-                id: row.try_get("id")?,
-                name: row.try_get("name")?,
-                total_tickets: row.try_get("total_tickets")?,
-                available_tickets: row.try_get("available_tickets")?,
-                pending_tickets: row.try_get("pending_tickets")?,
-                sold_tickets: row.try_get("sold_tickets")?,
-                price_cents: row.try_get("price_cents")?,
-                max_per_user: row.try_get("max_per_user")?,
-                hold_seconds: row.try_get("hold_seconds")?,
-            })
-        })
-        .collect()
+    .await
 }
 
 /// SQL: whether the event whose id is the column `event_id` goes through the

@@ -34,21 +34,16 @@ from_row!(Stock {
 impl Stock {
     /// What is wrong with it, if anything.
     fn imbalance(&self) -> Option<String> {
-        let Self {
-            id,
-            total,
-            available,
-            counted_pending,
-            counted_sold,
-            pending,
-            sold,
-        } = *self;
+        let (available, pending, sold, total) =
+            (self.available, self.pending, self.sold, self.total);
+        let (counted_pending, counted_sold) = (self.counted_pending, self.counted_sold);
         let balanced = available >= 0 && available + pending + sold == total;
         let counters_agree = counted_pending == pending && counted_sold == sold;
         (!balanced || !counters_agree).then(|| {
             format!(
-                "event {id}: available {available} + pending {pending} + sold {sold} = {} \
+                "event {}: available {available} + pending {pending} + sold {sold} = {} \
                  of {total}; the event counts pending {counted_pending}, sold {counted_sold}",
+                self.id,
                 available + pending + sold
             )
         })

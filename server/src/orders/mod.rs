@@ -1,5 +1,5 @@
-//! Orders: taking them ([`Desk`]), writing them in batches ([`writer`]), and
-//! reading them back.
+//! Orders: taking them ([`Desk`]), writing them in batches ([`writer`]),
+//! reading them back, and waiting for them to settle ([`settled`]).
 //!
 //! How a buy flows, and why it cannot oversell:
 //! 1. [`request`] checks the body and the `Idempotency-Key` header.
@@ -29,6 +29,7 @@ pub mod lookup;
 mod placed;
 pub mod request;
 pub mod seat_board;
+pub mod settled;
 pub mod sold_out;
 
 pub mod writer;

@@ -1,0 +1,54 @@
+//! Waiting for a sale to settle: until no order (of an event, or of the
+//! sale) is PENDING, or a limit. `check --settle`, the storm after it sends,
+//! and the tests all wait with this.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::time::Instant;
+
+/// How often the orders are counted again.
+const POLL: Duration = Duration::from_millis(100);
+
+/// How a wait for the sale to settle ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// No order was PENDING any more, this long after the wait began.
+    After(Duration),
+    /// The limit came first, with this many orders PENDING.
+    Pending(i64),
+}
+
+/// Orders still PENDING, of `event` or of the whole sale.
+pub async fn pending(pool: &PgPool, event: Option<i64>) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM orders
+         WHERE status = 'PENDING' AND ($1::int8 IS NULL OR event_id = $1)",
+    )
+    .bind(event)
+    .fetch_one(pool)
+    .await
+}
+
+/// Waits, up to `limit`, until no order (of `event`, or of the sale) is
+/// PENDING; `waiting` hears each count that was not zero yet, and how long
+/// the wait has gone on.
+pub async fn wait_settled(
+    pool: &PgPool,
+    event: Option<i64>,
+    limit: Duration,
+    mut waiting: impl FnMut(i64, Duration),
+) -> sqlx::Result<Settled> {
+    let started = Instant::now();
+    loop {
+        let pending = pending(pool, event).await?;
+        if pending == 0 {
+            return Ok(Settled::After(started.elapsed()));
+        }
+        if started.elapsed() >= limit {
+            return Ok(Settled::Pending(pending));
+        }
+        waiting(pending, started.elapsed());
+        tokio::time::sleep(POLL).await;
+    }
+}
