@@ -3,28 +3,15 @@
 
 #![allow(dead_code)] // each test file uses its own part
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::sync::Arc;
 
 use serde_json::Value;
 use sqlx::PgPool;
-use uuid::Uuid;
 
-pub fn test_database_url() -> String {
-    std::env::var("FLASHTIX_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/flashtix_test".into())
-}
-
-pub fn test_amqp_url() -> String {
-    std::env::var("FLASHTIX_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-pub fn test_redis_url() -> String {
-    std::env::var("FLASHTIX_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
+pub use flashtix_testkit::redis_url as test_redis_url;
+pub use flashtix_testkit::{amqp_url as test_amqp_url, database_url as test_database_url};
 
 #[derive(Clone)]
 pub struct Sale {
@@ -50,7 +37,7 @@ impl Drop for Queues {
                 .enable_all()
                 .build()
                 .expect("a runtime")
-                .block_on(delete_queues(&namespace))
+                .block_on(flashtix_testkit::delete_queues(&namespace))
         })
         .join();
         if let Ok(Err(error)) = deleted {
@@ -59,35 +46,10 @@ impl Drop for Queues {
     }
 }
 
-/// Deletes every queue of the namespace, each call bounded in time (a broker
-/// that stops answering must not hang the test that is ending).
-async fn delete_queues(namespace: &str) -> anyhow::Result<()> {
-    use flashtix_server::saga::broker::within;
-    let namespace = flashtix_server::runtime::config::Namespace::parse(namespace)?;
-    let topology = flashtix_server::saga::broker::Topology::new(namespace);
-    let connection = flashtix_server::saga::broker::connect(&test_amqp_url()).await?;
-    let channel = within("opening a channel", connection.create_channel()).await?;
-    let mut first_error = None;
-    for queue in topology.queues() {
-        let options = lapin::options::QueueDeleteOptions::default();
-        let deleted = within(
-            "deleting a queue",
-            channel.queue_delete(queue.as_str().into(), options),
-        );
-        if let Err(error) = deleted.await {
-            first_error.get_or_insert(error);
-        }
-    }
-    let _ = within("closing", connection.close(200, "done".into())).await;
-    first_error.map_or(Ok(()), Err)
-}
-
 impl Sale {
     pub async fn new() -> Self {
-        flashtix_server::runtime::db::create_database_if_missing(&test_database_url())
-            .await
-            .expect("Postgres must be reachable for the tests");
-        let namespace = format!("c{}", Uuid::now_v7().simple());
+        flashtix_testkit::ensure_database().await;
+        let namespace = flashtix_testkit::namespace('c').as_str().to_owned();
         let dir = std::env::temp_dir().join(&namespace);
         std::fs::create_dir_all(&dir).expect("temp dir");
         let queues = Arc::new(Queues {
@@ -136,28 +98,14 @@ impl Sale {
     /// `flashtix serve` with `roles` and `flags`, making the server's known
     /// mistakes `bugs` (comma separated) if any.
     pub fn serve_with(&self, roles: &str, flags: &[&str], bugs: Option<&str>) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_flashtix"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_flashtix"));
+        command
             .args(["serve", "--bind", "127.0.0.1:0", "--role", roles])
             .args(flags)
             .env_remove("FLASHTIX_KNOWN_BAD")
-            .envs(bugs.map(|bugs| ("FLASHTIX_KNOWN_BAD", bugs)))
-            .env("FLASHTIX_DATABASE_URL", test_database_url())
-            .env("FLASHTIX_REDIS_URL", test_redis_url())
-            .env("FLASHTIX_AMQP_URL", test_amqp_url())
-            .env("FLASHTIX_NAMESPACE", &self.namespace)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("flashtix serve starts");
-        let mut first_line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut first_line)
-            .expect("the server's first line");
-        let address = first_line
-            .trim()
-            .strip_prefix("flashtix listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {first_line:?}"))
-            .to_owned();
+            .envs(bugs.map(|bugs| ("FLASHTIX_KNOWN_BAD", bugs)));
+        flashtix_testkit::on_test_services(&mut command, &self.namespace);
+        let (child, address) = flashtix_testkit::start_server(&mut command);
         Server {
             child,
             url: address,

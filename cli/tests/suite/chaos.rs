@@ -2,12 +2,10 @@
 //! (never the machine's), pass on the real server, and fail on a server that
 //! makes one of the known mistakes — a drill that cannot fail proves nothing.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{assert_exit, stdout};
+use crate::common::{assert_exit, stdout};
 use flashtix_server::invariants::{Invariant, Report};
 use serde_json::Value;
 
@@ -137,11 +135,11 @@ fn drills_of_the_catalogue_pass_on_the_real_server() {
         stdout(&run)
     );
     assert_eq!(reports.len(), drills.len());
-    common::assert_schema("chaos", &Value::Array(reports.clone()));
+    crate::common::assert_schema("chaos", &Value::Array(reports.clone()));
     let mut untold = reports.clone();
     untold[0].as_object_mut().unwrap().remove("verdict");
     assert!(
-        !common::schema_errors("chaos", &Value::Array(untold)).is_empty(),
+        !crate::common::schema_errors("chaos", &Value::Array(untold)).is_empty(),
         "a report without its verdict is refused"
     );
     for (report, drill) in reports.iter().zip(drills) {

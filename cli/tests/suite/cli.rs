@@ -2,9 +2,7 @@
 //! catching a corrupted sale. Each test has its own namespace (Postgres schema
 //! and Redis prefix) in the test database.
 
-mod common;
-
-use common::{assert_all_held, assert_exit, stderr, stdout, Sale};
+use crate::common::{assert_all_held, assert_exit, stderr, stdout, Sale};
 use flashtix_server::invariants::{Invariant, Report, Verdict};
 use uuid::Uuid;
 
@@ -23,11 +21,11 @@ async fn reset_seeds_events_and_check_passes() {
     assert_all_held(&check);
     let (_, report) = sale.json("report.json");
     assert_eq!(report["verdict"], "PASS");
-    common::assert_schema("check", &report);
+    crate::common::assert_schema("check", &report);
     let mut unheard_of = report.clone();
     unheard_of["findings"][0]["verdict"] = serde_json::json!("MAYBE");
     assert!(
-        !common::schema_errors("check", &unheard_of).is_empty(),
+        !crate::common::schema_errors("check", &unheard_of).is_empty(),
         "the schema knows the verdicts"
     );
 }
@@ -634,7 +632,8 @@ async fn check_repair_reports_the_drift_it_found_and_what_it_repaired() {
     let (events, _) = sale.reset(&["--tickets", "100"]);
     let event = events[0]["id"].as_i64().unwrap();
     let namespace = flashtix_server::runtime::config::Namespace::parse(&sale.namespace).unwrap();
-    let gate = flashtix_server::gate::Gate::connect(&common::test_redis_url(), namespace).unwrap();
+    let gate =
+        flashtix_server::gate::Gate::connect(&crate::common::test_redis_url(), namespace).unwrap();
     gate.force_stock(event, 150).await.unwrap();
 
     let repair = sale.run(&["check", "--repair"]);

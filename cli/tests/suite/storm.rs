@@ -2,17 +2,15 @@
 //! what it records (duplicates, the history), and its exit codes, against the
 //! real server and against small fake ones that misbehave on purpose.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::{assert_all_held, assert_exit, assert_schema, stderr, stdout, Sale};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use common::{assert_all_held, assert_exit, assert_schema, stderr, stdout, Sale};
 use serde_json::{json, Value};
 
 /// Serves `app` on a free local port; returns its base URL.
@@ -466,7 +464,7 @@ async fn two_shards_send_exactly_the_storms_purchases_and_are_checked_together()
     let broken = |change: &dyn Fn(&mut Value)| {
         let mut document = merged.clone();
         change(&mut document);
-        common::schema_errors("storm", &document)
+        crate::common::schema_errors("storm", &document)
     };
     for (what, errors) in [
         (

@@ -4,22 +4,20 @@
 //! `flashtix_test` on the local Postgres, created if missing) and
 //! `FLASHTIX_TEST_REDIS_URL`. Logs only with `TEST_LOG=1`.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::io::Write;
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use flashtix_server::catalogue::events::Event;
 use flashtix_server::gate::Gate;
 use flashtix_server::invariants::{self, Invariant, Report, Verdict};
+use flashtix_server::orders::settled;
 use flashtix_server::runtime::config::{AdminToken, Connections, Namespace, Role, Settings};
 use flashtix_server::startup::Application;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio::task::JoinSet;
-use tokio::time::Instant;
-use uuid::Uuid;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
@@ -86,33 +84,11 @@ impl Answer {
     }
 }
 
-pub fn test_database_url() -> String {
-    std::env::var("FLASHTIX_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/flashtix_test".into())
-}
-
-pub fn test_amqp_url() -> String {
-    std::env::var("FLASHTIX_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-pub fn test_redis_url() -> String {
-    std::env::var("FLASHTIX_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-/// Creates the test database once per test binary.
-async fn ensure_test_database(url: &str) {
-    static READY: OnceLock<()> = OnceLock::new();
-    if READY.get().is_none() {
-        flashtix_server::runtime::db::create_database_if_missing(url)
-            .await
-            .expect("Postgres must be reachable for the tests");
-        let _ = READY.set(());
-    }
-}
+pub use flashtix_testkit::{amqp_url as test_amqp_url, database_url as test_database_url};
+pub use flashtix_testkit::{eventually, redis_url as test_redis_url};
 
 pub fn new_namespace() -> Namespace {
-    Namespace::parse(&format!("t{}", Uuid::now_v7().simple())).expect("namespace")
+    flashtix_testkit::namespace('t')
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -125,7 +101,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     }
     let watchdog = Watchdog::start();
     let database_url = test_database_url();
-    ensure_test_database(&database_url).await;
+    flashtix_testkit::ensure_database().await;
     let mut settings = Settings {
         connections: Connections {
             database_url,
@@ -264,21 +240,21 @@ impl TestApp {
 
     /// Orders of the sale still PENDING.
     pub async fn pending_count(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'PENDING'")
-            .fetch_one(&self.pool)
+        settled::pending(&self.pool, None)
             .await
             .expect("count pending orders")
     }
 
-    /// Polls until no order of the sale is PENDING.
+    /// Waits until no order of the sale is PENDING; fails the test if some
+    /// still are after `limit`.
     pub async fn until_none_pending(&self, limit: Duration) {
-        eventually(limit, || async {
-            match self.pending_count().await {
-                0 => Ok(()),
-                pending => Err(format!("{pending} orders still pending")),
+        match settled::wait_settled(&self.pool, None, limit, |_, _| {}).await {
+            Ok(settled::Settled::After(_)) => {}
+            Ok(settled::Settled::Pending(pending)) => {
+                panic!("not within {limit:?}: {pending} orders still pending")
             }
-        })
-        .await
+            Err(error) => panic!("counting pending orders: {error}"),
+        }
     }
 
     /// A Redis connection of the test's own, to look at or break what the
@@ -299,18 +275,7 @@ impl TestApp {
 
     /// Deletes the namespace's queues (the broker is shared by every test).
     pub async fn drop_queues(&self) {
-        let connection = flashtix_server::saga::broker::connect(&test_amqp_url())
-            .await
-            .expect("RabbitMQ");
-        let channel = connection.create_channel().await.expect("channel");
-        for queue in flashtix_server::saga::broker::Topology::new(self.namespace.clone()).queues() {
-            let _ = channel
-                .queue_delete(
-                    queue.as_str().into(),
-                    lapin::options::QueueDeleteOptions::default(),
-                )
-                .await;
-        }
+        let _ = flashtix_testkit::delete_queues(self.namespace.as_str()).await;
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -467,26 +432,6 @@ pub fn count(answers: &[Answer], status: StatusCode, code: &str) -> usize {
         .count()
 }
 
-/// How often [`eventually`] looks again.
-const POLL: Duration = Duration::from_millis(50);
-
-/// Polls `look` until it answers `Ok`, or panics once `limit` has passed with
-/// its last `Err` (what it saw): a deadline instead of a sleep.
-pub async fn eventually<T, F, Fut>(limit: Duration, mut look: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        match look().await {
-            Ok(value) => return value,
-            Err(seen) => assert!(Instant::now() < deadline, "not within {limit:?}: {seen}"),
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
 /// One sample from Prometheus text: the value of the line named exactly `name`.
 pub fn read_metric(text: &str, name: &str) -> Option<u64> {
     text.lines()
@@ -497,26 +442,11 @@ pub fn read_metric(text: &str, name: &str) -> Option<u64> {
 /// Starts the real `flashtix-server` binary on `namespace` against the test
 /// services, with `args`; returns the process and the address it printed.
 pub fn start_server_binary(namespace: &Namespace, args: &[&str]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flashtix-server"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_flashtix-server"));
+    command
         .args(["--bind", "127.0.0.1:0"])
         .args(args)
-        .env("FLASHTIX_DATABASE_URL", test_database_url())
-        .env("FLASHTIX_REDIS_URL", test_redis_url())
-        .env("FLASHTIX_AMQP_URL", test_amqp_url())
-        .env("FLASHTIX_NAMESPACE", namespace.as_str())
-        .env("FLASHTIX_ADMIN_TOKEN", ADMIN_TOKEN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("flashtix-server starts");
-    let mut first_line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut first_line)
-        .expect("the server's first line");
-    let address = first_line
-        .trim()
-        .strip_prefix("flashtix listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {first_line:?}"))
-        .to_owned();
-    (child, address)
+        .env("FLASHTIX_ADMIN_TOKEN", ADMIN_TOKEN);
+    flashtix_testkit::on_test_services(&mut command, namespace.as_str());
+    flashtix_testkit::start_server(&mut command)
 }

@@ -1,0 +1,122 @@
+//! What the test binaries of the workspace share: the test services and
+//! their URLs, a namespace of a test's own and its queues deleted after it,
+//! a server binary started and its address read, and deadlines instead of
+//! sleeps.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use flashtix_server::runtime::config::Namespace;
+use flashtix_server::saga::broker::{self, within, Topology};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+/// The test database (`FLASHTIX_TEST_DATABASE_URL`, or `flashtix_test` on
+/// the local Postgres).
+pub fn database_url() -> String {
+    std::env::var("FLASHTIX_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/flashtix_test".into())
+}
+
+/// The test broker (`FLASHTIX_TEST_AMQP_URL`, or the local RabbitMQ).
+pub fn amqp_url() -> String {
+    std::env::var("FLASHTIX_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// The test Redis (`FLASHTIX_TEST_REDIS_URL`, or the local one).
+pub fn redis_url() -> String {
+    std::env::var("FLASHTIX_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Creates the test database, once per test binary.
+pub async fn ensure_database() {
+    static READY: OnceLock<()> = OnceLock::new();
+    if READY.get().is_none() {
+        flashtix_server::runtime::db::create_database_if_missing(&database_url())
+            .await
+            .expect("Postgres must be reachable for the tests");
+        let _ = READY.set(());
+    }
+}
+
+/// A namespace no other test uses: `prefix` (one letter, `t` for the
+/// server's tests, `c` for the CLI's, so CI can clear what a killed run
+/// left) and a fresh UUIDv7.
+pub fn namespace(prefix: char) -> Namespace {
+    Namespace::parse(&format!("{prefix}{}", Uuid::now_v7().simple())).expect("namespace")
+}
+
+/// `command` pointed at the test services, in `namespace`.
+pub fn on_test_services<'a>(command: &'a mut Command, namespace: &str) -> &'a mut Command {
+    command
+        .env("FLASHTIX_DATABASE_URL", database_url())
+        .env("FLASHTIX_REDIS_URL", redis_url())
+        .env("FLASHTIX_AMQP_URL", amqp_url())
+        .env("FLASHTIX_NAMESPACE", namespace)
+}
+
+/// Starts a server process (`command`, which prints `flashtix listening on
+/// ADDRESS` first) and returns it with its address.
+pub fn start_server(command: &mut Command) -> (Child, String) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the server starts");
+    let mut first_line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first_line)
+        .expect("the server's first line");
+    let address = first_line
+        .trim()
+        .strip_prefix("flashtix listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first_line:?}"))
+        .to_owned();
+    (child, address)
+}
+
+/// Deletes every queue of `namespace` on the test broker, each call bounded
+/// in time (a broker that stops answering must not hang the test that is
+/// ending). The broker is shared, and each quorum queue left behind keeps
+/// some of its limited file handles.
+pub async fn delete_queues(namespace: &str) -> anyhow::Result<()> {
+    let topology = Topology::new(Namespace::parse(namespace)?);
+    let connection = broker::connect(&amqp_url()).await?;
+    let channel = within("opening a channel", connection.create_channel()).await?;
+    let mut first_error = None;
+    for queue in topology.queues() {
+        let options = lapin::options::QueueDeleteOptions::default();
+        let deleted = within(
+            "deleting a queue",
+            channel.queue_delete(queue.as_str().into(), options),
+        );
+        if let Err(error) = deleted.await {
+            first_error.get_or_insert(error);
+        }
+    }
+    let _ = within("closing", connection.close(200, "done".into())).await;
+    first_error.map_or(Ok(()), Err)
+}
+
+/// How often [`eventually`] looks again.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Polls `look` until it answers `Ok`, or panics once `limit` has passed with
+/// its last `Err` (what it saw): a deadline instead of a sleep.
+pub async fn eventually<T, F, Fut>(limit: Duration, mut look: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        match look().await {
+            Ok(value) => return value,
+            Err(seen) => assert!(Instant::now() < deadline, "not within {limit:?}: {seen}"),
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
