@@ -25,7 +25,7 @@ import kubernetes_validate
 import yaml
 
 KUBERNETES_VERSION = "1.31.0"
-# The roles of `flashtix-server --role` (server/src/config.rs).
+# The roles of `flashtix-server --role` (server/src/runtime/config.rs).
 ROLES = {"api", "relay", "payments", "orders", "sweeper"}
 
 

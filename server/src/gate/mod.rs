@@ -34,10 +34,10 @@
 //! tickets in `stock` but enough in `returning` is told when they are due
 //! ([`Admission::Returning`]) and waits, rather than hear "sold out" untruly.
 //!
-//! - [`keys`]: the names of an event's keys, and how a hold is written there;
-//! - [`admit`]: the hot path: reserve, release, confirm, replay;
-//! - [`repair`]: what the reconciler reads and corrects, and reseeding;
-//! - [`admin`]: opening an event, wiping a namespace, and the knobs tests and
+//! - `keys`: the names of an event's keys, and how a hold is written there;
+//! - `admit`: the hot path: reserve, release, confirm, replay;
+//! - `repair`: what the reconciler reads and corrects, and reseeding;
+//! - `admin`: opening an event, wiping a namespace, and the knobs tests and
 //!   drills turn on purpose;
 //! - [`reconcile`]: the task that repairs Redis from Postgres.
 

@@ -90,7 +90,7 @@ pub struct SeedLock {
 
 impl Gate {
     /// Gives back the tickets of an order Postgres released (expired or
-    /// cancelled): stock after [`RETURN_DELAY`], and the buyer's count. Applied
+    /// cancelled): stock after [`RETURN_DELAY`](super::RETURN_DELAY), and the buyer's count. Applied
     /// once per order however often it is called, and only once the event is
     /// seeded: a reseed reads Postgres first and writes Redis after, so a
     /// return applied in between would be overwritten (the buyer's count) or
@@ -166,7 +166,7 @@ impl Gate {
     }
 
     /// Brings the stock to `available` if nothing moved since `seen` and nothing
-    /// is in flight (down at once, up after [`RETURN_DELAY`]). Returns the stock
+    /// is in flight (down at once, up after [`RETURN_DELAY`](super::RETURN_DELAY)). Returns the stock
     /// it corrected, or `None` if it did not apply.
     pub async fn correct_stock(
         &self,
@@ -276,7 +276,7 @@ impl Gate {
 
     /// Writes what Postgres says, then the stock (last: its presence means
     /// "seeded"; it starts at zero and the tickets arrive after
-    /// [`RETURN_DELAY`], like any other increase), then lets go of the lock.
+    /// [`RETURN_DELAY`](super::RETURN_DELAY), like any other increase), then lets go of the lock.
     pub async fn seed(&self, lock: SeedLock, snapshot: &Snapshot) -> RedisResult<()> {
         let event_id = lock.event_id;
         let event = self.event_keys(event_id);

@@ -41,7 +41,7 @@ use seats::one_owner_per_seat;
 /// default: the history checks judge no moment closer than this.
 pub const DEFAULT_CLOCK_SLACK: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// A client's history (see [`crate::history`]) and how far its clock and
+/// A client's history (see [`flashtix_model::history`]) and how far its clock and
 /// the database's may disagree.
 #[derive(Debug, Clone, Copy)]
 pub struct History<'a> {

@@ -12,11 +12,11 @@
 //! orders) and the idempotency key (a unique constraint; the insert's
 //! `ON CONFLICT DO NOTHING` count proves no other transaction won a race).
 //!
-//! - [`settle`]: a lane's loop, and answering a batch once it is decided;
-//! - [`commit`]: the batch's transaction: deciding each ticket under the lock,
+//! - `settle`: a lane's loop, and answering a batch once it is decided;
+//! - `commit`: the batch's transaction: deciding each ticket under the lock,
 //!   then one insert of everything;
-//! - [`buyers`]: what the batch's buyers already have;
-//! - [`places`]: the seats and zone places a batch on a seated event takes.
+//! - `buyers`: what the batch's buyers already have;
+//! - `places`: the seats and zone places a batch on a seated event takes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

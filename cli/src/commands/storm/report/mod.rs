@@ -1,6 +1,6 @@
 //! A storm's results: the summary figures ([`Summary`]), printed as tables
-//! ([`tables`]), written as the JSON document and the files
-//! ([`export`]), and judged against `--threshold`s ([`threshold`]).
+//! (`tables`), written as the JSON document and the files
+//! (`export`), and judged against `--threshold`s (`threshold`).
 
 use flashtix_model::history::Outcome;
 use hdrhistogram::Histogram;
