@@ -828,6 +828,10 @@ async fn a_storm_with_no_end_or_bad_flags_exits_2() {
             "--ramp takes FROM:TO:DURATION",
         ),
         (
+            vec!["--ramp", "100:200:soon", "--buyers", "5"],
+            "\"soon\" is not a duration",
+        ),
+        (
             vec!["--buyers", "5", "--duplicates", "2"],
             "--duplicates is a share",
         ),

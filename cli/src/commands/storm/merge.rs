@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use super::document::{StormDocument, ZoneSales};
 use super::engine::{Shard, Storm};
 use super::fairness;
+use super::options::flag;
 use super::record::Recorder;
 use super::report::{self, Summary, Threshold};
 use super::Outputs;
@@ -34,7 +35,7 @@ pub struct MergeArgs {
     histories: Vec<PathBuf>,
     /// A service level the merged storm must meet, as `storm --threshold`
     /// takes it (repeatable); exit 3 if one is missed
-    #[arg(long = "threshold", value_name = "EXPR", value_parser = Threshold::parse)]
+    #[arg(long = "threshold", value_name = "EXPR", value_parser = flag::<Threshold>)]
     thresholds: Vec<Threshold>,
 }
 

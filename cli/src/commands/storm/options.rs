@@ -20,7 +20,7 @@ pub struct StormOptions {
     #[arg(long, group = "model")]
     pub rate: Option<f64>,
     /// Open model: the rate moves from FROM to TO over DURATION (like 100:5000:10s)
-    #[arg(long, group = "model", value_name = "FROM:TO:DURATION", value_parser = Schedule::ramp)]
+    #[arg(long, group = "model", value_name = "FROM:TO:DURATION", value_parser = flag::<Schedule>)]
     #[serde(deserialize_with = "parsed")]
     pub ramp: Option<Schedule>,
     /// Open model: every buyer (--buyers) within this window; 0 fires them all at
@@ -49,7 +49,7 @@ pub struct StormOptions {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Tickets per purchase: a number, or weights like 1:70,2:20,4:10 [default: 1]
-    #[arg(long, value_parser = Quantities::parse)]
+    #[arg(long, value_parser = flag::<Quantities>)]
     #[serde(deserialize_with = "parsed")]
     pub quantity: Option<Quantities>,
     /// Share of purchases sent twice at once with the same key (double
@@ -80,7 +80,7 @@ pub struct StormOptions {
     pub settle: Option<Duration>,
     /// A service level to meet, like 'p99<50ms', 'accepted_rate>5000',
     /// 'error_rate<0.1%' (repeatable); a miss exits 3
-    #[arg(long = "threshold", value_parser = Threshold::parse)]
+    #[arg(long = "threshold", value_parser = flag::<Threshold>)]
     #[serde(rename = "threshold", deserialize_with = "parsed_list")]
     pub thresholds: Vec<Threshold>,
 }
@@ -111,6 +111,12 @@ impl Parse for Threshold {
     fn parse(text: &str) -> anyhow::Result<Self> {
         Threshold::parse(text)
     }
+}
+
+/// For clap: a flag read by its type's parser, the error with every cause
+/// (clap prints an error's outermost line only).
+pub fn flag<T: Parse>(text: &str) -> Result<T, String> {
+    T::parse(text).map_err(|error| format!("{error:#}"))
 }
 
 /// For serde: an optional setting written as text.

@@ -2,10 +2,12 @@
 //! (never the machine's), pass on the real server, and fail on a server that
 //! makes one of the known mistakes — a drill that cannot fail proves nothing.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::common::{assert_exit, stdout};
+use common::{assert_exit, stdout};
 use flashtix_server::invariants::{Invariant, Report};
 use serde_json::Value;
 
@@ -135,11 +137,11 @@ fn drills_of_the_catalogue_pass_on_the_real_server() {
         stdout(&run)
     );
     assert_eq!(reports.len(), drills.len());
-    crate::common::assert_schema("chaos", &Value::Array(reports.clone()));
+    common::assert_schema("chaos", &Value::Array(reports.clone()));
     let mut untold = reports.clone();
     untold[0].as_object_mut().unwrap().remove("verdict");
     assert!(
-        !crate::common::schema_errors("chaos", &Value::Array(untold)).is_empty(),
+        !common::schema_errors("chaos", &Value::Array(untold)).is_empty(),
         "a report without its verdict is refused"
     );
     for (report, drill) in reports.iter().zip(drills) {

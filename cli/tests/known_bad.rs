@@ -6,9 +6,11 @@
 //! Each sale has its own namespace on the test services; the bad and the good
 //! sale of a test run side by side.
 
+mod common;
+
 use std::time::Duration;
 
-use crate::common::{Sale, Server};
+use common::{Sale, Server};
 use flashtix_server::invariants::{Finding, Invariant, Report, Verdict};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::BasicProperties;
@@ -70,8 +72,8 @@ async fn storm_sale(sale: Sale, event: i64, server: Server, storm: &str) -> Run 
     assert!(
         matches!(run.status.code(), Some(0 | 1 | 5)),
         "{}{}",
-        crate::common::stdout(&run),
-        crate::common::stderr(&run)
+        common::stdout(&run),
+        common::stderr(&run)
     );
     let storm = sale.json("storm.json").1;
     Run {
@@ -106,7 +108,7 @@ impl Run {
             }
             let run = self.sale.run_in_background(&args).await;
             let report = self.sale.json("check.json").1;
-            assert!(report.is_object(), "{}", crate::common::stderr(&run));
+            assert!(report.is_object(), "{}", common::stderr(&run));
             if report["verdict"] != "UNKNOWN" || Instant::now() > deadline {
                 return report;
             }
@@ -482,7 +484,7 @@ async fn a_poison_message_that_wedges_the_worker_never_settles() {
 async fn publish_order_created(sale: &Sale, order_id: uuid::Uuid) {
     let namespace = flashtix_server::runtime::config::Namespace::parse(&sale.namespace).unwrap();
     let topology = flashtix_server::saga::broker::Topology::new(namespace);
-    let connection = flashtix_server::saga::broker::connect(&crate::common::test_amqp_url())
+    let connection = flashtix_server::saga::broker::connect(&common::test_amqp_url())
         .await
         .unwrap();
     topology.declare(&connection).await.unwrap();
@@ -770,8 +772,7 @@ async fn buy_after_a_refusal(setup: Setup, bugs: Option<&str>) -> Run {
     let (sale, _, server) = setup.open(bugs).await;
     let events = sale.json("events.json").1;
     let namespace = flashtix_server::runtime::config::Namespace::parse(&sale.namespace).unwrap();
-    let gate =
-        flashtix_server::gate::Gate::connect(&crate::common::test_redis_url(), namespace).unwrap();
+    let gate = flashtix_server::gate::Gate::connect(&common::test_redis_url(), namespace).unwrap();
     let mut client = Client::of(&server);
     for event in events
         .as_array()
