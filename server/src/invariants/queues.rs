@@ -19,13 +19,7 @@ pub type Queues<'a> = Result<(&'a lapin::Connection, &'a Topology), String>;
 /// plus a grace period, and no stock return or outbox message left waiting that
 /// long.
 pub(super) async fn nothing_stuck(pool: &PgPool, event: Option<i64>) -> anyhow::Result<Finding> {
-    let checked: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM orders
-         WHERE status = 'PENDING' AND ($1::int8 IS NULL OR event_id = $1)",
-    )
-    .bind(event)
-    .fetch_one(pool)
-    .await?;
+    let checked = crate::orders::settled::pending(pool, event).await?;
     let about_event = about_event();
     let stuck: Vec<String> = sqlx::query_scalar(&format!(
         "SELECT format('order %s: PENDING %s s past its hold', id,

@@ -68,7 +68,8 @@ type Span = (DateTime<Utc>, Option<DateTime<Utc>>);
 /// When each seat was unavailable: from when an order held it until it was
 /// back on sale (never, while the order lives).
 struct Unavailable {
-    spans: HashMap<(i64, String), Vec<Span>>,
+    /// By event, then seat.
+    spans: HashMap<i64, HashMap<String, Vec<Span>>>,
     slack: chrono::Duration,
 }
 
@@ -85,12 +86,10 @@ impl Unavailable {
         .bind(events)
         .fetch_all(pool)
         .await?;
-        let mut spans: HashMap<_, Vec<_>> = HashMap::new();
+        let mut spans: HashMap<i64, HashMap<String, Vec<Span>>> = HashMap::new();
         for (event_id, seat, from, until) in rows {
-            spans
-                .entry((event_id, seat))
-                .or_default()
-                .push((from, until));
+            let seats = spans.entry(event_id).or_default();
+            seats.entry(seat).or_default().push((from, until));
         }
         Ok(Self { spans, slack })
     }
@@ -99,7 +98,8 @@ impl Unavailable {
     fn taken(&self, attempt: &Attempt, seat: &str) -> bool {
         let slack = self.slack;
         self.spans
-            .get(&(attempt.event_id, seat.to_owned()))
+            .get(&attempt.event_id)
+            .and_then(|seats| seats.get(seat))
             .into_iter()
             .flatten()
             .any(|(from, until)| {
