@@ -26,62 +26,60 @@
 use std::time::Duration;
 
 use flashtix_model::duration::parse as duration;
+use flashtix_model::{Dependency, Role};
 use serde::Deserialize;
 
 use crate::proxy;
 
-flashtix_model::named! {
-    /// What a drill can break.
+flashtix_model::one_of! {
+    /// What a drill can break: a role of the sale (for `api`, the first of
+    /// its two processes) or a service it stands on.
     pub enum Target("a drill target") {
-        Api = "api",
-        Relay = "relay",
-        Payments = "payments",
-        Orders = "orders",
-        Sweeper = "sweeper",
-        Postgres = "postgres",
-        Redis = "redis",
-        Rabbitmq = "rabbitmq",
+        Role(Role),
+        Dependency(Dependency),
     }
 }
 
-impl Target {
-    pub fn is_dependency(self) -> bool {
-        matches!(self, Target::Postgres | Target::Redis | Target::Rabbitmq)
-    }
-}
-
-flashtix_model::named! {
+flashtix_model::one_of! {
     /// What a fault does to its target.
     pub enum Action("a fault action") {
+        Process(ProcessAction),
+        Data(DataAction),
+        /// Network faults go through the proxy in front of the target.
+        Network(NetworkAction),
+    }
+}
+
+flashtix_model::named! {
+    /// What a fault does to a process (or its container).
+    pub enum ProcessAction("a process action") {
         Kill = "kill",
         Stop = "stop",
         Start = "start",
         Restart = "restart",
         Pause = "pause",
         Resume = "resume",
+    }
+}
+
+flashtix_model::named! {
+    /// What a fault does to a service's data.
+    pub enum DataAction("a data action") {
         /// Redis loses its data.
         Flush = "flush",
         /// Every message already published is published again (same id).
         Republish = "republish",
+    }
+}
+
+flashtix_model::named! {
+    /// What a fault does to the network in front of its target.
+    pub enum NetworkAction("a network action") {
         Latency = "latency",
         Blackhole = "blackhole",
         Reset = "reset",
         Bandwidth = "bandwidth",
         DropResponses = "drop_responses",
-    }
-}
-
-impl Action {
-    /// Network faults go through the proxy in front of the target.
-    pub fn is_network(self) -> bool {
-        matches!(
-            self,
-            Action::Latency
-                | Action::Blackhole
-                | Action::Reset
-                | Action::Bandwidth
-                | Action::DropResponses
-        )
     }
 }
 
@@ -169,18 +167,6 @@ impl Fault {
     }
 }
 
-flashtix_model::named! {
-    /// What a fault does to a process (or its container).
-    pub enum ProcessAction("a process action") {
-        Kill = "kill",
-        Stop = "stop",
-        Start = "start",
-        Restart = "restart",
-        Pause = "pause",
-        Resume = "resume",
-    }
-}
-
 /// What a fault does, worked out once: to a process, to the network in
 /// front of its target (a proxy fault), or to the data.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -196,21 +182,18 @@ pub enum Effect {
 impl Effect {
     /// The effect of `action`, with a network fault's settings.
     fn of(action: Action, delay: Duration, jitter: Duration, bytes_per_second: u64) -> Self {
-        use ProcessAction as P;
+        use NetworkAction as N;
         match action {
-            Action::Kill => Self::Process(P::Kill),
-            Action::Stop => Self::Process(P::Stop),
-            Action::Start => Self::Process(P::Start),
-            Action::Restart => Self::Process(P::Restart),
-            Action::Pause => Self::Process(P::Pause),
-            Action::Resume => Self::Process(P::Resume),
-            Action::Flush => Self::Flush,
-            Action::Republish => Self::Republish,
-            Action::Latency => Self::Network(proxy::Fault::Latency { delay, jitter }),
-            Action::Blackhole => Self::Network(proxy::Fault::Blackhole),
-            Action::Reset => Self::Network(proxy::Fault::Reset),
-            Action::Bandwidth => Self::Network(proxy::Fault::Bandwidth { bytes_per_second }),
-            Action::DropResponses => Self::Network(proxy::Fault::DropResponses),
+            Action::Process(process) => Self::Process(process),
+            Action::Data(DataAction::Flush) => Self::Flush,
+            Action::Data(DataAction::Republish) => Self::Republish,
+            Action::Network(network) => Self::Network(match network {
+                N::Latency => proxy::Fault::Latency { delay, jitter },
+                N::Blackhole => proxy::Fault::Blackhole,
+                N::Reset => proxy::Fault::Reset,
+                N::Bandwidth => proxy::Fault::Bandwidth { bytes_per_second },
+                N::DropResponses => proxy::Fault::DropResponses,
+            }),
         }
     }
 }
@@ -233,24 +216,27 @@ impl DrillFile {
                 fault.action.name(),
                 fault.target.name()
             );
-            if fault.action == Action::Flush && fault.target != Target::Redis {
+            let only = |dependency: Dependency| fault.target != Target::Dependency(dependency);
+            if fault.action == DataAction::Flush.into() && only(Dependency::Redis) {
                 return Err(format!("{name}: only redis can be flushed"));
             }
-            if fault.action == Action::Republish && fault.target != Target::Rabbitmq {
+            if fault.action == DataAction::Republish.into() && only(Dependency::Rabbitmq) {
                 return Err(format!("{name}: only rabbitmq republishes"));
             }
-            if fault.action.is_network()
-                && !matches!(fault.target, Target::Api)
-                && !fault.target.is_dependency()
+            if matches!(fault.action, Action::Network(_))
+                && !matches!(
+                    fault.target,
+                    Target::Role(Role::Api) | Target::Dependency(_)
+                )
             {
                 return Err(format!(
                     "{name}: network faults stand in front of api, postgres, redis or rabbitmq"
                 ));
             }
-            if fault.action == Action::Bandwidth && fault.bytes_per_second.is_none() {
+            if fault.action == NetworkAction::Bandwidth.into() && fault.bytes_per_second.is_none() {
                 return Err(format!("{name}: bandwidth needs bytes-per-second"));
             }
-            if fault.action == Action::Latency && fault.delay.is_none() {
+            if fault.action == NetworkAction::Latency.into() && fault.delay.is_none() {
                 return Err(format!("{name}: latency needs a delay"));
             }
             let (_, latest) = window(&fault.at).map_err(|e| format!("{name}: at: {e}"))?;
@@ -386,7 +372,11 @@ mod tests {
         assert_eq!(drill.storm["buyers"].as_integer(), Some(8000));
         let first = drill.timeline(7);
         assert_eq!(first, drill.timeline(7), "reproducible");
-        assert_eq!(first[0].action, Action::Latency, "in time order");
+        assert_eq!(
+            first[0].action,
+            NetworkAction::Latency.into(),
+            "in time order"
+        );
         assert_eq!(
             (first[0].at, first[0].until),
             (Duration::from_millis(500), None)
@@ -412,10 +402,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            drill.command(Target::Api, Action::DropResponses),
+            drill.command(Role::Api.into(), NetworkAction::DropResponses.into()),
             Some("true")
         );
-        assert_eq!(drill.command(Target::Api, Action::Kill), None);
+        assert_eq!(
+            drill.command(Role::Api.into(), ProcessAction::Kill.into()),
+            None
+        );
     }
 
     #[test]
@@ -432,7 +425,7 @@ mod tests {
             ),
             (
                 "description = \"x\"\n[[fault]]\nat = \"1s\"\ntarget = \"mysql\"\naction = \"kill\"",
-                "unknown variant `mysql`",
+                "\"mysql\" is not a drill target (one of: api, sweeper",
             ),
             (
                 "description = \"x\"\n[[fault]]\nat = \"soon\"\ntarget = \"api\"\naction = \"kill\"",

@@ -7,27 +7,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use flashtix_model::Dependency;
+
 use crate::process::{Ready, Recipe};
-
-/// One of the sale's dependencies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dependency {
-    Postgres,
-    Redis,
-    Rabbitmq,
-}
-
-impl Dependency {
-    pub const ALL: [Self; 3] = [Self::Postgres, Self::Redis, Self::Rabbitmq];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Postgres => "postgres",
-            Self::Redis => "redis",
-            Self::Rabbitmq => "rabbitmq",
-        }
-    }
-}
 
 /// Where each dependency listens (on 127.0.0.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,8 @@
 //! ports of our own, killed and started again, never the machine's.
 
 use flashtix_chaos::process::Process;
-use flashtix_chaos::services::{answers, recipe, Dependency, Ports};
+use flashtix_chaos::services::{answers, recipe, Ports};
+use flashtix_model::Dependency;
 
 #[tokio::test]
 async fn each_dependency_starts_on_its_own_port_and_comes_back_after_a_kill() {

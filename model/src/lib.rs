@@ -10,6 +10,7 @@
 //! - [`rng`]: seeded, repeatable numbers (splitmix64);
 //! - [`seating`]: seating plans (zones, rows, seats) and the seat map;
 //! - [`input`]: what every body a client sends is held to;
+//! - [`roles`]: the sale's roles, its dependencies and its processes;
 //! - [`names`]: the one way an enum gets its names.
 
 pub mod codes;
@@ -19,12 +20,14 @@ pub mod input;
 pub mod names;
 pub mod report;
 pub mod rng;
+pub mod roles;
 pub mod seating;
 pub mod status;
 
 pub use codes::ErrorCode;
 pub use history::{Attempt, Outcome};
 pub use report::{Finding, Invariant, Report, Verdict};
+pub use roles::{Dependency, Role};
 pub use status::OrderStatus;
 
 #[doc(hidden)]

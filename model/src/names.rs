@@ -93,6 +93,104 @@ macro_rules! named {
     };
 }
 
+/// Declares an enum each case of which holds a case of another
+/// [`named!`](crate::named) enum, and is named by it: a drill's target is a
+/// role or a dependency, and parses from either's names.
+///
+/// ```ignore
+/// one_of! {
+///     /// What a drill can break.
+///     pub enum Target("a drill target") {
+///         Role(Role),
+///         Dependency(Dependency),
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! one_of {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $ty:ident($what:literal) {
+            $( $(#[$case_meta:meta])* $case:ident($inner:ident) ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        $vis enum $ty {
+            $( $(#[$case_meta])* $case($inner) ),+
+        }
+
+        impl $ty {
+            /// Its name: the name of the case it holds.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Self::$case(inner) => inner.name()),+
+                }
+            }
+
+            /// The case of this name, looked for in each enum in turn.
+            pub fn named(name: &str) -> Option<Self> {
+                $(
+                    if let Some(inner) = $inner::named(name) {
+                        return Some(Self::$case(inner));
+                    }
+                )+
+                None
+            }
+
+            /// Every case: each enum's, in the order declared.
+            pub fn all() -> impl Iterator<Item = Self> {
+                ::std::iter::empty()
+                    $( .chain($inner::ALL.into_iter().map(Self::$case)) )+
+            }
+        }
+
+        $(
+            impl From<$inner> for $ty {
+                fn from(inner: $inner) -> Self {
+                    Self::$case(inner)
+                }
+            }
+        )+
+
+        impl ::std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl ::std::str::FromStr for $ty {
+            type Err = $crate::names::UnknownName;
+
+            fn from_str(name: &str) -> Result<Self, Self::Err> {
+                Self::named(name).ok_or_else(|| $crate::names::UnknownName {
+                    what: $what,
+                    name: name.to_owned(),
+                })
+            }
+        }
+
+        impl $crate::__serde::Serialize for $ty {
+            fn serialize<S: $crate::__serde::Serializer>(&self, to: S) -> Result<S::Ok, S::Error> {
+                to.serialize_str(self.name())
+            }
+        }
+
+        impl<'de> $crate::__serde::Deserialize<'de> for $ty {
+            fn deserialize<D: $crate::__serde::Deserializer<'de>>(from: D) -> Result<Self, D::Error> {
+                let name = <::std::borrow::Cow<'de, str>>::deserialize(from)?;
+                name.parse().map_err(|wrong: $crate::names::UnknownName| {
+                    let known: Vec<&str> = Self::all().map(Self::name).collect();
+                    $crate::__serde::de::Error::custom(format!(
+                        "{wrong} (one of: {})",
+                        known.join(", ")
+                    ))
+                })
+            }
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     crate::named! {
@@ -102,6 +200,58 @@ mod tests {
             /// The other one.
             Green = "green_light",
         }
+    }
+
+    crate::named! {
+        /// Another.
+        enum Sound("a sound") {
+            Bell = "bell",
+        }
+    }
+
+    crate::one_of! {
+        /// Either.
+        enum Signal("a signal") {
+            Light(Light),
+            Sound(Sound),
+        }
+    }
+
+    #[test]
+    fn a_case_of_one_of_is_named_by_what_it_holds() {
+        let all: Vec<Signal> = Signal::all().collect();
+        assert_eq!(
+            all,
+            [
+                Signal::Light(Light::Red),
+                Signal::Light(Light::Green),
+                Signal::Sound(Sound::Bell)
+            ]
+        );
+        for signal in all {
+            let name = signal.name();
+            assert_eq!(signal.to_string(), name);
+            assert_eq!(name.parse::<Signal>(), Ok(signal));
+            assert_eq!(
+                serde_json::from_str::<Signal>(&format!("\"{name}\"")).unwrap(),
+                signal
+            );
+            assert_eq!(
+                serde_json::to_string(&signal).unwrap(),
+                format!("\"{name}\"")
+            );
+        }
+        assert_eq!(Signal::from(Sound::Bell), Signal::Sound(Sound::Bell));
+        assert_eq!(Sound::Bell.index(), 0);
+        let wrong = "horn".parse::<Signal>().unwrap_err();
+        assert_eq!(wrong.to_string(), "\"horn\" is not a signal");
+        let json = serde_json::from_str::<Signal>("\"horn\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            json.contains("\"horn\" is not a signal (one of: red, green_light, bell)"),
+            "{json}"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::catalogue::events::Catalogue;
 use crate::gate::Gate;
 use crate::http::{router, AppState};
 use crate::orders::Desk;
-use crate::runtime::config::{Role, ServerArgs, Settings};
+use crate::runtime::config::{ServerArgs, Settings};
 use crate::runtime::db::Purpose;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::stop::Stop;
@@ -25,6 +25,7 @@ use crate::saga::broker::Topology;
 use crate::saga::payments::provider::Provider;
 use crate::saga::payments::PaymentWorker;
 use crate::saga::settlement::OrderWorker;
+use flashtix_model::Role;
 
 /// Connections of the order writer: one per event selling at the same moment
 /// is enough, since each event's batches run one after another.

@@ -17,7 +17,8 @@ use tokio::sync::Mutex;
 use crate::drill::Target;
 use crate::process::{Process, Ready, Recipe};
 use crate::proxy::Proxy;
-use crate::services::{self, Dependency, Ports, Urls};
+use crate::services::{self, Ports, Urls};
+use flashtix_model::roles::{Dependency, Role, PROCESSES};
 
 use super::STOP_GRACE;
 
@@ -87,11 +88,8 @@ impl Dependencies {
 
     /// The process and proxy of the dependency `target` names, if it names one.
     pub fn process_and_proxy(&self, target: Target) -> Option<(Shared, Arc<Proxy>)> {
-        let dependency = match target {
-            Target::Postgres => Dependency::Postgres,
-            Target::Redis => Dependency::Redis,
-            Target::Rabbitmq => Dependency::Rabbitmq,
-            _ => return None,
+        let Target::Dependency(dependency) = target else {
+            return None;
         };
         Some((self.process(dependency), self.proxy(dependency)))
     }
@@ -118,21 +116,11 @@ impl Dependencies {
 /// A sale's server processes for one drill.
 #[derive(Clone)]
 pub struct Sale {
-    /// `api-1`, `api-2`, `relay`, `payments`, `orders`, `sweeper`.
+    /// Named as [`PROCESSES`] names them.
     processes: Vec<(&'static str, Shared)>,
     /// The storm's way in: balances over the API processes.
     pub front: Arc<Proxy>,
 }
-
-/// The server roles a drill runs, one process each (the API twice).
-const ROLES: [(&str, &str); 6] = [
-    ("api-1", "api"),
-    ("api-2", "api"),
-    ("relay", "relay"),
-    ("payments", "payments"),
-    ("orders", "orders"),
-    ("sweeper", "sweeper"),
-];
 
 impl Sale {
     /// Starts every role of the sale in `namespace`, reaching its dependencies
@@ -146,14 +134,15 @@ impl Sale {
     ) -> io::Result<Self> {
         let mut processes = Vec::new();
         let mut apis = Vec::new();
-        for (name, role) in ROLES {
+        for member in PROCESSES {
+            let (name, role) = (member.name, member.role);
             let mut env = urls.env();
             env.push(("FLASHTIX_NAMESPACE".into(), namespace.into()));
             env.push(("FLASHTIX_ADMIN_TOKEN".into(), "flashtix-chaos".into()));
             env.push(("RUST_LOG".into(), "warn".into()));
             let recipe = Recipe {
                 program: flashtix.to_path_buf(),
-                args: ["serve", "--role", role, "--bind", "127.0.0.1:0"]
+                args: ["serve", "--role", role.name(), "--bind", "127.0.0.1:0"]
                     .iter()
                     .map(|s| s.to_string())
                     .chain(flags.iter().cloned())
@@ -174,7 +163,7 @@ impl Sale {
                     arg.clone_from(&address);
                 }
             }
-            if role == "api" {
+            if role == Role::Api {
                 apis.push(address);
             }
             processes.push((name, Arc::new(Mutex::new(process))));
@@ -189,14 +178,10 @@ impl Sale {
 
     /// The process a fault on `target` hits: for `api`, the first of the two.
     pub fn process(&self, target: Target) -> Option<Shared> {
-        let name = match target {
-            Target::Api => "api-1",
-            Target::Relay => "relay",
-            Target::Payments => "payments",
-            Target::Orders => "orders",
-            Target::Sweeper => "sweeper",
-            _ => return None,
+        let Target::Role(role) = target else {
+            return None;
         };
+        let name = role.first_process();
         self.processes
             .iter()
             .find(|(n, _)| *n == name)

@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use flashtix_chaos::driver::docker::{self, Compose};
 use flashtix_chaos::process;
-use flashtix_chaos::services::{self, answers, Dependency, Ports, Urls};
+use flashtix_chaos::services::{self, answers, Ports, Urls};
+use flashtix_model::Dependency;
 
 use super::{Failure, Outcome};
 use crate::output;

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use flashtix_chaos::driver::docker::ROLES;
+use flashtix_model::roles::PROCESS_NAMES;
 use flashtix_server::runtime::metrics::Metrics;
 use serde_json::Value;
 
@@ -194,7 +194,7 @@ fn a_broken_dashboard_is_caught() {
 fn prometheus_scrapes_every_role_of_the_compose_stack() {
     let compose = repo("docker-compose.yml");
     let prometheus = repo("docker/prometheus.yml");
-    for role in ROLES {
+    for role in PROCESS_NAMES {
         assert!(
             compose.contains(&format!("\n  {role}:\n")),
             "docker-compose.yml has no service {role}"

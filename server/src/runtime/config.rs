@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use flashtix_model::Role;
 
 /// Where the sale's services are, and which namespace of them is ours.
 #[derive(Debug, Clone, clap::Args)]
@@ -57,21 +58,40 @@ impl ConnectionArgs {
     }
 }
 
-/// What a server process runs. Every role can run alone so drills can kill one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Role {
-    /// The HTTP API, with the reconciler that repairs Redis from Postgres.
-    Api,
-    /// The expiry sweeper: unpaid orders past their hold expire.
-    Sweeper,
-    /// The outbox relay: publishes committed messages to RabbitMQ.
-    Relay,
-    /// The payment worker: charges orders through the provider.
-    Payments,
-    /// The order worker: confirms, cancels or refunds orders after payment.
-    Orders,
-    /// Every role in one process.
+/// A `--role` value: one role by its name, or `all` of them in one process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleChoice {
     All,
+    Only(Role),
+}
+
+impl RoleChoice {
+    /// The roles it stands for.
+    pub fn roles(self) -> Vec<Role> {
+        match self {
+            RoleChoice::All => Role::ALL.to_vec(),
+            RoleChoice::Only(role) => vec![role],
+        }
+    }
+}
+
+impl clap::ValueEnum for RoleChoice {
+    fn value_variants<'a>() -> &'a [Self] {
+        static CHOICES: std::sync::OnceLock<Vec<RoleChoice>> = std::sync::OnceLock::new();
+        CHOICES.get_or_init(|| {
+            std::iter::once(RoleChoice::All)
+                .chain(Role::ALL.map(RoleChoice::Only))
+                .collect()
+        })
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        use clap::builder::PossibleValue;
+        Some(match self {
+            RoleChoice::All => PossibleValue::new("all").help("Every role in one process"),
+            RoleChoice::Only(role) => PossibleValue::new(role.name()).help(role.duty()),
+        })
+    }
 }
 
 /// Flags of a server process.
@@ -89,7 +109,7 @@ pub struct ServerArgs {
         value_delimiter = ',',
         default_value = "all"
     )]
-    pub role: Vec<Role>,
+    pub role: Vec<RoleChoice>,
     /// Bearer token for admin calls; without one, admin calls are refused
     #[arg(long, env = "FLASHTIX_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -152,7 +172,7 @@ impl ServerArgs {
         Ok(Settings {
             connections: self.connections.resolve()?,
             bind: self.bind,
-            roles: self.role.clone(),
+            roles: self.role.iter().flat_map(|choice| choice.roles()).collect(),
             admin_token,
             reconcile_every: (self.reconcile_ms > 0)
                 .then(|| Duration::from_millis(self.reconcile_ms)),
@@ -209,7 +229,7 @@ pub struct Settings {
 
 impl Settings {
     pub fn runs(&self, role: Role) -> bool {
-        self.roles.contains(&Role::All) || self.roles.contains(&role)
+        self.roles.contains(&role)
     }
 }
 

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
+use flashtix_model::Role;
 use flashtix_server::gate::reconcile::restock_pending;
 use flashtix_server::gate::{Restock, StockReturn};
 use flashtix_server::invariants::{Invariant, Verdict};
-use flashtix_server::runtime::config::Role;
 use reqwest::StatusCode;
 
 use crate::helpers::{count, distinct_buyers, eventually, spawn_app, spawn_app_with, storm};

@@ -318,7 +318,7 @@ async fn with_redis_gone_postgres_alone_sells_exactly_the_stock() {
 async fn a_reseed_overlapping_a_cancellation_leaves_the_buyer_free_to_buy_again() {
     // No reconciler or sweeper: the test plays their steps in the bad order.
     let app = spawn_app_with(|settings| {
-        settings.roles = vec![flashtix_server::runtime::config::Role::Api];
+        settings.roles = vec![flashtix_model::Role::Api];
         settings.reconcile_every = None;
     })
     .await;
@@ -463,7 +463,7 @@ async fn a_batch_slower_than_the_hold_grace_never_commits_behind_a_released_hold
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reseed_of_an_event_seeded_meanwhile_writes_nothing() {
     let app = spawn_app_with(|settings| {
-        settings.roles = vec![flashtix_server::runtime::config::Role::Api];
+        settings.roles = vec![flashtix_model::Role::Api];
         settings.reconcile_every = None;
     })
     .await;

@@ -8,11 +8,12 @@ use std::io::Write;
 use std::process::{Child, Command};
 use std::time::Duration;
 
+use flashtix_model::Role;
 use flashtix_server::catalogue::events::Event;
 use flashtix_server::gate::Gate;
 use flashtix_server::invariants::{self, Invariant, Report, Verdict};
 use flashtix_server::orders::settled;
-use flashtix_server::runtime::config::{AdminToken, Connections, Namespace, Role, Settings};
+use flashtix_server::runtime::config::{AdminToken, Connections, Namespace, Settings};
 use flashtix_server::startup::Application;
 use reqwest::StatusCode;
 use serde_json::{json, Value};

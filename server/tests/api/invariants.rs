@@ -1,9 +1,9 @@
 //! Each invariant `check` proves, seen FAIL on a state broken on purpose (and
 //! PASS on the real one first): a checker never seen failing proves nothing.
 
+use flashtix_model::Role;
 use flashtix_server::gate::reconcile::{rebuild_drifted_entries, repair_drift, Repair};
 use flashtix_server::invariants::{self, Finding, Invariant, Verdict};
-use flashtix_server::runtime::config::Role;
 use redis::AsyncCommands;
 use reqwest::StatusCode;
 use uuid::Uuid;

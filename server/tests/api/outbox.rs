@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use flashtix_server::runtime::config::Role;
+use flashtix_model::Role;
 use flashtix_server::saga::broker::{self, Topology};
 use flashtix_server::saga::outbox::MESSAGES_HEADER;
 use lapin::options::{BasicAckOptions, BasicGetOptions};

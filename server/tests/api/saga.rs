@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use flashtix_chaos::proxy::{Fault, Proxy};
+use flashtix_model::Role;
 use flashtix_server::invariants::{Finding, Invariant, Verdict};
-use flashtix_server::runtime::config::{Namespace, Role};
+use flashtix_server::runtime::config::Namespace;
 use flashtix_server::saga::broker::{self, Topology, DELIVERY_LIMIT};
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
@@ -80,7 +81,7 @@ async fn until_metric(app: &TestApp, name: &str, at_least: u64, limit: Duration)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_orders_all_settle_with_one_capture_each() {
     let app = spawn_app_with(|settings| {
-        settings.roles = vec![Role::All];
+        settings.roles = Role::ALL.to_vec();
         settings.provider.failure_rate = 0.2;
         settings.provider.seed = 42;
     })
@@ -152,7 +153,7 @@ async fn a_thousand_orders_all_settle_with_one_capture_each() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_order_created_twice_charges_once() {
-    let app = spawn_app_with(|settings| settings.roles = vec![Role::All]).await;
+    let app = spawn_app_with(|settings| settings.roles = Role::ALL.to_vec()).await;
     let event = app.create_event(10, 4).await;
     let answer = app.order(event, "nia", "k", 2).await;
     app.until_none_pending(Duration::from_secs(20)).await;
@@ -215,7 +216,7 @@ async fn the_same_order_created_twice_charges_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_too_late_for_its_hold_is_refunded() {
     let app = spawn_app_with(|settings| {
-        settings.roles = vec![Role::All];
+        settings.roles = Role::ALL.to_vec();
         settings.provider.latency = Duration::from_secs(3);
     })
     .await;
@@ -245,7 +246,7 @@ async fn a_payment_too_late_for_its_hold_is_refunded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_message_is_dead_lettered_and_the_rest_flow() {
-    let app = spawn_app_with(|settings| settings.roles = vec![Role::All]).await;
+    let app = spawn_app_with(|settings| settings.roles = Role::ALL.to_vec()).await;
     let event = app.create_event(10, 4).await;
     // Wait for the topology: the first order goes all the way through.
     app.order(event, "first", "k", 1).await;
@@ -385,7 +386,7 @@ async fn a_payment_worker_stopped_mid_sale_settles_what_it_began() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_taken_while_rabbitmq_is_unreachable_all_settle_when_it_is_back() {
     let app = spawn_app_with(|settings| {
-        settings.roles = vec![Role::All];
+        settings.roles = Role::ALL.to_vec();
         // Nothing listens on port 1: relay and workers cannot connect.
         settings.connections.amqp_url = "amqp://guest:guest@127.0.0.1:1/%2f".into();
         settings.provider.failure_rate = 0.2;
@@ -592,7 +593,7 @@ async fn queue_depth(queue: &str) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_we_do_not_have_is_dead_lettered_and_charges_nobody() {
-    let app = spawn_app_with(|settings| settings.roles = vec![Role::All]).await;
+    let app = spawn_app_with(|settings| settings.roles = Role::ALL.to_vec()).await;
     let event = app.create_event(30, 4).await;
     app.order(event, "first", "k", 1).await;
     app.until_none_pending(Duration::from_secs(20)).await;

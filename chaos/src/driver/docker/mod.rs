@@ -29,8 +29,9 @@ use tokio::process::Command;
 use super::STOP_GRACE;
 use crate::drill::{ProcessAction, Target};
 use crate::proxy;
-use crate::services::{free_port, Dependency, Ports, Urls};
+use crate::services::{free_port, Ports, Urls};
 use crate::switchboard;
+use flashtix_model::roles::{processes_of, Dependency, Role, PROCESS_NAMES};
 
 mod cli;
 mod compose;
@@ -40,23 +41,20 @@ pub use cli::{docker, engine_answers};
 pub use compose::Compose;
 pub use health::{confirm, ready, variable, wait_healthy, Health, State};
 
-/// The sale's roles, one container each (the API twice), as
-/// `docker-compose.yml` names them; the dependencies are named as
-/// [`Dependency::name`] says.
-pub const ROLES: [&str; 6] = ["api1", "api2", "relay", "payments", "orders", "sweeper"];
 /// The container of fault proxies the drills add.
 const FAULTS: &str = "faults";
 /// Inside the `faults` container: where it is switched.
 const CONTROL_PORT: u16 = 7000;
-/// The `faults` container's proxies: route, port, where it forwards. `front`
-/// stands in front of the API containers; the storm buys through it.
-const ROUTES: [(&str, u16, &str); 4] = [
+/// The `faults` container's proxies in front of the dependencies: route,
+/// port, where it forwards.
+const ROUTES: [(&str, u16, &str); 3] = [
     ("postgres", 5432, "postgres:5432"),
     ("redis", 6379, "redis:6379"),
     ("rabbitmq", 5672, "rabbitmq:5672"),
-    ("front", 8080, "api1:8080,api2:8080"),
 ];
-const FRONT_PORT: u16 = ROUTES[3].1;
+/// The proxy in front of the API containers; the storm buys through it.
+const FRONT: &str = "front";
+const FRONT_PORT: u16 = 8080;
 
 /// The Compose file's variables that publish the dependencies on `ports`.
 pub fn port_variables(ports: Ports) -> Vec<(String, String)> {
@@ -85,8 +83,8 @@ fn grace() -> String {
 /// The service a target names (for `api`, the first of the two).
 fn service(target: Target) -> &'static str {
     match target {
-        Target::Api => "api1",
-        other => other.name(),
+        Target::Role(role) => role.first_process(),
+        Target::Dependency(dependency) => dependency.name(),
     }
 }
 
@@ -198,9 +196,9 @@ impl Stack {
                 json!({"healthcheck": rarely, "restart": "no"}),
             );
         }
-        for role in ROLES {
+        for name in PROCESS_NAMES {
             services.insert(
-                role.into(),
+                name.into(),
                 json!({
                     "command": command,
                     "environment": environment,
@@ -209,7 +207,13 @@ impl Stack {
                 }),
             );
         }
-        let routes = ROUTES.map(|(name, port, upstreams)| format!("{name}={port}={upstreams}"));
+        let apis: Vec<String> = processes_of(Role::Api)
+            .map(|api| format!("{api}:{FRONT_PORT}"))
+            .collect();
+        let mut routes = ROUTES
+            .map(|(name, port, upstreams)| format!("{name}={port}={upstreams}"))
+            .to_vec();
+        routes.push(format!("{FRONT}={FRONT_PORT}={}", apis.join(",")));
         let mut proxy = vec!["flashtix", "chaos", "proxy", "--control"];
         let control = format!("0.0.0.0:{CONTROL_PORT}");
         proxy.push(&control);
@@ -242,13 +246,17 @@ impl Stack {
     ) -> io::Result<Sale> {
         self.write_overlay(namespace, flags)?;
         let mut args = vec!["up", "-d", "--no-build", "--no-deps", "--force-recreate"];
-        args.extend(ROLES);
+        args.extend(PROCESS_NAMES);
         self.compose.run(&args).await?;
-        self.compose.ready(&ROLES).await?;
+        self.compose.ready(&PROCESS_NAMES).await?;
         // Every action of the drill is on these very containers: a kill,
         // start or pause keeps a container's id.
         let mut containers = BTreeMap::new();
-        for service in Dependency::ALL.iter().map(|d| d.name()).chain(ROLES) {
+        for service in Dependency::ALL
+            .iter()
+            .map(|d| d.name())
+            .chain(PROCESS_NAMES)
+        {
             let id = self.compose.container(service).await?;
             containers.insert(service, Arc::new(tokio::sync::Mutex::new(id)));
         }
@@ -291,10 +299,9 @@ impl Sale {
     /// Switches the proxy between the roles and `target` (for a role:
     /// between the buyers and the API).
     pub async fn network(&self, target: Target, fault: Option<proxy::Fault>) -> io::Result<()> {
-        let route = if target.is_dependency() {
-            target.name()
-        } else {
-            "front"
+        let route = match target {
+            Target::Dependency(dependency) => dependency.name(),
+            Target::Role(_) => FRONT,
         };
         switchboard::switch(self.control, route, fault).await
     }
@@ -363,7 +370,7 @@ impl Sale {
     /// Every container running and unpaused, every proxy faithful, and
     /// everything ready again.
     pub async fn heal(&self) -> io::Result<()> {
-        for (route, _, _) in ROUTES {
+        for route in ROUTES.map(|(route, _, _)| route).into_iter().chain([FRONT]) {
             switchboard::switch(self.control, route, None).await?;
         }
         for (service, id) in self.containers.iter() {
@@ -381,9 +388,9 @@ impl Sale {
 
     /// Stops the roles, their logs kept in the drill's directory.
     pub async fn stop(&self) {
-        for role in ROLES {
-            let id = self.containers[role].lock().await;
-            let Ok(log) = std::fs::File::create(self.dir.join(format!("{role}.log"))) else {
+        for name in PROCESS_NAMES {
+            let id = self.containers[name].lock().await;
+            let Ok(log) = std::fs::File::create(self.dir.join(format!("{name}.log"))) else {
                 continue;
             };
             let _ = Command::new("docker")
@@ -395,7 +402,7 @@ impl Sale {
         }
         let grace = grace();
         let mut args = vec!["stop", "-t", &grace];
-        args.extend(ROLES);
+        args.extend(PROCESS_NAMES);
         let _ = self.compose.run(&args).await;
     }
 
