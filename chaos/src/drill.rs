@@ -20,8 +20,11 @@
 //! recover = "15s"
 //! ```
 //!
-//! The `[sale]` and `[storm]` tables are handed to those commands as flags, so
-//! they are checked by the commands themselves.
+//! The `[sale]`, `[storm]` and `[server]` tables are handed to `reset`,
+//! `storm` and `serve` as flags. `flashtix chaos` reads them into those
+//! commands' own types when it loads a drill (the ones a scenario file is
+//! read into), so a mistake is named before any sale starts; this crate
+//! does not know those types.
 
 use std::time::Duration;
 
@@ -88,14 +91,26 @@ flashtix_model::named! {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FaultSpec {
     /// "2s", or a window "1s..3s" that the seed picks a time in.
-    pub at: String,
+    pub at: Window,
     pub target: Target,
     pub action: Action,
     /// How long it lasts: a network fault or a pause ends, a killed or stopped
     /// process starts again. Without it, the fault stays.
-    pub duration: Option<String>,
-    pub delay: Option<String>,
-    pub jitter: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "flashtix_model::duration::deserialize_option"
+    )]
+    pub duration: Option<Duration>,
+    #[serde(
+        default,
+        deserialize_with = "flashtix_model::duration::deserialize_option"
+    )]
+    pub delay: Option<Duration>,
+    #[serde(
+        default,
+        deserialize_with = "flashtix_model::duration::deserialize_option"
+    )]
+    pub jitter: Option<Duration>,
     pub bytes_per_second: Option<u64>,
     /// It may last to the storm's end, on purpose (a fault without a
     /// duration, or a process slower to come back than the storm is long):
@@ -115,6 +130,47 @@ pub struct Limits {
     pub recover_in_docker: Option<String>,
     /// How long the sale may take to settle after the storm.
     pub settle: Option<String>,
+}
+
+/// When a fault happens: "2s", or a window "1s..3s" that the seed picks a
+/// time in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    pub from: Duration,
+    pub to: Duration,
+    /// As the drill file wrote it, for messages.
+    written: String,
+}
+
+impl Window {
+    /// "2s" → (2s, 2s); "1s..3s" → (1s, 3s).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (from, to) = match text.split_once("..") {
+            Some((from, to)) => (duration(from)?, duration(to)?),
+            None => (duration(text)?, duration(text)?),
+        };
+        if to < from {
+            return Err(format!("{text:?} ends before it starts"));
+        }
+        Ok(Self {
+            from,
+            to,
+            written: text.to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.written)
+    }
+}
+
+impl<'de> Deserialize<'de> for Window {
+    fn deserialize<D: serde::Deserializer<'de>>(from: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(from)?;
+        Window::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// A drill file, as written.
@@ -210,12 +266,7 @@ impl DrillFile {
             }
         }
         for (i, fault) in file.faults.iter().enumerate() {
-            let name = format!(
-                "fault {} ({} {})",
-                i + 1,
-                fault.action.name(),
-                fault.target.name()
-            );
+            let name = label(i, fault);
             let only = |dependency: Dependency| fault.target != Target::Dependency(dependency);
             if fault.action == DataAction::Flush.into() && only(Dependency::Redis) {
                 return Err(format!("{name}: only redis can be flushed"));
@@ -239,27 +290,24 @@ impl DrillFile {
             if fault.action == NetworkAction::Latency.into() && fault.delay.is_none() {
                 return Err(format!("{name}: latency needs a delay"));
             }
-            let (_, latest) = window(&fault.at).map_err(|e| format!("{name}: at: {e}"))?;
-            if let Some(sending) = storm_span(&file.storm) {
-                if latest >= sending {
-                    return Err(format!(
-                        "{name}: at {} may fall after the storm stops sending (at {:?}): \
-                         the fault might never happen; move it earlier or make the storm longer",
-                        fault.at, sending
-                    ));
-                }
-            }
-            for (key, value) in [
-                ("duration", &fault.duration),
-                ("delay", &fault.delay),
-                ("jitter", &fault.jitter),
-            ] {
-                if let Some(value) = value {
-                    duration(value).map_err(|e| format!("{name}: {key}: {e}"))?;
-                }
-            }
         }
         Ok(file)
+    }
+
+    /// No fault may fall after the storm stops sending (`sending` after it
+    /// starts, as far as the storm's settings tell): it might never happen.
+    pub fn faults_before(&self, sending: Duration) -> Result<(), String> {
+        for (i, fault) in self.faults.iter().enumerate() {
+            if fault.at.to >= sending {
+                return Err(format!(
+                    "{}: at {} may fall after the storm stops sending (at {sending:?}): \
+                     the fault might never happen; move it earlier or make the storm longer",
+                    label(i, fault),
+                    fault.at,
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The shell command the drill gives for `action` on `target`, if any.
@@ -276,24 +324,19 @@ impl DrillFile {
             .faults
             .iter()
             .map(|spec| {
-                let (from, to) = window(&spec.at).expect("checked by parse");
+                let Window { from, to, .. } = spec.at;
                 pick = flashtix_model::rng::next(pick);
                 let share = (pick >> 11) as f64 / (1u64 << 53) as f64;
                 let at = from + (to - from).mul_f64(share);
-                let parse = |value: &Option<String>| {
-                    value
-                        .as_deref()
-                        .map(|v| duration(v).expect("checked by parse"))
-                };
                 Fault {
                     at,
-                    until: parse(&spec.duration).map(|d| at + d),
+                    until: spec.duration.map(|d| at + d),
                     target: spec.target,
                     action: spec.action,
                     effect: Effect::of(
                         spec.action,
-                        parse(&spec.delay).unwrap_or_default(),
-                        parse(&spec.jitter).unwrap_or_default(),
+                        spec.delay.unwrap_or_default(),
+                        spec.jitter.unwrap_or_default(),
                         spec.bytes_per_second.unwrap_or(0),
                     ),
                     until_storm_ends: spec.until_storm_ends,
@@ -305,40 +348,9 @@ impl DrillFile {
     }
 }
 
-/// How long the storm of a `[storm]` table sends, where the table says:
-/// its `duration`, or its `buyers` at its constant `rate`, or its `spike`
-/// window (the shorter, when it says more than one). `None` when it cannot
-/// be told from the table (a ramp, a closed model without a duration).
-pub fn storm_span(storm: &toml::Table) -> Option<Duration> {
-    let number = |key: &str| {
-        storm
-            .get(key)
-            .and_then(|v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64)))
-    };
-    let time = |key: &str| storm.get(key)?.as_str().and_then(|v| duration(v).ok());
-    let by_buyers = match (number("buyers"), number("rate"), time("spike")) {
-        (Some(buyers), Some(rate), _) if rate > 0.0 => Some(Duration::from_secs_f64(buyers / rate)),
-        (Some(_), _, Some(spike)) => Some(spike),
-        _ => None,
-    };
-    match (time("duration"), by_buyers) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-/// "2s" → (2s, 2s); "1s..3s" → (1s, 3s).
-fn window(text: &str) -> Result<(Duration, Duration), String> {
-    match text.split_once("..") {
-        Some((from, to)) => {
-            let (from, to) = (duration(from)?, duration(to)?);
-            if to < from {
-                return Err(format!("{text:?} ends before it starts"));
-            }
-            Ok((from, to))
-        }
-        None => duration(text).map(|at| (at, at)),
-    }
+/// A fault as messages name it: `fault 2 (flush redis)`.
+fn label(i: usize, fault: &FaultSpec) -> String {
+    format!("fault {} ({} {})", i + 1, fault.action, fault.target)
 }
 
 #[cfg(test)]
@@ -436,19 +448,32 @@ mod tests {
                 "latency needs a delay",
             ),
             (
-                "description = \"x\"\n[storm]\nrate = 100.0\nbuyers = 500\n\
-                 [[fault]]\nat = \"1s\"\ntarget = \"api\"\naction = \"kill\"\n\
-                 [[fault]]\nat = \"4s..6s\"\ntarget = \"redis\"\naction = \"flush\"",
-                "fault 2 (flush redis): at 4s..6s may fall after the storm stops sending (at 5s)",
-            ),
-            (
-                "description = \"x\"\n[storm]\nduration = \"2s\"\nrate = 100.0\nbuyers = 5000\n\
-                 [[fault]]\nat = \"2s\"\ntarget = \"api\"\naction = \"kill\"",
-                "after the storm stops sending (at 2s)",
+                "description = \"x\"\n[[fault]]\nat = \"1s\"\ntarget = \"api\"\naction = \"kill\"\nduration = \"a while\"",
+                "not a duration",
             ),
         ] {
             let error = DrillFile::parse(text).unwrap_err();
             assert!(error.contains(says), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn a_fault_the_storm_may_end_before_is_named() {
+        let drill = DrillFile::parse(
+            "description = \"x\"\n\
+             [[fault]]\nat = \"1s\"\ntarget = \"api\"\naction = \"kill\"\n\
+             [[fault]]\nat = \"4s..6s\"\ntarget = \"redis\"\naction = \"flush\"",
+        )
+        .unwrap();
+        assert_eq!(drill.faults_before(Duration::from_secs(7)), Ok(()));
+        let error = drill.faults_before(Duration::from_secs(5)).unwrap_err();
+        assert!(
+            error.contains(
+                "fault 2 (flush redis): at 4s..6s may fall after the storm stops sending (at 5s)"
+            ),
+            "{error}"
+        );
+        let error = drill.faults_before(Duration::from_secs(1)).unwrap_err();
+        assert!(error.starts_with("fault 1 (kill api): at 1s"), "{error}");
     }
 }

@@ -240,6 +240,46 @@ fn a_relay_that_publishes_after_commit_fails_the_rabbitmq_kill_drill() {
     );
 }
 
+/// A drill's `[sale]`, `[storm]` and `[server]` are read into the types
+/// `reset`, `storm` and `serve` read: a mistake in one is named, with its
+/// table, before anything runs.
+#[test]
+fn a_drill_with_a_mistake_in_its_tables_is_refused_before_anything_runs() {
+    let kill = "[[fault]]\nat = \"1s\"\ntarget = \"payments\"\naction = \"kill\"\n";
+    for (name, from, to, says) in [
+        ("sale", "tickets = 3000", "tickets = \"many\"", "[sale]"),
+        (
+            "storm",
+            "buyers = 1600",
+            "buyer = 1600",
+            "unknown field `buyer`",
+        ),
+        (
+            "model",
+            "buyers = 1600",
+            "buyers = 1600\nconcurrency = 4",
+            "more than one of rate, ramp, spike and concurrency",
+        ),
+        (
+            "server",
+            "payment-failure-rate = 0.2",
+            "payment-failure-rate = \"often\"",
+            "[server]: invalid value 'often' for '--payment-failure-rate",
+        ),
+    ] {
+        let path = short_drill(&format!("typed-{name}"), "", kill);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{text}");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+        let json = temp(&format!("typed-{name}.json"));
+        let (refused, reports) = chaos(&["run", path.to_str().unwrap()], None, &json);
+        assert_exit(&refused, 2);
+        assert!(reports.is_empty(), "{name}: nothing ran");
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert!(said.contains(says), "{name}: {said}");
+    }
+}
+
 /// A drill proves its faults happened: a pause of a process already down
 /// and a republish with nothing published fail it, and so does a fault that
 /// lasts to the storm's end, whose recovery no request could show, unless

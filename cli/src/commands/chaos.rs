@@ -14,7 +14,10 @@ use flashtix_chaos::runner::{self, DrillReport, Run};
 use flashtix_chaos::switchboard::{Route, Switchboard};
 use flashtix_server::startup::signalled;
 
-use super::{Failure, Outcome};
+use flashtix_server::runtime::config::ServerArgs;
+
+use super::storm::Scenario;
+use super::{parse_flags, Failure, Outcome};
 use crate::{output, say};
 
 #[derive(clap::Args)]
@@ -219,12 +222,32 @@ fn load(dir: &Path, name: &str) -> anyhow::Result<(String, DrillFile)> {
         )
     })?;
     let drill = DrillFile::parse(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    typed(&drill).with_context(|| path.display().to_string())?;
     let stem = path
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or(name)
         .to_owned();
     Ok((stem, drill))
+}
+
+/// A drill's `[sale]`, `[storm]` and `[server]` read into the types `reset`,
+/// `storm` and `serve` read (a scenario file's `[sale]` and `[storm]` are
+/// read into the same), so a mistake is named as the drill loads, not once
+/// its sale runs; and no fault may fall after its storm stops sending.
+fn typed(drill: &DrillFile) -> anyhow::Result<()> {
+    let scenario = Scenario::of(&drill.sale, &drill.storm)?;
+    let flags = flashtix_chaos::steps::flags(&drill.server);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    if let Err(wrong) = parse_flags::<ServerArgs>(&flags) {
+        let said = wrong.to_string();
+        let first = said.lines().next().unwrap_or_default();
+        bail!("[server]: {}", first.trim_start_matches("error: "));
+    }
+    if let Some(sending) = scenario.storm.sending_for() {
+        drill.faults_before(sending).map_err(|e| anyhow!(e))?;
+    }
+    Ok(())
 }
 
 async fn run_drills(drills: Vec<(String, DrillFile)>, options: &RunOptions) -> Outcome {

@@ -149,6 +149,24 @@ impl StormOptions {
         .count()
     }
 
+    /// How long a storm of these settings sends, as far as they tell: its
+    /// duration, or its buyers at its constant rate, or its spike window (the
+    /// shortest, when they say more than one). `None` when they cannot tell
+    /// (a ramp, or a closed model with no duration).
+    pub fn sending_for(&self) -> Option<Duration> {
+        let by_buyers = match (self.buyers, self.rate, self.spike) {
+            (Some(buyers), Some(rate), _) if rate > 0.0 => {
+                Some(Duration::from_secs_f64(buyers as f64 / rate))
+            }
+            (Some(_), _, Some(spike)) => Some(spike),
+            _ => None,
+        };
+        match (self.duration, by_buyers) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// These settings laid over `under` (a scenario's): what these say wins,
     /// the rest comes from `under`. The model (rate, ramp, spike or
     /// concurrency) is taken whole from one side.
@@ -191,6 +209,21 @@ mod tests {
         timeout = "1m30s"
         threshold = ["p99<1s"]
     "#;
+
+    #[test]
+    fn how_long_a_storm_sends_is_told_by_what_ends_it_first() {
+        let sending = |text: &str| toml::from_str::<StormOptions>(text).unwrap().sending_for();
+        let s = Duration::from_secs;
+        assert_eq!(sending("rate = 100.0\nbuyers = 500"), Some(s(5)));
+        assert_eq!(
+            sending("rate = 100.0\nbuyers = 500\nduration = \"2s\""),
+            Some(s(2))
+        );
+        assert_eq!(sending("spike = \"3s\"\nbuyers = 500"), Some(s(3)));
+        assert_eq!(sending("concurrency = 8\nduration = \"1m\""), Some(s(60)));
+        assert_eq!(sending("concurrency = 8\nbuyers = 500"), None);
+        assert_eq!(sending("ramp = \"1:100:10s\""), None);
+    }
 
     #[test]
     fn the_file_fills_what_the_flags_left_out() {

@@ -40,11 +40,25 @@ impl Scenario {
     }
 
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let scenario: Self = toml::from_str(text)?;
-        if scenario.storm.models() > 1 {
+        toml::from_str::<Self>(text)?.checked()
+    }
+
+    /// A scenario of a `[sale]` and a `[storm]` table read elsewhere (a
+    /// drill's), held to what a scenario file is.
+    pub fn of(sale: &toml::Table, storm: &toml::Table) -> anyhow::Result<Self> {
+        Self {
+            description: None,
+            sale: Some(sale.clone().try_into().context("[sale]")?),
+            storm: storm.clone().try_into().context("[storm]")?,
+        }
+        .checked()
+    }
+
+    fn checked(self) -> anyhow::Result<Self> {
+        if self.storm.models() > 1 {
             bail!("[storm] names more than one of rate, ramp, spike and concurrency; keep one");
         }
-        Ok(scenario)
+        Ok(self)
     }
 }
 
