@@ -124,12 +124,24 @@ pub struct FaultSpec {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Limits {
     /// After a fault ends, the first success must come within this long.
-    pub recover: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "flashtix_model::duration::deserialize_option"
+    )]
+    pub recover: Option<Duration>,
     /// The same under the docker driver, where a dependency restarted in its
     /// container may take longer to come back (default: `recover`).
-    pub recover_in_docker: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "flashtix_model::duration::deserialize_option"
+    )]
+    pub recover_in_docker: Option<Duration>,
     /// How long the sale may take to settle after the storm.
-    pub settle: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "flashtix_model::duration::deserialize_option"
+    )]
+    pub settle: Option<Duration>,
 }
 
 /// When a fault happens: "2s", or a window "1s..3s" that the seed picks a

@@ -1,14 +1,13 @@
 //! The operator's steps of a drill, each a `flashtix` command as an operator
-//! would type it: `reset` the sale, fire the `storm`, `check` the result; and
-//! the wait for the sale to settle in between.
+//! would type it: `reset` the sale, fire the `storm`, wait for it to settle
+//! and `check` the result.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use flashtix_model::report::{Report, Verdict};
-use sqlx::PgPool;
+use flashtix_model::report::Checked;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -81,30 +80,25 @@ impl Operator<'_> {
         Ok((storm, begun))
     }
 
-    /// `flashtix check --history`, again while it says UNKNOWN (messages still
-    /// moving), until `limit`. `None`: it gave no report (see `check.log`).
-    pub async fn check(&self, history: &Path, limit: Duration) -> io::Result<Option<Report>> {
-        let started = tokio::time::Instant::now();
+    /// `flashtix check --settle LIMIT --history`: waits for the sale to
+    /// settle, then proves it (again while what it cannot judge yet is
+    /// still moving). `None`: it gave no report (see `check.log`).
+    pub async fn check(&self, history: &Path, limit: Duration) -> io::Result<Option<Checked>> {
         let json = self.dir.join("check.json");
-        loop {
-            let args = [
-                "check",
-                "--history",
-                &history.display().to_string(),
-                "--json",
-                &json.display().to_string(),
-            ];
-            let _ = std::fs::remove_file(&json);
-            self.run("check", &args, &toml::Table::new()).await?;
-            let report: Option<Report> = std::fs::read(&json)
-                .ok()
-                .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-            let unknown = matches!(&report, Some(r) if r.verdict == Verdict::Unknown);
-            if !unknown || started.elapsed() > limit {
-                return Ok(report);
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        let args = [
+            "check",
+            "--settle",
+            &format!("{}ms", limit.as_millis()),
+            "--history",
+            &history.display().to_string(),
+            "--json",
+            &json.display().to_string(),
+        ];
+        let _ = std::fs::remove_file(&json);
+        self.run("check", &args, &toml::Table::new()).await?;
+        Ok(std::fs::read(&json)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok()))
     }
 }
 
@@ -152,22 +146,6 @@ async fn started(stderr: tokio::process::ChildStderr, log: PathBuf) -> bool {
         }
     });
     said.await.is_ok()
-}
-
-/// Waits until no order is PENDING; how long that took, or `None`.
-pub async fn settle(pool: &PgPool, namespace: &str, limit: Duration) -> Option<Duration> {
-    let started = tokio::time::Instant::now();
-    let query = format!("SELECT count(*) FROM {namespace}.orders WHERE status = 'PENDING'");
-    loop {
-        let pending: Result<i64, _> = sqlx::query_scalar(&query).fetch_one(pool).await;
-        if let Ok(0) = pending {
-            return Some(started.elapsed());
-        }
-        if started.elapsed() > limit {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[cfg(test)]

@@ -59,6 +59,18 @@ pub struct Report {
     pub findings: Vec<Finding>,
 }
 
+/// What `check --json` writes: the report, and with `--settle`, how long
+/// the sale took to settle.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Checked {
+    #[serde(flatten)]
+    pub report: Report,
+    /// With `--settle`: seconds until no order was PENDING; absent without
+    /// it, or when the limit came first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled_seconds: Option<f64>,
+}
+
 impl Report {
     /// A report of these findings; its verdict is the worst of them.
     pub fn of(findings: Vec<Finding>) -> Self {

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use flashtix_model::report::Checked;
 
 use flashtix_server::gate::reconcile::{self, Repair};
 use flashtix_server::invariants::{self, Invariant, Verdict};
@@ -72,13 +73,13 @@ pub async fn run(args: CheckArgs) -> Outcome {
             clock_slack: args.clock_slack,
         }
     });
-    let mut report = match args.settle {
+    let (settled, mut report) = match args.settle {
         Some(limit) => {
-            settle_and_prove(&services, history, args.event, limit, None)
-                .await?
-                .1
+            let (settled, report) =
+                settle_and_prove(&services, history, args.event, limit, None).await?;
+            (Some(settled), report)
         }
-        None => prove(&services, history, args.event).await?,
+        None => (None, prove(&services, history, args.event).await?),
     };
     if args.repair {
         // Judged first: the drift found is the report's, with what was done.
@@ -99,10 +100,19 @@ pub async fn run(args: CheckArgs) -> Outcome {
         }
     }
     print_report(&report);
+    let verdict = report.verdict;
     if let Some(path) = &args.json {
-        output::write_json(path, &report)?;
+        let settled_seconds = match settled {
+            Some(Settled::After(took)) => Some(took.as_secs_f64()),
+            _ => None,
+        };
+        let checked = Checked {
+            report,
+            settled_seconds,
+        };
+        output::write_json(path, &checked)?;
     }
-    Ok(exit_code(report.verdict))
+    Ok(exit_code(verdict))
 }
 
 /// Corrects Redis where it drifted from Postgres and nothing is in flight:

@@ -2,7 +2,7 @@
 //! catching a corrupted sale. Each test has its own namespace (Postgres schema
 //! and Redis prefix) in the test database.
 
-use crate::common::{assert_all_held, assert_exit, stderr, stdout, Sale};
+use crate::common::{assert_all_held, assert_exit, assert_schema, stderr, stdout, Sale};
 use flashtix_server::invariants::{Invariant, Report, Verdict};
 use uuid::Uuid;
 
@@ -496,36 +496,48 @@ async fn an_unsettled_sale_is_unknown_and_exits_5_and_check_settle_waits_for_it(
 
     // Published and never processed: check cannot prove the queues drained.
     let pool = sale.pool().await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-        .fetch_one(&pool)
-        .await
-        .unwrap()
-        > 0
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the relay published nothing"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let unpaid = sale.run(&["check", "--settle", "300ms"]);
+    flashtix_testkit::eventually(std::time::Duration::from_secs(10), || async {
+        let unpublished: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        match unpublished {
+            0 => Ok(()),
+            n => Err(format!("the relay left {n} messages unpublished")),
+        }
+    })
+    .await;
+    let (json, _) = sale.json("check.json");
+    let unpaid = sale.run(&["check", "--settle", "300ms", "--json", &json]);
     assert_exit(&unpaid, 5);
     let said = stdout(&unpaid);
     assert!(
         said.contains("not settled: 2 orders still PENDING after 300ms"),
         "{said}"
     );
+    let unsettled = sale.json("check.json").1;
+    assert_schema("check", &unsettled);
+    assert!(unsettled.get("settled_seconds").is_none(), "{unsettled}");
 
     // With the workers, the wait ends when the orders are paid, and the sale
     // is proved then.
     let workers = sale.serve("payments,orders");
-    let paid = sale.run_in_background(&["check", "--settle", "30s"]).await;
+    let paid = sale
+        .run_in_background(&["check", "--settle", "30s", "--json", &json])
+        .await;
     assert_all_held(&paid);
     assert!(
         stdout(&paid).contains("settled: every order terminal after"),
         "{}",
         stdout(&paid)
+    );
+    let settled = sale.json("check.json").1;
+    assert_schema("check", &settled);
+    let seconds = settled["settled_seconds"].as_f64();
+    assert!(
+        seconds.is_some_and(|s| (0.0..30.0).contains(&s)),
+        "{settled}"
     );
     drop((api, workers));
 }
