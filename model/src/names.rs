@@ -12,6 +12,37 @@ pub struct UnknownName {
     pub name: String,
 }
 
+/// What [`named!`](crate::named) and [`one_of!`](crate::one_of) both write
+/// from a type's `name` and `named`: `Display`, `FromStr` and `Serialize`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __name_traits {
+    ($ty:ident, $what:literal) => {
+        impl ::std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl ::std::str::FromStr for $ty {
+            type Err = $crate::names::UnknownName;
+
+            fn from_str(name: &str) -> Result<Self, Self::Err> {
+                Self::named(name).ok_or_else(|| $crate::names::UnknownName {
+                    what: $what,
+                    name: name.to_owned(),
+                })
+            }
+        }
+
+        impl $crate::__serde::Serialize for $ty {
+            fn serialize<S: $crate::__serde::Serializer>(&self, to: S) -> Result<S::Ok, S::Error> {
+                to.serialize_str(self.name())
+            }
+        }
+    };
+}
+
 /// Declares a fieldless enum and its names:
 ///
 /// ```ignore
@@ -59,28 +90,7 @@ macro_rules! named {
             }
         }
 
-        impl ::std::fmt::Display for $ty {
-            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
-                f.write_str(self.name())
-            }
-        }
-
-        impl ::std::str::FromStr for $ty {
-            type Err = $crate::names::UnknownName;
-
-            fn from_str(name: &str) -> Result<Self, Self::Err> {
-                Self::named(name).ok_or_else(|| $crate::names::UnknownName {
-                    what: $what,
-                    name: name.to_owned(),
-                })
-            }
-        }
-
-        impl $crate::__serde::Serialize for $ty {
-            fn serialize<S: $crate::__serde::Serializer>(&self, to: S) -> Result<S::Ok, S::Error> {
-                to.serialize_str(self.name())
-            }
-        }
+        $crate::__name_traits!($ty, $what);
 
         impl<'de> $crate::__serde::Deserialize<'de> for $ty {
             fn deserialize<D: $crate::__serde::Deserializer<'de>>(from: D) -> Result<Self, D::Error> {
@@ -153,28 +163,7 @@ macro_rules! one_of {
             }
         )+
 
-        impl ::std::fmt::Display for $ty {
-            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
-                f.write_str(self.name())
-            }
-        }
-
-        impl ::std::str::FromStr for $ty {
-            type Err = $crate::names::UnknownName;
-
-            fn from_str(name: &str) -> Result<Self, Self::Err> {
-                Self::named(name).ok_or_else(|| $crate::names::UnknownName {
-                    what: $what,
-                    name: name.to_owned(),
-                })
-            }
-        }
-
-        impl $crate::__serde::Serialize for $ty {
-            fn serialize<S: $crate::__serde::Serializer>(&self, to: S) -> Result<S::Ok, S::Error> {
-                to.serialize_str(self.name())
-            }
-        }
+        $crate::__name_traits!($ty, $what);
 
         impl<'de> $crate::__serde::Deserialize<'de> for $ty {
             fn deserialize<D: $crate::__serde::Deserializer<'de>>(from: D) -> Result<Self, D::Error> {

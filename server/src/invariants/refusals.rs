@@ -33,6 +33,7 @@ use uuid::Uuid;
 
 use super::ledger::events_of;
 use crate::gate::RETURN_DELAY;
+use crate::runtime::db::from_row;
 use flashtix_model::history::{Attempt, Outcome};
 use flashtix_model::report::{finding, Finding, Invariant};
 use flashtix_model::seating::zone_of;
@@ -298,7 +299,7 @@ async fn read_order_holds(
     return_delay: chrono::Duration,
     events: &mut HashMap<i64, Event>,
 ) -> anyhow::Result<()> {
-    let rows = sqlx::query(
+    let orders: Vec<OrderRow> = sqlx::query_as(
         "SELECT id, event_id, user_id, idempotency_key, quantity, zone, seats, created_at,
                 CASE WHEN status IN ('CANCELLED', 'EXPIRED') THEN
                      CASE WHEN seats IS NOT NULL OR zone IS NOT NULL
@@ -312,30 +313,72 @@ async fn read_order_holds(
     .bind(return_delay)
     .fetch_all(pool)
     .await?;
-    for row in rows {
-        let Some(event) = events.get_mut(&row.try_get("event_id")?) else {
-            continue;
-        };
-        let seats: Option<Vec<String>> = row.try_get("seats")?;
-        let zone: Option<String> = row.try_get("zone")?;
-        let quantity = i64::from(row.try_get::<i32, _>("quantity")?);
-        let created_at: DateTime<Utc> = row.try_get("created_at")?;
-        let (user_id, key): (String, String) =
-            (row.try_get("user_id")?, row.try_get("idempotency_key")?);
-        let from = admitted_at(row.try_get("id")?, created_at);
-        let until: Option<DateTime<Utc>> = row.try_get("until")?;
-        for (zone, tickets) in places_by_zone(zone, seats, quantity) {
-            event.holds.push(Hold {
-                user_id: user_id.clone(),
-                key: key.clone(),
-                zone,
-                tickets,
-                from,
-                until,
-            });
-        }
+    for order in orders {
+        let from = admitted_at(order.id, order.created_at);
+        let places = places_by_zone(order.zone, order.seats, order.quantity.into());
+        let holds = places.into_iter().map(|(zone, tickets)| Hold {
+            user_id: order.user_id.clone(),
+            key: order.idempotency_key.clone(),
+            zone,
+            tickets,
+            from,
+            until: order.until,
+        });
+        add_holds(events, order.event_id, holds);
     }
     Ok(())
+}
+
+/// An order as its holds are read.
+struct OrderRow {
+    id: Uuid,
+    event_id: i64,
+    user_id: String,
+    idempotency_key: String,
+    quantity: i32,
+    zone: Option<String>,
+    seats: Option<Vec<String>>,
+    created_at: DateTime<Utc>,
+    /// When its tickets were back on sale, once it ended unpaid.
+    until: Option<DateTime<Utc>>,
+}
+
+from_row!(OrderRow {
+    id,
+    event_id,
+    user_id,
+    idempotency_key,
+    quantity,
+    zone,
+    seats,
+    created_at,
+    until,
+});
+
+/// A hold Redis admitted that never became an order, as it is read.
+struct ReleasedRow {
+    order_id: Uuid,
+    event_id: i64,
+    user_id: String,
+    idempotency_key: String,
+    quantity: i32,
+    released_at: DateTime<Utc>,
+}
+
+from_row!(ReleasedRow {
+    order_id,
+    event_id,
+    user_id,
+    idempotency_key,
+    quantity,
+    released_at,
+});
+
+/// Adds `holds` to `event_id`'s, if it is one of the events judged.
+fn add_holds(events: &mut HashMap<i64, Event>, event_id: i64, holds: impl Iterator<Item = Hold>) {
+    if let Some(event) = events.get_mut(&event_id) {
+        event.holds.extend(holds);
+    }
 }
 
 /// An order's places by zone: a standing zone, its seats' zones, or none.
@@ -366,26 +409,23 @@ async fn read_released_holds(
     return_delay: chrono::Duration,
     events: &mut HashMap<i64, Event>,
 ) -> anyhow::Result<()> {
-    let rows = sqlx::query(
+    let released: Vec<ReleasedRow> = sqlx::query_as(
         "SELECT order_id, event_id, user_id, idempotency_key, quantity, released_at
          FROM released_holds WHERE event_id = ANY($1) AND quantity IS NOT NULL",
     )
     .bind(ids)
     .fetch_all(pool)
     .await?;
-    for row in rows {
-        let Some(event) = events.get_mut(&row.try_get("event_id")?) else {
-            continue;
-        };
-        let released_at: DateTime<Utc> = row.try_get("released_at")?;
-        event.holds.push(Hold {
-            user_id: row.try_get("user_id")?,
-            key: row.try_get("idempotency_key")?,
+    for hold in released {
+        let released = Hold {
+            from: admitted_at(hold.order_id, hold.released_at),
+            until: Some(hold.released_at + return_delay),
+            user_id: hold.user_id,
+            key: hold.idempotency_key,
             zone: None,
-            tickets: i64::from(row.try_get::<i32, _>("quantity")?),
-            from: admitted_at(row.try_get("order_id")?, released_at),
-            until: Some(released_at + return_delay),
-        });
+            tickets: hold.quantity.into(),
+        };
+        add_holds(events, hold.event_id, std::iter::once(released));
     }
     Ok(())
 }

@@ -146,9 +146,10 @@ impl Desk {
             // counts tickets, not seats, and a hold it gave for a seat
             // Postgres then refuses would keep the ticket from a buyer whose
             // seat is free until it came back.
-            return self
-                .write(request.hold(), &choice, fingerprint, terms, false)
-                .await;
+            return Answer::Postgres(
+                self.write(request.hold(), &choice, fingerprint, terms, false)
+                    .await,
+            );
         }
         let field = key_field(&request.user_id, &request.idempotency_key);
         if self.sold_out.answers_sold_out(request.event_id, &field) {
@@ -156,10 +157,11 @@ impl Desk {
             return Answer::Desk(Err(PlaceError::SoldOut));
         }
         match self.through_gate(request, &fingerprint, terms).await {
-            Ok(Gated::Write { hold, admitted }) => {
+            // Whatever the writer answers, Postgres decided it.
+            Ok(Gated::Write { hold, admitted }) => Answer::Postgres(
                 self.write(hold, &choice, fingerprint, terms, admitted)
-                    .await
-            }
+                    .await,
+            ),
             Ok(Gated::Replayed(placed)) => Answer::Desk(Ok(placed)),
             Err(refusal) => Answer::Desk(Err(refusal)),
         }
@@ -335,23 +337,8 @@ impl Desk {
         });
     }
 
-    async fn write(
-        &self,
-        hold: Hold,
-        choice: &Choice,
-        fingerprint: String,
-        terms: Terms,
-        admitted: bool,
-    ) -> Answer {
-        // Whatever the writer answers, Postgres decided it.
-        Answer::Postgres(
-            self.written(hold, choice, fingerprint, terms, admitted)
-                .await,
-        )
-    }
-
     /// The writer's verdict, as the desk answers it.
-    async fn written(
+    async fn write(
         &self,
         hold: Hold,
         choice: &Choice,
