@@ -99,7 +99,7 @@ pub fn measure(
 /// in seconds (`None`: Postgres did not answer).
 pub type Sample = (DateTime<Utc>, Option<f64>);
 
-/// Looks at the age of the oldest PENDING order every [`SAMPLE_EVERY`] until
+/// Looks at the age of the oldest PENDING order every `SAMPLE_EVERY` until
 /// stopped.
 pub struct Backlog {
     samples: Arc<Mutex<Vec<Sample>>>,

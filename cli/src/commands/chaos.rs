@@ -78,7 +78,7 @@ struct RunOptions {
     /// Who breaks things: `local` starts Postgres, Redis and RabbitMQ of its
     /// own (on free ports, in a temporary directory) and the sale's roles as
     /// processes; `docker` runs the Compose stack (its own project, ports on
-    /// 127.0.0.1) and acts on its containers; a drill's [commands] override
+    /// 127.0.0.1) and acts on its containers; the commands table of a drill overrides
     /// single actions under either
     #[arg(long, default_value = "local", value_parser = ["local", "docker"])]
     driver: String,

@@ -3,9 +3,10 @@
 //!
 //! Each check reads Postgres (and Redis for "Redis agrees") and says PASS, FAIL
 //! or UNKNOWN with counts and the first offending ids. FAIL beats UNKNOWN beats PASS.
-//! One file a family: [`orders`] (stock, keys, the limit), [`money`], [`seats`],
-//! [`queues`] (nothing stuck, every message processed), [`redis_agrees`], and
-//! [`ledger`], those judged against a client's history.
+//! One file a family: `orders` (stock, keys, the limit), `money`, `seats`,
+//! `queues` (nothing stuck, every message processed), `redis_agrees`, and
+//! `ledger`, `answers`, `refusals` and `seat_taken`, those judged against a
+//! client's history.
 
 use sqlx::PgPool;
 

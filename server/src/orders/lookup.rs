@@ -8,7 +8,7 @@
 //! while their order stands is the one lie a sale must never tell. One task
 //! gathers the lookups waiting and answers them with one query, so a herd of
 //! refusals costs a query per batch, not one each. Before it asks, it lets the
-//! requests that are ready to run add theirs ([`gather_ready`]): the query's
+//! requests that are ready to run add theirs (`gather_ready`): the query's
 //! fixed cost, not its keys, is what a herd of refusals pays for.
 
 use std::collections::HashMap;

@@ -16,7 +16,7 @@ pub struct StormArgs {
     /// given here win over it
     #[arg(long, value_name = "FILE")]
     pub(super) scenario: Option<PathBuf>,
-    /// Reset the sale first: the scenario's [sale], or reset's defaults
+    /// Reset the sale first: the scenario's sale table, or reset's defaults
     #[arg(long)]
     pub(super) reset: bool,
     /// The sale server's base URL

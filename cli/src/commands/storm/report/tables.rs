@@ -145,7 +145,7 @@ pub fn fairness_table(events: &[EventFairness]) -> Table {
     table
 }
 
-/// The zones of [`seating`] as a table.
+/// The zones of `seating` as a table.
 pub fn seating_table(zones: &[ZoneSales]) -> Table {
     let mut table = table(&[
         "event",
