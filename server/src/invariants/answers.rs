@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::ledger::{events_of, sorted};
+use super::ledger::{attempts_judged, sorted};
 use crate::runtime::db::from_row;
 use flashtix_model::history::{Attempt, Outcome};
 use flashtix_model::report::{finding, Finding, Invariant};
@@ -56,7 +56,7 @@ pub(super) async fn answers_match_orders(
     event: Option<i64>,
     slack: chrono::Duration,
 ) -> anyhow::Result<Finding> {
-    let history: Vec<&Attempt> = history.iter().filter(|a| a.on(event)).collect();
+    let (history, events) = attempts_judged(history, event, |_| true);
     let orders: Vec<Stored> = sqlx::query_as(
         "SELECT id, event_id, user_id, idempotency_key, quantity, amount_cents, seats, zone,
                 created_at,
@@ -65,7 +65,7 @@ pub(super) async fn answers_match_orders(
                   AS seats_back_at
          FROM orders WHERE event_id = ANY($1)",
     )
-    .bind(events_of(&history))
+    .bind(events)
     .fetch_all(pool)
     .await?;
     let by_key: HashMap<(&str, &str), &Stored> = orders

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use flashtix_model::history::Attempt;
+use flashtix_model::history::{Attempt, Outcome};
 use flashtix_model::report::{finding, Finding, Invariant, Verdict, EXAMPLES};
 
 use crate::runtime::db::from_row;
@@ -31,12 +31,12 @@ pub(super) async fn no_lost_order(
     event: Option<i64>,
     slack: chrono::Duration,
 ) -> anyhow::Result<Finding> {
-    let history: Vec<&Attempt> = history.iter().filter(|a| a.on(event)).collect();
+    let (history, events) = attempts_judged(history, event, |_| true);
     let orders: Vec<Stored> = sqlx::query_as(
         "SELECT id, user_id, idempotency_key, created_at FROM orders
          WHERE event_id = ANY($1) ORDER BY created_at, id",
     )
-    .bind(events_of(&history))
+    .bind(events)
     .fetch_all(pool)
     .await?;
     let asked: HashSet<(&str, &str)> = history
@@ -299,8 +299,24 @@ fn from_edge(from: chrono::Duration) -> String {
     }
 }
 
+/// The attempts a history invariant judges: those on `event` (every
+/// event's, with `None`) whose outcome `judged` picks; and the events they
+/// were made on, each once.
+pub(super) fn attempts_judged(
+    history: &[Attempt],
+    event: Option<i64>,
+    judged: impl Fn(Outcome) -> bool,
+) -> (Vec<&Attempt>, Vec<i64>) {
+    let attempts: Vec<&Attempt> = history
+        .iter()
+        .filter(|a| a.on(event) && judged(a.outcome))
+        .collect();
+    let events = events_of(&attempts);
+    (attempts, events)
+}
+
 /// The events the attempts were made on, each once.
-pub(super) fn events_of(attempts: &[&Attempt]) -> Vec<i64> {
+fn events_of(attempts: &[&Attempt]) -> Vec<i64> {
     let mut events: Vec<i64> = attempts.iter().map(|a| a.event_id).collect();
     events.sort_unstable();
     events.dedup();

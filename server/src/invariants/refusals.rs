@@ -31,7 +31,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
-use super::ledger::events_of;
+use super::ledger::attempts_judged;
 use crate::gate::RETURN_DELAY;
 use crate::runtime::db::from_row;
 use flashtix_model::history::{Attempt, Outcome};
@@ -125,12 +125,10 @@ pub(super) async fn refusals_were_true(
     event: Option<i64>,
     slack: chrono::Duration,
 ) -> anyhow::Result<Finding> {
-    let refused: Vec<&Attempt> = history
-        .iter()
-        .filter(|a| matches!(a.outcome, Outcome::SoldOut | Outcome::LimitExceeded))
-        .filter(|a| a.on(event))
-        .collect();
-    let events = read_events(pool, &events_of(&refused)).await?;
+    let (refused, events) = attempts_judged(history, event, |outcome| {
+        matches!(outcome, Outcome::SoldOut | Outcome::LimitExceeded)
+    });
+    let events = read_events(pool, &events).await?;
     let timelines = Timelines::of(&events);
     let mut offenders = Vec::new();
     let mut judged = 0u64;

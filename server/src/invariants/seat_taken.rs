@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use flashtix_model::history::{Attempt, Outcome};
 use flashtix_model::report::{finding, Finding, Invariant};
 
-use super::ledger::events_of;
+use super::ledger::attempts_judged;
 
 /// Invariant 4, the seats: every seat a `seat_taken` answer named was held,
 /// sold, or not yet back on sale at some moment while the request was in
@@ -28,12 +28,8 @@ pub(super) async fn seat_taken_was_true(
     event: Option<i64>,
     slack: chrono::Duration,
 ) -> anyhow::Result<Finding> {
-    let refused: Vec<&Attempt> = history
-        .iter()
-        .filter(|a| a.outcome == Outcome::SeatTaken)
-        .filter(|a| a.on(event))
-        .collect();
-    let unavailable = Unavailable::read(pool, &events_of(&refused), slack).await?;
+    let (refused, events) = attempts_judged(history, event, |o| o == Outcome::SeatTaken);
+    let unavailable = Unavailable::read(pool, &events, slack).await?;
     let (mut judged, mut unnamed) = (0u64, 0usize);
     let mut offenders = Vec::new();
     for attempt in &refused {
