@@ -12,7 +12,7 @@ use super::placed::{PlaceError, Placed, ORDER_LABELS};
 use super::request::PlaceOrder;
 use super::seat_board::SeatBoard;
 use super::sold_out::SoldOutBoard;
-use super::writer::{Verdict, Writer};
+use super::writer::{Ruling, Writer};
 use super::{Order, Receipt};
 use crate::catalogue::events::{Catalogue, Terms};
 use crate::gate::reconcile::Reseed;
@@ -337,7 +337,7 @@ impl Desk {
         });
     }
 
-    /// The writer's verdict, as the desk answers it.
+    /// The writer's ruling, as the desk answers it.
     async fn write(
         &self,
         hold: Hold,
@@ -352,7 +352,7 @@ impl Desk {
             .submit(hold, choice.clone(), fingerprint.clone(), terms, admitted)
             .await
         {
-            Verdict::Accepted {
+            Ruling::Accepted {
                 amount_cents,
                 mut seats,
                 zone,
@@ -369,21 +369,21 @@ impl Desk {
                 )
                 .with_places(seats, zone)
             })),
-            Verdict::SeatTaken(seats) => Err(PlaceError::SeatTaken(seats)),
-            Verdict::Existing(order) if order.fingerprint == fingerprint => {
+            Ruling::SeatTaken(seats) => Err(PlaceError::SeatTaken(seats)),
+            Ruling::Existing(order) if order.fingerprint == fingerprint => {
                 Ok(Placed::Replayed(order.receipt()))
             }
-            Verdict::Existing(_) => Err(PlaceError::KeyReused),
-            Verdict::SoldOut => Err(PlaceError::SoldOut),
-            Verdict::ZoneSoldOut => Err(match choice {
+            Ruling::Existing(_) => Err(PlaceError::KeyReused),
+            Ruling::SoldOut => Err(PlaceError::SoldOut),
+            Ruling::ZoneSoldOut => Err(match choice {
                 Choice::Zone(zone) => PlaceError::ZoneSoldOut(zone.clone()),
                 _ => PlaceError::SoldOut,
             }),
-            Verdict::LimitExceeded => Err(PlaceError::LimitExceeded {
+            Ruling::LimitExceeded => Err(PlaceError::LimitExceeded {
                 max: terms.max_per_user,
             }),
-            Verdict::EventNotFound => Err(PlaceError::EventNotFound(terms.event_id)),
-            Verdict::Unavailable(reason) => Err(unavailable(anyhow::anyhow!(reason))),
+            Ruling::EventNotFound => Err(PlaceError::EventNotFound(terms.event_id)),
+            Ruling::Unavailable(reason) => Err(unavailable(anyhow::anyhow!(reason))),
         }
     }
 

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::buyers::{read_buyers, Buyers};
 use super::places::{Bought, Places};
-use super::{Settler, Ticket, Verdict};
+use super::{Ruling, Settler, Ticket};
 use crate::catalogue::seating::SEAT_FREE;
 use crate::known_bad::{self, Bug};
 use crate::saga::messages::ORDER_CREATED;
@@ -20,7 +20,7 @@ const CONFLICT_RETRIES: usize = 3;
 
 /// What Postgres decided for one ticket of the batch.
 pub(super) enum Decision {
-    Verdict(Verdict),
+    Ruled(Ruling),
     /// Fewer tickets were left than it asked for.
     SoldOut,
     /// Same (user, key) as an earlier ticket in the batch: settle it next batch,
@@ -56,7 +56,7 @@ impl Committed {
     fn event_not_found(tickets: usize) -> Self {
         Self {
             decisions: (0..tickets)
-                .map(|_| Decision::Verdict(Verdict::EventNotFound))
+                .map(|_| Decision::Ruled(Ruling::EventNotFound))
                 .collect(),
             owned_seats: Vec::new(),
             left: 0,
@@ -169,13 +169,13 @@ impl<'a> Decider<'a> {
         let hold = &ticket.hold;
         if self.buyers.released.contains(&hold.order_id) {
             // Too slow: the reconciler gave this hold back to Redis.
-            return Decision::Verdict(Verdict::Unavailable(
+            return Decision::Ruled(Ruling::Unavailable(
                 "the reservation lapsed before it was written; send it again".into(),
             ));
         }
         let pair = (hold.user_id.clone(), hold.idempotency_key.clone());
         if let Some(order) = self.buyers.existing.get(&pair) {
-            return Decision::Verdict(Verdict::Existing(order.clone()));
+            return Decision::Ruled(Ruling::Existing(order.clone()));
         }
         if !self.seen.insert(pair) {
             return Decision::Defer;
@@ -186,7 +186,7 @@ impl<'a> Decider<'a> {
         if let (Some(places), Choice::Seats(seats)) = (&self.places, &ticket.choice) {
             let gone = places.gone(seats);
             if !gone.is_empty() {
-                return Decision::Verdict(Verdict::SeatTaken(gone));
+                return Decision::Ruled(Ruling::SeatTaken(gone));
             }
         }
         if quantity > self.stock {
@@ -194,12 +194,12 @@ impl<'a> Decider<'a> {
         }
         let user_held = self.buyers.held.entry(hold.user_id.clone()).or_default();
         if *user_held + quantity > i64::from(ticket.terms.max_per_user) {
-            return Decision::Verdict(Verdict::LimitExceeded);
+            return Decision::Ruled(Ruling::LimitExceeded);
         }
         let mut bought = match (&mut self.places, self.plan) {
             (Some(places), Some(plan)) => match places.take(plan, ticket) {
                 Ok(bought) => bought,
-                Err(refusal) => return Decision::Verdict(refusal.into()),
+                Err(refusal) => return Decision::Ruled(refusal.into()),
             },
             _ => Bought::counted(ticket),
         };
@@ -208,13 +208,13 @@ impl<'a> Decider<'a> {
         }
         self.stock -= quantity;
         *user_held += quantity;
-        let verdict = Verdict::Accepted {
+        let ruling = Ruling::Accepted {
             amount_cents: bought.amount_cents,
             seats: bought.seats.clone(),
             zone: bought.zone.clone(),
         };
         self.accepted.push((ticket, bought));
-        Decision::Verdict(verdict)
+        Decision::Ruled(ruling)
     }
 }
 

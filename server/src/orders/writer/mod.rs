@@ -44,7 +44,7 @@ const LANE_CAPACITY: usize = 8192;
 
 /// What Postgres decided for one reservation.
 #[derive(Debug, Clone)]
-pub enum Verdict {
+pub enum Ruling {
     Accepted {
         amount_cents: i64,
         /// The seats it holds (named, or picked here for a zone).
@@ -74,7 +74,7 @@ struct Ticket {
     terms: Terms,
     /// Admitted by Redis: there is a hold to confirm or release afterwards.
     admitted: bool,
-    reply: oneshot::Sender<Verdict>,
+    reply: oneshot::Sender<Ruling>,
 }
 
 /// Hands reservations to their event's lane. Dropping it closes the lanes.
@@ -122,7 +122,7 @@ impl Writer {
         fingerprint: String,
         terms: Terms,
         admitted: bool,
-    ) -> Verdict {
+    ) -> Ruling {
         let (reply, answer) = oneshot::channel();
         let ticket = Ticket {
             hold,
@@ -133,11 +133,11 @@ impl Writer {
             reply,
         };
         if self.lane(terms.event_id).send(ticket).await.is_err() {
-            return Verdict::Unavailable("order writer stopped".into());
+            return Ruling::Unavailable("order writer stopped".into());
         }
         answer
             .await
-            .unwrap_or_else(|_| Verdict::Unavailable("order writer stopped".into()))
+            .unwrap_or_else(|_| Ruling::Unavailable("order writer stopped".into()))
     }
 
     fn lane(&self, event_id: i64) -> mpsc::Sender<Ticket> {

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use flashtix_model::holds_tickets;
 
-use super::{Ticket, Verdict};
+use super::{Ruling, Ticket};
 use crate::catalogue::seating::SEAT_FREE;
 use crate::known_bad::{self, Bug};
 use flashtix_model::seating::{best_available, parse_seat, Choice, Plan, ZoneKind};
@@ -36,7 +36,7 @@ pub(super) enum Refusal {
     ZoneSoldOut,
 }
 
-impl From<Refusal> for Verdict {
+impl From<Refusal> for Ruling {
     fn from(refusal: Refusal) -> Self {
         match refusal {
             Refusal::SeatTaken(seats) => Self::SeatTaken(seats),

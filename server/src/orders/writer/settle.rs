@@ -1,5 +1,5 @@
 //! A lane's loop, and answering a batch once Postgres has decided it: the
-//! buyers' verdicts, and Redis told what became of each hold.
+//! buyers' rulings, and Redis told what became of each hold.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use tokio::sync::mpsc;
 
 use super::commit::{Committed, Decision, WriteError};
-use super::{Settler, Ticket, Verdict, MAX_BATCH};
+use super::{Ruling, Settler, Ticket, MAX_BATCH};
 use crate::gate::Hold;
 use crate::known_bad::{self, Bug};
 
@@ -23,9 +23,9 @@ struct Answers {
     deferred: Vec<Ticket>,
     /// Accepted holds, for Redis to confirm.
     confirmed: Vec<Hold>,
-    /// Refused holds, with their verdict and how many tickets Redis gets back;
+    /// Refused holds, with their ruling and how many tickets Redis gets back;
     /// answered once released.
-    releases: Vec<(Ticket, Verdict, i32)>,
+    releases: Vec<(Ticket, Ruling, i32)>,
 }
 
 impl Settler {
@@ -69,20 +69,20 @@ impl Settler {
             Err(WriteError::Unknown(error)) => {
                 tracing::error!(event_id, error = %error, "order batch commit failed; outcome unknown, holds left to the reconciler");
                 for ticket in batch {
-                    let _ = ticket.reply.send(Verdict::Unavailable(error.to_string()));
+                    let _ = ticket.reply.send(Ruling::Unavailable(error.to_string()));
                 }
             }
             Err(WriteError::Aborted(error)) => {
                 tracing::warn!(event_id, error = %error, "order batch failed; releasing its holds");
-                release_all(batch, Verdict::Unavailable(error.to_string()), &mut answers);
+                release_all(batch, Ruling::Unavailable(error.to_string()), &mut answers);
             }
             Err(WriteError::Conflict) => {
                 tracing::warn!(
                     event_id,
                     "order batch kept losing idempotency races; releasing its holds"
                 );
-                let verdict = Verdict::Unavailable("concurrent duplicate requests".into());
-                release_all(batch, verdict, &mut answers);
+                let ruling = Ruling::Unavailable("concurrent duplicate requests".into());
+                release_all(batch, ruling, &mut answers);
             }
         }
         self.follow_up(event_id, answers.confirmed, answers.releases);
@@ -109,12 +109,12 @@ impl Settler {
         for (ticket, decision) in batch.into_iter().zip(decisions) {
             let quantity = ticket.hold.quantity;
             // How many of its tickets Redis gets back if it was admitted.
-            let (verdict, tickets_back) = match decision {
+            let (ruling, tickets_back) = match decision {
                 Decision::Defer => {
                     answers.deferred.push(ticket);
                     continue;
                 }
-                Decision::Verdict(verdict) => (verdict, quantity),
+                Decision::Ruled(ruling) => (ruling, quantity),
                 // Redis's stock is Postgres's available less the holds it
                 // admitted and has not heard the end of (this one among
                 // them), plus its drift; it is never below zero, so the drift
@@ -123,21 +123,21 @@ impl Settler {
                 // brings Redis closer; keeping it all could leave Redis below
                 // Postgres, turning buyers away from tickets that are there.
                 Decision::SoldOut if known_bad::has(Bug::RedisKeepsRefusedStock) => {
-                    (Verdict::SoldOut, 0)
+                    (Ruling::SoldOut, 0)
                 }
-                Decision::SoldOut => (Verdict::SoldOut, left.clamp(0, i64::from(quantity)) as i32),
+                Decision::SoldOut => (Ruling::SoldOut, left.clamp(0, i64::from(quantity)) as i32),
             };
-            if matches!(verdict, Verdict::EventNotFound) {
+            if matches!(ruling, Ruling::EventNotFound) {
                 self.catalogue.forget(event_id);
             }
             if !ticket.admitted {
-                let _ = ticket.reply.send(verdict);
+                let _ = ticket.reply.send(ruling);
                 continue;
             }
-            match verdict {
-                Verdict::Accepted { .. } => {
+            match ruling {
+                Ruling::Accepted { .. } => {
                     answers.confirmed.push(ticket.hold.clone());
-                    let _ = ticket.reply.send(verdict);
+                    let _ = ticket.reply.send(ruling);
                 }
                 other => answers.releases.push((ticket, other, tickets_back)),
             }
@@ -147,12 +147,7 @@ impl Settler {
     /// Redis follow-ups, beside the next batch. Refused requests are answered
     /// only once their hold is released, so a retry finds Redis already
     /// updated.
-    fn follow_up(
-        &self,
-        event_id: i64,
-        confirmed: Vec<Hold>,
-        releases: Vec<(Ticket, Verdict, i32)>,
-    ) {
+    fn follow_up(&self, event_id: i64, confirmed: Vec<Hold>, releases: Vec<(Ticket, Ruling, i32)>) {
         let gate = self.gate.clone();
         let pool = self.pool.clone();
         tokio::spawn(async move {
@@ -163,29 +158,29 @@ impl Settler {
             // reconciler's, whose own record wins; or lost with Redis's
             // data), is recorded: its tickets were spoken for until now.
             let mut released = Vec::with_capacity(releases.len());
-            for (ticket, verdict, tickets_back) in releases {
+            for (ticket, ruling, tickets_back) in releases {
                 if let Err(error) = gate.release(&ticket.hold, tickets_back).await {
                     tracing::warn!(event_id, order_id = %ticket.hold.order_id, error = %error, "releasing a hold failed; the reconciler will");
                 }
                 released.push(ticket.hold.clone());
-                let _ = ticket.reply.send(verdict);
+                let _ = ticket.reply.send(ruling);
             }
             record_released(&pool, event_id, &released).await;
         });
     }
 }
 
-/// Every ticket refused with `verdict`: the admitted ones once their hold is
+/// Every ticket refused with `ruling`: the admitted ones once their hold is
 /// released, the others now.
-fn release_all(batch: Vec<Ticket>, verdict: Verdict, answers: &mut Answers) {
+fn release_all(batch: Vec<Ticket>, ruling: Ruling, answers: &mut Answers) {
     for ticket in batch {
         if ticket.admitted {
             let tickets_back = ticket.hold.quantity;
             answers
                 .releases
-                .push((ticket, verdict.clone(), tickets_back));
+                .push((ticket, ruling.clone(), tickets_back));
         } else {
-            let _ = ticket.reply.send(verdict.clone());
+            let _ = ticket.reply.send(ruling.clone());
         }
     }
 }
