@@ -45,30 +45,15 @@ pub struct OrderCreated {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PaymentResult {
     pub order_id: Uuid,
-    pub outcome: Outcome,
+    pub outcome: PaymentOutcome,
     pub amount_cents: i64,
 }
 
-/// What the provider did with a capture: its word in `payment.result`, in
-/// the payments table and in the provider's ledger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Outcome {
-    Succeeded,
-    Failed,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Succeeded => "SUCCEEDED",
-            Self::Failed => "FAILED",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        [Self::Succeeded, Self::Failed]
-            .into_iter()
-            .find(|outcome| outcome.as_str() == text)
+flashtix_model::named! {
+    /// What the provider did with a capture or a refund: its word in
+    /// `payment.result`, in the payments table and in the provider's ledger.
+    pub enum PaymentOutcome("a payment outcome") {
+        Succeeded = "SUCCEEDED",
+        Failed = "FAILED",
     }
 }

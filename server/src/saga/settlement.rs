@@ -25,7 +25,7 @@ use crate::gate::Gate;
 use crate::known_bad::{self, Bug};
 use crate::runtime::metrics::Metrics;
 use crate::saga::consumer::{answers, Handled, Handler};
-use crate::saga::messages::{Outcome, PaymentResult, PAYMENT_RESULT};
+use crate::saga::messages::{PaymentOutcome, PaymentResult, PAYMENT_RESULT};
 use crate::saga::payments::provider::Provider;
 use flashtix_model::names::UnknownName;
 use flashtix_model::OrderStatus;
@@ -189,30 +189,30 @@ impl Decided {
     fn decide(&mut self, result: &PaymentResult, order: &mut Locked) -> Settled {
         let event = self.moved.entry(order.event_id).or_default();
         match (order.status, result.outcome) {
-            (OrderStatus::Pending, Outcome::Succeeded) => {
+            (OrderStatus::Pending, PaymentOutcome::Succeeded) => {
                 self.ages.push(order.age);
                 order.status = OrderStatus::Confirmed;
                 self.confirmed.push(result.order_id);
                 event.from_pending += order.quantity;
                 event.to_sold += order.quantity;
             }
-            (OrderStatus::Pending, Outcome::Failed) => {
+            (OrderStatus::Pending, PaymentOutcome::Failed) => {
                 self.ages.push(order.age);
                 order.status = OrderStatus::Cancelled;
                 self.cancelled.push(result.order_id);
                 event.from_pending += order.quantity;
                 event.to_available += order.quantity;
             }
-            (OrderStatus::Expired | OrderStatus::Cancelled, Outcome::Succeeded)
+            (OrderStatus::Expired | OrderStatus::Cancelled, PaymentOutcome::Succeeded)
                 if !known_bad::has(Bug::LatePaymentNotRefunded) && !order.refunded =>
             {
                 return Settled::NeedsRefund;
             }
             // Settled (or refunded) by this result before: not asked again,
             // so a held message only ever shrinks.
-            (OrderStatus::Expired | OrderStatus::Cancelled, Outcome::Succeeded)
-            | (OrderStatus::Confirmed, Outcome::Succeeded)
-            | (OrderStatus::Cancelled, Outcome::Failed) => {
+            (OrderStatus::Expired | OrderStatus::Cancelled, PaymentOutcome::Succeeded)
+            | (OrderStatus::Confirmed, PaymentOutcome::Succeeded)
+            | (OrderStatus::Cancelled, PaymentOutcome::Failed) => {
                 return Settled::Handled(Handled::Duplicate);
             }
             // A failed payment for an order that ended anyway.
@@ -288,8 +288,8 @@ impl Handler for OrderWorker {
                 for ((slot, result), settled) in handled.iter_mut().zip(&results).zip(settled) {
                     *slot = Some(match settled {
                         Settled::Handled(h) => {
-                            returned_stock |=
-                                matches!(h, Handled::Done) && result.outcome == Outcome::Failed;
+                            returned_stock |= matches!(h, Handled::Done)
+                                && result.outcome == PaymentOutcome::Failed;
                             h
                         }
                         Settled::NeedsRefund => self.refund(result).await,
@@ -322,7 +322,7 @@ impl Handler for OrderWorker {
 mod tests {
     use super::*;
 
-    fn result(order_id: Uuid, outcome: Outcome) -> PaymentResult {
+    fn result(order_id: Uuid, outcome: PaymentOutcome) -> PaymentResult {
         PaymentResult {
             order_id,
             outcome,
@@ -367,11 +367,11 @@ mod tests {
             ),
         ]);
         let results = [
-            result(paid, Outcome::Succeeded),
-            result(declined, Outcome::Failed),
-            result(late, Outcome::Succeeded),
-            result(paid, Outcome::Succeeded),
-            result(unknown, Outcome::Succeeded),
+            result(paid, PaymentOutcome::Succeeded),
+            result(declined, PaymentOutcome::Failed),
+            result(late, PaymentOutcome::Succeeded),
+            result(paid, PaymentOutcome::Succeeded),
+            result(unknown, PaymentOutcome::Succeeded),
         ];
         let decided = Decided::of(&results, &mut orders);
         let fates: Vec<&str> = decided.settled.iter().map(fate).collect();

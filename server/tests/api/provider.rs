@@ -1,7 +1,7 @@
 //! The simulated payment provider under concurrent calls for the same orders.
 
 use flashtix_server::runtime::config::ProviderSettings;
-use flashtix_server::saga::payments::provider::{Outcome, Provider};
+use flashtix_server::saga::payments::provider::{PaymentOutcome, Provider};
 use uuid::Uuid;
 
 use crate::helpers::spawn_app;
@@ -25,7 +25,7 @@ async fn two_captures_of_one_order_at_once_both_hear_it_was_paid() {
             for outcome in answers.into_iter().flatten() {
                 assert_eq!(
                     outcome,
-                    Outcome::Succeeded,
+                    PaymentOutcome::Succeeded,
                     "a paid order answered as declined"
                 );
             }

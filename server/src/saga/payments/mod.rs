@@ -24,7 +24,7 @@ use crate::known_bad::{self, Bug};
 use crate::runtime::metrics::Metrics;
 use crate::saga::consumer::{answers, Handled, Handler};
 use crate::saga::messages::{OrderCreated, ORDER_CREATED, PAYMENT_RESULT};
-use provider::{Outcome, Provider};
+use provider::{PaymentOutcome, Provider};
 
 pub struct PaymentWorker {
     pool: PgPool,
@@ -44,16 +44,16 @@ impl PaymentWorker {
     /// Records the captures of a batch, each order once, and their
     /// `payment.result`, in one statement. Returns the orders recorded now
     /// (the others were recorded before: nothing written for them).
-    async fn record(&self, charged: &[(&OrderCreated, Outcome)]) -> sqlx::Result<HashSet<Uuid>> {
+    async fn record(
+        &self,
+        charged: &[(&OrderCreated, PaymentOutcome)],
+    ) -> sqlx::Result<HashSet<Uuid>> {
         if charged.is_empty() {
             return Ok(HashSet::new());
         }
         let payment_ids: Vec<Uuid> = charged.iter().map(|_| Uuid::now_v7()).collect();
         let order_ids: Vec<Uuid> = charged.iter().map(|(order, _)| order.order_id).collect();
-        let outcomes: Vec<&str> = charged
-            .iter()
-            .map(|(_, outcome)| outcome.as_str())
-            .collect();
+        let outcomes: Vec<&str> = charged.iter().map(|(_, outcome)| outcome.name()).collect();
         let amounts: Vec<i64> = charged
             .iter()
             .map(|(order, _)| order.amount_cents)
@@ -85,7 +85,7 @@ impl PaymentWorker {
         let recorded: HashSet<Uuid> = recorded.into_iter().collect();
         for (order, outcome) in charged {
             if recorded.contains(&order.order_id) {
-                self.metrics.payment_recorded(outcome.as_str());
+                self.metrics.payment_recorded(outcome.name());
             }
         }
         Ok(recorded)
@@ -222,7 +222,7 @@ impl PaymentWorker {
         &self,
         handled: &mut [Option<Handled>],
         to_charge: &[(usize, &'a OrderCreated)],
-    ) -> Vec<(usize, &'a OrderCreated, Outcome)> {
+    ) -> Vec<(usize, &'a OrderCreated, PaymentOutcome)> {
         let asked: Vec<(Uuid, i64)> = to_charge
             .iter()
             .map(|(_, order)| (order.order_id, order.amount_cents))
@@ -252,9 +252,9 @@ impl PaymentWorker {
     async fn record_charged(
         &self,
         handled: &mut [Option<Handled>],
-        charged: &[(usize, &OrderCreated, Outcome)],
+        charged: &[(usize, &OrderCreated, PaymentOutcome)],
     ) {
-        let entries: Vec<(&OrderCreated, Outcome)> = charged
+        let entries: Vec<(&OrderCreated, PaymentOutcome)> = charged
             .iter()
             .map(|(_, order, outcome)| (*order, *outcome))
             .collect();

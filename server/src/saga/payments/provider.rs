@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use crate::saga::messages::Outcome;
+pub use crate::saga::messages::PaymentOutcome;
 use flashtix_model::rng;
 
 use crate::runtime::config::ProviderSettings;
@@ -46,7 +46,7 @@ impl Provider {
     pub async fn capture(
         &self,
         orders: &[(Uuid, i64)],
-    ) -> Result<Vec<Result<Outcome, ProviderError>>, ProviderError> {
+    ) -> Result<Vec<Result<PaymentOutcome, ProviderError>>, ProviderError> {
         tokio::time::sleep(self.settings.latency).await;
         let ids: Vec<Uuid> = orders.iter().map(|(id, _)| *id).collect();
         let amounts: Vec<i64> = orders.iter().map(|(_, amount)| *amount).collect();
@@ -55,11 +55,11 @@ impl Provider {
             .map(|id| {
                 let declined = unit(self.settings.seed, *id, 1) < self.settings.failure_rate;
                 if declined {
-                    Outcome::Failed
+                    PaymentOutcome::Failed
                 } else {
-                    Outcome::Succeeded
+                    PaymentOutcome::Succeeded
                 }
-                .as_str()
+                .name()
             })
             .collect();
         let booked: Vec<(Uuid, String)> = sqlx::query_as(
@@ -111,7 +111,7 @@ impl Provider {
                 // Never "declined" for want of an answer: money may have moved.
                 booked
                     .get(id)
-                    .and_then(|outcome| Outcome::parse(outcome))
+                    .and_then(|outcome| PaymentOutcome::named(outcome))
                     .ok_or(ProviderError::Timeout)
             })
             .collect())
@@ -128,8 +128,8 @@ impl Provider {
         &self,
         order_id: Uuid,
         amount_cents: i64,
-    ) -> Result<Outcome, ProviderError> {
-        self.book(order_id, "REFUND", Outcome::Succeeded, amount_cents)
+    ) -> Result<PaymentOutcome, ProviderError> {
+        self.book(order_id, "REFUND", PaymentOutcome::Succeeded, amount_cents)
             .await
     }
 
@@ -137,9 +137,9 @@ impl Provider {
         &self,
         order_id: Uuid,
         kind: &str,
-        outcome: Outcome,
+        outcome: PaymentOutcome,
         amount_cents: i64,
-    ) -> Result<Outcome, ProviderError> {
+    ) -> Result<PaymentOutcome, ProviderError> {
         tokio::time::sleep(self.settings.latency).await;
         sqlx::query(
             "INSERT INTO provider_ledger (order_id, kind, outcome, amount_cents)
@@ -147,7 +147,7 @@ impl Provider {
         )
         .bind(order_id)
         .bind(kind)
-        .bind(outcome.as_str())
+        .bind(outcome.name())
         .bind(amount_cents)
         .execute(&self.ledger)
         .await?;
@@ -161,7 +161,7 @@ impl Provider {
         if self.lost_answer(order_id) {
             return Err(ProviderError::Timeout);
         }
-        Outcome::parse(&first).ok_or(ProviderError::Timeout)
+        PaymentOutcome::named(&first).ok_or(ProviderError::Timeout)
     }
 }
 
