@@ -240,7 +240,7 @@ impl Fault {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Effect {
     Process(ProcessAction),
-    Network(proxy::Fault),
+    Network(proxy::Toxic),
     /// Redis loses its data.
     Flush,
     /// Every message already published is published again.
@@ -256,11 +256,11 @@ impl Effect {
             Action::Data(DataAction::Flush) => Self::Flush,
             Action::Data(DataAction::Republish) => Self::Republish,
             Action::Network(network) => Self::Network(match network {
-                N::Latency => proxy::Fault::Latency { delay, jitter },
-                N::Blackhole => proxy::Fault::Blackhole,
-                N::Reset => proxy::Fault::Reset,
-                N::Bandwidth => proxy::Fault::Bandwidth { bytes_per_second },
-                N::DropResponses => proxy::Fault::DropResponses,
+                N::Latency => proxy::Toxic::Latency { delay, jitter },
+                N::Blackhole => proxy::Toxic::Blackhole,
+                N::Reset => proxy::Toxic::Reset,
+                N::Bandwidth => proxy::Toxic::Bandwidth { bytes_per_second },
+                N::DropResponses => proxy::Toxic::DropResponses,
             }),
         }
     }
@@ -405,7 +405,7 @@ mod tests {
             (first[0].at, first[0].until),
             (Duration::from_millis(500), None)
         );
-        let Effect::Network(proxy::Fault::Latency { delay, .. }) = first[0].effect else {
+        let Effect::Network(proxy::Toxic::Latency { delay, .. }) = first[0].effect else {
             panic!("a latency fault: {:?}", first[0].effect);
         };
         assert_eq!(delay, Duration::from_millis(200));

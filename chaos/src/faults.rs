@@ -61,10 +61,10 @@ impl Faults {
 pub fn describe(fault: &Fault) -> String {
     let target = fault.target.name();
     match fault.effect {
-        Effect::Network(proxy::Fault::Latency { delay, .. }) => {
+        Effect::Network(proxy::Toxic::Latency { delay, .. }) => {
             format!("latency {delay:?} {target}")
         }
-        Effect::Network(proxy::Fault::Bandwidth { bytes_per_second }) => {
+        Effect::Network(proxy::Toxic::Bandwidth { bytes_per_second }) => {
             format!("bandwidth {bytes_per_second} B/s {target}")
         }
         _ => format!("{} {target}", fault.action.name()),

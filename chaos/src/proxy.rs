@@ -16,10 +16,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-/// What the proxy does to the traffic.
+/// What the proxy does to the traffic: a toxic, in toxiproxy's word.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Fault {
+pub enum Toxic {
     /// Every chunk arrives this much later, plus up to `jitter` more.
     Latency { delay: Duration, jitter: Duration },
     /// Connections are accepted and kept, but nothing goes through either way
@@ -38,7 +38,7 @@ pub enum Fault {
 /// their ends close).
 pub struct Proxy {
     address: SocketAddr,
-    fault: watch::Sender<Option<Fault>>,
+    fault: watch::Sender<Option<Toxic>>,
     accepting: tokio::task::JoinHandle<()>,
 }
 
@@ -82,11 +82,11 @@ impl Proxy {
 
     /// Switches the fault (`None`: forward faithfully). Takes effect at once
     /// on every open connection.
-    pub fn set(&self, fault: Option<Fault>) {
+    pub fn set(&self, fault: Option<Toxic>) {
         self.fault.send_replace(fault);
     }
 
-    pub fn fault(&self) -> Option<Fault> {
+    pub fn fault(&self) -> Option<Toxic> {
         *self.fault.borrow()
     }
 }
@@ -97,9 +97,9 @@ impl Drop for Proxy {
     }
 }
 
-type Faults = watch::Receiver<Option<Fault>>;
+type Faults = watch::Receiver<Option<Toxic>>;
 
-fn current(faults: &Faults) -> Option<Fault> {
+fn current(faults: &Faults) -> Option<Toxic> {
     *faults.borrow()
 }
 
@@ -109,7 +109,7 @@ fn reset(stream: TcpStream) {
     drop(stream);
 }
 
-async fn until(faults: &mut Faults, wanted: impl Fn(&Option<Fault>) -> bool) {
+async fn until(faults: &mut Faults, wanted: impl Fn(&Option<Toxic>) -> bool) {
     if faults.wait_for(|fault| wanted(fault)).await.is_err() {
         // The proxy is gone: nothing will change any more.
         std::future::pending::<()>().await;
@@ -123,8 +123,8 @@ async fn carry(
     connection: u64,
 ) {
     // A blackhole accepts and holds; it reaches the service once it ends.
-    until(&mut faults, |f| *f != Some(Fault::Blackhole)).await;
-    if current(&faults) == Some(Fault::Reset) {
+    until(&mut faults, |f| *f != Some(Toxic::Blackhole)).await;
+    if current(&faults) == Some(Toxic::Reset) {
         return reset(client);
     }
     // The first connection goes to the first upstream.
@@ -202,10 +202,10 @@ where
         let mut line_free = Instant::now();
         let mut buffer = vec![0u8; 16 * 1024];
         loop {
-            until(faults, |f| *f != Some(Fault::Blackhole)).await;
+            until(faults, |f| *f != Some(Toxic::Blackhole)).await;
             let read = tokio::select! {
                 read = reader.read(&mut buffer) => read,
-                () = until(faults, |f| *f == Some(Fault::Reset)) => return Ended::Reset,
+                () = until(faults, |f| *f == Some(Toxic::Reset)) => return Ended::Reset,
             };
             let n = match read {
                 Ok(0) | Err(_) => return Ended::Closed,
@@ -213,13 +213,13 @@ where
             };
             let now = Instant::now();
             let due = match current(faults) {
-                Some(Fault::Reset) => return Ended::Reset,
-                Some(Fault::DropResponses) if replies => continue,
-                Some(Fault::Latency {
+                Some(Toxic::Reset) => return Ended::Reset,
+                Some(Toxic::DropResponses) if replies => continue,
+                Some(Toxic::Latency {
                     delay,
                     jitter: most,
                 }) => now + delay + jitter.up_to(most),
-                Some(Fault::Bandwidth { bytes_per_second }) => {
+                Some(Toxic::Bandwidth { bytes_per_second }) => {
                     let sending =
                         Duration::from_secs_f64(n as f64 / bytes_per_second.max(1) as f64);
                     line_free = line_free.max(now) + sending;
@@ -236,10 +236,10 @@ where
     let write = async move {
         while let Some((due, chunk)) = queued.recv().await {
             tokio::time::sleep_until(due).await;
-            until(&mut faults, |f| *f != Some(Fault::Blackhole)).await;
+            until(&mut faults, |f| *f != Some(Toxic::Blackhole)).await;
             match current(&faults) {
-                Some(Fault::Reset) => return Ended::Reset,
-                Some(Fault::DropResponses) if replies => continue,
+                Some(Toxic::Reset) => return Ended::Reset,
+                Some(Toxic::DropResponses) if replies => continue,
                 _ => {}
             }
             if writer.write_all(&chunk).await.is_err() {

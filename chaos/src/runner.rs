@@ -25,7 +25,7 @@ use crate::driver::{Driver, Stack};
 use crate::faults::{self, Faults};
 use crate::recovery::{self, Backlog, FaultReport, Sample};
 use crate::steps::{self, Operator};
-use crate::windows::{Recorder, Window};
+use crate::windows::{Window, WindowLog};
 
 const DEFAULT_RECOVER: Duration = Duration::from_secs(30);
 const DEFAULT_SETTLE: Duration = Duration::from_secs(60);
@@ -258,7 +258,7 @@ async fn storm(
     let (mut storm, begun) = operator.storm(&args).await?;
     let zero = Utc::now();
     let clock = tokio::time::Instant::now();
-    let recorder = Recorder::new(shade, zero);
+    let recorder = WindowLog::new(shade, zero);
     let errors: Arc<Mutex<Vec<String>>> = Arc::default();
     let (ended, storm_over) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
@@ -309,7 +309,7 @@ async fn apply(
     faults: Faults,
     clock: tokio::time::Instant,
     mut storm_over: tokio::sync::watch::Receiver<bool>,
-    recorder: Recorder,
+    recorder: WindowLog,
     errors: Arc<Mutex<Vec<String>>>,
 ) {
     let label = faults::describe(&fault);

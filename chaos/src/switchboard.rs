@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::proxy::{Fault, Proxy};
+use crate::proxy::{Proxy, Toxic};
 
 /// One proxy of the switchboard: `NAME=LISTEN_PORT=HOST:PORT[,HOST:PORT…]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,7 +54,7 @@ impl std::str::FromStr for Route {
 #[derive(Serialize, Deserialize)]
 struct Switch {
     route: String,
-    fault: Option<Fault>,
+    fault: Option<Toxic>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -136,7 +136,7 @@ async fn answer(stream: TcpStream, proxies: Arc<HashMap<String, Proxy>>) {
 
 /// Switches the fault of `route` on the switchboard at `control` (`None`:
 /// forward faithfully).
-pub async fn switch(control: SocketAddr, route: &str, fault: Option<Fault>) -> io::Result<()> {
+pub async fn switch(control: SocketAddr, route: &str, fault: Option<Toxic>) -> io::Result<()> {
     let stream = tokio::time::timeout(
         std::time::Duration::from_secs(5),
         TcpStream::connect(control),
@@ -223,7 +223,7 @@ mod tests {
             Some(reply)
         };
         assert_eq!(answered(()).await, Some(*b"ping"));
-        switch(control, "echo", Some(Fault::Reset)).await.unwrap();
+        switch(control, "echo", Some(Toxic::Reset)).await.unwrap();
         assert_eq!(answered(()).await, None, "reset: no answer");
         switch(control, "echo", None).await.unwrap();
         assert_eq!(answered(()).await, Some(*b"ping"));

@@ -50,13 +50,13 @@ pub fn write(path: &Path, windows: &[Window]) -> io::Result<()> {
 /// The windows of a drill as its faults begin and end, written to `file` each
 /// time one opens or shuts.
 #[derive(Clone)]
-pub struct Recorder {
+pub struct WindowLog {
     windows: Arc<Mutex<Vec<Window>>>,
     file: PathBuf,
     zero: DateTime<Utc>,
 }
 
-impl Recorder {
+impl WindowLog {
     /// `zero`: the storm's start.
     pub fn new(file: PathBuf, zero: DateTime<Utc>) -> Self {
         Self {
@@ -112,7 +112,7 @@ mod tests {
     #[test]
     fn windows_written_are_the_windows_read_and_open_ones_shut_at_close() {
         let file = std::env::temp_dir().join(format!("windows-{}.json", std::process::id()));
-        let recorder = Recorder::new(file.clone(), Utc::now());
+        let recorder = WindowLog::new(file.clone(), Utc::now());
         let kill = recorder.open("kill payments");
         recorder.open("latency postgres");
         recorder.shut(kill);

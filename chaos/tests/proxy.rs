@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flashtix_chaos::proxy::{Fault, Proxy};
+use flashtix_chaos::proxy::{Proxy, Toxic};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{timeout, Instant};
@@ -74,7 +74,7 @@ async fn without_a_fault_bytes_go_through_both_ways() {
 async fn latency_delays_every_reply_and_switches_off() {
     let (proxy, _) = proxied().await;
     let mut stream = TcpStream::connect(proxy.address()).await.unwrap();
-    proxy.set(Some(Fault::Latency {
+    proxy.set(Some(Toxic::Latency {
         delay: Duration::from_millis(150),
         jitter: Duration::from_millis(20),
     }));
@@ -102,7 +102,7 @@ async fn a_blackhole_holds_everything_until_it_ends() {
     let (proxy, received) = proxied().await;
     let mut open = TcpStream::connect(proxy.address()).await.unwrap();
     assert!(round_trip(&mut open, b"before", SECOND).await.is_some());
-    proxy.set(Some(Fault::Blackhole));
+    proxy.set(Some(Toxic::Blackhole));
 
     let mut new = TcpStream::connect(proxy.address()).await.expect("accepted");
     assert_eq!(
@@ -140,7 +140,7 @@ async fn a_reset_breaks_open_connections_and_refuses_new_ones() {
     let mut open = TcpStream::connect(proxy.address()).await.unwrap();
     assert!(round_trip(&mut open, b"hello", SECOND).await.is_some());
 
-    proxy.set(Some(Fault::Reset));
+    proxy.set(Some(Toxic::Reset));
     let mut buffer = [0u8; 8];
     let read = timeout(SECOND, open.read(&mut buffer))
         .await
@@ -164,7 +164,7 @@ async fn a_reset_breaks_open_connections_and_refuses_new_ones() {
 async fn bandwidth_caps_the_bytes_a_second() {
     let (proxy, _) = proxied().await;
     let mut stream = TcpStream::connect(proxy.address()).await.unwrap();
-    proxy.set(Some(Fault::Bandwidth {
+    proxy.set(Some(Toxic::Bandwidth {
         bytes_per_second: 100_000,
     }));
     let started = Instant::now();
@@ -184,7 +184,7 @@ async fn bandwidth_caps_the_bytes_a_second() {
 async fn dropped_responses_mean_the_work_happened_unheard() {
     let (proxy, received) = proxied().await;
     let mut stream = TcpStream::connect(proxy.address()).await.unwrap();
-    proxy.set(Some(Fault::DropResponses));
+    proxy.set(Some(Toxic::DropResponses));
 
     assert_eq!(
         round_trip(&mut stream, b"order", Duration::from_millis(300)).await,

@@ -26,7 +26,7 @@ pub enum Stack {
     /// Our own Postgres, Redis and RabbitMQ, the roles as processes here.
     Local(Dependencies),
     /// A Compose project: dependencies and roles in containers.
-    Docker(docker::Stack),
+    Docker(docker::Dependencies),
 }
 
 impl Stack {
@@ -99,7 +99,7 @@ impl Driver {
     pub(crate) async fn network(
         &self,
         target: Target,
-        fault: Option<proxy::Fault>,
+        fault: Option<proxy::Toxic>,
     ) -> io::Result<()> {
         match self {
             Driver::Local { dependencies, sale } => {

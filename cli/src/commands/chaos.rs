@@ -17,7 +17,7 @@ use flashtix_server::startup::signalled;
 use flashtix_server::runtime::config::ServerArgs;
 
 use super::storm::Scenario;
-use super::{parse_flags, Failure, Outcome};
+use super::{parse_flags, Exit, Failure};
 use crate::{output, say};
 
 #[derive(clap::Args)]
@@ -102,7 +102,7 @@ struct RunOptions {
     keep: bool,
 }
 
-pub async fn run(args: ChaosArgs) -> Outcome {
+pub async fn run(args: ChaosArgs) -> Exit {
     match args.command {
         ChaosCommand::List(catalogue) => list(&catalogue),
         ChaosCommand::Run { names, options } => {
@@ -121,7 +121,7 @@ pub async fn run(args: ChaosArgs) -> Outcome {
     }
 }
 
-async fn proxy(args: ProxyArgs) -> Outcome {
+async fn proxy(args: ProxyArgs) -> Exit {
     let board = Switchboard::bind(args.host, &args.route, args.control)
         .await
         .context("starting the fault proxies")
@@ -158,7 +158,7 @@ async fn stack(options: &RunOptions, work: &Path) -> anyhow::Result<Stack> {
             .unwrap_or_default()
             .as_millis();
         let project = format!("flashtix-chaos-{}-{started}", std::process::id());
-        let stack = docker::Stack::start(
+        let stack = docker::Dependencies::start(
             &work.join("compose"),
             &project,
             &options.compose_file,
@@ -175,7 +175,7 @@ async fn stack(options: &RunOptions, work: &Path) -> anyhow::Result<Stack> {
     Ok(Stack::Local(dependencies))
 }
 
-fn list(place: &Catalogue) -> Outcome {
+fn list(place: &Catalogue) -> Exit {
     let drills = catalogue(&place.drills).map_err(Failure::usage)?;
     let mut table = output::table(&["drill", "faults", "what it proves"]);
     for (name, drill) in &drills {
@@ -250,7 +250,7 @@ fn typed(drill: &DrillFile) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_drills(drills: Vec<(String, DrillFile)>, options: &RunOptions) -> Outcome {
+async fn run_drills(drills: Vec<(String, DrillFile)>, options: &RunOptions) -> Exit {
     if options.repeat == 0 {
         return Err(Failure::usage(anyhow!("--repeat must be at least 1")));
     }

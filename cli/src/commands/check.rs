@@ -16,7 +16,7 @@ use flashtix_server::runtime::db::Schema;
 use flashtix_server::saga::broker::Topology;
 use indicatif::ProgressBar;
 
-use super::{Failure, Outcome, Services};
+use super::{Exit, Failure, Services};
 use crate::{output, say};
 
 #[derive(clap::Args)]
@@ -51,7 +51,7 @@ pub struct CheckArgs {
     clock_slack: Duration,
 }
 
-pub async fn run(args: CheckArgs) -> Outcome {
+pub async fn run(args: CheckArgs) -> Exit {
     let history = if args.history.is_empty() {
         None
     } else {

@@ -11,7 +11,7 @@ use flashtix_chaos::process::{Process, Ready, Recipe};
 use flashtix_server::runtime::config::ConnectionArgs;
 
 use super::storm::{Scenario, StormArgs};
-use super::{reset, Failure, Outcome, Services};
+use super::{reset, Exit, Failure, Services};
 
 /// How long the server may take to listen (it migrates and connects first).
 const SERVER_START_LIMIT: Duration = Duration::from_secs(60);
@@ -34,7 +34,7 @@ pub struct DemoArgs {
     spike: String,
 }
 
-pub async fn run(args: DemoArgs) -> Outcome {
+pub async fn run(args: DemoArgs) -> Exit {
     let mut scenario = Scenario::parse(FLASH_SALE).context("the built-in flash-sale scenario")?;
     let mut sale = scenario.sale.take().unwrap_or_default();
     sale.tickets = args.tickets;

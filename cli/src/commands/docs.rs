@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Command;
 use clap_complete::Shell;
 
-use super::{Failure, Outcome};
+use super::{Exit, Failure};
 use crate::output;
 
 #[derive(clap::Args)]
@@ -29,7 +29,7 @@ pub struct ManArgs {
 }
 
 /// Prints the completion script for `args.shell` of the command `cli`.
-pub fn completions(args: CompletionsArgs, mut cli: Command) -> Outcome {
+pub fn completions(args: CompletionsArgs, mut cli: Command) -> Exit {
     let name = cli.get_name().to_owned();
     let mut script = Vec::new();
     clap_complete::generate(args.shell, &mut cli, name, &mut script);
@@ -38,7 +38,7 @@ pub fn completions(args: CompletionsArgs, mut cli: Command) -> Outcome {
 
 /// Writes `text` to stdout; a reader that stopped early (`| head`) is no
 /// error.
-fn print(text: &[u8]) -> Outcome {
+fn print(text: &[u8]) -> Exit {
     match output::to_stdout(text) {
         Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
             Err(anyhow::Error::new(error)
@@ -50,7 +50,7 @@ fn print(text: &[u8]) -> Outcome {
 }
 
 /// Prints the main page of `cli`, or writes every command's page into `--dir`.
-pub fn man(args: ManArgs, mut cli: Command) -> Outcome {
+pub fn man(args: ManArgs, mut cli: Command) -> Exit {
     cli.build();
     match &args.dir {
         None => {

@@ -117,4 +117,5 @@ pub fn unreachable(service: &str, url: &str, flag: &str) -> String {
     )
 }
 
-pub type Outcome = Result<ExitCode, Failure>;
+/// How a command ended: the exit code it chose, or why it could not finish.
+pub type Exit = Result<ExitCode, Failure>;

@@ -9,7 +9,7 @@ use flashtix_server::catalogue::events::{Event, NewEvent, NewEventRequest};
 use flashtix_server::runtime::config::{database_is_local, ConnectionArgs, Namespace};
 use flashtix_server::sale::{self, SaleSpec};
 
-use super::{Failure, Outcome, Services};
+use super::{Exit, Failure, Services};
 use crate::{output, say};
 
 #[derive(clap::Args)]
@@ -117,7 +117,7 @@ fn read_plan(given: &str) -> anyhow::Result<PlanSpec> {
     }
 }
 
-pub async fn run(args: ResetArgs) -> Outcome {
+pub async fn run(args: ResetArgs) -> Exit {
     if args.print_ids && args.json.as_deref().is_some_and(output::is_stdout) {
         return Err(Failure::usage(anyhow!(
             "--print-ids and --json - both write to stdout: choose one"

@@ -13,7 +13,7 @@ use flashtix_chaos::process;
 use flashtix_chaos::services::{self, answers, Ports, Urls};
 use flashtix_model::Dependency;
 
-use super::{Failure, Outcome};
+use super::{Exit, Failure};
 use crate::output;
 
 #[derive(clap::Args)]
@@ -62,7 +62,7 @@ enum Driver {
     Local,
 }
 
-pub async fn run(args: UpArgs) -> Outcome {
+pub async fn run(args: UpArgs) -> Exit {
     if args.down {
         return down(&args).await;
     }
@@ -248,7 +248,7 @@ async fn start_local(dir: &Path, ports: Ports, quiet: bool) -> anyhow::Result<()
     Ok(())
 }
 
-async fn down(args: &UpArgs) -> Outcome {
+async fn down(args: &UpArgs) -> Exit {
     if args.driver == "docker" {
         let compose = compose(args, None).await.map_err(Failure::unreachable)?;
         compose

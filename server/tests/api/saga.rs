@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use flashtix_chaos::proxy::{Fault, Proxy};
+use flashtix_chaos::proxy::{Proxy, Toxic};
 use flashtix_model::Role;
 use flashtix_server::invariants::{Finding, Invariant, Verdict};
 use flashtix_server::runtime::config::Namespace;
@@ -441,7 +441,7 @@ async fn workers_cut_off_from_postgres_lose_nothing_and_settle_after() {
         .await;
     let event = app.create_event(100, 4).await;
 
-    link.set(Some(Fault::Reset));
+    link.set(Some(Toxic::Reset));
     let answers = app.storm(event, distinct_buyers(100)).await;
     assert_eq!(count(&answers, StatusCode::ACCEPTED, ""), 100);
     // Every message tried more often than the queue's delivery limit while

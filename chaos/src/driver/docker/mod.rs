@@ -90,7 +90,7 @@ fn service(target: Target) -> &'static str {
 
 /// The dependencies and the `faults` container, shared by every drill of a
 /// run; each drill starts the roles afresh in its own namespace.
-pub struct Stack {
+pub struct Dependencies {
     compose: Arc<Compose>,
     /// The override Compose file the drills write: the `faults` container,
     /// and the roles reaching their dependencies through it.
@@ -101,7 +101,7 @@ pub struct Stack {
     front: u16,
 }
 
-impl Stack {
+impl Dependencies {
     /// Brings up the dependencies and the `faults` container of `compose_file`
     /// as project `project`, on free ports of 127.0.0.1, and waits until they
     /// are ready.
@@ -298,7 +298,7 @@ impl Sale {
 
     /// Switches the proxy between the roles and `target` (for a role:
     /// between the buyers and the API).
-    pub async fn network(&self, target: Target, fault: Option<proxy::Fault>) -> io::Result<()> {
+    pub async fn network(&self, target: Target, fault: Option<proxy::Toxic>) -> io::Result<()> {
         let route = match target {
             Target::Dependency(dependency) => dependency.name(),
             Target::Role(_) => FRONT,

@@ -19,7 +19,7 @@ use super::options::flag;
 use super::record::Recorder;
 use super::report::{self, Summary, Threshold};
 use super::Outputs;
-use crate::commands::{Failure, Outcome};
+use crate::commands::{Exit, Failure};
 use crate::say;
 
 #[derive(clap::Args)]
@@ -39,7 +39,7 @@ pub struct MergeArgs {
     thresholds: Vec<Threshold>,
 }
 
-pub fn run(args: MergeArgs) -> Outcome {
+pub fn run(args: MergeArgs) -> Exit {
     let thresholds = args.thresholds;
     let mut documents = Vec::new();
     for path in &args.documents {

@@ -30,7 +30,7 @@ pub use options::StormOptions;
 pub use outputs::Outputs;
 pub use scenario::Scenario;
 
-use super::{check, reset, Failure, Outcome, Services};
+use super::{check, reset, Exit, Failure, Services};
 use crate::say;
 use bar::{progress_bar, show_progress, update};
 use document::{Judged, StormDocument, ZoneSales};
@@ -39,7 +39,7 @@ use plan::{Sends, StormPlan};
 use report::{Summary, Threshold};
 
 /// `flashtix storm`: the flags, and the scenario file they name.
-pub async fn run(args: StormArgs) -> Outcome {
+pub async fn run(args: StormArgs) -> Exit {
     let scenario = match &args.scenario {
         Some(path) => Scenario::read(path).map_err(Failure::usage)?,
         None => Scenario::default(),
@@ -49,7 +49,7 @@ pub async fn run(args: StormArgs) -> Outcome {
 
 /// A storm from flags and a scenario (what the flags say wins over it): plan,
 /// fire, settle and check, write the results.
-pub async fn run_scenario(args: StormArgs, scenario: Scenario) -> Outcome {
+pub async fn run_scenario(args: StormArgs, scenario: Scenario) -> Exit {
     if let Some(description) = &scenario.description {
         eprintln!("scenario: {description}");
     }

@@ -21,7 +21,7 @@ pub struct StormPlan {
     /// How the engine sends: the model, where, how many, how long, the
     /// shard and its start. `sending.target` is the sale's base URL, or the
     /// `--raw` URL.
-    pub(super) sending: engine::Plan,
+    pub(super) sending: engine::Sending,
     /// The model as the tables name it.
     pub(super) model_label: String,
     /// The peak rate the schedule asks for, if it asks for one.
@@ -100,7 +100,7 @@ impl StormPlan {
             // A shard cannot check the sale alone: the other shards' orders
             // are not in its history.
             check: !args.no_check && matches!(sends, Sends::Buy(_)) && shard == Shard::WHOLE,
-            sending: engine::Plan {
+            sending: engine::Sending {
                 model,
                 target,
                 purchases,

@@ -14,7 +14,7 @@ use super::super::record::Recorder;
 use super::http::Endpoint;
 use super::journal::Batch;
 use super::purchase::{Context, Done, Sender, REVISIT_AFTER};
-use super::{Model, Plan, Progress, Work};
+use super::{Model, Progress, Sending, Work};
 
 pub(super) struct Lane {
     /// The next purchase this lane sends, and how far apart its purchases are.
@@ -23,7 +23,7 @@ pub(super) struct Lane {
     /// This lane's share of the requests in flight (of `--max-inflight`,
     /// or of a closed model's concurrency).
     pub(super) share: usize,
-    pub(super) plan: Arc<Plan>,
+    pub(super) plan: Arc<Sending>,
     pub(super) work: Arc<Work>,
     pub(super) sender: Arc<Sender>,
     pub(super) slots: Arc<Semaphore>,

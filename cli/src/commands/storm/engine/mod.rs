@@ -75,7 +75,7 @@ pub struct RawRequest {
 /// How the storm sends: when, how many, where, how long it waits. What each
 /// send is ([`Work`]) comes apart: it needs the sale's events.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub struct Sending {
     pub model: Model,
     /// The server's base URL (`Raw`: the whole URL).
     pub target: String,
@@ -113,7 +113,7 @@ impl Tls {
     }
 }
 
-impl Plan {
+impl Sending {
     pub(super) fn in_flight_cap(&self) -> usize {
         match self.model {
             Model::Open { max_inflight, .. } => max_inflight,
@@ -143,7 +143,7 @@ fn cpu_used() -> Option<Duration> {
 
 /// Runs the plan to its end: every purchase sent and answered (or timed out).
 pub async fn run(
-    plan: &Plan,
+    plan: &Sending,
     work: Work,
     progress: Arc<Progress>,
     history: Option<journal::Sink>,
@@ -190,7 +190,7 @@ pub async fn run(
 /// The storm's lanes, the in-flight cap split over them exactly (no lane
 /// without a share), each with its own connections.
 fn make_lanes(
-    plan: &Plan,
+    plan: &Sending,
     work: &Work,
     progress: &Arc<Progress>,
     history: &Option<journal::Sink>,
