@@ -721,19 +721,13 @@ async fn buy_again_after_a_decline(setup: Setup, bugs: Option<&str>) -> Run {
     }
     // Declined, cancelled, and the tickets back in Redis.
     let pool = sale.pool().await;
-    flashtix_testkit::eventually(JUDGEABLE_WITHIN, || async {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM orders
-             WHERE returned_at IS NULL OR now() < returned_at + interval '700 milliseconds'",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        match waiting {
-            0 => Ok(()),
-            n => Err(format!("{n} orders never came back")),
-        }
-    })
+    flashtix_testkit::until_none(
+        &pool,
+        JUDGEABLE_WITHIN,
+        "SELECT count(*) FROM orders
+         WHERE returned_at IS NULL OR now() < returned_at + interval '700 milliseconds'",
+        "orders whose tickets never came back",
+    )
     .await;
     for user in &buyers {
         client.buy(event, user, "again", 2).await;

@@ -120,3 +120,19 @@ where
         tokio::time::sleep(POLL).await;
     }
 }
+
+/// Waits until `count` (a `SELECT count(*) …`) finds none, or panics once
+/// `limit` has passed, saying how many `what` were left.
+pub async fn until_none(pool: &sqlx::PgPool, limit: Duration, count: &str, what: &str) {
+    eventually(limit, || async {
+        let left: i64 = sqlx::query_scalar(count)
+            .fetch_one(pool)
+            .await
+            .map_err(|error| format!("counting {what}: {error}"))?;
+        match left {
+            0 => Ok(()),
+            left => Err(format!("{left} {what}")),
+        }
+    })
+    .await
+}

@@ -496,17 +496,12 @@ async fn an_unsettled_sale_is_unknown_and_exits_5_and_check_settle_waits_for_it(
 
     // Published and never processed: check cannot prove the queues drained.
     let pool = sale.pool().await;
-    flashtix_testkit::eventually(std::time::Duration::from_secs(10), || async {
-        let unpublished: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-        match unpublished {
-            0 => Ok(()),
-            n => Err(format!("the relay left {n} messages unpublished")),
-        }
-    })
+    flashtix_testkit::until_none(
+        &pool,
+        std::time::Duration::from_secs(10),
+        "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+        "messages the relay left unpublished",
+    )
     .await;
     let (json, _) = sale.json("check.json");
     let unpaid = sale.run(&["check", "--settle", "300ms", "--json", &json]);
