@@ -470,6 +470,20 @@ mod tests {
     }
 
     #[test]
+    fn no_two_targets_or_actions_share_a_name() {
+        for names in [
+            Target::all().map(Target::name).collect::<Vec<_>>(),
+            Action::all().map(Action::name).collect(),
+        ] {
+            let mut unique = names.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            // A name two enums share would parse as the first one only.
+            assert_eq!(unique.len(), names.len(), "{names:?}");
+        }
+    }
+
+    #[test]
     fn a_fault_the_storm_may_end_before_is_named() {
         let drill = DrillFile::parse(
             "description = \"x\"\n\

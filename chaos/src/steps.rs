@@ -82,8 +82,19 @@ impl Operator<'_> {
 
     /// `flashtix check --settle LIMIT --history`: waits for the sale to
     /// settle, then proves it (again while what it cannot judge yet is
-    /// still moving). `None`: it gave no report (see `check.log`).
+    /// still moving). A check that gave no report (it could not reach
+    /// Postgres just after a fault healed) is run once more. `None`: neither
+    /// gave one (see `check.log`).
     pub async fn check(&self, history: &Path, limit: Duration) -> io::Result<Option<Checked>> {
+        for _ in 0..2 {
+            if let Some(checked) = self.check_once(history, limit).await? {
+                return Ok(Some(checked));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn check_once(&self, history: &Path, limit: Duration) -> io::Result<Option<Checked>> {
         let json = self.dir.join("check.json");
         let args = [
             "check",

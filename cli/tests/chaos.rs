@@ -266,6 +266,13 @@ fn a_drill_with_a_mistake_in_its_tables_is_refused_before_anything_runs() {
             "payment-failure-rate = \"often\"",
             "[server]: invalid value 'often' for '--payment-failure-rate",
         ),
+        (
+            // 1600 buyers at 200/s: the storm stops sending at 8 s.
+            "late",
+            "at = \"1s\"",
+            "at = \"9s\"",
+            "fault 1 (kill payments): at 9s may fall after the storm stops sending (at 8s)",
+        ),
     ] {
         let path = short_drill(&format!("typed-{name}"), "", kill);
         let text = std::fs::read_to_string(&path).unwrap();
@@ -274,7 +281,7 @@ fn a_drill_with_a_mistake_in_its_tables_is_refused_before_anything_runs() {
         let json = temp(&format!("typed-{name}.json"));
         let (refused, reports) = chaos(&["run", path.to_str().unwrap()], None, &json);
         assert_exit(&refused, 2);
-        assert!(reports.is_empty(), "{name}: nothing ran");
+        assert!(reports.is_empty(), "{name}: no drill ran");
         let said = String::from_utf8_lossy(&refused.stderr);
         assert!(said.contains(says), "{name}: {said}");
     }

@@ -27,16 +27,19 @@ macro_rules! __name_traits {
         impl ::std::str::FromStr for $ty {
             type Err = $crate::names::UnknownName;
 
-            fn from_str(name: &str) -> Result<Self, Self::Err> {
+            fn from_str(name: &str) -> ::core::result::Result<Self, Self::Err> {
                 Self::named(name).ok_or_else(|| $crate::names::UnknownName {
                     what: $what,
-                    name: name.to_owned(),
+                    name: ::std::borrow::ToOwned::to_owned(name),
                 })
             }
         }
 
         impl $crate::__serde::Serialize for $ty {
-            fn serialize<S: $crate::__serde::Serializer>(&self, to: S) -> Result<S::Ok, S::Error> {
+            fn serialize<S: $crate::__serde::Serializer>(
+                &self,
+                to: S,
+            ) -> ::core::result::Result<S::Ok, S::Error> {
                 to.serialize_str(self.name())
             }
         }
@@ -80,7 +83,7 @@ macro_rules! named {
             }
 
             /// The case of this name.
-            pub fn named(name: &str) -> Option<Self> {
+            pub fn named(name: &str) -> ::core::option::Option<Self> {
                 Self::ALL.into_iter().find(|case| case.name() == name)
             }
 
@@ -93,8 +96,8 @@ macro_rules! named {
         $crate::__name_traits!($ty, $what);
 
         impl<'de> $crate::__serde::Deserialize<'de> for $ty {
-            fn deserialize<D: $crate::__serde::Deserializer<'de>>(from: D) -> Result<Self, D::Error> {
-                let name = <::std::borrow::Cow<'de, str>>::deserialize(from)?;
+            fn deserialize<D: $crate::__serde::Deserializer<'de>>(from: D) -> ::core::result::Result<Self, D::Error> {
+                let name = <::std::borrow::Cow<'de, str> as $crate::__serde::Deserialize<'de>>::deserialize(from)?;
                 Self::named(&name).ok_or_else(|| {
                     $crate::__serde::de::Error::unknown_variant(&name, &[$($name),+])
                 })
@@ -121,7 +124,7 @@ macro_rules! one_of {
     (
         $(#[$meta:meta])*
         $vis:vis enum $ty:ident($what:literal) {
-            $( $(#[$case_meta:meta])* $case:ident($inner:ident) ),+ $(,)?
+            $( $(#[$case_meta:meta])* $case:ident($inner:ty) ),+ $(,)?
         }
     ) => {
         $(#[$meta])*
@@ -139,24 +142,24 @@ macro_rules! one_of {
             }
 
             /// The case of this name, looked for in each enum in turn.
-            pub fn named(name: &str) -> Option<Self> {
+            pub fn named(name: &str) -> ::core::option::Option<Self> {
                 $(
-                    if let Some(inner) = $inner::named(name) {
-                        return Some(Self::$case(inner));
+                    if let ::core::option::Option::Some(inner) = <$inner>::named(name) {
+                        return ::core::option::Option::Some(Self::$case(inner));
                     }
                 )+
-                None
+                ::core::option::Option::None
             }
 
             /// Every case: each enum's, in the order declared.
             pub fn all() -> impl Iterator<Item = Self> {
                 ::std::iter::empty()
-                    $( .chain($inner::ALL.into_iter().map(Self::$case)) )+
+                    $( .chain(<$inner>::ALL.into_iter().map(Self::$case)) )+
             }
         }
 
         $(
-            impl From<$inner> for $ty {
+            impl ::core::convert::From<$inner> for $ty {
                 fn from(inner: $inner) -> Self {
                     Self::$case(inner)
                 }
@@ -166,11 +169,11 @@ macro_rules! one_of {
         $crate::__name_traits!($ty, $what);
 
         impl<'de> $crate::__serde::Deserialize<'de> for $ty {
-            fn deserialize<D: $crate::__serde::Deserializer<'de>>(from: D) -> Result<Self, D::Error> {
-                let name = <::std::borrow::Cow<'de, str>>::deserialize(from)?;
+            fn deserialize<D: $crate::__serde::Deserializer<'de>>(from: D) -> ::core::result::Result<Self, D::Error> {
+                let name = <::std::borrow::Cow<'de, str> as $crate::__serde::Deserialize<'de>>::deserialize(from)?;
                 name.parse().map_err(|wrong: $crate::names::UnknownName| {
-                    let known: Vec<&str> = Self::all().map(Self::name).collect();
-                    $crate::__serde::de::Error::custom(format!(
+                    let known: ::std::vec::Vec<&str> = Self::all().map(Self::name).collect();
+                    $crate::__serde::de::Error::custom(::std::format!(
                         "{wrong} (one of: {})",
                         known.join(", ")
                     ))

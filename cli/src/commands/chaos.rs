@@ -384,9 +384,11 @@ fn print_drill(report: &DrillReport) {
         report.verdict,
         report.seconds,
         outcomes.join(", "),
-        report
-            .settle_seconds
-            .map_or("never".into(), |s| format!("{s:.1} s after the storm")),
+        match (report.settle_seconds, &report.check) {
+            (Some(s), _) => format!("{s:.1} s after the storm"),
+            (None, Some(_)) => "never".into(),
+            (None, None) => "unknown (check gave no report)".into(),
+        },
     );
     for reason in &report.reasons {
         say!("  - {reason}");

@@ -252,7 +252,7 @@ pub async fn settle_and_prove(
 /// How long after the last order ended the check may still say UNKNOWN for
 /// things in motion: a message recorded as processed, tickets going back to
 /// Redis (a reconciler pass, then the return delay).
-const AFTER_SETTLING: Duration = Duration::from_secs(5);
+const AFTER_SETTLING: Duration = Duration::from_secs(10);
 
 /// Whether every UNKNOWN of the report is of a kind that time settles:
 /// messages not yet recorded, money still moving, Redis not yet quiet. Any

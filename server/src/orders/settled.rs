@@ -32,7 +32,9 @@ pub async fn pending(pool: &PgPool, event: Option<i64>) -> sqlx::Result<i64> {
 
 /// Waits, up to `limit`, until no order (of `event`, or of the sale) is
 /// PENDING; `waiting` hears each count that was not zero yet, and how long
-/// the wait has gone on.
+/// the wait has gone on. A count Postgres could not give (it may be coming
+/// back: a drill has just healed it) is asked again; only the last one, at
+/// the limit, is an error.
 pub async fn wait_settled(
     pool: &PgPool,
     event: Option<i64>,
@@ -41,14 +43,14 @@ pub async fn wait_settled(
 ) -> sqlx::Result<Settled> {
     let started = Instant::now();
     loop {
-        let pending = pending(pool, event).await?;
-        if pending == 0 {
-            return Ok(Settled::After(started.elapsed()));
+        let over = started.elapsed() >= limit;
+        match pending(pool, event).await {
+            Ok(0) => return Ok(Settled::After(started.elapsed())),
+            Ok(pending) if over => return Ok(Settled::Pending(pending)),
+            Ok(pending) => waiting(pending, started.elapsed()),
+            Err(error) if over => return Err(error),
+            Err(error) => tracing::debug!(%error, "counting PENDING orders, again"),
         }
-        if started.elapsed() >= limit {
-            return Ok(Settled::Pending(pending));
-        }
-        waiting(pending, started.elapsed());
         tokio::time::sleep(POLL).await;
     }
 }
