@@ -87,6 +87,7 @@ impl Application {
             gate.clone(),
             Arc::clone(&catalogue),
             Arc::clone(&metrics),
+            settings.lane_idle,
         );
         let state = AppState {
             pool,

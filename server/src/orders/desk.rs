@@ -68,6 +68,7 @@ impl Desk {
         gate: Gate,
         catalogue: Arc<Catalogue>,
         metrics: Arc<Metrics>,
+        lane_idle: Duration,
     ) -> Self {
         metrics.declare_orders(&ORDER_LABELS);
         let seat_board = Arc::new(SeatBoard::default());
@@ -77,6 +78,7 @@ impl Desk {
             Arc::clone(&catalogue),
             Arc::clone(&metrics),
             Arc::clone(&seat_board),
+            lane_idle,
         );
         Self {
             lookup: KeyLookup::start(pool.clone()),

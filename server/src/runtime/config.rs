@@ -179,6 +179,7 @@ impl ServerArgs {
             db_pool: self.db_pool,
             sweep_every: Duration::from_millis(self.sweep_ms),
             relay_every: Duration::from_millis(self.relay_ms),
+            lane_idle: LANE_IDLE,
             provider: ProviderSettings {
                 failure_rate: self.payment_failure_rate,
                 latency: Duration::from_millis(self.payment_latency_ms),
@@ -223,9 +224,15 @@ pub struct Settings {
     /// The outbox relay's pause after a pass that claimed less than a full
     /// batch.
     pub relay_every: Duration,
+    /// How long an event's order writer lane waits for a reservation before
+    /// it ends (the next one starts another).
+    pub lane_idle: Duration,
     /// How the simulated payment provider behaves.
     pub provider: ProviderSettings,
 }
+
+/// How long an order writer lane stays with nothing to write: a quiet minute.
+pub const LANE_IDLE: Duration = Duration::from_secs(60);
 
 impl Settings {
     pub fn runs(&self, role: Role) -> bool {

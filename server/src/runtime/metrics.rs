@@ -67,6 +67,7 @@ pub struct Metrics {
     stock_returns: Counter,
     requests: Family<Request, Histogram, fn() -> Histogram>,
     outbox_depth: Gauge,
+    writer_lanes: Gauge,
 }
 
 impl Default for Metrics {
@@ -176,6 +177,12 @@ impl Default for Metrics {
                 r,
                 "outbox_depth",
                 "Outbox rows not yet confirmed by RabbitMQ, read from Postgres at each scrape",
+                Gauge::default(),
+            ),
+            writer_lanes: register(
+                r,
+                "writer_lanes",
+                "Events with an order writer lane open (a lane ends after a quiet minute)",
                 Gauge::default(),
             ),
             registry,
@@ -288,6 +295,10 @@ impl Metrics {
     /// The outbox's depth as last read.
     pub fn set_outbox_depth(&self, depth: i64) {
         self.outbox_depth.set(depth);
+    }
+
+    pub fn set_writer_lanes(&self, lanes: usize) {
+        self.writer_lanes.set(lanes as i64);
     }
 
     /// The OpenMetrics text exposition.

@@ -118,6 +118,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         db_pool: 8,
         sweep_every: Duration::from_millis(100),
         relay_every: Duration::from_millis(20),
+        lane_idle: flashtix_server::runtime::config::LANE_IDLE,
         provider: Default::default(),
     };
     configure(&mut settings);

@@ -12,17 +12,18 @@
 //! orders) and the idempotency key (a unique constraint; the insert's
 //! `ON CONFLICT DO NOTHING` count proves no other transaction won a race).
 //!
+//! - `lanes`: a lane per event with reservations, gone once it is quiet;
 //! - `settle`: a lane's loop, and answering a batch once it is decided;
 //! - `commit`: the batch's transaction: deciding each ticket under the lock,
 //!   then one insert of everything;
 //! - `buyers`: what the batch's buyers already have;
 //! - `places`: the seats and zone places a batch on a seated event takes.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::seat_board::SeatBoard;
 use super::Order;
@@ -33,14 +34,14 @@ use flashtix_model::seating::Choice;
 
 mod buyers;
 mod commit;
+mod lanes;
 mod places;
 mod settle;
 
+use lanes::Lanes;
+
 /// The most reservations settled in one transaction.
 pub const MAX_BATCH: usize = 1024;
-/// Reservations waiting per event. When full, request handlers wait: the
-/// backpressure reaches the clients instead of growing memory.
-const LANE_CAPACITY: usize = 8192;
 
 /// What Postgres decided for one reservation.
 #[derive(Debug, Clone)]
@@ -80,7 +81,7 @@ struct Ticket {
 /// Hands reservations to their event's lane. Dropping it closes the lanes.
 pub struct Writer {
     settler: Arc<Settler>,
-    lanes: Mutex<HashMap<i64, mpsc::Sender<Ticket>>>,
+    lanes: Arc<Lanes<Ticket>>,
 }
 
 /// What a lane needs to settle a batch.
@@ -94,15 +95,18 @@ struct Settler {
 }
 
 impl Writer {
-    /// `pool` should be the writer's own ([`crate::runtime::db::Purpose::OrderWriter`]).
+    /// `pool` should be the writer's own ([`crate::runtime::db::Purpose::OrderWriter`]);
+    /// an event's lane ends once it has waited `lane_idle` for a reservation.
     pub fn new(
         pool: PgPool,
         gate: Gate,
         catalogue: Arc<Catalogue>,
         metrics: Arc<Metrics>,
         seat_board: Arc<SeatBoard>,
+        lane_idle: Duration,
     ) -> Self {
         Self {
+            lanes: Lanes::new(lane_idle, Arc::clone(&metrics)),
             settler: Arc::new(Settler {
                 pool,
                 gate,
@@ -110,7 +114,6 @@ impl Writer {
                 metrics,
                 seat_board,
             }),
-            lanes: Mutex::default(),
         }
     }
 
@@ -123,6 +126,7 @@ impl Writer {
         terms: Terms,
         admitted: bool,
     ) -> Ruling {
+        let stopped = || Ruling::Unavailable("order writer stopped".into());
         let (reply, answer) = oneshot::channel();
         let ticket = Ticket {
             hold,
@@ -132,23 +136,14 @@ impl Writer {
             admitted,
             reply,
         };
-        if self.lane(terms.event_id).send(ticket).await.is_err() {
-            return Ruling::Unavailable("order writer stopped".into());
+        let event_id = terms.event_id;
+        let start = |tickets, lanes| {
+            let settler = Arc::clone(&self.settler);
+            tokio::spawn(settler.run_lane(event_id, tickets, lanes));
+        };
+        match self.lanes.deliver(event_id, ticket, start).await {
+            Ok(()) => answer.await.unwrap_or_else(|_| stopped()),
+            Err(_) => stopped(),
         }
-        answer
-            .await
-            .unwrap_or_else(|_| Ruling::Unavailable("order writer stopped".into()))
-    }
-
-    fn lane(&self, event_id: i64) -> mpsc::Sender<Ticket> {
-        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
-        lanes
-            .entry(event_id)
-            .or_insert_with(|| {
-                let (sender, receiver) = mpsc::channel(LANE_CAPACITY);
-                tokio::spawn(Arc::clone(&self.settler).run_lane(event_id, receiver));
-                sender
-            })
-            .clone()
     }
 }
