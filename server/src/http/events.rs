@@ -90,7 +90,7 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let unauthorized = |message: &str| ApiError::new(ErrorCode::Unauthorized, message);
     let Some(token) = &state.admin_token else {
         return Err(unauthorized(
-            "admin calls are disabled: start the server with --admin-token or FLASHTIX_ADMIN_TOKEN",
+            "admin calls are disabled: start the server with FLASHTIX_ADMIN_TOKEN or --admin-token-file",
         ));
     };
     let offered = headers

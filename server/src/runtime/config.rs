@@ -110,9 +110,11 @@ pub struct ServerArgs {
         default_value = "all"
     )]
     pub role: Vec<RoleChoice>,
-    /// Bearer token for admin calls; without one, admin calls are refused
-    #[arg(long, env = "FLASHTIX_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    /// A file holding the bearer token for admin calls (or the token itself
+    /// in FLASHTIX_ADMIN_TOKEN; never on the command line, where `ps` shows
+    /// it); without one, admin calls are refused
+    #[arg(long, env = "FLASHTIX_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub admin_token_file: Option<std::path::PathBuf>,
     /// How often the reconciler repairs Redis from Postgres, in milliseconds (0: never)
     #[arg(long, env = "FLASHTIX_RECONCILE_MS", default_value_t = 1000)]
     pub reconcile_ms: u64,
@@ -143,11 +145,10 @@ pub struct ServerArgs {
 
 impl ServerArgs {
     pub fn resolve(&self) -> anyhow::Result<Settings> {
-        let admin_token = match self.admin_token.as_deref() {
-            None => None,
-            Some(t) if t.trim().is_empty() => bail!("--admin-token must not be empty"),
-            Some(t) => Some(AdminToken(t.to_owned())),
-        };
+        let admin_token = AdminToken::configured(
+            self.admin_token_file.as_deref(),
+            std::env::var(ADMIN_TOKEN_VARIABLE).ok(),
+        )?;
         if self.db_pool == 0 {
             bail!("--db-pool must be at least 1");
         }
@@ -269,6 +270,9 @@ impl fmt::Display for Namespace {
     }
 }
 
+/// Where the admin token comes from when no file is named.
+pub const ADMIN_TOKEN_VARIABLE: &str = "FLASHTIX_ADMIN_TOKEN";
+
 /// The admin bearer token. Never printed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AdminToken(String);
@@ -278,10 +282,41 @@ impl AdminToken {
         Self(token.into())
     }
 
-    /// Constant-time comparison, so the token cannot be guessed byte by byte.
+    /// The token of `file` (its first line), else of `variable`'s value;
+    /// `None` when neither is given. An empty one is an error.
+    pub fn configured(
+        file: Option<&std::path::Path>,
+        variable: Option<String>,
+    ) -> anyhow::Result<Option<Self>> {
+        let (token, from) = match (file, variable) {
+            (Some(file), _) => {
+                let text = std::fs::read_to_string(file)
+                    .with_context(|| format!("reading the admin token file {}", file.display()))?;
+                let line = text.lines().next().unwrap_or_default().to_owned();
+                (line, format!("the admin token file {}", file.display()))
+            }
+            (None, Some(value)) => (value, ADMIN_TOKEN_VARIABLE.to_owned()),
+            (None, None) => return Ok(None),
+        };
+        if token.trim().is_empty() {
+            bail!("{from} holds no token");
+        }
+        Ok(Some(Self(token)))
+    }
+
+    /// Whether `offered` is the token, in a time that depends on `offered`
+    /// alone: neither the token's bytes nor its length can be learned by
+    /// timing guesses.
     pub fn matches(&self, offered: &str) -> bool {
-        let (a, b) = (self.0.as_bytes(), offered.as_bytes());
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        let (token, offered) = (self.0.as_bytes(), offered.as_bytes());
+        if token.is_empty() {
+            return false;
+        }
+        let mut differ = u8::from(token.len() != offered.len());
+        for (i, byte) in offered.iter().enumerate() {
+            differ |= byte ^ token[i % token.len()];
+        }
+        differ == 0
     }
 }
 
@@ -361,9 +396,43 @@ mod tests {
     fn admin_token_compares_whole_token() {
         let token = AdminToken::new("secret");
         assert!(token.matches("secret"));
-        assert!(!token.matches("secre"));
-        assert!(!token.matches("secret!"));
+        for wrong in ["secre", "secret!", "", "Secret", "secretsecret", "s"] {
+            assert!(!token.matches(wrong), "{wrong:?}");
+        }
         assert!(!format!("{token:?}").contains("secret"));
+    }
+
+    #[test]
+    fn the_admin_token_comes_from_its_file_or_the_environment_never_empty() {
+        let dir = std::env::temp_dir().join(format!("flashtix-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("admin-token");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let token = AdminToken::configured(Some(&file), Some("from-env".into()))
+            .unwrap()
+            .unwrap();
+        assert!(token.matches("from-file"), "the file wins, its first line");
+        let token = AdminToken::configured(None, Some("from-env".into()))
+            .unwrap()
+            .unwrap();
+        assert!(token.matches("from-env"));
+        assert!(AdminToken::configured(None, None).unwrap().is_none());
+        std::fs::write(&file, "  \n").unwrap();
+        let empty = AdminToken::configured(Some(&file), None).unwrap_err();
+        assert!(empty.to_string().contains("holds no token"), "{empty}");
+        let empty = AdminToken::configured(None, Some(String::new())).unwrap_err();
+        assert!(
+            empty
+                .to_string()
+                .contains("FLASHTIX_ADMIN_TOKEN holds no token"),
+            "{empty}"
+        );
+        let missing = AdminToken::configured(Some(&dir.join("none")), None).unwrap_err();
+        assert!(
+            missing.to_string().contains("reading the admin token file"),
+            "{missing}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
