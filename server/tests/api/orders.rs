@@ -233,7 +233,7 @@ async fn a_key_used_on_one_event_is_not_sold_out_on_another() {
 /// events that have ended selling do not stay for the life of the process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_events_writer_lane_ends_and_its_next_order_starts_another() {
-    let app = spawn_app_with(|settings| settings.lane_idle = Duration::from_secs(1)).await;
+    let app = spawn_app_with(|settings| settings.lane_idle = Duration::from_secs(3)).await;
     let (first, second) = (app.create_event(10, 4).await, app.create_event(10, 4).await);
     assert_eq!(
         app.order(first, "alice", "a1", 1).await.status,
