@@ -28,7 +28,8 @@ use crate::saga::settlement::OrderWorker;
 use flashtix_model::Role;
 
 /// Connections of the order writer: one per event selling at the same moment
-/// is enough, since each event's batches run one after another.
+/// is enough, since each event's batches run one after another (under its
+/// row lock, even for the moment a lane that has left finishes its last).
 const WRITER_POOL: u32 = 4;
 /// Connections of the saga roles (relay, payments, orders): each holds one at
 /// a time (a worker commits before it calls the provider).

@@ -68,6 +68,7 @@ pub struct Metrics {
     requests: Family<Request, Histogram, fn() -> Histogram>,
     outbox_depth: Gauge,
     writer_lanes: Gauge,
+    writer_lanes_started: Counter,
 }
 
 impl Default for Metrics {
@@ -182,8 +183,14 @@ impl Default for Metrics {
             writer_lanes: register(
                 r,
                 "writer_lanes",
-                "Events with an order writer lane open (a lane ends after a quiet minute)",
+                "Events with an order writer lane open (a lane leaves once it has waited its idle time, a minute, for a reservation)",
                 Gauge::default(),
+            ),
+            writer_lanes_started: register(
+                r,
+                "writer_lanes_started",
+                "Order writer lanes started: an event's first reservation, and its first after its lane left",
+                Counter::default(),
             ),
             registry,
         }
@@ -299,6 +306,10 @@ impl Metrics {
 
     pub fn set_writer_lanes(&self, lanes: usize) {
         self.writer_lanes.set(lanes as i64);
+    }
+
+    pub fn writer_lane_started(&self) {
+        self.writer_lanes_started.inc();
     }
 
     /// The OpenMetrics text exposition.

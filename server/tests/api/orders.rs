@@ -256,6 +256,7 @@ async fn a_quiet_events_writer_lane_ends_and_its_next_order_starts_another() {
     assert_eq!(again.status, StatusCode::ACCEPTED, "{:?}", again.body);
     eventually(Duration::from_secs(10), lanes_left).await;
     assert_eq!(app.event(first).await.pending_tickets, 2);
+    assert_eq!(app.metric("flashtix_writer_lanes_started_total").await, 3);
     app.check_passes_within(Duration::from_secs(10)).await;
 }
 
@@ -284,5 +285,10 @@ async fn orders_reaching_a_lane_as_it_ends_are_all_decided() {
         .collect();
     assert!(refused.is_empty(), "{} refused: {refused:?}", refused.len());
     assert_eq!(app.event(event).await.pending_tickets, 480);
+    let started = app.metric("flashtix_writer_lanes_started_total").await;
+    assert!(
+        started > 1,
+        "the event's lane left and came back: {started}"
+    );
     app.check_passes_within(Duration::from_secs(10)).await;
 }

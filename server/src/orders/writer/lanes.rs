@@ -1,11 +1,14 @@
-//! The lanes: one task per event with reservations to write. An event's first
+//! The lanes: a task per event with reservations to write. An event's first
 //! reservation starts its lane; a lane that has waited its idle time with
-//! nothing to do ends, so the lanes of ended events do not live as long as
-//! the process. A reservation handed to a lane just as it ends comes back to
-//! its sender and goes to the event's next lane: none is lost, none refused
-//! for it.
+//! nothing to do leaves, so the lanes of ended events do not live as long as
+//! the process. A reservation handed to a lane just as it leaves comes back
+//! to its sender and goes to the event's next lane: none is lost, none
+//! refused for it. (A lane that has left still settles what it had been
+//! handed, so for a moment an event may have two; the event's row lock
+//! orders their batches.)
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -21,18 +24,48 @@ const LANE_CAPACITY: usize = 8192;
 /// each lane it missed had closed as it arrived.
 const TRIES: usize = 3;
 
-/// The open lanes, by event; each carries `T`s to its task.
+/// The open lanes, by event, each with its number; each carries `T`s to its
+/// task.
 pub(super) struct Lanes<T> {
-    open: Mutex<HashMap<i64, mpsc::Sender<T>>>,
-    /// How long a lane waits for a reservation before it ends.
+    open: Mutex<HashMap<i64, (u64, mpsc::Sender<T>)>>,
+    /// The number the next lane gets.
+    next: AtomicU64,
+    /// How long a lane waits for a reservation before it leaves.
     pub(super) idle: Duration,
     metrics: Arc<Metrics>,
 }
 
+/// What a lane's task needs to leave: its place among the lanes.
+pub(super) struct Leave<T> {
+    lanes: Weak<Lanes<T>>,
+    event_id: i64,
+    lane: u64,
+}
+
+impl<T: Send + 'static> Leave<T> {
+    /// The lane leaves: no reservation finds it any more. The event's entry
+    /// goes only if it is still this lane's.
+    pub(super) fn leave(&self) {
+        let Some(lanes) = self.lanes.upgrade() else {
+            return;
+        };
+        let mut open = lanes.lock();
+        if open
+            .get(&self.event_id)
+            .is_some_and(|(lane, _)| *lane == self.lane)
+        {
+            open.remove(&self.event_id);
+        }
+        lanes.metrics.set_writer_lanes(open.len());
+    }
+}
+
 impl<T: Send + 'static> Lanes<T> {
     pub(super) fn new(idle: Duration, metrics: Arc<Metrics>) -> Arc<Self> {
+        assert!(!idle.is_zero(), "a lane waits some time before it leaves");
         Arc::new(Self {
             open: Mutex::default(),
+            next: AtomicU64::new(0),
             idle,
             metrics,
         })
@@ -45,7 +78,7 @@ impl<T: Send + 'static> Lanes<T> {
         self: &Arc<Self>,
         event_id: i64,
         mut item: T,
-        start: impl Fn(mpsc::Receiver<T>, Weak<Self>),
+        start: impl Fn(mpsc::Receiver<T>, Leave<T>),
     ) -> Result<(), T> {
         for _ in 0..TRIES {
             let lane = self.lane(event_id, &start);
@@ -64,28 +97,24 @@ impl<T: Send + 'static> Lanes<T> {
     fn lane(
         self: &Arc<Self>,
         event_id: i64,
-        start: &impl Fn(mpsc::Receiver<T>, Weak<Self>),
+        start: &impl Fn(mpsc::Receiver<T>, Leave<T>),
     ) -> mpsc::Sender<T> {
         let mut open = self.lock();
-        let lane = open
-            .entry(event_id)
-            .or_insert_with(|| {
-                let (sender, receiver) = mpsc::channel(LANE_CAPACITY);
-                start(receiver, Arc::downgrade(self));
-                sender
-            })
-            .clone();
+        let (_, lane) = open.entry(event_id).or_insert_with(|| {
+            let (sender, receiver) = mpsc::channel(LANE_CAPACITY);
+            let lane = self.next.fetch_add(1, Ordering::Relaxed);
+            let leave = Leave {
+                lanes: Arc::downgrade(self),
+                event_id,
+                lane,
+            };
+            start(receiver, leave);
+            self.metrics.writer_lane_started();
+            (lane, sender)
+        });
+        let lane = lane.clone();
         self.metrics.set_writer_lanes(open.len());
         lane
-    }
-
-    /// A quiet lane leaves: no reservation finds it any more. (Only the lane
-    /// of `event_id` calls this, while it is the one open: a lane is replaced
-    /// only once it has left or closed.)
-    pub(super) fn leave(&self, event_id: i64) {
-        let mut open = self.lock();
-        open.remove(&event_id);
-        self.metrics.set_writer_lanes(open.len());
     }
 
     /// Forgets `lane`, closed without leaving (its task ended), if it is
@@ -94,14 +123,14 @@ impl<T: Send + 'static> Lanes<T> {
         let mut open = self.lock();
         if open
             .get(&event_id)
-            .is_some_and(|open| open.same_channel(lane))
+            .is_some_and(|(_, open)| open.same_channel(lane))
         {
             open.remove(&event_id);
         }
         self.metrics.set_writer_lanes(open.len());
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<i64, mpsc::Sender<T>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<i64, (u64, mpsc::Sender<T>)>> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -138,7 +167,7 @@ mod tests {
 
         async fn deliver(&self, item: u32) -> Result<(), u32> {
             self.lanes
-                .deliver(1, item, |mut receiver, _| {
+                .deliver(1, item, |mut receiver, _leave| {
                     let mut started = self.started.lock().unwrap();
                     *started += 1;
                     let lane = *started;
@@ -182,14 +211,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_lane_that_left_is_replaced_by_the_next_item() {
+    async fn a_lane_that_left_is_replaced_by_the_next_item_and_leaves_it_be() {
         let (lanes, mut kept) = Fixture::new(0);
+        let first = Leave {
+            lanes: Arc::downgrade(&lanes.lanes),
+            event_id: 1,
+            lane: 0,
+        };
         assert_eq!(lanes.deliver(1).await, Ok(()));
-        lanes.lanes.leave(1);
+        first.leave();
         assert!(lanes.lanes.lock().is_empty());
         assert_eq!(lanes.deliver(2).await, Ok(()));
         assert_eq!(lanes.started(), 2, "a new lane for the event");
         assert_eq!(kept.recv().await, Some((1, 1)));
         assert_eq!(kept.recv().await, Some((2, 2)));
+        // The first lane leaving again (a second quiet spell) takes nothing
+        // from the lane that replaced it.
+        first.leave();
+        assert_eq!(lanes.lanes.lock().len(), 1);
     }
 }

@@ -1,4 +1,5 @@
-//! The order writer: one task per event that commits reservations in batches.
+//! The order writer: a task per event (a lane) that commits reservations in
+//! batches.
 //!
 //! One `UPDATE events` per order caps out near 2k orders/s here (the row lock and
 //! one commit per order). The writer takes every reservation waiting for its
@@ -137,9 +138,10 @@ impl Writer {
             reply,
         };
         let event_id = terms.event_id;
-        let start = |tickets, lanes| {
+        let idle = self.lanes.idle;
+        let start = |tickets, leave| {
             let settler = Arc::clone(&self.settler);
-            tokio::spawn(settler.run_lane(event_id, tickets, lanes));
+            tokio::spawn(settler.run_lane(event_id, tickets, idle, leave));
         };
         match self.lanes.deliver(event_id, ticket, start).await {
             Ok(()) => answer.await.unwrap_or_else(|_| stopped()),

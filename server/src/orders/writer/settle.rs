@@ -1,14 +1,14 @@
 //! A lane's loop, and answering a batch once Postgres has decided it: the
 //! buyers' rulings, and Redis told what became of each hold.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 
 use super::commit::{Committed, Decision, WriteError};
-use super::lanes::Lanes;
+use super::lanes::Leave;
 use super::{Ruling, Settler, Ticket, MAX_BATCH};
 use crate::gate::Hold;
 use crate::known_bad::{self, Bug};
@@ -31,36 +31,43 @@ struct Answers {
 
 impl Settler {
     /// Settles `event_id`'s reservations as they come, in batches, until its
-    /// senders are gone or it has waited the lanes' idle time for one.
+    /// senders are gone or it has waited `idle` for one; then it leaves, and
+    /// settles what it had been handed.
     pub(super) async fn run_lane(
         self: Arc<Self>,
         event_id: i64,
         mut tickets: mpsc::Receiver<Ticket>,
-        lanes: Weak<Lanes<Ticket>>,
+        idle: Duration,
+        leave: Leave<Ticket>,
     ) {
-        let idle = lanes.upgrade().map_or(Duration::ZERO, |lanes| lanes.idle);
         let mut batch = Vec::with_capacity(MAX_BATCH);
         let mut deferred: Vec<Ticket> = Vec::new();
+        let mut open = true;
         loop {
             batch.append(&mut deferred);
             if batch.is_empty() {
-                // (`recv_many` is cancel-safe: a timeout loses no ticket.)
-                match tokio::time::timeout(idle, tickets.recv_many(&mut batch, MAX_BATCH)).await {
-                    Ok(0) => return,
-                    Ok(_) => {}
-                    Err(_quiet) => {
-                        // Out of the map first, so no new reservation finds
-                        // this lane; then closed: what was sent before the
-                        // close is settled on the next turns, what is sent
-                        // after goes back to its sender.
-                        if let Some(lanes) = lanes.upgrade() {
-                            lanes.leave(event_id);
+                let received = if open {
+                    // (`recv_many` is cancel-safe: a timeout loses no ticket.)
+                    let waited =
+                        tokio::time::timeout(idle, tickets.recv_many(&mut batch, MAX_BATCH));
+                    match waited.await {
+                        Ok(received) => received,
+                        Err(_quiet) => {
+                            // Out of the map first, so no new reservation
+                            // finds this lane; then closed: what was sent
+                            // before the close is settled on the next turns,
+                            // what is sent after goes back to its sender.
+                            leave.leave();
+                            tickets.close();
+                            open = false;
+                            continue;
                         }
-                        tickets.close();
                     }
-                }
-                if batch.is_empty() {
-                    continue;
+                } else {
+                    tickets.recv_many(&mut batch, MAX_BATCH).await
+                };
+                if received == 0 {
+                    return;
                 }
             } else {
                 while batch.len() < MAX_BATCH {
