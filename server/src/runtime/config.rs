@@ -145,10 +145,14 @@ pub struct ServerArgs {
 
 impl ServerArgs {
     pub fn resolve(&self) -> anyhow::Result<Settings> {
-        let admin_token = AdminToken::configured(
-            self.admin_token_file.as_deref(),
-            std::env::var(ADMIN_TOKEN_VARIABLE).ok(),
-        )?;
+        let variable = match std::env::var(ADMIN_TOKEN_VARIABLE) {
+            Ok(value) => Some(value),
+            Err(std::env::VarError::NotPresent) => None,
+            Err(std::env::VarError::NotUnicode(_)) => {
+                bail!("{ADMIN_TOKEN_VARIABLE} is not text (UTF-8)")
+            }
+        };
+        let admin_token = AdminToken::configured(self.admin_token_file.as_deref(), variable)?;
         if self.db_pool == 0 {
             bail!("--db-pool must be at least 1");
         }
@@ -274,15 +278,29 @@ impl fmt::Display for Namespace {
 pub const ADMIN_TOKEN_VARIABLE: &str = "FLASHTIX_ADMIN_TOKEN";
 
 /// The admin bearer token. Never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AdminToken(String);
+#[derive(Clone)]
+pub struct AdminToken {
+    token: String,
+    /// The token hashed with `key`: what an offered token is compared with.
+    digest: u64,
+    /// A key of this process's own, never shown.
+    key: std::collections::hash_map::RandomState,
+}
 
 impl AdminToken {
     pub fn new(token: impl Into<String>) -> Self {
-        Self(token.into())
+        use std::hash::BuildHasher;
+        let token = token.into();
+        let key = std::collections::hash_map::RandomState::new();
+        Self {
+            digest: key.hash_one(token.as_str()),
+            token,
+            key,
+        }
     }
 
-    /// The token of `file` (its first line), else of `variable`'s value;
+    /// The token of `file` (its first line), else of `variable`'s value,
+    /// without the blanks around it (a file's or a secret's last newline);
     /// `None` when neither is given. An empty one is an error.
     pub fn configured(
         file: Option<&std::path::Path>,
@@ -298,25 +316,22 @@ impl AdminToken {
             (None, Some(value)) => (value, ADMIN_TOKEN_VARIABLE.to_owned()),
             (None, None) => return Ok(None),
         };
-        if token.trim().is_empty() {
+        let token = token.trim();
+        if token.is_empty() {
             bail!("{from} holds no token");
         }
-        Ok(Some(Self(token)))
+        Ok(Some(Self::new(token)))
     }
 
-    /// Whether `offered` is the token, in a time that depends on `offered`
-    /// alone: neither the token's bytes nor its length can be learned by
-    /// timing guesses.
+    /// Whether `offered` is the token. What is compared first is `offered`
+    /// hashed with a key of this process's own against the token hashed the
+    /// same way: the time that takes depends on `offered` alone, so timing
+    /// guesses learn neither the token's bytes nor its length. Only a guess
+    /// whose hash matches (the token, or a 1 in 2^64 chance) is compared in
+    /// full.
     pub fn matches(&self, offered: &str) -> bool {
-        let (token, offered) = (self.0.as_bytes(), offered.as_bytes());
-        if token.is_empty() {
-            return false;
-        }
-        let mut differ = u8::from(token.len() != offered.len());
-        for (i, byte) in offered.iter().enumerate() {
-            differ |= byte ^ token[i % token.len()];
-        }
-        differ == 0
+        use std::hash::BuildHasher;
+        self.key.hash_one(offered) == self.digest && offered == self.token
     }
 }
 
@@ -412,10 +427,10 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(token.matches("from-file"), "the file wins, its first line");
-        let token = AdminToken::configured(None, Some("from-env".into()))
+        let token = AdminToken::configured(None, Some(" from-env\n".into()))
             .unwrap()
             .unwrap();
-        assert!(token.matches("from-env"));
+        assert!(token.matches("from-env"), "the blanks around it go");
         assert!(AdminToken::configured(None, None).unwrap().is_none());
         std::fs::write(&file, "  \n").unwrap();
         let empty = AdminToken::configured(Some(&file), None).unwrap_err();
@@ -432,6 +447,25 @@ mod tests {
             missing.to_string().contains("reading the admin token file"),
             "{missing}"
         );
+
+        // Through the flags, as `serve` reads them; the token itself is no flag.
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            server: ServerArgs,
+        }
+        std::fs::write(&file, "from-file\n").unwrap();
+        let flags = <Flags as clap::Parser>::try_parse_from([
+            "flashtix-server",
+            "--admin-token-file",
+            file.to_str().unwrap(),
+        ])
+        .unwrap();
+        let settings = flags.server.resolve().unwrap();
+        assert!(settings.admin_token.unwrap().matches("from-file"));
+        let flag =
+            <Flags as clap::Parser>::try_parse_from(["flashtix-server", "--admin-token", "x"]);
+        assert!(flag.is_err(), "no --admin-token flag");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
