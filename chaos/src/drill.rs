@@ -159,7 +159,10 @@ impl Window {
     pub fn parse(text: &str) -> Result<Self, String> {
         let (from, to) = match text.split_once("..") {
             Some((from, to)) => (duration(from)?, duration(to)?),
-            None => (duration(text)?, duration(text)?),
+            None => {
+                let at = duration(text)?;
+                (at, at)
+            }
         };
         if to < from {
             return Err(format!("{text:?} ends before it starts"));

@@ -46,17 +46,9 @@ impl<T: Send + 'static> Leave<T> {
     /// The lane leaves: no reservation finds it any more. The event's entry
     /// goes only if it is still this lane's.
     pub(super) fn leave(&self) {
-        let Some(lanes) = self.lanes.upgrade() else {
-            return;
-        };
-        let mut open = lanes.lock();
-        if open
-            .get(&self.event_id)
-            .is_some_and(|(lane, _)| *lane == self.lane)
-        {
-            open.remove(&self.event_id);
+        if let Some(lanes) = self.lanes.upgrade() {
+            lanes.remove_if(self.event_id, |(lane, _)| *lane == self.lane);
         }
-        lanes.metrics.set_writer_lanes(open.len());
     }
 }
 
@@ -100,7 +92,9 @@ impl<T: Send + 'static> Lanes<T> {
         start: &impl Fn(mpsc::Receiver<T>, Leave<T>),
     ) -> mpsc::Sender<T> {
         let mut open = self.lock();
+        let mut lane_started = false;
         let (_, lane) = open.entry(event_id).or_insert_with(|| {
+            lane_started = true;
             let (sender, receiver) = mpsc::channel(LANE_CAPACITY);
             let lane = self.next.fetch_add(1, Ordering::Relaxed);
             let leave = Leave {
@@ -113,21 +107,26 @@ impl<T: Send + 'static> Lanes<T> {
             (lane, sender)
         });
         let lane = lane.clone();
-        self.metrics.set_writer_lanes(open.len());
+        // Counted again only when a lane started, not on every reservation.
+        if lane_started {
+            self.metrics.set_writer_lanes(open.len());
+        }
         lane
     }
 
     /// Forgets `lane`, closed without leaving (its task ended), if it is
     /// still the one open for `event_id`.
     fn forget(&self, event_id: i64, lane: &mpsc::Sender<T>) {
+        self.remove_if(event_id, |(_, open)| open.same_channel(lane));
+    }
+
+    /// Removes `event_id`'s lane if `is_it` says the entry is the one meant.
+    fn remove_if(&self, event_id: i64, is_it: impl FnOnce(&(u64, mpsc::Sender<T>)) -> bool) {
         let mut open = self.lock();
-        if open
-            .get(&event_id)
-            .is_some_and(|(_, open)| open.same_channel(lane))
-        {
+        if open.get(&event_id).is_some_and(is_it) {
             open.remove(&event_id);
+            self.metrics.set_writer_lanes(open.len());
         }
-        self.metrics.set_writer_lanes(open.len());
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<i64, (u64, mpsc::Sender<T>)>> {
