@@ -41,6 +41,10 @@ enum Command {
     Chaos(commands::chaos::ChaosArgs),
     /// A whole flash sale on this machine: serve, reset, storm, settle, check
     Demo(commands::demo::DemoArgs),
+    /// Make the key pair tokens are signed with, or a new one beside it
+    Keys(commands::keys::KeysArgs),
+    /// Print a signed buyer or organizer token, for scripts and curl
+    Token(commands::keys::TokenArgs),
     /// Run the sale server in this process
     Serve(flashtix_server::runtime::config::ServerArgs),
     /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell)
@@ -82,6 +86,8 @@ async fn main() -> ExitCode {
             }
             commands::demo::run(args).await
         }
+        Command::Keys(args) => commands::keys::run(args),
+        Command::Token(args) => commands::keys::token(args),
         Command::Serve(args) => return flashtix_server::startup::serve(&args).await,
         Command::Completions(args) => commands::docs::completions(args, Cli::command()),
         Command::Man(args) => commands::docs::man(args, Cli::command()),

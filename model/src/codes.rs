@@ -36,8 +36,14 @@ crate::named! {
         Unavailable = "unavailable",
         /// A readiness probe: a dependency is unreachable.
         NotReady = "not_ready",
-        /// An admin route without a valid token.
+        /// No bearer token, or one that does not verify (expired, badly
+        /// signed, for another audience, ...).
         Unauthorized = "unauthorized",
+        /// A valid token that may not do this: a buyer on an organizer's
+        /// route, or a body naming another buyer than the token's.
+        Forbidden = "forbidden",
+        /// One buyer asking faster than the sale's per-buyer rate.
+        RateLimited = "rate_limited",
         MethodNotAllowed = "method_not_allowed",
         UnsupportedMediaType = "unsupported_media_type",
         PayloadTooLarge = "payload_too_large",

@@ -6,6 +6,7 @@
 //! - [`gate`]: the Redis admission gate, and repairing it from Postgres;
 //! - [`saga`]: after the commit: the outbox relayed to RabbitMQ, payments,
 //!   settlement, expiry of unpaid holds;
+//! - [`identity`]: who is asking: buyer and organizer tokens, the buyers' rate;
 //! - [`catalogue`]: what is on sale: events, their zones and seats;
 //! - [`sale`]: resetting and seeding a sale;
 //! - [`invariants`]: what must always hold, for `flashtix check` and the tests;
@@ -15,6 +16,7 @@
 pub mod catalogue;
 pub mod gate;
 pub mod http;
+pub mod identity;
 pub mod invariants;
 pub mod known_bad;
 pub mod orders;

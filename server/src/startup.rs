@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use crate::catalogue::events::Catalogue;
 use crate::gate::Gate;
 use crate::http::{router, AppState};
+use crate::identity::BuyerLimits;
 use crate::orders::Desk;
 use crate::runtime::config::{ServerArgs, Settings};
 use crate::runtime::db::Purpose;
@@ -96,7 +97,11 @@ impl Application {
             catalogue,
             desk,
             metrics,
-            admin_token: settings.admin_token.clone(),
+            tokens: settings.identity.tokens.clone(),
+            limits: settings
+                .identity
+                .buyer_rate
+                .map(|rate| Arc::new(BuyerLimits::new(rate))),
             amqp_url: [Role::Relay, Role::Payments, Role::Orders]
                 .into_iter()
                 .any(|role| settings.runs(role))
@@ -144,6 +149,13 @@ impl Application {
     }
 }
 
+/// Forgets, once a minute, the rate buckets of buyers who stopped asking.
+async fn forget_idle_buyers(limits: Arc<BuyerLimits>, mut stop: Stop) {
+    while stop.pause(Duration::from_secs(60)).await {
+        limits.forget_idle();
+    }
+}
+
 /// Starts the loops of every role this process runs besides the API: the
 /// reconciler (with the API), the sweeper, the relay, the payment and order
 /// workers. Each stops when `stop` is requested.
@@ -153,6 +165,12 @@ fn start_background(
     stop: Stop,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let mut background = Vec::new();
+    if let Some(limits) = &state.limits {
+        background.push(tokio::spawn(forget_idle_buyers(
+            Arc::clone(limits),
+            stop.clone(),
+        )));
+    }
     if settings.runs(Role::Api) {
         if let Some(every) = settings.reconcile_every {
             background.push(tokio::spawn(crate::gate::reconcile::run(

@@ -1,13 +1,15 @@
 //! What the test binaries of the workspace share: the test services and
 //! their URLs, a namespace of a test's own and its queues deleted after it,
-//! a server binary started and its address read, and deadlines instead of
-//! sleeps.
+//! a server binary started and its address read, the tokens of test
+//! buyers and organizers, and deadlines instead of sleeps.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use flashtix_server::identity::tokens::Claims;
+use flashtix_server::identity::{self, Access, SigningKey};
 use flashtix_server::runtime::config::Namespace;
 use flashtix_server::saga::broker::{self, within, Topology};
 use tokio::time::Instant;
@@ -56,6 +58,43 @@ pub fn on_test_services<'a>(command: &'a mut Command, namespace: &str) -> &'a mu
         .env("FLASHTIX_REDIS_URL", redis_url())
         .env("FLASHTIX_AMQP_URL", amqp_url())
         .env("FLASHTIX_NAMESPACE", namespace)
+        .env("FLASHTIX_TOKEN_SECRET_FILE", token_secret_file())
+}
+
+/// The shared secret the tests' servers verify tokens with (HS256). A
+/// test's own, never a sale's: it is in the source.
+pub const TOKEN_SECRET: &[u8] = b"flashtix tests: a secret of more than 32 bytes";
+
+/// A file holding [`TOKEN_SECRET`], for servers started as processes.
+pub fn token_secret_file() -> &'static std::path::Path {
+    static FILE: OnceLock<std::path::PathBuf> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let file =
+            std::env::temp_dir().join(format!("flashtix-test-secret-{}", std::process::id()));
+        std::fs::write(&file, TOKEN_SECRET).expect("writing the test token secret");
+        file
+    })
+}
+
+/// A token of `subject` with `access`, valid for an hour.
+pub fn token(subject: &str, access: Access) -> String {
+    let claims = Claims::new(
+        subject,
+        access,
+        Duration::from_secs(3600),
+        identity::DEFAULT_AUDIENCE,
+        identity::DEFAULT_ISSUER,
+    );
+    SigningKey::secret(TOKEN_SECRET).sign(&claims)
+}
+
+/// The verifier of the tokens [`token`] signs.
+pub fn token_verifier() -> std::sync::Arc<identity::Verifier> {
+    std::sync::Arc::new(identity::Verifier::with_secret(
+        TOKEN_SECRET,
+        identity::DEFAULT_AUDIENCE,
+        identity::DEFAULT_ISSUER,
+    ))
 }
 
 /// Starts a server process (`command`, which prints `flashtix listening on

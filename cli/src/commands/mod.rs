@@ -5,6 +5,7 @@ pub mod chaos;
 pub mod check;
 pub mod demo;
 pub mod docs;
+pub mod keys;
 pub mod reset;
 pub mod storm;
 pub mod up;

@@ -46,6 +46,8 @@ pub struct NewEvent {
     pub max_per_user: i32,
     pub hold_seconds: i32,
     pub plan: Option<Plan>,
+    /// The subject of the organizer token that created it (none when seeded).
+    pub organizer: Option<String>,
 }
 
 pub const DEFAULT_MAX_PER_USER: i32 = 4;
@@ -124,6 +126,7 @@ impl NewEvent {
             max_per_user: max_per_user as i32,
             hold_seconds: hold_seconds as i32,
             plan,
+            organizer: None,
         })
     }
 }
@@ -168,14 +171,15 @@ pub struct Terms {
 pub async fn create(pool: &PgPool, event: &NewEvent) -> sqlx::Result<Event> {
     let mut tx = pool.begin().await?;
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO events (name, total_tickets, available_tickets, price_cents, max_per_user, hold_seconds)
-         VALUES ($1, $2, $2, $3, $4, $5) RETURNING id",
+        "INSERT INTO events (name, total_tickets, available_tickets, price_cents, max_per_user, hold_seconds, organizer)
+         VALUES ($1, $2, $2, $3, $4, $5, $6) RETURNING id",
     )
     .bind(&event.name)
     .bind(event.total_tickets)
     .bind(event.price_cents)
     .bind(event.max_per_user)
     .bind(event.hold_seconds)
+    .bind(&event.organizer)
     .fetch_one(&mut *tx)
     .await?;
     if let Some(plan) = &event.plan {

@@ -22,6 +22,8 @@ pub struct ApiError {
     pub seats: Vec<String>,
     /// The zone the answer is about (one with too few places left).
     pub zone: Option<String>,
+    /// `WWW-Authenticate`, for a refused token.
+    pub challenge: Option<String>,
 }
 
 /// The HTTP status each error code is answered with.
@@ -37,6 +39,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | LimitExceeded => StatusCode::CONFLICT,
         Unavailable | NotReady => StatusCode::SERVICE_UNAVAILABLE,
         Unauthorized => StatusCode::UNAUTHORIZED,
+        Forbidden => StatusCode::FORBIDDEN,
+        RateLimited => StatusCode::TOO_MANY_REQUESTS,
         MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -59,10 +63,17 @@ impl ApiError {
             retry_after: None,
             seats: Vec::new(),
             zone: None,
+            challenge: None,
         }
     }
 
-    fn retry_after(mut self, seconds: u32) -> Self {
+    /// With `WWW-Authenticate: challenge`.
+    pub fn challenge(mut self, challenge: String) -> Self {
+        self.challenge = Some(challenge);
+        self
+    }
+
+    pub(super) fn retry_after(mut self, seconds: u32) -> Self {
         self.retry_after = Some(seconds);
         self
     }
@@ -95,6 +106,11 @@ impl IntoResponse for ApiError {
             body["error"]["zone"] = json!(zone);
         }
         let mut response = (self.status, Json(body)).into_response();
+        if let Some(challenge) = self.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+        }
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()
@@ -110,6 +126,7 @@ impl From<RequestError> for ApiError {
             RequestError::MalformedJson(_) => ErrorCode::MalformedJson,
             RequestError::Invalid(_) => ErrorCode::InvalidRequest,
             RequestError::MissingIdempotencyKey => ErrorCode::MissingIdempotencyKey,
+            RequestError::AnotherBuyer => ErrorCode::Forbidden,
         };
         Self::new(code, error.to_string())
     }
@@ -128,6 +145,7 @@ impl From<PlaceError> for ApiError {
             retry_after: error.retry_after(),
             seats: error.seats().to_vec(),
             zone: error.zone().map(str::to_owned),
+            challenge: None,
         }
     }
 }

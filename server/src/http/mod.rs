@@ -1,6 +1,7 @@
 //! The HTTP API (the README's API table): routes, shared state, and the checks every body
 //! goes through before a handler sees it.
 
+mod auth;
 mod error;
 mod events;
 mod health;
@@ -24,8 +25,8 @@ pub use error::ApiError;
 
 use crate::catalogue::events::Catalogue;
 use crate::gate::Gate;
+use crate::identity::{BuyerLimits, Verifier};
 use crate::orders::Desk;
-use crate::runtime::config::AdminToken;
 use crate::runtime::metrics::Metrics;
 
 /// The largest body accepted; an order is well under 1 KiB.
@@ -39,7 +40,10 @@ pub struct AppState {
     pub catalogue: Arc<Catalogue>,
     pub desk: Desk,
     pub metrics: Arc<Metrics>,
-    pub admin_token: Option<AdminToken>,
+    /// Verifies buyer and organizer tokens; `None`: `--no-tokens`.
+    pub tokens: Option<Arc<Verifier>>,
+    /// The buyers' request rate; `None`: no limit.
+    pub limits: Option<Arc<BuyerLimits>>,
     /// RabbitMQ, when a role of this process needs it (`/ready` checks it then).
     pub amqp_url: Option<String>,
 }
@@ -53,8 +57,11 @@ pub fn router(state: AppState, serves_api: bool) -> Router {
         .route("/events", post(events::create))
         .route("/events/{id}", get(events::show))
         .route("/events/{id}/seats", get(events::seats))
+        .route("/events/{id}/orders", get(events::attendees))
+        .route("/events/{id}/summary", get(events::summary))
         .route("/orders", post(orders::place))
-        .route("/orders/{id}", get(orders::show));
+        .route("/orders/{id}", get(orders::show))
+        .route("/me/orders", get(orders::mine));
     let base = if serves_api { sale } else { Router::new() };
     base.route("/health", get(health::health))
         .route("/ready", get(health::ready))

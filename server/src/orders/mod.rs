@@ -25,6 +25,7 @@
 //! each order up in Postgres, and confirms or releases it.
 
 mod desk;
+pub mod listing;
 pub mod lookup;
 mod placed;
 pub mod request;

@@ -29,6 +29,10 @@ pub enum RequestError {
     Invalid(String),
     #[error("the Idempotency-Key header is required (1 to {MAX_KEY_LEN} characters)")]
     MissingIdempotencyKey,
+    #[error(
+        "user_id names another buyer than the token's subject: leave it out, or name the token's"
+    )]
+    AnotherBuyer,
 }
 
 pub const MAX_KEY_LEN: usize = 128;
@@ -40,7 +44,8 @@ pub const MAX_SEATS: usize = 64;
 #[serde(deny_unknown_fields)]
 struct Body {
     event_id: i64,
-    user_id: String,
+    #[serde(default, deserialize_with = "not_null")]
+    user_id: Option<String>,
     #[serde(default, deserialize_with = "not_null")]
     quantity: Option<i64>,
     #[serde(default, deserialize_with = "not_null")]
@@ -50,7 +55,13 @@ struct Body {
 }
 
 impl PlaceOrder {
-    pub fn parse(idempotency_key: Option<&str>, body: &[u8]) -> Result<Self, RequestError> {
+    /// `buyer`: the subject of the request's token, who buys; `None` when
+    /// the sale runs without tokens, and the body's `user_id` says who.
+    pub fn parse(
+        idempotency_key: Option<&str>,
+        body: &[u8],
+        buyer: Option<&str>,
+    ) -> Result<Self, RequestError> {
         let idempotency_key = match idempotency_key {
             None | Some("") => return Err(RequestError::MissingIdempotencyKey),
             Some(key) => key,
@@ -61,8 +72,19 @@ impl PlaceOrder {
             )));
         }
         let body: Body = decode_json(body)?;
-        let user_chars = body.user_id.chars().count();
-        if user_chars == 0 || user_chars > MAX_USER_ID_LEN || has_control(&body.user_id) {
+        let user_id = match (buyer, body.user_id) {
+            (Some(buyer), None) => buyer.to_owned(),
+            (Some(buyer), Some(named)) if named == buyer => named,
+            (Some(_), Some(_)) => return Err(RequestError::AnotherBuyer),
+            (None, Some(named)) => named,
+            (None, None) => {
+                return Err(RequestError::Invalid(
+                    "user_id is required (the sale runs without tokens)".into(),
+                ))
+            }
+        };
+        let user_chars = user_id.chars().count();
+        if user_chars == 0 || user_chars > MAX_USER_ID_LEN || has_control(&user_id) {
             return Err(RequestError::Invalid(format!(
                 "user_id must be 1 to {MAX_USER_ID_LEN} printable characters"
             )));
@@ -115,7 +137,7 @@ impl PlaceOrder {
         };
         Ok(Self {
             event_id: body.event_id,
-            user_id: body.user_id,
+            user_id,
             quantity,
             idempotency_key: idempotency_key.to_owned(),
             choice,
@@ -186,7 +208,7 @@ mod tests {
     use super::*;
 
     fn parse(body: &str) -> Result<PlaceOrder, RequestError> {
-        PlaceOrder::parse(Some("k1"), body.as_bytes())
+        PlaceOrder::parse(Some("k1"), body.as_bytes(), None)
     }
 
     #[test]
@@ -291,19 +313,42 @@ mod tests {
     fn checks_the_key_and_user() {
         let body = br#"{"event_id": 3, "user_id": "u1", "quantity": 1}"#;
         assert_eq!(
-            PlaceOrder::parse(None, body),
+            PlaceOrder::parse(None, body, None),
             Err(RequestError::MissingIdempotencyKey)
         );
         assert_eq!(
-            PlaceOrder::parse(Some(""), body),
+            PlaceOrder::parse(Some(""), body, None),
             Err(RequestError::MissingIdempotencyKey)
         );
-        assert!(PlaceOrder::parse(Some(&"k".repeat(129)), body).is_err());
-        assert!(PlaceOrder::parse(Some(&"k".repeat(128)), body).is_ok());
+        assert!(PlaceOrder::parse(Some(&"k".repeat(129)), body, None).is_err());
+        assert!(PlaceOrder::parse(Some(&"k".repeat(128)), body, None).is_ok());
         let long_user = format!(
             r#"{{"event_id": 3, "user_id": "{}", "quantity": 1}}"#,
             "u".repeat(65)
         );
-        assert!(PlaceOrder::parse(Some("k"), long_user.as_bytes()).is_err());
+        assert!(PlaceOrder::parse(Some("k"), long_user.as_bytes(), None).is_err());
+    }
+
+    #[test]
+    fn with_a_token_the_buyer_is_its_subject_and_a_body_may_not_name_another() {
+        let bare = br#"{"event_id": 3, "quantity": 1}"#;
+        let order = PlaceOrder::parse(Some("k"), bare, Some("alice")).unwrap();
+        assert_eq!(order.user_id, "alice");
+        let same = br#"{"event_id": 3, "user_id": "alice", "quantity": 1}"#;
+        assert_eq!(
+            PlaceOrder::parse(Some("k"), same, Some("alice"))
+                .unwrap()
+                .user_id,
+            "alice"
+        );
+        let other = br#"{"event_id": 3, "user_id": "bob", "quantity": 1}"#;
+        assert_eq!(
+            PlaceOrder::parse(Some("k"), other, Some("alice")),
+            Err(RequestError::AnotherBuyer)
+        );
+        assert!(matches!(
+            PlaceOrder::parse(Some("k"), bare, None),
+            Err(RequestError::Invalid(_))
+        ));
     }
 }

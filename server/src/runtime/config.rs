@@ -10,6 +10,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use flashtix_model::Role;
 
+use crate::identity::config::{Identity, IdentityArgs};
+
 /// Where the sale's services are, and which namespace of them is ours.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnectionArgs {
@@ -110,11 +112,8 @@ pub struct ServerArgs {
         default_value = "all"
     )]
     pub role: Vec<RoleChoice>,
-    /// A file holding the bearer token for admin calls (or the token itself
-    /// in FLASHTIX_ADMIN_TOKEN; never on the command line, where `ps` shows
-    /// it); without one, admin calls are refused
-    #[arg(long, env = "FLASHTIX_ADMIN_TOKEN_FILE", value_name = "FILE")]
-    pub admin_token_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
     /// How often the reconciler repairs Redis from Postgres, in milliseconds (0: never)
     #[arg(long, env = "FLASHTIX_RECONCILE_MS", default_value_t = 1000)]
     pub reconcile_ms: u64,
@@ -145,14 +144,8 @@ pub struct ServerArgs {
 
 impl ServerArgs {
     pub fn resolve(&self) -> anyhow::Result<Settings> {
-        let variable = match std::env::var(ADMIN_TOKEN_VARIABLE) {
-            Ok(value) => Some(value),
-            Err(std::env::VarError::NotPresent) => None,
-            Err(std::env::VarError::NotUnicode(_)) => {
-                bail!("{ADMIN_TOKEN_VARIABLE} is not text (UTF-8)")
-            }
-        };
-        let admin_token = AdminToken::configured(self.admin_token_file.as_deref(), variable)?;
+        let roles: Vec<Role> = self.role.iter().flat_map(|choice| choice.roles()).collect();
+        let identity = self.identity.resolve(roles.contains(&Role::Api))?;
         if self.db_pool == 0 {
             bail!("--db-pool must be at least 1");
         }
@@ -177,8 +170,8 @@ impl ServerArgs {
         Ok(Settings {
             connections: self.connections.resolve()?,
             bind: self.bind,
-            roles: self.role.iter().flat_map(|choice| choice.roles()).collect(),
-            admin_token,
+            roles,
+            identity,
             reconcile_every: (self.reconcile_ms > 0)
                 .then(|| Duration::from_millis(self.reconcile_ms)),
             db_pool: self.db_pool,
@@ -221,7 +214,8 @@ pub struct Settings {
     pub connections: Connections,
     pub bind: SocketAddr,
     pub roles: Vec<Role>,
-    pub admin_token: Option<AdminToken>,
+    /// How buyers and organizers are known (tokens), and the buyers' rate.
+    pub identity: Identity,
     /// `None`: the reconciler does not run (tests that need drift to stay visible).
     pub reconcile_every: Option<Duration>,
     pub db_pool: u32,
@@ -271,73 +265,6 @@ impl Namespace {
 impl fmt::Display for Namespace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
-    }
-}
-
-/// Where the admin token comes from when no file is named.
-pub const ADMIN_TOKEN_VARIABLE: &str = "FLASHTIX_ADMIN_TOKEN";
-
-/// The admin bearer token. Never printed.
-#[derive(Clone)]
-pub struct AdminToken {
-    token: String,
-    /// The token hashed with `key`: what an offered token is compared with.
-    digest: u64,
-    /// A key of this process's own, never shown.
-    key: std::collections::hash_map::RandomState,
-}
-
-impl AdminToken {
-    pub fn new(token: impl Into<String>) -> Self {
-        use std::hash::BuildHasher;
-        let token = token.into();
-        let key = std::collections::hash_map::RandomState::new();
-        Self {
-            digest: key.hash_one(token.as_str()),
-            token,
-            key,
-        }
-    }
-
-    /// The token of `file` (its first line), else of `variable`'s value,
-    /// without the blanks around it (a file's or a secret's last newline);
-    /// `None` when neither is given. An empty one is an error.
-    pub fn configured(
-        file: Option<&std::path::Path>,
-        variable: Option<String>,
-    ) -> anyhow::Result<Option<Self>> {
-        let (token, from) = match (file, variable) {
-            (Some(file), _) => {
-                let text = std::fs::read_to_string(file)
-                    .with_context(|| format!("reading the admin token file {}", file.display()))?;
-                let line = text.lines().next().unwrap_or_default().to_owned();
-                (line, format!("the admin token file {}", file.display()))
-            }
-            (None, Some(value)) => (value, ADMIN_TOKEN_VARIABLE.to_owned()),
-            (None, None) => return Ok(None),
-        };
-        let token = token.trim();
-        if token.is_empty() {
-            bail!("{from} holds no token");
-        }
-        Ok(Some(Self::new(token)))
-    }
-
-    /// Whether `offered` is the token. What is compared first is `offered`
-    /// hashed with a key of this process's own against the token hashed the
-    /// same way: the time that takes depends on `offered` alone, so timing
-    /// guesses learn neither the token's bytes nor its length. Only a guess
-    /// whose hash matches (the token, or a 1 in 2^64 chance) is compared in
-    /// full.
-    pub fn matches(&self, offered: &str) -> bool {
-        use std::hash::BuildHasher;
-        self.key.hash_one(offered) == self.digest && offered == self.token
-    }
-}
-
-impl fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AdminToken(<redacted>)")
     }
 }
 
@@ -408,68 +335,6 @@ mod tests {
     }
 
     #[test]
-    fn admin_token_compares_whole_token() {
-        let token = AdminToken::new("secret");
-        assert!(token.matches("secret"));
-        for wrong in ["secre", "secret!", "", "Secret", "secretsecret", "s"] {
-            assert!(!token.matches(wrong), "{wrong:?}");
-        }
-        assert!(!format!("{token:?}").contains("secret"));
-    }
-
-    #[test]
-    fn the_admin_token_comes_from_its_file_or_the_environment_never_empty() {
-        let dir = std::env::temp_dir().join(format!("flashtix-token-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("admin-token");
-        std::fs::write(&file, "from-file\n").unwrap();
-        let token = AdminToken::configured(Some(&file), Some("from-env".into()))
-            .unwrap()
-            .unwrap();
-        assert!(token.matches("from-file"), "the file wins, its first line");
-        let token = AdminToken::configured(None, Some(" from-env\n".into()))
-            .unwrap()
-            .unwrap();
-        assert!(token.matches("from-env"), "the blanks around it go");
-        assert!(AdminToken::configured(None, None).unwrap().is_none());
-        std::fs::write(&file, "  \n").unwrap();
-        let empty = AdminToken::configured(Some(&file), None).unwrap_err();
-        assert!(empty.to_string().contains("holds no token"), "{empty}");
-        let empty = AdminToken::configured(None, Some(String::new())).unwrap_err();
-        assert!(
-            empty
-                .to_string()
-                .contains("FLASHTIX_ADMIN_TOKEN holds no token"),
-            "{empty}"
-        );
-        let missing = AdminToken::configured(Some(&dir.join("none")), None).unwrap_err();
-        assert!(
-            missing.to_string().contains("reading the admin token file"),
-            "{missing}"
-        );
-
-        // Through the flags, as `serve` reads them; the token itself is no flag.
-        #[derive(clap::Parser)]
-        struct Flags {
-            #[command(flatten)]
-            server: ServerArgs,
-        }
-        std::fs::write(&file, "from-file\n").unwrap();
-        let flags = <Flags as clap::Parser>::try_parse_from([
-            "flashtix-server",
-            "--admin-token-file",
-            file.to_str().unwrap(),
-        ])
-        .unwrap();
-        let settings = flags.server.resolve().unwrap();
-        assert!(settings.admin_token.unwrap().matches("from-file"));
-        let flag =
-            <Flags as clap::Parser>::try_parse_from(["flashtix-server", "--admin-token", "x"]);
-        assert!(flag.is_err(), "no --admin-token flag");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
     fn the_relay_pause_is_between_1_ms_and_10_s() {
         #[derive(clap::Parser)]
         struct Flags {
@@ -477,10 +342,16 @@ mod tests {
             server: ServerArgs,
         }
         let parse = |ms: &str| {
-            <Flags as clap::Parser>::try_parse_from(["flashtix-server", "--relay-ms", ms])
-                .expect("flags parse")
-                .server
-                .resolve()
+            <Flags as clap::Parser>::try_parse_from([
+                "flashtix-server",
+                "--role",
+                "relay",
+                "--relay-ms",
+                ms,
+            ])
+            .expect("flags parse")
+            .server
+            .resolve()
         };
         assert_eq!(
             parse("250").expect("in range").relay_every,

@@ -66,6 +66,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "timeline",
         include_str!("../../migrations/0008_timeline.sql"),
     ),
+    (
+        9,
+        "organizers",
+        include_str!("../../migrations/0009_organizers.sql"),
+    ),
 ];
 
 /// What a pool's connections are for.

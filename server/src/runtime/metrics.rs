@@ -69,6 +69,7 @@ pub struct Metrics {
     outbox_depth: Gauge,
     writer_lanes: Gauge,
     writer_lanes_started: Counter,
+    buyers_rate_limited: Counter,
 }
 
 impl Default for Metrics {
@@ -192,6 +193,12 @@ impl Default for Metrics {
                 "Order writer lanes started: an event's first reservation, and its first after its lane left",
                 Counter::default(),
             ),
+            buyers_rate_limited: register(
+                r,
+                "buyer_requests_rate_limited",
+                "Requests answered 429: their buyer asked faster than the per-buyer rate",
+                Counter::default(),
+            ),
             registry,
         }
     }
@@ -310,6 +317,10 @@ impl Metrics {
 
     pub fn writer_lane_started(&self) {
         self.writer_lanes_started.inc();
+    }
+
+    pub fn buyer_rate_limited(&self) {
+        self.buyers_rate_limited.inc();
     }
 
     /// The OpenMetrics text exposition.

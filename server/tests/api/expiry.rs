@@ -23,9 +23,7 @@ async fn unpaid_orders_expire_and_their_tickets_sell_again() {
 
     app.until_none_pending(Duration::from_secs(10)).await;
 
-    let order = app
-        .get_json(&format!("/orders/{}", expiring.order_id()))
-        .await;
+    let order = app.order_of(expiring).await;
     assert_eq!(order["status"], "EXPIRED");
     let stock = app.event(event).await;
     assert_eq!((stock.available_tickets, stock.pending_tickets), (3, 0));

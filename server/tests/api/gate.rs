@@ -15,7 +15,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::helpers::{count, distinct_buyers, eventually, spawn_app, spawn_app_with, Answer};
+use crate::helpers::{
+    buyer_token, count, distinct_buyers, eventually, spawn_app, spawn_app_with, Answer,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_flushed_mid_storm_never_oversells() {
@@ -32,6 +34,7 @@ async fn redis_flushed_mid_storm_never_oversells() {
         storm.spawn(async move {
             let response = client
                 .post(url)
+                .bearer_auth(buyer_token(&user))
                 .header("Idempotency-Key", key)
                 .json(
                     &serde_json::json!({"event_id": event, "user_id": user, "quantity": quantity}),
@@ -401,6 +404,7 @@ async fn a_batch_slower_than_the_hold_grace_never_commits_behind_a_released_hold
     let buying = tokio::spawn(async move {
         client
             .post(format!("{address}/orders"))
+            .bearer_auth(buyer_token("a"))
             .header("Idempotency-Key", "ka")
             .json(&serde_json::json!({"event_id": event, "user_id": "a", "quantity": 1}))
             .send()

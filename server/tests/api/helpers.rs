@@ -11,16 +11,29 @@ use std::time::Duration;
 use flashtix_model::Role;
 use flashtix_server::catalogue::events::Event;
 use flashtix_server::gate::Gate;
+use flashtix_server::identity::config::Identity;
+use flashtix_server::identity::Access;
 use flashtix_server::invariants::{self, Invariant, Report, Verdict};
 use flashtix_server::orders::settled;
-use flashtix_server::runtime::config::{AdminToken, Connections, Namespace, Settings};
+use flashtix_server::runtime::config::{Connections, Namespace, Settings};
 use flashtix_server::startup::Application;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio::task::JoinSet;
 
-pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// The organizer the tests create events as.
+pub const ORGANIZER: &str = "test-organizer";
+
+/// A buyer's token for `subject`.
+pub fn buyer_token(subject: &str) -> String {
+    flashtix_testkit::token(subject, Access::Buyer)
+}
+
+/// The token of the organizer the tests create events as.
+pub fn organizer_token() -> String {
+    flashtix_testkit::token(ORGANIZER, Access::Organizer)
+}
 
 /// Invariants documented as only eventually true: Redis may drift from
 /// Postgres (by design it is never the truth) until the reconciler repairs it.
@@ -113,7 +126,11 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         bind: "127.0.0.1:0".parse().expect("address"),
         // Tests that publish to RabbitMQ add the relay.
         roles: vec![Role::Api, Role::Sweeper],
-        admin_token: Some(AdminToken::new(ADMIN_TOKEN)),
+        // Tokens on, as in a sale; no rate limit (tests that want one set it).
+        identity: Identity {
+            tokens: Some(flashtix_testkit::token_verifier()),
+            buyer_rate: None,
+        },
         reconcile_every: Some(Duration::from_millis(200)),
         db_pool: 8,
         sweep_every: Duration::from_millis(100),
@@ -180,10 +197,16 @@ impl TestApp {
 
     /// `POST /events` with this body, which must create it; returns its id.
     pub async fn create_event_from(&self, body: Value) -> i64 {
+        self.create_event_as(&organizer_token(), body).await
+    }
+
+    /// `POST /events` with this body and organizer `token`, which must
+    /// create it; returns its id.
+    pub async fn create_event_as(&self, token: &str, body: Value) -> i64 {
         let response = self
             .client
             .post(format!("{}/events", self.address))
-            .bearer_auth(ADMIN_TOKEN)
+            .bearer_auth(token)
             .json(&body)
             .send()
             .await
@@ -292,6 +315,31 @@ impl TestApp {
         self.get(path).await.json().await.expect("a JSON answer")
     }
 
+    /// `GET path` with `token`.
+    pub async fn get_as(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// The order an accepted answer names, read back by its buyer.
+    pub async fn order_of(&self, answer: &Answer) -> Value {
+        let buyer = answer.body["user_id"]
+            .as_str()
+            .expect("a receipt names its buyer");
+        self.get_as(
+            &format!("/orders/{}", answer.order_id()),
+            &buyer_token(buyer),
+        )
+        .await
+        .json()
+        .await
+        .expect("a JSON answer")
+    }
+
     /// One counter from `GET /metrics`.
     pub async fn metric(&self, name: &str) -> u64 {
         let text = self
@@ -388,15 +436,18 @@ async fn place(
     send_order(client, address, key, &body).await
 }
 
-/// `POST /orders` with this key and body, as sent.
+/// `POST /orders` with this key and body, as sent, with a token of the
+/// body's `user_id` (of "anonymous" when it has none that is text).
 pub async fn send_order(
     client: &reqwest::Client,
     address: &str,
     key: &str,
     body: &Value,
 ) -> Answer {
+    let subject = body["user_id"].as_str().unwrap_or("anonymous");
     let response = client
         .post(format!("{address}/orders"))
+        .bearer_auth(buyer_token(subject))
         .header("Idempotency-Key", key)
         .json(body)
         .send()
@@ -445,10 +496,7 @@ pub fn read_metric(text: &str, name: &str) -> Option<u64> {
 /// services, with `args`; returns the process and the address it printed.
 pub fn start_server_binary(namespace: &Namespace, args: &[&str]) -> (Child, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_flashtix-server"));
-    command
-        .args(["--bind", "127.0.0.1:0"])
-        .args(args)
-        .env("FLASHTIX_ADMIN_TOKEN", ADMIN_TOKEN);
+    command.args(["--bind", "127.0.0.1:0"]).args(args);
     flashtix_testkit::on_test_services(&mut command, namespace.as_str());
     flashtix_testkit::start_server(&mut command)
 }

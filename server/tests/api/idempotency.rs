@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::helpers::{count, eventually, spawn_app};
+use crate::helpers::{buyer_token, count, eventually, spawn_app};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_key_a_hundred_times_at_once_makes_one_order() {
@@ -181,6 +181,7 @@ async fn a_key_still_being_processed_answers_request_in_progress() {
     let response = app
         .client
         .post(format!("{}/orders", app.address))
+        .bearer_auth(buyer_token("ivy"))
         .header("Idempotency-Key", "k")
         .json(&serde_json::json!({"event_id": event, "user_id": "ivy", "quantity": 1}))
         .send()
@@ -201,6 +202,7 @@ async fn a_key_of_any_printable_text_is_a_key() {
     let send = |key: &'static [u8]| {
         app.client
             .post(format!("{}/orders", app.address))
+            .bearer_auth(buyer_token("zoé"))
             .header(
                 "Idempotency-Key",
                 reqwest::header::HeaderValue::from_bytes(key).unwrap(),

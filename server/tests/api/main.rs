@@ -8,6 +8,7 @@ mod expiry;
 mod gate;
 mod history;
 mod idempotency;
+mod identity;
 mod invariants;
 mod openapi;
 mod orders;

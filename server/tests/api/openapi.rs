@@ -5,7 +5,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, TestApp, ADMIN_TOKEN};
+use crate::helpers::{organizer_token, spawn_app, TestApp};
 
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 
@@ -26,7 +26,7 @@ async fn disagreements(app: &TestApp, document: &Value, event_id: i64) -> Vec<St
                     format!("{}{path}", app.address),
                 )
                 .header("content-type", "application/json")
-                .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+                .header("authorization", format!("Bearer {}", organizer_token()))
                 .header("idempotency-key", format!("openapi-{method}"))
                 .body(json!({}).to_string());
             let response = request.send().await.expect("an answer");

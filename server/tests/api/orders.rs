@@ -60,9 +60,7 @@ async fn accepted_order_reads_back_pending_with_server_price() {
     assert_eq!(answer.status, StatusCode::ACCEPTED);
     assert_eq!(answer.body["status"], "PENDING");
     assert_eq!(answer.body["amount_cents"], 3 * 2500);
-    let order = app
-        .get_json(&format!("/orders/{}", answer.order_id()))
-        .await;
+    let order = app.order_of(&answer).await;
     assert_eq!(order["status"], "PENDING");
     assert_eq!(order["quantity"], 3);
     assert_eq!(order["user_id"], "alice");

@@ -198,9 +198,7 @@ async fn the_same_order_created_twice_charges_once() {
             .await
             .unwrap();
     assert_eq!(results, 1, "a duplicate announced its payment again");
-    let order = app
-        .get_json(&format!("/orders/{}", answer.order_id()))
-        .await;
+    let order = app.order_of(&answer).await;
     assert_eq!(order["status"], "CONFIRMED");
     assert_eq!(ledger(&app, "CAPTURE", "SUCCEEDED").await, 1);
     let captures: i64 = sqlx::query_scalar("SELECT count(*) FROM payments WHERE kind = 'CAPTURE'")

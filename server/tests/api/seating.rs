@@ -330,7 +330,7 @@ async fn an_expired_order_frees_its_seats_for_the_next_buyer_after_the_return_de
     );
 
     eventually(Duration::from_secs(20), || async {
-        let order = app.get_json(&format!("/orders/{}", first.order_id())).await;
+        let order = app.order_of(&first).await;
         if order["status"] == "PENDING" {
             return Err(format!("{order}"));
         }

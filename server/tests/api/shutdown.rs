@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::helpers::{
-    eventually, new_namespace, start_server_binary, test_database_url, ADMIN_TOKEN,
+    buyer_token, eventually, new_namespace, organizer_token, start_server_binary, test_database_url,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -23,7 +23,7 @@ async fn sigterm_finishes_in_flight_orders_and_exits_zero() {
     let client = reqwest::Client::new();
     let event: serde_json::Value = client
         .post(format!("{address}/events"))
-        .bearer_auth(ADMIN_TOKEN)
+        .bearer_auth(organizer_token())
         .json(&serde_json::json!({"name": "last call", "total_tickets": 1000, "price_cents": 100}))
         .send()
         .await
@@ -42,6 +42,7 @@ async fn sigterm_finishes_in_flight_orders_and_exits_zero() {
         buyers.spawn(async move {
             let response = client
                 .post(format!("{address}/orders"))
+                .bearer_auth(buyer_token(&format!("u{i}")))
                 .header("Idempotency-Key", format!("k{i}"))
                 .json(&serde_json::json!({"event_id": event_id, "user_id": format!("u{i}"), "quantity": 1}))
                 .send()

@@ -7,6 +7,7 @@ use flashtix_server::runtime::config::ConnectionArgs;
 use super::engine::Shard;
 use super::outputs::Outputs;
 use super::StormOptions;
+use crate::commands::keys::SignerArgs;
 
 #[derive(clap::Args)]
 pub struct StormArgs {
@@ -30,6 +31,14 @@ pub struct StormArgs {
     /// Buy from every event of the sale (what happens without --event)
     #[arg(long = "events", value_name = "all", value_parser = ["all"], conflicts_with = "events")]
     pub(super) every_event: Option<String>,
+    // Each buyer's token signed with a key (or a secret), one buyer a
+    // purchase, before the first send.
+    #[command(flatten)]
+    pub(super) signer: SignerArgs,
+    /// Or each purchase's buyer is a token of this file (one a line, used in
+    /// turn): the buyer is its subject
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["signing_key", "token_secret_file"])]
+    pub(super) tokens: Option<PathBuf>,
 
     /// Calibration: plain requests to this URL with the same engine; no buying, no check
     #[arg(long, value_name = "URL")]

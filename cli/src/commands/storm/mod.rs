@@ -16,6 +16,7 @@ mod record;
 mod report;
 mod scenario;
 mod seats;
+mod tokens;
 mod workload;
 
 use std::process::ExitCode;

@@ -11,8 +11,10 @@ use super::args::StormArgs;
 use super::engine::{self, Model, RawRequest, Shard, Tls, Work};
 use super::outputs::Outputs;
 use super::report::Threshold;
+use super::tokens::BuyerTokens;
 use super::workload::{Buyers, Quantities, Schedule};
 use super::{seats, StormOptions};
+use crate::commands::keys::Signer;
 use crate::commands::{Failure, Services};
 
 /// The storm, checked once: the flags laid over the scenario, the defaults
@@ -54,6 +56,18 @@ pub(super) struct Buying {
     pub(super) revisits: f64,
     pub(super) seat_retry: f64,
     pub(super) retries: u32,
+    /// How the buyers sign in.
+    pub(super) identities: Identities,
+}
+
+/// Where the buyers' tokens come from.
+pub(super) enum Identities {
+    /// A sale without tokens: the body's user_id names the buyer.
+    Untokened,
+    /// Signed by the storm, one buyer a purchase.
+    Signed(Arc<Signer>),
+    /// Read from a file.
+    Listed(BuyerTokens),
 }
 
 impl StormPlan {
@@ -153,19 +167,52 @@ impl StormPlan {
             .await
             .map_err(Failure::unreachable)?;
         let seated_events = seated.keys().copied().collect();
+        let mut buyers = Buyers {
+            seed: buying.seed,
+            events,
+            quantities: buying.quantities.clone(),
+            duplicates: buying.duplicates,
+            revisits: buying.revisits,
+            seated,
+            seat_retry: buying.seat_retry,
+            tokens: None,
+        };
+        let user = |number| buyers.user_id(number);
+        let tokens = match &buying.identities {
+            Identities::Untokened => None,
+            Identities::Listed(tokens) => Some(tokens.clone()),
+            Identities::Signed(signer) => {
+                let (tokens, minting) =
+                    BuyerTokens::mint(signer.clone(), self.sending.shard, self.planned(), &user);
+                if minting.tokens > 0 {
+                    eprintln!(
+                        "storm: {} buyer tokens signed in {:.2} s, before the first send",
+                        minting.tokens,
+                        minting.took.as_secs_f64()
+                    );
+                }
+                Some(tokens)
+            }
+        };
+        buyers.tokens = tokens;
         let work = Work::Buy {
-            buyers: Buyers {
-                seed: buying.seed,
-                events,
-                quantities: buying.quantities.clone(),
-                duplicates: buying.duplicates,
-                revisits: buying.revisits,
-                seated,
-                seat_retry: buying.seat_retry,
-            },
+            buyers,
             retries: buying.retries,
         };
         Ok((work, seated_events))
+    }
+
+    /// How many purchases the whole storm sends, if the plan says: its
+    /// number, or what its schedule sends in its duration.
+    fn planned(&self) -> Option<u64> {
+        let within = match (&self.sending.model, self.sending.duration) {
+            (Model::Open { schedule, .. }, Some(duration)) => Some(schedule.sends_within(duration)),
+            _ => None,
+        };
+        match (self.sending.purchases, within) {
+            (Some(purchases), Some(within)) => Some(purchases.min(within)),
+            (purchases, within) => purchases.or(within),
+        }
     }
 }
 
@@ -189,6 +236,11 @@ fn sends(args: &StormArgs, options: &StormOptions) -> anyhow::Result<(String, Se
         revisits: share("--revisit", options.revisit, 0.0)?,
         seat_retry: share("--seat-retry", options.seat_retry, 0.5)?,
         retries: options.retries.unwrap_or(0),
+        identities: match (args.signer.signer()?, &args.tokens) {
+            (Some(signer), _) => Identities::Signed(Arc::new(signer)),
+            (None, Some(file)) => Identities::Listed(BuyerTokens::read(file)?),
+            (None, None) => Identities::Untokened,
+        },
     };
     if let Some(url) = &args.raw {
         if args.reset {

@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use flashtix_model::rng::{draw, mix};
 
 use super::seats::{SeatedEvent, Want};
+use super::tokens::BuyerTokens;
 
 /// When the i-th purchase is meant to be sent, counted from the start. The
 /// schedule alone decides, never how fast the server answers: that is what
@@ -45,6 +46,28 @@ impl Schedule {
                 };
                 Duration::from_secs_f64(t)
             }
+        }
+    }
+
+    /// How many sends are due before `within` has passed.
+    pub fn sends_within(&self, within: Duration) -> u64 {
+        let (mut below, mut above) = (0u64, 1u64);
+        while self.intended(above) < within && above < 1 << 40 {
+            (below, above) = (above, above * 2);
+        }
+        // intended(below) < within (or below = 0) and intended(above) >= within.
+        while above - below > 1 {
+            let middle = below + (above - below) / 2;
+            if self.intended(middle) < within {
+                below = middle;
+            } else {
+                above = middle;
+            }
+        }
+        if self.intended(below) < within {
+            below + 1
+        } else {
+            below
         }
     }
 
@@ -148,6 +171,8 @@ pub struct Purchase {
     pub number: u64,
     pub event_id: i64,
     pub user_id: String,
+    /// The buyer's bearer token, if the sale takes tokens.
+    pub token: Option<Arc<str>>,
     pub idempotency_key: String,
     pub quantity: i64,
     /// Sent twice at once with the same key (a double click).
@@ -194,12 +219,19 @@ pub struct Buyers {
     /// Share of buyers who, told their seats were taken, ask for the zone's
     /// best available instead of giving up.
     pub seat_retry: f64,
+    /// Each buyer's token; `None`: a sale without tokens.
+    pub tokens: Option<BuyerTokens>,
 }
 
 /// The draw of a purchase's fallback (the seats' draws are 5 to 9).
 const FALLS_BACK: u64 = 10;
 
 impl Buyers {
+    /// Purchase `number`'s buyer, when the storm names its buyers.
+    pub fn user_id(&self, number: u64) -> String {
+        format!("buyer-{}-{number}", self.seed)
+    }
+
     pub fn purchase(&self, number: u64) -> Purchase {
         let event_id = self.events[(mix(self.seed, number, 1) % self.events.len() as u64) as usize];
         let quantity = self.quantities.pick(draw(self.seed, number, 2));
@@ -207,10 +239,18 @@ impl Buyers {
             Some(plan) => plan.choose(self.seed, number, quantity),
             None => Want::Count,
         };
+        let (user_id, token) = match &self.tokens {
+            None => (self.user_id(number), None),
+            Some(tokens) => {
+                let (user_id, token) = tokens.of(number, self.user_id(number));
+                (user_id, Some(token))
+            }
+        };
         Purchase {
             number,
             event_id,
-            user_id: format!("buyer-{}-{number}", self.seed),
+            user_id,
+            token,
             idempotency_key: format!("storm-{}-{number}", self.seed),
             quantity,
             duplicated: draw(self.seed, number, 3) < self.duplicates,
@@ -230,6 +270,9 @@ mod tests {
         let schedule = Schedule::Constant { rate: 1000.0 };
         assert_eq!(schedule.intended(0), Duration::ZERO);
         assert_eq!(schedule.intended(1500), Duration::from_millis(1500));
+        // Sends 0..=2999 are due before 3 s; send 3000 is due at 3 s.
+        assert_eq!(schedule.sends_within(Duration::from_secs(3)), 3000);
+        assert_eq!(schedule.sends_within(Duration::ZERO), 0);
     }
 
     #[test]
@@ -313,6 +356,7 @@ mod tests {
             revisits: 0.6,
             seated: HashMap::new(),
             seat_retry: 0.0,
+            tokens: None,
         };
         let run = |seed| {
             (0..500)

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use flashtix_model::history::{Attempt, Outcome};
 use flashtix_model::seating::zone_of;
-use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -143,8 +143,13 @@ impl Context {
 
     async fn place(&self, purchase: &Purchase) -> Answer {
         let body = serde_json::to_vec(&OrderBody::of(purchase)).expect("the body serializes");
-        let mut headers = HeaderMap::with_capacity(2);
+        let mut headers = HeaderMap::with_capacity(3);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(token) = &purchase.token {
+            let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
+                .expect("a token is base64url and dots");
+            headers.insert(AUTHORIZATION, bearer);
+        }
         let unanswered = |outcome, status: Option<StatusCode>| Answer {
             outcome,
             status: status.map(|status| status.as_u16()),
@@ -284,6 +289,7 @@ mod tests {
             number: 7,
             event_id: 3,
             user_id: "buyer-1-7".into(),
+            token: None,
             idempotency_key: "storm-1-7".into(),
             quantity: 2,
             duplicated: false,

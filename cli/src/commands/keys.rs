@@ -1,0 +1,198 @@
+//! `flashtix keys init|rotate` and `flashtix token`: keys and tokens for a
+//! sale that has no identity provider of its own (the demo, the Compose
+//! stack, the tests, a script with `curl`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use flashtix_server::identity::keys::{self, read_secret, SigningKey};
+use flashtix_server::identity::tokens::{Claims, MAX_SUBJECT_CHARS};
+use flashtix_server::identity::{Access, DEFAULT_AUDIENCE, DEFAULT_ISSUER};
+
+use super::Failure;
+
+/// The private key's file in a keys folder.
+pub const SIGNING_KEY: &str = "signing-key.pem";
+/// The public keys' file in a keys folder.
+pub const PUBLIC_KEYS: &str = "jwks.json";
+
+#[derive(Debug, clap::Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    action: KeysAction,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum KeysAction {
+    /// Make an Ed25519 key pair: DIR/signing-key.pem (private, readable by
+    /// you alone) and DIR/jwks.json (the public key, for the sale's
+    /// --token-keys)
+    Init {
+        #[arg(long, default_value = "flashtix-keys")]
+        dir: PathBuf,
+    },
+    /// Make a new signing key; jwks.json keeps the old public keys beside
+    /// the new one, so tokens the old key signed still verify
+    Rotate {
+        #[arg(long, default_value = "flashtix-keys")]
+        dir: PathBuf,
+    },
+}
+
+pub fn run(args: KeysArgs) -> Result<ExitCode, Failure> {
+    match args.action {
+        KeysAction::Init { dir } => {
+            if dir.join(SIGNING_KEY).exists() {
+                return Err(Failure::usage(anyhow::anyhow!(
+                    "{} already holds a signing key: `flashtix keys rotate --dir {}` makes a new one",
+                    dir.display(),
+                    dir.display()
+                )));
+            }
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            write_key(&dir, Vec::new())?;
+        }
+        KeysAction::Rotate { dir } => {
+            let file = dir.join(PUBLIC_KEYS);
+            let text = std::fs::read_to_string(&file).with_context(|| {
+                format!("reading {} (`flashtix keys init` makes it)", file.display())
+            })?;
+            let set: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", file.display()))?;
+            let Some(old) = set["keys"].as_array() else {
+                return Err(Failure::usage(anyhow::anyhow!(
+                    "{} is not a JWKS document",
+                    file.display()
+                )));
+            };
+            write_key(&dir, old.clone())?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a new key pair into `dir`, its public key after `earlier`.
+fn write_key(dir: &Path, mut earlier: Vec<serde_json::Value>) -> anyhow::Result<()> {
+    let (pem, public) = keys::generate()?;
+    let kid = public["kid"].as_str().unwrap_or_default().to_owned();
+    earlier.push(public);
+    // The public keys first: a token of the new key must verify as soon as
+    // anyone can sign one.
+    replace(
+        &dir.join(PUBLIC_KEYS),
+        format!("{:#}\n", keys::key_set(earlier)).as_bytes(),
+        0o644,
+    )?;
+    replace(&dir.join(SIGNING_KEY), pem.as_bytes(), 0o600)?;
+    println!(
+        "signing key {kid}: {} (private) and {} (public keys, for --token-keys)",
+        dir.join(SIGNING_KEY).display(),
+        dir.join(PUBLIC_KEYS).display()
+    );
+    Ok(())
+}
+
+/// Writes `file` whole or not at all: a new file with `mode`, renamed over it.
+fn replace(file: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fresh = file.with_extension("new");
+    let _ = std::fs::remove_file(&fresh);
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&fresh)
+        .with_context(|| format!("creating {}", fresh.display()))?;
+    out.write_all(bytes)?;
+    out.sync_all()?;
+    std::fs::rename(&fresh, file).with_context(|| format!("writing {}", file.display()))
+}
+
+/// What signs tokens, from a private key or a shared secret.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SignerArgs {
+    /// The private key tokens are signed with (`flashtix keys init` writes
+    /// DIR/signing-key.pem)
+    #[arg(long, env = "FLASHTIX_SIGNING_KEY", value_name = "FILE")]
+    pub signing_key: Option<PathBuf>,
+    /// Or a file holding the shared secret (HS256) the sale verifies with
+    #[arg(
+        long,
+        env = "FLASHTIX_TOKEN_SECRET_FILE",
+        value_name = "FILE",
+        conflicts_with = "signing_key"
+    )]
+    pub token_secret_file: Option<PathBuf>,
+    /// The audience (aud) tokens name
+    #[arg(long, env = "FLASHTIX_TOKEN_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
+    pub token_audience: String,
+    /// The issuer (iss) tokens name
+    #[arg(long, env = "FLASHTIX_TOKEN_ISSUER", default_value = DEFAULT_ISSUER)]
+    pub token_issuer: String,
+}
+
+/// Signs tokens for any subject.
+pub struct Signer {
+    key: SigningKey,
+    audience: String,
+    issuer: String,
+}
+
+impl SignerArgs {
+    /// The signer, if a key or a secret is given.
+    pub fn signer(&self) -> anyhow::Result<Option<Signer>> {
+        let key = match (&self.signing_key, &self.token_secret_file) {
+            (Some(file), _) => SigningKey::read_pem(file)?,
+            (None, Some(file)) => SigningKey::secret(&read_secret(file)?),
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(Signer {
+            key,
+            audience: self.token_audience.clone(),
+            issuer: self.token_issuer.clone(),
+        }))
+    }
+}
+
+impl Signer {
+    pub fn sign(&self, subject: &str, access: Access, ttl: Duration) -> String {
+        let claims = Claims::new(subject, access, ttl, &self.audience, &self.issuer);
+        self.key.sign(&claims)
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    /// Whom the token is for (the buyer's user_id, or an organizer's name)
+    #[arg(long)]
+    sub: String,
+    /// What it lets them do: buyer or organizer
+    #[arg(long, default_value = "buyer")]
+    role: Access,
+    /// How long it is valid
+    #[arg(long, default_value = "1h", value_parser = flashtix_model::duration::parse)]
+    ttl: Duration,
+    #[command(flatten)]
+    signer: SignerArgs,
+}
+
+/// Prints a signed token, for scripts and `curl`.
+pub fn token(args: TokenArgs) -> Result<ExitCode, Failure> {
+    let Some(signer) = args.signer.signer().map_err(Failure::usage)? else {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "give the key to sign with: --signing-key FILE (`flashtix keys init` makes one) \
+             or --token-secret-file FILE"
+        )));
+    };
+    let chars = args.sub.chars().count();
+    if chars == 0 || chars > MAX_SUBJECT_CHARS {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--sub must be 1 to {MAX_SUBJECT_CHARS} characters"
+        )));
+    }
+    println!("{}", signer.sign(&args.sub, args.role, args.ttl));
+    Ok(ExitCode::SUCCESS)
+}
