@@ -17,6 +17,7 @@ crate::named! {
         NoLostOrder = "no_lost_order",
         NoLieToClient = "no_lie_to_client",
         AnswersMatchOrders = "answers_match_orders",
+        OrdersOwnedByAskers = "orders_owned_by_askers",
         RefusalsWereTrue = "refusals_were_true",
         SeatTakenWasTrue = "seat_taken_was_true",
         PerUserLimit = "per_user_limit",

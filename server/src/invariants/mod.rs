@@ -5,7 +5,7 @@
 //! or UNKNOWN with counts and the first offending ids. FAIL beats UNKNOWN beats PASS.
 //! One file a family: `orders` (stock, keys, the limit), `money`, `seats`,
 //! `queues` (nothing stuck, every message processed), `redis_agrees`, and
-//! `ledger`, `answers`, `refusals` and `seat_taken`, those judged against a
+//! `ledger`, `answers`, `owners`, `refusals` and `seat_taken`, those judged against a
 //! client's history.
 
 use sqlx::PgPool;
@@ -18,6 +18,7 @@ mod ledger;
 mod messages;
 mod money;
 mod orders;
+mod owners;
 mod queues;
 mod redis_agrees;
 mod refusals;
@@ -31,6 +32,7 @@ pub use ledger::no_lie_to_client;
 use ledger::no_lost_order;
 use money::{charges_match_orders, no_double_charge};
 use orders::{no_duplicate_order, no_oversell, per_user_limit};
+use owners::orders_owned_by_askers;
 use queues::{nothing_stuck, queues_drained};
 pub use queues::{Queues, EXPIRY_GRACE_SECONDS};
 use redis_agrees::redis_agrees;
@@ -91,6 +93,7 @@ pub async fn check(
             no_lost_order(pool, attempts, event, slack).await?,
             no_lie_to_client(attempts, event),
             answers_match_orders(pool, attempts, event, slack).await?,
+            orders_owned_by_askers(pool, attempts, event).await?,
             refusals_were_true(pool, attempts, event, slack).await?,
             seat_taken_was_true(pool, attempts, event, slack).await?,
         ];

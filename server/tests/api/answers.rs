@@ -218,3 +218,32 @@ async fn a_seat_sold_while_another_order_held_it_fails() {
     )
     .await;
 }
+
+/// Every order a 202 named belongs to the buyer whose token asked: the real
+/// answers PASS; the same answers over a database whose order was put under
+/// another buyer (as a sale that took the buyer from anywhere but the token
+/// would write it) FAIL, naming both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_under_another_buyer_than_asked_fails() {
+    let app = spawn_app().await;
+    let event = app.create_event(10, 4).await;
+    let what = json!({"quantity": 2});
+    let answer = app.buy(event, "ann", "k", what.clone()).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED);
+    let history = vec![told(event, "ann", &what, &answer)];
+    let owned = |finding: Finding| (finding.verdict, finding.checked);
+    let finding = history_finding(&app, &history, Invariant::OrdersOwnedByAskers).await;
+    assert_eq!(owned(finding), (Verdict::Pass, 1));
+
+    sqlx::query("UPDATE orders SET user_id = 'mallory'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_history_fails(
+        &app,
+        &history,
+        Invariant::OrdersOwnedByAskers,
+        r#"asked for by "ann" (key "k") and belongs to "mallory""#,
+    )
+    .await;
+}
