@@ -22,15 +22,17 @@ fi
 
 $flashtix reset --tickets 100000000 --max-per-user 4 --json /tmp/flashtix-bench-events.json >/dev/null
 big_event=$(python3 -c 'import json; print(json.load(open("/tmp/flashtix-bench-events.json"))[0]["id"])')
+# The sold-out event: one seat, seeded beside the big one (a sale without
+# tokens takes no organizer's POST /events).
+small_event=$(psql -h 127.0.0.1 -U postgres -d postgres -Atc "SET search_path = $FLASHTIX_NAMESPACE;
+  INSERT INTO events (name, total_tickets, available_tickets, price_cents, max_per_user, hold_seconds)
+  VALUES ('one seat', 1, 1, 100, 4, 300) RETURNING id" | tail -n 1)
 
 $flashtix serve --bind "127.0.0.1:$port" &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT
 for _ in $(seq 100); do curl -fs "$target/health" >/dev/null && break; sleep 0.1; done
 
-small_event=$(curl -fs -X POST "$target/events" -H "Authorization: Bearer $FLASHTIX_ADMIN_TOKEN" \
-  -H 'Content-Type: application/json' -d '{"name":"one seat","total_tickets":1,"price_cents":100}' |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 curl -fs -X POST "$target/orders" -H 'Content-Type: application/json' -H 'Idempotency-Key: first' \
   -d "{\"event_id\":$small_event,\"user_id\":\"first-buyer\",\"quantity\":1}" >/dev/null
 

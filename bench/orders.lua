@@ -5,6 +5,10 @@
 -- those seats, or ZONE for that zone's best seat.
 --   EVENT_ID=1 wrk -t1 -c64 -d10s -s bench/orders.lua http://127.0.0.1:8080
 --   EVENT_ID=1 ZONE=A wrk -t1 -c64 -d10s -s bench/orders.lua http://127.0.0.1:8080
+-- With TOKENS (a file of buyer tokens, one a line: `flashtix token --count`),
+-- request N carries token N as its bearer and names no user_id: its buyer is
+-- the token's subject (a sale with tokens on). One thread only.
+--   TOKENS=tokens.txt EVENT_ID=1 wrk -t1 -c64 -d10s -s bench/orders.lua URL
 
 local event_id = os.getenv("EVENT_ID") or "1"
 local seats = os.getenv("SEATS")
@@ -15,6 +19,7 @@ if seats then
 elseif zone then
   want = '"zone":"' .. zone .. '","quantity":1'
 end
+local tokens_file = os.getenv("TOKENS")
 local threads = {}
 local next_thread = 0
 
@@ -29,14 +34,27 @@ function init(args)
   statuses = {}
   -- Unique across runs too: a run tag from the clock, then thread and counter.
   tag = tostring(os.time()) .. "-" .. tostring(thread_id)
+  tokens = {}
+  if tokens_file then
+    for line in io.lines(tokens_file) do
+      tokens[#tokens + 1] = line
+    end
+  end
 end
 
 function request()
   sent = sent + 1
   local user = "w" .. tag .. "-" .. sent
-  local body = '{"event_id":' .. event_id .. ',"user_id":"' .. user .. '",' .. want .. '}'
-  return wrk.format("POST", "/orders",
-    { ["Content-Type"] = "application/json", ["Idempotency-Key"] = user }, body)
+  local headers = { ["Content-Type"] = "application/json", ["Idempotency-Key"] = user }
+  local body
+  if tokens_file then
+    -- Past the last token, buyers come round again (and meet their limit).
+    headers["Authorization"] = "Bearer " .. tokens[(sent - 1) % #tokens + 1]
+    body = '{"event_id":' .. event_id .. ',' .. want .. '}'
+  else
+    body = '{"event_id":' .. event_id .. ',"user_id":"' .. user .. '",' .. want .. '}'
+  end
+  return wrk.format("POST", "/orders", headers, body)
 end
 
 function response(status, headers, body)

@@ -347,11 +347,30 @@ fn log_file(recipe: &Recipe) -> io::Result<std::fs::File> {
         .open(&recipe.log)
 }
 
+/// Whether `name` says how tokens are signed or verified.
+fn is_token_setting(name: &str) -> bool {
+    name.starts_with("FLASHTIX_TOKEN_") || name == "FLASHTIX_SIGNING_KEY"
+}
+
+/// `env` set on `command`. If it says how tokens are signed or verified,
+/// it alone does: no such setting of this process's own environment is
+/// inherited (a drill's sale has keys of its own, whoever runs the drill).
+pub fn with_env(command: &mut Command, env: &[(String, String)]) {
+    if env.iter().any(|(name, _)| is_token_setting(name)) {
+        for (name, _) in std::env::vars_os() {
+            if name.to_str().is_some_and(is_token_setting) {
+                command.env_remove(name);
+            }
+        }
+    }
+    command.envs(env.iter().map(|(k, v)| (k, v)));
+}
+
 fn command(recipe: &Recipe, detached: bool) -> io::Result<Command> {
     let mut command = Command::new(&recipe.program);
+    with_env(&mut command, &recipe.env);
     command
         .args(&recipe.args)
-        .envs(recipe.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stderr(log_file(recipe)?)
         .process_group(0);

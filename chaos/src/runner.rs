@@ -150,21 +150,24 @@ async fn start<'a>(run: &'a Run<'_>, stack: &Stack) -> io::Result<(Operator<'a>,
     let direct = stack.direct();
     let mut env = direct.env();
     env.push(("FLASHTIX_NAMESPACE".into(), run.namespace.clone()));
-    let operator = Operator {
+    let mut operator = Operator {
         flashtix: run.flashtix,
         env,
         dir: &run.dir,
     };
-    operator
-        .reset(&run.drill.sale)
+    let failed = |e: io::Error| io::Error::other(format!("{}: {e}", run.name));
+    let public_keys = operator
+        .make_keys(&run.dir.join("keys"))
         .await
-        .map_err(|e| io::Error::other(format!("{}: {e}", run.name)))?;
+        .map_err(failed)?;
+    operator.reset(&run.drill.sale).await.map_err(failed)?;
     let driver = stack
         .start_sale(
             run.flashtix,
             &run.dir,
             &run.namespace,
             &steps::flags(&run.drill.server),
+            &public_keys,
         )
         .await?;
     let pool = PgPoolOptions::new()

@@ -22,10 +22,8 @@ pub struct Operator<'a> {
 impl Operator<'_> {
     fn command(&self, args: &[String]) -> Command {
         let mut command = Command::new(self.flashtix);
-        command
-            .args(args)
-            .envs(self.env.iter().cloned())
-            .stdin(Stdio::null());
+        crate::process::with_env(&mut command, &self.env);
+        command.args(args).stdin(Stdio::null());
         command
     }
 
@@ -48,6 +46,32 @@ impl Operator<'_> {
             .stderr(log)
             .status()
             .await
+    }
+
+    /// `flashtix keys init` into `dir`: the drill's sale verifies tokens of
+    /// its own key pair. Returns the public keys' file; the operator signs
+    /// the storm's tokens with the private key from then on.
+    pub async fn make_keys(&mut self, dir: &Path) -> io::Result<PathBuf> {
+        let dir_text = dir.to_string_lossy().into_owned();
+        let made = self
+            .run(
+                "keys",
+                &["keys", "init", "--dir", &dir_text],
+                &toml::Table::new(),
+            )
+            .await?;
+        if !made.success() {
+            return Err(io::Error::other(format!(
+                "making the drill's keys failed (see {})",
+                self.dir.join("keys.log").display()
+            )));
+        }
+        let signing_key = dir.join("signing-key.pem");
+        self.env.push((
+            "FLASHTIX_SIGNING_KEY".into(),
+            signing_key.to_string_lossy().into_owned(),
+        ));
+        Ok(dir.join("jwks.json"))
     }
 
     /// `flashtix reset --yes` with the drill's sale.

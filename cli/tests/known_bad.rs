@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Sale, Server};
+use common::{buyer_token, Sale, Server};
 use flashtix_server::invariants::{Finding, Invariant, Report, Verdict};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::BasicProperties;
@@ -202,6 +202,7 @@ async fn three_buys_each(setup: Setup, bugs: Option<&str>) -> (Run, usize) {
                 for try_number in 0..3 {
                     let status = client
                         .post(format!("{url}/orders"))
+                        .bearer_auth(buyer_token(&format!("buyer-{buyer}")))
                         .header("Idempotency-Key", format!("key-{buyer}-{try_number}"))
                         .json(&json!({"event_id": event, "user_id": format!("buyer-{buyer}"), "quantity": 1}))
                         .send()
@@ -366,6 +367,7 @@ async fn twice_to_two_events(setup: Setup, bugs: Option<&str>) -> (Run, usize) {
         .map(|(buyer, event)| {
             let request = client
                 .post(format!("{}/orders", server.url))
+                .bearer_auth(buyer_token(&format!("buyer-{buyer}")))
                 .header("Idempotency-Key", format!("key-{buyer}"))
                 .json(
                     &json!({"event_id": event, "user_id": format!("buyer-{buyer}"), "quantity": 1}),
@@ -579,6 +581,7 @@ async fn four_seats_for_four_hundred(bugs: Option<&str>) -> (Run, usize) {
             let seat = format!("A-1-{}", buyer % 4 + 1);
             let request = client
                 .post(format!("{}/orders", server.url))
+                .bearer_auth(buyer_token(&format!("buyer-{buyer}")))
                 .header("Idempotency-Key", format!("key-{buyer}"))
                 .json(&json!({"event_id": event, "user_id": format!("buyer-{buyer}"), "seats": [seat]}));
             tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
@@ -671,6 +674,7 @@ impl Client {
         let response = self
             .http
             .post(format!("{}/orders", self.url))
+            .bearer_auth(buyer_token(user))
             .header("Idempotency-Key", key)
             .json(&json!({"event_id": event, "user_id": user, "quantity": quantity}))
             .send()

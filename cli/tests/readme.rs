@@ -260,6 +260,7 @@ fn run_blocks(blocks: &[Block], sale: &Sale) -> Run {
 
     // The README writes its files where it runs: keep the checkout as it was.
     let written = Written::keep(&checkout().join("storm.jsonl"));
+    let keys = MadeDir::watch(&checkout().join("flashtix-keys"));
     let mut shell = Command::new("bash");
     shell
         .arg(&script_path)
@@ -291,6 +292,7 @@ fn run_blocks(blocks: &[Block], sale: &Sale) -> Run {
     };
     drop(group);
     drop(written);
+    drop(keys);
     let output = |index: usize| {
         std::fs::read_to_string(dir.join(format!("block-{index}.out"))).unwrap_or_default()
     };
@@ -343,6 +345,30 @@ impl Drop for Written {
             Some(bytes) => std::fs::write(&self.path, bytes),
             None => std::fs::remove_file(&self.path),
         };
+    }
+}
+
+/// A folder the README makes where it runs (the quick start's keys): gone
+/// again afterwards unless it was there before.
+struct MadeDir {
+    path: PathBuf,
+    existed: bool,
+}
+
+impl MadeDir {
+    fn watch(path: &Path) -> Self {
+        Self {
+            path: path.to_owned(),
+            existed: path.exists(),
+        }
+    }
+}
+
+impl Drop for MadeDir {
+    fn drop(&mut self) {
+        if !self.existed {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
     }
 }
 

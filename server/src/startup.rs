@@ -156,6 +156,31 @@ async fn forget_idle_buyers(limits: Arc<BuyerLimits>, mut stop: Stop) {
     }
 }
 
+/// The API's own loops: the reconciler, and forgetting idle buyers' rate
+/// buckets.
+fn api_loops(settings: &Settings, state: &AppState, stop: &Stop) -> Vec<JoinHandle<()>> {
+    let mut loops = Vec::new();
+    if let Some(limits) = &state.limits {
+        loops.push(tokio::spawn(forget_idle_buyers(
+            Arc::clone(limits),
+            stop.clone(),
+        )));
+    }
+    if let Some(every) = settings
+        .reconcile_every
+        .filter(|_| settings.runs(Role::Api))
+    {
+        loops.push(tokio::spawn(crate::gate::reconcile::run(
+            state.pool.clone(),
+            state.gate.clone(),
+            Arc::clone(&state.metrics),
+            every,
+            stop.clone(),
+        )));
+    }
+    loops
+}
+
 /// Starts the loops of every role this process runs besides the API: the
 /// reconciler (with the API), the sweeper, the relay, the payment and order
 /// workers. Each stops when `stop` is requested.
@@ -164,24 +189,7 @@ fn start_background(
     state: &AppState,
     stop: Stop,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
-    let mut background = Vec::new();
-    if let Some(limits) = &state.limits {
-        background.push(tokio::spawn(forget_idle_buyers(
-            Arc::clone(limits),
-            stop.clone(),
-        )));
-    }
-    if settings.runs(Role::Api) {
-        if let Some(every) = settings.reconcile_every {
-            background.push(tokio::spawn(crate::gate::reconcile::run(
-                state.pool.clone(),
-                state.gate.clone(),
-                Arc::clone(&state.metrics),
-                every,
-                stop.clone(),
-            )));
-        }
-    }
+    let mut background = api_loops(settings, state, &stop);
     if settings.runs(Role::Sweeper) {
         background.push(tokio::spawn(crate::saga::expiry::run(
             state.pool.clone(),

@@ -124,13 +124,15 @@ pub struct Sale {
 
 impl Sale {
     /// Starts every role of the sale in `namespace`, reaching its dependencies
-    /// at `urls`, with `flags` given to every `flashtix serve`.
+    /// at `urls`, with `flags` given to every `flashtix serve`, verifying
+    /// tokens with `public_keys` (a JWKS file).
     pub async fn start(
         flashtix: &Path,
         dir: &Path,
         namespace: &str,
         urls: &Urls,
         flags: &[String],
+        public_keys: &Path,
     ) -> io::Result<Self> {
         let mut processes = Vec::new();
         let mut apis = Vec::new();
@@ -138,7 +140,10 @@ impl Sale {
             let (name, role) = (member.name, member.role);
             let mut env = urls.env();
             env.push(("FLASHTIX_NAMESPACE".into(), namespace.into()));
-            env.push(("FLASHTIX_ADMIN_TOKEN".into(), "flashtix-chaos".into()));
+            env.push((
+                "FLASHTIX_TOKEN_KEYS".into(),
+                public_keys.to_string_lossy().into_owned(),
+            ));
             env.push(("RUST_LOG".into(), "warn".into()));
             let recipe = Recipe {
                 program: flashtix.to_path_buf(),

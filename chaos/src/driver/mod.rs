@@ -48,18 +48,19 @@ impl Stack {
         dir: &Path,
         namespace: &str,
         flags: &[String],
+        public_keys: &Path,
     ) -> io::Result<Driver> {
         match self {
             Stack::Local(dependencies) => {
                 let urls = dependencies.proxied();
-                let sale = Sale::start(flashtix, dir, namespace, &urls, flags).await?;
+                let sale = Sale::start(flashtix, dir, namespace, &urls, flags, public_keys).await?;
                 Ok(Driver::Local {
                     dependencies: dependencies.clone(),
                     sale,
                 })
             }
             Stack::Docker(stack) => Ok(Driver::Docker(
-                stack.start_sale(dir, namespace, flags).await?,
+                stack.start_sale(dir, namespace, flags, public_keys).await?,
             )),
         }
     }

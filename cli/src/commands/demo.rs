@@ -2,7 +2,7 @@
 //! every role in the background, reset, the flash-sale scenario at a smaller
 //! size, settle, check, and the tables. Exits as `check` does.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -57,7 +57,9 @@ pub async fn run(args: DemoArgs) -> Exit {
     reset::print_seeded(&namespace, &events);
 
     let log = std::env::temp_dir().join(format!("flashtix-demo-{}.log", std::process::id()));
-    let (server, url) = serve(&args.connections, &log).await?;
+    // A key pair of the demo's own: the sale verifies, the storm signs.
+    let keys = Keys::make()?;
+    let (server, url) = serve(&args.connections, &log, &keys.public_keys).await?;
     eprintln!(
         "demo: the sale serves at {url} (every role; its log: {})",
         log.display()
@@ -65,7 +67,7 @@ pub async fn run(args: DemoArgs) -> Exit {
 
     let resolved = args.connections.resolve().map_err(Failure::usage)?;
     let buyers = args.buyers.to_string();
-    let storm: StormArgs = super::parse_flags(&[
+    let storm: StormArgs = super::parse_flags::<StormArgs>(&[
         "--target",
         &url,
         "--database-url",
@@ -81,7 +83,8 @@ pub async fn run(args: DemoArgs) -> Exit {
         "--spike",
         &args.spike,
     ])
-    .map_err(|error| Failure::usage(error.into()))?;
+    .map_err(|error| Failure::usage(error.into()))?
+    .signed_by(keys.signing_key.clone());
     let outcome = super::storm::run_scenario(storm, scenario).await;
     drop(server);
     if matches!(&outcome, Ok(code) if *code == ExitCode::SUCCESS) {
@@ -90,9 +93,42 @@ pub async fn run(args: DemoArgs) -> Exit {
     outcome
 }
 
+/// The demo's key pair, in a folder of its own removed when dropped.
+struct Keys {
+    dir: PathBuf,
+    signing_key: PathBuf,
+    public_keys: PathBuf,
+}
+
+impl Keys {
+    fn make() -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("flashtix-demo-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).context("a folder for the demo's keys")?;
+        let made = super::keys::make_pair(&dir);
+        let keys = |(signing_key, public_keys)| Self {
+            dir: dir.clone(),
+            signing_key,
+            public_keys,
+        };
+        made.map(keys).inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&dir);
+        })
+    }
+}
+
+impl Drop for Keys {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// `flashtix serve --role all` as a child process (killed when dropped);
 /// returns it and its URL.
-async fn serve(connections: &ConnectionArgs, log: &Path) -> Result<(Process, String), Failure> {
+async fn serve(
+    connections: &ConnectionArgs,
+    log: &Path,
+    public_keys: &Path,
+) -> Result<(Process, String), Failure> {
     let resolved = connections.resolve().map_err(Failure::usage)?;
     let mut server = Process::new(
         "the sale server",
@@ -108,6 +144,10 @@ async fn serve(connections: &ConnectionArgs, log: &Path) -> Result<(Process, Str
                 (
                     "FLASHTIX_NAMESPACE".into(),
                     resolved.namespace.as_str().into(),
+                ),
+                (
+                    "FLASHTIX_TOKEN_KEYS".into(),
+                    public_keys.to_string_lossy().into_owned(),
                 ),
             ],
             log: log.to_path_buf(),

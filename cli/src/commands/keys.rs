@@ -2,6 +2,7 @@
 //! sale that has no identity provider of its own (the demo, the Compose
 //! stack, the tests, a script with `curl`).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -28,7 +29,7 @@ pub struct KeysArgs {
 enum KeysAction {
     /// Make an Ed25519 key pair: DIR/signing-key.pem (private, readable by
     /// you alone) and DIR/jwks.json (the public key, for the sale's
-    /// --token-keys)
+    /// --token-keys); a DIR that holds a pair already keeps it
     Init {
         #[arg(long, default_value = "flashtix-keys")]
         dir: PathBuf,
@@ -44,12 +45,27 @@ enum KeysAction {
 pub fn run(args: KeysArgs) -> Result<ExitCode, Failure> {
     match args.action {
         KeysAction::Init { dir } => {
-            if dir.join(SIGNING_KEY).exists() {
-                return Err(Failure::usage(anyhow::anyhow!(
-                    "{} already holds a signing key: `flashtix keys rotate --dir {}` makes a new one",
-                    dir.display(),
-                    dir.display()
-                )));
+            let (private, public) = (dir.join(SIGNING_KEY), dir.join(PUBLIC_KEYS));
+            match (private.exists(), public.exists()) {
+                (true, true) => {
+                    let key = SigningKey::read_pem(&private).map_err(Failure::usage)?;
+                    println!(
+                        "{} already holds a key pair (signing key {}): kept; `flashtix keys \
+                         rotate --dir {}` makes a new one",
+                        dir.display(),
+                        key.kid().unwrap_or_default(),
+                        dir.display()
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
+                (true, false) | (false, true) => {
+                    return Err(Failure::usage(anyhow::anyhow!(
+                        "{} holds half a key pair (one of {SIGNING_KEY} and {PUBLIC_KEYS}): \
+                         move it away, or give another --dir",
+                        dir.display()
+                    )))
+                }
+                (false, false) => {}
             }
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             write_key(&dir, Vec::new())?;
@@ -71,6 +87,13 @@ pub fn run(args: KeysArgs) -> Result<ExitCode, Failure> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A new key pair in `dir` (which must exist, and hold none yet): the files
+/// of its private key and of its public key set.
+pub fn make_pair(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    write_key(dir, Vec::new())?;
+    Ok((dir.join(SIGNING_KEY), dir.join(PUBLIC_KEYS)))
 }
 
 /// Writes a new key pair into `dir`, its public key after `earlier`.
@@ -96,7 +119,6 @@ fn write_key(dir: &Path, mut earlier: Vec<serde_json::Value>) -> anyhow::Result<
 
 /// Writes `file` whole or not at all: a new file with `mode`, renamed over it.
 fn replace(file: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let fresh = file.with_extension("new");
     let _ = std::fs::remove_file(&fresh);
@@ -118,13 +140,9 @@ pub struct SignerArgs {
     /// DIR/signing-key.pem)
     #[arg(long, env = "FLASHTIX_SIGNING_KEY", value_name = "FILE")]
     pub signing_key: Option<PathBuf>,
-    /// Or a file holding the shared secret (HS256) the sale verifies with
-    #[arg(
-        long,
-        env = "FLASHTIX_TOKEN_SECRET_FILE",
-        value_name = "FILE",
-        conflicts_with = "signing_key"
-    )]
+    /// Or, when no --signing-key is given, a file holding the shared secret
+    /// (HS256) the sale verifies with
+    #[arg(long, env = "FLASHTIX_TOKEN_SECRET_FILE", value_name = "FILE")]
     pub token_secret_file: Option<PathBuf>,
     /// The audience (aud) tokens name
     #[arg(long, env = "FLASHTIX_TOKEN_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
@@ -142,7 +160,8 @@ pub struct Signer {
 }
 
 impl SignerArgs {
-    /// The signer, if a key or a secret is given.
+    /// The signer, if a key or a secret is given: the private key when both
+    /// are (one may come from the environment, the other from a flag).
     pub fn signer(&self) -> anyhow::Result<Option<Signer>> {
         let key = match (&self.signing_key, &self.token_secret_file) {
             (Some(file), _) => SigningKey::read_pem(file)?,
@@ -162,6 +181,28 @@ impl Signer {
         let claims = Claims::new(subject, access, ttl, &self.audience, &self.issuer);
         self.key.sign(&claims)
     }
+
+    /// The buyer tokens of `subjects` (in order), signed on every core.
+    pub fn sign_all(&self, subjects: &[String], ttl: Duration) -> Vec<String> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per_thread = subjects.len().div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = subjects
+                .chunks(per_thread)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|subject| self.sign(subject, Access::Buyer, ttl))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|part| part.join().expect("signing does not panic"))
+                .collect()
+        })
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -175,6 +216,10 @@ pub struct TokenArgs {
     /// How long it is valid
     #[arg(long, default_value = "1h", value_parser = flashtix_model::duration::parse)]
     ttl: Duration,
+    /// Print this many buyer tokens, one a line, for buyers SUB-0, SUB-1, ...
+    /// (a file for `flashtix storm --tokens`, or for a load tool)
+    #[arg(long, conflicts_with = "role")]
+    count: Option<u64>,
     #[command(flatten)]
     signer: SignerArgs,
 }
@@ -193,6 +238,23 @@ pub fn token(args: TokenArgs) -> Result<ExitCode, Failure> {
             "--sub must be 1 to {MAX_SUBJECT_CHARS} characters"
         )));
     }
-    println!("{}", signer.sign(&args.sub, args.role, args.ttl));
+    let Some(count) = args.count else {
+        println!("{}", signer.sign(&args.sub, args.role, args.ttl));
+        return Ok(ExitCode::SUCCESS);
+    };
+    let subjects: Vec<String> = (0..count).map(|n| format!("{}-{n}", args.sub)).collect();
+    if subjects
+        .last()
+        .is_some_and(|last| last.chars().count() > MAX_SUBJECT_CHARS)
+    {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--sub with --count makes subjects longer than {MAX_SUBJECT_CHARS} characters"
+        )));
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for token in signer.sign_all(&subjects, args.ttl) {
+        writeln!(out, "{token}").context("writing the tokens")?;
+    }
+    out.flush().context("writing the tokens")?;
     Ok(ExitCode::SUCCESS)
 }

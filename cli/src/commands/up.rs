@@ -174,6 +174,10 @@ async fn start_docker(args: &UpArgs, ports: Ports) -> anyhow::Result<DockerStack
     }
     compose.run(&up).await?;
     for (service, id) in compose.services().await? {
+        // A one-shot: it made the sale's keys and is done.
+        if service == "keys" {
+            continue;
+        }
         docker::wait_healthy(&service, &id).await?;
     }
     let published = |service: &'static str, port: u16| compose.published(service, port);
@@ -188,12 +192,13 @@ async fn start_docker(args: &UpArgs, ports: Ports) -> anyhow::Result<DockerStack
         let id = compose.container(service).await?;
         docker::variable(&id, name).await
     };
-    let token = variable("api1", "FLASHTIX_ADMIN_TOKEN").await?;
     let mut extra = vec![
         (
             "the sale (balancer)",
             format!("http://{}", published("balancer", 8080).await?),
-            format!("admin token {}", token.as_deref().unwrap_or("(none)")),
+            "a token: docker compose -p flashtix run --rm keys flashtix token \
+             --signing-key /keys/signing-key.pem --sub NAME [--role organizer]"
+                .to_owned(),
         ),
         (
             "Prometheus",

@@ -72,6 +72,10 @@ impl Sale {
             .env("FLASHTIX_REDIS_URL", test_redis_url())
             .env("FLASHTIX_AMQP_URL", test_amqp_url())
             .env("FLASHTIX_NAMESPACE", &self.namespace)
+            .env(
+                "FLASHTIX_TOKEN_SECRET_FILE",
+                flashtix_testkit::token_secret_file(),
+            )
             .env("DATABASE_URL", test_database_url())
             .output()
             .expect("flashtix runs")
@@ -231,4 +235,9 @@ pub fn assert_schema(name: &str, document: &Value) {
         errors.is_empty(),
         "not as docs/schemas/{name}.schema.json says: {errors:#?}"
     );
+}
+
+/// A buyer's token for `subject`, as the test servers verify them.
+pub fn buyer_token(subject: &str) -> String {
+    flashtix_testkit::token(subject, flashtix_server::identity::Access::Buyer)
 }

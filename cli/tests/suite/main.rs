@@ -9,5 +9,6 @@
 mod common;
 
 mod cli;
+mod identity;
 mod observability;
 mod storm;

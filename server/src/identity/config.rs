@@ -68,8 +68,12 @@ impl Identity {
 
 impl IdentityArgs {
     /// The identity of a process; `serves_buyers`: it runs the API, which
-    /// then needs keys (or an explicit `--no-tokens`).
+    /// then needs keys (or an explicit `--no-tokens`). A process without the
+    /// API reads none (a worker's pod need not have the keys' file).
     pub fn resolve(&self, serves_buyers: bool) -> anyhow::Result<Identity> {
+        if !serves_buyers {
+            return Ok(Identity::none());
+        }
         let buyer_rate = match (
             NonZeroU32::new(self.buyer_rate),
             NonZeroU32::new(self.buyer_burst),
@@ -107,7 +111,6 @@ impl IdentityArgs {
                 Some(Verifier::with_secret(&secret, audience, issuer))
             }
             (None, None, true) => None,
-            (None, None, false) if !serves_buyers => None,
             (None, None, false) => bail!(
                 "buyers and organizers are known by signed tokens: give --token-keys FILE (a \
                  JWKS; `flashtix keys init` makes a key pair) or --token-secret-file FILE; \
@@ -116,7 +119,7 @@ impl IdentityArgs {
         };
         Ok(Identity {
             tokens: verifier.map(Arc::new),
-            buyer_rate: buyer_rate.filter(|_| serves_buyers),
+            buyer_rate,
         })
     }
 }

@@ -13,6 +13,8 @@ pub mod keys;
 pub mod limits;
 pub mod tokens;
 
+/// The algorithms a sale may pin tokens to (jsonwebtoken's names).
+pub use jsonwebtoken::Algorithm;
 pub use keys::{PublicKeys, SigningKey};
 pub use limits::BuyerLimits;
 pub use tokens::{Access, Caller, TokenError, Verifier};

@@ -10,6 +10,29 @@ use crate::gate::Hold;
 use flashtix_model::input::{has_control, not_null};
 use flashtix_model::seating::Choice;
 
+/// Who buys: the token's subject (`buyer`), which a `user_id` in the body
+/// may only repeat; without tokens, the body's `user_id`.
+fn buyer_of(buyer: Option<&str>, named: Option<String>) -> Result<String, RequestError> {
+    let user_id = match (buyer, named) {
+        (Some(buyer), None) => buyer.to_owned(),
+        (Some(buyer), Some(named)) if named == buyer => named,
+        (Some(_), Some(_)) => return Err(RequestError::AnotherBuyer),
+        (None, Some(named)) => named,
+        (None, None) => {
+            return Err(RequestError::Invalid(
+                "user_id is required (the sale runs without tokens)".into(),
+            ))
+        }
+    };
+    let chars = user_id.chars().count();
+    if chars == 0 || chars > MAX_USER_ID_LEN || has_control(&user_id) {
+        return Err(RequestError::Invalid(format!(
+            "user_id must be 1 to {MAX_USER_ID_LEN} printable characters"
+        )));
+    }
+    Ok(user_id)
+}
+
 /// A request that passed every check that needs no database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlaceOrder {
@@ -72,23 +95,7 @@ impl PlaceOrder {
             )));
         }
         let body: Body = decode_json(body)?;
-        let user_id = match (buyer, body.user_id) {
-            (Some(buyer), None) => buyer.to_owned(),
-            (Some(buyer), Some(named)) if named == buyer => named,
-            (Some(_), Some(_)) => return Err(RequestError::AnotherBuyer),
-            (None, Some(named)) => named,
-            (None, None) => {
-                return Err(RequestError::Invalid(
-                    "user_id is required (the sale runs without tokens)".into(),
-                ))
-            }
-        };
-        let user_chars = user_id.chars().count();
-        if user_chars == 0 || user_chars > MAX_USER_ID_LEN || has_control(&user_id) {
-            return Err(RequestError::Invalid(format!(
-                "user_id must be 1 to {MAX_USER_ID_LEN} printable characters"
-            )));
-        }
+        let user_id = buyer_of(buyer, body.user_id)?;
         if body.event_id < 1 {
             return Err(RequestError::Invalid(
                 "event_id must be a positive integer".into(),

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
@@ -54,6 +54,9 @@ const ROUTES: [(&str, u16, &str); 3] = [
 ];
 /// The proxy in front of the API containers; the storm buys through it.
 const FRONT: &str = "front";
+/// Where a role finds the drill's public keys (the Compose file's own keys
+/// volume is at `/keys`).
+const KEYS_IN_CONTAINER: &str = "/drill-keys/jwks.json";
 const FRONT_PORT: u16 = 8080;
 
 /// The Compose file's variables that publish the dependencies on `ports`.
@@ -130,7 +133,7 @@ impl Dependencies {
             control: free_port()?,
             front: free_port()?,
         };
-        stack.write_overlay("flashtix", &[])?;
+        stack.write_overlay("flashtix", &[], None)?;
         let mut services: Vec<&str> = Dependency::ALL.iter().map(|d| d.name()).collect();
         services.push(FAULTS);
         let mut args = vec!["up", "-d", "--no-build"];
@@ -160,32 +163,16 @@ impl Dependencies {
     /// The override file: the `faults` container, and every role as a drill
     /// runs it — `flashtix serve` with the drill's flags in its namespace,
     /// through the proxies, never restarted by Docker (the drill decides).
-    fn write_overlay(&self, namespace: &str, flags: &[String]) -> io::Result<()> {
-        // Compose reads `$` as the start of a variable.
-        let literal = |text: &str| text.replace('$', "$$");
+    /// `public_keys`: the JWKS file the roles verify tokens with.
+    fn write_overlay(
+        &self,
+        namespace: &str,
+        flags: &[String],
+        public_keys: Option<&Path>,
+    ) -> io::Result<()> {
         let mut command = vec!["flashtix".to_owned(), "serve".to_owned()];
         command.extend(flags.iter().map(|f| literal(f)));
-        let mut environment = json!({
-            "FLASHTIX_NAMESPACE": namespace,
-            "FLASHTIX_ADMIN_TOKEN": "flashtix-chaos",
-            "RUST_LOG": "warn",
-        });
-        let through = |route: (&str, u16, &str)| format!("{FAULTS}:{}", route.1);
-        let proxied = urls(
-            &through(ROUTES[0]),
-            &through(ROUTES[1]),
-            &through(ROUTES[2]),
-        );
-        for (name, value) in proxied.env() {
-            environment[name] = json!(value);
-        }
-        // A known-bad variant asked of the drill reaches the roles.
-        if let Some(bad) = std::env::var("FLASHTIX_KNOWN_BAD")
-            .ok()
-            .filter(|b| !b.is_empty())
-        {
-            environment["FLASHTIX_KNOWN_BAD"] = json!(literal(&bad));
-        }
+        let (environment, volumes) = role_environment(namespace, public_keys);
         // Docker's healthchecks all but off: the driver runs them when it
         // waits (see [`ready`]). Nothing restarts by itself: the drill decides.
         let rarely = json!({"interval": "1h"});
@@ -202,6 +189,7 @@ impl Dependencies {
                 json!({
                     "command": command,
                     "environment": environment,
+                    "volumes": volumes,
                     "restart": "no",
                     "healthcheck": rarely,
                 }),
@@ -243,8 +231,9 @@ impl Dependencies {
         dir: &Path,
         namespace: &str,
         flags: &[String],
+        public_keys: &Path,
     ) -> io::Result<Sale> {
-        self.write_overlay(namespace, flags)?;
+        self.write_overlay(namespace, flags, Some(public_keys))?;
         let mut args = vec!["up", "-d", "--no-build", "--no-deps", "--force-recreate"];
         args.extend(PROCESS_NAMES);
         self.compose.run(&args).await?;
@@ -418,4 +407,44 @@ impl Sale {
             let _ = log.write_all(format!("{at} {line}\n").as_bytes()).await;
         }
     }
+}
+
+/// Compose reads `$` as the start of a variable: `text` as itself.
+fn literal(text: &str) -> String {
+    text.replace('$', "$$")
+}
+
+/// The environment of every role in a drill (its namespace, the
+/// dependencies through the proxies, a known-bad variant asked of the
+/// drill, the public keys), and the volumes it needs: the JWKS file alone,
+/// never the private key beside it.
+fn role_environment(namespace: &str, public_keys: Option<&Path>) -> (Value, Vec<String>) {
+    let mut environment = json!({
+        "FLASHTIX_NAMESPACE": namespace,
+        "RUST_LOG": "warn",
+    });
+    let through = |route: (&str, u16, &str)| format!("{FAULTS}:{}", route.1);
+    let proxied = urls(
+        &through(ROUTES[0]),
+        &through(ROUTES[1]),
+        &through(ROUTES[2]),
+    );
+    for (name, value) in proxied.env() {
+        environment[name] = json!(value);
+    }
+    if let Some(bad) = std::env::var("FLASHTIX_KNOWN_BAD")
+        .ok()
+        .filter(|b| !b.is_empty())
+    {
+        environment["FLASHTIX_KNOWN_BAD"] = json!(literal(&bad));
+    }
+    let mut volumes = Vec::new();
+    if let Some(keys) = public_keys {
+        environment["FLASHTIX_TOKEN_KEYS"] = json!(KEYS_IN_CONTAINER);
+        volumes.push(format!(
+            "{}:{KEYS_IN_CONTAINER}:ro",
+            literal(&keys.to_string_lossy())
+        ));
+    }
+    (environment, volumes)
 }

@@ -36,8 +36,8 @@ pub struct StormArgs {
     #[command(flatten)]
     pub(super) signer: SignerArgs,
     /// Or each purchase's buyer is a token of this file (one a line, used in
-    /// turn): the buyer is its subject
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["signing_key", "token_secret_file"])]
+    /// turn): the buyer is its subject (a key to sign with is then unused)
+    #[arg(long, value_name = "FILE")]
     pub(super) tokens: Option<PathBuf>,
 
     /// Calibration: plain requests to this URL with the same engine; no buying, no check
@@ -84,4 +84,15 @@ pub struct StormArgs {
     /// together
     #[arg(long, value_name = "TIME")]
     pub(super) start_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl StormArgs {
+    /// These flags, the buyers' tokens signed with the private key of
+    /// `signing_key` (whatever the environment says).
+    pub fn signed_by(mut self, signing_key: PathBuf) -> Self {
+        self.signer.signing_key = Some(signing_key);
+        self.signer.token_secret_file = None;
+        self.tokens = None;
+        self
+    }
 }

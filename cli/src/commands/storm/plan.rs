@@ -11,7 +11,7 @@ use super::args::StormArgs;
 use super::engine::{self, Model, RawRequest, Shard, Tls, Work};
 use super::outputs::Outputs;
 use super::report::Threshold;
-use super::tokens::BuyerTokens;
+use super::tokens::{BuyerTokens, Numbers, MOST_AHEAD};
 use super::workload::{Buyers, Quantities, Schedule};
 use super::{seats, StormOptions};
 use crate::commands::keys::Signer;
@@ -182,11 +182,19 @@ impl StormPlan {
             Identities::Untokened => None,
             Identities::Listed(tokens) => Some(tokens.clone()),
             Identities::Signed(signer) => {
-                let (tokens, minting) =
-                    BuyerTokens::mint(signer.clone(), self.sending.shard, self.planned(), &user);
+                let shard = self.sending.shard;
+                let numbers = Numbers {
+                    first: shard.index,
+                    step: shard.count,
+                };
+                let ahead = self
+                    .planned()
+                    .map_or(0, |planned| shard.share_of(planned.min(MOST_AHEAD)));
+                let (tokens, minting) = BuyerTokens::mint(signer.clone(), numbers, ahead, &user);
                 if minting.tokens > 0 {
+                    // Not "storm: ...": a drill reads that as "sending".
                     eprintln!(
-                        "storm: {} buyer tokens signed in {:.2} s, before the first send",
+                        "tokens: {} buyers' tokens signed in {:.2} s, before the first send",
                         minting.tokens,
                         minting.took.as_secs_f64()
                     );
@@ -236,10 +244,14 @@ fn sends(args: &StormArgs, options: &StormOptions) -> anyhow::Result<(String, Se
         revisits: share("--revisit", options.revisit, 0.0)?,
         seat_retry: share("--seat-retry", options.seat_retry, 0.5)?,
         retries: options.retries.unwrap_or(0),
-        identities: match (args.signer.signer()?, &args.tokens) {
-            (Some(signer), _) => Identities::Signed(Arc::new(signer)),
-            (None, Some(file)) => Identities::Listed(BuyerTokens::read(file)?),
-            (None, None) => Identities::Untokened,
+        identities: match &args.tokens {
+            Some(file) => Identities::Listed(BuyerTokens::read(file)?),
+            None => args
+                .signer
+                .signer()?
+                .map_or(Identities::Untokened, |signer| {
+                    Identities::Signed(Arc::new(signer))
+                }),
         },
     };
     if let Some(url) = &args.raw {

@@ -13,13 +13,20 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use flashtix_server::identity::Access;
 
-use super::engine::Shard;
 use crate::commands::keys::Signer;
 
 /// How long a minted token is valid: longer than any storm and its settling.
 const MINTED_TTL: Duration = Duration::from_secs(6 * 3600);
 /// The most tokens signed before the first send (more are signed as sent).
-const MOST_AHEAD: u64 = 2_000_000;
+pub const MOST_AHEAD: u64 = 2_000_000;
+
+/// The purchases this process sends: `first`, `first + step`, ... (its
+/// shard's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Numbers {
+    pub first: u64,
+    pub step: u64,
+}
 
 /// Each purchase's token.
 #[derive(Clone)]
@@ -38,11 +45,11 @@ impl std::fmt::Debug for BuyerTokens {
     }
 }
 
-/// Tokens the storm signs: those of this shard's first purchases signed
+/// Tokens the storm signs: those of this process's first purchases signed
 /// before the storm starts, any later one as it is sent.
 pub struct Minted {
     signer: Arc<Signer>,
-    shard: Shard,
+    numbers: Numbers,
     ahead: Vec<Box<str>>,
 }
 
@@ -53,49 +60,33 @@ pub struct Minting {
 }
 
 impl BuyerTokens {
-    /// Signs the tokens of this shard's purchases below `planned` (all of
-    /// them when the plan says how many; none when it does not: a closed
-    /// storm sends when answers come, on no schedule to fall behind), on
-    /// every core, before the first send. `user_id`: each purchase's buyer.
+    /// Signs the tokens of the first `ahead` of this process's purchases
+    /// (`numbers`), on every core, before the first send: all of them when
+    /// the plan says how many (none when it does not: a closed storm sends
+    /// when answers come, on no schedule to fall behind). `user_id`: each
+    /// purchase's buyer.
     pub fn mint(
         signer: Arc<Signer>,
-        shard: Shard,
-        planned: Option<u64>,
-        user_id: &(dyn Fn(u64) -> String + Sync),
+        numbers: Numbers,
+        ahead: u64,
+        user_id: &dyn Fn(u64) -> String,
     ) -> (Self, Minting) {
         let started = Instant::now();
-        let count = planned.map_or(0, |planned| shard.share_of(planned.min(MOST_AHEAD)));
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
-        let per_thread = count.div_ceil(threads.max(1)).max(1);
-        let signer_ref = &*signer;
-        let ahead: Vec<Box<str>> = std::thread::scope(|scope| {
-            let parts: Vec<_> = (0..count)
-                .step_by(per_thread as usize)
-                .map(|first| {
-                    scope.spawn(move || {
-                        (first..(first + per_thread).min(count))
-                            .map(|i| {
-                                let number = shard.index + i * shard.count;
-                                signer_ref
-                                    .sign(&user_id(number), Access::Buyer, MINTED_TTL)
-                                    .into_boxed_str()
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            parts
-                .into_iter()
-                .flat_map(|part| part.join().expect("signing does not panic"))
-                .collect()
-        });
+        let subjects: Vec<String> = (0..ahead)
+            .map(|i| user_id(numbers.first + i * numbers.step))
+            .collect();
+        let ahead: Vec<Box<str>> = signer
+            .sign_all(&subjects, MINTED_TTL)
+            .into_iter()
+            .map(String::into_boxed_str)
+            .collect();
         let minting = Minting {
             tokens: ahead.len() as u64,
             took: started.elapsed(),
         };
         let minted = Minted {
             signer,
-            shard,
+            numbers,
             ahead,
         };
         (Self::Minted(Arc::new(minted)), minting)
@@ -131,7 +122,7 @@ impl BuyerTokens {
     pub fn of(&self, number: u64, user_id: String) -> (String, Arc<str>) {
         match self {
             Self::Minted(minted) => {
-                let index = (number - minted.shard.index) / minted.shard.count;
+                let index = (number - minted.numbers.first) / minted.numbers.step;
                 let token = match minted.ahead.get(index as usize) {
                     Some(token) => Arc::from(&**token),
                     None => minted
@@ -181,11 +172,11 @@ mod tests {
     }
 
     #[test]
-    fn a_shards_planned_tokens_are_signed_ahead_and_later_ones_when_sent() {
-        let shard = Shard { index: 1, count: 3 };
+    fn a_shards_first_tokens_are_signed_ahead_and_later_ones_when_sent() {
+        // The second of three shards: purchases 1, 4, 7, ...; 3 of them ahead.
+        let numbers = Numbers { first: 1, step: 3 };
         let user = |number: u64| format!("buyer-{number}");
-        let (tokens, minting) = BuyerTokens::mint(Arc::new(signer()), shard, Some(10), &user);
-        // Purchases 1, 4 and 7 are this shard's below 10.
+        let (tokens, minting) = BuyerTokens::mint(Arc::new(signer()), numbers, 3, &user);
         assert_eq!(minting.tokens, 3);
         for number in [1, 4, 7, 10, 13] {
             let (buyer, token) = tokens.of(number, user(number));

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# What buyer tokens cost the order path, in one run on this machine:
+# `flashtix serve --role api` twice, wrk driving new buyers at it the same way
+# (bench/orders.lua), accepted durable orders/s and the server's CPU per
+# order each time:
+#   1. without tokens (--no-tokens: the body's user_id names the buyer);
+#   2. with tokens: EdDSA keys of `flashtix keys init`, each request a new
+#      buyer's token (signed before wrk starts, `flashtix token --count`), so
+#      every order pays one signature check; no per-buyer rate limit;
+#   3. the same with the per-buyer rate limit (the default, 10/s): every
+#      request a bucket of a new buyer;
+# and the ratios to the first. Uses its own namespace (bench_tokens).
+#   bench/tokens.sh     # DURATION=10s CONNECTIONS=64 PORT=18094
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+. bench/common.sh
+bench_setup bench_tokens 18094
+release_build
+work=$(mktemp -d)
+server=
+trap '[ -n "$server" ] && kill $server 2>/dev/null; wait; rm -rf "$work"' EXIT
+
+sql() { psql -h 127.0.0.1 -U postgres -d postgres -Atc "SET search_path = bench_tokens; $1" | tail -n 1; }
+
+$flashtix keys init --dir "$work/keys" >/dev/null
+# More tokens than wrk sends in DURATION at this machine's rate.
+count=${TOKENS_COUNT:-400000}
+started=$SECONDS
+$flashtix token --signing-key "$work/keys/signing-key.pem" --sub bench --count "$count" --ttl 2h \
+  >"$work/tokens"
+echo "signed $count tokens in $((SECONDS - started)) s (before wrk starts)"
+
+# `run LABEL FLAGS...`: a fresh sale, `serve --role api FLAGS`, wrk; prints
+# one line and leaves the rate in $rate.
+run() {
+  local label=$1
+  shift
+  $flashtix reset --tickets 100000000 --max-per-user 4 --json "$work/events.json" >/dev/null
+  local event
+  event=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[0]["id"])' "$work/events.json")
+  env -u FLASHTIX_NO_TOKENS $flashtix serve --bind "127.0.0.1:$port" --role api "$@" >/dev/null &
+  server=$!
+  for _ in $(seq 100); do curl -fs "$target/ready" >/dev/null && break; sleep 0.1; done
+  python3 bench/cpu.py snapshot "$work/cpu"
+  (
+    EVENT_ID=$event wrk -t1 -c"$connections" -d"$duration" -s bench/orders.lua "$target" >"$work/wrk"
+    times >"$work/wrk-times"
+  )
+  local wrk_cpu
+  wrk_cpu=$(python3 -c '
+import re, sys
+m = [float(a or 0) * 60 + float(b) for a, b in re.findall(r"(?:(\d+)m)?([\d.]+)s", sys.argv[1])]
+print(m[0] + m[1])' "$(tail -n 1 "$work/wrk-times")")
+  local orders seconds
+  orders=$(sql "SELECT count(*) FROM orders")
+  seconds=$(sed -n 's/.*requests in \([0-9.]*\)s.*/\1/p' "$work/wrk")
+  rate=$(python3 -c "print(round($orders / $seconds))")
+  echo "== $label: $orders accepted durable orders in ${seconds}s = $rate/s"
+  grep '^status' "$work/wrk"
+  python3 bench/cpu.py since "$work/cpu" "$orders" "$wrk_cpu"
+  kill $server
+  wait $server 2>/dev/null || true
+  server=
+}
+
+run "tokens off" --no-tokens
+off=$rate
+TOKENS=$work/tokens run "tokens on (EdDSA), no rate limit" --token-keys "$work/keys/jwks.json" \
+  --buyer-rate 0
+on=$rate
+TOKENS=$work/tokens run "tokens on (EdDSA), rate limit 10/s a buyer" \
+  --token-keys "$work/keys/jwks.json"
+limited=$rate
+python3 -c "print(f'tokens on / off: {$on / $off:.2f}; with the rate limit / off: {$limited / $off:.2f}')"
