@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # What buyer tokens cost the order path, in one run on this machine:
-# `flashtix serve --role api` twice, wrk driving new buyers at it the same way
+# `flashtix serve --role api` four times, wrk driving new buyers at it the same way
 # (bench/orders.lua), accepted durable orders/s and the server's CPU per
 # order each time:
 #   1. without tokens (--no-tokens: the body's user_id names the buyer);
-#   2. with tokens: EdDSA keys of `flashtix keys init`, each request a new
-#      buyer's token (signed before wrk starts, `flashtix token --count`), so
-#      every order pays one signature check; no per-buyer rate limit;
-#   3. the same with the per-buyer rate limit (the default, 10/s): every
+#   2. with HS256 tokens (a shared secret), each request a new buyer's token
+#      (signed before wrk starts, `flashtix token --count`), so every order
+#      pays one signature check; no per-buyer rate limit;
+#   3. the same with EdDSA tokens (the key pair of `flashtix keys init`);
+#   4. HS256 with the per-buyer rate limit (the default, 10/s): every
 #      request a bucket of a new buyer;
 # and the ratios to the first. Uses its own namespace (bench_tokens).
 #   bench/tokens.sh     # DURATION=10s CONNECTIONS=64 PORT=18094
@@ -24,12 +25,16 @@ trap '[ -n "$server" ] && kill $server 2>/dev/null; wait; rm -rf "$work"' EXIT
 sql() { psql -h 127.0.0.1 -U postgres -d postgres -Atc "SET search_path = bench_tokens; $1" | tail -n 1; }
 
 $flashtix keys init --dir "$work/keys" >/dev/null
+head -c 32 /dev/urandom | base64 >"$work/secret"
 # More tokens than wrk sends in DURATION at this machine's rate.
 count=${TOKENS_COUNT:-400000}
-started=$SECONDS
-$flashtix token --signing-key "$work/keys/signing-key.pem" --sub bench --count "$count" --ttl 2h \
-  >"$work/tokens"
-echo "signed $count tokens in $((SECONDS - started)) s (before wrk starts)"
+for kind in eddsa hs256; do
+  if [ $kind = eddsa ]; then key=(--signing-key "$work/keys/signing-key.pem"); else key=(--token-secret-file "$work/secret"); fi
+  started=$SECONDS
+  env -u FLASHTIX_SIGNING_KEY -u FLASHTIX_TOKEN_SECRET_FILE \
+    $flashtix token "${key[@]}" --sub "bench-$kind" --count "$count" --ttl 2h >"$work/$kind.tokens"
+  echo "signed $count $kind tokens in $((SECONDS - started)) s (before wrk starts)"
+done
 
 # `run LABEL FLAGS...`: a fresh sale, `serve --role api FLAGS`, wrk; prints
 # one line and leaves the rate in $rate.
@@ -66,10 +71,13 @@ print(m[0] + m[1])' "$(tail -n 1 "$work/wrk-times")")
 
 run "tokens off" --no-tokens
 off=$rate
-TOKENS=$work/tokens run "tokens on (EdDSA), no rate limit" --token-keys "$work/keys/jwks.json" \
+TOKENS=$work/hs256.tokens run "HS256 tokens, no rate limit" --token-secret-file "$work/secret" \
   --buyer-rate 0
-on=$rate
-TOKENS=$work/tokens run "tokens on (EdDSA), rate limit 10/s a buyer" \
-  --token-keys "$work/keys/jwks.json"
+hs256=$rate
+TOKENS=$work/eddsa.tokens run "EdDSA tokens, no rate limit" --token-keys "$work/keys/jwks.json" \
+  --buyer-rate 0
+eddsa=$rate
+TOKENS=$work/hs256.tokens run "HS256 tokens, rate limit 10/s a buyer" \
+  --token-secret-file "$work/secret"
 limited=$rate
-python3 -c "print(f'tokens on / off: {$on / $off:.2f}; with the rate limit / off: {$limited / $off:.2f}')"
+python3 -c "print(f'against tokens off: HS256 {$hs256 / $off:.2f}, EdDSA {$eddsa / $off:.2f}, HS256 with the rate limit {$limited / $off:.2f}')"
