@@ -347,14 +347,23 @@ fn log_file(recipe: &Recipe) -> io::Result<std::fs::File> {
         .open(&recipe.log)
 }
 
-/// Whether `name` says how tokens are signed or verified.
+/// Whether `name` says who may ask a sale: how tokens are signed or
+/// verified, whether there are any, how fast one buyer may ask.
 fn is_token_setting(name: &str) -> bool {
-    name.starts_with("FLASHTIX_TOKEN_") || name == "FLASHTIX_SIGNING_KEY"
+    name.starts_with("FLASHTIX_TOKEN_")
+        || matches!(
+            name,
+            "FLASHTIX_SIGNING_KEY"
+                | "FLASHTIX_NO_TOKENS"
+                | "FLASHTIX_BUYER_RATE"
+                | "FLASHTIX_BUYER_BURST"
+        )
 }
 
 /// `env` set on `command`. If it says how tokens are signed or verified,
-/// it alone does: no such setting of this process's own environment is
-/// inherited (a drill's sale has keys of its own, whoever runs the drill).
+/// it alone says who may ask: no such setting of this process's own
+/// environment is inherited (a drill's sale has keys of its own, and the
+/// defaults, whoever runs the drill).
 pub fn with_env(command: &mut Command, env: &[(String, String)]) {
     if env.iter().any(|(name, _)| is_token_setting(name)) {
         for (name, _) in std::env::vars_os() {

@@ -102,8 +102,14 @@ struct Keys {
 
 impl Keys {
     fn make() -> anyhow::Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
         let dir = std::env::temp_dir().join(format!("flashtix-demo-keys-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).context("a folder for the demo's keys")?;
+        // Its own, and nobody else's: made fresh, readable by us alone.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .context("a folder for the demo's keys")?;
         let made = super::keys::make_pair(&dir);
         let keys = |(signing_key, public_keys)| Self {
             dir: dir.clone(),

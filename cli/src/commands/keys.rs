@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use flashtix_model::input::has_control;
 use flashtix_server::identity::keys::{self, read_secret, SigningKey};
 use flashtix_server::identity::tokens::{Claims, MAX_SUBJECT_CHARS};
 use flashtix_server::identity::{Access, DEFAULT_AUDIENCE, DEFAULT_ISSUER};
@@ -101,8 +102,9 @@ fn write_key(dir: &Path, mut earlier: Vec<serde_json::Value>) -> anyhow::Result<
     let (pem, public) = keys::generate()?;
     let kid = public["kid"].as_str().unwrap_or_default().to_owned();
     earlier.push(public);
-    // The public keys first: a token of the new key must verify as soon as
-    // anyone can sign one.
+    // The public keys first: a sale started from here on verifies the new
+    // key's tokens as soon as anyone can sign one (a running sale reads its
+    // keys when it starts: restart it after a rotation).
     replace(
         &dir.join(PUBLIC_KEYS),
         format!("{:#}\n", keys::key_set(earlier)).as_bytes(),
@@ -233,9 +235,9 @@ pub fn token(args: TokenArgs) -> Result<ExitCode, Failure> {
         )));
     };
     let chars = args.sub.chars().count();
-    if chars == 0 || chars > MAX_SUBJECT_CHARS {
+    if chars == 0 || chars > MAX_SUBJECT_CHARS || has_control(&args.sub) {
         return Err(Failure::usage(anyhow::anyhow!(
-            "--sub must be 1 to {MAX_SUBJECT_CHARS} characters"
+            "--sub must be 1 to {MAX_SUBJECT_CHARS} printable characters"
         )));
     }
     let Some(count) = args.count else {

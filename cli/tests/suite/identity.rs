@@ -59,7 +59,16 @@ async fn keys_made_rotated_and_tokens_signed_by_the_cli_verify() {
     let set: Value =
         serde_json::from_slice(&std::fs::read(dir.join("jwks.json")).unwrap()).unwrap();
     assert_eq!(set["keys"].as_array().unwrap().len(), 2, "{set}");
+    assert_ne!(std::fs::read(&private).unwrap(), pair, "a new signing key");
     let new = sign(&["--sub", "bob"]);
+    // The new token is the new key's: its header names the second kid.
+    let header = new.split('.').next().unwrap();
+    let header: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["kid"], set["keys"][1]["kid"], "{header}");
+    assert_ne!(set["keys"][0]["kid"], set["keys"][1]["kid"]);
     let verifier = verifier(&dir);
     assert_eq!(&*verifier.verify(old.trim()).unwrap().subject, "alice");
     assert_eq!(&*verifier.verify(new.trim()).unwrap().subject, "bob");

@@ -86,8 +86,7 @@ pub async fn show(
     Ok(Json(order).into_response())
 }
 
-/// The most orders `GET /me/orders` lists: far more than a sale lets one
-/// buyer have.
+/// The most orders `GET /me/orders` lists (the newest), over every event.
 const MY_ORDERS: i64 = 100;
 
 /// The caller's own orders, newest first.

@@ -125,6 +125,17 @@ impl PublicKeys {
         if keys.is_empty() {
             bail!("it holds no keys");
         }
+        if keys.len() > 1 {
+            // A token names its key by kid: a key without one, or a kid
+            // twice, is a key no token could be sure to reach.
+            let mut kids: Vec<&str> = keys.iter().filter_map(|(kid, _)| kid.as_deref()).collect();
+            let named = kids.len();
+            kids.sort_unstable();
+            kids.dedup();
+            if named < keys.len() || kids.len() < named {
+                bail!("with several keys, each needs a kid of its own");
+            }
+        }
         Ok(Self { keys })
     }
 }
@@ -220,6 +231,13 @@ mod tests {
             .err()
             .unwrap();
         assert!(format!("{error:#}").contains("no keys"), "{error:#}");
+        let (_, twin) = generate().unwrap();
+        let twice = key_set(vec![twin.clone(), twin]).to_string();
+        let error = PublicKeys::parse(&twice, Algorithm::EdDSA).err().unwrap();
+        assert!(
+            format!("{error:#}").contains("a kid of its own"),
+            "{error:#}"
+        );
         assert!(PublicKeys::parse("{}", Algorithm::EdDSA).is_err());
     }
 

@@ -246,13 +246,13 @@ impl Verifier {
     fn recall(&self, token: &str, now: u64) -> Option<Caller> {
         let remembered = self.remembered.lock().expect("never poisoned");
         let (caller, expires) = remembered.get(token)?;
-        (now < expires + LEEWAY_SECONDS).then(|| caller.clone())
+        (now < expires.saturating_add(LEEWAY_SECONDS)).then(|| caller.clone())
     }
 
     fn remember(&self, token: &str, caller: &Caller, expires: u64, now: u64) {
         let mut remembered = self.remembered.lock().expect("never poisoned");
         if remembered.len() >= REMEMBERED {
-            remembered.retain(|_, (_, expires)| now < *expires + LEEWAY_SECONDS);
+            remembered.retain(|_, (_, expires)| now < expires.saturating_add(LEEWAY_SECONDS));
             if remembered.len() >= REMEMBERED {
                 remembered.clear();
             }

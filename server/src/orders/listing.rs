@@ -23,8 +23,11 @@ pub async fn of_buyer(pool: &PgPool, user_id: &str, limit: i64) -> sqlx::Result<
     rows.iter().map(Order::from_row).collect()
 }
 
-/// An event's orders in the order they were taken (ids are time-ordered),
-/// `limit` of them after the order `after`.
+/// An event's orders in the order they were admitted (ids are time-ordered),
+/// `limit` of them after the order `after`. While a sale runs, an order
+/// admitted before `after` may commit after the page was read: a page is
+/// what was written when it was read, and a list read after the sale is
+/// complete.
 pub async fn of_event(
     pool: &PgPool,
     event_id: i64,
@@ -109,7 +112,8 @@ pub async fn summary(pool: &PgPool, event_id: i64) -> sqlx::Result<Option<Summar
 }
 
 /// Whether `organizer` may read `event_id`'s orders: it created the event,
-/// or nobody did (seeded by `flashtix reset`). `None`: no such event.
+/// or no organizer did (the house's: seeded by `flashtix reset`, or made
+/// before events recorded their organizer). `None`: no such event.
 pub async fn organizer_may_read(
     pool: &PgPool,
     event_id: i64,

@@ -59,7 +59,8 @@ pub enum RequestError {
 }
 
 pub const MAX_KEY_LEN: usize = 128;
-pub const MAX_USER_ID_LEN: usize = 64;
+/// A buyer's id: a token's subject, as long as a subject may be.
+pub const MAX_USER_ID_LEN: usize = crate::identity::tokens::MAX_SUBJECT_CHARS;
 /// The most seats one order may name.
 pub const MAX_SEATS: usize = 64;
 

@@ -88,10 +88,13 @@ pub struct StormArgs {
 
 impl StormArgs {
     /// These flags, the buyers' tokens signed with the private key of
-    /// `signing_key` (whatever the environment says).
+    /// `signing_key` for the default audience and issuer (whatever the
+    /// environment says: the sale it buys from was started with them).
     pub fn signed_by(mut self, signing_key: PathBuf) -> Self {
         self.signer.signing_key = Some(signing_key);
         self.signer.token_secret_file = None;
+        self.signer.token_audience = flashtix_server::identity::DEFAULT_AUDIENCE.to_owned();
+        self.signer.token_issuer = flashtix_server::identity::DEFAULT_ISSUER.to_owned();
         self.tokens = None;
         self
     }

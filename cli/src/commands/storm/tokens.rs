@@ -17,8 +17,9 @@ use crate::commands::keys::Signer;
 
 /// How long a minted token is valid: longer than any storm and its settling.
 const MINTED_TTL: Duration = Duration::from_secs(6 * 3600);
-/// The most tokens signed before the first send (more are signed as sent).
-pub const MOST_AHEAD: u64 = 2_000_000;
+/// The most tokens signed before the first send (more are signed as sent):
+/// about 350 MB of EdDSA tokens.
+pub const MOST_AHEAD: u64 = 1_000_000;
 
 /// The purchases this process sends: `first`, `first + step`, ... (its
 /// shard's).
@@ -101,6 +102,16 @@ impl BuyerTokens {
             let token = token.trim();
             if token.is_empty() {
                 continue;
+            }
+            if !token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            {
+                bail!(
+                    "--tokens {} line {}: a token is base64url parts and dots",
+                    file.display(),
+                    line + 1
+                );
             }
             let subject = subject_of(token).with_context(|| {
                 format!(
