@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use flashtix_model::input::has_control;
+use flashtix_server::identity::config::TokenScope;
 use flashtix_server::identity::keys::{self, read_secret, SigningKey};
 use flashtix_server::identity::tokens::{Claims, MAX_SUBJECT_CHARS};
-use flashtix_server::identity::{Access, DEFAULT_AUDIENCE, DEFAULT_ISSUER};
+use flashtix_server::identity::Access;
 
 use super::Failure;
 
@@ -146,19 +147,14 @@ pub struct SignerArgs {
     /// (HS256) the sale verifies with
     #[arg(long, env = "FLASHTIX_TOKEN_SECRET_FILE", value_name = "FILE")]
     pub token_secret_file: Option<PathBuf>,
-    /// The audience (aud) tokens name
-    #[arg(long, env = "FLASHTIX_TOKEN_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
-    pub token_audience: String,
-    /// The issuer (iss) tokens name
-    #[arg(long, env = "FLASHTIX_TOKEN_ISSUER", default_value = DEFAULT_ISSUER)]
-    pub token_issuer: String,
+    #[command(flatten)]
+    pub scope: TokenScope,
 }
 
 /// Signs tokens for any subject.
 pub struct Signer {
     key: SigningKey,
-    audience: String,
-    issuer: String,
+    scope: TokenScope,
 }
 
 impl SignerArgs {
@@ -172,15 +168,18 @@ impl SignerArgs {
         };
         Ok(Some(Signer {
             key,
-            audience: self.token_audience.clone(),
-            issuer: self.token_issuer.clone(),
+            scope: self.scope.clone(),
         }))
     }
 }
 
 impl Signer {
     pub fn sign(&self, subject: &str, access: Access, ttl: Duration) -> String {
-        let claims = Claims::new(subject, access, ttl, &self.audience, &self.issuer);
+        let TokenScope {
+            token_audience,
+            token_issuer,
+        } = &self.scope;
+        let claims = Claims::new(subject, access, ttl, token_audience, token_issuer);
         self.key.sign(&claims)
     }
 

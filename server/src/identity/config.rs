@@ -28,12 +28,8 @@ pub struct IdentityArgs {
     /// with, HS256, instead of --token-keys
     #[arg(long, env = "FLASHTIX_TOKEN_SECRET_FILE", value_name = "FILE")]
     pub token_secret_file: Option<PathBuf>,
-    /// The audience (aud) a token must name
-    #[arg(long, env = "FLASHTIX_TOKEN_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
-    pub token_audience: String,
-    /// The issuer (iss) a token must name
-    #[arg(long, env = "FLASHTIX_TOKEN_ISSUER", default_value = DEFAULT_ISSUER)]
-    pub token_issuer: String,
+    #[command(flatten)]
+    pub scope: TokenScope,
     /// Take no tokens: a buyer is whoever the body's user_id says, orders
     /// are readable by id, organizer calls are refused. For measuring what
     /// tokens cost, never for a sale
@@ -45,6 +41,27 @@ pub struct IdentityArgs {
     /// Requests one buyer may make at once before the rate applies
     #[arg(long, env = "FLASHTIX_BUYER_BURST", default_value_t = 20)]
     pub buyer_burst: u32,
+}
+
+/// Whom tokens are for and who issues them: what the sale requires of a
+/// token, and what `flashtix token` and the storm write into theirs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TokenScope {
+    /// The audience (aud) of tokens
+    #[arg(long, env = "FLASHTIX_TOKEN_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
+    pub token_audience: String,
+    /// The issuer (iss) of tokens
+    #[arg(long, env = "FLASHTIX_TOKEN_ISSUER", default_value = DEFAULT_ISSUER)]
+    pub token_issuer: String,
+}
+
+impl Default for TokenScope {
+    fn default() -> Self {
+        Self {
+            token_audience: DEFAULT_AUDIENCE.to_owned(),
+            token_issuer: DEFAULT_ISSUER.to_owned(),
+        }
+    }
 }
 
 /// Who may ask, once configured.
@@ -82,7 +99,7 @@ impl IdentityArgs {
             (Some(per_second), Some(burst)) => Some(Rate { per_second, burst }),
             (Some(_), None) => bail!("--buyer-burst must be at least 1 (or --buyer-rate 0)"),
         };
-        let (audience, issuer) = (&self.token_audience, &self.token_issuer);
+        let (audience, issuer) = (&self.scope.token_audience, &self.scope.token_issuer);
         let verifier = match (&self.token_keys, &self.token_secret_file, self.no_tokens) {
             (Some(_), Some(_), _) => {
                 bail!("give --token-keys or --token-secret-file, not both")

@@ -8,6 +8,7 @@ use super::engine::Shard;
 use super::outputs::Outputs;
 use super::StormOptions;
 use crate::commands::keys::SignerArgs;
+use flashtix_server::identity::config::TokenScope;
 
 #[derive(clap::Args)]
 pub struct StormArgs {
@@ -93,8 +94,7 @@ impl StormArgs {
     pub fn signed_by(mut self, signing_key: PathBuf) -> Self {
         self.signer.signing_key = Some(signing_key);
         self.signer.token_secret_file = None;
-        self.signer.token_audience = flashtix_server::identity::DEFAULT_AUDIENCE.to_owned();
-        self.signer.token_issuer = flashtix_server::identity::DEFAULT_ISSUER.to_owned();
+        self.signer.scope = TokenScope::default();
         self.tokens = None;
         self
     }

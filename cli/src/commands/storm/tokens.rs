@@ -176,8 +176,7 @@ mod tests {
         let args = SignerArgs {
             signing_key: None,
             token_secret_file: Some(secret),
-            token_audience: "flashtix".into(),
-            token_issuer: "flashtix".into(),
+            scope: Default::default(),
         };
         args.signer().unwrap().unwrap()
     }
