@@ -21,3 +21,24 @@ release_build() {
   cargo build --release -q -p flashtix
   flashtix=target/release/flashtix
 }
+
+# `wrk_orders EVENT`: new buyers at EVENT with bench/orders.lua (TOKENS, if
+# set, reaches it), the CPU of every component measured from the start;
+# leaves wrk's report in $work/wrk and sets $wrk_cpu (seconds), $orders (in
+# the database: the caller's `sql`), $seconds and $rate (orders a second).
+wrk_orders() {
+  python3 bench/cpu.py snapshot "$work/cpu"
+  # wrk has exited by the time /proc is read again: its CPU comes from the
+  # subshell's own account of its children.
+  (
+    EVENT_ID=$1 wrk -t1 -c"$connections" -d"$duration" -s bench/orders.lua "$target" >"$work/wrk"
+    times >"$work/wrk-times"
+  )
+  wrk_cpu=$(python3 -c '
+import re, sys
+m = [float(a or 0) * 60 + float(b) for a, b in re.findall(r"(?:(\d+)m)?([\d.]+)s", sys.argv[1])]
+print(m[0] + m[1])' "$(tail -n 1 "$work/wrk-times")")
+  orders=$(sql "SELECT count(*) FROM orders")
+  seconds=$(sed -n 's/.*requests in \([0-9.]*\)s.*/\1/p' "$work/wrk")
+  rate=$(python3 -c "print(round($orders / $seconds))")
+}

@@ -47,20 +47,7 @@ run() {
   env -u FLASHTIX_NO_TOKENS $flashtix serve --bind "127.0.0.1:$port" --role api "$@" >/dev/null &
   server=$!
   for _ in $(seq 100); do curl -fs "$target/ready" >/dev/null && break; sleep 0.1; done
-  python3 bench/cpu.py snapshot "$work/cpu"
-  (
-    EVENT_ID=$event wrk -t1 -c"$connections" -d"$duration" -s bench/orders.lua "$target" >"$work/wrk"
-    times >"$work/wrk-times"
-  )
-  local wrk_cpu
-  wrk_cpu=$(python3 -c '
-import re, sys
-m = [float(a or 0) * 60 + float(b) for a, b in re.findall(r"(?:(\d+)m)?([\d.]+)s", sys.argv[1])]
-print(m[0] + m[1])' "$(tail -n 1 "$work/wrk-times")")
-  local orders seconds
-  orders=$(sql "SELECT count(*) FROM orders")
-  seconds=$(sed -n 's/.*requests in \([0-9.]*\)s.*/\1/p' "$work/wrk")
-  rate=$(python3 -c "print(round($orders / $seconds))")
+  wrk_orders "$event"
   echo "== $label: $orders accepted durable orders in ${seconds}s = $rate/s"
   grep '^status' "$work/wrk"
   python3 bench/cpu.py since "$work/cpu" "$orders" "$wrk_cpu"
