@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use flashtix_model::history::{self, Attempt};
-use flashtix_model::report::{Report, Verdict};
+use flashtix_model::report::{Invariant, Report, Verdict};
 use serde::Serialize;
 use sqlx::postgres::PgPoolOptions;
 
@@ -119,6 +119,7 @@ pub async fn run(run: &Run<'_>, stack: &Stack) -> io::Result<DrillReport> {
     // What the storm saw, inside each window and after it.
     let in_docker = matches!(faults.driver, Driver::Docker(_));
     let (mut reasons, reports) = judge_storm(run, storm, unread, &attempts, &samples, in_docker);
+    let verdict = drill_verdict(&reasons, check.as_ref());
     reasons.extend(check_reasons(check.as_ref(), &run.dir));
     let mut outcomes = BTreeMap::new();
     for attempt in &attempts {
@@ -129,11 +130,7 @@ pub async fn run(run: &Run<'_>, stack: &Stack) -> io::Result<DrillReport> {
     Ok(DrillReport {
         drill: run.name.to_owned(),
         seed: run.seed,
-        verdict: if reasons.is_empty() {
-            Verdict::Pass
-        } else {
-            Verdict::Fail
-        },
+        verdict,
         reasons,
         faults: reports,
         outcomes,
@@ -370,6 +367,27 @@ fn recovery_fault(report: &FaultReport, to_the_end: &[String], limit: Duration) 
     }
 }
 
+/// A drill FAILs on what its storm saw (a fault not done, no recovery within
+/// its limit), on a FAIL of `check`, and on orders left unsettled past its
+/// settle limit (its own criterion, which `check` can only call UNKNOWN).
+/// Otherwise a `check` that could not prove the sale (UNKNOWN, or no report)
+/// leaves the drill UNKNOWN: not proven, and not shown broken either.
+fn drill_verdict(storm_reasons: &[String], check: Option<&Report>) -> Verdict {
+    if !storm_reasons.is_empty() {
+        return Verdict::Fail;
+    }
+    let Some(check) = check else {
+        return Verdict::Unknown;
+    };
+    let unsettled = check
+        .finding(Invariant::Settled)
+        .is_some_and(|f| f.verdict != Verdict::Pass);
+    if unsettled {
+        return Verdict::Fail;
+    }
+    check.verdict
+}
+
 /// Why `check` failed the sale: each finding that did not pass.
 fn check_reasons(check: Option<&Report>, dir: &Path) -> Vec<String> {
     let Some(check) = check else {
@@ -450,5 +468,47 @@ mod tests {
         assert!(verdict(report("blackhole redis", 0, None))
             .is_some_and(|why| why.contains("lasted to the storm's end")));
         assert_eq!(verdict(report("latency 200ms postgres", 0, None)), None);
+    }
+
+    fn checked(findings: &[(Invariant, Verdict)]) -> Report {
+        Report::of(
+            findings
+                .iter()
+                .map(|&(invariant, verdict)| flashtix_model::report::Finding {
+                    invariant,
+                    verdict,
+                    checked: 1,
+                    offending: u64::from(verdict != Verdict::Pass),
+                    detail: String::new(),
+                    examples: Vec::new(),
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_drill_check_could_not_prove_is_unknown_and_one_that_broke_fails() {
+        let fine = checked(&[(Invariant::NoOversell, Verdict::Pass)]);
+        let moving = checked(&[
+            (Invariant::NoOversell, Verdict::Pass),
+            (Invariant::QueuesDrained, Verdict::Unknown),
+        ]);
+        let broken = checked(&[
+            (Invariant::NoOversell, Verdict::Fail),
+            (Invariant::QueuesDrained, Verdict::Unknown),
+        ]);
+        let unsettled = checked(&[
+            (Invariant::Settled, Verdict::Unknown),
+            (Invariant::QueuesDrained, Verdict::Unknown),
+        ]);
+        let none: [String; 0] = [];
+        let storm_broke = ["kill api: never recovered".to_owned()];
+        assert_eq!(drill_verdict(&none, Some(&fine)), Verdict::Pass);
+        assert_eq!(drill_verdict(&none, Some(&moving)), Verdict::Unknown);
+        assert_eq!(drill_verdict(&none, None), Verdict::Unknown);
+        assert_eq!(drill_verdict(&none, Some(&broken)), Verdict::Fail);
+        assert_eq!(drill_verdict(&none, Some(&unsettled)), Verdict::Fail);
+        assert_eq!(drill_verdict(&storm_broke, Some(&fine)), Verdict::Fail);
+        assert_eq!(drill_verdict(&storm_broke, Some(&moving)), Verdict::Fail);
     }
 }

@@ -1,6 +1,7 @@
 //! `flashtix chaos list | run NAME… | all | proxy`: failure drills. The drill runner
 //! lives in the chaos crate; here are the flags, the tables and the exit code
-//! (0 only when every drill passed).
+//! (0 when every drill passed, 1 when one broke, 5 when one could not be
+//! proven and none broke).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,6 +13,7 @@ use flashtix_chaos::driver::{local::Dependencies, Stack};
 use flashtix_chaos::faults;
 use flashtix_chaos::runner::{self, DrillReport, Run};
 use flashtix_chaos::switchboard::{Route, Switchboard};
+use flashtix_model::report::Verdict;
 use flashtix_server::startup::signalled;
 
 use flashtix_server::runtime::config::ServerArgs;
@@ -281,11 +283,17 @@ async fn run_drills(drills: Vec<(String, DrillFile)>, options: &RunOptions) -> E
     } else {
         say!("logs, histories and reports: {}", work.display());
     }
-    Ok(if passed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(super::check::exit_code(worst(&reports)))
+}
+
+/// The worst verdict of the runs: one drill broken makes the whole FAIL, one
+/// not proven (and none broken) UNKNOWN.
+fn worst(reports: &[DrillReport]) -> Verdict {
+    reports
+        .iter()
+        .map(|r| r.verdict)
+        .max()
+        .unwrap_or(Verdict::Pass)
 }
 
 /// Runs every drill `--repeat` times on `stack`, printing each report.
@@ -407,10 +415,15 @@ fn print_summary(reports: &[DrillReport]) {
         ]);
     }
     say!("{table}");
-    let failed = reports.iter().filter(|r| !r.passed()).count();
-    match failed {
-        0 => say!("PASS: every drill held ({} runs)", reports.len()),
-        n => say!("FAIL: {n} of {} runs broke", reports.len()),
+    let runs = reports.len();
+    let count = |verdict| reports.iter().filter(|r| r.verdict == verdict).count();
+    match worst(reports) {
+        Verdict::Pass => say!("PASS: every drill held ({runs} runs)"),
+        Verdict::Unknown => say!(
+            "UNKNOWN: {} of {runs} runs could not be proven (none broke)",
+            count(Verdict::Unknown)
+        ),
+        Verdict::Fail => say!("FAIL: {} of {runs} runs broke", count(Verdict::Fail)),
     }
 }
 
@@ -436,7 +449,8 @@ fn index(reports: &[DrillReport], path: &Path) -> String {
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>flashtix chaos</title>\
          <style>body{{font:14px/1.4 system-ui,sans-serif;margin:2em auto;max-width:960px}}\
          table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.2em .6em}}\
-         .PASS{{color:#2e7d32;font-weight:bold}}.FAIL{{color:#c62828;font-weight:bold}}</style>\
+         .PASS{{color:#2e7d32;font-weight:bold}}.FAIL{{color:#c62828;font-weight:bold}}\
+         .UNKNOWN{{color:#b26a00;font-weight:bold}}</style>\
          </head><body><h1>flashtix chaos</h1><table><tr><th>drill</th><th>seed</th>\
          <th>recovered</th><th>settled</th><th>verdict</th><th>why</th></tr>{rows}</table>\
          </body></html>"
