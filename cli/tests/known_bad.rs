@@ -465,19 +465,20 @@ async fn a_poison_message_that_wedges_the_worker_never_settles() {
 
     assert!(good.settled(), "{:#}", good.storm);
     let report = good.judged().await;
-    let failed: Vec<&Value> = report["findings"]
-        .as_array()
-        .unwrap()
+    let parsed: Report = serde_json::from_value(report.clone()).unwrap();
+    let failed: Vec<&Finding> = parsed
+        .findings
         .iter()
-        .filter(|f| f["verdict"] != "PASS")
+        .filter(|f| f.verdict != Verdict::Pass)
         .collect();
     assert_eq!(failed.len(), 1, "{report:#}");
-    assert_eq!(failed[0]["invariant"], "queues_drained");
-    assert_eq!(failed[0]["verdict"], "FAIL");
+    assert_eq!(failed[0].invariant, Invariant::QueuesDrained);
+    assert_eq!(failed[0].verdict, Verdict::Fail);
     assert!(
-        failed[0]["examples"]
-            .to_string()
-            .contains(".dead: 1 dead letter"),
+        failed[0]
+            .examples
+            .iter()
+            .any(|e| e.contains(".dead: 1 dead letter")),
         "{report:#}"
     );
 }
