@@ -6,6 +6,7 @@
 //! - [`gate`]: the Redis admission gate, and repairing it from Postgres;
 //! - [`saga`]: after the commit: the outbox relayed to RabbitMQ, payments,
 //!   settlement, expiry of unpaid holds;
+//! - [`stream`]: the live stock stream buyers watch;
 //! - [`identity`]: who is asking: buyer and organizer tokens, the buyers' rate;
 //! - [`catalogue`]: what is on sale: events, their zones and seats;
 //! - [`sale`]: resetting and seeding a sale;
@@ -24,3 +25,4 @@ pub mod runtime;
 pub mod saga;
 pub mod sale;
 pub mod startup;
+pub mod stream;

@@ -26,6 +26,7 @@ use crate::saga::broker::Topology;
 use crate::saga::payments::provider::Provider;
 use crate::saga::payments::PaymentWorker;
 use crate::saga::settlement::OrderWorker;
+use crate::stream::Streams;
 use flashtix_model::Role;
 
 /// Connections of the order writer: one per event selling at the same moment
@@ -91,7 +92,13 @@ impl Application {
             Arc::clone(&metrics),
             settings.lane_idle,
         );
+        let streams = Arc::new(Streams::new(
+            pool.clone(),
+            settings.stream_every,
+            Arc::clone(&metrics),
+        ));
         let state = AppState {
+            streams,
             pool,
             gate,
             catalogue,
@@ -138,6 +145,13 @@ impl Application {
         let listener = self.listener.tap_io(|stream| {
             let _ = stream.set_nodelay(true);
         });
+        // A stream never ends by itself: stopping ends them, so the graceful
+        // shutdown's wait for open answers can end.
+        let streams = Arc::clone(&state.streams);
+        let shutdown = async move {
+            shutdown.await;
+            streams.close();
+        };
         let served = axum::serve(listener, router(state, serves_api))
             .with_graceful_shutdown(shutdown)
             .await
@@ -156,10 +170,13 @@ async fn forget_idle_buyers(limits: Arc<BuyerLimits>, mut stop: Stop) {
     }
 }
 
-/// The API's own loops: the reconciler, and forgetting idle buyers' rate
-/// buckets.
+/// The API's own loops: the stock streams' producer, the reconciler, and
+/// forgetting idle buyers' rate buckets.
 fn api_loops(settings: &Settings, state: &AppState, stop: &Stop) -> Vec<JoinHandle<()>> {
     let mut loops = Vec::new();
+    if settings.runs(Role::Api) {
+        loops.push(tokio::spawn(Arc::clone(&state.streams).run(stop.clone())));
+    }
     if let Some(limits) = &state.limits {
         loops.push(tokio::spawn(forget_idle_buyers(
             Arc::clone(limits),

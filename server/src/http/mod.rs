@@ -7,6 +7,7 @@ mod events;
 mod health;
 mod openapi;
 mod orders;
+mod stream;
 
 use flashtix_model::ErrorCode;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use crate::gate::Gate;
 use crate::identity::{BuyerLimits, Verifier};
 use crate::orders::Desk;
 use crate::runtime::metrics::Metrics;
+use crate::stream::Streams;
 
 /// The largest body accepted; an order is well under 1 KiB.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -42,6 +44,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Verifies buyer and organizer tokens; `None`: `--no-tokens`.
     pub tokens: Option<Arc<Verifier>>,
+    /// The live stock streams of this process.
+    pub streams: Arc<Streams>,
     /// The buyers' request rate; `None`: no limit.
     pub limits: Option<Arc<BuyerLimits>>,
     /// RabbitMQ, when a role of this process needs it (`/ready` checks it then).
@@ -57,6 +61,7 @@ pub fn router(state: AppState, serves_api: bool) -> Router {
         .route("/events", post(events::create))
         .route("/events/{id}", get(events::show))
         .route("/events/{id}/seats", get(events::seats))
+        .route("/events/{id}/stream", get(stream::stock))
         .route("/events/{id}/orders", get(events::attendees))
         .route("/events/{id}/summary", get(events::summary))
         .route("/orders", post(orders::place))

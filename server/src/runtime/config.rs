@@ -124,6 +124,11 @@ pub struct ServerArgs {
     /// How often the sweeper looks for expired orders, in milliseconds
     #[arg(long, env = "FLASHTIX_SWEEP_MS", default_value_t = 1000)]
     pub sweep_ms: u64,
+    /// The live stock stream's messages a second, at most, per event: each
+    /// tick reads the stock of every watched event in one query and tells
+    /// what changed (1 to 100)
+    #[arg(long, env = "FLASHTIX_STREAM_RATE", default_value_t = 10)]
+    pub stream_rate: u32,
     /// How long the outbox relay lets messages gather between passes, in
     /// milliseconds: longer makes fewer, larger messages, each up to this much later
     #[arg(long, env = "FLASHTIX_RELAY_MS", default_value_t = 200)]
@@ -159,6 +164,12 @@ impl ServerArgs {
                 self.relay_ms
             );
         }
+        if !(1..=MAX_STREAM_RATE).contains(&self.stream_rate) {
+            bail!(
+                "--stream-rate must be between 1 and {MAX_STREAM_RATE} messages a second, got {}",
+                self.stream_rate
+            );
+        }
         for (flag, rate) in [
             ("--payment-failure-rate", self.payment_failure_rate),
             ("--payment-timeout-rate", self.payment_timeout_rate),
@@ -178,6 +189,7 @@ impl ServerArgs {
             sweep_every: Duration::from_millis(self.sweep_ms),
             relay_every: Duration::from_millis(self.relay_ms),
             lane_idle: LANE_IDLE,
+            stream_every: Duration::from_secs(1) / self.stream_rate,
             provider: ProviderSettings {
                 failure_rate: self.payment_failure_rate,
                 latency: Duration::from_millis(self.payment_latency_ms),
@@ -226,9 +238,14 @@ pub struct Settings {
     /// How long an event's order writer lane waits for a reservation before
     /// it ends (the next one starts another).
     pub lane_idle: Duration,
+    /// The live stock stream's tick: at most one message an event each.
+    pub stream_every: Duration,
     /// How the simulated payment provider behaves.
     pub provider: ProviderSettings,
 }
+
+/// The most messages a second the stock stream may send per event.
+const MAX_STREAM_RATE: u32 = 100;
 
 /// How long an order writer lane stays with nothing to write: a quiet minute.
 pub const LANE_IDLE: Duration = Duration::from_secs(60);

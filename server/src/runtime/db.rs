@@ -71,6 +71,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "organizers",
         include_str!("../../migrations/0009_organizers.sql"),
     ),
+    (
+        10,
+        "stock versions",
+        include_str!("../../migrations/0010_stock_versions.sql"),
+    ),
 ];
 
 /// What a pool's connections are for.

@@ -70,6 +70,9 @@ pub struct Metrics {
     writer_lanes: Gauge,
     writer_lanes_started: Counter,
     buyers_rate_limited: Counter,
+    stream_clients: Gauge,
+    stream_messages: Counter,
+    stream_clients_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -199,6 +202,24 @@ impl Default for Metrics {
                 "Requests answered 429: their buyer asked faster than the per-buyer rate",
                 Counter::default(),
             ),
+            stream_clients: register(
+                r,
+                "stream_clients",
+                "Clients connected to a live stock stream (GET /events/{id}/stream)",
+                Gauge::default(),
+            ),
+            stream_messages: register(
+                r,
+                "stream_messages",
+                "Stock changes told on the live streams, each once for every client of its event",
+                Counter::default(),
+            ),
+            stream_clients_dropped: register(
+                r,
+                "stream_clients_dropped",
+                "Stream clients dropped for reading too slowly",
+                Counter::default(),
+            ),
             registry,
         }
     }
@@ -321,6 +342,22 @@ impl Metrics {
 
     pub fn buyer_rate_limited(&self) {
         self.buyers_rate_limited.inc();
+    }
+
+    pub fn stream_client_joined(&self) {
+        self.stream_clients.inc();
+    }
+
+    pub fn stream_client_left(&self) {
+        self.stream_clients.dec();
+    }
+
+    pub fn stream_message(&self) {
+        self.stream_messages.inc();
+    }
+
+    pub fn stream_client_dropped(&self) {
+        self.stream_clients_dropped.inc();
     }
 
     /// The OpenMetrics text exposition.

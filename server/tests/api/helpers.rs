@@ -136,6 +136,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         sweep_every: Duration::from_millis(100),
         relay_every: Duration::from_millis(20),
         lane_idle: flashtix_server::runtime::config::LANE_IDLE,
+        stream_every: std::time::Duration::from_millis(100),
         provider: Default::default(),
     };
     configure(&mut settings);

@@ -18,4 +18,5 @@ mod refusals;
 mod saga;
 mod seating;
 mod shutdown;
+mod stream;
 mod validation;

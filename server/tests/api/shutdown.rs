@@ -124,6 +124,53 @@ async fn sigterm_ends_the_relays_pause_between_passes() {
     );
 }
 
+/// Streams never end by themselves, yet a server with watchers stops at once
+/// on SIGTERM: their streams end (a client reconnects to another process),
+/// so the wait for open answers is not forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_the_stock_streams_and_the_server_exits() {
+    let (_namespace, server, address) = fresh_server(&["--role", "api"]).await;
+    let client = reqwest::Client::new();
+    let event: serde_json::Value = client
+        .post(format!("{address}/events"))
+        .bearer_auth(organizer_token())
+        .json(&serde_json::json!({"name": "watched", "total_tickets": 10, "price_cents": 100}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let stream_url = format!("{address}/events/{}/stream", event["id"]);
+    let mut watchers = Vec::new();
+    for _ in 0..3 {
+        let mut watcher = client.get(&stream_url).send().await.unwrap();
+        assert_eq!(watcher.status(), StatusCode::OK);
+        // The first message is here: the stream is open.
+        let first = watcher.chunk().await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&first).contains("event: snapshot"));
+        watchers.push(watcher);
+    }
+
+    let stopping = Instant::now();
+    terminate(&server);
+    let pid = server.id().to_string();
+    let Ok(exit) = tokio::time::timeout(Duration::from_secs(10), exited(server)).await else {
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        panic!("still running 10 s after SIGTERM, its streams open");
+    };
+    assert!(exit.success(), "exit status {exit:?}");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "took {:?} to stop",
+        stopping.elapsed()
+    );
+    for mut watcher in watchers {
+        // Whatever was still on its way, then the end.
+        while let Ok(Some(_)) = watcher.chunk().await {}
+    }
+}
+
 /// The real binary with `args`, on a namespace of its own.
 async fn fresh_server(args: &[&str]) -> (Namespace, Child, String) {
     flashtix_server::runtime::db::create_database_if_missing(&test_database_url())
