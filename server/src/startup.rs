@@ -3,7 +3,7 @@
 //! [`Application::build`] binds the listener before anything runs, so a caller
 //! (a test, `flashtix serve`) can ask for port 0 and learn the real port.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +36,10 @@ const WRITER_POOL: u32 = 4;
 /// Connections of the saga roles (relay, payments, orders): each holds one at
 /// a time (a worker commits before it calls the provider).
 const SAGA_POOL: u32 = 4;
+
+/// How long a stopping process waits for its open answers (a client that
+/// stopped reading a stream may never let its answer end).
+const HTTP_DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// How long a stopping process waits for its background loops to finish.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
@@ -94,7 +98,7 @@ impl Application {
         );
         let streams = Arc::new(Streams::new(
             pool.clone(),
-            settings.stream_every,
+            settings.stream,
             Arc::clone(&metrics),
         ));
         let state = AppState {
@@ -146,16 +150,34 @@ impl Application {
             let _ = stream.set_nodelay(true);
         });
         // A stream never ends by itself: stopping ends them, so the graceful
-        // shutdown's wait for open answers can end.
+        // shutdown's wait for open answers can end. A client that stopped
+        // reading could still hold its answer open for good: the wait is
+        // bounded.
         let streams = Arc::clone(&state.streams);
+        let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {
             shutdown.await;
             streams.close();
+            let _ = stopping.send(());
         };
-        let served = axum::serve(listener, router(state, serves_api))
+        let serving = axum::serve(listener, router(state, serves_api))
             .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving HTTP");
+            .into_future();
+        let served = tokio::select! {
+            served = serving => served.context("serving HTTP"),
+            () = async {
+                if stopped.await.is_err() {
+                    // Serving ended without a stop: the other branch has it.
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(HTTP_DRAIN_LIMIT).await;
+            } => {
+                tracing::warn!(
+                    "connections still open {HTTP_DRAIN_LIMIT:?} after the stop; closing them"
+                );
+                Ok(())
+            }
+        };
         // HTTP is drained; now the background loops.
         stop_request.request();
         drain(&mut background).await;

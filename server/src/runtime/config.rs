@@ -129,6 +129,11 @@ pub struct ServerArgs {
     /// what changed (1 to 100)
     #[arg(long, env = "FLASHTIX_STREAM_RATE", default_value_t = 10)]
     pub stream_rate: u32,
+    /// The most messages a second this process sends to stream clients in
+    /// all: with more clients than the rate allows, every event is told
+    /// less often, so watchers never starve the sale (0: no limit)
+    #[arg(long, env = "FLASHTIX_STREAM_BUDGET", default_value_t = 10_000)]
+    pub stream_budget: u32,
     /// How long the outbox relay lets messages gather between passes, in
     /// milliseconds: longer makes fewer, larger messages, each up to this much later
     #[arg(long, env = "FLASHTIX_RELAY_MS", default_value_t = 200)]
@@ -189,7 +194,10 @@ impl ServerArgs {
             sweep_every: Duration::from_millis(self.sweep_ms),
             relay_every: Duration::from_millis(self.relay_ms),
             lane_idle: LANE_IDLE,
-            stream_every: Duration::from_secs(1) / self.stream_rate,
+            stream: StreamPace {
+                every: Duration::from_secs(1) / self.stream_rate,
+                budget: (self.stream_budget > 0).then_some(self.stream_budget),
+            },
             provider: ProviderSettings {
                 failure_rate: self.payment_failure_rate,
                 latency: Duration::from_millis(self.payment_latency_ms),
@@ -238,10 +246,20 @@ pub struct Settings {
     /// How long an event's order writer lane waits for a reservation before
     /// it ends (the next one starts another).
     pub lane_idle: Duration,
-    /// The live stock stream's tick: at most one message an event each.
-    pub stream_every: Duration,
+    /// How often the live stock stream may tell each event's changes.
+    pub stream: StreamPace,
     /// How the simulated payment provider behaves.
     pub provider: ProviderSettings,
+}
+
+/// How often the live stock stream tells an event's changes.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamPace {
+    /// Its tick: at most one message an event each.
+    pub every: Duration,
+    /// The most messages a second to all clients of the process; `None`:
+    /// no limit.
+    pub budget: Option<u32>,
 }
 
 /// The most messages a second the stock stream may send per event.

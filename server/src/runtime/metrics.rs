@@ -2,6 +2,7 @@
 //! crate and exposed in the OpenMetrics text format. Names are `flashtix_*`
 //! with their unit in the name.
 
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -73,6 +74,7 @@ pub struct Metrics {
     stream_clients: Gauge,
     stream_messages: Counter,
     stream_clients_dropped: Counter,
+    stream_interval: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -220,6 +222,12 @@ impl Default for Metrics {
                 "Stream clients dropped for reading too slowly",
                 Counter::default(),
             ),
+            stream_interval: register_seconds(
+                r,
+                "stream_interval",
+                "How far apart an event's stream messages are now: the tick, or longer when the clients would take more messages a second than the budget",
+                Gauge::<f64, AtomicU64>::default(),
+            ),
             registry,
         }
     }
@@ -354,6 +362,10 @@ impl Metrics {
 
     pub fn stream_message(&self) {
         self.stream_messages.inc();
+    }
+
+    pub fn set_stream_spacing(&self, spacing: Duration) {
+        self.stream_interval.set(spacing.as_secs_f64());
     }
 
     pub fn stream_client_dropped(&self) {

@@ -22,8 +22,8 @@ pub struct Stock {
     /// Tickets of orders waiting for their payment.
     pub held: i64,
     pub sold: i64,
-    /// When this state was committed (the trigger's clock, just before the
-    /// commit).
+    /// When the change was made, by the clock of the transaction that
+    /// committed it (its commit follows within the same batch).
     pub changed_at: DateTime<Utc>,
     /// When the event sold out; `None` while tickets are for sale.
     pub sold_out_at: Option<DateTime<Utc>>,
@@ -100,6 +100,9 @@ impl Kind {
 struct Data<'a> {
     #[serde(flatten)]
     stock: &'a Stock,
+    /// A seated event's seats on their way back to sale.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    returning: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     zones: Option<&'a [ZoneMap]>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -112,8 +115,8 @@ pub struct Frame {
     /// Its place among its event's messages in this process: a client is
     /// sent each once, in this order.
     pub order: u64,
-    /// The stock version it carries; `None` for a heartbeat.
-    pub version: Option<i64>,
+    /// The stock version it carries.
+    pub version: i64,
     pub bytes: Bytes,
 }
 
@@ -132,13 +135,14 @@ impl Frame {
     ) -> Frame {
         let data = serde_json::to_string(&Data {
             stock,
+            returning: zones.map(|zones| zones.iter().map(|zone| zone.returning).sum()),
             zones,
             seats,
         })
         .expect("a stock serializes");
         Frame {
             order,
-            version: Some(stock.version),
+            version: stock.version,
             bytes: Bytes::from(format!(
                 "id: {}\nevent: {}\ndata: {data}\n\n",
                 stock.version,
@@ -148,12 +152,8 @@ impl Frame {
     }
 
     /// A comment, which keeps proxies from closing a quiet connection.
-    pub fn heartbeat(order: u64) -> Frame {
-        Frame {
-            order,
-            version: None,
-            bytes: Bytes::from_static(b": heartbeat\n\n"),
-        }
+    pub fn heartbeat() -> Bytes {
+        Bytes::from_static(b": heartbeat\n\n")
     }
 
     /// The first bytes of a connection: the reconnection hint.
@@ -206,7 +206,6 @@ mod tests {
         assert!(back.starts_with("id: 3\nevent: back_on_sale\n"), "{back}");
         let less = change(&stock(3, 5), &stock(4, 4));
         assert!(less.starts_with("id: 4\nevent: stock\n"), "{less}");
-        let beat = Frame::heartbeat(2);
-        assert_eq!(&beat.bytes[..], b": heartbeat\n\n");
+        assert_eq!(&Frame::heartbeat()[..], b": heartbeat\n\n");
     }
 }

@@ -136,7 +136,10 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         sweep_every: Duration::from_millis(100),
         relay_every: Duration::from_millis(20),
         lane_idle: flashtix_server::runtime::config::LANE_IDLE,
-        stream_every: std::time::Duration::from_millis(100),
+        stream: flashtix_server::runtime::config::StreamPace {
+            every: Duration::from_millis(100),
+            budget: None,
+        },
         provider: Default::default(),
     };
     configure(&mut settings);

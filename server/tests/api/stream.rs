@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use chrono::Utc;
+use flashtix_server::runtime::config::StreamPace;
 use flashtix_server::runtime::metrics::Metrics;
-use flashtix_server::stream::{messages, Frame, Kind, Stock, Subscription, Told, BEHIND};
+use flashtix_server::stream::{
+    messages, Frame, Kind, Stock, Subscription, Told, BEHIND, HEARTBEAT,
+};
 use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -189,7 +192,7 @@ async fn metric(app: &TestApp, metric: &str) -> f64 {
 #[tokio::test]
 async fn one_producer_tells_every_watcher_at_most_the_streams_rate() {
     let app = crate::helpers::spawn_app_with(|settings| {
-        settings.stream_every = Duration::from_millis(500);
+        settings.stream.every = Duration::from_millis(500);
     })
     .await;
     let event = app.create_event(1000, 1).await;
@@ -235,6 +238,57 @@ async fn one_producer_tells_every_watcher_at_most_the_streams_rate() {
     );
 }
 
+/// With more clients than the budget allows at the stream's rate, every
+/// event is told less often: twenty watchers and a budget of ten messages a
+/// second make one message every two seconds for each, however fast the
+/// stock moves.
+#[tokio::test]
+async fn a_budget_spaces_the_messages_when_clients_are_many() {
+    let app = crate::helpers::spawn_app_with(|settings| {
+        settings.stream = StreamPace {
+            every: Duration::from_millis(100),
+            budget: Some(10),
+        };
+    })
+    .await;
+    let event = app.create_event(1000, 1).await;
+    let mut watchers = Vec::new();
+    for _ in 0..20 {
+        let mut watcher = Watcher::open(&app, event, None).await;
+        watcher.next().await.unwrap();
+        watchers.push(watcher);
+    }
+    crate::helpers::eventually(WITHIN, || async {
+        match metric(&app, "flashtix_stream_interval_seconds").await {
+            2.0 => Ok(()),
+            other => Err(format!("interval {other} s")),
+        }
+    })
+    .await;
+
+    let started = std::time::Instant::now();
+    for i in 0..30 {
+        buy(&app, event, &format!("buyer-{i}"), 1).await;
+    }
+    let mut most = 0;
+    for watcher in &mut watchers {
+        let mut count = 0;
+        watcher
+            .until(|m| {
+                count += 1;
+                m.data["available"] == 970
+            })
+            .await;
+        most = most.max(count);
+    }
+    // Two seconds apart, give or take half a tick.
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(
+        most as f64 <= seconds / 1.9 + 1.0,
+        "{most} messages in {seconds:.2} s with one every 2 s allowed"
+    );
+}
+
 #[tokio::test]
 async fn a_client_that_reconnects_is_sent_only_what_it_missed() {
     let app = spawn_app().await;
@@ -252,6 +306,12 @@ async fn a_client_that_reconnects_is_sent_only_what_it_missed() {
     assert_eq!(next.data["available"], 9);
     assert!(next.id.unwrap() > seen);
 
+    // Back with an id no process has reached (a client's mistake): sent the
+    // stock, not left waiting for a version that may never come.
+    let mut ahead = Watcher::open(&app, event, Some(seen + 1000)).await;
+    let told = ahead.next().await.unwrap();
+    assert_eq!(told.event, "snapshot", "{told:?}");
+
     // Back with an older id: it missed a change, so it is sent the stock.
     let mut behind = Watcher::open(&app, event, Some(seen)).await;
     let caught_up = behind.next().await.unwrap();
@@ -268,7 +328,7 @@ async fn a_seated_event_streams_the_seats_that_moved() {
     let app = spawn_app().await;
     let plan = json!({"zones": [{"name": "A", "price_cents": 100, "rows": 1, "seats_per_row": 2}]});
     let event = app
-        .create_event_from(json!({"name": "Seated stream", "seating": plan, "hold_seconds": 1}))
+        .create_event_from(json!({"name": "Seated stream", "seating": plan, "hold_seconds": 3}))
         .await;
     let mut watcher = Watcher::open(&app, event, None).await;
     let snapshot = watcher.next().await.unwrap();
@@ -294,8 +354,12 @@ async fn a_seated_event_streams_the_seats_that_moved() {
     let returning = watcher
         .until(|m| m.data["seats"].to_string().contains("\"r\""))
         .await;
+    // Back in the event's counters, not yet on sale: still sold out.
     assert_eq!(returning.event, "stock", "{returning:?}");
     assert_eq!(returning.data["zones"][0]["returning"], 2, "{returning:?}");
+    assert_eq!(returning.data["returning"], 2, "{returning:?}");
+    assert_eq!(returning.data["available"], 0, "{returning:?}");
+    assert_eq!(returning.data["sold_out_at"], held.data["sold_out_at"]);
     let back = watcher
         .until(|m| m.data["zones"][0]["available"] == 2)
         .await;
@@ -308,6 +372,8 @@ async fn a_seated_event_streams_the_seats_that_moved() {
         back.id, returning.id,
         "the clock moved the seats, not an order"
     );
+    assert_eq!(back.data["available"], 2);
+    assert!(back.data["sold_out_at"].is_null(), "{back:?}");
 }
 
 #[tokio::test]
@@ -353,6 +419,10 @@ async fn a_client_that_falls_behind_is_dropped() {
     };
     let mut client = Box::pin(messages(subscription, None, Arc::clone(&metrics)));
     let text = |bytes: Bytes| String::from_utf8(bytes.to_vec()).unwrap();
+    assert_eq!(
+        text(client.next().await.unwrap().unwrap()),
+        "retry: 2000\n\n"
+    );
     let first = text(client.next().await.unwrap().unwrap());
     assert!(first.contains("event: snapshot"), "{first}");
     assert!(metrics.render().contains("flashtix_stream_clients 1"));
@@ -384,12 +454,12 @@ async fn a_client_is_sent_each_version_once_in_order() {
         frames,
     };
     let mut client = Box::pin(messages(subscription, None, metrics));
+    let _retry = client.next().await;
     let _snapshot = client.next().await;
     // Told before it joined (version 4, 5), then new.
     for version in [4, 5, 6, 6, 7] {
         sender.send(frame(version)).unwrap();
     }
-    sender.send(Frame::heartbeat(7)).unwrap();
     drop(sender);
     let mut told = Vec::new();
     while let Some(bytes) = client.next().await {
@@ -400,5 +470,26 @@ async fn a_client_is_sent_each_version_once_in_order() {
         .filter_map(|m| m.lines().next()?.strip_prefix("id: "))
         .collect();
     assert_eq!(ids, ["6", "7"], "{told:?}");
-    assert_eq!(told.last().unwrap(), ": heartbeat\n\n");
+}
+
+/// A stream with nothing to tell says it is alive every [`HEARTBEAT`], so a
+/// proxy never takes it for dead; and still tells the next change.
+#[tokio::test(start_paused = true)]
+async fn a_quiet_stream_says_it_is_alive() {
+    let (sender, frames) = tokio::sync::broadcast::channel(BEHIND);
+    let subscription = Subscription {
+        told: Arc::new(Told::new(stock(1, 100), None, 1)),
+        frames,
+    };
+    let mut client = Box::pin(messages(subscription, None, Arc::new(Metrics::default())));
+    let text = |bytes: Option<Result<Bytes, std::convert::Infallible>>| {
+        String::from_utf8(bytes.unwrap().unwrap().to_vec()).unwrap()
+    };
+    assert_eq!(text(client.next().await), "retry: 2000\n\n");
+    assert!(text(client.next().await).contains("event: snapshot"));
+    let quiet = tokio::time::Instant::now();
+    assert_eq!(text(client.next().await), ": heartbeat\n\n");
+    assert_eq!(quiet.elapsed(), HEARTBEAT);
+    sender.send(frame(2)).unwrap();
+    assert!(text(client.next().await).starts_with("id: 2\nevent: stock\n"));
 }
