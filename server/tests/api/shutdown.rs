@@ -21,17 +21,7 @@ use crate::helpers::{
 async fn sigterm_finishes_in_flight_orders_and_exits_zero() {
     let (namespace, server, address) = fresh_server(&["--role", "api"]).await;
     let client = reqwest::Client::new();
-    let event: serde_json::Value = client
-        .post(format!("{address}/events"))
-        .bearer_auth(organizer_token())
-        .json(&serde_json::json!({"name": "last call", "total_tickets": 1000, "price_cents": 100}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let event_id = event["id"].as_i64().unwrap();
+    let event_id = create_event(&client, &address, "last call", 1000).await;
 
     let answered = Arc::new(AtomicUsize::new(0));
     let fifty_answered = Arc::new(Notify::new());
@@ -131,17 +121,8 @@ async fn sigterm_ends_the_relays_pause_between_passes() {
 async fn sigterm_ends_the_stock_streams_and_the_server_exits() {
     let (_namespace, server, address) = fresh_server(&["--role", "api"]).await;
     let client = reqwest::Client::new();
-    let event: serde_json::Value = client
-        .post(format!("{address}/events"))
-        .bearer_auth(organizer_token())
-        .json(&serde_json::json!({"name": "watched", "total_tickets": 10, "price_cents": 100}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let stream_url = format!("{address}/events/{}/stream", event["id"]);
+    let event_id = create_event(&client, &address, "watched", 10).await;
+    let stream_url = format!("{address}/events/{event_id}/stream");
     let mut watchers = Vec::new();
     for _ in 0..3 {
         let mut watcher = client.get(&stream_url).send().await.unwrap();
@@ -178,6 +159,22 @@ async fn sigterm_ends_the_stock_streams_and_the_server_exits() {
             }
         }
     }
+}
+
+/// Creates an event of `tickets` named `name` at the server at `address`;
+/// returns its id.
+async fn create_event(client: &reqwest::Client, address: &str, name: &str, tickets: i64) -> i64 {
+    let event: serde_json::Value = client
+        .post(format!("{address}/events"))
+        .bearer_auth(organizer_token())
+        .json(&serde_json::json!({"name": name, "total_tickets": tickets, "price_cents": 100}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    event["id"].as_i64().unwrap()
 }
 
 /// The real binary with `args`, on a namespace of its own.
