@@ -335,6 +335,11 @@ fn a_drill_fails_on_faults_that_did_nothing_or_could_not_be_measured() {
 /// written. A server that calls such a retry `sold_out` (the first try's
 /// order then commits) fails the drill on what the history shows it told
 /// buyers; the real server, answering `request_in_progress`, passes.
+///
+/// Whether a retry meets its first try still being written depends on how
+/// the slow queries queue for the pool's connections: a run on this machine
+/// has told from 0 to 190 buyers `sold_out` that way. So the bad server gets
+/// five runs (five seeds, one stack) and must be caught in at least one.
 #[test]
 fn a_retry_told_sold_out_while_its_first_try_commits_fails_the_drill() {
     let bug = "refusal-after-timeout";
@@ -346,16 +351,18 @@ fn a_retry_told_sold_out_while_its_first_try_commits_fails_the_drill() {
     );
     let drill = drill.to_str().unwrap();
     let json = temp(&format!("{bug}.json"));
-    let (bad, reports) = chaos(&["run", drill], Some(bug), &json);
+    let (bad, reports) = chaos(&["run", drill, "--repeat", "5"], Some(bug), &json);
     assert_exit(&bad, 1);
     // The lie is seen one of two ways, depending on where the refusal fell
     // against the order's own timestamp: sent after the order was made (the
     // answer contradicts the order), or before it while tickets were still
     // for sale (the refusal was never true).
-    let why = reasons(&reports[0]);
+    let why: Vec<String> = reports.iter().map(reasons).collect();
     assert!(
-        why.contains("answers_match_orders FAIL") || why.contains("refusals_were_true FAIL"),
-        "{why}"
+        why.iter()
+            .any(|why| why.contains("answers_match_orders FAIL")
+                || why.contains("refusals_were_true FAIL")),
+        "{why:?}"
     );
 
     let (good, reports) = chaos(&["run", drill], None, &json);
