@@ -11,17 +11,17 @@ ALTER TABLE events
     ADD COLUMN stock_changed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     ADD COLUMN sold_out_at      TIMESTAMPTZ;
 
--- Events already sold out, from before this migration, sold out now.
+-- Events already sold out before this migration: sold out as of now.
 UPDATE events SET sold_out_at = now() WHERE available_tickets = 0;
 
 CREATE FUNCTION stock_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     NEW.stock_version := OLD.stock_version + 1;
     NEW.stock_changed_at := clock_timestamp();
+    -- When it last sold out; kept when tickets come back (the stream says
+    -- whether the event is sold out now).
     IF NEW.available_tickets = 0 AND OLD.available_tickets > 0 THEN
         NEW.sold_out_at := NEW.stock_changed_at;
-    ELSIF NEW.available_tickets > 0 THEN
-        NEW.sold_out_at := NULL;
     END IF;
     RETURN NEW;
 END

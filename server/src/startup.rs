@@ -37,9 +37,12 @@ const WRITER_POOL: u32 = 4;
 /// a time (a worker commits before it calls the provider).
 const SAGA_POOL: u32 = 4;
 
-/// How long a stopping process waits for its open answers (a client that
-/// stopped reading a stream may never let its answer end).
-const HTTP_DRAIN_LIMIT: Duration = Duration::from_secs(10);
+/// How long a stopping process waits for its open answers: well past the
+/// slowest an order can take on a struggling database (a pool's 5 s wait,
+/// a reseed's 3 s, a replay's 2 s), since cutting one short could leave an
+/// order committed and unanswered; but not for ever, since a client that
+/// stopped reading a stream may never let its answer end.
+const HTTP_DRAIN_LIMIT: Duration = Duration::from_secs(25);
 
 /// How long a stopping process waits for its background loops to finish.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
@@ -173,7 +176,8 @@ impl Application {
                 tokio::time::sleep(HTTP_DRAIN_LIMIT).await;
             } => {
                 tracing::warn!(
-                    "connections still open {HTTP_DRAIN_LIMIT:?} after the stop; closing them"
+                    "connections still open {HTTP_DRAIN_LIMIT:?} after the stop; \
+                     stopping without waiting for them"
                 );
                 Ok(())
             }

@@ -104,11 +104,25 @@ pub async fn load(db: &mut PgConnection, event_id: i64) -> sqlx::Result<Option<P
 /// Read in one snapshot, so that the seats and the standing counts are of
 /// the same moment.
 pub async fn seat_map(pool: &PgPool, event_id: i64) -> sqlx::Result<Option<Vec<ZoneMap>>> {
+    let mut tx = snapshot(pool).await?;
+    seat_map_in(&mut tx, event_id).await
+}
+
+/// A read-only transaction that sees one moment of the database throughout.
+pub async fn snapshot(pool: &PgPool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await?;
-    let Some(plan) = load(&mut tx, event_id).await? else {
+    Ok(tx)
+}
+
+/// [`seat_map`], read by `tx` (a [`snapshot`], for the counts to agree).
+pub async fn seat_map_in(
+    tx: &mut PgConnection,
+    event_id: i64,
+) -> sqlx::Result<Option<Vec<ZoneMap>>> {
+    let Some(plan) = load(&mut *tx, event_id).await? else {
         return Ok(None);
     };
     let seats: Vec<(String, i32, i32, bool, Option<String>, bool)> = sqlx::query_as(

@@ -32,13 +32,15 @@ pub async fn stock(
         Ok(None) => return Err(not_found()),
         // A browser's EventSource gives up for good on any answer but 200:
         // this one tells it to come back, to this process or another.
+        // Logged quietly: every watcher asks again every few seconds while
+        // it lasts.
         Err(error) => {
-            tracing::warn!(
+            tracing::debug!(
                 error = format!("{error:#}"),
                 "a stock stream could not start"
             );
             return Ok(event_stream(Body::from(Bytes::from(format!(
-                "{}: unavailable: the sale could not be read; reconnecting\n\n",
+                "{}: unavailable: the stock cannot be told now; reconnect\n\n",
                 String::from_utf8_lossy(&Frame::retry())
             )))));
         }
@@ -60,10 +62,14 @@ async fn joined(
     let Some(subscription) = state.streams.subscribe(event_id).await? else {
         return Ok(None);
     };
+    let told = &subscription.told;
     let last_seen = match last_seen {
-        Some(seen) if seen > subscription.told.stock.version => {
-            // Ahead of this process: the database says whether it is real.
-            let reached = state.streams.version(event_id).await?;
+        // A seated stream starts with the map whatever the client saw.
+        _ if told.zones.is_some() => None,
+        // Ahead of this process: the database says whether it is real (if
+        // it cannot, the client gets the stock as it stands).
+        Some(seen) if seen > told.stock.version => {
+            let reached = state.streams.version(event_id).await.ok().flatten();
             last_seen.filter(|_| reached.is_some_and(|version| version >= seen))
         }
         other => other,

@@ -41,7 +41,6 @@ use std::time::Duration;
 
 use anyhow::bail;
 use axum::body::Bytes;
-use chrono::{DateTime, Utc};
 use flashtix_model::seating::ZoneMap;
 use sqlx::PgPool;
 use tokio::sync::broadcast;
@@ -67,9 +66,10 @@ pub struct Streams {
     pace: StreamPace,
     metrics: Arc<Metrics>,
     channels: Mutex<Channels>,
-    /// Held while an event's first client reads its stock: the clients that
-    /// come at the same moment wait for that read, not read it again.
-    opening: tokio::sync::Mutex<()>,
+    /// Per event being opened, held while its first client reads it: the
+    /// clients that come at the same moment wait for that read, not read it
+    /// again, and other events' clients wait for nothing.
+    opening: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     /// The last read failed (logged once an outage, not once a tick).
     failing: AtomicBool,
 }
@@ -117,24 +117,18 @@ impl Told {
 /// The stock as buyers can act on it. On a seated event `available` is what
 /// its zones have for sale: a seat an unpaid order freed is back in the
 /// event's counters at once but on sale only seconds later, so until then
-/// it is not available, and the event stays sold out (since
-/// `sold_out_before`, or now) while nothing is.
-pub fn as_sold(
-    mut stock: Stock,
-    zones: Option<&[ZoneMap]>,
-    sold_out_before: Option<DateTime<Utc>>,
-) -> Stock {
-    let Some(zones) = zones else {
-        return stock;
-    };
-    stock.available = zones.iter().map(|zone| zone.available).sum();
+/// it is not available. An event with nothing for sale is sold out since
+/// its counters last reached zero (the same moment on every process), or,
+/// if they never did (a seat on its way back kept them above), since this
+/// state.
+pub fn as_sold(mut stock: Stock, zones: Option<&[ZoneMap]>) -> Stock {
+    if let Some(zones) = zones {
+        stock.available = zones.iter().map(|zone| zone.available).sum();
+    }
     stock.sold_out_at = if stock.available > 0 {
         None
     } else {
-        stock
-            .sold_out_at
-            .or(sold_out_before)
-            .or(Some(stock.changed_at))
+        stock.sold_out_at.or(Some(stock.changed_at))
     };
     stock
 }
@@ -158,7 +152,7 @@ impl Streams {
                 open: true,
                 by_event: HashMap::new(),
             }),
-            opening: tokio::sync::Mutex::new(()),
+            opening: Mutex::new(HashMap::new()),
             failing: AtomicBool::new(false),
         }
     }
@@ -178,16 +172,28 @@ impl Streams {
         if let Some(joined) = self.join(event_id, None)? {
             return Ok(Some(joined));
         }
-        let _opening = self.opening.lock().await;
-        if let Some(joined) = self.join(event_id, None)? {
-            return Ok(Some(joined));
-        }
-        let Some(stock) = Stock::read(&self.pool, &[event_id]).await?.pop() else {
-            return Ok(None);
+        let gate = {
+            let mut opening = self.opening.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(opening.entry(event_id).or_default())
         };
-        let zones = seated::read(&self.pool, event_id).await?;
-        let stock = as_sold(stock, zones.as_deref(), None);
-        self.join(event_id, Some(Told::new(stock, zones, 0)))
+        let opened = async {
+            let _opening = gate.lock().await;
+            if let Some(joined) = self.join(event_id, None)? {
+                return Ok(Some(joined));
+            }
+            let Some((stock, zones)) = seated::read(&self.pool, event_id).await? else {
+                return Ok(None);
+            };
+            let stock = as_sold(stock, zones.as_deref());
+            self.join(event_id, Some(Told::new(stock, zones, 0)))
+        }
+        .await;
+        // The last one out forgets the gate (the map holds one reference).
+        let mut opening = self.opening.lock().unwrap_or_else(|e| e.into_inner());
+        if Arc::strong_count(&gate) == 2 {
+            opening.remove(&event_id);
+        }
+        opened
     }
 
     /// The version of `event_id`'s stock Postgres holds now (`None`: no

@@ -30,12 +30,12 @@ impl Streams {
             match self.tick().await {
                 Err(error) => {
                     if !self.failing.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(%error, "the stock stream cannot read Postgres; streams wait");
+                        tracing::warn!(%error, "the stock stream could not read the sale; its clients wait");
                     }
                 }
                 Ok(()) => {
                     if self.failing.swap(false, Ordering::Relaxed) {
-                        tracing::info!("the stock stream reads Postgres again");
+                        tracing::info!("the stock stream reads the sale again");
                     }
                 }
             }
@@ -46,14 +46,7 @@ impl Streams {
     /// the tick, or longer if the budget says so (at most
     /// [`LONGEST_SPACING`]).
     fn spacing(&self, clients: usize) -> Duration {
-        let every = self.pace.every;
-        match self.pace.budget {
-            Some(budget) => {
-                let shared = Duration::from_secs_f64(clients as f64 / f64::from(budget));
-                every.max(shared.min(LONGEST_SPACING))
-            }
-            None => every,
-        }
+        spacing(self.pace.every, self.pace.budget, clients)
     }
 
     /// The events due a message, with what each last told; drops the
@@ -144,15 +137,30 @@ impl Streams {
         if !moved && !seated::moves_by_itself(old_zones) {
             return Ok(None);
         }
-        let Some(zones) = seated::read(&self.pool, stock.event_id).await? else {
+        // Counters and seats of one moment, not the batch read's counters.
+        let Some((stock, Some(zones))) = seated::read(&self.pool, stock.event_id).await? else {
             return Ok(None);
         };
+        let moved = stock.version > before.stock.version;
         let seats = seated::changes(old_zones, &zones);
         if !moved && seats.is_empty() {
             return Ok(None);
         }
         Ok(Some(told(before, stock, Some(zones), Some(seats))))
     }
+}
+
+/// How long apart an event's messages must be, ticking every `every`, with
+/// `clients` in all sharing `budget` messages a second: a whole number of
+/// ticks (an event is told on a tick), enough that the clients together
+/// take no more than the budget, at most [`LONGEST_SPACING`].
+fn spacing(every: Duration, budget: Option<u32>, clients: usize) -> Duration {
+    let Some(budget) = budget else {
+        return every;
+    };
+    let shared = clients as f64 / f64::from(budget);
+    let ticks = (shared / every.as_secs_f64()).ceil().max(1.0);
+    (every.mul_f64(ticks)).min(LONGEST_SPACING.max(every))
 }
 
 /// The state after `before` and its message: the stock as buyers can act on
@@ -164,9 +172,28 @@ fn told(
     seats: Option<Vec<SeatChange>>,
 ) -> (Told, Frame) {
     let order = before.order + 1;
-    let stock = as_sold(stock, zones.as_deref(), before.stock.sold_out_at);
+    let stock = as_sold(stock, zones.as_deref());
     let kind = Kind::between(before.stock.available, stock.available);
     let counts = zones.as_deref().map(seated::counts);
     let frame = Frame::of(order, kind, &stock, counts.as_deref(), seats.as_deref());
     (Told::new(stock, zones, order), frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_spaces_an_event_by_whole_ticks() {
+        let tick = Duration::from_millis(100);
+        let spacing = |clients| spacing(tick, Some(10_000), clients);
+        assert_eq!(spacing(0), tick);
+        assert_eq!(spacing(1_000), tick);
+        // 1,400 clients at 10 a second would be 14,000: every other tick.
+        assert_eq!(spacing(1_400), tick * 2);
+        assert_eq!(spacing(2_500), tick * 3);
+        assert_eq!(spacing(10_000), Duration::from_secs(1));
+        assert_eq!(spacing(10_000_000), LONGEST_SPACING);
+        assert_eq!(super::spacing(tick, None, 10_000_000), tick);
+    }
 }

@@ -11,6 +11,9 @@ use flashtix_model::seating::{seat_id, ZoneMap};
 use serde::Serialize;
 use sqlx::PgPool;
 
+use super::Stock;
+use crate::catalogue::seating;
+
 /// One seat that changed, and its state now (a glyph of the seat map: `.`
 /// free, `h` held, `s` sold, `r` returning, `x` blocked).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -19,10 +22,19 @@ pub struct SeatChange {
     pub state: char,
 }
 
-/// The event's zones as `GET /events/{id}/seats` draws them; `None` if it
-/// is sold by count.
-pub async fn read(pool: &PgPool, event_id: i64) -> sqlx::Result<Option<Vec<ZoneMap>>> {
-    crate::catalogue::seating::seat_map(pool, event_id).await
+/// The event's counters and, if it is seated, its zones as
+/// `GET /events/{id}/seats` draws them (`None`: sold by count), read in one
+/// snapshot of the database so that the two agree; `None`: no such event.
+pub async fn read(
+    pool: &PgPool,
+    event_id: i64,
+) -> sqlx::Result<Option<(Stock, Option<Vec<ZoneMap>>)>> {
+    let mut tx = seating::snapshot(pool).await?;
+    let Some(stock) = Stock::read(&mut *tx, &[event_id]).await?.pop() else {
+        return Ok(None);
+    };
+    let zones = seating::seat_map_in(&mut tx, event_id).await?;
+    Ok(Some((stock, zones)))
 }
 
 /// Whether the clock alone will change the map (a seat on its way back).

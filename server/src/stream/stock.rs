@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use chrono::{DateTime, Utc};
 use flashtix_model::seating::ZoneMap;
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::PgExecutor;
 
 use super::seated::SeatChange;
 use crate::runtime::db::from_row;
@@ -25,7 +25,8 @@ pub struct Stock {
     /// When the change was made, by the clock of the transaction that
     /// committed it (its commit follows within the same batch).
     pub changed_at: DateTime<Utc>,
-    /// When the event sold out; `None` while tickets are for sale.
+    /// When the event sold out; `None` while tickets are for sale (the
+    /// database keeps when it last did: see [`super::as_sold`]).
     pub sold_out_at: Option<DateTime<Utc>>,
 }
 
@@ -48,12 +49,12 @@ const STOCK_COLUMNS: &str = "id AS event_id, stock_version AS version, \
 impl Stock {
     /// The stock of each of `events` that exists: one query, whatever the
     /// number of clients watching them.
-    pub async fn read(pool: &PgPool, events: &[i64]) -> sqlx::Result<Vec<Stock>> {
+    pub async fn read<'e>(db: impl PgExecutor<'e>, events: &[i64]) -> sqlx::Result<Vec<Stock>> {
         sqlx::query_as(&format!(
             "SELECT {STOCK_COLUMNS} FROM events WHERE id = ANY($1)"
         ))
         .bind(events)
-        .fetch_all(pool)
+        .fetch_all(db)
         .await
     }
 }
