@@ -28,7 +28,7 @@ pub fn messages(
     let up_to_date = told.zones.is_none() && last_seen.is_some_and(|v| v >= told.stock.version);
     let (first, oldest) = match last_seen {
         Some(seen) if up_to_date => (vec![Frame::retry()], seen + 1),
-        _ => (vec![Frame::retry(), told.snapshot.clone()], 0),
+        _ => (vec![Frame::retry(), told.snapshot()], 0),
     };
     metrics.stream_client_joined();
     let client = Client {

@@ -36,7 +36,7 @@ mod stock;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use anyhow::bail;
@@ -96,21 +96,32 @@ pub struct Told {
     pub zones: Option<Vec<ZoneMap>>,
     /// The last message's [`Frame::order`].
     pub order: u64,
-    /// The message a client joining now is sent first.
-    pub snapshot: Bytes,
+    /// The message a client joining now is sent first, formatted once the
+    /// first such client comes (most states are replaced before one does,
+    /// and a seated event's draws every seat).
+    snapshot: OnceLock<Bytes>,
 }
 
 impl Told {
     /// The state `stock` (with a seated event's `zones`), told by the
     /// message numbered `order`.
     pub fn new(stock: Stock, zones: Option<Vec<ZoneMap>>, order: u64) -> Told {
-        let snapshot = Frame::of(order, Kind::Snapshot, &stock, zones.as_deref(), None).bytes;
         Told {
             stock,
             zones,
             order,
-            snapshot,
+            snapshot: OnceLock::new(),
         }
+    }
+
+    /// The message a client joining now is sent first.
+    pub fn snapshot(&self) -> Bytes {
+        self.snapshot
+            .get_or_init(|| {
+                let zones = self.zones.as_deref();
+                Frame::of(self.order, Kind::Snapshot, &self.stock, zones, None).bytes
+            })
+            .clone()
     }
 }
 
