@@ -430,6 +430,30 @@ fn stock(version: i64, available: i64) -> Stock {
     }
 }
 
+/// What a client is sent, message by message.
+type Sent = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send>,
+>;
+
+/// A client's stream, joined at the stock of `version` (its message
+/// numbered by it), and the sender of the messages after it.
+fn joined_at(
+    version: i64,
+    metrics: &Arc<Metrics>,
+) -> (tokio::sync::broadcast::Sender<Frame>, Sent) {
+    let (sender, frames) = tokio::sync::broadcast::channel(BEHIND);
+    let subscription = Subscription {
+        told: Arc::new(Told::new(
+            stock(version, 100 - version),
+            None,
+            version as u64,
+        )),
+        frames,
+    };
+    let client = messages(subscription, None, Arc::clone(metrics));
+    (sender, Box::pin(client))
+}
+
 /// The message of `version`, numbered by it.
 fn frame(version: i64) -> Frame {
     let stock = stock(version, 100 - version);
@@ -442,12 +466,7 @@ fn frame(version: i64) -> Frame {
 #[tokio::test]
 async fn a_client_that_falls_behind_is_dropped() {
     let metrics = Arc::new(Metrics::default());
-    let (sender, frames) = tokio::sync::broadcast::channel(BEHIND);
-    let subscription = Subscription {
-        told: Arc::new(Told::new(stock(1, 100), None, 1)),
-        frames,
-    };
-    let mut client = Box::pin(messages(subscription, None, Arc::clone(&metrics)));
+    let (sender, mut client) = joined_at(1, &metrics);
     let text = |bytes: Bytes| String::from_utf8(bytes.to_vec()).unwrap();
     assert_eq!(
         text(client.next().await.unwrap().unwrap()),
@@ -477,13 +496,7 @@ async fn a_client_that_falls_behind_is_dropped() {
 /// arrives twice or late.
 #[tokio::test]
 async fn a_client_is_sent_each_version_once_in_order() {
-    let metrics = Arc::new(Metrics::default());
-    let (sender, frames) = tokio::sync::broadcast::channel(BEHIND);
-    let subscription = Subscription {
-        told: Arc::new(Told::new(stock(5, 95), None, 5)),
-        frames,
-    };
-    let mut client = Box::pin(messages(subscription, None, metrics));
+    let (sender, mut client) = joined_at(5, &Arc::new(Metrics::default()));
     let _retry = client.next().await;
     let _snapshot = client.next().await;
     // Told before it joined (version 4, 5), then new.
@@ -506,12 +519,7 @@ async fn a_client_is_sent_each_version_once_in_order() {
 /// proxy never takes it for dead; and still tells the next change.
 #[tokio::test(start_paused = true)]
 async fn a_quiet_stream_says_it_is_alive() {
-    let (sender, frames) = tokio::sync::broadcast::channel(BEHIND);
-    let subscription = Subscription {
-        told: Arc::new(Told::new(stock(1, 100), None, 1)),
-        frames,
-    };
-    let mut client = Box::pin(messages(subscription, None, Arc::new(Metrics::default())));
+    let (sender, mut client) = joined_at(1, &Arc::new(Metrics::default()));
     let text = |bytes: Option<Result<Bytes, std::convert::Infallible>>| {
         String::from_utf8(bytes.unwrap().unwrap().to_vec()).unwrap()
     };
