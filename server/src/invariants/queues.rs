@@ -76,7 +76,7 @@ pub(super) async fn queues_drained(
             for queue in topology.queues() {
                 let read = crate::saga::broker::within(
                     "reading a queue's depth",
-                    depth(connection, &queue),
+                    crate::saga::broker::depth(connection, &queue),
                 );
                 match read.await {
                     // Nothing published, nothing to deliver: a queue never
@@ -215,31 +215,4 @@ async fn peek(
     }
     channel.close(200, "peeked".into()).await?;
     Ok(letters)
-}
-
-/// Messages ready in a queue; `None` for a queue that does not exist. Any
-/// other answer of the broker's is an error.
-async fn depth(connection: &lapin::Connection, queue: &str) -> lapin::Result<Option<u32>> {
-    use lapin::options::QueueDeclareOptions;
-    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
-    // A passive declare of a missing queue closes the channel: one per queue.
-    let channel = connection.create_channel().await?;
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
-    match channel
-        .queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
-        .await
-    {
-        Ok(declared) => Ok(Some(declared.message_count())),
-        Err(error) => match error.kind() {
-            lapin::ErrorKind::ProtocolError(amqp)
-                if *amqp.kind() == AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND) =>
-            {
-                Ok(None)
-            }
-            _ => Err(error),
-        },
-    }
 }

@@ -307,3 +307,31 @@ fn name(text: &str) -> ShortString {
 fn text(text: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(text.as_bytes().to_vec()))
 }
+
+/// Messages ready in a queue (not those delivered and not yet
+/// acknowledged); `None` for a queue that does not exist. Any
+/// other answer of the broker's is an error.
+pub async fn depth(connection: &lapin::Connection, queue: &str) -> lapin::Result<Option<u32>> {
+    use lapin::options::QueueDeclareOptions;
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    // A passive declare of a missing queue closes the channel: one per queue.
+    let channel = connection.create_channel().await?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    match channel
+        .queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
+        .await
+    {
+        Ok(declared) => Ok(Some(declared.message_count())),
+        Err(error) => match error.kind() {
+            lapin::ErrorKind::ProtocolError(amqp)
+                if *amqp.kind() == AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND) =>
+            {
+                Ok(None)
+            }
+            _ => Err(error),
+        },
+    }
+}
