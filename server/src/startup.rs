@@ -120,6 +120,7 @@ impl Application {
                 .into_iter()
                 .any(|role| settings.runs(role))
                 .then(|| connections.amqp_url.clone()),
+            roles: settings.roles.clone(),
         };
         Ok(Self {
             listener,

@@ -14,13 +14,17 @@ use serde_json::json;
 
 use super::AppState;
 use crate::runtime::metrics;
+use crate::orders::settled;
 use crate::saga::outbox;
 
 /// How long `/ready` waits for each dependency.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub async fn health() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+/// Alive, and which roles it runs: how `flashtix watch` knows what each
+/// process it is pointed at does.
+pub async fn health(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let roles: Vec<&str> = state.roles.iter().map(|role| role.name()).collect();
+    Json(json!({"status": "ok", "roles": roles}))
 }
 
 pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
@@ -80,8 +84,15 @@ async fn probe(check: impl std::future::Future<Output = Result<(), String>>) -> 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     // Read from the database, so any process reports it; the last reading
     // stays when the database does not answer promptly.
-    if let Ok(Ok(depth)) = tokio::time::timeout(PROBE_TIMEOUT, outbox::depth(&state.pool)).await {
+    let depth = tokio::time::timeout(PROBE_TIMEOUT, outbox::depth(&state.pool));
+    let pending = tokio::time::timeout(PROBE_TIMEOUT, settled::backlog(&state.pool));
+    let (depth, pending) = tokio::join!(depth, pending);
+    if let Ok(Ok(depth)) = depth {
         state.metrics.set_outbox_depth(depth);
+    }
+    if let Ok(Ok(pending)) = pending {
+        let oldest = Duration::from_secs_f64(pending.oldest_seconds.max(0.0));
+        state.metrics.set_pending(pending.pending, oldest);
     }
     let text = state.metrics.render();
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()

@@ -50,6 +50,8 @@ pub struct AppState {
     pub limits: Option<Arc<BuyerLimits>>,
     /// RabbitMQ, when a role of this process needs it (`/ready` checks it then).
     pub amqp_url: Option<String>,
+    /// The roles this process runs (`/health` names them).
+    pub roles: Vec<flashtix_model::Role>,
 }
 
 /// The routes of a process: the sale's API if it runs the `api` role; health,

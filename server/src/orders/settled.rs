@@ -30,6 +30,31 @@ pub async fn pending(pool: &PgPool, event: Option<i64>) -> sqlx::Result<i64> {
     .await
 }
 
+/// The orders waiting to settle: how many are PENDING, and how long the
+/// oldest has waited.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Backlog {
+    pub pending: i64,
+    /// Seconds since the oldest PENDING order was placed; 0 with none.
+    pub oldest_seconds: f64,
+}
+
+/// The sale's [`Backlog`] now: one query (PENDING orders have an index of
+/// their own).
+pub async fn backlog(pool: &PgPool) -> sqlx::Result<Backlog> {
+    let (pending, oldest_seconds) = sqlx::query_as(
+        "SELECT count(*),
+                COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0)
+         FROM orders WHERE status = 'PENDING'",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(Backlog {
+        pending,
+        oldest_seconds,
+    })
+}
+
 /// Waits, up to `limit`, until no order (of `event`, or of the sale) is
 /// PENDING; `waiting` hears each count that was not zero yet, and how long
 /// the wait has gone on. A count Postgres could not give (it may be coming

@@ -68,6 +68,8 @@ pub struct Metrics {
     stock_returns: Counter,
     requests: Family<Request, Histogram, fn() -> Histogram>,
     outbox_depth: Gauge,
+    orders_pending: Gauge,
+    oldest_pending: Gauge<f64, AtomicU64>,
     writer_lanes: Gauge,
     writer_lanes_started: Counter,
     buyers_rate_limited: Counter,
@@ -185,6 +187,18 @@ impl Default for Metrics {
                 "outbox_depth",
                 "Outbox rows not yet confirmed by RabbitMQ, read from Postgres at each scrape",
                 Gauge::default(),
+            ),
+            orders_pending: register(
+                r,
+                "orders_pending",
+                "Orders waiting for their payment (PENDING), read from Postgres at each scrape",
+                Gauge::default(),
+            ),
+            oldest_pending: register_seconds(
+                r,
+                "orders_pending_oldest",
+                "How long the oldest PENDING order has waited, read from Postgres at each scrape (0 with none)",
+                Gauge::<f64, AtomicU64>::default(),
             ),
             writer_lanes: register(
                 r,
@@ -340,6 +354,13 @@ impl Metrics {
         self.outbox_depth.set(depth);
     }
 
+    /// The orders waiting to settle, as last read: how many, and how long
+    /// the oldest has waited.
+    pub fn set_pending(&self, pending: i64, oldest: Duration) {
+        self.orders_pending.set(pending);
+        self.oldest_pending.set(oldest.as_secs_f64());
+    }
+
     pub fn set_writer_lanes(&self, lanes: usize) {
         self.writer_lanes.set(lanes as i64);
     }
@@ -401,6 +422,7 @@ mod tests {
         metrics.payment_recorded("SUCCEEDED");
         metrics.http_request("/orders/{id}", "GET", 200, Duration::from_micros(300));
         metrics.set_outbox_depth(7);
+        metrics.set_pending(3, Duration::from_millis(1500));
         let text = metrics.render();
         for expected in [
             "flashtix_orders_total{outcome=\"sold_out\"} 2",
@@ -416,6 +438,8 @@ mod tests {
             "flashtix_http_request_duration_seconds_bucket{le=\"0.00025\",route=\"/orders/{id}\",method=\"GET\",status=\"200\"} 0",
             "flashtix_http_request_duration_seconds_bucket{le=\"0.0005\",route=\"/orders/{id}\",method=\"GET\",status=\"200\"} 1",
             "flashtix_outbox_depth 7",
+            "flashtix_orders_pending 3",
+            "flashtix_orders_pending_oldest_seconds 1.5",
             "flashtix_build_info{version=\"",
         ] {
             assert!(text.contains(expected), "{expected} in\n{text}");

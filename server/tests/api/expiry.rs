@@ -7,6 +7,7 @@ use flashtix_server::gate::reconcile::restock_pending;
 use flashtix_server::gate::{Restock, StockReturn};
 use flashtix_server::invariants::{Invariant, Verdict};
 use reqwest::StatusCode;
+use serde_json::json;
 
 use crate::helpers::{count, distinct_buyers, eventually, spawn_app, spawn_app_with, storm};
 
@@ -130,13 +131,18 @@ async fn check_reports_orders_held_past_their_hold_until_a_sweeper_runs() {
     let sweeper = app
         .another_server(|settings| settings.roles = vec![Role::Sweeper])
         .await;
-    assert_eq!(sweeper.get("/health").await.status(), StatusCode::OK);
+    let health = sweeper.get_json("/health").await;
+    assert_eq!(health, json!({"status": "ok", "roles": ["sweeper"]}));
+    // Every process reports the sale's backlog, read from Postgres at the
+    // scrape: the one order left PENDING.
+    assert_eq!(sweeper.metric("flashtix_orders_pending").await, 1);
     assert_eq!(
         sweeper.get(&format!("/events/{event}")).await.status(),
         StatusCode::NOT_FOUND,
         "a sweeper does not serve the sale's API"
     );
     app.until_none_pending(Duration::from_secs(10)).await;
+    assert_eq!(sweeper.metric("flashtix_orders_pending").await, 0);
     app.check_passes_within(Duration::from_secs(10)).await;
     assert_eq!(app.event(event).await.available_tickets, 10);
 }

@@ -320,7 +320,9 @@ async fn health_ready_and_metrics_answer() {
     app.order(event, "u", "k", 1).await;
     app.order(event, "v", "k", 1).await;
 
-    assert_eq!(app.get("/health").await.status(), StatusCode::OK);
+    let health = app.get_json("/health").await;
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["roles"], json!(["api", "sweeper"]));
     let ready = app.get_json("/ready").await;
     assert_eq!(ready["checks"], json!({"postgres": "ok", "redis": "ok"}));
     assert_eq!(
@@ -333,4 +335,6 @@ async fn health_ready_and_metrics_answer() {
             .await,
         1
     );
+    // No payment worker here: the one accepted order waits.
+    assert_eq!(app.metric("flashtix_orders_pending").await, 1);
 }
