@@ -37,6 +37,8 @@ enum Command {
     Merge(commands::storm::merge::MergeArgs),
     /// Make Postgres, Redis and RabbitMQ reachable (or stop what it started)
     Up(commands::up::UpArgs),
+    /// A live terminal dashboard of a running sale
+    Watch(commands::watch::WatchArgs),
     /// Failure drills: a storm, faults on a timeline, the invariants, a verdict
     Chaos(commands::chaos::ChaosArgs),
     /// A whole flash sale on this machine: serve, reset, storm, settle, check
@@ -72,6 +74,7 @@ async fn main() -> ExitCode {
         Command::Check(args) => commands::check::run(args).await,
         Command::Chaos(args) => commands::chaos::run(args).await,
         Command::Up(args) => commands::up::run(args).await,
+        Command::Watch(args) => commands::watch::run(args).await,
         Command::Storm(args) => commands::storm::run(*args).await,
         Command::Merge(args) => commands::storm::merge::run(args),
         Command::Demo(mut args) => {

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod reset;
 pub mod storm;
 pub mod up;
+pub mod watch;
 
 use std::process::ExitCode;
 

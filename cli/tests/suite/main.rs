@@ -12,3 +12,4 @@ mod cli;
 mod identity;
 mod observability;
 mod storm;
+mod watch;

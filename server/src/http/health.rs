@@ -13,8 +13,8 @@ use axum::Json;
 use serde_json::json;
 
 use super::AppState;
-use crate::runtime::metrics;
 use crate::orders::settled;
+use crate::runtime::metrics;
 use crate::saga::outbox;
 
 /// How long `/ready` waits for each dependency.
