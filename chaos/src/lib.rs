@@ -16,6 +16,7 @@
 //!   on them);
 //! - [`faults`]: a drill's faults carried out through its driver;
 //! - [`windows`]: when each fault was on, as the storm's report shades it;
+//! - [`watched`]: where a drill's sale is, for `flashtix watch --drill`;
 //! - [`recovery`]: how long the sale took to recover from each fault;
 //! - [`steps`]: the operator's commands a drill runs (reset, storm, check);
 //! - [`runner`]: one drill, start to verdict.
@@ -30,4 +31,5 @@ pub mod runner;
 pub mod services;
 pub mod steps;
 pub mod switchboard;
+pub mod watched;
 pub mod windows;

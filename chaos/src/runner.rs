@@ -25,6 +25,7 @@ use crate::driver::{Driver, Stack};
 use crate::faults::{self, Faults};
 use crate::recovery::{self, Backlog, FaultReport, Sample};
 use crate::steps::{self, Operator};
+use crate::watched::WatchedSale;
 use crate::windows::{Window, WindowLog};
 
 const DEFAULT_RECOVER: Duration = Duration::from_secs(30);
@@ -167,6 +168,13 @@ async fn start<'a>(run: &'a Run<'_>, stack: &Stack) -> io::Result<(Operator<'a>,
             &public_keys,
         )
         .await?;
+    let watched = WatchedSale {
+        servers: driver.watched_urls(),
+        namespace: run.namespace.clone(),
+        database_url: direct.database.clone(),
+        amqp_url: direct.amqp.clone(),
+    };
+    watched.write(&run.dir).map_err(failed)?;
     let pool = PgPoolOptions::new()
         .max_connections(2)
         .acquire_timeout(Duration::from_secs(1))

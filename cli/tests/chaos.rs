@@ -240,6 +240,71 @@ fn a_relay_that_publishes_after_commit_fails_the_rabbitmq_kill_drill() {
     );
 }
 
+/// `flashtix watch --drill DIR` follows a drill while it runs: `chaos` names
+/// the directory as it starts the drill, and the screen shows the drill's
+/// processes, the paused one not answering, and the fault in force.
+#[test]
+fn a_running_drill_can_be_watched_with_its_fault_in_force() {
+    use std::io::BufRead;
+    let pause =
+        "[[fault]]\nat = \"1s\"\ntarget = \"payments\"\naction = \"pause\"\nduration = \"6s\"\n";
+    let drill = short_drill("watched", "", pause);
+    let json = temp("watched.json");
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut chaos = Command::new(env!("CARGO_BIN_EXE_flashtix"))
+        .args(["chaos", "run", drill.to_str().unwrap()])
+        .args(["--json", json.to_str().unwrap()])
+        .env("FLASHTIX_DRILLS", catalogue())
+        .env_remove("FLASHTIX_KNOWN_BAD")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("flashtix runs");
+    let mut said = std::io::BufReader::new(chaos.stderr.take().unwrap()).lines();
+    let hint = "watch it live: flashtix watch --drill ";
+    let dir = said
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| line.split_once(hint).map(|(_, dir)| dir.to_owned()))
+        .expect("chaos names the drill's directory");
+    let rest = std::thread::spawn(move || said.map_while(Result::ok).collect::<Vec<_>>());
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let screen = loop {
+        let watch = Command::new(env!("CARGO_BIN_EXE_flashtix"))
+            .args([
+                "watch", "--drill", &dir, "--print", "-", "--after", "1500ms",
+            ])
+            .output()
+            .expect("flashtix runs");
+        let screen = stdout(&watch);
+        // A fresh watcher hears nothing from the paused process.
+        let paused = screen.contains("down: no answer in time");
+        if screen.contains("IN FORCE: pause payments") && paused {
+            break screen;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fault never showed in force: {screen}{}",
+            String::from_utf8_lossy(&watch.stderr)
+        );
+    };
+    assert_eq!(screen.matches('●').count(), 6, "six processes: {screen}");
+    assert!(screen.contains(" api up"), "{screen}");
+    assert_eq!(
+        screen.matches(" up ").count(),
+        5,
+        "the others answer: {screen}"
+    );
+    assert!(
+        screen.contains("left ") && screen.contains("/3000"),
+        "{screen}"
+    );
+    let status = chaos.wait().unwrap();
+    let rest = rest.join().unwrap().join("\n");
+    assert_eq!(status.code(), Some(0), "{rest}");
+}
+
 /// A drill's `[sale]`, `[storm]` and `[server]` are read into the types
 /// `reset`, `storm` and `serve` read: a mistake in one is named, with its
 /// table, before anything runs.

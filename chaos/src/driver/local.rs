@@ -118,6 +118,9 @@ impl Dependencies {
 pub struct Sale {
     /// Named as [`PROCESSES`] names them.
     processes: Vec<(&'static str, Shared)>,
+    /// Each process's base URL, in the same order (a process started again
+    /// comes back on its port).
+    urls: Vec<String>,
     /// The storm's way in: balances over the API processes.
     pub front: Arc<Proxy>,
 }
@@ -135,6 +138,7 @@ impl Sale {
         public_keys: &Path,
     ) -> io::Result<Self> {
         let mut processes = Vec::new();
+        let mut bases = Vec::new();
         let mut apis = Vec::new();
         for member in PROCESSES {
             let (name, role) = (member.name, member.role);
@@ -161,6 +165,7 @@ impl Sale {
             let mut process = Process::new(name, recipe);
             let url = process.start().await?;
             let address = url.trim_start_matches("http://").to_owned();
+            bases.push(url.clone());
             // Started again, it comes back on the same port, so the balancer
             // (and anyone watching it) finds it again.
             for arg in &mut process.recipe_mut().args {
@@ -174,11 +179,20 @@ impl Sale {
             processes.push((name, Arc::new(Mutex::new(process))));
         }
         let front = Arc::new(Proxy::balance(ANY_PORT, apis).await?);
-        Ok(Self { processes, front })
+        Ok(Self {
+            processes,
+            urls: bases,
+            front,
+        })
     }
 
     pub fn front_url(&self) -> String {
         format!("http://{}", self.front.address())
+    }
+
+    /// Every process's base URL.
+    pub fn urls(&self) -> &[String] {
+        &self.urls
     }
 
     /// The process a fault on `target` hits: for `api`, the first of the two.

@@ -95,6 +95,16 @@ impl Driver {
         }
     }
 
+    /// The processes an operator can watch, by base URL: every one of a
+    /// local sale; of a Compose stack, the API behind its balancer (only
+    /// its port is published).
+    pub fn watched_urls(&self) -> Vec<String> {
+        match self {
+            Driver::Local { sale, .. } => sale.urls().to_vec(),
+            Driver::Docker(sale) => vec![sale.front_url()],
+        }
+    }
+
     /// Switches the network fault between the sale and `target` (for a role:
     /// between the buyers and the API).
     pub(crate) async fn network(

@@ -315,12 +315,17 @@ async fn each_drill(
                 "chaos: [{number}/{runs}] {name} (seed {seed}): {}",
                 drill.description
             );
+            let dir = work.join(format!("{name}-{seed}"));
+            eprintln!(
+                "chaos:   watch it live: flashtix watch --drill {}",
+                dir.display()
+            );
             let run = Run {
                 name,
                 drill,
                 seed,
                 namespace: format!("drill_{number}"),
-                dir: work.join(format!("{name}-{seed}")),
+                dir,
                 flashtix,
                 report: options
                     .report

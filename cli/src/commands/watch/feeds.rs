@@ -67,6 +67,8 @@ pub fn start(board: &Shared, sources: Sources) -> Feeds {
     for index in 0..sources.processes.len() {
         let process = watch_process(board.clone(), client.clone(), index, sources.every);
         tasks.push(tokio::spawn(process));
+        let ready = watch_readiness(board.clone(), client.clone(), index, sources.every);
+        tasks.push(tokio::spawn(ready));
     }
     let events = watch_events(
         board.clone(),
@@ -103,41 +105,52 @@ fn ticker(every: Duration) -> tokio::time::Interval {
     tick
 }
 
-/// One process: its roles (`/health`) until known, `/metrics` every tick,
-/// `/ready` every [`READY_EVERY`].
+/// One process: its roles (`/health`) until known, and `/metrics` every tick.
 async fn watch_process(board: Shared, client: reqwest::Client, index: usize, every: Duration) {
     let url = lock(&board).processes[index].url.clone();
     let limit = every.max(Duration::from_secs(1));
     let mut tick = ticker(every);
-    let mut ready_due = Instant::now();
     loop {
         tick.tick().await;
-        if lock(&board).processes[index].roles.is_empty() {
-            if let Ok(health) = get_json(&client, &format!("{url}/health"), limit).await {
-                let roles = health["roles"].as_array().into_iter().flatten();
-                let roles = roles.filter_map(|role| role.as_str().map(str::to_owned));
-                lock(&board).processes[index].roles = roles.collect();
-            }
-        }
-        let ready = async {
-            if Instant::now() < ready_due {
+        let roles = async {
+            if !lock(&board).processes[index].roles.is_empty() {
                 return None;
             }
-            ready_due = Instant::now() + READY_EVERY;
-            Some(readiness(&client, &url, limit).await)
+            let health = get_json(&client, &format!("{url}/health"), limit)
+                .await
+                .ok()?;
+            let roles = health["roles"].as_array()?.iter();
+            Some(
+                roles
+                    .filter_map(|role| role.as_str().map(str::to_owned))
+                    .collect(),
+            )
         };
         let metrics_url = format!("{url}/metrics");
         let metrics = get_text(&client, &metrics_url, limit);
-        let (metrics, ready) = tokio::join!(metrics, ready);
+        let (roles, metrics) = tokio::join!(roles, metrics);
         let mut board = lock(&board);
         let process = &mut board.processes[index];
+        if let Some(roles) = roles {
+            process.roles = roles;
+        }
         match metrics {
             Ok(text) => process.scraped(Instant::now(), Scrape::parse(&text)),
             Err(error) => process.error = Some(error),
         }
-        if let Some(ready) = ready {
-            process.ready = Some(ready);
-        }
+    }
+}
+
+/// One process's `/ready`, every [`READY_EVERY`], on its own so that a slow
+/// answer holds up no scrape.
+async fn watch_readiness(board: Shared, client: reqwest::Client, index: usize, every: Duration) {
+    let url = lock(&board).processes[index].url.clone();
+    let limit = every.max(Duration::from_secs(1));
+    let mut tick = ticker(READY_EVERY);
+    loop {
+        tick.tick().await;
+        let ready = readiness(&client, &url, limit).await;
+        lock(&board).processes[index].ready = Some(ready);
     }
 }
 

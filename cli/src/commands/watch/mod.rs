@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
+use flashtix_chaos::watched::{windows_file, WatchedSale};
 use flashtix_model::duration;
 use flashtix_server::runtime::config::ConnectionArgs;
 use flashtix_server::runtime::db::{self, Purpose};
@@ -56,6 +57,10 @@ pub struct WatchArgs {
     /// drill's directory
     #[arg(long, value_name = "FILE")]
     faults: Option<PathBuf>,
+    /// Watch a running drill: its processes, namespace, services and fault
+    /// windows, from the directory `flashtix chaos` names as it starts it
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["servers", "faults"])]
+    drill: Option<PathBuf>,
     /// Draw one screen into FILE (`-`: standard output) instead of the
     /// terminal, and exit: text, or an SVG picture when FILE ends in .svg
     #[arg(long, value_name = "FILE")]
@@ -83,12 +88,20 @@ fn size(text: &str) -> Result<(u16, u16), String> {
     }
 }
 
-pub async fn run(args: WatchArgs) -> Exit {
+pub async fn run(mut args: WatchArgs) -> Exit {
     if args.every < Duration::from_millis(100) || args.every > Duration::from_secs(60) {
         return Err(Failure::usage(anyhow!(
             "--every {:?} is out of range: from 100ms to 60s",
             args.every
         )));
+    }
+    if let Some(dir) = &args.drill {
+        let drill = WatchedSale::read(dir).map_err(|error| Failure::usage(error.into()))?;
+        args.faults = Some(windows_file(dir));
+        args.servers = drill.servers;
+        args.connections.namespace = drill.namespace;
+        args.connections.database_url = Some(drill.database_url);
+        args.connections.amqp_url = drill.amqp_url;
     }
     let servers = args
         .servers

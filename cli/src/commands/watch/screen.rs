@@ -23,6 +23,9 @@ pub struct Context<'a> {
     pub clock: String,
 }
 
+/// Processes shown one a line, up to this many: a whole sale.
+const ONE_A_LINE: usize = 6;
+
 /// The width of a line's name column.
 const NAME: usize = 16;
 
@@ -261,9 +264,9 @@ fn saga(board: &Board) -> Vec<Line<'static>> {
 }
 
 /// Each process: a dot for its health, its address, its roles, and why not
-/// when it is not well. Two a line when there are more than three.
+/// when it is not well. One a line for a whole sale (six), two beyond.
 fn processes(board: &Board, context: &Context, width: usize) -> Vec<Line<'static>> {
-    let column = if board.processes.len() > 3 {
+    let column = if board.processes.len() > ONE_A_LINE {
         (width - NAME) / 2
     } else {
         width - NAME
@@ -277,7 +280,7 @@ fn processes(board: &Board, context: &Context, width: usize) -> Vec<Line<'static
                 Health::Up => (Color::Green, "up".to_owned()),
                 Health::NotReady(why) => (Color::Yellow, format!("not ready: {why}")),
                 Health::Down(why) => (Color::Red, format!("down: {why}")),
-                Health::Unknown => (Color::DarkGray, "asking".to_owned()),
+                Health::Unknown => (Color::DarkGray, "no answer yet".to_owned()),
             };
             let roles = if process.roles.len() >= 5 {
                 "all".to_owned()
@@ -296,7 +299,11 @@ fn processes(board: &Board, context: &Context, width: usize) -> Vec<Line<'static
             ]
         })
         .collect();
-    let per_line = if board.processes.len() > 3 { 2 } else { 1 };
+    let per_line = if board.processes.len() > ONE_A_LINE {
+        2
+    } else {
+        1
+    };
     let mut lines = Vec::new();
     for (index, row) in cells.chunks(per_line).enumerate() {
         let label = if index == 0 { "Processes" } else { "" };
