@@ -55,8 +55,8 @@ pub fn run(args: MergeArgs) -> Exit {
     }
     let merged = merge(documents).map_err(Failure::usage)?;
     let summary = Summary::new(&merged.storm, merged.model, merged.target_rate, merged.raw);
-    summary.print();
     let mut document = summary.document();
+    summary.print(&document);
     document.merged_from = Some(args.documents.len());
     if !merged.seating.is_empty() {
         say!("{}", report::seating_table(&merged.seating));

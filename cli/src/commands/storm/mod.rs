@@ -87,8 +87,8 @@ pub async fn run_scenario(args: StormArgs, scenario: Scenario) -> Exit {
         plan.target_rate,
         plan.raw(),
     );
-    summary.print();
     let mut document = summary.document();
+    summary.print(&document);
     if plan.sending.shard != Shard::WHOLE {
         document.shard = Some(plan.sending.shard);
     }

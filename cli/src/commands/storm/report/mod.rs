@@ -5,6 +5,7 @@
 use flashtix_model::history::Outcome;
 use hdrhistogram::Histogram;
 
+use super::document::StormDocument;
 use super::engine::Storm;
 use super::record::{millis_at, BEHIND_AFTER, BEHIND_SHARE};
 use crate::say;
@@ -145,8 +146,8 @@ impl<'a> Summary<'a> {
     }
 
     /// The rates, the schedule's warning if any, the outcomes and the
-    /// latencies, for people.
-    pub fn print(&self) {
+    /// latencies (the `document`'s), for people.
+    pub fn print(&self, document: &StormDocument) {
         say!("{}", self.rates_table());
         if let Some(warning) = self.schedule_warning() {
             say!("{warning}");
@@ -155,7 +156,7 @@ impl<'a> Summary<'a> {
             say!("{cpu}");
         }
         say!("{}", self.outcomes_table());
-        say!("{}", self.latency_table());
+        say!("{}", self.latency_table(document));
     }
 }
 #[cfg(test)]

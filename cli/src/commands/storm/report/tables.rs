@@ -3,7 +3,7 @@
 use comfy_table::Table;
 use flashtix_model::history::Outcome;
 
-use super::super::document::{Percentiles, ZoneSales};
+use super::super::document::{Percentiles, StormDocument, ZoneSales};
 use super::super::fairness::EventFairness;
 use super::super::record::{millis_at, LATE_AFTER};
 use crate::output::table;
@@ -75,26 +75,25 @@ impl Summary<'_> {
         table
     }
 
-    /// Latency per class, from the intended send time and from the actual send.
-    pub fn latency_table(&self) -> Table {
+    /// Latency per class, from the intended send time and from the actual
+    /// send: the figures of the storm's document, as its JSON and report
+    /// give them.
+    pub fn latency_table(&self, document: &StormDocument) -> Table {
         let mut header = vec!["outcome", "measured from"];
         header.extend(Percentiles::NAMED.iter().map(|(name, _)| *name));
         let mut table = table(&header);
         for outcome in Outcome::ALL {
-            let class = &self.storm.recorder.classes[outcome.index()];
-            if class.count == 0 {
-                continue;
-            }
-            for (from, histogram) in [
-                ("intended send", &class.from_intended),
-                ("actual send", &class.service),
-            ] {
+            let name = outcome.name();
+            let measured = [
+                ("intended send", document.latency_from_intended_ms.get(name)),
+                ("actual send", document.service_time_ms.get(name)),
+            ];
+            for (from, percentiles) in measured {
+                let Some(percentiles) = percentiles.filter(|p| p.count > 0) else {
+                    continue;
+                };
                 let mut row = vec![self.class_name(outcome).to_string(), from.to_string()];
-                row.extend(
-                    Percentiles::NAMED
-                        .iter()
-                        .map(|(_, p)| format!("{:.2} ms", millis_at(histogram, *p))),
-                );
+                row.extend(percentiles.values().map(|ms| format!("{ms:.2} ms")));
                 table.add_row(row);
             }
         }
