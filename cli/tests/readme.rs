@@ -402,6 +402,16 @@ async fn the_readme_runs_as_written_and_ends_in_pass() {
             describe(&blocks[index])
         ),
     };
+    // The dashboard's one screen shows the quick start's sale as it ended:
+    // the storm sold every ticket, and the one process answers.
+    let watched = blocks
+        .iter()
+        .zip(&outputs)
+        .find(|(block, _)| block.text.contains("flashtix watch"))
+        .map(|(_, output)| output)
+        .expect("the README runs `flashtix watch --print -`");
+    assert!(watched.contains("left 0/100 SOLD OUT"), "{watched}");
+    assert!(watched.contains("127.0.0.1:8080 all up"), "{watched}");
     for (block, output) in blocks.iter().zip(&outputs) {
         if judges_the_sale(block) {
             if let Some(problem) = verdict_problem(output) {

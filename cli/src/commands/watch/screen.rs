@@ -64,7 +64,8 @@ fn stock(board: &Board, width: usize, room: usize) -> Vec<Line<'static>> {
         heading("Stock"),
         Span::styled("█ sold ", Style::new().fg(SOLD)),
         Span::styled("▒ held ", Style::new().fg(HELD)),
-        Span::styled("░ left", Style::new().fg(LEFT)),
+        Span::styled("░ left ", Style::new().fg(LEFT)),
+        Span::raw("ret returning"),
     ])];
     if let Some(error) = &board.events_error {
         lines.push(Line::from(format!("  events not read: {error}")));
@@ -138,7 +139,7 @@ fn bar_line(name: &str, counts: &Counts, width: usize, stale: bool) -> Line<'sta
         counts.sold, counts.held, counts.left, counts.total
     );
     if counts.returning > 0 {
-        figures.push_str(&format!(" ({} returning)", counts.returning));
+        figures.push_str(&format!(" ret {}", counts.returning));
     }
     if counts.left == 0 && counts.returning == 0 {
         figures.push_str(" SOLD OUT");
@@ -153,7 +154,8 @@ fn bar_line(name: &str, counts: &Counts, width: usize, stale: bool) -> Line<'sta
         cells.round() as usize
     };
     let sold = share(counts.sold).min(bar);
-    let held = share(counts.held).min(bar - sold);
+    // Seats on their way back are neither sold nor for sale yet: drawn held.
+    let held = share(counts.held + counts.returning).min(bar - sold);
     let left = bar - sold - held;
     Line::from(vec![
         Span::raw(format!("{name:<NAME$.NAME$} ")),

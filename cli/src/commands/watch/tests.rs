@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use flashtix_chaos::windows::Window;
+use flashtix_model::seating::ZoneMap;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use super::board::{Board, EventWatch, Process, StockNow};
@@ -74,6 +75,28 @@ fn busy_board(start: Instant) -> Board {
             streaming: true,
         },
     );
+    let mut seated = stock(10, 0, 1);
+    seated.sold = 6;
+    seated.returning = Some(3);
+    seated.zones = Some(vec![ZoneMap {
+        name: "Balcony".into(),
+        kind: "reserved".into(),
+        price_cents: 5000,
+        capacity: 10,
+        available: 0,
+        held: 1,
+        sold: 6,
+        returning: 3,
+        rows: Vec::new(),
+    }]);
+    board.events.insert(
+        3,
+        EventWatch {
+            name: "Opera".into(),
+            stock: Some(seated),
+            streaming: true,
+        },
+    );
     board.events.insert(
         2,
         EventWatch {
@@ -112,6 +135,12 @@ fn an_80_by_24_screen_tells_stock_rates_backlog_health_and_faults() {
     assert_eq!((sold * 3 + 1) / bar, 1, "{arena}");
     assert!(!arena.contains("SOLD OUT"), "{arena}");
     assert!(line_with(&screen, "#2 Small club").contains("left 0/50 SOLD OUT"));
+    let zone = line_with(&screen, "  Balcony");
+    assert!(zone.contains("sold 6 held 1 left 0/10 ret 3"), "{zone}");
+    assert!(
+        !zone.contains("SOLD OUT"),
+        "seats still coming back: {zone}"
+    );
 
     let rates = line_with(&screen, "Orders/s");
     assert!(rates.contains("sold_out 500 accepted 200"), "{rates}");
@@ -132,14 +161,14 @@ fn an_80_by_24_screen_tells_stock_rates_backlog_health_and_faults() {
         "{screen}"
     );
     assert!(line_with(&screen, "Faults").contains("IN FORCE: kill relay since 4.0 s"));
-    assert!(line_with(&screen, "q quits").contains("2/2 stock streams open"));
+    assert!(line_with(&screen, "q quits").contains("3/3 stock streams open"));
 }
 
 #[test]
 fn events_past_the_screen_are_counted_and_an_svg_draws_the_same_screen() {
     let start = Instant::now();
     let mut board = busy_board(start);
-    for id in 3..30 {
+    for id in 4..30 {
         let watch = EventWatch {
             name: format!("Show {id}"),
             stock: Some(stock(10, 10, 0)),
@@ -154,7 +183,7 @@ fn events_past_the_screen_are_counted_and_an_svg_draws_the_same_screen() {
         screen.contains("more lines (a taller terminal shows them)"),
         "{screen}"
     );
-    assert!(line_with(&screen, "#3 Show 3").contains("(stream cut)"));
+    assert!(line_with(&screen, "#4 Show 4").contains("(stream cut)"));
     // Everything below the stock still shows.
     line_with(&screen, "q quits");
     let tall = picture::text(&picture::render(&board, &context(start), 80, 50));
