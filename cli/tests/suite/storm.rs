@@ -997,6 +997,10 @@ async fn a_seated_storm_picks_seats_falls_back_to_the_best_left_and_proves_every
             "every order paid: no seat on its way back"
         );
         assert_eq!(
+            zone["held"], 0,
+            "the map is read once the sale settled: no seat still held: {zone}"
+        );
+        assert_eq!(
             taken + zone["available"].as_u64().unwrap(),
             zone["capacity"].as_u64().unwrap()
         );

@@ -92,6 +92,15 @@ pub async fn run_scenario(args: StormArgs, scenario: Scenario) -> Exit {
     if plan.sending.shard != Shard::WHOLE {
         document.shard = Some(plan.sending.shard);
     }
+    let verdict = match (&services, plan.check) {
+        (Some(services), true) => {
+            Some(settle_and_check(&plan, services, history.as_deref(), &mut document).await?)
+        }
+        _ => None,
+    };
+    // Read once the sale has settled (when the storm waits for it): a seat
+    // of an order that ended unpaid is drawn on its way back or free, not
+    // as the hold it was when the last answer came.
     document.seating = seat_sales(&plan, &storm, &seated_events).await;
     let events = history
         .as_deref()
@@ -101,12 +110,9 @@ pub async fn run_scenario(args: StormArgs, scenario: Scenario) -> Exit {
         say!("{}", report::fairness_table(&events));
     }
     document.fairness = events;
-    let verdict = match (&services, plan.check) {
-        (Some(services), true) => {
-            Some(settle_and_check(&plan, services, history.as_deref(), &mut document).await?)
-        }
-        _ => None,
-    };
+    if let Some(report) = &document.check {
+        check::print_report(report);
+    }
     let missed = judge(&plan.thresholds, &summary, &mut document);
     let title = format!("flashtix storm against {}", plan.sending.target);
     plan.outputs.write(&title, &summary, &document)?;
@@ -188,7 +194,7 @@ async fn fire(plan: &StormPlan, work: Work) -> Result<Storm, Failure> {
 }
 
 /// Waits for the sale to settle, then proves it with the storm's history;
-/// both go into the document.
+/// both go into the document (the report is printed by the caller, last).
 async fn settle_and_check(
     plan: &StormPlan,
     services: &Services,
@@ -202,7 +208,6 @@ async fn settle_and_check(
         check::Settled::After(took) => Some(took.as_secs_f64()),
         check::Settled::Pending(_) => None,
     });
-    check::print_report(&report);
     let verdict = report.verdict;
     document.check = Some(report);
     Ok(verdict)

@@ -1,8 +1,8 @@
 //! The report's seat maps: each reserved zone as a grid of its seats, row 1
 //! at the top, each seat the storm sold and still held or sold after it
 //! coloured by when its order was accepted (early dark, late light), the rest
-//! by their state: a seat whose order ended unpaid is free again (or on its
-//! way back), and drawn so.
+//! by their state: a seat whose order ended unpaid is on its way back to sale
+//! or free again, and drawn so. The maps are read once the sale has settled.
 
 use std::fmt::Write;
 
@@ -19,6 +19,8 @@ const TAKEN_BEFORE: &str = "#616161";
 const FREE: &str = "#e0e0e0";
 /// Sold in the storm, free again after it: its order ended unpaid.
 const RELEASED: &str = "#9ccc65";
+/// Freed by an order that ended unpaid, not yet back on sale.
+const RETURNING: &str = "#4dd0e1";
 const BLOCKED: &str = "#ffffff";
 /// The widest a map is drawn, and the sizes a seat may take in it.
 const WIDTH: f64 = 900.0;
@@ -46,6 +48,7 @@ pub fn section(zones: &[ZoneSales]) -> String {
          <span><i style=\"background:{}\"></i>{:.1} s</span>\
          <span><i style=\"background:{}\"></i>{:.1} s</span>\
          <span><i style=\"background:{TAKEN_BEFORE}\"></i>taken before the storm</span>\
+         <span><i style=\"background:{RETURNING}\"></i>unpaid, on its way back to sale</span>\
          <span><i style=\"background:{RELEASED}\"></i>sold, then free again (unpaid)</span>\
          <span><i style=\"background:{FREE}\"></i>free</span>\
          <span><i style=\"background:{BLOCKED};outline:1px solid #bbb\"></i>not for sale</span></div>",
@@ -81,7 +84,8 @@ fn zone_map(sales: &ZoneSales, last_sale: f64) -> String {
         for (n, state) in row.chars().enumerate() {
             let id = format!("{name}-{}-{}", r + 1, n + 1);
             let fill = match (sales.sold_at_seconds.get(&id).copied(), state) {
-                (Some(_), '.' | 'r') => RELEASED.to_owned(),
+                (_, 'r') => RETURNING.to_owned(),
+                (Some(_), '.') => RELEASED.to_owned(),
                 (Some(at), _) => hex(ramp(at / last_sale.max(f64::EPSILON))),
                 (None, 'x') => BLOCKED.to_owned(),
                 (None, 'h' | 's') => TAKEN_BEFORE.to_owned(),
@@ -199,12 +203,12 @@ mod tests {
         );
         assert_eq!(
             fill_of(&html, "A-3-1"),
-            RELEASED,
+            RETURNING,
             "sold in the storm, unpaid, on its way back"
         );
         assert_eq!(
             fill_of(&html, "A-3-2"),
-            FREE,
+            RETURNING,
             "on its way back from an order before the storm"
         );
         assert_eq!(fill_of(&html, "A-1-4"), BLOCKED);
