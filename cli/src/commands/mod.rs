@@ -7,6 +7,7 @@ pub mod demo;
 pub mod docs;
 pub mod keys;
 pub mod reset;
+pub mod stock_stream;
 pub mod storm;
 pub mod up;
 pub mod watch;

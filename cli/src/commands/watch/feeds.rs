@@ -16,6 +16,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::board::{Board, Process, StockNow};
 use super::scrape::Scrape;
+use crate::commands::stock_stream::{self, Message};
 
 pub type Shared = Arc<Mutex<Board>>;
 
@@ -24,8 +25,6 @@ pub type Shared = Arc<Mutex<Board>>;
 const READY_EVERY: Duration = Duration::from_secs(5);
 /// How often the list of events is read again.
 const EVENTS_EVERY: Duration = Duration::from_secs(5);
-/// How long a stream waits before reconnecting (the stream's own hint).
-const STREAM_RETRY: Duration = Duration::from_secs(2);
 
 /// Where the sale is, and how often to look.
 pub struct Sources {
@@ -266,68 +265,27 @@ async fn watch_events(
 /// One event's stock stream, from whichever API process answers, resumed
 /// with `Last-Event-ID` after a cut.
 async fn watch_stock(board: Shared, client: reqwest::Client, event: i64, every: Duration) {
-    let mut last_id: Option<String> = None;
-    loop {
-        let api = lock(&board)
+    let api = || {
+        lock(&board)
             .processes
             .iter()
-            .filter(|process| process.serves_api() && process.error.is_none())
+            .find(|process| process.serves_api() && process.error.is_none())
             .map(|process| process.url.clone())
-            .next();
-        let Some(url) = api else {
-            tokio::time::sleep(every).await;
-            continue;
+    };
+    let told = |message: Message| {
+        let Ok(stock) = serde_json::from_str::<StockNow>(&message.data) else {
+            return;
         };
-        let mut request = client
-            .get(format!("{url}/events/{event}/stream"))
-            .header(reqwest::header::ACCEPT, "text/event-stream");
-        if let Some(id) = &last_id {
-            request = request.header("Last-Event-ID", id);
+        if let Some(watch) = lock(&board).events.get_mut(&event) {
+            watch.stock = Some(stock);
         }
-        if let Ok(mut response) = request.send().await {
-            if response.status().is_success() {
-                set_streaming(&board, event, true);
-                let mut unread: Vec<u8> = Vec::new();
-                while let Ok(Some(chunk)) = response.chunk().await {
-                    unread.extend_from_slice(&chunk);
-                    while let Some(end) = unread.windows(2).position(|two| two == b"\n\n") {
-                        let message: Vec<u8> = unread.drain(..end + 2).collect();
-                        let Some((id, stock)) = read_message(&message) else {
-                            continue;
-                        };
-                        last_id = Some(id);
-                        if let Some(watch) = lock(&board).events.get_mut(&event) {
-                            watch.stock = Some(stock);
-                        }
-                    }
-                }
-                set_streaming(&board, event, false);
-            }
+    };
+    let open = |streaming: bool| {
+        if let Some(watch) = lock(&board).events.get_mut(&event) {
+            watch.streaming = streaming;
         }
-        tokio::time::sleep(STREAM_RETRY).await;
-    }
-}
-
-fn set_streaming(board: &Shared, event: i64, streaming: bool) {
-    if let Some(watch) = lock(board).events.get_mut(&event) {
-        watch.streaming = streaming;
-    }
-}
-
-/// A message's `id:` and the stock of its `data:`; `None` for a comment,
-/// the `retry:` hint, or anything else.
-pub fn read_message(message: &[u8]) -> Option<(String, StockNow)> {
-    let text = std::str::from_utf8(message).ok()?;
-    let mut id = None;
-    let mut data = None;
-    for line in text.lines() {
-        if let Some(value) = line.strip_prefix("id:") {
-            id = Some(value.trim().to_owned());
-        } else if let Some(value) = line.strip_prefix("data:") {
-            data = Some(value.trim_start());
-        }
-    }
-    Some((id?, serde_json::from_str(data?).ok()?))
+    };
+    stock_stream::follow(client, event, api, told, open, every).await;
 }
 
 /// Every queue of the sale's topology: its ready messages, over one
@@ -386,22 +344,5 @@ async fn watch_faults(board: Shared, path: PathBuf, every: Duration) {
         tick.tick().await;
         let read = flashtix_chaos::windows::read(&path).map_err(|error| error.to_string());
         lock(&board).faults = Some(read);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_stream_message_gives_its_id_and_stock_and_a_comment_gives_nothing() {
-        let message = b"id: 7\nevent: stock\ndata: {\"event_id\":1,\"version\":7,\"total\":10,\
-            \"available\":4,\"held\":1,\"sold\":5,\"changed_at\":\"2026-12-07T10:00:00Z\",\
-            \"sold_out_at\":null}\n\n";
-        let (id, stock) = read_message(message).expect("a stock message");
-        assert_eq!(id, "7");
-        assert_eq!((stock.available, stock.held, stock.sold), (4, 1, 5));
-        assert_eq!(read_message(b": heartbeat\n\n"), None);
-        assert_eq!(read_message(b"retry: 2000\n\n"), None);
     }
 }
