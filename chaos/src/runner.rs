@@ -44,6 +44,8 @@ pub struct Run<'a> {
     pub flashtix: &'a Path,
     /// Where the storm writes its HTML report, fault windows shaded.
     pub report: Option<PathBuf>,
+    /// Where the storm serves its live dashboard, if anywhere.
+    pub dashboard: Option<std::net::SocketAddr>,
 }
 
 /// What a drill showed.
@@ -261,6 +263,9 @@ async fn storm(
     ];
     if let Some(report) = &run.report {
         args.extend(["--report".into(), path(report)]);
+    }
+    if let Some(dashboard) = run.dashboard {
+        args.extend(["--dashboard".into(), dashboard.to_string()]);
     }
     args.extend(steps::flags(&run.drill.storm));
     let (mut storm, begun) = operator.storm(&args).await?;

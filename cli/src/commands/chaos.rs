@@ -102,6 +102,12 @@ struct RunOptions {
     /// Keep the logs, histories and reports of drills that passed too
     #[arg(long)]
     keep: bool,
+    /// Serve a live web page of each drill's storm at ADDR (127.0.0.1:5665
+    /// when no ADDR is given), fault windows opening and closing: one drill
+    /// after another, the open page follows the next
+    #[arg(long, value_name = "ADDR", num_args = 0..=1,
+          default_missing_value = "127.0.0.1:5665")]
+    dashboard: Option<std::net::SocketAddr>,
 }
 
 pub async fn run(args: ChaosArgs) -> Exit {
@@ -305,6 +311,9 @@ async fn each_drill(
     flashtix: &Path,
 ) -> anyhow::Result<Vec<DrillReport>> {
     let runs = drills.len() * options.repeat as usize;
+    if let Some(address) = options.dashboard {
+        eprintln!("chaos: each drill's storm live at http://{address}/");
+    }
     let mut reports = Vec::new();
     let mut number = 0;
     for (name, drill) in drills {
@@ -331,6 +340,7 @@ async fn each_drill(
                     .report
                     .as_deref()
                     .map(|path| page_path(path, runs, name, seed)),
+                dashboard: options.dashboard,
             };
             let report = runner::run(&run, stack)
                 .await

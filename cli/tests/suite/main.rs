@@ -9,6 +9,7 @@
 mod common;
 
 mod cli;
+mod dashboard;
 mod identity;
 mod observability;
 mod storm;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use flashtix_server::runtime::config::ConnectionArgs;
 
+use super::dashboard::DashboardArgs;
 use super::engine::Shard;
 use super::outputs::Outputs;
 use super::StormOptions;
@@ -69,6 +70,8 @@ pub struct StormArgs {
     pub(super) history: Option<PathBuf>,
     #[command(flatten)]
     pub(super) outputs: Outputs,
+    #[command(flatten)]
+    pub(super) dashboard: DashboardArgs,
     /// Skip the settle wait and the invariants
     #[arg(long)]
     pub(super) no_check: bool,

@@ -4,6 +4,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flashtix_model::history::Outcome;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::engine::Progress;
@@ -54,8 +55,8 @@ pub(super) fn update(bar: &ProgressBar, progress: &Progress, position: u64, rate
     });
     bar.set_message(format!(
         "{rate}accepted {}  sold out {}  errors {}  p99 {p99}",
-        progress.accepted.load(Relaxed),
-        progress.sold_out.load(Relaxed),
-        progress.failed.load(Relaxed),
+        progress.count(Outcome::Accepted),
+        progress.count(Outcome::SoldOut),
+        progress.failed(),
     ));
 }

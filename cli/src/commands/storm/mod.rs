@@ -4,6 +4,7 @@
 
 mod args;
 mod bar;
+mod dashboard;
 mod document;
 mod engine;
 mod fairness;
@@ -19,6 +20,7 @@ mod seats;
 mod tokens;
 mod workload;
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -34,6 +36,7 @@ pub use scenario::Scenario;
 use super::{check, reset, Exit, Failure, Services};
 use crate::say;
 use bar::{progress_bar, show_progress, update};
+use dashboard::Dashboard;
 use document::{Judged, StormDocument, ZoneSales};
 use engine::{Progress, Shard, Storm, Work};
 use plan::{Sends, StormPlan};
@@ -60,22 +63,14 @@ pub async fn run_scenario(args: StormArgs, scenario: Scenario) -> Exit {
         let (namespace, events) = reset::seed(&args.connections, &sale, false).await?;
         reset::print_seeded(&namespace, &events);
     }
-    let services = if plan.needs_services() {
-        let services = Services::connect(&args.connections).await?;
-        if plan.check {
-            // A sale the storm could not prove is refused before any send.
-            let named = match &plan.sends {
-                Sends::Buy(buying) => buying.events.as_slice(),
-                Sends::Raw(_) => &[],
-            };
-            check::something_to_check(&services, named).await?;
-        }
-        Some(services)
-    } else {
-        None
-    };
+    let services = services(&args, &plan).await?;
     let (work, seated_events) = plan.work(services.as_ref()).await?;
-    let storm = fire(&plan, work).await?;
+    let progress = Arc::new(Progress::default());
+    let mut dashboard = start_dashboard(&args, &plan, &work, &progress).await?;
+    let storm = fire(&plan, work, progress).await?;
+    if let Some(dashboard) = &mut dashboard {
+        dashboard.sends_over().await;
+    }
     let history = match &plan.history {
         Some(path) => Some(flashtix_model::history::read(path).map_err(anyhow::Error::from)?),
         None => None,
@@ -116,12 +111,53 @@ pub async fn run_scenario(args: StormArgs, scenario: Scenario) -> Exit {
     let missed = judge(&plan.thresholds, &summary, &mut document);
     let title = format!("flashtix storm against {}", plan.sending.target);
     plan.outputs.write(&title, &summary, &document)?;
+    if let Some(dashboard) = dashboard {
+        dashboard.finish(&document).await;
+    }
     // What the sale did first, then how fast: FAIL, UNKNOWN, a missed threshold.
     Ok(match verdict {
         Some(verdict @ (Verdict::Fail | Verdict::Unknown)) => check::exit_code(verdict),
         _ if missed => ExitCode::from(3),
         _ => ExitCode::SUCCESS,
     })
+}
+
+/// The sale's Postgres and Redis, when the storm needs them; a sale the
+/// storm could not prove is refused before any send.
+async fn services(args: &StormArgs, plan: &StormPlan) -> Result<Option<Services>, Failure> {
+    if !plan.needs_services() {
+        return Ok(None);
+    }
+    let services = Services::connect(&args.connections).await?;
+    if plan.check {
+        let named = match &plan.sends {
+            Sends::Buy(buying) => buying.events.as_slice(),
+            Sends::Raw(_) => &[],
+        };
+        check::something_to_check(&services, named).await?;
+    }
+    Ok(Some(services))
+}
+
+/// The live dashboard, if `--dashboard` asks for one: the storm's counters,
+/// the stock of the events it buys from, a drill's fault windows.
+async fn start_dashboard(
+    args: &StormArgs,
+    plan: &StormPlan,
+    work: &Work,
+    progress: &Arc<Progress>,
+) -> Result<Option<Dashboard>, Failure> {
+    let feeds = dashboard::Feeds {
+        target: plan.sending.target.clone(),
+        events: match work {
+            Work::Buy { buyers, .. } => buyers.events.clone(),
+            Work::Raw(_) => Vec::new(),
+        },
+        windows: plan.outputs.shade().map(Path::to_path_buf),
+    };
+    Dashboard::start(&args.dashboard, progress.clone(), feeds)
+        .await
+        .map_err(Failure::usage)
 }
 
 /// What the storm's buyers were sold in each zone of the seated events,
@@ -149,7 +185,7 @@ async fn seat_sales(plan: &StormPlan, storm: &Storm, seated_events: &[i64]) -> V
 }
 
 /// Sends the storm with a live progress bar, the history written as it goes.
-async fn fire(plan: &StormPlan, work: Work) -> Result<Storm, Failure> {
+async fn fire(plan: &StormPlan, work: Work, progress: Arc<Progress>) -> Result<Storm, Failure> {
     let (history, writer) = match &plan.history {
         Some(path) => {
             let (sink, writer) = engine::journal::create(path).map_err(Failure::usage)?;
@@ -171,7 +207,6 @@ async fn fire(plan: &StormPlan, work: Work) -> Result<Storm, Failure> {
     if let Some(at) = plan.sending.start_at.filter(|at| *at > chrono::Utc::now()) {
         eprintln!("storm: the schedule begins at {at}");
     }
-    let progress = Arc::new(Progress::default());
     let bar = progress_bar(plan);
     let ticker = tokio::spawn(show_progress(
         bar.clone(),

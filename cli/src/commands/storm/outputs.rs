@@ -36,6 +36,11 @@ pub struct Outputs {
 }
 
 impl Outputs {
+    /// A drill's fault windows, when the storm is one's.
+    pub(super) fn shade(&self) -> Option<&std::path::Path> {
+        self.shade.as_deref()
+    }
+
     /// Writes the files asked for: JSON, HDR distribution, CSV, HTML report.
     pub(super) fn write(
         &self,

@@ -10,7 +10,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::super::record::Recorder;
+use super::super::record::{Recorder, BEHIND_AFTER};
 use super::http::Endpoint;
 use super::journal::Batch;
 use super::purchase::{Context, Done, Sender, REVISIT_AFTER};
@@ -94,6 +94,9 @@ impl Lane {
                 }
             }
             self.progress.sent.fetch_add(1, Relaxed);
+            if matches!(self.plan.model, Model::Open { .. }) && sent - due >= BEHIND_AFTER {
+                self.progress.behind.fetch_add(1, Relaxed);
+            }
             inflight.push(self.job(number, start, due, slot));
             number += self.step;
         }
@@ -129,22 +132,14 @@ impl Lane {
     }
 
     fn record(&mut self, done: Vec<Done>) {
+        self.progress.finished.fetch_add(1, Relaxed);
         for done in done {
             let outcome = done.measured.outcome;
             self.recorder.answered(&done.measured);
-            self.progress.answered.fetch_add(1, Relaxed);
             let measured = &done.measured;
             let waited = measured.finished.saturating_sub(measured.intended);
             self.progress.latency.record(waited);
-            let counter = match outcome {
-                Outcome::Accepted => Some(&self.progress.accepted),
-                Outcome::SoldOut => Some(&self.progress.sold_out),
-                failure if failure.is_failure() => Some(&self.progress.failed),
-                _ => None,
-            };
-            if let Some(counter) = counter {
-                counter.fetch_add(1, Relaxed);
-            }
+            self.progress.outcomes[outcome.index()].fetch_add(1, Relaxed);
             if let (Some(history), Some(attempt)) = (&mut self.history, done.attempt) {
                 history.push(attempt);
             }

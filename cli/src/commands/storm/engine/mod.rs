@@ -18,7 +18,7 @@ mod classify;
 mod http;
 pub mod journal;
 mod lane;
-mod progress;
+pub mod progress;
 mod purchase;
 mod shard;
 

@@ -1,19 +1,52 @@
-//! What the progress bar reads while the storm runs: counters and a coarse
-//! latency histogram the lanes add to without a lock.
+//! What the progress bar and the live dashboard read while the storm runs:
+//! counters and a coarse latency histogram the lanes add to without a lock.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-/// Counters the progress bar reads while the storm runs.
-#[derive(Default)]
+use flashtix_model::history::Outcome;
+
+/// Counters read while the storm runs.
 pub struct Progress {
     /// Purchases sent (a double click or a retry is one purchase).
     pub sent: AtomicU64,
-    pub answered: AtomicU64,
-    pub accepted: AtomicU64,
-    pub sold_out: AtomicU64,
-    pub failed: AtomicU64,
+    /// Purchases whose every request has ended.
+    pub finished: AtomicU64,
+    /// Sends that went out [`super::super::record::BEHIND_AFTER`] or more
+    /// after their intended time (the document's `behind_sends`).
+    pub behind: AtomicU64,
+    /// Answers (every request of a purchase), by outcome, in the order of
+    /// [`Outcome::ALL`].
+    pub outcomes: [AtomicU64; Outcome::ALL.len()],
     pub latency: LiveLatency,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            sent: AtomicU64::new(0),
+            finished: AtomicU64::new(0),
+            behind: AtomicU64::new(0),
+            outcomes: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency: LiveLatency::default(),
+        }
+    }
+}
+
+impl Progress {
+    /// Answers so far with `outcome`.
+    pub fn count(&self, outcome: Outcome) -> u64 {
+        self.outcomes[outcome.index()].load(Relaxed)
+    }
+
+    /// Answers so far that were failures (errors, timeouts, …).
+    pub fn failed(&self) -> u64 {
+        Outcome::ALL
+            .into_iter()
+            .filter(|outcome| outcome.is_failure())
+            .map(|outcome| self.count(outcome))
+            .sum()
+    }
 }
 
 /// Sub-buckets per power of two: values are told apart to within 1/8.
@@ -43,15 +76,29 @@ impl LiveLatency {
 
     /// The upper edge of the bucket holding the percentile; `None` before any answer.
     pub fn percentile(&self, percentile: f64) -> Option<Duration> {
-        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
-        let total: u64 = counts.iter().sum();
-        let wanted = ((percentile / 100.0 * total as f64).ceil() as u64).max(1);
-        let mut seen = 0;
-        counts.iter().enumerate().find_map(|(index, &count)| {
-            seen += count;
-            (seen >= wanted).then(|| Duration::from_micros(upper_edge(index)))
-        })
+        percentile_of(&self.counts(), percentile)
     }
+
+    /// Every bucket's count now: two readings apart, their difference is
+    /// what was recorded in between (for [`percentile_of`]).
+    pub fn counts(&self) -> Vec<u64> {
+        self.buckets.iter().map(|b| b.load(Relaxed)).collect()
+    }
+}
+
+/// The upper edge of the bucket of `counts` (a [`LiveLatency::counts`], or
+/// the difference of two) holding the percentile; `None` with no count.
+pub fn percentile_of(counts: &[u64], percentile: f64) -> Option<Duration> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let wanted = ((percentile / 100.0 * total as f64).ceil() as u64).max(1);
+    let mut seen = 0;
+    counts.iter().enumerate().find_map(|(index, &count)| {
+        seen += count;
+        (seen >= wanted).then(|| Duration::from_micros(upper_edge(index)))
+    })
 }
 
 /// The bucket of a value of at least 8: its power of two, then which eighth of it.

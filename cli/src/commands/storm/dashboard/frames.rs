@@ -1,0 +1,84 @@
+//! The dashboard's messages: every one kept, in order, so that a page that
+//! opens (or reconnects) mid-storm is sent them all and draws the whole run
+//! so far, then each new one as it comes.
+
+use std::sync::Mutex;
+
+use axum::body::Bytes;
+use futures_util::stream::{self, Stream, StreamExt};
+use tokio::sync::broadcast;
+
+/// How many new messages a page may fall behind before it is cut off (it
+/// reconnects, and is sent everything again).
+const BEHIND: usize = 256;
+
+pub struct Frames {
+    sent: Mutex<Vec<Bytes>>,
+    new: broadcast::Sender<Bytes>,
+}
+
+impl Default for Frames {
+    fn default() -> Self {
+        Self {
+            sent: Mutex::new(Vec::new()),
+            new: broadcast::channel(BEHIND).0,
+        }
+    }
+}
+
+impl Frames {
+    /// Sends `data` (one line of JSON) as an event named `kind` to every
+    /// page, now and to come.
+    pub fn push(&self, kind: &str, data: &str) {
+        let frame = Bytes::from(format!("event: {kind}\ndata: {data}\n\n"));
+        let mut sent = self.sent.lock().expect("not poisoned");
+        sent.push(frame.clone());
+        // Under the lock: a page joining now gets it once, in its place.
+        let _ = self.new.send(frame);
+    }
+
+    /// Everything sent so far, then each new message as it comes; ends
+    /// when the page falls [`BEHIND`].
+    pub fn follow(&self) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> {
+        let (so_far, new) = {
+            let sent = self.sent.lock().expect("not poisoned");
+            (sent.clone(), self.new.subscribe())
+        };
+        let retry = Bytes::from_static(b"retry: 1000\n\n");
+        let later = stream::unfold(new, |mut new| async move {
+            let frame = new.recv().await.ok()?;
+            Some((frame, new))
+        });
+        stream::iter(std::iter::once(retry).chain(so_far))
+            .chain(later)
+            .map(Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_page_that_joins_late_is_sent_everything_then_what_comes() {
+        let frames = Frames::default();
+        frames.push("tick", "{\"t\":1}");
+        let mut page = Box::pin(frames.follow());
+        frames.push("tick", "{\"t\":2}");
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let Some(Ok(frame)) = page.next().await else {
+                panic!("a frame");
+            };
+            got.push(String::from_utf8(frame.to_vec()).unwrap());
+        }
+        assert_eq!(
+            got,
+            [
+                "retry: 1000\n\n",
+                "event: tick\ndata: {\"t\":1}\n\n",
+                "event: tick\ndata: {\"t\":2}\n\n"
+            ]
+        );
+    }
+}
