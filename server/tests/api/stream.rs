@@ -319,6 +319,62 @@ async fn a_client_that_reconnects_is_sent_only_what_it_missed() {
     assert_eq!(caught_up.data["available"], 9);
 }
 
+/// Cut off mid-sale while buyers keep buying, and back with the last id it
+/// saw, a watcher is told the stock as it is (it missed changes), never an
+/// older version than it had, and ends on the same stock as a watcher never
+/// cut off and as the database: nothing missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_cut_off_mid_sale_and_back_misses_nothing() {
+    let app = spawn_app().await;
+    let event = app.create_event(60, 10).await;
+    let buyers = |from: usize| {
+        let app = &app;
+        futures_util::future::join_all(
+            (from..from + 20)
+                .map(move |n| async move { buy(app, event, &format!("b{n}"), 1).await }),
+        )
+    };
+    let mut steady = Watcher::open(&app, event, None).await;
+    let mut cut = Watcher::open(&app, event, None).await;
+    buyers(0).await;
+    let seen = cut.until(|m| m.data["available"] == 40).await.id.unwrap();
+    drop(cut);
+
+    buyers(20).await;
+    let mut back = Watcher::open(&app, event, Some(seen)).await;
+    let first = back.next().await.unwrap();
+    // The stock as it is now: a snapshot, or (if this process had not yet
+    // told the newest change when it came back) that change.
+    assert!(
+        ["snapshot", "stock"].contains(&first.event.as_str()),
+        "{first:?}"
+    );
+    assert!(first.id.unwrap() > seen, "{first:?} after {seen}");
+    // Newer than it had: this process may not have told the last of the
+    // twenty yet, but never what the client saw before.
+    let available = first.data["available"].as_i64().unwrap();
+    assert!((20..40).contains(&available), "{first:?}");
+    buyers(40).await;
+
+    let sold_out = |m: &Message| m.event == "sold_out";
+    let (told_back, told_steady) = (back.until(sold_out).await, steady.until(sold_out).await);
+    assert_eq!(told_back.id, told_steady.id);
+    assert_eq!(told_back.data, told_steady.data);
+    let truth = app.event(event).await;
+    let told = [
+        &told_back.data["available"],
+        &told_back.data["held"],
+        &told_back.data["sold"],
+    ];
+    let held = [
+        truth.available_tickets,
+        truth.pending_tickets,
+        truth.sold_tickets,
+    ];
+    assert_eq!(told, held.map(|count| json!(count)).each_ref(), "{truth:?}");
+    assert_eq!(held, [0, 60, 0], "nobody pays here: every ticket held");
+}
+
 /// A seated event: the snapshot draws every seat, then each message names
 /// the seats that moved (not the map again) with the zones' counts. A seat
 /// an unpaid order freed comes back on sale by the clock alone, and the
