@@ -27,18 +27,21 @@ pub fn windows_file(dir: &Path) -> PathBuf {
 }
 
 impl WatchedSale {
-    /// Writes it into the drill's `dir`, readable by its owner alone.
+    /// Writes it into the drill's `dir`, readable by its owner alone from
+    /// its first byte, whole (a reader never sees half a file).
     pub fn write(&self, dir: &Path) -> io::Result<()> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let path = dir.join(FILE);
+        let partial = dir.join(format!("{FILE}.partial"));
+        let _ = std::fs::remove_file(&partial);
         let mut file = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
-            .open(&path)?;
-        file.write_all(&serde_json::to_vec_pretty(self).map_err(io::Error::other)?)
+            .open(&partial)?;
+        file.write_all(&serde_json::to_vec_pretty(self).map_err(io::Error::other)?)?;
+        std::fs::rename(&partial, &path)
     }
 
     /// Reads what the runner wrote in `dir`; a clear error when there is

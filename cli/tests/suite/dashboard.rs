@@ -26,13 +26,15 @@ const SAMPLE: &str = r##"(() => {
     status: text("#status"),
     sent: Number(text("#sent")),
     answered: Number(text("#answered")),
+    in_flight: Number(text("#in-flight")),
+    behind: Number(text("#behind")),
     outcomes: rows("#outcomes"),
     finished: !document.getElementById("final").hidden,
     attempts: Number(text('[data-final="attempts"]')),
     behind_sends: Number(text('[data-final="behind_sends"]')),
     verdict: text('[data-final="verdict"]'),
     final_outcomes: rows("#final-outcomes"),
-    seat_maps: document.querySelectorAll("canvas[data-zone]").length,
+    seat_maps: document.querySelectorAll("canvas[data-map]").length,
   };
 })()"##;
 
@@ -86,11 +88,14 @@ fn followed(samples: &[Value], finished: bool, storm: &Value) -> Result<(), Stri
         .into();
     let expected = [
         ("attempts", storm["attempts"].clone()),
+        // The live counters end where the storm's document does.
+        ("sent", storm["sends"].clone()),
         ("answered", storm["attempts"].clone()),
+        ("in_flight", json!(0)),
+        ("behind", storm["schedule"]["behind_sends"].clone()),
         ("behind_sends", storm["schedule"]["behind_sends"].clone()),
         ("verdict", storm["check"]["verdict"].clone()),
         ("final_outcomes", told.clone()),
-        // The live counters end where the storm's document does.
         ("outcomes", told),
     ];
     for (figure, want) in expected {

@@ -20,6 +20,25 @@ async fn screen(sale: &Sale, servers: &str, after: &str) -> String {
     stdout(&run)
 }
 
+/// Screens of `flashtix watch --print -`, one after another, until one
+/// shows every line of `showing` (each a line containing all its parts):
+/// the stream and the scrapes arrive on their own time.
+async fn screen_showing(sale: &Sale, servers: &str, showing: &[&[&str]]) -> String {
+    eventually(Duration::from_secs(30), || async {
+        let screen = screen(sale, servers, "1s").await;
+        let shown = showing.iter().all(|parts| {
+            screen
+                .lines()
+                .any(|line| parts.iter().all(|part| line.contains(part)))
+        });
+        match shown {
+            true => Ok(screen),
+            false => Err(screen),
+        }
+    })
+    .await
+}
+
 fn line<'a>(screen: &'a str, with: &str) -> &'a str {
     screen
         .lines()
@@ -36,20 +55,19 @@ async fn the_screen_follows_a_sale_through_a_storm_to_its_end() {
     let saga = sale.serve("sweeper,relay,payments,orders");
     let servers = format!("{},{}", api.url, saga.url);
 
-    let before = screen(&sale, &servers, "1500ms").await;
-    let stock = line(&before, &format!("#{event} "));
-    assert!(stock.contains("sold 0 held 0 left 400/400"), "{before}");
-    assert!(line(&before, "Orders/s").contains("none"), "{before}");
-    let processes = line(&before, "Processes");
-    assert!(processes.contains(" api up"), "{before}");
-    assert!(
-        before.contains("sweeper+relay+payments+orders up"),
-        "{before}"
-    );
-    assert!(
-        line(&before, "Queues").contains("dead letters 0"),
-        "{before}"
-    );
+    let stock = format!("#{event} ");
+    screen_showing(
+        &sale,
+        &servers,
+        &[
+            &[&stock, "sold 0 held 0 left 400/400"],
+            &["Orders/s", "none"],
+            &["Processes", " api up"],
+            &["sweeper+relay+payments+orders up"],
+            &["Queues", "dead letters 0"],
+        ],
+    )
+    .await;
 
     // While the storm buys, the screen shows the orders coming in and the
     // stock going.
@@ -81,22 +99,21 @@ async fn the_screen_follows_a_sale_through_a_storm_to_its_end() {
     assert_exit(&run, 0);
 
     // Settled (the storm waited for it): every ticket sold, nothing waits.
-    let after = screen(&sale, &servers, "1500ms").await;
-    let stock = line(&after, &format!("#{event} "));
-    assert!(
-        stock.contains("sold 400 held 0 left 0/400 SOLD OUT"),
-        "{after}"
-    );
-    assert!(
-        line(&after, "Saga").contains("outbox 0  pending orders 0"),
-        "{after}"
-    );
+    screen_showing(
+        &sale,
+        &servers,
+        &[
+            &[&stock, "sold 400 held 0 left 0/400 SOLD OUT"],
+            &["Saga", "outbox 0  pending orders 0"],
+        ],
+    )
+    .await;
 
     // A process that stops answering is down.
     let address = saga.url.trim_start_matches("http://").to_owned();
     drop(saga);
-    let gone = screen(&sale, &servers, "1500ms").await;
-    assert!(gone.contains(&format!("{address} down: refused")), "{gone}");
+    let down = format!("{address} down: refused");
+    screen_showing(&sale, &servers, &[&[&down]]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,9 +125,18 @@ async fn without_a_terminal_it_refuses_and_says_what_to_do() {
     let said = stderr(&run);
     assert!(said.contains("needs a terminal"), "{said}");
     assert!(said.contains("--print"), "{said}");
-    for bad in [["--every", "10ms"], ["--server", "localhost:8080"]] {
-        let run = sale.run(&["watch", "--print", "-", bad[0], bad[1]]);
+    for (flag, value, says) in [
+        ("--every", "10ms", "--every 10ms is out of range"),
+        ("--server", "localhost:8080", "is not a process's base URL"),
+        ("--size", "10x5", "is not a screen size"),
+    ] {
+        let run = sale.run(&["watch", "--print", "-", flag, value]);
         assert_exit(&run, 2);
+        assert!(
+            stderr(&run).contains(says),
+            "{flag} {value}: {}",
+            stderr(&run)
+        );
     }
 }
 

@@ -86,6 +86,14 @@ impl Process {
     }
 
     /// Whether it answered lately, given how often it is asked.
+    /// It did not answer: what it said before no longer counts toward the
+    /// rates (it may never answer again), though its health remembers when
+    /// it last did.
+    pub fn failed(&mut self, error: String) {
+        self.scrapes.clear();
+        self.error = Some(error);
+    }
+
     pub fn health(&self, now: Instant, every: Duration) -> Health {
         let silent = every * SILENT_SCRAPES;
         match (self.answered, &self.error) {

@@ -23,6 +23,8 @@ pub type Shared = Arc<Mutex<Board>>;
 /// How often `/ready` is asked: each answer opens connections to the
 /// process's dependencies, so less often than the scrape.
 const READY_EVERY: Duration = Duration::from_secs(5);
+/// How long a stream waits for a process to say it serves the API.
+const ROLES_AWAITED: Duration = Duration::from_millis(100);
 /// How often the list of events is read again.
 const EVENTS_EVERY: Duration = Duration::from_secs(5);
 
@@ -69,13 +71,7 @@ pub fn start(board: &Shared, sources: Sources) -> Feeds {
         let ready = watch_readiness(board.clone(), client.clone(), index, sources.every);
         tasks.push(tokio::spawn(ready));
     }
-    let events = watch_events(
-        board.clone(),
-        client,
-        sources.pool,
-        sources.events,
-        sources.every,
-    );
+    let events = watch_events(board.clone(), client, sources.pool, sources.events);
     tasks.push(tokio::spawn(events));
     let queues = watch_queues(
         board.clone(),
@@ -135,7 +131,7 @@ async fn watch_process(board: Shared, client: reqwest::Client, index: usize, eve
         }
         match metrics {
             Ok(text) => process.scraped(Instant::now(), Scrape::parse(&text)),
-            Err(error) => process.error = Some(error),
+            Err(error) => process.failed(error),
         }
     }
 }
@@ -200,6 +196,18 @@ fn short(error: &reqwest::Error) -> String {
     }
 }
 
+/// Each event's stream task, stopped with the task that started it.
+#[derive(Default)]
+struct Streams(BTreeMap<i64, JoinHandle<()>>);
+
+impl Drop for Streams {
+    fn drop(&mut self) {
+        for stream in self.0.values() {
+            stream.abort();
+        }
+    }
+}
+
 /// The events to show: `only`, or every event of the sale, read again every
 /// [`EVENTS_EVERY`]; each event shown has a stream of its own.
 async fn watch_events(
@@ -207,9 +215,8 @@ async fn watch_events(
     client: reqwest::Client,
     pool: PgPool,
     only: Option<Vec<i64>>,
-    every: Duration,
 ) {
-    let mut streams: BTreeMap<i64, JoinHandle<()>> = BTreeMap::new();
+    let mut streams = Streams::default();
     let mut tick = ticker(EVENTS_EVERY);
     loop {
         tick.tick().await;
@@ -243,7 +250,7 @@ async fn watch_events(
         shown
             .events
             .retain(|id, _| events.iter().any(|(seen, _)| seen == id));
-        streams.retain(|id, stream| {
+        streams.0.retain(|id, stream| {
             let kept = shown.events.contains_key(id);
             if !kept {
                 stream.abort();
@@ -255,16 +262,17 @@ async fn watch_events(
             if let Some(name) = name {
                 watch.name = name;
             }
-            streams.entry(id).or_insert_with(|| {
-                tokio::spawn(watch_stock(board.clone(), client.clone(), id, every))
-            });
+            streams
+                .0
+                .entry(id)
+                .or_insert_with(|| tokio::spawn(watch_stock(board.clone(), client.clone(), id)));
         }
     }
 }
 
 /// One event's stock stream, from whichever API process answers, resumed
 /// with `Last-Event-ID` after a cut.
-async fn watch_stock(board: Shared, client: reqwest::Client, event: i64, every: Duration) {
+async fn watch_stock(board: Shared, client: reqwest::Client, event: i64) {
     let api = || {
         lock(&board)
             .processes
@@ -285,7 +293,9 @@ async fn watch_stock(board: Shared, client: reqwest::Client, event: i64, every: 
             watch.streaming = streaming;
         }
     };
-    stock_stream::follow(client, event, api, told, open, every).await;
+    // Until a process has said it runs the API (its first /health, a moment
+    // away), look again soon.
+    stock_stream::follow(client, event, api, told, open, ROLES_AWAITED).await;
 }
 
 /// Every queue of the sale's topology: its ready messages, over one

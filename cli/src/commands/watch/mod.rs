@@ -79,7 +79,10 @@ fn size(text: &str) -> Result<(u16, u16), String> {
         .split_once('x')
         .and_then(|(columns, rows)| Some((columns.parse().ok()?, rows.parse().ok()?)));
     match read {
-        Some((columns, rows)) if (40..=1000).contains(&columns) && (10..=500).contains(&rows) => {
+        Some((columns, rows))
+            if (screen::SMALLEST.0..=1000).contains(&columns)
+                && (screen::SMALLEST.1..=500).contains(&rows) =>
+        {
             Ok((columns, rows))
         }
         _ => Err(format!(

@@ -33,7 +33,20 @@ const SOLD: Color = Color::Green;
 const HELD: Color = Color::Yellow;
 const LEFT: Color = Color::DarkGray;
 
+/// The smallest screen drawn; a smaller one is asked to grow.
+pub const SMALLEST: (u16, u16) = (40, 10);
+
 pub fn draw(frame: &mut Frame, board: &Board, context: &Context) {
+    let area = frame.area();
+    if area.width < SMALLEST.0 || area.height < SMALLEST.1 {
+        let ask = format!(
+            "flashtix watch needs {}×{} at least ({}×{} here); 80×24 shows it all",
+            SMALLEST.0, SMALLEST.1, area.width, area.height
+        );
+        let paragraph = Paragraph::new(ask).wrap(ratatui::widgets::Wrap { trim: true });
+        frame.render_widget(paragraph, area);
+        return;
+    }
     let title = format!(" flashtix watch · {} ", context.namespace);
     let block = Block::bordered()
         .title(Line::from(title).style(Style::new().add_modifier(Modifier::BOLD)))
@@ -100,6 +113,9 @@ fn stock(board: &Board, width: usize, room: usize) -> Vec<Line<'static>> {
                 false,
             ));
         }
+    }
+    if room == 0 {
+        return Vec::new();
     }
     if lines.len() > room {
         let hidden = lines.len() - room.saturating_sub(1);
@@ -269,9 +285,9 @@ fn saga(board: &Board) -> Vec<Line<'static>> {
 /// when it is not well. One a line for a whole sale (six), two beyond.
 fn processes(board: &Board, context: &Context, width: usize) -> Vec<Line<'static>> {
     let column = if board.processes.len() > ONE_A_LINE {
-        (width - NAME) / 2
+        width.saturating_sub(NAME) / 2
     } else {
-        width - NAME
+        width.saturating_sub(NAME)
     };
     let cells: Vec<Vec<Span<'static>>> = board
         .processes
@@ -297,7 +313,7 @@ fn processes(board: &Board, context: &Context, width: usize) -> Vec<Line<'static
             let text: String = text.chars().take(column.saturating_sub(2)).collect();
             vec![
                 Span::styled("●", Style::new().fg(color)),
-                Span::raw(format!("{text:<0$}", column - 1)),
+                Span::raw(format!("{text:<0$}", column.saturating_sub(1))),
             ]
         })
         .collect();

@@ -217,3 +217,36 @@ fn a_screen_size_is_columns_by_rows_within_reason() {
         assert!(super::size(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn a_terminal_too_small_is_asked_to_grow_and_nothing_breaks() {
+    let start = Instant::now();
+    let board = busy_board(start);
+    // A single cell cannot say it, but must not break either.
+    picture::render(&board, &context(start), 1, 1);
+    for (width, height) in [(20, 5), (39, 30), (80, 9)] {
+        let screen = picture::text(&picture::render(&board, &context(start), width, height));
+        assert!(screen.contains("needs"), "{width}×{height}: {screen}");
+    }
+    // The smallest drawn: the stock gives way, the rest stays.
+    let smallest = picture::text(&picture::render(&board, &context(start), 40, 10));
+    assert!(
+        smallest.contains("Orders/s") && smallest.contains("q quits"),
+        "{smallest}"
+    );
+    let short = picture::text(&picture::render(&board, &context(start), 40, 14));
+    assert!(
+        short.contains("#1 Arena") && short.contains("more lines"),
+        "{short}"
+    );
+}
+
+#[test]
+fn a_process_that_stops_answering_stops_counting_toward_the_rates() {
+    let start = Instant::now();
+    let mut board = busy_board(start);
+    assert!(!board.order_rates().is_empty());
+    board.processes[0].failed("refused".into());
+    assert!(board.order_rates().is_empty(), "no phantom traffic");
+    assert_eq!(board.order_latency(0.99), None);
+}

@@ -3,6 +3,7 @@
 //! so far, then each new one as it comes.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use futures_util::stream::{self, Stream, StreamExt};
@@ -37,21 +38,33 @@ impl Frames {
         let _ = self.new.send(frame);
     }
 
-    /// Everything sent so far, then each new message as it comes; ends
-    /// when the page falls [`BEHIND`].
+    /// Everything sent so far, a `caught_up` event (the page draws once,
+    /// there, not at every message of the run told again), then each new
+    /// message as it comes; ends when the page falls [`BEHIND`].
     pub fn follow(&self) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> {
         let (so_far, new) = {
             let sent = self.sent.lock().expect("not poisoned");
             (sent.clone(), self.new.subscribe())
         };
         let retry = Bytes::from_static(b"retry: 1000\n\n");
+        let caught_up = Bytes::from_static(b"event: caught_up\ndata: {}\n\n");
         let later = stream::unfold(new, |mut new| async move {
             let frame = new.recv().await.ok()?;
             Some((frame, new))
         });
-        stream::iter(std::iter::once(retry).chain(so_far))
-            .chain(later)
-            .map(Ok)
+        let first = std::iter::once(retry).chain(so_far).chain([caught_up]);
+        stream::iter(first).chain(later).map(Ok)
+    }
+
+    /// Waits, up to `limit`, until every page following has taken every
+    /// message (then a moment for the last to be written): a storm about to
+    /// exit lets its final figures reach the pages first.
+    pub async fn delivered(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.new.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50).min(limit)).await;
     }
 }
 
@@ -66,7 +79,7 @@ mod tests {
         let mut page = Box::pin(frames.follow());
         frames.push("tick", "{\"t\":2}");
         let mut got = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..4 {
             let Some(Ok(frame)) = page.next().await else {
                 panic!("a frame");
             };
@@ -77,6 +90,7 @@ mod tests {
             [
                 "retry: 1000\n\n",
                 "event: tick\ndata: {\"t\":1}\n\n",
+                "event: caught_up\ndata: {}\n\n",
                 "event: tick\ndata: {\"t\":2}\n\n"
             ]
         );

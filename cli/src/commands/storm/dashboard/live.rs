@@ -67,7 +67,12 @@ impl Sampler {
     /// The counters now, and what changed since the last call.
     pub fn tick(&mut self, windows: Option<Vec<Window>>) -> Tick {
         let now = Instant::now();
-        let seconds = now.duration_since(self.at).as_secs_f64().max(1e-3);
+        // Not less than half a tick: the last tick, taken as the sends end,
+        // may come a moment after the one before.
+        let seconds = now
+            .duration_since(self.at)
+            .as_secs_f64()
+            .max(TICK.as_secs_f64() / 2.0);
         let progress = &self.progress;
         let outcomes: [u64; Outcome::ALL.len()] =
             std::array::from_fn(|index| progress.outcomes[index].load(Relaxed));

@@ -33,6 +33,9 @@ use live::{Sampler, TICK};
 
 /// The page, as written.
 const PAGE: &str = include_str!("page.html");
+/// How long a storm that is done waits for its final figures to reach the
+/// pages following it.
+const DELIVER_FINAL: Duration = Duration::from_secs(1);
 
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct DashboardArgs {
@@ -102,11 +105,9 @@ impl Dashboard {
         for event in feeds.events {
             let (frames, target) = (frames.clone(), feeds.target.clone());
             let told = move |message: stock_stream::Message| {
+                let kind = serde_json::to_string(&message.kind).expect("a string serializes");
                 let data = message.data;
-                frames.push(
-                    "stock",
-                    &format!("{{\"kind\":\"{}\",\"stock\":{data}}}", message.kind),
-                );
+                frames.push("stock", &format!("{{\"kind\":{kind},\"stock\":{data}}}"));
             };
             let follow = stock_stream::follow(
                 client.clone(),
@@ -125,7 +126,8 @@ impl Dashboard {
             feeds.windows.clone(),
             stopped,
         ));
-        eprintln!("storm: live dashboard at http://{address}/");
+        // Not "storm: ...": a drill reads that as "sending".
+        eprintln!("dashboard: live at http://{address}/");
         Ok(Some(Self {
             frames,
             sampler,
@@ -160,11 +162,9 @@ impl Dashboard {
     /// page stays up for the linger asked for, if any.
     pub async fn finish(self, document: &StormDocument) {
         self.frames.push("final", &to_json(document));
+        self.frames.delivered(DELIVER_FINAL).await;
         if let Some(linger) = self.linger {
-            eprintln!(
-                "storm: the dashboard stays at {} for {linger:?}",
-                self.url()
-            );
+            eprintln!("dashboard: stays at {} for {linger:?}", self.url());
             tokio::time::sleep(linger).await;
         }
     }
@@ -187,6 +187,7 @@ async fn sample(
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) -> Sampler {
     let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tokio::select! {

@@ -2,7 +2,8 @@
 //! at the top, each seat the storm sold and still held or sold after it
 //! coloured by when its order was accepted (early dark, late light), the rest
 //! by their state: a seat whose order ended unpaid is on its way back to sale
-//! or free again, and drawn so. The maps are read once the sale has settled.
+//! or free again, and drawn so. The maps are read once the sale has settled
+//! (when the storm waits for it; without its check, at its last answer).
 
 use std::fmt::Write;
 
