@@ -128,14 +128,15 @@ async fn check_reports_orders_held_past_their_hold_until_a_sweeper_runs() {
     assert_eq!(stuck.verdict, Verdict::Fail, "{report:#?}");
     assert!(stuck.examples[0].contains(answer.order_id()), "{stuck:?}");
 
+    // Every process reports the sale's backlog, read from Postgres at the
+    // scrape: the one order left PENDING.
+    assert_eq!(app.metric("flashtix_orders_pending").await, 1);
+
     let sweeper = app
         .another_server(|settings| settings.roles = vec![Role::Sweeper])
         .await;
     let health = sweeper.get_json("/health").await;
     assert_eq!(health, json!({"status": "ok", "roles": ["sweeper"]}));
-    // Every process reports the sale's backlog, read from Postgres at the
-    // scrape: the one order left PENDING.
-    assert_eq!(sweeper.metric("flashtix_orders_pending").await, 1);
     assert_eq!(
         sweeper.get(&format!("/events/{event}")).await.status(),
         StatusCode::NOT_FOUND,
