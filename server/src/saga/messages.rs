@@ -42,7 +42,7 @@ pub struct OrderCreated {
 }
 
 /// An entry of `payment.result`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PaymentResult {
     pub order_id: Uuid,
     pub outcome: PaymentOutcome,

@@ -30,6 +30,12 @@ use crate::saga::payments::provider::Provider;
 use flashtix_model::names::UnknownName;
 use flashtix_model::OrderStatus;
 
+/// Refunds of one batch asked of the provider at once: each waits the
+/// provider's latency, so one at a time a hundred late payments at 1.5 s
+/// took 150 s. Bounded, so a flood of them does not take every connection
+/// of the pool (each is recorded by a statement of its own).
+const REFUNDS_AT_ONCE: usize = 16;
+
 pub struct OrderWorker {
     pool: PgPool,
     gate: Gate,
@@ -77,6 +83,18 @@ impl OrderWorker {
                 .order_settled(Duration::from_secs_f64(age.max(0.0)));
         }
         Ok(decided.settled)
+    }
+
+    /// Refunds the batch's successes that came too late, [`REFUNDS_AT_ONCE`]
+    /// at a time (each waits on the provider), each with its place in the
+    /// batch.
+    async fn refund_all(&self, refunds: Vec<(usize, PaymentResult)>) -> Vec<(usize, Handled)> {
+        use futures_util::stream::{self, StreamExt};
+        stream::iter(refunds)
+            .map(|(index, result)| async move { (index, self.refund(&result).await) })
+            .buffer_unordered(REFUNDS_AT_ONCE)
+            .collect()
+            .await
     }
 
     /// Refunds a success that came too late, then records the refund (once
@@ -285,15 +303,19 @@ impl Handler for OrderWorker {
         match self.settle(&results).await {
             Ok(settled) => {
                 let mut returned_stock = false;
-                for ((slot, result), settled) in handled.iter_mut().zip(&results).zip(settled) {
-                    *slot = Some(match settled {
+                let mut refunds = Vec::new();
+                for (index, (result, settled)) in results.iter().zip(settled).enumerate() {
+                    match settled {
                         Settled::Handled(h) => {
                             returned_stock |= matches!(h, Handled::Done)
                                 && result.outcome == PaymentOutcome::Failed;
-                            h
+                            handled[index] = Some(h);
                         }
-                        Settled::NeedsRefund => self.refund(result).await,
-                    });
+                        Settled::NeedsRefund => refunds.push((index, result.clone())),
+                    }
+                }
+                for (index, refunded) in self.refund_all(refunds).await {
+                    handled[index] = Some(refunded);
                 }
                 if returned_stock {
                     // The tickets are back in Postgres; give them to Redis now
