@@ -3,6 +3,7 @@
 //! tick: answers a second by outcome, the latency from the intended send.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,9 +43,12 @@ pub struct Tick {
     pub windows: Option<Vec<Window>>,
 }
 
-/// Reads the counters each tick and says what changed.
+/// Reads the counters (and a drill's fault windows) each tick and says
+/// what changed.
 pub struct Sampler {
     progress: Arc<Progress>,
+    /// A drill's fault windows, as its runner rewrites them.
+    windows: Option<PathBuf>,
     started: Instant,
     at: Instant,
     outcomes: [u64; Outcome::ALL.len()],
@@ -52,11 +56,12 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    pub fn new(progress: Arc<Progress>) -> Self {
+    pub fn new(progress: Arc<Progress>, windows: Option<PathBuf>) -> Self {
         let now = Instant::now();
         let latency = progress.latency.counts();
         Self {
             progress,
+            windows,
             started: now,
             at: now,
             outcomes: [0; Outcome::ALL.len()],
@@ -65,7 +70,7 @@ impl Sampler {
     }
 
     /// The counters now, and what changed since the last call.
-    pub fn tick(&mut self, windows: Option<Vec<Window>>) -> Tick {
+    pub fn tick(&mut self) -> Tick {
         let now = Instant::now();
         // Not less than half a tick: the last tick, taken as the sends end,
         // may come a moment after the one before.
@@ -102,7 +107,10 @@ impl Sampler {
                 .collect(),
             p50_ms: millis(50.0),
             p99_ms: millis(99.0),
-            windows,
+            windows: self
+                .windows
+                .as_deref()
+                .map(|path| flashtix_chaos::windows::read(path).unwrap_or_default()),
         };
         (self.at, self.outcomes, self.latency) = (now, outcomes, latency);
         tick
@@ -116,7 +124,7 @@ mod tests {
     #[test]
     fn a_tick_says_what_was_answered_since_the_last_and_how_fast() {
         let progress = Arc::new(Progress::default());
-        let mut sampler = Sampler::new(progress.clone());
+        let mut sampler = Sampler::new(progress.clone(), None);
         progress.sent.store(30, Relaxed);
         progress.finished.store(20, Relaxed);
         progress.outcomes[Outcome::Accepted.index()].store(15, Relaxed);
@@ -124,7 +132,7 @@ mod tests {
         for ms in 1..=20 {
             progress.latency.record(Duration::from_millis(ms));
         }
-        let first = sampler.tick(None);
+        let first = sampler.tick();
         assert_eq!((first.sent, first.answered, first.in_flight), (30, 20, 10));
         assert_eq!(first.outcomes["accepted"], 15);
         assert_eq!(
@@ -135,7 +143,7 @@ mod tests {
         assert!((20.0..=22.5).contains(&p99), "{p99}");
 
         // Nothing answered since: no rates, no latency, the totals kept.
-        let second = sampler.tick(None);
+        let second = sampler.tick();
         assert!(
             second.rates.is_empty() && second.p50_ms.is_none(),
             "{second:?}"
@@ -143,7 +151,7 @@ mod tests {
         assert_eq!(second.outcomes["accepted"], 15);
         progress.outcomes[Outcome::Accepted.index()].store(16, Relaxed);
         progress.latency.record(Duration::from_millis(200));
-        let third = sampler.tick(None);
+        let third = sampler.tick();
         assert_eq!(third.rates.len(), 1);
         assert!(
             third.p50_ms.unwrap() >= 200.0,

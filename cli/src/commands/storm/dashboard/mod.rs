@@ -70,7 +70,6 @@ pub struct Dashboard {
     /// Stops the sampler, which hands itself back for the last tick.
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<()>>,
-    windows: Option<PathBuf>,
     linger: Option<Duration>,
     address: SocketAddr,
 }
@@ -121,9 +120,8 @@ impl Dashboard {
         }
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let sampler = tokio::spawn(sample(
-            Sampler::new(progress),
+            Sampler::new(progress, feeds.windows),
             frames.clone(),
-            feeds.windows.clone(),
             stopped,
         ));
         // Not "storm: ...": a drill reads that as "sending".
@@ -133,7 +131,6 @@ impl Dashboard {
             sampler,
             stop: Some(stop),
             tasks,
-            windows: feeds.windows,
             linger: args.dashboard_linger,
             address,
         }))
@@ -152,7 +149,7 @@ impl Dashboard {
         };
         let _ = stop.send(());
         if let Ok(mut sampler) = (&mut self.sampler).await {
-            let tick = sampler.tick(read_windows(self.windows.as_deref()));
+            let tick = sampler.tick();
             self.frames.push("tick", &to_json(&tick));
         }
         self.frames.push("over", "{}");
@@ -174,16 +171,11 @@ fn to_json(value: &impl serde::Serialize) -> String {
     serde_json::to_string(value).expect("the dashboard's messages serialize")
 }
 
-fn read_windows(path: Option<&std::path::Path>) -> Option<Vec<flashtix_chaos::windows::Window>> {
-    path.map(|path| flashtix_chaos::windows::read(path).unwrap_or_default())
-}
-
 /// Tells the pages the counters every [`TICK`] until `stop`; then hands
 /// the sampler back, for the last tick.
 async fn sample(
     mut sampler: Sampler,
     frames: Arc<Frames>,
-    windows: Option<PathBuf>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) -> Sampler {
     let mut tick = tokio::time::interval(TICK);
@@ -193,7 +185,7 @@ async fn sample(
         tokio::select! {
             _ = &mut stop => return sampler,
             _ = tick.tick() => {
-                let now = sampler.tick(read_windows(windows.as_deref()));
+                let now = sampler.tick();
                 frames.push("tick", &to_json(&now));
             }
         }
