@@ -48,7 +48,7 @@ enum Command {
     /// Print a signed buyer or organizer token, for scripts and curl
     Token(commands::keys::TokenArgs),
     /// Run the sale server in this process
-    Serve(flashtix_server::runtime::config::ServerArgs),
+    Serve(Box<flashtix_server::runtime::config::ServerArgs>),
     /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell)
     Completions(commands::docs::CompletionsArgs),
     /// Print the manual page, or write one per command with --dir

@@ -18,6 +18,7 @@ pub mod duration;
 pub mod history;
 pub mod input;
 pub mod names;
+pub mod notices;
 pub mod report;
 pub mod rng;
 pub mod roles;

@@ -11,6 +11,7 @@ crate::named! {
         Relay = "relay",
         Payments = "payments",
         Orders = "orders",
+        Notifications = "notifications",
     }
 }
 
@@ -23,6 +24,9 @@ impl Role {
             Role::Relay => "The outbox relay: publishes committed messages to RabbitMQ",
             Role::Payments => "The payment worker: charges orders through the provider",
             Role::Orders => "The order worker: confirms, cancels or refunds orders after payment",
+            Role::Notifications => {
+                "Tells each buyer (by mail) and organizer (by webhook) how each order ended"
+            }
         }
     }
 
@@ -53,7 +57,7 @@ pub struct Process {
 /// The processes of a whole sale, as `flashtix up` and the drills run it:
 /// one for each role, and the API twice, so that one API can die while the
 /// other answers.
-pub const PROCESSES: [Process; 6] = [
+pub const PROCESSES: [Process; 7] = [
     Process {
         name: "api1",
         role: Role::Api,
@@ -77,6 +81,10 @@ pub const PROCESSES: [Process; 6] = [
     Process {
         name: "sweeper",
         role: Role::Sweeper,
+    },
+    Process {
+        name: "notifications",
+        role: Role::Notifications,
     },
 ];
 

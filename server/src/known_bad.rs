@@ -55,7 +55,16 @@
 //!   refused for want of stock gives Redis nothing back, on the reasoning
 //!   that Redis was too high; when it was too high by less than the
 //!   request, Redis is left too low and buyers are told `sold_out` while
-//!   tickets remain.
+//!   tickets remain;
+//! - `notice-before-commit`: the order worker tells the buyer what the
+//!   payment said before its transaction has decided (and committed) the
+//!   order's end: a payment that came after the hold ran out is announced
+//!   as CONFIRMED, though the order expired and the money goes back;
+//! - `new-message-id-per-send`: each mail gets a Message-ID of its own, so a
+//!   notice sent again after a crash is a second, different notice;
+//! - `ack-before-send`: the notifications role records its notices as sent
+//!   and acknowledges their message before sending, so one killed mid-send
+//!   loses them.
 
 use sqlx::PgPool;
 
@@ -83,6 +92,9 @@ flashtix_model::named! {
         RefusalAfterTimeout = "refusal-after-timeout",
         LimitCountsCancelled = "limit-counts-cancelled",
         RedisKeepsRefusedStock = "redis-keeps-refused-stock",
+        NoticeBeforeCommit = "notice-before-commit",
+        NewMessageIdPerSend = "new-message-id-per-send",
+        AckBeforeSend = "ack-before-send",
     }
 }
 

@@ -6,6 +6,8 @@
 //! - [`gate`]: the Redis admission gate, and repairing it from Postgres;
 //! - [`saga`]: after the commit: the outbox relayed to RabbitMQ, payments,
 //!   settlement, expiry of unpaid holds;
+//! - [`notices`]: telling each buyer (mail) and organizer (webhook) how
+//!   each order ended;
 //! - [`stream`]: the live stock stream buyers watch;
 //! - [`identity`]: who is asking: buyer and organizer tokens, the buyers' rate;
 //! - [`catalogue`]: what is on sale: events, their zones and seats;
@@ -20,6 +22,7 @@ pub mod http;
 pub mod identity;
 pub mod invariants;
 pub mod known_bad;
+pub mod notices;
 pub mod orders;
 pub mod runtime;
 pub mod saga;

@@ -30,7 +30,7 @@ pub async fn reset(
     crate::runtime::db::migrate(pool, namespace).await?;
     sqlx::query(
         "TRUNCATE released_holds, stock_returns, processed_messages, provider_ledger, payments, outbox, \
-         seats, zones, orders, events",
+         notices, webhook_deliveries, seats, zones, orders, events",
     )
     .execute(pool)
     .await

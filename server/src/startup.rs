@@ -17,6 +17,8 @@ use crate::catalogue::events::Catalogue;
 use crate::gate::Gate;
 use crate::http::{router, AppState};
 use crate::identity::BuyerLimits;
+use crate::notices::mail::Mailer;
+use crate::notices::NotificationWorker;
 use crate::orders::Desk;
 use crate::runtime::config::{ServerArgs, Settings};
 use crate::runtime::db::Purpose;
@@ -116,10 +118,15 @@ impl Application {
                 .identity
                 .buyer_rate
                 .map(|rate| Arc::new(BuyerLimits::new(rate))),
-            amqp_url: [Role::Relay, Role::Payments, Role::Orders]
-                .into_iter()
-                .any(|role| settings.runs(role))
-                .then(|| connections.amqp_url.clone()),
+            amqp_url: [
+                Role::Relay,
+                Role::Payments,
+                Role::Orders,
+                Role::Notifications,
+            ]
+            .into_iter()
+            .any(|role| settings.runs(role))
+            .then(|| connections.amqp_url.clone()),
             roles: settings.roles.clone(),
         };
         Ok(Self {
@@ -287,12 +294,55 @@ fn start_background(
             )),
             saga_pool.clone(),
             connections.amqp_url.clone(),
-            topology,
+            topology.clone(),
             Arc::clone(&state.metrics),
-            stop,
+            stop.clone(),
         )));
     }
+    if settings.runs(Role::Notifications) {
+        background.extend(notifications(settings, state, &saga_pool, topology, stop)?);
+    }
     Ok(background)
+}
+
+/// The notifications role's loops: the worker that mails buyers and queues
+/// webhooks, and the webhook dispatcher.
+fn notifications(
+    settings: &Settings,
+    state: &AppState,
+    saga_pool: &sqlx::PgPool,
+    topology: Topology,
+    stop: Stop,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let notices = &settings.notices;
+    let mailer = match &notices.smtp {
+        Some(server) => Some(Mailer::new(
+            server,
+            &notices.mail_from,
+            &notices.buyer_mail_domain,
+        )?),
+        None => {
+            tracing::warn!("no mail server (--smtp): buyers' notices are counted, not mailed");
+            None
+        }
+    };
+    let worker = NotificationWorker::new(saga_pool.clone(), mailer, Arc::clone(&state.metrics));
+    Ok(vec![
+        tokio::spawn(crate::saga::consumer::run(
+            Arc::new(worker),
+            saga_pool.clone(),
+            settings.connections.amqp_url.clone(),
+            topology,
+            Arc::clone(&state.metrics),
+            stop.clone(),
+        )),
+        tokio::spawn(crate::notices::webhooks::run(
+            saga_pool.clone(),
+            notices.clone(),
+            Arc::clone(&state.metrics),
+            stop,
+        )),
+    ])
 }
 
 /// Lets the background loops finish the unit of work they are in (a batch

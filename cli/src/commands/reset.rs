@@ -57,6 +57,10 @@ pub struct SaleArgs {
     /// 2,000 standing at 30.00), or a .json or .toml plan file
     #[arg(long, value_name = "SPEC|FILE", conflicts_with_all = ["tickets", "price_cents"])]
     pub seating: Option<String>,
+    /// Where the events' organizer is told of each order's end: every
+    /// outcome is POSTed there, signed with the webhook secret
+    #[arg(long, value_name = "URL")]
+    pub webhook_url: Option<String>,
 }
 
 impl Default for SaleArgs {
@@ -89,6 +93,7 @@ impl SaleArgs {
             max_per_user: Some(self.max_per_user),
             hold_seconds: Some(self.hold_seconds),
             seating,
+            webhook_url: self.webhook_url.clone(),
         })
         .map_err(|message| Failure::usage(anyhow!(message)))?;
         Ok(SaleSpec {

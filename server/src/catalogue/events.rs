@@ -35,6 +35,9 @@ pub struct NewEventRequest {
     /// the plan's parser.
     #[serde(default, deserialize_with = "not_null")]
     pub seating: Option<serde_json::Value>,
+    /// Where the organizer is told of each order's end.
+    #[serde(default, deserialize_with = "not_null")]
+    pub webhook_url: Option<String>,
 }
 
 /// A validated new event.
@@ -48,6 +51,8 @@ pub struct NewEvent {
     pub plan: Option<Plan>,
     /// The subject of the organizer token that created it (none when seeded).
     pub organizer: Option<String>,
+    /// Where its organizer is told of each order's end (none: nowhere).
+    pub webhook_url: Option<String>,
 }
 
 pub const DEFAULT_MAX_PER_USER: i32 = 4;
@@ -127,8 +132,24 @@ impl NewEvent {
             hold_seconds: hold_seconds as i32,
             plan,
             organizer: None,
+            webhook_url: raw.webhook_url.map(webhook_url).transpose()?,
         })
     }
+}
+
+/// A webhook URL as given, if it is one: `http://` or `https://` and
+/// printable ASCII without spaces, 8 to 2000 characters.
+pub fn webhook_url(url: String) -> Result<String, String> {
+    let printable = url.bytes().all(|b| b.is_ascii_graphic());
+    let scheme = url.starts_with("http://") || url.starts_with("https://");
+    let host = url.split_once("://").map_or("", |(_, rest)| rest);
+    if !(8..=2000).contains(&url.len()) || !printable || !scheme || host.is_empty() {
+        return Err(format!(
+            "webhook_url must be an http:// or https:// URL of 8 to 2000 printable \
+             characters without spaces, got {url:?}"
+        ));
+    }
+    Ok(url)
 }
 
 /// An event with its live stock figures, as `GET /events/{id}` shows it.
@@ -171,8 +192,9 @@ pub struct Terms {
 pub async fn create(pool: &PgPool, event: &NewEvent) -> sqlx::Result<Event> {
     let mut tx = pool.begin().await?;
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO events (name, total_tickets, available_tickets, price_cents, max_per_user, hold_seconds, organizer)
-         VALUES ($1, $2, $2, $3, $4, $5, $6) RETURNING id",
+        "INSERT INTO events (name, total_tickets, available_tickets, price_cents, max_per_user,
+                             hold_seconds, organizer, webhook_url)
+         VALUES ($1, $2, $2, $3, $4, $5, $6, $7) RETURNING id",
     )
     .bind(&event.name)
     .bind(event.total_tickets)
@@ -180,6 +202,7 @@ pub async fn create(pool: &PgPool, event: &NewEvent) -> sqlx::Result<Event> {
     .bind(event.max_per_user)
     .bind(event.hold_seconds)
     .bind(&event.organizer)
+    .bind(&event.webhook_url)
     .fetch_one(&mut *tx)
     .await?;
     if let Some(plan) = &event.plan {

@@ -81,12 +81,27 @@ async fn probe(check: impl std::future::Future<Output = Result<(), String>>) -> 
     }
 }
 
+/// The webhook deliveries waiting and dead (one index scan: the
+/// undelivered ones are few, and the partial index holds the waiting).
+async fn webhook_backlog(pool: &sqlx::PgPool) -> sqlx::Result<(i64, i64)> {
+    sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE dead_at IS NULL), count(*) FILTER (WHERE dead_at IS NOT NULL)
+         FROM webhook_deliveries WHERE delivered_at IS NULL",
+    )
+    .fetch_one(pool)
+    .await
+}
+
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     // Read from the database, so any process reports it; the last reading
     // stays when the database does not answer promptly.
     let depth = tokio::time::timeout(PROBE_TIMEOUT, outbox::depth(&state.pool));
     let pending = tokio::time::timeout(PROBE_TIMEOUT, settled::backlog(&state.pool));
-    let (depth, pending) = tokio::join!(depth, pending);
+    let hooks = tokio::time::timeout(PROBE_TIMEOUT, webhook_backlog(&state.pool));
+    let (depth, pending, hooks) = tokio::join!(depth, pending, hooks);
+    if let Ok(Ok((waiting, dead))) = hooks {
+        state.metrics.set_webhook_deliveries(waiting, dead);
+    }
     if let Ok(Ok(depth)) = depth {
         state.metrics.set_outbox_depth(depth);
     }

@@ -1,6 +1,7 @@
 //! SQL shared by the checks that read the outbox: which event a message is
 //! about, and which consumer should have processed it.
 
+use crate::notices::NotificationWorker;
 use crate::saga::consumer::Handler;
 use crate::saga::messages::OUTBOX_ENTRIES;
 use crate::saga::payments::PaymentWorker;
@@ -17,8 +18,9 @@ pub(super) fn about_event() -> String {
 }
 
 /// SQL naming the consumer of the outbox message `m` (by its topic), with
-/// [`with_consumers`] binding `$2` to `$5`.
-pub(super) const CONSUMER_OF_TOPIC: &str = "CASE m.topic WHEN $2 THEN $3 WHEN $4 THEN $5 END";
+/// [`with_consumers`] binding `$2` to `$7`.
+pub(super) const CONSUMER_OF_TOPIC: &str =
+    "CASE m.topic WHEN $2 THEN $3 WHEN $4 THEN $5 WHEN $6 THEN $7 END";
 
 /// Binds the topics and their consumers that [`CONSUMER_OF_TOPIC`] reads.
 pub(super) fn with_consumers<'q, O>(
@@ -29,4 +31,6 @@ pub(super) fn with_consumers<'q, O>(
         .bind(PaymentWorker::NAME)
         .bind(OrderWorker::TOPIC)
         .bind(OrderWorker::NAME)
+        .bind(NotificationWorker::TOPIC)
+        .bind(NotificationWorker::NAME)
 }

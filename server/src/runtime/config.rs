@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use flashtix_model::Role;
 
 use crate::identity::config::{Identity, IdentityArgs};
+use crate::runtime::notify::{NoticeArgs, NoticeSettings};
 
 /// Where the sale's services are, and which namespace of them is ours.
 #[derive(Debug, Clone, clap::Args)]
@@ -114,6 +115,8 @@ pub struct ServerArgs {
     pub role: Vec<RoleChoice>,
     #[command(flatten)]
     pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub notices: NoticeArgs,
     /// How often the reconciler repairs Redis from Postgres, in milliseconds (0: never)
     #[arg(long, env = "FLASHTIX_RECONCILE_MS", default_value_t = 1000)]
     pub reconcile_ms: u64,
@@ -204,6 +207,7 @@ impl ServerArgs {
                 timeout_rate: self.payment_timeout_rate,
                 seed: self.payment_seed,
             },
+            notices: self.notices.resolve()?,
         })
     }
 }
@@ -250,6 +254,8 @@ pub struct Settings {
     pub stream: StreamPace,
     /// How the simulated payment provider behaves.
     pub provider: ProviderSettings,
+    /// Where the notifications role sends buyers' and organizers' notices.
+    pub notices: NoticeSettings,
 }
 
 /// How often the live stock stream tells an event's changes.

@@ -76,6 +76,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "stock versions",
         include_str!("../../migrations/0010_stock_versions.sql"),
     ),
+    (
+        11,
+        "notices",
+        include_str!("../../migrations/0011_notices.sql"),
+    ),
 ];
 
 /// What a pool's connections are for.

@@ -36,6 +36,18 @@ struct Message {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Notice {
+    /// `mail` or `webhook`.
+    channel: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Delivery {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Request {
     /// The route's pattern (`/orders/{id}`), not the path: one series a route.
     route: String,
@@ -77,6 +89,9 @@ pub struct Metrics {
     stream_messages: Counter,
     stream_clients_dropped: Counter,
     stream_interval: Gauge<f64, AtomicU64>,
+    notices: Family<Notice, Counter>,
+    notice_seconds: Histogram,
+    webhook_deliveries: Family<Delivery, Gauge>,
 }
 
 impl Default for Metrics {
@@ -242,6 +257,24 @@ impl Default for Metrics {
                 "How far apart an event's stream messages are now: the tick, or longer when the clients would take more messages a second than the budget",
                 Gauge::<f64, AtomicU64>::default(),
             ),
+            notices: register(
+                r,
+                "notices",
+                "Notices by channel (mail, webhook) and result: sent, sent_before (a message handled again), off (no mail server), failed (to be tried again), dead (a webhook delivery given up)",
+                Family::default(),
+            ),
+            notice_seconds: register_seconds(
+                r,
+                "notice",
+                "Time from an order's end to its buyer's mail taken by the mail server",
+                Histogram::new(SETTLE_BUCKETS),
+            ),
+            webhook_deliveries: register(
+                r,
+                "webhook_deliveries",
+                "Organizers' webhook deliveries not delivered, as last read: waiting (to be tried) or dead (given up after the last try)",
+                Family::default(),
+            ),
             registry,
         }
     }
@@ -359,6 +392,27 @@ impl Metrics {
     pub fn set_pending(&self, pending: i64, oldest: Duration) {
         self.orders_pending.set(pending);
         self.oldest_pending.set(oldest.as_secs_f64());
+    }
+
+    /// A notice's fate on `channel`.
+    pub fn notice(&self, channel: &'static str, result: &'static str) {
+        self.notices
+            .get_or_create(&Notice { channel, result })
+            .inc();
+    }
+
+    /// A mail was taken by the mail server `waited` after its order ended.
+    pub fn notice_mailed(&self, waited: Duration) {
+        self.notice_seconds.observe(waited.as_secs_f64());
+    }
+
+    /// The webhook deliveries not delivered, as last read.
+    pub fn set_webhook_deliveries(&self, waiting: i64, dead: i64) {
+        for (state, count) in [("waiting", waiting), ("dead", dead)] {
+            self.webhook_deliveries
+                .get_or_create(&Delivery { state })
+                .set(count);
+        }
     }
 
     pub fn set_writer_lanes(&self, lanes: usize) {

@@ -5,7 +5,8 @@
 //! orders change status, their events get the tickets back (`available` up,
 //! `pending` down), a seated order's seats are freed (a trigger on the status),
 //! and a `stock_returns` row per order of an event sold by count records that
-//! Redis must get them back too. `FOR UPDATE SKIP LOCKED` lets several sweepers share the
+//! Redis must get them back too, and an `order.settled` message tells their
+//! buyers. `FOR UPDATE SKIP LOCKED` lets several sweepers share the
 //! work without waiting on each other or expiring an order twice; the status
 //! check (`PENDING` only) makes a second expiry impossible anyway. Redis gets the
 //! tickets after the commit ([`crate::gate::reconcile::restock_pending`]), once.
@@ -21,6 +22,8 @@ use crate::gate::Gate;
 use crate::known_bad::{self, Bug};
 use crate::runtime::metrics::Metrics;
 use crate::runtime::stop::Stop;
+use crate::saga::messages::ORDER_SETTLED;
+use flashtix_model::notices::Ending;
 
 /// The most orders one pass expires.
 pub const SWEEP_BATCH: i64 = 500;
@@ -69,10 +72,19 @@ pub async fn expire_due(pool: &PgPool) -> sqlx::Result<u64> {
             -- Tickets go back to Redis for events it admits for.
             INSERT INTO stock_returns (order_id, event_id, user_id, quantity)
             SELECT id, event_id, user_id, quantity FROM expired x WHERE {gated}
+         ), told AS (
+            -- The buyers' notices, one message for the pass.
+            INSERT INTO outbox (message_id, topic, payload)
+            SELECT $2, $3, jsonb_build_object('orders', jsonb_agg(
+                jsonb_build_object('order_id', id, 'ending', $4::text)))
+            FROM expired HAVING count(*) > 0
          )
          SELECT count(*) FROM expired"
     ))
     .bind(SWEEP_BATCH)
+    .bind(uuid::Uuid::now_v7())
+    .bind(ORDER_SETTLED)
+    .bind(Ending::Expired.name())
     .fetch_one(pool)
     .await?;
     Ok(expired as u64)

@@ -17,8 +17,11 @@ use uuid::Uuid;
 pub const ORDER_CREATED: &str = "order.created";
 /// The provider answered for orders: the order worker settles them.
 pub const PAYMENT_RESULT: &str = "payment.result";
+/// Orders ended (or were refunded): the notifications role tells their
+/// buyers and organizers. Written in the transaction that ends them.
+pub const ORDER_SETTLED: &str = "order.settled";
 /// Every topic the sale publishes.
-pub const TOPICS: [&str; 2] = [ORDER_CREATED, PAYMENT_RESULT];
+pub const TOPICS: [&str; 3] = [ORDER_CREATED, PAYMENT_RESULT, ORDER_SETTLED];
 
 /// SQL: the entries of the outbox row `m`, as a JSON array. A row written
 /// before messages were batches (`{"order_id": ...}`) is its own one entry,
@@ -47,6 +50,14 @@ pub struct PaymentResult {
     pub order_id: Uuid,
     pub outcome: PaymentOutcome,
     pub amount_cents: i64,
+}
+
+/// An entry of `order.settled`: the order, and how it ended. The
+/// notifications role reads the rest (buyer, event, seats) from Postgres.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrderSettled {
+    pub order_id: Uuid,
+    pub ending: flashtix_model::notices::Ending,
 }
 
 flashtix_model::named! {

@@ -36,6 +36,26 @@ pub const MESSAGES_HEADER: &str = "x-flashtix-messages";
 /// A message's body grows to about this size before the next one begins.
 const MESSAGE_BYTES: usize = 256 * 1024;
 
+/// Writes, in the caller's transaction, one outbox row of `topic` carrying
+/// `entries` (nothing when there are none).
+pub async fn enqueue<T: serde::Serialize>(
+    tx: &mut sqlx::PgConnection,
+    topic: &str,
+    entries: &[T],
+) -> sqlx::Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let body = serde_json::json!({ "orders": entries });
+    sqlx::query("INSERT INTO outbox (message_id, topic, payload) VALUES ($1, $2, $3::jsonb)")
+        .bind(Uuid::now_v7())
+        .bind(topic)
+        .bind(body.to_string())
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
 /// Relays until a stop is requested, reconnecting to RabbitMQ whenever the
 /// connection breaks. After a pass that claimed less than a full batch it
 /// pauses `every`, so rows gather into fewer, larger messages: a storm's messages

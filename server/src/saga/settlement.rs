@@ -25,9 +25,12 @@ use crate::gate::Gate;
 use crate::known_bad::{self, Bug};
 use crate::runtime::metrics::Metrics;
 use crate::saga::consumer::{answers, Handled, Handler};
-use crate::saga::messages::{PaymentOutcome, PaymentResult, PAYMENT_RESULT};
+use crate::saga::messages::{
+    OrderSettled, PaymentOutcome, PaymentResult, ORDER_SETTLED, PAYMENT_RESULT,
+};
 use crate::saga::payments::provider::Provider;
 use flashtix_model::names::UnknownName;
+use flashtix_model::notices::Ending;
 use flashtix_model::OrderStatus;
 
 /// Refunds of one batch asked of the provider at once: each waits the
@@ -98,7 +101,8 @@ impl OrderWorker {
     }
 
     /// Refunds a success that came too late, then records the refund (once
-    /// per order: a refund recorded before makes this a duplicate).
+    /// per order: a refund recorded before makes this a duplicate) with the
+    /// buyer's notice of it.
     async fn refund(&self, result: &PaymentResult) -> Handled {
         if let Err(error) = self
             .provider
@@ -107,13 +111,24 @@ impl OrderWorker {
         {
             return Handled::Retry(error.into());
         }
+        // The refund, and in the same statement the buyer's notice of it.
         let recorded = sqlx::query(
-            "INSERT INTO payments (id, order_id, kind, outcome, amount_cents)
-             VALUES ($1, $2, 'REFUND', 'SUCCEEDED', $3) ON CONFLICT DO NOTHING",
+            "WITH refund AS (
+                INSERT INTO payments (id, order_id, kind, outcome, amount_cents)
+                VALUES ($1, $2, 'REFUND', 'SUCCEEDED', $3) ON CONFLICT DO NOTHING
+                RETURNING order_id
+             )
+             INSERT INTO outbox (message_id, topic, payload)
+             SELECT $4, $5, jsonb_build_object('orders', jsonb_build_array(
+                 jsonb_build_object('order_id', order_id, 'ending', $6::text)))
+             FROM refund",
         )
         .bind(Uuid::now_v7())
         .bind(result.order_id)
         .bind(result.amount_cents)
+        .bind(Uuid::now_v7())
+        .bind(ORDER_SETTLED)
+        .bind(Ending::Refunded.name())
         .execute(&self.pool)
         .await;
         match recorded {
@@ -181,6 +196,8 @@ struct Decided {
     moved: BTreeMap<i64, Moved>,
     /// Ages of the orders settled, for the metric.
     ages: Vec<f64>,
+    /// What the buyers are told (`order.settled`, in the same transaction).
+    told: Vec<OrderSettled>,
     /// One per result, in order.
     settled: Vec<Settled>,
 }
@@ -205,11 +222,20 @@ impl Decided {
     }
 
     fn decide(&mut self, result: &PaymentResult, order: &mut Locked) -> Settled {
+        if known_bad::has(Bug::NoticeBeforeCommit) {
+            // Told what the payment said, before the order's state is looked at.
+            let ending = match result.outcome {
+                PaymentOutcome::Succeeded => Ending::Confirmed,
+                PaymentOutcome::Failed => Ending::Cancelled,
+            };
+            tell(&mut self.told, result.order_id, ending);
+        }
         let event = self.moved.entry(order.event_id).or_default();
         match (order.status, result.outcome) {
             (OrderStatus::Pending, PaymentOutcome::Succeeded) => {
                 self.ages.push(order.age);
                 order.status = OrderStatus::Confirmed;
+                tell(&mut self.told, result.order_id, Ending::Confirmed);
                 self.confirmed.push(result.order_id);
                 event.from_pending += order.quantity;
                 event.to_sold += order.quantity;
@@ -217,6 +243,7 @@ impl Decided {
             (OrderStatus::Pending, PaymentOutcome::Failed) => {
                 self.ages.push(order.age);
                 order.status = OrderStatus::Cancelled;
+                tell(&mut self.told, result.order_id, Ending::Cancelled);
                 self.cancelled.push(result.order_id);
                 event.from_pending += order.quantity;
                 event.to_available += order.quantity;
@@ -240,8 +267,10 @@ impl Decided {
     }
 
     /// Writes the decisions: the orders' new statuses, the stock returns of
-    /// the cancelled ones, and the tickets each event moves.
+    /// the cancelled ones, the tickets each event moves, and what their
+    /// buyers are to be told.
     async fn write(&self, tx: &mut sqlx::PgConnection) -> sqlx::Result<()> {
+        crate::saga::outbox::enqueue(&mut *tx, ORDER_SETTLED, &self.told).await?;
         if !self.cancelled.is_empty() {
             // A cancelled seated order frees its seats under its event's row
             // lock (migration 7's trigger, row by row). Take every event's
@@ -290,6 +319,15 @@ impl Decided {
         }
         Ok(())
     }
+}
+
+/// The buyer of `order_id` is to be told it ended so (a known-bad worker
+/// tells before deciding: then only once).
+fn tell(told: &mut Vec<OrderSettled>, order_id: Uuid, ending: Ending) {
+    if known_bad::has(Bug::NoticeBeforeCommit) && told.iter().any(|t| t.order_id == order_id) {
+        return;
+    }
+    told.push(OrderSettled { order_id, ending });
 }
 
 impl Handler for OrderWorker {

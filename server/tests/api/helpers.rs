@@ -141,6 +141,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
             budget: None,
         },
         provider: Default::default(),
+        notices: Default::default(),
     };
     configure(&mut settings);
     let namespace = settings.connections.namespace.clone();

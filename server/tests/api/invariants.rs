@@ -433,7 +433,13 @@ async fn charges_match_orders_fails_on_a_wrong_amount_a_stray_charge_and_a_refun
 ) {
     // No payment worker: no capture races the forged refund.
     let app = spawn_app_with(|settings| {
-        settings.roles = vec![Role::Api, Role::Sweeper, Role::Relay, Role::Orders]
+        settings.roles = vec![
+            Role::Api,
+            Role::Sweeper,
+            Role::Relay,
+            Role::Orders,
+            Role::Notifications,
+        ]
     })
     .await;
     let counted = app.create_event(10, 4).await;

@@ -145,7 +145,7 @@ async fn a_thousand_orders_all_settle_with_one_capture_each() {
         queues
             .examples
             .iter()
-            .any(|e| e.contains("x.order.created does not exist, though the sale published")),
+            .any(|e| e.contains("x.order.created.dead does not exist, though the sale published")),
         "{queues:?}"
     );
     app.drop_queues().await;
@@ -339,7 +339,15 @@ async fn a_sale_whose_payments_process_is_stopped(
 }
 
 fn without_payments() -> impl FnOnce(&mut flashtix_server::runtime::config::Settings) {
-    |settings| settings.roles = vec![Role::Api, Role::Sweeper, Role::Relay, Role::Orders]
+    |settings| {
+        settings.roles = vec![
+            Role::Api,
+            Role::Sweeper,
+            Role::Relay,
+            Role::Orders,
+            Role::Notifications,
+        ]
+    }
 }
 
 /// A second payments process finishes the sale: every order paid once.
@@ -398,7 +406,12 @@ async fn orders_taken_while_rabbitmq_is_unreachable_all_settle_when_it_is_back()
     // RabbitMQ reachable again, for the processes that can reach it.
     let _saga = app
         .another_server(|settings| {
-            settings.roles = vec![Role::Relay, Role::Payments, Role::Orders];
+            settings.roles = vec![
+                Role::Relay,
+                Role::Payments,
+                Role::Orders,
+                Role::Notifications,
+            ];
             settings.provider.failure_rate = 0.2;
         })
         .await;
@@ -433,7 +446,7 @@ async fn workers_cut_off_from_postgres_lose_nothing_and_settle_after() {
     database.set_port(Some(link.address().port())).unwrap();
     let workers = app
         .another_server(|settings| {
-            settings.roles = vec![Role::Payments, Role::Orders];
+            settings.roles = vec![Role::Payments, Role::Orders, Role::Notifications];
             settings.connections.database_url = database.to_string();
         })
         .await;
@@ -662,7 +675,12 @@ async fn a_poison_entry_is_dead_lettered_alone_and_the_rest_of_its_message_settl
     .unwrap();
     let _saga = app
         .another_server(|settings| {
-            settings.roles = vec![Role::Relay, Role::Payments, Role::Orders];
+            settings.roles = vec![
+                Role::Relay,
+                Role::Payments,
+                Role::Orders,
+                Role::Notifications,
+            ];
         })
         .await;
 
@@ -693,7 +711,13 @@ async fn copies_of_one_message_in_one_batch_are_handled_once() {
     // Every payment declined: a copy handled as new would show as a second
     // result (the payments table keeps one row per order and kind).
     let app = spawn_app_with(|settings| {
-        settings.roles = vec![Role::Api, Role::Sweeper, Role::Relay, Role::Orders];
+        settings.roles = vec![
+            Role::Api,
+            Role::Sweeper,
+            Role::Relay,
+            Role::Orders,
+            Role::Notifications,
+        ];
         settings.provider.failure_rate = 1.0;
     })
     .await;
