@@ -9,6 +9,8 @@
 //!   `faults` container), switched over a control port;
 //! - [`services`]: Postgres, Redis and RabbitMQ of our own, for `up` and for
 //!   drills that kill them;
+//! - [`receivers`]: a mail server and a webhook receiver of our own, whose
+//!   records `check` reads;
 //! - [`drill`]: drill files and their timeline of faults;
 //! - [`driver`]: what a drill runs on, and who breaks it: [`driver::local`]
 //!   (our dependencies behind proxies, the sale's roles as processes) or
@@ -26,6 +28,7 @@ pub mod driver;
 pub mod faults;
 pub mod process;
 pub mod proxy;
+pub mod receivers;
 pub mod recovery;
 pub mod runner;
 pub mod services;

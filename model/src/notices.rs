@@ -6,6 +6,7 @@ crate::named! {
     /// How an order ended, as a notice tells it. An order ends CONFIRMED,
     /// CANCELLED or EXPIRED; one whose payment came after it ended is also
     /// REFUNDED (a second notice, after the first).
+    #[derive(PartialOrd, Ord)]
     pub enum Ending("an order's ending") {
         Confirmed = "CONFIRMED",
         Cancelled = "CANCELLED",

@@ -25,6 +25,11 @@ crate::named! {
         RedisAgrees = "redis_agrees",
         NothingStuck = "nothing_stuck",
         QueuesDrained = "queues_drained",
+        NoticesTrue = "notices_true",
+        NoticesOnce = "notices_once",
+        NoticesSent = "notices_sent",
+        WebhooksSigned = "webhooks_signed",
+        WebhooksDelivered = "webhooks_delivered",
         /// Not an invariant of the sale but of a run: every order reached an end
         /// within the wait a storm gives it (UNKNOWN otherwise).
         Settled = "settled",

@@ -8,11 +8,13 @@ use anyhow::Context;
 use flashtix_model::report::Checked;
 
 use flashtix_server::gate::reconcile::{self, Repair};
+use flashtix_server::invariants::notices::Receivers;
 use flashtix_server::invariants::{self, Invariant, Verdict};
 use flashtix_server::orders::settled::wait_settled;
 pub use flashtix_server::orders::settled::Settled;
 use flashtix_server::runtime::config::ConnectionArgs;
 use flashtix_server::runtime::db::Schema;
+use flashtix_server::runtime::notify;
 use flashtix_server::saga::broker::Topology;
 use indicatif::ProgressBar;
 
@@ -49,6 +51,65 @@ pub struct CheckArgs {
     #[arg(long, value_parser = flashtix_model::duration::parse, value_name = "DURATION",
           default_value = "100ms", requires = "history")]
     clock_slack: Duration,
+    #[command(flatten)]
+    receivers: ReceiverArgs,
+}
+
+/// Where the notices' receivers keep what they got: with them, `check`
+/// also proves what buyers and organizers were told.
+#[derive(clap::Args)]
+pub struct ReceiverArgs {
+    /// The Maildir buyers' notices are delivered to: prove every mail true,
+    /// one per ending, none missing
+    #[arg(long, value_name = "DIR")]
+    mail: Option<PathBuf>,
+    /// The mail server the notices go through (`smtp://HOST:PORT`): a notice
+    /// missing while it does not answer is UNKNOWN, not FAIL
+    #[arg(long, value_name = "URL", requires = "mail")]
+    smtp: Option<String>,
+    /// The webhook receiver's record (a JSON delivery a line): prove every
+    /// delivery signed, true and taken; the secret is read from
+    /// --webhook-secret-file
+    #[arg(long, value_name = "FILE", requires = "webhook_secret_file")]
+    webhooks: Option<PathBuf>,
+    /// The file holding the secret webhook deliveries are signed with
+    #[arg(long, env = "FLASHTIX_WEBHOOK_SECRET_FILE", value_name = "FILE")]
+    webhook_secret_file: Option<PathBuf>,
+    /// The domain buyers are mailed at, as the notifications role was told
+    #[arg(
+        long,
+        env = "FLASHTIX_BUYER_MAIL_DOMAIN",
+        default_value = "buyers.flashtix.test"
+    )]
+    buyer_mail_domain: String,
+    /// How long after its order ended a notice may still be missing
+    /// (UNKNOWN until then, FAIL after)
+    #[arg(long, value_parser = flashtix_model::duration::parse, value_name = "DURATION",
+          default_value = "30s")]
+    notice_grace: Duration,
+}
+
+impl ReceiverArgs {
+    /// The receivers named, if any.
+    pub fn resolve(&self) -> anyhow::Result<Option<Receivers>> {
+        if self.mail.is_none() && self.webhooks.is_none() {
+            return Ok(None);
+        }
+        let smtp = self.smtp.as_deref().map(notify::smtp_server).transpose()?;
+        let webhooks = match (&self.webhooks, &self.webhook_secret_file) {
+            (Some(record), Some(secret)) => {
+                Some((record.clone(), notify::read_webhook_secret(secret)?))
+            }
+            _ => None,
+        };
+        Ok(Some(Receivers {
+            maildir: self.mail.clone(),
+            smtp,
+            webhooks,
+            buyer_mail_domain: self.buyer_mail_domain.clone(),
+            grace: self.notice_grace,
+        }))
+    }
 }
 
 pub async fn run(args: CheckArgs) -> Exit {
@@ -60,6 +121,8 @@ pub async fn run(args: CheckArgs) -> Exit {
                 .map_err(|e| Failure::usage(e.into()))?,
         )
     };
+    let receivers = args.receivers.resolve().map_err(Failure::usage)?;
+    let receivers = receivers.as_ref();
     let services = Services::connect(&args.connections).await?;
     something_to_check(&services, args.event.as_slice()).await?;
     let history = history.as_deref().map(|attempts| {
@@ -76,10 +139,13 @@ pub async fn run(args: CheckArgs) -> Exit {
     let (settled, mut report) = match args.settle {
         Some(limit) => {
             let (settled, report) =
-                settle_and_prove(&services, history, args.event, limit, None).await?;
+                settle_and_prove(&services, history, receivers, args.event, limit, None).await?;
             (Some(settled), report)
         }
-        None => (None, prove(&services, history, args.event).await?),
+        None => (
+            None,
+            prove(&services, history, receivers, args.event).await?,
+        ),
     };
     if args.repair {
         // Judged first: the drift found is the report's, with what was done.
@@ -222,6 +288,7 @@ fn shown(events: &[i64]) -> String {
 pub async fn settle_and_prove(
     services: &Services,
     history: Option<invariants::History<'_>>,
+    receivers: Option<&Receivers>,
     event: Option<i64>,
     limit: Duration,
     after: Option<&str>,
@@ -232,7 +299,7 @@ pub async fn settle_and_prove(
     let took = match settled {
         Settled::After(took) => took,
         Settled::Pending(pending) => {
-            let mut report = prove(services, history, event).await?;
+            let mut report = prove(services, history, receivers, event).await?;
             report.add(unsettled(services, event, pending, limit, after).await?);
             return Ok((settled, report));
         }
@@ -240,7 +307,7 @@ pub async fn settle_and_prove(
     // However late the orders ended, the moment after them is waited for.
     let deadline = started + limit.max(took + AFTER_SETTLING);
     loop {
-        let report = prove(services, history, event).await?;
+        let report = prove(services, history, receivers, event).await?;
         let judged = report.verdict != Verdict::Unknown || !clears_with_time(&report);
         if judged || tokio::time::Instant::now() >= deadline {
             return Ok((settled, report));
@@ -259,10 +326,12 @@ const AFTER_SETTLING: Duration = Duration::from_secs(10);
 /// other (a history's order at its edge, a broker that cannot be asked)
 /// waiting does not change.
 fn clears_with_time(report: &invariants::Report) -> bool {
-    const IN_MOTION: [Invariant; 3] = [
+    const IN_MOTION: [Invariant; 5] = [
         Invariant::QueuesDrained,
         Invariant::NoDoubleCharge,
         Invariant::RedisAgrees,
+        Invariant::NoticesSent,
+        Invariant::WebhooksDelivered,
     ];
     report
         .findings
@@ -342,10 +411,12 @@ async fn unsettled(
 }
 
 /// Runs every invariant against the sale's services (the queues through a
-/// connection of its own, UNKNOWN when RabbitMQ does not answer).
+/// connection of its own, UNKNOWN when RabbitMQ does not answer), and with
+/// the notices' receivers, those of what buyers and organizers were told.
 pub async fn prove(
     services: &Services,
     history: Option<invariants::History<'_>>,
+    receivers: Option<&Receivers>,
     event: Option<i64>,
 ) -> anyhow::Result<invariants::Report> {
     let topology = Topology::new(services.connections.namespace.clone());
@@ -354,7 +425,14 @@ pub async fn prove(
         Ok(connection) => Ok((connection, &topology)),
         Err(error) => Err(error.to_string()),
     };
-    invariants::check(&services.pool, &services.gate, queues, history, event).await
+    let mut report =
+        invariants::check(&services.pool, &services.gate, queues, history, event).await?;
+    if let Some(receivers) = receivers {
+        for finding in invariants::notices::check(&services.pool, receivers, event).await? {
+            report.add(finding);
+        }
+    }
+    Ok(report)
 }
 
 /// The findings' table and the verdict line.

@@ -241,3 +241,84 @@ pub fn assert_schema(name: &str, document: &Value) {
 pub fn buyer_token(subject: &str) -> String {
     flashtix_testkit::token(subject, flashtix_server::identity::Access::Buyer)
 }
+
+/// The notices' receivers of a test sale: a mail server delivering to a
+/// Maildir and a webhook receiver, under the sale's directory, stopped when
+/// dropped.
+pub struct Receivers {
+    pub receipts: flashtix_chaos::receivers::Receipts,
+    pub mail: flashtix_chaos::process::Process,
+    pub hooks: flashtix_chaos::process::Process,
+    /// `smtp://127.0.0.1:PORT`
+    pub smtp: String,
+    /// Where organizers' deliveries go.
+    pub hook_url: String,
+    pub secret: PathBuf,
+}
+
+impl Receivers {
+    /// Starts both; the mail server holds each message `delay`.
+    pub async fn start(sale: &Sale, delay: std::time::Duration) -> Self {
+        use flashtix_chaos::process::Process;
+        use flashtix_chaos::services::free_port;
+        let receipts = flashtix_chaos::receivers::Receipts::new(sale.dir.join("receipts"));
+        let secret = receipts.ensure_secret().expect("a webhook secret");
+        let mail_recipe = receipts
+            .mail_sink(free_port().unwrap(), delay)
+            .expect("the mail server's recipe");
+        let mut mail = Process::new("mail", mail_recipe);
+        let smtp = mail.start().await.expect("the mail server starts");
+        let hook_recipe = receipts
+            .webhook_receiver(free_port().unwrap())
+            .expect("the webhook receiver's recipe");
+        let mut hooks = Process::new("webhooks", hook_recipe);
+        let hook_url = format!(
+            "{}/hooks",
+            hooks.start().await.expect("the receiver starts")
+        );
+        Self {
+            receipts,
+            mail,
+            hooks,
+            smtp,
+            hook_url,
+            secret,
+        }
+    }
+
+    /// The flags of a notifications process sending to these receivers.
+    pub fn serve_flags(&self) -> Vec<String> {
+        vec![
+            "--smtp".into(),
+            self.smtp.clone(),
+            "--webhook-secret-file".into(),
+            self.secret.display().to_string(),
+            "--webhook-backoff-ms".into(),
+            "100".into(),
+        ]
+    }
+
+    /// The flags of a `check` that reads these receivers.
+    pub fn check_flags(&self) -> Vec<String> {
+        vec![
+            "--mail".into(),
+            self.receipts.maildir().display().to_string(),
+            "--smtp".into(),
+            self.smtp.clone(),
+            "--webhooks".into(),
+            self.receipts.webhook_record().display().to_string(),
+            "--webhook-secret-file".into(),
+            self.secret.display().to_string(),
+        ]
+    }
+
+    /// The mail files delivered so far.
+    pub fn mails(&self) -> Vec<PathBuf> {
+        let new = self.receipts.maildir().join("new");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(new)
+            .map(|dir| dir.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+    }
+}

@@ -11,6 +11,7 @@ mod common;
 mod cli;
 mod dashboard;
 mod identity;
+mod notices;
 mod observability;
 mod storm;
 mod watch;

@@ -4,7 +4,8 @@
 //! Each check reads Postgres (and Redis for "Redis agrees") and says PASS, FAIL
 //! or UNKNOWN with counts and the first offending ids. FAIL beats UNKNOWN beats PASS.
 //! One file a family: `orders` (stock, keys, the limit), `money`, `seats`,
-//! `queues` (nothing stuck, every message processed), `redis_agrees`, and
+//! `queues` (nothing stuck, every message processed), `redis_agrees`,
+//! `notices` (judged by the receivers' mail and webhook records), and
 //! `ledger`, `answers`, `owners`, `refusals` and `seat_taken`, those judged against a
 //! client's history.
 
@@ -17,6 +18,7 @@ mod answers;
 mod ledger;
 mod messages;
 mod money;
+pub mod notices;
 mod orders;
 mod owners;
 mod queues;

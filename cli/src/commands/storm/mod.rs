@@ -237,8 +237,15 @@ async fn settle_and_check(
     document: &mut StormDocument,
 ) -> Result<Verdict, Failure> {
     let history = history.map(flashtix_server::invariants::History::new);
-    let (settled, report) =
-        check::settle_and_prove(services, history, None, plan.settle, Some("the storm")).await?;
+    let (settled, report) = check::settle_and_prove(
+        services,
+        history,
+        None,
+        None,
+        plan.settle,
+        Some("the storm"),
+    )
+    .await?;
     document.settle_seconds = Some(match settled {
         check::Settled::After(took) => Some(took.as_secs_f64()),
         check::Settled::Pending(_) => None,

@@ -1,0 +1,254 @@
+//! The organizer's webhooks, judged by the receiver's record.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::received::{deliveries, Delivery};
+use super::{answers, unknown, Order};
+use crate::notices::signature::verify;
+use flashtix_model::notices::{notice_id, parse_notice_id, Ending};
+use flashtix_model::report::{finding, Finding, Invariant, Verdict, EXAMPLES};
+
+/// `webhooks_signed` and `webhooks_delivered`, from the record at `record`.
+pub(super) async fn check(
+    pool: &PgPool,
+    record: &Path,
+    secret: &[u8],
+    orders: &HashMap<Uuid, Order>,
+    grace: Duration,
+) -> anyhow::Result<Vec<Finding>> {
+    let received = match deliveries(record) {
+        Ok(received) => received,
+        Err(error) => {
+            let why = format!(
+                "the webhook record {} cannot be read: {error:#}",
+                record.display()
+            );
+            return Ok(vec![
+                unknown(Invariant::WebhooksSigned, why.clone()),
+                unknown(Invariant::WebhooksDelivered, why),
+            ]);
+        }
+    };
+    // This sale's deliveries only: a receiver may serve several.
+    let ours: Vec<(Delivery, Uuid, Ending)> = received
+        .into_iter()
+        .filter_map(|d| {
+            let (order, ending) = parse_notice_id(&d.id)?;
+            orders.contains_key(&order).then_some((d, order, ending))
+        })
+        .collect();
+    let dead: Vec<(String, i32, Option<String>, String)> = sqlx::query_as(
+        "SELECT id, attempts, last_error, url FROM webhook_deliveries WHERE dead_at IS NOT NULL",
+    )
+    .fetch_all(pool)
+    .await?;
+    let waiting: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT url FROM webhook_deliveries WHERE delivered_at IS NULL AND dead_at IS NULL",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut down = false;
+    for url in &waiting {
+        down |= !answers(&host_port(url)).await;
+    }
+    let dead: HashMap<String, String> = dead
+        .into_iter()
+        .map(|(id, attempts, error, url)| {
+            let error = error.unwrap_or_default();
+            (
+                id,
+                format!("dead-lettered after {attempts} tries to {url}: {error}"),
+            )
+        })
+        .collect();
+    Ok(vec![
+        signed(&ours, secret),
+        delivered(&ours, orders, &dead, grace, down),
+    ])
+}
+
+/// `host:port` of an http(s) URL.
+fn host_port(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
+    {
+        authority.to_owned()
+    } else {
+        let port = if scheme == "https" { 443 } else { 80 };
+        format!("{authority}:{port}")
+    }
+}
+
+fn signed(ours: &[(Delivery, Uuid, Ending)], secret: &[u8]) -> Finding {
+    let mut forged = Vec::new();
+    for (delivery, _, _) in ours {
+        let body_id = serde_json::from_str::<serde_json::Value>(&delivery.body)
+            .ok()
+            .and_then(|body| body["id"].as_str().map(str::to_owned));
+        let wrong = match verify(
+            secret,
+            &delivery.timestamp,
+            &delivery.signature,
+            delivery.body.as_bytes(),
+        ) {
+            Err(why) => Some(why),
+            Ok(()) if body_id.as_deref() != Some(&delivery.id) => {
+                Some(format!("its body names {body_id:?}"))
+            }
+            Ok(()) => None,
+        };
+        if let Some(why) = wrong {
+            forged.push(format!("delivery {}: {why}", delivery.id));
+        }
+    }
+    finding(
+        Invariant::WebhooksSigned,
+        ours.len() as u64,
+        forged,
+        "every delivery received verifies against its signature",
+        "deliveries that do not verify: a receiver must refuse them",
+    )
+}
+
+fn delivered(
+    ours: &[(Delivery, Uuid, Ending)],
+    orders: &HashMap<Uuid, Order>,
+    dead: &HashMap<String, String>,
+    grace: Duration,
+    down: bool,
+) -> Finding {
+    let mut broken = Vec::new();
+    let mut taken = HashSet::new();
+    for (delivery, order, ending) in ours {
+        if !(200..300).contains(&delivery.status) {
+            continue;
+        }
+        taken.insert((*order, *ending));
+        let told = &orders[order];
+        if !told.ended_so(*ending) {
+            broken.push(format!(
+                "order {order} {}, but delivery {} told the organizer {ending}",
+                told.said(),
+                delivery.id
+            ));
+        }
+    }
+    let (mut waiting, mut endings) = (Vec::new(), 0u64);
+    for (id, order) in orders.iter().filter(|(_, o)| o.has_webhook) {
+        for (ending, ago) in order.endings() {
+            endings += 1;
+            if taken.contains(&(*id, ending)) {
+                continue;
+            }
+            let delivery = notice_id(*id, ending);
+            match dead.get(&delivery) {
+                Some(why) => broken.push(format!("delivery {delivery}: {why}")),
+                None if ago > grace.as_secs_f64() && !down => broken.push(format!(
+                    "delivery {delivery}: not taken {ago:.0} s after the order ended so"
+                )),
+                None => waiting.push(format!("delivery {delivery}: on its way")),
+            }
+        }
+    }
+    broken.sort();
+    if broken.is_empty() && !waiting.is_empty() {
+        let why = if down {
+            "the receiver does not answer: deliveries wait for it"
+        } else {
+            "deliveries on their way (within the grace)"
+        };
+        return Finding {
+            invariant: Invariant::WebhooksDelivered,
+            verdict: Verdict::Unknown,
+            checked: endings,
+            offending: waiting.len() as u64,
+            detail: format!("{} not taken yet; {why}", waiting.len()),
+            examples: waiting.into_iter().take(EXAMPLES).collect(),
+        };
+    }
+    finding(
+        Invariant::WebhooksDelivered,
+        endings,
+        broken,
+        "every ending taken by the organizer's receiver, telling the truth",
+        "endings the organizer was not told, or told wrong",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_names_the_address_it_is_posted_to() {
+        assert_eq!(host_port("http://127.0.0.1:9000/hook"), "127.0.0.1:9000");
+        assert_eq!(host_port("https://hooks.example/x?y"), "hooks.example:443");
+        assert_eq!(host_port("http://u:p@h.example/"), "h.example:80");
+    }
+}
+
+/// Builds the two findings from deliveries made up in memory.
+#[cfg(test)]
+pub(super) mod tests_support {
+    use super::*;
+    use crate::notices::signature::sign;
+
+    fn delivery(order: Uuid, ending: Ending, status: u16, secret: &[u8]) -> Delivery {
+        let id = notice_id(order, ending);
+        let body = serde_json::json!({ "id": id }).to_string();
+        Delivery {
+            signature: sign(secret, 1_700_000_000, body.as_bytes()),
+            timestamp: "1700000000".into(),
+            id,
+            body,
+            status,
+        }
+    }
+
+    /// `webhooks_signed` of one delivery, changed by `tamper`.
+    pub fn signed_of(
+        secret: &[u8],
+        order: Uuid,
+        ending: Ending,
+        tamper: impl FnOnce(&mut Delivery),
+    ) -> Finding {
+        let mut one = delivery(order, ending, 200, secret);
+        tamper(&mut one);
+        signed(&[(one, order, ending)], secret)
+    }
+
+    /// `webhooks_delivered` of these deliveries; `dead`: every missing one
+    /// was dead-lettered so.
+    pub fn delivered_of(
+        orders: &HashMap<Uuid, Order>,
+        taken: &[(Uuid, Ending, u16)],
+        dead: Option<&str>,
+        down: bool,
+    ) -> Finding {
+        let ours: Vec<_> = taken
+            .iter()
+            .map(|(order, ending, status)| {
+                (delivery(*order, *ending, *status, b"s"), *order, *ending)
+            })
+            .collect();
+        let dead: HashMap<String, String> = match dead {
+            Some(why) => orders
+                .keys()
+                .flat_map(|id| Ending::ALL.map(|e| (notice_id(*id, e), why.to_owned())))
+                .collect(),
+            None => HashMap::new(),
+        };
+        delivered(&ours, orders, &dead, Duration::from_secs(30), down)
+    }
+}
