@@ -7,6 +7,8 @@
 //! sale of a test run side by side.
 
 mod common;
+#[path = "known_bad/notices.rs"]
+mod notices;
 
 use std::time::Duration;
 

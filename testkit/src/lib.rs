@@ -100,9 +100,22 @@ pub fn token_verifier() -> std::sync::Arc<identity::Verifier> {
 /// Starts a server process (`command`, which prints `flashtix listening on
 /// ADDRESS` first) and returns it with its address.
 pub fn start_server(command: &mut Command) -> (Child, String) {
+    // TEST_SERVER_LOGS=DIR keeps each server's log there, for a failure's
+    // post-mortem; otherwise it is dropped.
+    let stderr = match std::env::var_os("TEST_SERVER_LOGS") {
+        Some(dir) => {
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let name = format!("server-{}-{n}.log", std::process::id());
+            Stdio::from(
+                std::fs::File::create(std::path::Path::new(&dir).join(name)).expect("a log file"),
+            )
+        }
+        None => Stdio::null(),
+    };
     let mut child = command
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("the server starts");
     let mut first_line = String::new();

@@ -188,6 +188,14 @@ pub struct Server {
     pub url: String,
 }
 
+impl Server {
+    /// SIGKILL, as a crash would: nothing is finished or flushed.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();

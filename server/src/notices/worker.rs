@@ -44,12 +44,13 @@ struct Read {
 }
 
 /// What became of one notice's mail.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 enum Mailed {
     Sent,
     Before,
     Off,
-    Failed,
+    /// Not taken, and why.
+    Failed(String),
 }
 
 impl NotificationWorker {
@@ -84,10 +85,7 @@ impl NotificationWorker {
                 async move {
                     match mailer.send(&notice).await {
                         Ok(()) => (key, Mailed::Sent),
-                        Err(error) => {
-                            tracing::debug!(error = format!("{error:#}"), "a mail was not taken");
-                            (key, Mailed::Failed)
-                        }
+                        Err(error) => (key, Mailed::Failed(format!("{error:#}"))),
                     }
                 }
             })
@@ -138,7 +136,7 @@ impl NotificationWorker {
                 Mailed::Sent => "sent",
                 Mailed::Before => "sent_before",
                 Mailed::Off => "off",
-                Mailed::Failed => "failed",
+                Mailed::Failed(_) => "failed",
             };
             self.metrics.notice("mail", result);
             if *fate == Mailed::Sent {
@@ -183,9 +181,9 @@ impl Handler for NotificationWorker {
                 Some(_) if !seen.insert(*key) => Handled::Duplicate,
                 Some(Mailed::Sent | Mailed::Off) => Handled::Done,
                 Some(Mailed::Before) => Handled::Duplicate,
-                Some(Mailed::Failed) => {
-                    Handled::Retry(anyhow::anyhow!("the mail server did not take the mail"))
-                }
+                Some(Mailed::Failed(why)) => Handled::Retry(anyhow::anyhow!(
+                    "the mail server did not take the mail: {why}"
+                )),
             };
             slots.push(Some(handled));
         }
