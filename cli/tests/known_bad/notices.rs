@@ -81,7 +81,7 @@ impl Told {
     }
 }
 
-fn finding<'a>(report: &'a Value, invariant: Invariant) -> &'a Value {
+fn finding(report: &Value, invariant: Invariant) -> &Value {
     report["findings"]
         .as_array()
         .and_then(|all| all.iter().find(|f| f["invariant"] == invariant.name()))
