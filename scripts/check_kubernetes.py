@@ -26,7 +26,7 @@ import yaml
 
 KUBERNETES_VERSION = "1.31.0"
 # The roles of `flashtix-server --role` (server/src/runtime/config.rs).
-ROLES = {"api", "relay", "payments", "orders", "sweeper"}
+ROLES = {"api", "relay", "payments", "orders", "sweeper", "notifications"}
 
 
 def load(directory):

@@ -29,17 +29,19 @@
 use std::time::Duration;
 
 use flashtix_model::duration::parse as duration;
-use flashtix_model::{Dependency, Role};
+use flashtix_model::{Dependency, Receiver, Role};
 use serde::Deserialize;
 
 use crate::proxy;
 
 flashtix_model::one_of! {
     /// What a drill can break: a role of the sale (for `api`, the first of
-    /// its two processes) or a service it stands on.
+    /// its two processes), a service it stands on, or a receiver of its
+    /// notices.
     pub enum Target("a drill target") {
         Role(Role),
         Dependency(Dependency),
+        Receiver(Receiver),
     }
 }
 
@@ -50,6 +52,15 @@ flashtix_model::one_of! {
         Data(DataAction),
         /// Network faults go through the proxy in front of the target.
         Network(NetworkAction),
+        Answer(AnswerAction),
+    }
+}
+
+flashtix_model::named! {
+    /// What a fault makes a receiver answer.
+    pub enum AnswerAction("an answer action") {
+        /// The webhook receiver answers 500 to a share of deliveries.
+        Fail = "fail",
     }
 }
 
@@ -112,6 +123,8 @@ pub struct FaultSpec {
     )]
     pub jitter: Option<Duration>,
     pub bytes_per_second: Option<u64>,
+    /// For `fail`: the share of deliveries answered 500 (0 to 1).
+    pub share: Option<f64>,
     /// It may last to the storm's end, on purpose (a fault without a
     /// duration, or a process slower to come back than the storm is long):
     /// when no request comes after it, the drill measures no recovery for it
@@ -248,16 +261,27 @@ pub enum Effect {
     Flush,
     /// Every message already published is published again.
     Republish,
+    /// The webhook receiver answers 500 to this share of deliveries.
+    Fail {
+        share: f64,
+    },
 }
 
 impl Effect {
     /// The effect of `action`, with a network fault's settings.
-    fn of(action: Action, delay: Duration, jitter: Duration, bytes_per_second: u64) -> Self {
+    fn of(
+        action: Action,
+        delay: Duration,
+        jitter: Duration,
+        bytes_per_second: u64,
+        share: f64,
+    ) -> Self {
         use NetworkAction as N;
         match action {
             Action::Process(process) => Self::Process(process),
             Action::Data(DataAction::Flush) => Self::Flush,
             Action::Data(DataAction::Republish) => Self::Republish,
+            Action::Answer(AnswerAction::Fail) => Self::Fail { share },
             Action::Network(network) => Self::Network(match network {
                 N::Latency => proxy::Toxic::Latency { delay, jitter },
                 N::Blackhole => proxy::Toxic::Blackhole,
@@ -292,12 +316,28 @@ impl DrillFile {
             if matches!(fault.action, Action::Network(_))
                 && !matches!(
                     fault.target,
-                    Target::Role(Role::Api) | Target::Dependency(_)
+                    Target::Role(Role::Api)
+                        | Target::Dependency(_)
+                        | Target::Receiver(Receiver::Mail)
                 )
             {
                 return Err(format!(
-                    "{name}: network faults stand in front of api, postgres, redis or rabbitmq"
+                    "{name}: network faults stand in front of api, postgres, redis, rabbitmq \
+                     or mail"
                 ));
+            }
+            let webhooks = fault.target == Target::Receiver(Receiver::Webhooks);
+            if webhooks != (fault.action == AnswerAction::Fail.into()) {
+                return Err(format!(
+                    "{name}: the webhook receiver can only fail, and only it"
+                ));
+            }
+            if fault.action == AnswerAction::Fail.into()
+                && !fault
+                    .share
+                    .is_some_and(|share| (0.0..=1.0).contains(&share))
+            {
+                return Err(format!("{name}: fail needs a share between 0 and 1"));
             }
             if fault.action == NetworkAction::Bandwidth.into() && fault.bytes_per_second.is_none() {
                 return Err(format!("{name}: bandwidth needs bytes-per-second"));
@@ -353,6 +393,7 @@ impl DrillFile {
                         spec.delay.unwrap_or_default(),
                         spec.jitter.unwrap_or_default(),
                         spec.bytes_per_second.unwrap_or(0),
+                        spec.share.unwrap_or(0.0),
                     ),
                     until_storm_ends: spec.until_storm_ends,
                 }

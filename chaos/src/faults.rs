@@ -37,6 +37,7 @@ impl Faults {
             Effect::Process(action) => self.driver.process(fault.target, action).await,
             Effect::Flush => self.driver.flush().await,
             Effect::Republish => republish(&self.pool, &self.namespace).await,
+            Effect::Fail { share } => self.driver.fail_webhooks(Some(share)),
         }
     }
 
@@ -52,6 +53,7 @@ impl Faults {
             Effect::Process(ProcessAction::Pause) => {
                 self.driver.process(target, ProcessAction::Resume).await
             }
+            Effect::Fail { .. } => self.driver.fail_webhooks(None),
             Effect::Process(_) | Effect::Flush | Effect::Republish => Ok(()),
         }
     }
@@ -67,6 +69,7 @@ pub fn describe(fault: &Fault) -> String {
         Effect::Network(proxy::Toxic::Bandwidth { bytes_per_second }) => {
             format!("bandwidth {bytes_per_second} B/s {target}")
         }
+        Effect::Fail { share } => format!("fail {:.0}% of {target}", share * 100.0),
         _ => format!("{} {target}", fault.action.name()),
     }
 }

@@ -154,13 +154,20 @@ async fn start<'a>(run: &'a Run<'_>, stack: &Stack) -> io::Result<(Operator<'a>,
         flashtix: run.flashtix,
         env,
         dir: &run.dir,
+        notices: toml::Table::new(),
     };
     let failed = |e: io::Error| io::Error::other(format!("{}: {e}", run.name));
     let public_keys = operator
         .make_keys(&run.dir.join("keys"))
         .await
         .map_err(failed)?;
-    operator.reset(&run.drill.sale).await.map_err(failed)?;
+    let receivers = stack.start_receivers(&run.dir).await.map_err(failed)?;
+    let mut sale = run.drill.sale.clone();
+    if let Some(receivers) = &receivers {
+        sale.extend(receivers.reset_flags());
+        operator.notices = receivers.check_flags();
+    }
+    operator.reset(&sale).await.map_err(failed)?;
     let driver = stack
         .start_sale(
             run.flashtix,
@@ -168,6 +175,7 @@ async fn start<'a>(run: &'a Run<'_>, stack: &Stack) -> io::Result<(Operator<'a>,
             &run.namespace,
             &steps::flags(&run.drill.server),
             &public_keys,
+            receivers,
         )
         .await?;
     let watched = WatchedSale {

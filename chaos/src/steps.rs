@@ -17,6 +17,8 @@ pub struct Operator<'a> {
     pub flashtix: &'a Path,
     pub env: Vec<(String, String)>,
     pub dir: &'a Path,
+    /// What `check` is given to judge the notices by (the receivers).
+    pub notices: toml::Table,
 }
 
 impl Operator<'_> {
@@ -130,7 +132,7 @@ impl Operator<'_> {
             &json.display().to_string(),
         ];
         let _ = std::fs::remove_file(&json);
-        self.run("check", &args, &toml::Table::new()).await?;
+        self.run("check", &args, &self.notices).await?;
         Ok(std::fs::read(&json)
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok()))

@@ -103,6 +103,10 @@ fn the_catalogue_lists_every_drill_and_a_wrong_name_is_a_usage_error() {
         "duplicate-delivery",
         "restart-everything",
         "seated-restart-postgres",
+        "kill-notifications",
+        "smtp-down",
+        "smtp-slow",
+        "webhook-flaky",
     ] {
         assert!(stdout(&list).contains(drill), "{drill}: {}", stdout(&list));
     }
@@ -184,6 +188,41 @@ fn drills_of_the_catalogue_pass_on_the_real_server() {
             .is_some_and(|f| f.checked > 0),
         "{seated}"
     );
+}
+
+/// The notices' drills: the notifications role killed mid-send, the mail
+/// server cut off and slowed, the organizer's receiver failing half its
+/// deliveries. Each passes, with every buyer and organizer told, judged by
+/// what the mail server and the webhook receiver got.
+#[test]
+fn the_notice_drills_pass_with_every_buyer_and_organizer_told() {
+    let json = temp("notices.json");
+    let drills = [
+        "kill-notifications",
+        "smtp-down",
+        "smtp-slow",
+        "webhook-flaky",
+    ];
+    let mut args = vec!["run"];
+    args.extend(drills);
+    let (run, reports) = chaos(&args, None, &json);
+    assert_exit(&run, 0);
+    assert_eq!(reports.len(), drills.len());
+    for (report, drill) in reports.iter().zip(drills) {
+        assert_eq!(report["drill"], drill);
+        assert_eq!(report["verdict"], "PASS", "{}", reasons(report));
+        let check: Report = serde_json::from_value(report["check"].clone()).unwrap();
+        for invariant in [
+            Invariant::NoticesTrue,
+            Invariant::NoticesOnce,
+            Invariant::NoticesSent,
+            Invariant::WebhooksSigned,
+            Invariant::WebhooksDelivered,
+        ] {
+            let finding = check.finding(invariant).expect("judged by the receivers");
+            assert!(finding.checked > 1000, "{drill} {invariant}: {finding:?}");
+        }
+    }
 }
 
 /// Runs a short drill on a server making `bug`: the drill must FAIL because

@@ -261,6 +261,7 @@ fn run_blocks(blocks: &[Block], sale: &Sale) -> Run {
     // The README writes its files where it runs: keep the checkout as it was.
     let written = Written::keep(&checkout().join("storm.jsonl"));
     let keys = MadeDir::watch(&checkout().join("flashtix-keys"));
+    let mail = MadeDir::watch(&checkout().join("demo-mail"));
     let mut shell = Command::new("bash");
     shell
         .arg(&script_path)
@@ -293,6 +294,7 @@ fn run_blocks(blocks: &[Block], sale: &Sale) -> Run {
     drop(group);
     drop(written);
     drop(keys);
+    drop(mail);
     let output = |index: usize| {
         std::fs::read_to_string(dir.join(format!("block-{index}.out"))).unwrap_or_default()
     };

@@ -28,7 +28,7 @@ pub mod status;
 pub use codes::ErrorCode;
 pub use history::{Attempt, Outcome};
 pub use report::{Finding, Invariant, Report, Verdict};
-pub use roles::{Dependency, Role};
+pub use roles::{Dependency, Receiver, Role};
 pub use status::OrderStatus;
 
 #[doc(hidden)]

@@ -46,6 +46,15 @@ crate::named! {
     }
 }
 
+crate::named! {
+    /// Who the sale's notices go to, as a drill sees them: the mail server
+    /// buyers' mail goes through, and the organizer's webhook receiver.
+    pub enum Receiver("a notices' receiver") {
+        Mail = "mail",
+        Webhooks = "webhooks",
+    }
+}
+
 /// One process of a whole sale: the role it runs, under a name of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Process {
@@ -124,6 +133,11 @@ mod tests {
         for dependency in Dependency::ALL {
             assert_eq!(Role::named(dependency.name()), None);
             assert!(!names.contains(&dependency.name()), "{dependency}");
+        }
+        for receiver in Receiver::ALL {
+            assert_eq!(Role::named(receiver.name()), None);
+            assert_eq!(Dependency::named(receiver.name()), None);
+            assert!(!names.contains(&receiver.name()), "{receiver}");
         }
     }
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::Mutex;
 
+use super::notices::Receivers;
 use crate::drill::Target;
 use crate::process::{Process, Ready, Recipe};
 use crate::proxy::Proxy;
@@ -27,8 +28,7 @@ const ANY_PORT: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
     0,
 ));
 
-/// A process several faults may act on at once, one action at a time.
-pub type Shared = Arc<Mutex<Process>>;
+pub use super::Shared;
 
 /// The dependencies, shared by every drill of a run.
 #[derive(Clone)]
@@ -123,12 +123,14 @@ pub struct Sale {
     urls: Vec<String>,
     /// The storm's way in: balances over the API processes.
     pub front: Arc<Proxy>,
+    /// Where its notices go.
+    pub receivers: Receivers,
 }
 
 impl Sale {
     /// Starts every role of the sale in `namespace`, reaching its dependencies
     /// at `urls`, with `flags` given to every `flashtix serve`, verifying
-    /// tokens with `public_keys` (a JWKS file).
+    /// tokens with `public_keys` (a JWKS file), telling `receivers`.
     pub async fn start(
         flashtix: &Path,
         dir: &Path,
@@ -136,7 +138,10 @@ impl Sale {
         urls: &Urls,
         flags: &[String],
         public_keys: &Path,
+        receivers: Receivers,
     ) -> io::Result<Self> {
+        let mut flags = flags.to_vec();
+        flags.extend(receivers.serve_flags());
         let mut processes = Vec::new();
         let mut bases = Vec::new();
         let mut apis = Vec::new();
@@ -183,6 +188,7 @@ impl Sale {
             processes,
             urls: bases,
             front,
+            receivers,
         })
     }
 
@@ -195,10 +201,13 @@ impl Sale {
         &self.urls
     }
 
-    /// The process a fault on `target` hits: for `api`, the first of the two.
+    /// The process a fault on `target` hits: for `api`, the first of the
+    /// two; a receiver of the sale's notices.
     pub fn process(&self, target: Target) -> Option<Shared> {
-        let Target::Role(role) = target else {
-            return None;
+        let role = match target {
+            Target::Role(role) => role,
+            Target::Receiver(receiver) => return Some(self.receivers.process(receiver)),
+            Target::Dependency(_) => return None,
         };
         let name = role.first_process();
         self.processes
@@ -210,6 +219,7 @@ impl Sale {
     /// Every process running and the front faithful again.
     pub async fn heal(&self) -> io::Result<()> {
         self.front.set(None);
+        self.receivers.heal().await?;
         for (_, process) in &self.processes {
             let mut process = process.lock().await;
             process.resume();
@@ -218,11 +228,13 @@ impl Sale {
         Ok(())
     }
 
-    /// SIGTERM to every process (they drain); their logs stay.
+    /// SIGTERM to every process (they drain), then to the receivers;
+    /// their logs and records stay.
     pub async fn stop(&self) {
         for (_, process) in &self.processes {
             let _ = process.lock().await.stop(STOP_GRACE).await;
         }
+        self.receivers.stop().await;
     }
 }
 

@@ -14,8 +14,13 @@ use crate::services::Urls;
 
 pub mod docker;
 pub mod local;
+pub mod notices;
 
 use local::{flush_redis, Dependencies, Sale};
+use notices::Receivers;
+
+/// A process several faults may act on at once, one action at a time.
+pub type Shared = std::sync::Arc<tokio::sync::Mutex<crate::process::Process>>;
 
 /// How long a stopped process may take to exit before it is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(15);
@@ -39,9 +44,20 @@ impl Stack {
         }
     }
 
+    /// The receivers of a drill's notices, started under `dir`: a mail
+    /// server and a webhook receiver of the local driver's own. The docker
+    /// driver has none yet: its sale counts its notices, unsent.
+    pub async fn start_receivers(&self, dir: &Path) -> io::Result<Option<Receivers>> {
+        match self {
+            Stack::Local(_) => Ok(Some(Receivers::start(dir).await?)),
+            Stack::Docker(_) => Ok(None),
+        }
+    }
+
     /// Starts every role of the sale in `namespace`, with `flags` given to
     /// every `flashtix serve` (`flashtix`: the binary, for the local
-    /// driver); the driver that breaks and heals it.
+    /// driver), telling `receivers` (from [`Stack::start_receivers`]); the
+    /// driver that breaks and heals it.
     pub async fn start_sale(
         &self,
         flashtix: &Path,
@@ -49,11 +65,25 @@ impl Stack {
         namespace: &str,
         flags: &[String],
         public_keys: &Path,
+        receivers: Option<Receivers>,
     ) -> io::Result<Driver> {
         match self {
             Stack::Local(dependencies) => {
                 let urls = dependencies.proxied();
-                let sale = Sale::start(flashtix, dir, namespace, &urls, flags, public_keys).await?;
+                let receivers = match receivers {
+                    Some(receivers) => receivers,
+                    None => Receivers::start(dir).await?,
+                };
+                let sale = Sale::start(
+                    flashtix,
+                    dir,
+                    namespace,
+                    &urls,
+                    flags,
+                    public_keys,
+                    receivers,
+                )
+                .await?;
                 Ok(Driver::Local {
                     dependencies: dependencies.clone(),
                     sale,
@@ -114,9 +144,10 @@ impl Driver {
     ) -> io::Result<()> {
         match self {
             Driver::Local { dependencies, sale } => {
-                match dependencies.process_and_proxy(target) {
-                    Some((_, proxy)) => proxy.set(fault),
-                    None => sale.front.set(fault),
+                match (dependencies.process_and_proxy(target), target) {
+                    (Some((_, proxy)), _) => proxy.set(fault),
+                    (None, Target::Receiver(_)) => sale.receivers.mail_proxy().set(fault),
+                    (None, _) => sale.front.set(fault),
                 }
                 Ok(())
             }
@@ -163,6 +194,17 @@ impl Driver {
                 }
             }
             Driver::Docker(sale) => sale.process(target, action).await,
+        }
+    }
+
+    /// The webhook receiver answers 500 to `share` of deliveries (`None`:
+    /// to none).
+    pub(crate) fn fail_webhooks(&self, share: Option<f64>) -> io::Result<()> {
+        match self {
+            Driver::Local { sale, .. } => sale.receivers.receipts.fail_webhooks(share),
+            Driver::Docker(_) => Err(io::Error::other(
+                "the docker driver has no webhooks receiver yet: run this drill with --driver local",
+            )),
         }
     }
 

@@ -32,6 +32,10 @@ pub struct DemoArgs {
     /// The window the buyers arrive in
     #[arg(long, default_value = "2s")]
     spike: String,
+    /// Tell every buyer by mail: a mail server of the demo's own delivers
+    /// their notices to DIR/Maildir (the demo waits for the last one)
+    #[arg(long, value_name = "DIR")]
+    mail: Option<PathBuf>,
 }
 
 pub async fn run(args: DemoArgs) -> Exit {
@@ -59,7 +63,12 @@ pub async fn run(args: DemoArgs) -> Exit {
     let log = std::env::temp_dir().join(format!("flashtix-demo-{}.log", std::process::id()));
     // A key pair of the demo's own: the sale verifies, the storm signs.
     let keys = Keys::make()?;
-    let (server, url) = serve(&args.connections, &log, &keys.public_keys).await?;
+    let mail = match &args.mail {
+        Some(dir) => Some(MailServer::start(dir).await?),
+        None => None,
+    };
+    let smtp = mail.as_ref().map(|mail| mail.url.clone());
+    let (server, url) = serve(&args.connections, &log, &keys.public_keys, smtp).await?;
     eprintln!(
         "demo: the sale serves at {url} (every role; its log: {})",
         log.display()
@@ -86,11 +95,73 @@ pub async fn run(args: DemoArgs) -> Exit {
     .map_err(|error| Failure::usage(error.into()))?
     .signed_by(keys.signing_key.clone());
     let outcome = super::storm::run_scenario(storm, scenario).await;
+    if let Some(mail) = &mail {
+        mail.wait_for_every_notice(&args.connections).await?;
+    }
     drop(server);
     if matches!(&outcome, Ok(code) if *code == ExitCode::SUCCESS) {
         let _ = std::fs::remove_file(&log);
     }
     outcome
+}
+
+/// The demo's mail server, delivering to a Maildir (stopped when dropped).
+struct MailServer {
+    _process: Process,
+    url: String,
+    maildir: PathBuf,
+}
+
+impl MailServer {
+    async fn start(dir: &Path) -> Result<Self, Failure> {
+        let receipts = flashtix_chaos::receivers::Receipts::new(dir);
+        let port = flashtix_chaos::services::free_port().context("a port for the mail server")?;
+        let recipe = receipts
+            .mail_sink(port, Duration::ZERO)
+            .context("writing the mail server's script")?;
+        let mut process = Process::new("the mail server", recipe);
+        let url = process.start().await.context(
+            "starting the demo's mail server (it needs Python's aiosmtpd: \
+             apt-get install python3-aiosmtpd)",
+        )?;
+        eprintln!(
+            "demo: buyers are mailed through {url}, into {}",
+            receipts.maildir().display()
+        );
+        Ok(Self {
+            _process: process,
+            url,
+            maildir: receipts.maildir(),
+        })
+    }
+
+    /// Waits, up to a minute, until every order that ended has its mail
+    /// recorded sent, and says where they are.
+    async fn wait_for_every_notice(&self, connections: &ConnectionArgs) -> Result<(), Failure> {
+        let services = Services::connect(connections).await?;
+        let unsent = "SELECT count(*) FROM orders o WHERE o.status <> 'PENDING'
+                      AND NOT EXISTS (SELECT 1 FROM notices n
+                                      WHERE n.order_id = o.id AND n.ending = o.status)";
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let left: i64 = sqlx::query_scalar(unsent)
+                .fetch_one(&services.pool)
+                .await
+                .context("counting the notices not sent")?;
+            if left == 0 || tokio::time::Instant::now() > deadline {
+                let mails = std::fs::read_dir(self.maildir.join("new")).map_or(0, |d| d.count());
+                eprintln!(
+                    "demo: {mails} mails in {} ({left} not sent); prove them with \
+                     `flashtix check --namespace {} --mail {}`",
+                    self.maildir.join("new").display(),
+                    services.connections.namespace,
+                    self.maildir.display()
+                );
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
 
 /// The demo's key pair, in a folder of its own removed when dropped.
@@ -134,8 +205,13 @@ async fn serve(
     connections: &ConnectionArgs,
     log: &Path,
     public_keys: &Path,
+    smtp: Option<String>,
 ) -> Result<(Process, String), Failure> {
     let resolved = connections.resolve().map_err(Failure::usage)?;
+    let mut env: Vec<(String, String)> = smtp
+        .map(|url| ("FLASHTIX_SMTP".to_owned(), url))
+        .into_iter()
+        .collect();
     let mut server = Process::new(
         "the sale server",
         Recipe {
@@ -143,19 +219,22 @@ async fn serve(
             args: ["serve", "--bind", "127.0.0.1:0", "--role", "all"]
                 .map(String::from)
                 .to_vec(),
-            env: vec![
-                ("FLASHTIX_DATABASE_URL".into(), resolved.database_url),
-                ("FLASHTIX_REDIS_URL".into(), resolved.redis_url),
-                ("FLASHTIX_AMQP_URL".into(), resolved.amqp_url),
-                (
-                    "FLASHTIX_NAMESPACE".into(),
-                    resolved.namespace.as_str().into(),
-                ),
-                (
-                    "FLASHTIX_TOKEN_KEYS".into(),
-                    public_keys.to_string_lossy().into_owned(),
-                ),
-            ],
+            env: {
+                env.extend([
+                    ("FLASHTIX_DATABASE_URL".into(), resolved.database_url),
+                    ("FLASHTIX_REDIS_URL".into(), resolved.redis_url),
+                    ("FLASHTIX_AMQP_URL".into(), resolved.amqp_url),
+                    (
+                        "FLASHTIX_NAMESPACE".into(),
+                        resolved.namespace.as_str().into(),
+                    ),
+                    (
+                        "FLASHTIX_TOKEN_KEYS".into(),
+                        public_keys.to_string_lossy().into_owned(),
+                    ),
+                ]);
+                env
+            },
             log: log.to_path_buf(),
             ready: Ready::Line("flashtix listening on ".into()),
             ready_within: SERVER_START_LIMIT,

@@ -4,10 +4,11 @@
 //! For a batch of entries, in order:
 //! 1. one query reads each notice's order, event and whether its mail was
 //!    sent before (a `notices` row);
-//! 2. the mails not sent before are sent, [`MAILS_AT_ONCE`] at a time;
-//! 3. one statement records the mails sent (`notices`) and queues the
-//!    webhook deliveries (`webhook_deliveries`, once per notice);
-//! 4. the consumer acknowledges the message only after that commits.
+//! 2. one statement queues the organizers' webhook deliveries
+//!    (`webhook_deliveries`, once per notice), which go out on their own;
+//! 3. the mails not sent before are sent, [`MAILS_AT_ONCE`] at a time;
+//! 4. one statement records the mails sent (`notices`);
+//! 5. the consumer acknowledges the message only after that commits.
 //!
 //! A mail the server did not take is retried with its message; those sent
 //! are not sent again. A crash between a mail's sending and its record means
@@ -161,6 +162,11 @@ impl Handler for NotificationWorker {
             Ok(notices) => notices,
             Err(error) => return retry_all(entries.len(), &error),
         };
+        // The organizers' deliveries first: they go out on their own, and
+        // need not wait for the mail server.
+        if let Err(error) = queue_webhooks(&self.pool, &notices).await {
+            return retry_all(entries.len(), &error);
+        }
         let fates = if known_bad::has(Bug::AckBeforeSend) {
             let fates = self.mail_after_ack(notices.iter().map(|(k, r)| (*k, r.clone())).collect());
             self.count(&notices, &fates);
@@ -170,7 +176,7 @@ impl Handler for NotificationWorker {
             self.count(&notices, &fates);
             fates
         };
-        if let Err(error) = record(&self.pool, &notices, &fates).await {
+        if let Err(error) = record(&self.pool, &fates).await {
             return retry_all(entries.len(), &error);
         }
         let mut slots = Vec::with_capacity(keys.len());
@@ -266,20 +272,12 @@ async fn read(
     Ok(read)
 }
 
-/// Records, in one statement, the mails sent and the webhook deliveries
-/// every notice of an event with a webhook makes (once per notice).
-async fn record(
+/// Queues the webhook delivery of every notice of an event with a webhook
+/// (once per notice: its id is the notice's).
+async fn queue_webhooks(
     pool: &PgPool,
     notices: &HashMap<(Uuid, Ending), Read>,
-    fates: &HashMap<(Uuid, Ending), Mailed>,
 ) -> sqlx::Result<()> {
-    let mut mailed: (Vec<Uuid>, Vec<&str>) = (Vec::new(), Vec::new());
-    for (key, fate) in fates {
-        if *fate == Mailed::Sent {
-            mailed.0.push(key.0);
-            mailed.1.push(key.1.name());
-        }
-    }
     let mut hooks: (Vec<String>, Vec<Uuid>, Vec<String>, Vec<String>) = Default::default();
     for read in notices.values() {
         let notice = &read.notice;
@@ -290,22 +288,42 @@ async fn record(
             hooks.3.push(super::webhooks::body(notice));
         }
     }
+    if hooks.0.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
-        "WITH mailed AS (
-            INSERT INTO notices (order_id, ending)
-            SELECT * FROM unnest($1::uuid[], $2::text[])
-            ON CONFLICT DO NOTHING
-         )
-         INSERT INTO webhook_deliveries (id, order_id, url, body)
-         SELECT * FROM unnest($3::text[], $4::uuid[], $5::text[], $6::text[])
+        "INSERT INTO webhook_deliveries (id, order_id, url, body)
+         SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[])
          ON CONFLICT (id) DO NOTHING",
     )
-    .bind(&mailed.0)
-    .bind(&mailed.1)
     .bind(&hooks.0)
     .bind(&hooks.1)
     .bind(&hooks.2)
     .bind(&hooks.3)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Records the mails sent, in one statement.
+async fn record(pool: &PgPool, fates: &HashMap<(Uuid, Ending), Mailed>) -> sqlx::Result<()> {
+    let mut mailed: (Vec<Uuid>, Vec<&str>) = (Vec::new(), Vec::new());
+    for (key, fate) in fates {
+        if *fate == Mailed::Sent {
+            mailed.0.push(key.0);
+            mailed.1.push(key.1.name());
+        }
+    }
+    if mailed.0.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO notices (order_id, ending)
+         SELECT * FROM unnest($1::uuid[], $2::text[])
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&mailed.0)
+    .bind(&mailed.1)
     .execute(pool)
     .await?;
     Ok(())

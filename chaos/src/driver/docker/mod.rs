@@ -88,6 +88,18 @@ fn service(target: Target) -> &'static str {
     match target {
         Target::Role(role) => role.first_process(),
         Target::Dependency(dependency) => dependency.name(),
+        Target::Receiver(receiver) => receiver.name(),
+    }
+}
+
+/// The notices' receivers are not in the Compose stack yet: a fault on one
+/// is refused, not taken for a drill survived.
+fn no_receivers(target: Target) -> io::Result<()> {
+    match target {
+        Target::Receiver(receiver) => Err(io::Error::other(format!(
+            "the docker driver has no {receiver} receiver yet: run this drill with --driver local"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -288,9 +300,10 @@ impl Sale {
     /// Switches the proxy between the roles and `target` (for a role:
     /// between the buyers and the API).
     pub async fn network(&self, target: Target, fault: Option<proxy::Toxic>) -> io::Result<()> {
+        no_receivers(target)?;
         let route = match target {
             Target::Dependency(dependency) => dependency.name(),
-            Target::Role(_) => FRONT,
+            Target::Role(_) | Target::Receiver(_) => FRONT,
         };
         switchboard::switch(self.control, route, fault).await
     }
@@ -298,6 +311,7 @@ impl Sale {
     /// Does `action` to `target`'s container, and checks Docker's record
     /// shows it took.
     pub async fn process(&self, target: Target, action: ProcessAction) -> io::Result<()> {
+        no_receivers(target)?;
         let service = service(target);
         let id = self.containers[service].lock().await;
         let before = State::of(&id).await?;
