@@ -4,7 +4,8 @@ prints what each used since the snapshot, in total and per order (WRK: the
 load generator's CPU seconds, measured by its parent, as it has exited by then).
 
 Components are told apart by process name: the flashtix server, Postgres (every
-backend), RabbitMQ (its Erlang VM and helpers), Redis. The shared services'
+backend), RabbitMQ (its Erlang VM and helpers), Redis, and a mail server in
+Python. The shared services'
 other work (idle, here) is counted with them."""
 import json
 import os
@@ -15,6 +16,8 @@ COMPONENTS = {
     "postgres": ("postgres",),
     "rabbitmq": ("beam.smp", "erl_child_setup", "epmd", "inet_gethost"),
     "redis": ("redis-server",),
+    # The mail server of bench/notices.sh (scripts/mail_sink.py).
+    "mail server": ("python3",),
 }
 TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -88,7 +88,7 @@ serve api "$port"
 buy_out "$event"
 echo "pending before the workers start: $(sql "SELECT count(*) FROM orders WHERE status = 'PENDING'")"
 started=$(date +%s.%N)
-serve relay,payments,orders $((port + 1))
+serve relay,payments,orders,notifications $((port + 1))
 until_settled
 sql "SELECT format('saga throughput: %s orders/s (%s s from the workers starting to the last settled)',
         round(count(*) / extract(epoch FROM max(updated_at) - to_timestamp($started)))::int,

@@ -58,6 +58,8 @@ impl Receipts {
         std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
         let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
         let partial = self.dir.join("webhook.secret.partial");
+        // A leftover from an interrupted run may have other permissions.
+        let _ = std::fs::remove_file(&partial);
         {
             use std::os::unix::fs::OpenOptionsExt;
             let mut file = std::fs::OpenOptions::new()

@@ -20,7 +20,7 @@ use flashtix_model::report::{Invariant, Report, Verdict};
 use serde::Serialize;
 use sqlx::postgres::PgPoolOptions;
 
-use crate::drill::{DrillFile, Fault, Limits};
+use crate::drill::{DrillFile, Fault, Limits, Target};
 use crate::driver::{Driver, Stack};
 use crate::faults::{self, Faults};
 use crate::recovery::{self, Backlog, FaultReport, Sample};
@@ -147,6 +147,21 @@ pub async fn run(run: &Run<'_>, stack: &Stack) -> io::Result<DrillReport> {
 /// Resets the drill's sale and starts its roles: the operator who runs the
 /// commands, and the faults that break what was started.
 async fn start<'a>(run: &'a Run<'_>, stack: &Stack) -> io::Result<(Operator<'a>, Faults)> {
+    // Without receivers a drill on notices would judge nothing of them,
+    // and pass for that: refused, not run.
+    let on_notices = run.drill.faults.iter().any(|fault| {
+        matches!(
+            fault.target,
+            Target::Receiver(_) | Target::Role(flashtix_model::Role::Notifications)
+        )
+    });
+    if on_notices && matches!(stack, Stack::Docker(_)) {
+        return Err(io::Error::other(format!(
+            "{}: the docker driver has no notices' receivers yet, so this drill could \
+             judge nothing of what it breaks; run it with --driver local",
+            run.name
+        )));
+    }
     let direct = stack.direct();
     let mut env = direct.env();
     env.push(("FLASHTIX_NAMESPACE".into(), run.namespace.clone()));

@@ -56,10 +56,11 @@
 //!   that Redis was too high; when it was too high by less than the
 //!   request, Redis is left too low and buyers are told `sold_out` while
 //!   tickets remain;
-//! - `notice-before-commit`: the order worker tells the buyer what the
-//!   payment said before its transaction has decided (and committed) the
-//!   order's end: a payment that came after the hold ran out is announced
-//!   as CONFIRMED, though the order expired and the money goes back;
+//! - `notice-before-commit`: the order worker tells the buyers what the
+//!   payments said, committed on its own before the settlement transaction
+//!   decides and commits the orders' ends: a payment that came after the
+//!   hold ran out is announced as CONFIRMED, though the order expired and
+//!   the money goes back (and a settlement that then fails was told anyway);
 //! - `new-message-id-per-send`: each mail gets a Message-ID of its own, so a
 //!   notice sent again after a crash is a second, different notice;
 //! - `ack-before-send`: the notifications role records its notices as sent

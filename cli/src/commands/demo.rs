@@ -139,9 +139,14 @@ impl MailServer {
     /// recorded sent, and says where they are.
     async fn wait_for_every_notice(&self, connections: &ConnectionArgs) -> Result<(), Failure> {
         let services = Services::connect(connections).await?;
-        let unsent = "SELECT count(*) FROM orders o WHERE o.status <> 'PENDING'
-                      AND NOT EXISTS (SELECT 1 FROM notices n
-                                      WHERE n.order_id = o.id AND n.ending = o.status)";
+        // Every ending: each order's own, and each refund.
+        let unsent = "SELECT count(*) FROM (
+                          SELECT id, status AS ending FROM orders WHERE status <> 'PENDING'
+                          UNION ALL
+                          SELECT order_id, 'REFUNDED' FROM payments WHERE kind = 'REFUND'
+                      ) e
+                      WHERE NOT EXISTS (SELECT 1 FROM notices n
+                                        WHERE n.order_id = e.id AND n.ending = e.ending)";
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             let left: i64 = sqlx::query_scalar(unsent)

@@ -517,7 +517,7 @@ async fn an_unsettled_sale_is_unknown_and_exits_5_and_check_settle_waits_for_it(
 
     // With the workers, the wait ends when the orders are paid, and the sale
     // is proved then.
-    let workers = sale.serve("payments,orders");
+    let workers = sale.serve("payments,orders,notifications");
     let paid = sale
         .run_in_background(&["check", "--settle", "30s", "--json", &json])
         .await;

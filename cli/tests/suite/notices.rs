@@ -147,7 +147,7 @@ async fn every_buyer_and_organizer_hears_how_each_order_ended_once_and_truly() {
 
     let kept = std::env::temp_dir().join(format!("{}.kept", sale.namespace));
     std::fs::rename(&mails[0], &kept).unwrap();
-    let (_, findings) = check(&sale, &receivers, &[]);
+    let (_, findings) = check(&sale, &receivers, &["--notice-grace", "10m"]);
     assert_eq!(
         verdict(&findings, "notices_sent"),
         "UNKNOWN",
@@ -171,6 +171,20 @@ async fn every_buyer_and_organizer_hears_how_each_order_ended_once_and_truly() {
     let (_, findings) = check(&sale, &receivers, &[]);
     assert_eq!(
         verdict(&findings, "webhooks_signed"),
+        "FAIL",
+        "{findings:#}"
+    );
+    // A delivery the receiver took, gone from its record: the organizer
+    // was never told, as far as the witness knows.
+    let taken_out: String = deliveries
+        .lines()
+        .skip(1)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&record, taken_out).unwrap();
+    let (_, findings) = check(&sale, &receivers, &["--notice-grace", "0s"]);
+    assert_eq!(
+        verdict(&findings, "webhooks_delivered"),
         "FAIL",
         "{findings:#}"
     );

@@ -52,7 +52,7 @@ async fn the_screen_follows_a_sale_through_a_storm_to_its_end() {
     let (events, _) = sale.reset(&["--tickets", "400", "--max-per-user", "2"]);
     let event = events[0]["id"].as_i64().unwrap();
     let api = sale.serve("api");
-    let saga = sale.serve("sweeper,relay,payments,orders");
+    let saga = sale.serve("sweeper,relay,payments,orders,notifications");
     let servers = format!("{},{}", api.url, saga.url);
 
     let stock = format!("#{event} ");

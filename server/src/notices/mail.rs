@@ -46,6 +46,15 @@ pub struct Notice {
     pub webhook_url: Option<String>,
 }
 
+/// Why a mail was not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotSent {
+    pub why: String,
+    /// The mail server refused it for good (a 5xx), or it could not be
+    /// written: trying again changes nothing.
+    pub for_good: bool,
+}
+
 /// Sends buyers' mails through one mail server.
 pub struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
@@ -70,10 +79,20 @@ impl Mailer {
         })
     }
 
-    /// Sends the notice's mail; an error says why it was not taken.
-    pub async fn send(&self, notice: &Notice) -> anyhow::Result<()> {
-        let message = self.compose(notice)?;
-        self.transport.send(message).await?;
+    /// Sends the notice's mail; an error says why it was not taken, and
+    /// whether trying again could change that.
+    pub async fn send(&self, notice: &Notice) -> Result<(), NotSent> {
+        let message = self.compose(notice).map_err(|error| NotSent {
+            why: format!("{error:#}"),
+            for_good: true,
+        })?;
+        self.transport
+            .send(message)
+            .await
+            .map_err(|error| NotSent {
+                for_good: error.is_permanent(),
+                why: error.to_string(),
+            })?;
         Ok(())
     }
 

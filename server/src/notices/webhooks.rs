@@ -5,7 +5,10 @@
 //! worker once per notice. A pass claims the due ones (`FOR UPDATE SKIP
 //! LOCKED`, and a lease: a claimed delivery is not due again for
 //! [`LEASE`], so several dispatchers share the work and one that dies
-//! only delays its deliveries) and POSTs them, [`POSTS_AT_ONCE`] at a time.
+//! only delays its deliveries) and POSTs them all at once, each try recorded
+//! as it ends (only while the delivery is still undelivered and alive, so a
+//! late answer never undoes another's record). Redirects are not followed: a
+//! delivery is taken only by a 2xx from its own URL.
 //! A 2xx answer delivers it. Anything else, or no answer within
 //! [`POST_TIMEOUT`], is tried again after a pause that doubles from the
 //! configured backoff up to [`BACKOFF_MAX`]; after the last try it is
@@ -17,7 +20,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::stream::{self, StreamExt};
 use sqlx::PgPool;
 
 use super::mail::Notice;
@@ -27,15 +29,14 @@ use crate::runtime::notify::NoticeSettings;
 use crate::runtime::stop::Stop;
 use flashtix_model::notices::{notice_id, DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
-/// Deliveries one pass claims.
-const CLAIM: i64 = 64;
-/// Deliveries POSTed at once.
+/// Deliveries one pass claims, and POSTs at once.
 pub const POSTS_AT_ONCE: usize = 16;
 /// How long a receiver has to answer.
 pub const POST_TIMEOUT: Duration = Duration::from_secs(5);
-/// A claimed delivery is not due again for this long (longer than a POST
-/// may take).
-const LEASE: Duration = Duration::from_secs(30);
+/// A claimed delivery is not due again for this long: twice what its POST
+/// may take (all of a pass's are in flight at once), and well within the
+/// grace `check` gives a notice, so a dispatcher that dies only delays it.
+const LEASE: Duration = Duration::from_secs(10);
 /// The longest pause between two tries.
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// The pause after a pass that found nothing due.
@@ -77,7 +78,11 @@ pub async fn run(pool: PgPool, settings: NoticeSettings, metrics: Arc<Metrics>, 
         );
         return;
     };
-    let client = match reqwest::Client::builder().timeout(POST_TIMEOUT).build() {
+    let client = reqwest::Client::builder()
+        .timeout(POST_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build();
+    let client = match client {
         Ok(client) => client,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "no HTTP client for webhooks");
@@ -91,7 +96,7 @@ pub async fn run(pool: PgPool, settings: NoticeSettings, metrics: Arc<Metrics>, 
                 if std::mem::take(&mut failing) {
                     tracing::info!("webhook deliveries flow again");
                 }
-                if claimed < CLAIM as usize && !stop.pause(IDLE).await {
+                if claimed < POSTS_AT_ONCE && !stop.pause(IDLE).await {
                     return;
                 }
             }
@@ -129,28 +134,24 @@ async fn pass(
              FOR UPDATE SKIP LOCKED)
          RETURNING id, url, body, attempts",
     )
-    .bind(CLAIM)
+    .bind(POSTS_AT_ONCE as i64)
     .bind(LEASE.as_secs_f64())
     .fetch_all(pool)
     .await?;
     let claimed = due.len();
-    let tries: Vec<(Due, Result<(), String>)> = stream::iter(due)
-        .map(|(id, url, body, attempts)| async move {
-            let due = Due {
-                id,
-                url,
-                body,
-                attempts,
-            };
-            let tried = post(client, secret, &due).await;
-            (due, tried)
-        })
-        .buffer_unordered(POSTS_AT_ONCE)
-        .collect()
-        .await;
-    for (due, tried) in tries {
-        let result = record(pool, settings, &due, tried).await?;
-        metrics.notice("webhook", result);
+    let tries = due.into_iter().map(|(id, url, body, attempts)| async move {
+        let due = Due {
+            id,
+            url,
+            body,
+            attempts,
+        };
+        let tried = post(client, secret, &due).await;
+        let result: sqlx::Result<&'static str> = record(pool, settings, &due, tried).await;
+        result.map(|result| metrics.notice("webhook", result))
+    });
+    for recorded in futures_util::future::join_all(tries).await {
+        recorded?;
     }
     Ok(claimed)
 }
@@ -191,20 +192,21 @@ async fn record(
     let attempts = due.attempts + 1;
     let (sql, result, error) = match tried {
         Ok(()) => (
-            "UPDATE webhook_deliveries SET attempts = $2, delivered_at = now() WHERE id = $1",
+            "UPDATE webhook_deliveries SET attempts = $2, delivered_at = now()
+             WHERE id = $1 AND delivered_at IS NULL AND dead_at IS NULL",
             "sent",
             None,
         ),
         Err(error) if attempts as u32 >= settings.webhook_attempts => (
             "UPDATE webhook_deliveries SET attempts = $2, dead_at = now(), last_error = $3
-             WHERE id = $1",
+             WHERE id = $1 AND delivered_at IS NULL AND dead_at IS NULL",
             "dead",
             Some(error),
         ),
         Err(error) => (
             "UPDATE webhook_deliveries SET attempts = $2, last_error = $3,
                     next_attempt_at = now() + make_interval(secs => $4)
-             WHERE id = $1",
+             WHERE id = $1 AND delivered_at IS NULL AND dead_at IS NULL",
             "failed",
             Some(error),
         ),

@@ -11,7 +11,7 @@
 //! 5. the consumer acknowledges the message only after that commits.
 //!
 //! A mail the server did not take is retried with its message; those sent
-//! are not sent again. A crash between a mail's sending and its record means
+//! are not sent again. One refused for good (a 5xx) is dead-lettered alone. A crash between a mail's sending and its record means
 //! one resend, under the same Message-ID, which a receiver can tell.
 
 use std::collections::HashMap;
@@ -22,7 +22,7 @@ use futures_util::stream::{self, StreamExt};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::mail::{Mailer, Notice, MAILS_AT_ONCE};
+use super::mail::{Mailer, NotSent, Notice, MAILS_AT_ONCE};
 use crate::known_bad::{self, Bug};
 use crate::runtime::metrics::Metrics;
 use crate::saga::consumer::{answers, Handled, Handler};
@@ -51,7 +51,7 @@ enum Mailed {
     Before,
     Off,
     /// Not taken, and why.
-    Failed(String),
+    Failed(NotSent),
 }
 
 impl NotificationWorker {
@@ -86,7 +86,7 @@ impl NotificationWorker {
                 async move {
                     match mailer.send(&notice).await {
                         Ok(()) => (key, Mailed::Sent),
-                        Err(error) => (key, Mailed::Failed(format!("{error:#}"))),
+                        Err(not_sent) => (key, Mailed::Failed(not_sent)),
                     }
                 }
             })
@@ -187,8 +187,15 @@ impl Handler for NotificationWorker {
                 Some(_) if !seen.insert(*key) => Handled::Duplicate,
                 Some(Mailed::Sent | Mailed::Off) => Handled::Done,
                 Some(Mailed::Before) => Handled::Duplicate,
-                Some(Mailed::Failed(why)) => Handled::Retry(anyhow::anyhow!(
-                    "the mail server did not take the mail: {why}"
+                // Refused for good: dead-lettered alone, naming its order,
+                // so the rest of its message goes on.
+                Some(Mailed::Failed(not_sent)) if not_sent.for_good => Handled::Poison(format!(
+                    "the mail of {} {} was refused for good: {}",
+                    key.0, key.1, not_sent.why
+                )),
+                Some(Mailed::Failed(not_sent)) => Handled::Retry(anyhow::anyhow!(
+                    "the mail server did not take the mail: {}",
+                    not_sent.why
                 )),
             };
             slots.push(Some(handled));

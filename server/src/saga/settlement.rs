@@ -76,6 +76,22 @@ impl OrderWorker {
     /// batches of several processes cannot deadlock), decides each result,
     /// then writes what was decided.
     async fn settle(&self, results: &[PaymentResult]) -> sqlx::Result<Vec<Settled>> {
+        if known_bad::has(Bug::NoticeBeforeCommit) {
+            // The buyers told what the payment said, committed on its own
+            // before the settlement is decided or committed.
+            let told: Vec<OrderSettled> = results
+                .iter()
+                .map(|result| OrderSettled {
+                    order_id: result.order_id,
+                    ending: match result.outcome {
+                        PaymentOutcome::Succeeded => Ending::Confirmed,
+                        PaymentOutcome::Failed => Ending::Cancelled,
+                    },
+                })
+                .collect();
+            let mut connection = self.pool.acquire().await?;
+            crate::saga::outbox::enqueue(&mut connection, ORDER_SETTLED, &told).await?;
+        }
         let mut tx = self.pool.begin().await?;
         let mut orders = lock_orders(&mut tx, results).await?;
         let decided = Decided::of(results, &mut orders);
@@ -222,14 +238,6 @@ impl Decided {
     }
 
     fn decide(&mut self, result: &PaymentResult, order: &mut Locked) -> Settled {
-        if known_bad::has(Bug::NoticeBeforeCommit) {
-            // Told what the payment said, before the order's state is looked at.
-            let ending = match result.outcome {
-                PaymentOutcome::Succeeded => Ending::Confirmed,
-                PaymentOutcome::Failed => Ending::Cancelled,
-            };
-            tell(&mut self.told, result.order_id, ending);
-        }
         let event = self.moved.entry(order.event_id).or_default();
         match (order.status, result.outcome) {
             (OrderStatus::Pending, PaymentOutcome::Succeeded) => {
@@ -321,13 +329,13 @@ impl Decided {
     }
 }
 
-/// The buyer of `order_id` is to be told it ended so (a known-bad worker
-/// tells before deciding: then only once).
+/// The buyer of `order_id` is to be told it ended so, in the transaction
+/// that ends it (a known-bad worker told them before it, see
+/// [`OrderWorker::settle`]).
 fn tell(told: &mut Vec<OrderSettled>, order_id: Uuid, ending: Ending) {
-    if known_bad::has(Bug::NoticeBeforeCommit) && told.iter().any(|t| t.order_id == order_id) {
-        return;
+    if !known_bad::has(Bug::NoticeBeforeCommit) {
+        told.push(OrderSettled { order_id, ending });
     }
-    told.push(OrderSettled { order_id, ending });
 }
 
 impl Handler for OrderWorker {

@@ -75,6 +75,7 @@ fn a_resend_under_the_same_id_is_counted_and_a_second_id_fails() {
 
 #[test]
 fn a_missing_mail_waits_out_the_grace_or_a_down_server_then_fails() {
+    let none = HashSet::new();
     let (old, new) = (Uuid::now_v7(), Uuid::now_v7());
     let orders = HashMap::from([
         (old, order(Ending::Cancelled, 45.0)),
@@ -82,27 +83,33 @@ fn a_missing_mail_waits_out_the_grace_or_a_down_server_then_fails() {
     ]);
     let all = [mail(old, Ending::Cancelled), mail(new, Ending::Expired)];
     assert_eq!(
-        notices_sent(&all, &orders, GRACE, false).verdict,
+        notices_sent(&all, &orders, &none, GRACE, false).verdict,
         Verdict::Pass
     );
 
     let recent_missing = [mail(old, Ending::Cancelled)];
     assert_eq!(
-        notices_sent(&recent_missing, &orders, GRACE, false).verdict,
+        notices_sent(&recent_missing, &orders, &none, GRACE, false).verdict,
         Verdict::Unknown
     );
 
     let old_missing = [mail(new, Ending::Expired)];
-    let found = notices_sent(&old_missing, &orders, GRACE, false);
+    let found = notices_sent(&old_missing, &orders, &none, GRACE, false);
     assert_eq!(found.verdict, Verdict::Fail, "{found:?}");
     assert!(
         found.examples[0].contains("no CANCELLED mail 45 s"),
         "{found:?}"
     );
 
-    let found = notices_sent(&old_missing, &orders, GRACE, true);
+    let found = notices_sent(&old_missing, &orders, &none, GRACE, true);
     assert_eq!(found.verdict, Verdict::Unknown, "{found:?}");
     assert!(found.detail.contains("does not answer"), "{found:?}");
+
+    // One the sale holds as taken is lost, whatever the server is now.
+    let taken = HashSet::from([(old, Ending::Cancelled)]);
+    let found = notices_sent(&old_missing, &orders, &taken, GRACE, true);
+    assert_eq!(found.verdict, Verdict::Fail, "{found:?}");
+    assert!(found.examples[0].contains("holds it sent"), "{found:?}");
 }
 
 #[test]

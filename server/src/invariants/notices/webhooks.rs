@@ -34,42 +34,64 @@ pub(super) async fn check(
             ]);
         }
     };
-    // This sale's deliveries only: a receiver may serve several.
-    let ours: Vec<(Delivery, Uuid, Ending)> = received
-        .into_iter()
-        .filter_map(|d| {
-            let (order, ending) = parse_notice_id(&d.id)?;
-            orders.contains_key(&order).then_some((d, order, ending))
-        })
-        .collect();
-    let dead: Vec<(String, i32, Option<String>, String)> = sqlx::query_as(
-        "SELECT id, attempts, last_error, url FROM webhook_deliveries WHERE dead_at IS NOT NULL",
-    )
-    .fetch_all(pool)
-    .await?;
-    let waiting: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT url FROM webhook_deliveries WHERE delivered_at IS NULL AND dead_at IS NULL",
-    )
-    .fetch_all(pool)
-    .await?;
-    let mut down = false;
-    for url in &waiting {
-        down |= !answers(&host_port(url)).await;
+    // This sale's deliveries only: a receiver may serve several. A POST
+    // that names no delivery at all is nobody's, and judged as a forgery.
+    let mut ours: Vec<(Delivery, Uuid, Ending)> = Vec::new();
+    let mut strays = Vec::new();
+    for delivery in received {
+        match parse_notice_id(&delivery.id) {
+            Some((order, ending)) if orders.contains_key(&order) => {
+                ours.push((delivery, order, ending))
+            }
+            Some(_) => {}
+            None => strays.push(format!("a POST naming no delivery ({:?})", delivery.id)),
+        }
     }
-    let dead: HashMap<String, String> = dead
-        .into_iter()
-        .map(|(id, attempts, error, url)| {
-            let error = error.unwrap_or_default();
-            (
-                id,
-                format!("dead-lettered after {attempts} tries to {url}: {error}"),
-            )
-        })
-        .collect();
+    let queued = queued(pool).await?;
     Ok(vec![
-        signed(&ours, secret),
-        delivered(&ours, orders, &dead, grace, down),
+        signed(&ours, strays, secret),
+        delivered(&ours, orders, &queued, grace),
     ])
+}
+
+/// What the sale's table says of a delivery it has not seen taken.
+pub(super) enum Queued {
+    /// Given up after its last try: why.
+    Dead(String),
+    /// To be tried again; whether its receiver answers now.
+    Waiting { receiver_down: bool },
+}
+
+/// The deliveries the sale has not seen taken, by id, each waiting one
+/// with whether its own receiver answers (each URL asked once).
+async fn queued(pool: &PgPool) -> anyhow::Result<HashMap<String, Queued>> {
+    let rows: Vec<(String, String, bool, i32, Option<String>)> = sqlx::query_as(
+        "SELECT id, url, dead_at IS NOT NULL, attempts, last_error
+         FROM webhook_deliveries WHERE delivered_at IS NULL",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut answering: HashMap<String, bool> = HashMap::new();
+    let mut queued = HashMap::with_capacity(rows.len());
+    for (id, url, dead, attempts, error) in rows {
+        let state = if dead {
+            let error = error.unwrap_or_default();
+            Queued::Dead(format!("dead-lettered after {attempts} tries: {error}"))
+        } else {
+            let address = host_port(&url);
+            let up = match answering.get(&address) {
+                Some(up) => *up,
+                None => {
+                    let up = answers(&address).await;
+                    answering.insert(address, up);
+                    up
+                }
+            };
+            Queued::Waiting { receiver_down: !up }
+        };
+        queued.insert(id, state);
+    }
+    Ok(queued)
 }
 
 /// `host:port` of an http(s) URL.
@@ -90,8 +112,9 @@ fn host_port(url: &str) -> String {
     }
 }
 
-fn signed(ours: &[(Delivery, Uuid, Ending)], secret: &[u8]) -> Finding {
-    let mut forged = Vec::new();
+fn signed(ours: &[(Delivery, Uuid, Ending)], strays: Vec<String>, secret: &[u8]) -> Finding {
+    let checked = (ours.len() + strays.len()) as u64;
+    let mut forged = strays;
     for (delivery, _, _) in ours {
         let body_id = serde_json::from_str::<serde_json::Value>(&delivery.body)
             .ok()
@@ -114,7 +137,7 @@ fn signed(ours: &[(Delivery, Uuid, Ending)], secret: &[u8]) -> Finding {
     }
     finding(
         Invariant::WebhooksSigned,
-        ours.len() as u64,
+        checked,
         forged,
         "every delivery received verifies against its signature",
         "deliveries that do not verify: a receiver must refuse them",
@@ -124,9 +147,8 @@ fn signed(ours: &[(Delivery, Uuid, Ending)], secret: &[u8]) -> Finding {
 fn delivered(
     ours: &[(Delivery, Uuid, Ending)],
     orders: &HashMap<Uuid, Order>,
-    dead: &HashMap<String, String>,
+    queued: &HashMap<String, Queued>,
     grace: Duration,
-    down: bool,
 ) -> Finding {
     let mut broken = Vec::new();
     let mut taken = HashSet::new();
@@ -144,7 +166,7 @@ fn delivered(
             ));
         }
     }
-    let (mut waiting, mut endings) = (Vec::new(), 0u64);
+    let (mut waiting, mut endings, mut down) = (Vec::new(), 0u64, false);
     for (id, order) in orders.iter().filter(|(_, o)| o.has_webhook) {
         for (ending, ago) in order.endings() {
             endings += 1;
@@ -152,10 +174,20 @@ fn delivered(
                 continue;
             }
             let delivery = notice_id(*id, ending);
-            match dead.get(&delivery) {
-                Some(why) => broken.push(format!("delivery {delivery}: {why}")),
-                None if ago > grace.as_secs_f64() && !down => broken.push(format!(
-                    "delivery {delivery}: not taken {ago:.0} s after the order ended so"
+            let late = ago > grace.as_secs_f64();
+            match queued.get(&delivery) {
+                Some(Queued::Dead(why)) => broken.push(format!("delivery {delivery}: {why}")),
+                Some(Queued::Waiting { receiver_down }) if !late || *receiver_down => {
+                    down |= *receiver_down;
+                    waiting.push(format!("delivery {delivery}: on its way"));
+                }
+                Some(Queued::Waiting { .. }) => broken.push(format!(
+                    "delivery {delivery}: not taken {ago:.0} s after the order ended so, \
+                     though its receiver answers"
+                )),
+                None if late => broken.push(format!(
+                    "delivery {delivery}: not in the receiver's record {ago:.0} s after the \
+                     order ended so (the sale never queued it, or holds it delivered)"
                 )),
                 None => waiting.push(format!("delivery {delivery}: on its way")),
             }
@@ -164,7 +196,7 @@ fn delivered(
     broken.sort();
     if broken.is_empty() && !waiting.is_empty() {
         let why = if down {
-            "the receiver does not answer: deliveries wait for it"
+            "a receiver does not answer: its deliveries wait for it"
         } else {
             "deliveries on their way (within the grace)"
         };
@@ -225,11 +257,12 @@ pub(super) mod tests_support {
     ) -> Finding {
         let mut one = delivery(order, ending, 200, secret);
         tamper(&mut one);
-        signed(&[(one, order, ending)], secret)
+        signed(&[(one, order, ending)], Vec::new(), secret)
     }
 
-    /// `webhooks_delivered` of these deliveries; `dead`: every missing one
-    /// was dead-lettered so.
+    /// `webhooks_delivered` of these deliveries; every missing one is
+    /// queued: dead-lettered so (`dead`), or waiting, its receiver `down`
+    /// or not.
     pub fn delivered_of(
         orders: &HashMap<Uuid, Order>,
         taken: &[(Uuid, Ending, u16)],
@@ -242,13 +275,20 @@ pub(super) mod tests_support {
                 (delivery(*order, *ending, *status, b"s"), *order, *ending)
             })
             .collect();
-        let dead: HashMap<String, String> = match dead {
-            Some(why) => orders
-                .keys()
-                .flat_map(|id| Ending::ALL.map(|e| (notice_id(*id, e), why.to_owned())))
-                .collect(),
-            None => HashMap::new(),
-        };
-        delivered(&ours, orders, &dead, Duration::from_secs(30), down)
+        // Every delivery not taken is queued: dead, or waiting.
+        let queued: HashMap<String, Queued> = orders
+            .keys()
+            .flat_map(|id| Ending::ALL.map(|e| notice_id(*id, e)))
+            .map(|id| {
+                let state = match dead {
+                    Some(why) => Queued::Dead(why.to_owned()),
+                    None => Queued::Waiting {
+                        receiver_down: down,
+                    },
+                };
+                (id, state)
+            })
+            .collect();
+        delivered(&ours, orders, &queued, Duration::from_secs(30))
     }
 }
