@@ -63,7 +63,7 @@ async fn the_screen_follows_a_sale_through_a_storm_to_its_end() {
             &[&stock, "sold 0 held 0 left 400/400"],
             &["Orders/s", "none"],
             &["Processes", " api up"],
-            &["sweeper+relay+payments+orders up"],
+            &["all but api up"],
             &["Queues", "dead letters 0"],
         ],
     )

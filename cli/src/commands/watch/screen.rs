@@ -24,7 +24,7 @@ pub struct Context<'a> {
 }
 
 /// Processes shown one a line, up to this many: a whole sale.
-const ONE_A_LINE: usize = 6;
+const ONE_A_LINE: usize = flashtix_model::roles::PROCESSES.len();
 
 /// The width of a line's name column.
 const NAME: usize = 16;
@@ -263,8 +263,10 @@ fn saga(board: &Board) -> Vec<Line<'static>> {
                 match (queue.strip_suffix(".dead"), depth) {
                     (Some(_), Some(depth)) => dead += depth,
                     (Some(_), None) => {}
-                    (None, Some(depth)) => queues.push(Span::raw(format!("{queue} {depth}  "))),
-                    (None, None) => queues.push(Span::raw(format!("{queue} missing  "))),
+                    (None, Some(depth)) => {
+                        queues.push(Span::raw(format!("{} {depth}  ", short(queue))))
+                    }
+                    (None, None) => queues.push(Span::raw(format!("{} missing  ", short(queue)))),
                 }
             }
             let style = if dead > 0 {
@@ -281,8 +283,28 @@ fn saga(board: &Board) -> Vec<Line<'static>> {
     ]
 }
 
+/// A process's roles in few words: `all`, `all but api`, or the roles.
+fn roles_of(roles: &[String]) -> String {
+    let missing: Vec<&str> = flashtix_model::Role::ALL
+        .iter()
+        .map(|role| role.name())
+        .filter(|role| !roles.iter().any(|r| r == role))
+        .collect();
+    match missing.as_slice() {
+        [] => "all".to_owned(),
+        [one] if roles.len() > 1 => format!("all but {one}"),
+        _ => roles.join("+"),
+    }
+}
+
+/// A queue by the last word of its topic (`order.settled`: `settled`), so
+/// every queue of the sale fits on one line of 80.
+fn short(queue: &str) -> &str {
+    queue.rsplit('.').next().unwrap_or(queue)
+}
+
 /// Each process: a dot for its health, its address, its roles, and why not
-/// when it is not well. One a line for a whole sale (six), two beyond.
+/// when it is not well. One a line for a whole sale (seven), two beyond.
 fn processes(board: &Board, context: &Context, width: usize) -> Vec<Line<'static>> {
     let column = if board.processes.len() > ONE_A_LINE {
         width.saturating_sub(NAME) / 2
@@ -300,11 +322,7 @@ fn processes(board: &Board, context: &Context, width: usize) -> Vec<Line<'static
                 Health::Down(why) => (Color::Red, format!("down: {why}")),
                 Health::Unknown => (Color::DarkGray, "no answer yet".to_owned()),
             };
-            let roles = if process.roles.len() >= 5 {
-                "all".to_owned()
-            } else {
-                process.roles.join("+")
-            };
+            let roles = roles_of(&process.roles);
             let address = process.url.trim_start_matches("http://");
             let text = [address, &roles, &state]
                 .iter()

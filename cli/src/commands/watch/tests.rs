@@ -151,7 +151,7 @@ fn an_80_by_24_screen_tells_stock_rates_backlog_health_and_faults() {
     );
     let queues = line_with(&screen, "Queues");
     assert!(
-        queues.contains("payment.requested 7  payment.captured missing  dead letters 2"),
+        queues.contains("requested 7  captured missing  dead letters 2"),
         "{queues}"
     );
     let processes = line_with(&screen, "Processes");
