@@ -88,42 +88,50 @@ impl Receipts {
 
     /// How to run the mail server on `port`, holding each message `delay`.
     pub fn mail_sink(&self, port: u16, delay: Duration) -> io::Result<Recipe> {
-        let script = self.script("mail_sink.py", MAIL_SINK)?;
-        Ok(Recipe {
-            program: python(),
-            args: vec![
-                script.display().to_string(),
-                "--listen".into(),
-                format!("127.0.0.1:{port}"),
-                "--maildir".into(),
-                self.maildir().display().to_string(),
-                "--delay-ms".into(),
-                delay.as_millis().to_string(),
-            ],
-            env: vec![],
-            log: self.dir.join("mail.log"),
-            ready: Ready::Line("listening on ".into()),
-            ready_within: Duration::from_secs(20),
-            user: None,
-        })
+        let args = [
+            "--maildir".into(),
+            self.maildir().display().to_string(),
+            "--delay-ms".into(),
+            delay.as_millis().to_string(),
+        ];
+        self.recipe(("mail_sink.py", MAIL_SINK), port, &args, "mail.log")
     }
 
     /// How to run the webhook receiver on `port`.
     pub fn webhook_receiver(&self, port: u16) -> io::Result<Recipe> {
-        let script = self.script("webhook_receiver.py", WEBHOOK_RECEIVER)?;
+        let args = [
+            "--record".into(),
+            self.webhook_record().display().to_string(),
+            "--control".into(),
+            self.webhook_control().display().to_string(),
+        ];
+        self.recipe(
+            ("webhook_receiver.py", WEBHOOK_RECEIVER),
+            port,
+            &args,
+            "webhooks.log",
+        )
+    }
+
+    /// A receiver's script (written here) run on `port` with `args`, ready
+    /// when it says it listens.
+    fn recipe(
+        &self,
+        (name, text): (&str, &str),
+        port: u16,
+        args: &[String],
+        log: &str,
+    ) -> io::Result<Recipe> {
+        let script = self.script(name, text)?;
+        let listen = ["--listen".to_owned(), format!("127.0.0.1:{port}")];
         Ok(Recipe {
             program: python(),
-            args: vec![
-                script.display().to_string(),
-                "--listen".into(),
-                format!("127.0.0.1:{port}"),
-                "--record".into(),
-                self.webhook_record().display().to_string(),
-                "--control".into(),
-                self.webhook_control().display().to_string(),
-            ],
+            args: std::iter::once(script.display().to_string())
+                .chain(listen)
+                .chain(args.iter().cloned())
+                .collect(),
             env: vec![],
-            log: self.dir.join("webhooks.log"),
+            log: self.dir.join(log),
             ready: Ready::Line("listening on ".into()),
             ready_within: Duration::from_secs(20),
             user: None,

@@ -4,7 +4,7 @@
 //! The order worker, the sweeper and the refund each write an
 //! `order.settled` message in the transaction that ends the order (or
 //! records the refund), so nobody is told of an end that did not commit,
-//! and every end that did is told. The [`worker`] takes those messages:
+//! and every end that did is told. The `worker` takes those messages:
 //! it mails the buyer ([`mail`]) and queues the organizer's delivery, which
 //! [`webhooks`] POSTs, signed ([`signature`]), until it is taken or
 //! dead-lettered. Every notice has one name, its order and ending

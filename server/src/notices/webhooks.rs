@@ -36,9 +36,9 @@ pub const POST_TIMEOUT: Duration = Duration::from_secs(5);
 /// A claimed delivery is not due again for this long: twice what its POST
 /// may take (all of a pass's are in flight at once), and well within the
 /// grace `check` gives a notice, so a dispatcher that dies only delays it.
-const LEASE: Duration = Duration::from_secs(10);
+pub const LEASE: Duration = Duration::from_secs(10);
 /// The longest pause between two tries.
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// The pause after a pass that found nothing due.
 const IDLE: Duration = Duration::from_millis(200);
 

@@ -144,6 +144,23 @@ pub(super) fn unknown(invariant: Invariant, why: String) -> Finding {
     }
 }
 
+/// UNKNOWN: nothing late, but `waiting` are not there yet, `why`.
+pub(super) fn on_their_way(
+    invariant: Invariant,
+    checked: u64,
+    waiting: Vec<String>,
+    why: &str,
+) -> Finding {
+    Finding {
+        invariant,
+        verdict: Verdict::Unknown,
+        checked,
+        offending: waiting.len() as u64,
+        detail: format!("{} {why}", waiting.len()),
+        examples: waiting.into_iter().take(EXAMPLES).collect(),
+    }
+}
+
 /// Every order of the sale (or of `event`), by id.
 async fn orders(pool: &PgPool, event: Option<i64>) -> anyhow::Result<HashMap<Uuid, Order>> {
     let rows: Vec<(Uuid, String, String, bool, f64, Option<f64>)> = sqlx::query_as(
@@ -294,18 +311,11 @@ fn notices_sent(
     waiting.sort();
     if late.is_empty() && !waiting.is_empty() {
         let why = if down {
-            "the mail server does not answer: notices wait for it"
+            "not mailed yet; the mail server does not answer: notices wait for it"
         } else {
-            "notices on their way (within the grace)"
+            "not mailed yet; notices on their way (within the grace)"
         };
-        return Finding {
-            invariant: Invariant::NoticesSent,
-            verdict: Verdict::Unknown,
-            checked: endings,
-            offending: waiting.len() as u64,
-            detail: format!("{} not mailed yet; {why}", waiting.len()),
-            examples: waiting.into_iter().take(EXAMPLES).collect(),
-        };
+        return on_their_way(Invariant::NoticesSent, endings, waiting, why);
     }
     finding(
         Invariant::NoticesSent,

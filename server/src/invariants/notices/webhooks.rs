@@ -8,10 +8,10 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::received::{deliveries, Delivery};
-use super::{answers, unknown, Order};
+use super::{answers, on_their_way, unknown, Order};
 use crate::notices::signature::verify;
 use flashtix_model::notices::{notice_id, parse_notice_id, Ending};
-use flashtix_model::report::{finding, Finding, Invariant, Verdict, EXAMPLES};
+use flashtix_model::report::{finding, Finding, Invariant};
 
 /// `webhooks_signed` and `webhooks_delivered`, from the record at `record`.
 pub(super) async fn check(
@@ -196,18 +196,11 @@ fn delivered(
     broken.sort();
     if broken.is_empty() && !waiting.is_empty() {
         let why = if down {
-            "a receiver does not answer: its deliveries wait for it"
+            "not taken yet; a receiver does not answer: its deliveries wait for it"
         } else {
-            "deliveries on their way (within the grace)"
+            "not taken yet; deliveries on their way (within the grace)"
         };
-        return Finding {
-            invariant: Invariant::WebhooksDelivered,
-            verdict: Verdict::Unknown,
-            checked: endings,
-            offending: waiting.len() as u64,
-            detail: format!("{} not taken yet; {why}", waiting.len()),
-            examples: waiting.into_iter().take(EXAMPLES).collect(),
-        };
+        return on_their_way(Invariant::WebhooksDelivered, endings, waiting, why);
     }
     finding(
         Invariant::WebhooksDelivered,
